@@ -1,0 +1,61 @@
+# shardlearn — the front door. `make demo` and `make test` work on a fresh clone with
+# nothing but Python 3.10+: they create .venv and pip-install an MPI runtime first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+NP     ?= 2
+RUNS   ?= runs
+# keep MPI traffic on loopback (one workstation / CI); a cluster overrides these
+export UCX_NET_DEVICES ?= lo
+export HYDRA_IFACE ?= lo
+MPIRUN := $(BIN)/mpiexec
+SL     := $(BIN)/shardlearn
+
+.PHONY: setup demo test test-fast data bench lint clean help
+
+help:
+	@echo "make demo   - set up, generate data, train on $(NP) ranks (NP=4 make demo for more)"
+	@echo "make test   - run the whole test suite (multi-rank tests included)"
+	@echo "make setup  - create $(VENV) with mpi4py, numpy, h5py and the MPICH wheel"
+	@echo "make data   - generate the demo datasets under data/"
+	@echo "make bench  - benchmarks against scikit-learn / LightGBM / XGBoost (bench/README.md)"
+	@echo "make lint   - byte-compile and check style"
+	@echo "make clean  - remove generated data, runs and caches (keeps $(VENV))"
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test,mpich]'
+	@touch $@
+
+data: setup
+	@mkdir -p data
+	$(MPIRUN) -n $(NP) $(SL) make-data blobs --rows 200000 --features 16 --centers 8 --seed 1 --out data/blobs
+	$(MPIRUN) -n $(NP) $(SL) make-data classification --rows 200000 --features 20 --seed 2 --out data/classification
+	$(MPIRUN) -n $(NP) $(SL) make-data regression --rows 200000 --features 20 --seed 3 --out data/regression
+
+demo: data
+	@mkdir -p $(RUNS)
+	$(MPIRUN) -n $(NP) $(SL) info data/blobs
+	$(MPIRUN) -n $(NP) $(SL) bench-comm --sizes 8,1K,128K,1M --json-out $(RUNS)/bench-comm.json
+	@echo "demo finished: outputs in $(RUNS)/"
+
+test: setup
+	$(BIN)/python -m pytest -q -rs tests
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -x -m "not slurm and not slow" tests
+
+bench: setup
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python bench/run_all.py
+
+lint: setup
+	$(BIN)/python -m compileall -q src tests bench
+	-$(BIN)/python -m pyflakes src tests bench 2>/dev/null || true
+
+clean:
+	rm -rf $(RUNS) data/*/ data/*.h5 .pytest_cache bench/results
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,59 @@
+"""The array module (NumPy on CPU, CuPy on GPU) and host/device moves.
+
+The CPU path never imports CuPy: :func:`get_xp` only touches it for ``device="gpu"``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import ShardlearnError
+
+DEVICES = ("cpu", "gpu")
+
+
+def get_xp(device: str = "cpu"):
+    """Return ``numpy`` for ``"cpu"`` or ``cupy`` for ``"gpu"``."""
+    if device == "cpu":
+        return np
+    if device == "gpu":
+        try:
+            import cupy
+        except ImportError as exc:  # pragma: no cover - depends on the machine
+            raise ShardlearnError(
+                "--device gpu needs CuPy: pip install 'shardlearn[gpu]' (cupy-cuda12x), "
+                "or run with --device cpu") from exc
+        return cupy
+    raise ShardlearnError(f"unknown device {device!r}: choose cpu or gpu")
+
+
+def bind_gpu(local_rank: int) -> int:
+    """Bind this process to GPU ``local_rank % n_gpus``; return the device id."""
+    import cupy
+
+    n = cupy.cuda.runtime.getDeviceCount()
+    if n == 0:  # pragma: no cover - depends on the machine
+        raise ShardlearnError("--device gpu: no CUDA device is visible on this node")
+    dev = local_rank % n
+    cupy.cuda.Device(dev).use()
+    return dev
+
+
+def xp_of(a):
+    """The array module an array belongs to."""
+    return np if isinstance(a, np.ndarray) or np.isscalar(a) else __import__(type(a).__module__.split(".")[0])
+
+
+def to_host(a) -> np.ndarray:
+    """A NumPy array with the same values (no copy if already on the host)."""
+    if isinstance(a, np.ndarray):
+        return a
+    if type(a).__module__.startswith("cupy"):
+        import cupy
+
+        return cupy.asnumpy(a)
+    return np.asarray(a)
+
+
+def to_device(a, xp):
+    """Move a host array to the module ``xp`` (no copy for NumPy)."""
+    return a if xp is np else xp.asarray(a)

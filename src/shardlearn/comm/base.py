@@ -1,0 +1,165 @@
+"""The collectives interface shared by every topology.
+
+Subclasses implement the buffer-level algorithms on contiguous host numpy arrays
+(``_allreduce``, ``_bcast``, ``_reduce_scatter``, ``_allgather``); this base class
+does the rest once for all of them: argument checks, making input contiguous, moving
+GPU (CuPy) arrays through host memory, phase timing, and small pickled helpers for
+control messages that are not on the hot path.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+OPS = ("sum", "max", "min")
+TOPOLOGIES = ("native", "ring", "tree", "auto")
+DTYPES = (np.float32, np.float64, np.int32, np.int64)
+
+
+def block_bounds(n: int, size: int, rank: int) -> tuple[int, int]:
+    """Rows ``[rank*n//size, (rank+1)*n//size)``: the block of rank ``rank``."""
+    return rank * n // size, (rank + 1) * n // size
+
+
+def reduce_into(acc: np.ndarray, other: np.ndarray, op: str) -> None:
+    """``acc = op(acc, other)`` in place, vectorised."""
+    if op == "sum":
+        np.add(acc, other, out=acc)
+    elif op == "max":
+        np.maximum(acc, other, out=acc)
+    elif op == "min":
+        np.minimum(acc, other, out=acc)
+    else:  # pragma: no cover - checked by the caller
+        raise ValueError(op)
+
+
+class Collectives:
+    """Allreduce, broadcast, allgather and reduce-scatter on one communicator.
+
+    Attributes
+    ----------
+    comm : mpi4py.MPI.Comm
+    rank, size : int
+    topology : str
+    comm_seconds : float
+        Wall time spent inside collectives since creation (the "communication" phase).
+    bytes_sent : int
+        Bytes this rank handed to MPI as payload (an estimate for native).
+    """
+
+    topology = "base"
+
+    def __init__(self, mpi_comm):
+        self.comm = mpi_comm
+        self.rank = mpi_comm.Get_rank()
+        self.size = mpi_comm.Get_size()
+        self.comm_seconds = 0.0
+        self.bytes_sent = 0
+        self.calls = 0
+
+    # ----------------------------------------------------------------- public API
+    def allreduce(self, x, op: str = "sum"):
+        """Reduce ``x`` element-wise over all ranks; every rank gets the result.
+
+        Returns a new array of the same shape and dtype (and device) as ``x``.
+        """
+        self._check_op(op)
+        host, back = self._to_host(x)
+        t0 = time.perf_counter()
+        out = self._allreduce(host, op) if host.size and self.size > 1 else host.copy()
+        self._account(t0)
+        return back(out.reshape(host.shape))
+
+    def bcast(self, x, root: int = 0):
+        """Return ``x`` from ``root`` on every rank.
+
+        Every rank passes an array of the same shape and dtype (the values on ranks
+        other than ``root`` are ignored).
+        """
+        host, back = self._to_host(x)
+        t0 = time.perf_counter()
+        out = self._bcast(host.copy(), root) if host.size and self.size > 1 else host.copy()
+        self._account(t0)
+        return back(out.reshape(host.shape))
+
+    def allgather(self, x):
+        """Concatenate every rank's ``x`` along axis 0, in rank order.
+
+        The ranks may pass different numbers of rows (also 0); trailing dimensions
+        and dtype must agree.
+        """
+        host, back = self._to_host(x)
+        t0 = time.perf_counter()
+        counts = np.asarray(self.comm.allgather(host.shape[0]), dtype=np.int64)
+        row = int(np.prod(host.shape[1:], dtype=np.int64)) if host.ndim > 1 else 1
+        flat = self._allgather(host.reshape(-1), counts * row)
+        self._account(t0)
+        return back(flat.reshape((int(counts.sum()),) + host.shape[1:]))
+
+    def reduce_scatter(self, x, op: str = "sum"):
+        """Reduce ``x`` over all ranks and return this rank's block of the result.
+
+        Blocks split the flattened array as :func:`block_bounds` does, so rank ``r``
+        gets elements ``[r*n//P, (r+1)*n//P)``; a rank's block may be empty.
+        """
+        self._check_op(op)
+        host, back = self._to_host(x)
+        t0 = time.perf_counter()
+        flat = host.reshape(-1)
+        if self.size == 1:
+            out = flat.copy()
+        else:
+            out = self._reduce_scatter(flat, op)
+        self._account(t0)
+        return back(out)
+
+    # small pickled helpers: control data, never on the hot path
+    def bcast_obj(self, obj, root: int = 0):
+        """Broadcast a small Python object (pickled)."""
+        return self.comm.bcast(obj, root=root)
+
+    def allgather_obj(self, obj) -> list:
+        """Gather a small Python object from every rank, in rank order (pickled)."""
+        return self.comm.allgather(obj)
+
+    def barrier(self) -> None:
+        self.comm.Barrier()
+
+    # ------------------------------------------------------------ implementation
+    def _allreduce(self, x: np.ndarray, op: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def _bcast(self, x: np.ndarray, root: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def _allgather(self, flat: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _reduce_scatter(self, flat: np.ndarray, op: str) -> np.ndarray:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _check_op(op: str) -> None:
+        if op not in OPS:
+            raise ValueError(f"unknown reduction op {op!r}: choose one of {', '.join(OPS)}")
+
+    def _account(self, t0: float) -> None:
+        self.comm_seconds += time.perf_counter() - t0
+        self.calls += 1
+
+    @staticmethod
+    def _to_host(x):
+        """Return (contiguous host array, function that moves a result back)."""
+        mod = type(x).__module__
+        if mod.startswith("cupy"):
+            import cupy  # only reached with GPU arrays
+
+            host = cupy.asnumpy(x)
+            return np.ascontiguousarray(host), cupy.asarray
+        arr = np.asarray(x)
+        if arr.dtype.type not in DTYPES:
+            raise TypeError(
+                f"collectives take float32, float64, int32 or int64 arrays, not {arr.dtype}")
+        return np.ascontiguousarray(arr), (lambda a: a)

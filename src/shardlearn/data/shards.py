@@ -1,0 +1,235 @@
+"""Open a dataset, assign rows to ranks, read this rank's block, validate it.
+
+Format (see data/README.md): an HDF5 file with ``X`` (n x d, float32 or float64) and
+optionally ``y`` (n,), or a directory of such files (``part-00000.h5``, ...) read in
+name order as one table. Rank ``r`` of ``P`` gets global rows ``[r*n//P, (r+1)*n//P)``,
+read with hyperslabs from whichever parts hold them; a rank may get zero rows.
+
+Validation is collective: rank 0 checks the metadata of every part and the others
+agree on its verdict; each rank checks the values of its own block, and the ranks
+agree on the result (one allreduce) before anyone goes on.
+"""
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..comm import block_bounds
+from ..errors import ShardlearnError
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+@dataclass
+class Part:
+    """One HDF5 file of a dataset: its path and the global rows it holds."""
+
+    path: str
+    start: int
+    rows: int
+
+
+@dataclass
+class Dataset:
+    """Metadata of a whole dataset (all parts), identical on every rank."""
+
+    path: str
+    parts: list[Part]
+    n_rows: int
+    n_features: int
+    dtype: np.dtype
+    has_y: bool
+    y_dtype: np.dtype | None = None
+
+    def describe(self) -> dict:
+        return {"path": self.path, "rows": self.n_rows, "features": self.n_features,
+                "dtype": str(self.dtype), "has_y": self.has_y,
+                "y_dtype": str(self.y_dtype) if self.y_dtype is not None else None,
+                "parts": len(self.parts)}
+
+
+@dataclass
+class Shard:
+    """This rank's block of a dataset.
+
+    Attributes
+    ----------
+    X : ndarray (n_local, d)
+    y : ndarray (n_local,) or None
+    start : int
+        Global index of the first local row; local row ``i`` is global row ``start + i``.
+    dataset : Dataset
+    """
+
+    X: np.ndarray
+    y: np.ndarray | None
+    start: int
+    dataset: Dataset
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n_local(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def n_total(self) -> int:
+        return self.dataset.n_rows
+
+    def global_rows(self) -> np.ndarray:
+        """Global row indices of the local rows (int64)."""
+        return np.arange(self.start, self.start + self.n_local, dtype=np.int64)
+
+
+def list_parts(path: str) -> list[str]:
+    """The HDF5 files of a dataset: the file itself, or a directory's ``*.h5`` in name order."""
+    if os.path.isdir(path):
+        files = sorted(glob.glob(os.path.join(path, "*.h5")) + glob.glob(os.path.join(path, "*.hdf5")))
+        if not files:
+            raise ShardlearnError(f"{path}: directory holds no .h5 part files (expected part-00000.h5, ...)")
+        return files
+    if not os.path.exists(path):
+        raise ShardlearnError(f"{path}: no such file or directory (give an HDF5 file with dataset 'X' "
+                              "or a directory of part-*.h5 files; 'shardlearn make-data' writes one)")
+    return [path]
+
+
+def _scan(path: str, need_y: bool) -> Dataset:
+    """Read and check the metadata of every part (no values). Raises ShardlearnError."""
+    import h5py
+
+    parts, start, d, dtype, has_y, y_dtype = [], 0, None, None, None, None
+    for f in list_parts(path):
+        try:
+            h = h5py.File(f, "r")
+        except OSError as exc:
+            raise ShardlearnError(f"{f}: not a readable HDF5 file ({exc})") from None
+        with h:
+            if "X" not in h:
+                raise ShardlearnError(f"{f}: no dataset 'X' (found: {', '.join(sorted(h.keys())) or 'nothing'})")
+            X = h["X"]
+            if not isinstance(X, h5py.Dataset):
+                raise ShardlearnError(f"{f}: 'X' is a group, expected an n x d dataset")
+            if X.ndim != 2:
+                raise ShardlearnError(f"{f}: 'X' has shape {X.shape}; expected 2-D (rows x features)")
+            if X.dtype.kind not in "fiub":
+                raise ShardlearnError(f"{f}: 'X' has dtype {X.dtype}; expected float32 or float64")
+            if d is None:
+                d, dtype = X.shape[1], X.dtype
+            elif X.shape[1] != d:
+                raise ShardlearnError(f"{f}: 'X' has {X.shape[1]} features but {parts[0].path} has {d}; "
+                                      "every part must have the same feature count")
+            elif X.dtype != dtype:
+                raise ShardlearnError(f"{f}: 'X' is {X.dtype} but {parts[0].path} is {dtype}; "
+                                      "every part must have the same dtype")
+            part_has_y = "y" in h
+            if has_y is None:
+                has_y = part_has_y
+            elif part_has_y != has_y:
+                raise ShardlearnError(f"{f}: {'has' if part_has_y else 'lacks'} a 'y' dataset but "
+                                      f"{parts[0].path} {'has' if has_y else 'lacks'} one")
+            if part_has_y:
+                Y = h["y"]
+                if Y.ndim != 1 or Y.shape[0] != X.shape[0]:
+                    raise ShardlearnError(f"{f}: 'y' has shape {Y.shape} but 'X' has {X.shape[0]} rows; "
+                                          "expected y of shape (n,)")
+                if Y.dtype.kind not in "fiub":
+                    raise ShardlearnError(f"{f}: 'y' has dtype {Y.dtype}; expected numbers")
+                y_dtype = Y.dtype if y_dtype is None else np.promote_types(y_dtype, Y.dtype)
+            parts.append(Part(f, start, X.shape[0]))
+            start += X.shape[0]
+    if need_y and not has_y:
+        raise ShardlearnError(f"{path}: no dataset 'y' (labels/targets); this model needs one")
+    work_dtype = dtype if dtype in FLOAT_DTYPES else np.dtype(np.float64)
+    return Dataset(path, parts, start, int(d), work_dtype, bool(has_y), y_dtype)
+
+
+def open_dataset(path: str, ctx, *, need_y: bool = False) -> Dataset:
+    """Check a dataset's metadata on rank 0 and share it with every rank.
+
+    Raises :class:`ShardlearnError` on every rank if the path, a part, ``X`` or ``y``
+    is unusable.
+    """
+    meta, error = None, None
+    if ctx.rank == 0:
+        try:
+            meta = _scan(str(path), need_y)
+        except ShardlearnError as exc:
+            error = str(exc)
+    ctx.agree(error)
+    return ctx.mpi_comm.bcast(meta, root=0)
+
+
+def _read_rows(parts: list[Part], name: str, lo: int, hi: int, out: np.ndarray) -> None:
+    """Fill ``out`` with global rows ``[lo, hi)`` of dataset ``name``, part by part."""
+    import h5py
+
+    for p in parts:
+        a, b = max(lo, p.start), min(hi, p.start + p.rows)
+        if a >= b:
+            continue
+        with h5py.File(p.path, "r") as h:
+            h[name].read_direct(out, np.s_[a - p.start:b - p.start], np.s_[a - lo:b - lo])
+
+
+def _bad_rows(X: np.ndarray, allow_nan: bool, chunk: int = 65536) -> np.ndarray:
+    """Boolean mask of rows holding values the caller cannot use (chunked: small temporaries)."""
+    bad = np.zeros(X.shape[0], dtype=bool)
+    for i in range(0, X.shape[0], chunk):
+        blk = X[i:i + chunk]
+        if allow_nan:
+            bad[i:i + chunk] = np.isinf(blk).any(axis=1)
+        else:
+            bad[i:i + chunk] = ~np.isfinite(blk).all(axis=1)
+    return bad
+
+
+def read_shard(path, ctx, *, dtype=None, need_y: bool = False, allow_nan: bool = False,
+               y_dtype=None) -> Shard:
+    """Read this rank's row block of the dataset at ``path``.
+
+    Parameters
+    ----------
+    path : str
+        An HDF5 file or a directory of part files.
+    ctx : shardlearn.runtime.Context
+    dtype : float32 or float64, optional
+        Convert ``X`` on read (default: the file's float dtype; integers become float64).
+    need_y : bool
+        Fail clearly when the dataset has no ``y``.
+    allow_nan : bool
+        Whether NaN in ``X`` is acceptable (trees treat it as missing). Infinities are
+        always refused, and NaN in ``y`` too.
+    y_dtype : dtype, optional
+        Convert ``y`` on read (default float64).
+
+    Every rank must call this (it is collective), also ranks that get zero rows.
+    """
+    ds = open_dataset(path, ctx, need_y=need_y)
+    dtype = np.dtype(dtype) if dtype is not None else ds.dtype
+    if dtype not in FLOAT_DTYPES:
+        raise ShardlearnError(f"dtype {dtype} not supported: use float32 or float64")
+    lo, hi = block_bounds(ds.n_rows, ctx.size, ctx.rank)
+    with ctx.timers.phase("io"):
+        X = np.empty((hi - lo, ds.n_features), dtype=dtype)
+        _read_rows(ds.parts, "X", lo, hi, X)
+        y = None
+        if ds.has_y:
+            y = np.empty(hi - lo, dtype=np.dtype(y_dtype) if y_dtype is not None else np.float64)
+            _read_rows(ds.parts, "y", lo, hi, y)
+    # values: each rank checks its block, one allreduce of per-part bad-row counts
+    bad = _bad_rows(X, allow_nan)
+    if y is not None and y.dtype.kind == "f":
+        bad |= ~np.isfinite(y)
+    starts = np.array([p.start for p in ds.parts], dtype=np.int64)
+    owner = np.searchsorted(starts, np.flatnonzero(bad) + lo, side="right") - 1
+    counts = np.bincount(owner, minlength=len(ds.parts)).astype(np.int64)
+    counts = ctx.mpi_comm.allreduce(counts)
+    if counts.sum():
+        where = ", ".join(f"{ds.parts[i].path}: {c} rows" for i, c in enumerate(counts) if c)
+        what = "infinite values" if allow_nan else "NaN or infinite values"
+        hint = "" if allow_nan else " (this model cannot use missing values: impute or drop them first; gbdt/forest accept NaN)"
+        raise ShardlearnError(f"{path}: {int(counts.sum())} rows hold {what} in X or y — {where}{hint}")
+    return Shard(X, y, lo, ds)

@@ -1,0 +1,180 @@
+"""Model files, checkpoints and per-row outputs: HDF5, written atomically.
+
+A file is written under a temporary name in the same directory, flushed and fsynced,
+then renamed over the target, so a crash never leaves a half-written model. Only
+rank 0 writes model files; per-row outputs are written by every rank in turn into
+one temporary file that rank 0 renames at the end.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+
+import numpy as np
+
+from .errors import ShardlearnError
+
+FORMAT_VERSION = 1
+
+
+def _tmp_name(path: str) -> str:
+    d, base = os.path.split(os.path.abspath(path))
+    return os.path.join(d, f".{base}.tmp-{os.getpid()}")
+
+
+def _fsync_replace(tmp: str, path: str) -> None:
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _check_dir(path: str) -> None:
+    d = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(d):
+        raise ShardlearnError(f"{path}: directory {d} does not exist")
+    if not os.access(d, os.W_OK):
+        raise ShardlearnError(f"{path}: directory {d} is not writable")
+
+
+def provenance() -> dict:
+    """Versions and host facts stored with every model."""
+    import h5py
+    from mpi4py import MPI
+
+    from . import __version__
+
+    return {"shardlearn": __version__, "numpy": np.__version__, "h5py": h5py.__version__,
+            "mpi": MPI.Get_library_version().splitlines()[0].strip(),
+            "python": platform.python_version(), "host": platform.node(),
+            "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def _write_group(g, arrays: dict) -> None:
+    for name, value in arrays.items():
+        if isinstance(value, dict):
+            _write_group(g.create_group(name), value)
+        else:
+            g.create_dataset(name, data=np.asarray(value))
+
+
+def _read_group(g) -> dict:
+    import h5py
+
+    out = {}
+    for name, item in g.items():
+        out[name] = _read_group(item) if isinstance(item, h5py.Group) else item[()]
+    return out
+
+
+def save_model(path: str, estimator: str, arrays: dict, params: dict, info: dict | None = None) -> None:
+    """Write a model file atomically (call on one rank only).
+
+    Parameters
+    ----------
+    path : str
+    estimator : str
+        The estimator's registered name (``"kmeans"``, ``"logistic"``, ...).
+    arrays : dict of name -> array (nested dicts become HDF5 groups)
+    params : dict
+        Hyper-parameters, stored as JSON in the ``params`` attribute.
+    info : dict, optional
+        Fit facts (n_iter, loss, data path, ranks, ...), stored as JSON in ``info``.
+    """
+    import h5py
+
+    _check_dir(path)
+    tmp = _tmp_name(path)
+    try:
+        with h5py.File(tmp, "w") as h:
+            h.attrs["shardlearn_format"] = FORMAT_VERSION
+            h.attrs["estimator"] = estimator
+            h.attrs["params"] = json.dumps(params, default=_jsonable)
+            h.attrs["info"] = json.dumps(info or {}, default=_jsonable)
+            h.attrs["provenance"] = json.dumps(provenance())
+            _write_group(h, arrays)
+        _fsync_replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_model(path: str) -> tuple[str, dict, dict, dict]:
+    """Read a model file: ``(estimator, arrays, params, info)``."""
+    import h5py
+
+    if not os.path.exists(path):
+        raise ShardlearnError(f"{path}: no such model file")
+    try:
+        with h5py.File(path, "r") as h:
+            if "estimator" not in h.attrs:
+                raise ShardlearnError(f"{path}: not a shardlearn model file (no 'estimator' attribute)")
+            est = str(h.attrs["estimator"])
+            params = json.loads(h.attrs["params"])
+            info = json.loads(h.attrs.get("info", "{}"))
+            info["provenance"] = json.loads(h.attrs.get("provenance", "{}"))
+            arrays = _read_group(h)
+    except OSError as exc:
+        raise ShardlearnError(f"{path}: not a readable HDF5 file ({exc})") from None
+    return est, arrays, params, info
+
+
+def write_json(path: str, obj: dict) -> None:
+    """Write a JSON document atomically (call on one rank only)."""
+    _check_dir(path)
+    tmp = _tmp_name(path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, default=_jsonable)
+            f.write("\n")
+        _fsync_replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_rows(path: str, columns: dict, start: int, n_total: int, ctx) -> None:
+    """Write per-row outputs (labels, predictions) in global row order, collectively.
+
+    Each rank passes its local rows of every column and the global index of its first
+    row. Rank 0 creates a temporary file with full-size datasets, the ranks write
+    their slices one after another (a token passed in rank order, so memory per rank
+    stays O(local rows)), and rank 0 renames the file into place.
+    """
+    import h5py
+
+    tmp = None
+    with ctx.collective_errors():
+        if ctx.rank == 0:
+            _check_dir(path)
+    tmp = ctx.mpi_comm.bcast(_tmp_name(path) if ctx.rank == 0 else None, root=0)
+    shapes = {k: (np.asarray(v).shape[1:], np.asarray(v).dtype) for k, v in columns.items()}
+    if ctx.rank == 0:
+        with h5py.File(tmp, "w") as h:
+            h.attrs["rows"] = n_total
+            for k, (tail, dt) in shapes.items():
+                h.create_dataset(k, shape=(n_total,) + tail, dtype=dt)
+    if ctx.rank > 0:
+        ctx.mpi_comm.recv(source=ctx.rank - 1, tag=77)
+    n_local = len(next(iter(columns.values()))) if columns else 0
+    if n_local:
+        with h5py.File(tmp, "r+") as h:
+            for k, v in columns.items():
+                h[k][start:start + n_local] = np.asarray(v)
+    if ctx.rank < ctx.size - 1:
+        ctx.mpi_comm.send(True, dest=ctx.rank + 1, tag=77)
+    ctx.mpi_comm.Barrier()
+    if ctx.rank == 0:
+        _fsync_replace(tmp, path)
+
+
+def _jsonable(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
