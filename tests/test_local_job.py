@@ -1,0 +1,42 @@
+"""jobs/local.sh: the batch jobs' twin for one machine (mpiexec, no Slurm)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mpirun import mpi_env
+from slurm.jobkit import JOBS, arrays_with_shape, check_model, need_model, write_datasets
+
+LOCAL = JOBS / "local.sh"
+
+
+def run_local(*args, env=None, cwd, timeout=120) -> subprocess.CompletedProcess:
+    """``jobs/local.sh ARGS`` with this interpreter first on PATH (its mpiexec, its packages)."""
+    run_env = mpi_env(env)
+    run_env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + run_env.get("PATH", "")
+    run_env.pop("OMP_NUM_THREADS", None)  # local.sh sets threads per rank itself
+    return subprocess.run(["bash", str(LOCAL), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=run_env, cwd=cwd)
+
+
+def test_local_kmeans_writes_model_and_report(tmp_path):
+    need_model("kmeans")
+    data = write_datasets(tmp_path)
+    proc = run_local("kmeans", env={"NP": "2", "K": "3", "DATA": data["blobs"]}, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "kmeans done: model runs/kmeans-local.h5, report runs/kmeans-local.json" in proc.stdout
+    facts = check_model(tmp_path / "runs" / "kmeans-local.h5", "kmeans", ranks=2)
+    assert arrays_with_shape(facts["arrays"], (3, 4))
+
+
+def test_local_usage_and_bad_input(tmp_path):
+    proc = run_local(cwd=tmp_path)
+    assert proc.returncode == 2 and "usage: jobs/local.sh" in proc.stderr
+    proc = run_local("kmeans", env={"DATA": str(tmp_path / "missing")}, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "shardlearn: error:" in proc.stderr, proc.stderr
+    assert "kmeans done" not in proc.stdout
