@@ -36,6 +36,7 @@ NCPU=$(nproc)
 CPUS=${SHARDLEARN_SLURM_CPUS:-$(( NCPU > 4 ? NCPU : 4 ))}
 TIMEOUT=${SHARDLEARN_SLURM_TIMEOUT:-60}
 GPUS=2
+FIRST_JOB_ID=$(( ($(date +%s) % 1000000) * 50 + RANDOM % 50 + 1000 ))
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 say() { echo "start_local_slurm: $*" >&2; }
@@ -86,11 +87,10 @@ if alive munged && alive slurmctld && alive slurmd \
     echo "$DIR"
     exit 0
 fi
-if [[ -d $DIR ]]; then
-    say "stopping and wiping leftovers in $DIR"
-    SHARDLEARN_SLURM_DIR=$DIR "$HERE/stop_local_slurm.sh" --quiet || true
-    rm -rf "$DIR"
-fi
+# leftovers of an earlier run (a crashed daemon, stale state): stop what is ours, wipe the rest
+[[ -d $DIR ]] && say "stopping and wiping leftovers in $DIR"
+SHARDLEARN_SLURM_DIR=$DIR "$HERE/stop_local_slurm.sh" --quiet || true
+rm -rf "$DIR"
 
 # ------------------------------------------------------------------ layout
 mkdir -p "$DIR"/{state,spool,log,munge,jobs}
@@ -102,6 +102,10 @@ MUNGE_SOCKET=$DIR/munge/munge.socket
 cat >"$SLURM_CONF" <<EOF
 # single-node Slurm for shardlearn's tests, written by tests/slurm/start_local_slurm.sh
 ClusterName=shardlearn
+# job ids differ from run to run (the state is wiped at each start): MPICH names its shared
+# memory after the PMI job id (JOBID.STEP under srun), and a segment left behind by an aborted
+# job would otherwise be picked up by the next run's job with the same id (corrupt MPI_Init)
+FirstJobId=$FIRST_JOB_ID
 SlurmctldHost=localhost(127.0.0.1)
 SlurmctldPort=$CTLD_PORT
 SlurmdPort=$SLURMD_PORT

@@ -13,7 +13,6 @@ QUIET=0
 [[ ${1:-} == --quiet ]] && QUIET=1
 say() { ((QUIET)) || echo "stop_local_slurm: $*" >&2; }
 
-[[ -d $DIR ]] || { say "nothing to stop ($DIR does not exist)"; exit 0; }
 export SLURM_CONF=$DIR/slurm.conf
 
 ours() {  # ours NAME PID: PID runs daemon NAME started with files in $DIR
@@ -24,7 +23,7 @@ ours() {  # ours NAME PID: PID runs daemon NAME started with files in $DIR
 }
 
 # running jobs first, so their slurmstepd and ranks end with them
-if [[ -s $DIR/slurmctld.pid ]] && ours slurmctld "$(<"$DIR/slurmctld.pid")"; then
+if [[ -s $DIR/slurmctld.pid && -s $SLURM_CONF ]] && ours slurmctld "$(<"$DIR/slurmctld.pid")"; then
     timeout 10 scancel --full --quiet --user="$(id -un)" >/dev/null 2>&1 || true
     for _ in $(seq 50); do
         [[ -z $(timeout 5 squeue -h -o %i 2>/dev/null) ]] && break
@@ -33,13 +32,20 @@ if [[ -s $DIR/slurmctld.pid ]] && ours slurmctld "$(<"$DIR/slurmctld.pid")"; the
 fi
 
 # TERM all three at once (each takes a second or two to shut down), then KILL stragglers
+# (also daemons whose PID file is gone: found by this directory's files on their command line)
 declare -A pids=()
 for name in slurmd slurmctld munged; do
     pidf=$DIR/$name.pid
-    [[ -s $pidf ]] || continue
-    pid=$(<"$pidf")
-    ours "$name" "$pid" || continue
-    kill -TERM "$pid" 2>/dev/null && pids[$name]=$pid
+    candidates=()
+    [[ -s $pidf ]] && candidates+=("$(<"$pidf")")
+    for proc in /proc/[0-9]*; do
+        [[ $(<"$proc/comm") == "$name" ]] 2>/dev/null && candidates+=("${proc#/proc/}")
+    done
+    for pid in "${candidates[@]}"; do
+        [[ -n ${pids[$name]:-} ]] && break
+        ours "$name" "$pid" || continue
+        kill -TERM "$pid" 2>/dev/null && pids[$name]=$pid
+    done
 done
 for _ in $(seq 100); do
     left=0
@@ -55,6 +61,6 @@ for name in "${!pids[@]}"; do
     fi
     stopped+=("$name($pid)")
 done
-rm -f "$DIR"/slurmd.pid "$DIR"/slurmctld.pid "$DIR"/munged.pid
+rm -f "$DIR"/slurmd.pid "$DIR"/slurmctld.pid "$DIR"/munged.pid 2>/dev/null
 say "stopped ${stopped[*]:-nothing (no daemons of ours were running)}; logs in $DIR/log"
 exit 0
