@@ -104,6 +104,15 @@ class Job:
             self.proc.kill()
             self.proc.communicate()
 
+    def states(self) -> dict:
+        """Job (and array task) id -> (state, exit code) from Slurm's completion log
+        (``sacct -c``: there is no accounting daemon; jobcomp/filetxt records each end)."""
+        # (sacct -c ignores --name and knows array tasks only by their own ids: filter here)
+        proc = self.slurm.cmd("sacct", "-c", "-n", "-P", "-o", "jobid,state,exitcode,jobname")
+        assert proc.returncode == 0, proc.stderr
+        rows = [line.split("|") for line in proc.stdout.splitlines() if line.count("|") == 3]
+        return {r[0]: (r[1], r[2]) for r in rows if r[3] == self.name}
+
     @property
     def output(self) -> str:
         """Everything the job (all array tasks) wrote to its output files."""
@@ -231,6 +240,7 @@ def test_kmeans_sbatch(jobs):
     assert "kmeans: 2 ranks on 1 node(s) (localhost), data " in out and ", k=3" in out
     assert (f"kmeans done: model runs/kmeans-{job.id}.h5, report runs/kmeans-{job.id}.json, "
             "labels runs/labels.h5") in out
+    assert job.states() == {job.id: ("COMPLETED", "0:0")}
     facts = check_model(cwd / "runs" / f"kmeans-{job.id}.h5", "kmeans")
     assert arrays_with_shape(facts["arrays"], (3, 4)), f"no (3, 4) centroids in {sorted(facts['arrays'])}"
     import h5py
@@ -283,6 +293,7 @@ def test_sweep_array_writes_one_model_per_task(jobs):
     job = finished(jobs, "sweep", "kmeans")
     assert job.rc == 0, job.describe()
     assert len(list(job.cwd.glob(f"{job.name}-*_*.out"))) == 3, job.output
+    assert set(job.states().values()) == {("COMPLETED", "0:0")} and len(job.states()) == 3, job.states()
     for task, k in enumerate((2, 3, 4)):
         text = (job.cwd / f"{job.name}-{job.id}_{task}.out").read_text()
         assert f"sweep task {task} done: model sweep/kmeans-k-{k}.h5, report sweep/kmeans-k-{k}.json" in text
@@ -328,6 +339,8 @@ def test_failing_rank_ends_the_job(jobs):
     assert "RuntimeError: rank 1 breaks on purpose" in out
     assert "all ranks passed the barrier" not in out
     assert job.seconds < FAST, job.describe()
+    state, code = job.states()[job.id]
+    assert state == "FAILED" and code != "0:0", (state, code)
 
 
 def test_srun_pmi2_connects_and_plain_srun_is_refused(jobs):
