@@ -24,6 +24,7 @@ usage() { echo "usage: jobs/local.sh kmeans|logistic|gbdt|MODEL [train options..
 MODEL=$1; shift
 [[ $MODEL == -* ]] && usage
 
+# shellcheck source=/dev/null
 if [[ -n ${SHARDLEARN_VENV:-} ]]; then source "$SHARDLEARN_VENV/bin/activate"; fi
 # one machine: keep MPI traffic on loopback (override for a multi-host mpiexec)
 export UCX_NET_DEVICES=${UCX_NET_DEVICES:-lo} HYDRA_IFACE=${HYDRA_IFACE:-lo}

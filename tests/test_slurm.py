@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -125,19 +126,44 @@ class Job:
 
 
 # --------------------------------------------------------------------------- fixtures
+SESSION_PREFIX = "shardlearn-slurm-test-"
+
+
+def _sweep_stale_clusters() -> None:
+    """Stop and remove the private clusters of earlier test runs that died without stopping
+    them (their owner process is gone); clusters of test runs still going are left alone."""
+    for d in Path(tempfile.gettempdir()).glob(SESSION_PREFIX + "*"):
+        try:
+            owner = int((d / "owner.pid").read_text())
+            os.kill(owner, 0)
+            continue  # its test run is still going
+        except (OSError, ValueError):
+            pass
+        subprocess.run(["bash", str(STOP), "--quiet"], capture_output=True, timeout=120,
+                       env={**os.environ, "SHARDLEARN_SLURM_DIR": str(d)})
+        shutil.rmtree(d, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def slurm():
+    """A private Slurm for this test run: its own directory, ports and job ids, so test runs
+    side by side (or a person's own local Slurm) do not meet; stopped at the end."""
     if shutil.which("bash") is None or sys.platform != "linux":
         pytest.skip("a local Slurm needs Linux and bash")
-    proc = subprocess.run(["bash", str(START)], capture_output=True, text=True, timeout=300)
+    _sweep_stale_clusters()
+    directory = Path(tempfile.gettempdir()) / f"{SESSION_PREFIX}{os.getpid()}"
+    env = {**os.environ, "SHARDLEARN_SLURM_DIR": str(directory)}
+    proc = subprocess.run(["bash", str(START)], capture_output=True, text=True, timeout=300, env=env)
     if proc.returncode == 3:
         pytest.skip(proc.stderr.strip().splitlines()[-1])
     assert proc.returncode == 0, f"start_local_slurm.sh failed ({proc.returncode}):\n{proc.stderr}"
-    cluster = Slurm(Path(proc.stdout.strip().splitlines()[-1]))
+    (directory / "owner.pid").write_text(str(os.getpid()))
+    cluster = Slurm(directory)
     try:
         yield cluster
     finally:
-        subprocess.run(["bash", str(STOP)], capture_output=True, text=True, timeout=120)
+        # the directory stays for its logs; the next test run's sweep removes it
+        subprocess.run(["bash", str(STOP)], capture_output=True, text=True, timeout=120, env=env)
 
 
 SPMD_CHECK = """\
@@ -226,7 +252,8 @@ def test_local_slurm_is_up_and_restart_reuses_it(slurm):
     node, cpus, gres = info.stdout.split()
     assert (node, gres) == ("localhost", "gpu:2") and int(cpus) >= 2, info.stdout
     # a second start (an earlier run left the daemons up) reuses them instead of failing
-    again = subprocess.run(["bash", str(START)], capture_output=True, text=True, timeout=60)
+    again = subprocess.run(["bash", str(START)], capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "SHARDLEARN_SLURM_DIR": str(slurm.dir)})
     assert again.returncode == 0, again.stderr
     assert "reusing" in again.stderr
     assert Path(again.stdout.strip()) == slurm.dir

@@ -23,20 +23,23 @@
 # Exit codes: 0 ready; 3 cannot install/run here (not root, no apt-get): callers skip;
 # 1 anything else (see the logs under the directory).
 #
-# Settings (environment): SHARDLEARN_SLURM_DIR, SHARDLEARN_SLURM_CPUS (CPUs the node
-# advertises, default max(nproc, 4) so 4-rank jobs fit on 2 cores), SHARDLEARN_SLURM_PORT
-# (slurmctld port, default 16817; slurmd uses the next one), SHARDLEARN_SLURM_TIMEOUT
-# (seconds to wait for an idle node, default 60).
+# Settings (environment):
+#   SHARDLEARN_SLURM_DIR      where everything lives (default /tmp/shardlearn-slurm-$UID);
+#                             one directory = one cluster, so several can run side by side
+#   SHARDLEARN_SLURM_CPUS     CPUs the node advertises (default max(nproc, 4): 4-rank jobs
+#                             fit on 2 cores)
+#   SHARDLEARN_SLURM_PORT     slurmctld port (default the first free of 16817, 16827, ...;
+#                             slurmd takes the next one)
+#   SHARDLEARN_SLURM_TIMEOUT  seconds to wait for an idle node (default 60)
 set -euo pipefail
 
 DIR=${SHARDLEARN_SLURM_DIR:-${TMPDIR:-/tmp}/shardlearn-slurm-$(id -u)}
-CTLD_PORT=${SHARDLEARN_SLURM_PORT:-16817}
-SLURMD_PORT=$((CTLD_PORT + 1))
 NCPU=$(nproc)
 CPUS=${SHARDLEARN_SLURM_CPUS:-$(( NCPU > 4 ? NCPU : 4 ))}
 TIMEOUT=${SHARDLEARN_SLURM_TIMEOUT:-60}
 GPUS=2
-FIRST_JOB_ID=$(( ($(date +%s) % 1000000) * 50 + RANDOM % 50 + 1000 ))
+# one of 6000 blocks of 10000 job ids, so two clusters (or two runs) do not share ids
+FIRST_JOB_ID=$(( ((RANDOM << 15 | RANDOM) % 6000) * 10000 + 1000 ))
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 say() { echo "start_local_slurm: $*" >&2; }
@@ -68,6 +71,7 @@ if ((${#need_install[@]})); then
 fi
 [[ $(id -u) -eq 0 ]] || cannot "slurmd must run as root to start jobs (this is uid $(id -u))"
 getent passwd munge >/dev/null || cannot "no 'munge' user (is the munge package installed?)"
+command -v runuser >/dev/null || cannot "no runuser (util-linux) to start munged as the munge user"
 
 export SLURM_CONF=$DIR/slurm.conf
 
@@ -91,6 +95,20 @@ fi
 [[ -d $DIR ]] && say "stopping and wiping leftovers in $DIR"
 SHARDLEARN_SLURM_DIR=$DIR "$HERE/stop_local_slurm.sh" --quiet || true
 rm -rf "$DIR"
+
+# ------------------------------------------------------------------- ports
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+if [[ -n ${SHARDLEARN_SLURM_PORT:-} ]]; then
+    CTLD_PORT=$SHARDLEARN_SLURM_PORT
+else  # the first free pair from 16817, 16827, ... (another local Slurm may hold one)
+    for CTLD_PORT in $(seq 16817 10 17007); do
+        listening "$CTLD_PORT" || listening $((CTLD_PORT + 1)) || break
+    done
+fi
+SLURMD_PORT=$((CTLD_PORT + 1))
+if listening "$CTLD_PORT" || listening "$SLURMD_PORT"; then
+    say "port $CTLD_PORT or $SLURMD_PORT on 127.0.0.1 is in use (set SHARDLEARN_SLURM_PORT)"; exit 1
+fi
 
 # ------------------------------------------------------------------ layout
 mkdir -p "$DIR"/{state,spool,log,munge,jobs}
