@@ -40,3 +40,14 @@ def test_local_usage_and_bad_input(tmp_path):
     assert proc.returncode != 0
     assert "shardlearn: error:" in proc.stderr, proc.stderr
     assert "kmeans done" not in proc.stdout
+
+
+def test_batch_scripts_refuse_to_run_outside_slurm(tmp_path):
+    """Run by mistake with bash, a batch script says to use sbatch (or local.sh) at once."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    for script in sorted(JOBS.glob("*.sbatch")):
+        proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=20,
+                              env=env, cwd=tmp_path)
+        assert proc.returncode != 0, script
+        assert "submit this script with sbatch (jobs/local.sh runs the same job without Slurm)" in proc.stderr
+    assert not (tmp_path / "runs").exists()
