@@ -134,9 +134,8 @@ def _sweep_stale_clusters() -> None:
     them (their owner process is gone); clusters of test runs still going are left alone."""
     for d in Path(tempfile.gettempdir()).glob(SESSION_PREFIX + "*"):
         try:
-            owner = int((d / "owner.pid").read_text())
-            os.kill(owner, 0)
-            continue  # its test run is still going
+            os.kill(int(d.name[len(SESSION_PREFIX):]), 0)  # the directory is named after its run
+            continue  # that test run is still going
         except (OSError, ValueError):
             pass
         subprocess.run(["bash", str(STOP), "--quiet"], capture_output=True, timeout=120,
@@ -157,7 +156,6 @@ def slurm():
     if proc.returncode == 3:
         pytest.skip(proc.stderr.strip().splitlines()[-1])
     assert proc.returncode == 0, f"start_local_slurm.sh failed ({proc.returncode}):\n{proc.stderr}"
-    (directory / "owner.pid").write_text(str(os.getpid()))
     cluster = Slurm(directory)
     try:
         yield cluster
