@@ -48,11 +48,24 @@ def run_cli(nprocs: int, *args, timeout: float = 120, check: bool = True, env: d
     return proc
 
 
+PRELUDE = (
+    "import json as _json, sys as _sys\n"
+    "def emit(obj):\n"
+    "    # one write per line, so lines from several ranks never interleave\n"
+    "    _sys.stdout.write('RESULT ' + _json.dumps(obj) + '\\n')\n"
+    "    _sys.stdout.flush()\n"
+)
+
+
 def run_script(nprocs: int, code: str, tmp_path, *, timeout: float = 120, check: bool = True,
                env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run a Python snippet on ``nprocs`` ranks (written to a file in ``tmp_path``)."""
+    """Run a Python snippet on ``nprocs`` ranks (written to a file in ``tmp_path``).
+
+    The snippet can call ``emit(obj)`` to report a ``RESULT {json}`` line as one write
+    (parse them with :func:`json_lines`); a bare ``print`` may interleave across ranks.
+    """
     script = Path(tmp_path) / f"script_{abs(hash(code)) % 10**8}.py"
-    script.write_text(textwrap.dedent(code))
+    script.write_text(PRELUDE + textwrap.dedent(code))
     cmd = [mpiexec(), "-n", str(nprocs), sys.executable, str(script)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=mpi_env(env))
     if check and proc.returncode != 0:

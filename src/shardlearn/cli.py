@@ -230,17 +230,16 @@ def run(args, ctx) -> dict | None:
         from .data import read_shard
         from .persist import load_model
 
-        est_name = None
+        est_name, error = None, None
         if ctx.rank == 0:
             try:
                 est_name = load_model(args.model)[0]
+                if est_name not in MODELS:
+                    error = f"{args.model}: unknown estimator {est_name!r}"
             except ShardlearnError as exc:
-                est_name = exc
+                error = str(exc)
+        ctx.agree(error)
         est_name = ctx.mpi_comm.bcast(est_name, root=0)
-        if isinstance(est_name, ShardlearnError):
-            raise est_name
-        if est_name not in MODELS:
-            raise ShardlearnError(f"{args.model}: unknown estimator {est_name!r}")
         est = _model_module(est_name).load_estimator(args.model, ctx)
         shard = read_shard(args.data, ctx, need_y=(cmd == "evaluate"), **est.read_options)
         if cmd == "predict":

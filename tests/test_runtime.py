@@ -1,0 +1,127 @@
+"""The SPMD runtime: error agreement, abort on unexpected errors, threads, Slurm guard, persistence."""
+import json
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+from mpirun import json_lines, run_cli, run_script
+
+
+def test_agreed_error_reaches_every_rank_once(tmp_path):
+    code = """
+    from shardlearn.runtime import init
+    from shardlearn.errors import ShardlearnError
+    ctx = init(topology="native", verbose=False)
+    try:
+        with ctx.collective_errors():
+            if ctx.rank == ctx.size - 1:
+                raise ShardlearnError(f"bad block on rank {ctx.rank}")
+        emit("passed")
+    except ShardlearnError as exc:
+        emit(str(exc))
+    # nobody hangs: a collective after the agreement completes on every rank
+    ctx.coll.allreduce(__import__("numpy").ones(3))
+    """
+    res = json_lines(run_script(3, code, tmp_path).stdout)
+    assert res == ["bad block on rank 2"] * 3
+
+
+def test_unexpected_error_on_one_rank_aborts_the_job(tmp_path):
+    code = """
+    from shardlearn.runtime import install_abort_hook, init
+    install_abort_hook()
+    ctx = init(topology="native", verbose=False)
+    import numpy as np
+    if ctx.rank == 1:
+        raise RuntimeError("disk on fire")
+    ctx.coll.allreduce(np.ones(4))   # the others would wait here forever without the hook
+    emit("unreachable")
+    """
+    proc = run_script(3, code, tmp_path, check=False, timeout=60)
+    assert proc.returncode != 0
+    assert "rank 1: unexpected error, aborting all 3 ranks" in proc.stderr
+    assert "disk on fire" in proc.stderr
+    assert "unreachable" not in proc.stdout
+
+
+def test_cli_error_is_printed_once_and_every_rank_fails(tmp_path):
+    proc = run_cli(3, "evaluate", "--model", tmp_path / "missing.h5", "--data", tmp_path,
+                   check=False, timeout=60)
+    assert proc.returncode != 0
+    assert proc.stderr.count("shardlearn: error:") == 1
+    assert "missing.h5: no such model file" in proc.stderr
+
+
+def test_threads_are_limited_to_the_node_share(tmp_path):
+    code = """
+    import json, os
+    from shardlearn.runtime import init
+    ctx = init(topology="native", verbose=False)
+    from threadpoolctl import threadpool_info
+    blas = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+    emit([ctx.threads, ctx.local_size, blas])
+    """
+    env = {"OMP_NUM_THREADS": "", "OPENBLAS_NUM_THREADS": "", "MKL_NUM_THREADS": ""}
+    res = json_lines(run_script(2, code, tmp_path, env=env).stdout)
+    cores = min(len(os.sched_getaffinity(0)), os.cpu_count())
+    for threads, local, blas in res:
+        assert local == 2
+        assert threads == max(1, os.cpu_count() // 2)
+        assert threads * local <= max(2, cores)
+        assert all(b == threads for b in blas)
+    # an explicit user setting wins
+    res = json_lines(run_script(2, code, tmp_path, env={"OMP_NUM_THREADS": "1"}).stdout)
+    assert all(r[0] == 1 for r in res)
+
+
+def test_plain_srun_without_pmi_is_refused(tmp_path):
+    proc = run_cli(1, "evaluate", "--model", "m.h5", "--data", tmp_path, check=False,
+                   env={"SLURM_STEP_NUM_TASKS": "4"})
+    assert proc.returncode == 2
+    assert "--mpi=pmi2" in proc.stderr
+
+
+def test_model_file_is_atomic_and_round_trips(tmp_path):
+    from shardlearn.persist import load_model, save_model
+
+    path = str(tmp_path / "m.h5")
+    save_model(path, "kmeans", {"centers": np.eye(3), "trees": {"t0": np.arange(4)}},
+               {"k": 3}, {"n_iter": 7})
+    name, arrays, params, info = load_model(path)
+    assert name == "kmeans" and params == {"k": 3} and info["n_iter"] == 7
+    assert np.array_equal(arrays["centers"], np.eye(3)) and np.array_equal(arrays["trees"]["t0"], np.arange(4))
+    assert "numpy" in info["provenance"]
+    assert os.listdir(tmp_path) == ["m.h5"]  # no temporary left behind
+
+    class Boom(Exception):
+        pass
+
+    # a failure while writing leaves the old file untouched and no temporary behind
+    bad = {"x": np.ones(2), "y": object()}
+    with pytest.raises(Exception):
+        save_model(path, "kmeans", bad, {}, {})
+    assert load_model(path)[2] == {"k": 3}
+    assert os.listdir(tmp_path) == ["m.h5"]
+
+
+@pytest.mark.parametrize("nprocs", [1, 3, 5])
+def test_write_rows_in_global_order(tmp_path, nprocs):
+    out = tmp_path / "rows.h5"
+    code = f"""
+    import numpy as np
+    from shardlearn.runtime import init
+    from shardlearn.comm import block_bounds
+    from shardlearn.persist import write_rows
+    ctx = init(topology="native", verbose=False)
+    n = 4
+    lo, hi = block_bounds(n, ctx.size, ctx.rank)   # with 5 ranks, one has no rows
+    rows = np.arange(lo, hi)
+    write_rows({str(out)!r}, {{"labels": rows * 10, "proba": np.c_[rows, -rows].astype(float)}}, lo, n, ctx)
+    """
+    run_script(nprocs, code, tmp_path)
+    with h5py.File(out) as h:
+        assert h["labels"][:].tolist() == [0, 10, 20, 30]
+        assert h["proba"][:, 1].tolist() == [0, -1, -2, -3]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
