@@ -183,7 +183,9 @@ def _write_report(ctx, path: str | None, report: dict) -> None:
     keys = sorted(local)
     import numpy as np
 
-    mx = ctx.mpi_comm.allreduce(np.array([local[k] for k in keys]), op=_max_op())
+    mine = np.array([local[k] for k in keys], dtype=np.float64)
+    mx = np.empty_like(mine)
+    ctx.mpi_comm.Allreduce(mine, mx, op=_max_op())  # buffer form: element-wise max
     report["seconds"] = {k: round(float(v), 4) for k, v in zip(keys, mx)}
     if ctx.rank == 0:
         if path:

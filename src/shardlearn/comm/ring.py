@@ -33,9 +33,9 @@ TAG_RS, TAG_AG, TAG_BC = 7101, 7102, 7103
 _REDUCE = {"sum": np.add, "max": np.maximum, "min": np.minimum}
 
 
-def block_edges(n: int, size: int) -> np.ndarray:
-    """Block boundaries ``[0, n//P, 2n//P, ..., n]`` (length ``P+1``)."""
-    return (np.arange(size + 1, dtype=np.int64) * n) // size
+def block_edges(n: int, size: int) -> list:
+    """Block boundaries ``[0, n//P, 2n//P, ..., n]`` (``P+1`` Python ints)."""
+    return [i * n // size for i in range(size + 1)]
 
 
 class RingCollectives(Collectives):
@@ -55,7 +55,7 @@ class RingCollectives(Collectives):
     """
 
     topology = "ring"
-    chunk_bytes = 256 * 1024
+    chunk_bytes = 512 * 1024
 
     def __init__(self, mpi_comm):
         super().__init__(mpi_comm)
@@ -65,64 +65,63 @@ class RingCollectives(Collectives):
         self._scratch = np.empty(0, dtype=np.uint8)
 
     # ------------------------------------------------------------------ buffers
-    def _buffer(self, count: int, dtype, slot: int = 0) -> np.ndarray:
+    def _buffer(self, count: int, dtype) -> np.ndarray:
         """A reusable receive buffer of ``count`` elements (grown, never shrunk)."""
-        itemsize = np.dtype(dtype).itemsize
-        need = (slot + 1) * max(count, 1) * itemsize
+        need = count * dtype.itemsize
         if self._scratch.nbytes < need:
             self._scratch = np.empty(need, dtype=np.uint8)
-        off = slot * max(count, 1) * itemsize
-        return self._scratch[off:off + count * itemsize].view(dtype)
+        return self._scratch[:need].view(dtype)
 
     def _n_pieces(self, max_block: int, itemsize: int) -> int:
         return max(1, -(-max_block * itemsize // self.chunk_bytes))
 
     # ------------------------------------------------------------- ring phases
-    def _ring_reduce_scatter(self, flat: np.ndarray, op: str, edges: np.ndarray,
+    def _ring_reduce_scatter(self, flat: np.ndarray, op: str, edges: list,
                              out: np.ndarray | None) -> np.ndarray:
-        """Reduce-scatter phase; returns this rank's reduced block.
+        """Reduce-scatter phase; returns this rank's reduced block (a view).
 
         With ``out`` (full length), block ``b``'s partial results are written to
         ``out[edges[b]:edges[b+1]]``; without it, two block-sized buffers alternate.
         """
         P, r = self.size, self.rank
         ufunc = _REDUCE[op]
-        max_block = int(np.max(np.diff(edges)))
+        max_block = -(-flat.size // P)  # blocks i*n//P differ by at most one element
         k = self._n_pieces(max_block, flat.itemsize)
-        piece = -(-max_block // k)
-        tmp = self._buffer(piece, flat.dtype, 0)
+        tmp = self._buffer(-(-max_block // k), flat.dtype)
         if out is None:
-            work = [np.empty(max_block, dtype=flat.dtype) for _ in range(2)]
+            work = (np.empty(max_block, dtype=flat.dtype), np.empty(max_block, dtype=flat.dtype))
         send = None
+        sendrecv, right, left = self.p2p.Sendrecv, self.right, self.left
         for s in range(P - 1):
             sb, rb = (r - s - 1) % P, (r - s - 2) % P
-            s_lo, s_hi = int(edges[sb]), int(edges[sb + 1])
-            r_lo, r_hi = int(edges[rb]), int(edges[rb + 1])
+            r_lo, r_hi = edges[rb], edges[rb + 1]
             if s == 0:
-                send = flat[s_lo:s_hi]
-            m_s, m_r = s_hi - s_lo, r_hi - r_lo
+                send = flat[edges[sb]:edges[sb + 1]]
             mine = flat[r_lo:r_hi]
-            acc = out[r_lo:r_hi] if out is not None else work[s % 2][:m_r]
-            for c in range(k):
-                a, b = c * m_s // k, (c + 1) * m_s // k
-                lo, hi = c * m_r // k, (c + 1) * m_r // k
-                got = tmp[:hi - lo]
-                self.p2p.Sendrecv(send[a:b], self.right, TAG_RS, got, self.left, TAG_RS)
-                ufunc(mine[lo:hi], got, out=acc[lo:hi])
-            self.bytes_sent += m_s * flat.itemsize
+            acc = out[r_lo:r_hi] if out is not None else work[s % 2][:r_hi - r_lo]
+            if k == 1:
+                got = tmp[:r_hi - r_lo]
+                sendrecv(send, right, TAG_RS, got, left, TAG_RS)
+                ufunc(mine, got, out=acc)
+            else:
+                m_s, m_r = send.size, r_hi - r_lo
+                for c in range(k):
+                    lo, hi = c * m_r // k, (c + 1) * m_r // k
+                    got = tmp[:hi - lo]
+                    sendrecv(send[c * m_s // k:(c + 1) * m_s // k], right, TAG_RS, got, left, TAG_RS)
+                    ufunc(mine[lo:hi], got, out=acc[lo:hi])
+            self.bytes_sent += send.nbytes
             send = acc
-        if P == 1:  # pragma: no cover - the base handles P == 1
-            return flat.copy()
         return send
 
-    def _ring_allgather(self, out: np.ndarray, edges: np.ndarray, first: int) -> None:
-        """Allgather phase in place: rank ``r`` owns block ``(r + first) mod P`` of ``out``."""
+    def _ring_allgather(self, out: np.ndarray, edges: list) -> None:
+        """Allgather phase in place: rank ``r`` already holds block ``r`` of ``out``."""
         P, r = self.size, self.rank
+        sendrecv, right, left = self.p2p.Sendrecv, self.right, self.left
         for s in range(P - 1):
-            sb, rb = (r + first - s) % P, (r + first - s - 1) % P
-            snd = out[int(edges[sb]):int(edges[sb + 1])]
-            rcv = out[int(edges[rb]):int(edges[rb + 1])]
-            self.p2p.Sendrecv(snd, self.right, TAG_AG, rcv, self.left, TAG_AG)
+            sb, rb = (r - s) % P, (r - s - 1) % P
+            snd = out[edges[sb]:edges[sb + 1]]
+            sendrecv(snd, right, TAG_AG, out[edges[rb]:edges[rb + 1]], left, TAG_AG)
             self.bytes_sent += snd.nbytes
 
     # ------------------------------------------------------- interface methods
@@ -133,7 +132,7 @@ class RingCollectives(Collectives):
         edges = block_edges(n, self.size)
         out = np.empty_like(flat)
         self._ring_reduce_scatter(flat, op, edges, out)
-        self._ring_allgather(out, edges, 0)
+        self._ring_allgather(out, edges)
         return out
 
     def _reduce_scatter(self, flat, op):
@@ -142,11 +141,10 @@ class RingCollectives(Collectives):
         return np.array(mine, copy=True)
 
     def _allgather(self, flat, counts):
-        edges = np.zeros(self.size + 1, dtype=np.int64)
-        np.cumsum(counts, out=edges[1:])
-        out = np.empty(int(edges[-1]), dtype=flat.dtype)
-        out[int(edges[self.rank]):int(edges[self.rank + 1])] = flat
-        self._ring_allgather(out, edges, 0)
+        edges = [0] + np.cumsum(counts).tolist()
+        out = np.empty(edges[-1], dtype=flat.dtype)
+        out[edges[self.rank]:edges[self.rank + 1]] = flat
+        self._ring_allgather(out, edges)
         return out
 
     def _bcast(self, x, root):

@@ -34,12 +34,19 @@ class TreeCollectives(Collectives):
     """Latency-optimal binomial-tree algorithms on point-to-point messages."""
 
     topology = "tree"
-    chunk_bytes = 256 * 1024
+    chunk_bytes = 512 * 1024
 
     def __init__(self, mpi_comm):
         super().__init__(mpi_comm)
         self.p2p = mpi_comm.Dup() if self.size > 1 else mpi_comm
         self._scratch = np.empty(0, dtype=np.uint8)
+        # the binomial tree rooted at rank 0, computed once: small allreduces are
+        # latency-bound and every microsecond of Python per call shows (bench/comm.md)
+        r, P = self.rank, self.size
+        low = (r & -r) if r else 1 << max(P - 1, 1).bit_length()
+        self.parent = r - low if r else None
+        self.children = [r + m for m in (1 << j for j in range(low.bit_length() - 1))
+                         if r + m < P]  # in reduce order: nearest (smallest subtree) first
 
     def _buffer(self, count: int, dtype) -> np.ndarray:
         """A reusable receive buffer of ``count`` elements (grown, never shrunk)."""
@@ -113,12 +120,34 @@ class TreeCollectives(Collectives):
 
     # ------------------------------------------------------- interface methods
     def _allreduce(self, x, op):
-        flat = x.reshape(-1)
-        out = self._reduce(flat, op, 0)
-        if out is None:
-            out = np.empty_like(flat)
-        self._tree_bcast(out, 0)
-        return out
+        flat = x.reshape(-1) if x.ndim != 1 else x
+        if flat.nbytes > self.chunk_bytes:
+            out = self._reduce(flat, op, 0)
+            if out is None:
+                out = np.empty_like(flat)
+            self._tree_bcast(out, 0)
+            return out
+        # one message per tree edge and direction
+        p2p, ufunc = self.p2p, _REDUCE[op]
+        acc = flat
+        if self.children:
+            tmp = np.empty_like(flat)
+            for child in self.children:
+                p2p.Recv(tmp, child, TAG_RED)
+                if acc is flat:
+                    acc = ufunc(flat, tmp)
+                else:
+                    ufunc(acc, tmp, out=acc)
+        if self.parent is not None:
+            p2p.Send(acc, self.parent, TAG_RED)
+            acc = np.empty_like(flat)
+            p2p.Recv(acc, self.parent, TAG_BC)
+        elif acc is flat:
+            acc = flat.copy()
+        for child in reversed(self.children):
+            p2p.Send(acc, child, TAG_BC)
+        self.bytes_sent += acc.nbytes * (len(self.children) + (self.parent is not None))
+        return acc
 
     def _bcast(self, x, root):
         self._tree_bcast(x.reshape(-1), root)
