@@ -130,14 +130,11 @@ class TreeCollectives(Collectives):
         # one message per tree edge and direction
         p2p, ufunc = self.p2p, _REDUCE[op]
         acc = flat
-        if self.children:
+        for child in self.children:
             tmp = np.empty_like(flat)
-            for child in self.children:
-                p2p.Recv(tmp, child, TAG_RED)
-                if acc is flat:
-                    acc = ufunc(flat, tmp)
-                else:
-                    ufunc(acc, tmp, out=acc)
+            p2p.Recv(tmp, child, TAG_RED)
+            # the first partner's buffer becomes the accumulator: one allocation per edge
+            acc = ufunc(acc, tmp, out=tmp) if acc is flat else ufunc(acc, tmp, out=acc)
         if self.parent is not None:
             p2p.Send(acc, self.parent, TAG_RED)
             acc = np.empty_like(flat)
