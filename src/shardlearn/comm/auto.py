@@ -87,6 +87,11 @@ class AutoCollectives(Collectives):
                 return algo
         return self._algos[-1]  # pragma: no cover - the last bound is infinite
 
+    def free(self) -> None:
+        """Release the communicators of the three algorithm objects (collective)."""
+        for algo in (self.native, self.ring, self.tree):
+            algo.free()
+
     def _allreduce(self, x, op):
         if x.nbytes < self._first_bound:
             return self._first._allreduce(x, op)

@@ -105,8 +105,18 @@ class Collectives:
         """
         host, back = self._to_host(x)
         t0 = time.perf_counter()
-        counts = np.asarray(self.comm.allgather(host.shape[0]), dtype=np.int64)
         row = int(np.prod(host.shape[1:], dtype=np.int64)) if host.ndim > 1 else 1
+        # one small buffer exchange (no pickling): rows, row size and dtype of every rank,
+        # so every rank sees the same table and a mismatch fails on all ranks alike
+        mine = np.array([host.shape[0] if host.ndim else 1, row, host.dtype.num, host.ndim],
+                        dtype=np.int64)
+        table = np.empty((self.size, 4), dtype=np.int64)
+        self.comm.Allgather(mine, table)
+        if (table[:, 1:] != table[0, 1:]).any():
+            self._account(t0)
+            raise ValueError("allgather: ranks passed arrays whose dtype or trailing dimensions "
+                             f"differ (rows, row size, dtype code, ndim per rank: {table.tolist()})")
+        counts = table[:, 0]
         flat = self._allgather(host.reshape(-1), counts * row)
         self._account(t0)
         return back(flat.reshape((int(counts.sum()),) + host.shape[1:]))
@@ -139,6 +149,13 @@ class Collectives:
 
     def barrier(self) -> None:
         self.comm.Barrier()
+
+    def free(self) -> None:
+        """Release communicators this object duplicated (collective; optional)."""
+        p2p = getattr(self, "p2p", None)
+        if p2p is not None and p2p is not self.comm:
+            p2p.Free()
+            self.p2p = None
 
     # ------------------------------------------------------------ implementation
     def _allreduce(self, x: np.ndarray, op: str) -> np.ndarray:

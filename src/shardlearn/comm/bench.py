@@ -99,8 +99,7 @@ def bench_sizes(mpi_comm, sizes, topologies, repeats=None, target_seconds: float
                          "gbps": n * 8 / sec / 1e9,
                          "spread_us": [float(slowest.min() * 1e6), float(slowest.max() * 1e6)]})
     for coll in colls.values():
-        if getattr(coll, "p2p", None) is not None and coll.p2p is not mpi_comm:
-            coll.p2p.Free()
+        coll.free()
     return rows
 
 
