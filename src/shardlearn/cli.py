@@ -180,10 +180,13 @@ def _write_report(ctx, path: str | None, report: dict) -> None:
     report["runtime"] = ctx.describe()
     # timings: the slowest rank's figure per phase is what the user waited for
     local = ctx.timings()
-    keys = sorted(local)
     import numpy as np
 
-    mx = ctx.mpi_comm.allreduce(np.array([local[k] for k in keys]), op=_max_op())
+    # ranks may have timed different phases: take the union of names, then one MAX
+    keys = sorted(set().union(*ctx.mpi_comm.allgather(sorted(local))))
+    vals = np.array([local.get(k, 0.0) for k in keys], dtype=np.float64)
+    mx = np.empty_like(vals)
+    ctx.mpi_comm.Allreduce(vals, mx, op=_max_op())
     report["seconds"] = {k: round(float(v), 4) for k, v in zip(keys, mx)}
     if ctx.rank == 0:
         if path:
