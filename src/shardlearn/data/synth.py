@@ -171,7 +171,7 @@ class Generator:
         else:
             X = self._brng(b, _S_NOISE).standard_normal((m, d))
             k = self.options["informative"]
-            y = X[:, :k] @ self.params["coef"]
+            y = _rows_times(X[:, :k], self.params["coef"][:, None])[:, 0]
             if self.options["noise"]:
                 y += self.options["noise"] * self._brng(b, _S_YERR).standard_normal(m)
         if self.missing:
@@ -191,9 +191,9 @@ class Generator:
         for c in range(n_clusters):
             idx = order[bounds[c]:bounds[c + 1]]
             if idx.size:
-                X[idx, :k] = Z[idx] @ p["maps"][c] + p["centroids"][c]
+                X[idx, :k] = _rows_times(Z[idx], p["maps"][c]) + p["centroids"][c]
         if r:
-            X[:, k:k + r] = X[:, :k] @ p["redundant"]
+            X[:, k:k + r] = _rows_times(X[:, :k], p["redundant"])
         y = cluster % K
         if o["noise"]:
             flip = self._brng(b, _S_FLIP).random(m) < o["noise"]
@@ -204,6 +204,21 @@ class Generator:
         """JSON-able record of what generated the data (stored in each part file)."""
         return {"kind": self.kind, "seed": self.seed, "features": self.features,
                 "block_rows": BLOCK_ROWS, "options": self.options}
+
+
+def _rows_times(Z: np.ndarray, A: np.ndarray) -> np.ndarray:
+    """``Z @ A`` summed in a fixed order (column by column of ``Z``), not by BLAS.
+
+    BLAS picks kernels (and so summation orders) by the number of rows, so ``Z @ A``
+    for one row can differ in the last bit from the same row inside a larger block.
+    Here every output element is ``((z0*a0 + z1*a1) + z2*a2) + ...`` whatever the
+    number of rows or threads, which keeps generated rows bit-identical for any row
+    range, rank count or part count.
+    """
+    out = np.multiply(Z[:, :1], A[:1], dtype=np.float64)
+    for j in range(1, Z.shape[1]):
+        out += Z[:, j:j + 1] * A[j:j + 1]
+    return out
 
 
 def check_options(kind, features, seed, *, centers=8, cluster_std=1.0, classes=2, informative=None,
