@@ -194,7 +194,6 @@ def test_real_processes_exit_nonzero_and_print_once(bad):
     assert "2 rows x 3 features" in ok.stdout
     for P, args, want in [
         (3, ["info", bad / "nothing-here"], "no such file or directory"),
-        (2, ["info", bad / "feat"], "every part must have the same feature count"),
         (2, ["make-data", "regression", "--rows", "10", "--features", "3", "--informative", "5",
              "--out", bad / "mr"], "--informative must be between 1 and --features=3"),
     ]:

@@ -197,7 +197,8 @@ def shard_from_args(args, ctx) -> dict:
 
     nbytes, seconds = write_parts(paths, ds.n_rows, ctx, write_one)
     ctx.log(f"shard: {ds.n_rows} rows x {d} features from {args.input} -> {args.out} "
-            f"({len(paths)} parts, {_human_bytes(nbytes)}) in {seconds:.2f} s on {ctx.size} ranks")
+            f"({len(paths)} part{'s' if len(paths) > 1 else ''}, {_human_bytes(nbytes)}) in {seconds:.2f} s "
+            f"on {ctx.size} rank{'s' if ctx.size > 1 else ''}")
     return {"command": "shard", "input": str(args.input), "out": str(args.out), "parts": len(paths),
             "rows": ds.n_rows, "features": d, "bytes": nbytes, "write_seconds": round(seconds, 4)}
 
@@ -290,7 +291,7 @@ def format_info(info: dict, max_parts: int = 8) -> str:
         lines.append(f"  y: {info['y_dtype']} (no rows)")
     else:
         if y["values"] is not None and len(y["values"]) <= 12:
-            what = f"{y['distinct']} distinct values: {', '.join(map(str, y['values']))}"
+            what = f"{y['distinct']} distinct values: {', '.join(f'{v:.6g}' for v in y['values'])}"
         elif y["distinct"] is not None:
             what = f"{y['distinct']} distinct values"
         else:
@@ -302,7 +303,7 @@ def format_info(info: dict, max_parts: int = 8) -> str:
     lines.append(f"  parts: {len(parts)}, {_human_bytes(info['bytes'])} on disk")
     shown = parts if len(parts) <= max_parts else parts[:max_parts - 1]
     for p in shown:
-        lines.append(f"    {os.path.basename(p['path'])}: rows {p['start']}..{p['start'] + p['rows']} "
+        lines.append(f"    {os.path.basename(p['path'])}: rows [{p['start']}, {p['start'] + p['rows']}) "
                      f"({p['rows']} rows, {_human_bytes(p['bytes'])})")
     if len(shown) < len(parts):
         last = parts[-1]
