@@ -151,25 +151,30 @@ class Generator:
         while pos < stop:
             b = pos // BLOCK_ROWS
             lo, hi = pos - b * BLOCK_ROWS, min(stop - b * BLOCK_ROWS, BLOCK_ROWS)
-            Xb, yb = self._block(b, hi)  # the first `hi` rows of block b
-            X[pos - start:pos - start + hi - lo] = Xb[lo:hi]
-            y[pos - start:pos - start + hi - lo] = yb[lo:hi]
+            i, j = pos - start, pos - start + hi - lo
+            if lo == 0 and X.dtype == np.float64:  # whole prefix wanted: draw straight into X
+                _, y[i:j] = self._block(b, hi, out=X[i:j])
+            else:
+                Xb, yb = self._block(b, hi)  # the first `hi` rows of block b
+                X[i:j] = Xb[lo:hi]
+                y[i:j] = yb[lo:hi]
             pos += hi - lo
         return X, y
 
-    def _block(self, b: int, m: int) -> tuple[np.ndarray, np.ndarray]:
-        """The first ``m`` rows of block ``b`` in float64."""
+    def _block(self, b: int, m: int, out=None) -> tuple[np.ndarray, np.ndarray]:
+        """The first ``m`` rows of block ``b`` in float64 (into ``out`` if given, C-contiguous)."""
         d = self.features
+        X = np.empty((m, d)) if out is None else out
+        self._brng(b, _S_NOISE).standard_normal(out=X)
         if self.kind == "blobs":
             C = self.params["centers"]
             y = self._brng(b, _S_LABEL).integers(0, len(C), m)
-            X = self._brng(b, _S_NOISE).standard_normal((m, d))
-            X *= self.options["cluster_std"]
-            X += C[y]
+            if self.options["cluster_std"] != 1.0:
+                X *= self.options["cluster_std"]
+            X += np.take(C, y, axis=0)
         elif self.kind == "classification":
-            X, y = self._classification_block(b, m)
+            y = self._classification_block(b, X)
         else:
-            X = self._brng(b, _S_NOISE).standard_normal((m, d))
             k = self.options["informative"]
             y = _rows_times(X[:, :k], self.params["coef"][:, None])[:, 0]
             if self.options["noise"]:
@@ -178,12 +183,12 @@ class Generator:
             X[self._brng(b, _S_MISSING).random((m, d)) < self.missing] = np.nan
         return X, y
 
-    def _classification_block(self, b: int, m: int):
+    def _classification_block(self, b: int, X: np.ndarray) -> np.ndarray:
+        """Turn the block's N(0, 1) draws ``X`` into classification rows in place; return y."""
         o, p = self.options, self.params
         k, K, r = o["informative"], o["classes"], o["redundant"]
-        n_clusters = len(p["centroids"])
+        n_clusters, m = len(p["centroids"]), X.shape[0]
         cluster = self._brng(b, _S_LABEL).integers(0, n_clusters, m)
-        X = self._brng(b, _S_NOISE).standard_normal((m, self.features))
         Z = X[:, :k].copy()
         # each cluster: its own linear map of the Gaussian, shifted to its vertex
         order = np.argsort(cluster, kind="stable")
@@ -198,7 +203,7 @@ class Generator:
         if o["noise"]:
             flip = self._brng(b, _S_FLIP).random(m) < o["noise"]
             y[flip] = self._brng(b, _S_FLIPCLASS).integers(0, K, m)[flip]
-        return X, y
+        return y
 
     def describe(self) -> dict:
         """JSON-able record of what generated the data (stored in each part file)."""
