@@ -220,10 +220,15 @@ def _rows_times(Z: np.ndarray, A: np.ndarray) -> np.ndarray:
     number of rows or threads, which keeps generated rows bit-identical for any row
     range, rank count or part count.
     """
-    out = np.multiply(Z[:, :1], A[:1], dtype=np.float64)
-    for j in range(1, Z.shape[1]):
-        out += Z[:, j:j + 1] * A[j:j + 1]
-    return out
+    # work transposed (features x rows) so every step streams over contiguous rows
+    Zt = np.ascontiguousarray(Z.T)
+    out = np.empty((A.shape[1], Z.shape[0]))
+    tmp = np.empty_like(out)
+    np.multiply(A[0][:, None], Zt[0], out=out)
+    for j in range(1, Zt.shape[0]):
+        np.multiply(A[j][:, None], Zt[j], out=tmp)
+        out += tmp
+    return out.T
 
 
 def check_options(kind, features, seed, *, centers=8, cluster_std=1.0, classes=2, informative=None,

@@ -61,7 +61,10 @@ def prepare_output(out: str, parts: int, ctx, *, protect=()) -> list[str]:
             raise ShardlearnError(f"--out {out} is one file, which holds one part; give a directory "
                                   f"(e.g. --out {os.path.splitext(out)[0]}) to write {parts} parts")
         if ctx.rank == 0:
-            _prepare_on_root(str(out), parts, {os.path.realpath(p) for p in protect})
+            try:
+                _prepare_on_root(str(out), parts, {os.path.realpath(p) for p in protect})
+            except OSError as exc:  # e.g. a stale part that cannot be removed
+                raise ShardlearnError(f"{out}: cannot prepare the output ({exc})") from None
     return output_paths(out, parts)
 
 
