@@ -22,12 +22,41 @@ from shardlearn.data import read_shard, synth
 from shardlearn.runtime import init
 
 
+def peers(a, out):
+    """Reference figures on one process: sklearn's in-memory generator, a bare h5py read."""
+    import glob
+
+    import h5py
+    import numpy as np
+    from sklearn.datasets import make_blobs
+
+    t = []
+    for _ in range(a.repeats):
+        t0 = time.perf_counter()
+        make_blobs(n_samples=a.rows, n_features=a.features, centers=16, random_state=0)
+        t.append(time.perf_counter() - t0)
+    files = sorted(glob.glob(f"{out}/*.h5"))
+    r = []
+    for _ in range(a.repeats):
+        t0 = time.perf_counter()
+        for f in files:
+            with h5py.File(f, "r") as h:
+                X = np.empty(h["X"].shape, h["X"].dtype)
+                h["X"].read_direct(X)
+        r.append(time.perf_counter() - t0)
+    return {"peer_sklearn_make_blobs_rows_per_s": a.rows / statistics.median(t),
+            "peer_h5py_read_direct_GBps_1proc": a.rows * a.features * 8 / statistics.median(r) / 1e9}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--features", type=int, default=32)
     ap.add_argument("--dir", default="/tmp/sl-bench")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--peers", action="store_true",
+                    help="also time (on rank 0, one process) sklearn make_blobs in memory and a "
+                         "plain h5py read of the same file")
     a = ap.parse_args()
     ctx = init(verbose=True)
     comm = ctx.mpi_comm
@@ -51,6 +80,8 @@ def main():
         res[f"read_{dt}_seconds"] = statistics.median(times)
         res[f"read_{dt}_GBps_total"] = file_bytes / statistics.median(times) / 1e9
         res[f"read_{dt}_GBps_per_rank"] = file_bytes / statistics.median(times) / 1e9 / ctx.size
+    if ctx.rank == 0 and a.peers:
+        res.update(peers(a, out))
     if ctx.rank == 0:
         print(json.dumps(res, indent=1))
         sys.stdout.flush()

@@ -22,6 +22,7 @@ from ..errors import ShardlearnError
 from .shards import _read_rows, list_parts, open_dataset
 
 PART_RE = re.compile(r"^part-(\d{5,})\.h5$")
+MAX_PARTS = 99999
 #: bytes of X copied per read/write step by ``shard`` (bounded memory per rank)
 COPY_CHUNK_BYTES = 64 << 20
 #: label sets larger than this are summarised by min/max only in ``info``
@@ -55,8 +56,8 @@ def prepare_output(out: str, parts: int, ctx, *, protect=()) -> list[str]:
     Collective: raises the same :class:`ShardlearnError` on every rank.
     """
     with ctx.collective_errors():
-        if parts < 1:
-            raise ShardlearnError(f"--parts must be at least 1 (got {parts})")
+        if not 1 <= parts <= MAX_PARTS:  # 5-digit names keep name order = row order
+            raise ShardlearnError(f"--parts must be between 1 and {MAX_PARTS} (got {parts})")
         if is_single_file(out) and parts != 1:
             raise ShardlearnError(f"--out {out} is one file, which holds one part; give a directory "
                                   f"(e.g. --out {os.path.splitext(out)[0]}) to write {parts} parts")
