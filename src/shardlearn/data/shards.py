@@ -164,8 +164,14 @@ def open_dataset(path: str, ctx, *, need_y: bool = False) -> Dataset:
     return ctx.mpi_comm.bcast(meta, root=0)
 
 
-def _read_rows(parts: list[Part], name: str, lo: int, hi: int, out: np.ndarray) -> None:
-    """Fill ``out`` with global rows ``[lo, hi)`` of dataset ``name``, part by part."""
+def _read_rows(parts: list[Part], name: str, lo: int, hi: int, out: np.ndarray,
+               chunk_bytes: int = 8 << 20) -> None:
+    """Fill ``out`` with global rows ``[lo, hi)`` of dataset ``name``, part by part.
+
+    Same dtype: one hyperslab read straight into ``out``. Different dtype (float64 file
+    read as float32, integer labels read as float): read chunks of the stored dtype into
+    a small buffer and cast with NumPy, which is faster than HDF5's own conversion.
+    """
     import h5py
 
     for p in parts:
@@ -173,7 +179,18 @@ def _read_rows(parts: list[Part], name: str, lo: int, hi: int, out: np.ndarray) 
         if a >= b:
             continue
         with h5py.File(p.path, "r") as h:
-            h[name].read_direct(out, np.s_[a - p.start:b - p.start], np.s_[a - lo:b - lo])
+            d = h[name]
+            if d.dtype == out.dtype:
+                d.read_direct(out, np.s_[a - p.start:b - p.start], np.s_[a - lo:b - lo])
+                continue
+            row_bytes = d.dtype.itemsize * int(np.prod(d.shape[1:], dtype=np.int64))
+            step = max(1, chunk_bytes // max(1, row_bytes))
+            buf = np.empty((min(step, b - a),) + d.shape[1:], dtype=d.dtype)
+            for c in range(a, b, step):
+                e = min(b, c + step)
+                d.read_direct(buf, np.s_[c - p.start:e - p.start], np.s_[0:e - c])
+                with np.errstate(over="ignore"):  # too large for float32 -> inf, refused below
+                    out[c - lo:e - lo] = buf[:e - c]
 
 
 def _bad_rows(X: np.ndarray, allow_nan: bool, chunk: int = 65536) -> np.ndarray:
@@ -258,6 +275,8 @@ def read_shard(path, ctx, *, dtype=None, need_y: bool = False, allow_nan: bool =
                     "(gbdt/forest accept NaN as missing)")
         elif x_bad.sum():
             hint = "; replace infinities by large finite values or NaN (missing)"
+        if x_bad.sum() and dtype == np.float32 and ds.dtype != np.float32:
+            hint += "; note: values beyond the float32 range (3.4e38) become infinite when read as float32"
         if y_bad.sum():
             hint += "; every row needs a finite y"
         ctx.agree(f"{path}: " + "; ".join(msgs) + hint)
