@@ -176,15 +176,17 @@ def test_make_data_rows_do_not_depend_on_ranks_or_parts(tmp_path):
     _run_make(1, [[k, a, f"{k}-p1.h5"] for k, a in KIND_ARGS.items()], tmp_path, "p1")
     _run_make(3, [[k, a + ["--parts", "4"], f"{k}-p3s4"] for k, a in KIND_ARGS.items()]
               + [[k, a, f"{k}-p3"] for k, a in KIND_ARGS.items()]
+              + [[k, a, f"{k}-p3.h5"] for k, a in KIND_ARGS.items()]  # one file, 3 ranks drawing
               + [["blobs", KIND_ARGS["blobs"] + ["--dtype", "float32", "--parts", "2"], "blobs-f32"]],
               tmp_path, "p3")
     for kind in KIND_ARGS:
         X1, y1, n1 = _read_all(str(tmp_path / f"{kind}-p1.h5"))
         X4, y4, n4 = _read_all(str(tmp_path / f"{kind}-p3s4"))
         X3, y3, n3 = _read_all(str(tmp_path / f"{kind}-p3"))
-        assert (n1, n4, n3) == (1, 4, 3)
+        Xf, yf, nf = _read_all(str(tmp_path / f"{kind}-p3.h5"))
+        assert (n1, n4, n3, nf) == (1, 4, 3, 1)
         assert X1.shape == (70000, 5)
-        for X, y in ((X4, y4), (X3, y3)):
+        for X, y in ((X4, y4), (X3, y3), (Xf, yf)):
             np.testing.assert_array_equal(X, X1)
             np.testing.assert_array_equal(y, y1)
         # and the in-memory API gives the very same table
