@@ -145,6 +145,21 @@ for case, call in READ_CASES:
     except ShardlearnError as exc:
         emit({"kind": "read", "case": case, "rank": rank, "error": str(exc),
               "agreed": bool(getattr(exc, "agreed", False))})
+# a write failing in the middle (disk full, quota) on one rank: agreed error, nobody hangs
+import h5py
+real_file = h5py.File
+def failing_file(name, *a, **k):
+    if ".tmp-" in str(name):
+        raise OSError(28, "No space left on device (simulated)")
+    return real_file(name, *a, **k)
+for case, who, out in (("one file, rank 0 fails", 0, "{t}/fault.h5"),
+                       ("parts, last rank fails", MPI.COMM_WORLD.Get_size() - 1, "{t}/faultdir")):
+    h5py.File = failing_file if rank == who else real_file
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = main(["make-data", "blobs", "--rows", "150000", "--features", "2", "--out", out, "--quiet"])
+    h5py.File = real_file
+    emit({"kind": "fault", "case": case, "rank": rank, "rc": rc, "err": err.getvalue()})
 # what must work: NaN accepted when allowed; more ranks than rows
 s = read_shard("{t}/nan", ctx, allow_nan=True)
 t = read_shard("{t}/tiny.h5", ctx, need_y=True)
@@ -180,6 +195,16 @@ def test_every_validation_error_is_agreed_and_printed_once(bad, P, tmp_path):
         assert len({r["error"] for r in got}) == 1, case  # the same message everywhere
         for w in want:
             assert w in got[0]["error"], (case, w, got[0]["error"])
+
+    for case in ("one file, rank 0 fails", "parts, last rank fails"):
+        got = [r for r in res if r["kind"] == "fault" and r["case"] == case]
+        assert len(got) == P and all(r["rc"] == 2 for r in got), (case, got)
+        printed = [r["err"] for r in got if r["err"]]
+        assert len(printed) == 1 and "No space left on device (simulated)" in printed[0], (case, got)
+    assert not os.path.exists(bad / "fault.h5")
+    assert not [f for f in os.listdir(bad) if ".tmp-" in f]
+    if os.path.isdir(bad / "faultdir"):
+        assert not [f for f in os.listdir(bad / "faultdir") if ".tmp-" in f]
 
     ok = sorted((r for r in res if r["kind"] == "ok"), key=lambda r: r["rank"])
     assert sum(r["nan_rows"] for r in ok) == 24 and sum(r["nan_count"] for r in ok) == 5
