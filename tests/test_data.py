@@ -136,10 +136,8 @@ def test_generator_rejects_bad_ranges():
 
 # ------------------------------------------------------- make-data across P / parts
 MAKE_SCRIPT = """
-import sys
 from shardlearn.cli import main
-tmp, tag = sys.argv[1], sys.argv[2]
-jobs = json.loads(sys.argv[3])
+tmp, tag, jobs = TMP, TAG, JOBS
 for kind, extra, out in jobs:
     rc = main(["make-data", kind, "--rows", "70000", "--features", "5", "--seed", "11", "--quiet",
                "--out", f"{tmp}/{out}"] + extra)
@@ -154,8 +152,7 @@ KIND_ARGS = {
 
 
 def _run_make(P, jobs, tmp_path, tag):
-    script = MAKE_SCRIPT.replace("sys.argv[1], sys.argv[2]", f"{str(tmp_path)!r}, {tag!r}").replace(
-        "json.loads(sys.argv[3])", repr(jobs))
+    script = MAKE_SCRIPT.replace("TMP, TAG, JOBS", f"{str(tmp_path)!r}, {tag!r}, {jobs!r}")
     out = run_script(P, script, tmp_path, timeout=90)
     assert len(json_lines(out.stdout)) == P
 
