@@ -225,6 +225,8 @@ def jobs(slurm, tmp_path_factory):
         elif label == "plain_srun":
             script = _job_script(cwd, script, "srun --mpi=pmi2 python spmd_check.py\n"
                                               "mpiexec -n $SLURM_NTASKS python spmd_check.py\n"
+                                              "srun --mpi=pmi2 python -m shardlearn bench-comm "
+                                              "--sizes 8,1K --repeats 3\n"
                                               "srun python -m shardlearn make-data blobs --rows 10 "
                                               "--features 2 --out x.h5\n"
                                               "echo not reached\n")
@@ -369,13 +371,15 @@ def test_failing_rank_ends_the_job(jobs):
 
 
 def test_srun_pmi2_connects_and_plain_srun_is_refused(jobs):
-    """srun --mpi=pmi2 and mpiexec give one world of 2; plain srun (MpiDefault=none) gives two
-    worlds of size 1, which runtime.init refuses with a message (SLURM_STEP_NUM_TASKS=2)."""
+    """srun --mpi=pmi2 and mpiexec give one world of 2 (and bench-comm runs under srun); plain
+    srun (MpiDefault=none) gives two worlds of size 1, which runtime.init refuses with a
+    message (SLURM_STEP_NUM_TASKS=2)."""
     job = finished(jobs, "plain_srun")
     out = job.output
     assert job.rc != 0, job.describe()
     assert out.count("world 2 sum 3") == 2, out             # srun --mpi=pmi2, then mpiexec
     assert out.count("all ranks passed the barrier") == 2, out
     assert "world 1" not in out, out
+    assert "allreduce float64 sum, 2 ranks" in out, out    # bench-comm, as jobs/README.md says
     assert "Slurm started 2 tasks but each sees an MPI world of size 1" in out, out
     assert "srun --mpi=pmi2" in out and "not reached" not in out
