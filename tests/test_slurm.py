@@ -237,6 +237,38 @@ def jobs(slurm, tmp_path_factory):
     finally:
         for job in submitted.values():
             job.cancel()
+        ids = [jid for job in submitted.values() if job.rc is not None for jid in job.states()]
+        _remove_leaked_mpich_shm(ids)
+
+
+def _fnv1a(text: str) -> int:
+    h = 2166136261
+    for b in text.encode():
+        h = ((h ^ b) * 16777619) & 0xFFFFFFFF
+    return h
+
+
+def _remove_leaked_mpich_shm(job_ids) -> None:
+    """Delete the shared-memory segments that MPICH leaves in /dev/shm when a world is
+    aborted (the failing-rank job does that on purpose). MPICH names them after the FNV-1a
+    hash of the PMI job name, JOBID.STEP under srun, so exactly our jobs' segments are found;
+    one still mapped by any process is left alone."""
+    shm = Path("/dev/shm")
+    names = {f"{prefix}{_fnv1a(f'{jid}.{step}'):x}_0" for jid in job_ids for step in range(4)
+             for prefix in ("mpich_shm_", "mpich_vci_")}
+    leaked = [shm / n for n in names if (shm / n).exists()]
+    if not leaked:
+        return
+    mapped = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            mapped.update(line.rsplit("/", 1)[-1].strip() for line in maps.read_text().splitlines()
+                          if "/dev/shm/mpich_" in line)
+        except OSError:
+            pass
+    for path in leaked:
+        if path.name not in mapped:
+            path.unlink(missing_ok=True)
 
 
 def finished(jobs, label, model=None) -> Job:
