@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mpirun import mpi_env
-from slurm.jobkit import JOBS, arrays_with_shape, check_model, need_model, write_datasets
+from slurm.jobkit import JOBS, arrays_with_shape, check_model, model_available, need_model, write_datasets
 
 LOCAL = JOBS / "local.sh"
 
@@ -39,6 +39,8 @@ def test_local_usage_and_bad_input(tmp_path):
     proc = run_local("kmeans", env={"DATA": str(tmp_path / "missing")}, cwd=tmp_path)
     assert proc.returncode != 0
     assert "shardlearn: error:" in proc.stderr, proc.stderr
+    if model_available("kmeans"):
+        assert f"{tmp_path / 'missing'}: no such file" in proc.stderr, proc.stderr
     assert "kmeans done" not in proc.stdout
 
 
