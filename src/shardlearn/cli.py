@@ -183,7 +183,7 @@ def _write_report(ctx, path: str | None, report: dict) -> None:
     keys = sorted(local)
     import numpy as np
 
-    mx = ctx.mpi_comm.allreduce(np.array([local[k] for k in keys]), op=_max_op())
+    mx = ctx.coll.allreduce(np.array([local[k] for k in keys], dtype=np.float64), op="max")
     report["seconds"] = {k: round(float(v), 4) for k, v in zip(keys, mx)}
     if ctx.rank == 0:
         if path:
@@ -241,7 +241,8 @@ def run(args, ctx) -> dict | None:
         ctx.agree(error)
         est_name = ctx.mpi_comm.bcast(est_name, root=0)
         est = _model_module(est_name).load_estimator(args.model, ctx)
-        shard = read_shard(args.data, ctx, need_y=(cmd == "evaluate"), **est.read_options)
+        shard = read_shard(args.data, ctx, need_y=(cmd == "evaluate" and getattr(est, "needs_y", True)),
+                           **est.read_options)
         if cmd == "predict":
             from .persist import write_rows
 
