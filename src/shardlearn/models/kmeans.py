@@ -12,9 +12,11 @@ Lloyd iteration (one collective)
     centers, the inertia (from the sums, see :func:`_inertia_from_sums`) and the center
     shift, and stops by scikit-learn's rule: labels unchanged (strict convergence), or
     squared center shift summed over clusters ``<= tol * mean feature variance``.
-    As in scikit-learn, rows are centred on the global mean (chunk by chunk, in a
-    scratch buffer; the data itself is never copied or modified), which keeps the GEMM
-    form accurate when the data sits far from the origin, and after the loop a final
+    As in scikit-learn, everything is done in coordinates centred on the global mean,
+    which keeps the GEMM form accurate when the data sits far from the origin; when
+    the mean is large next to the spread the rows are centred chunk by chunk in a
+    scratch buffer, otherwise the mean is folded into the per-center constant and the
+    sums (one pass fewer). The data itself is never copied or modified. After the loop a final
     E-step (skipped on strict convergence) makes ``labels_`` match the centers; the
     final ``inertia_`` is computed exactly, from ``x - c`` directly.
 
@@ -96,6 +98,7 @@ class _Local:
         self.offset = offset                  # global index of local row 0
         self.n_total = n_total
         self.chunk = chunk
+        self.centre_rows = True               # set by fit from the data's mean and spread
 
     def chunks(self):
         for i in range(0, self.n, self.chunk):
@@ -127,26 +130,39 @@ def _lloyd_pass(data: _Local, centers: np.ndarray, labels: np.ndarray, buf: np.n
     """E-step and local M-step sums on this rank's rows.
 
     Writes the new labels into ``labels`` (int32, in place) and fills ``buf`` (float64,
-    length k*d + k + 1) with [per-cluster sums, counts, number of changed labels].
+    length k*d + k + 1) with [per-cluster sums, counts, number of changed labels], sums
+    in centred coordinates.
+
+    With ``data.centre_rows`` False (the data's mean is small next to its spread) the
+    rows are used as they are, saving a pass: the mean is folded into the per-center
+    constant, ``‖x-m-c‖² = ‖x-m‖² - 2 x·c + (‖c‖² + 2 m·c)``, and subtracted from the sums
+    afterwards (``Σ(x-m) = Σx - n m``); rounding is then no worse than with centring.
     """
     k, d = centers.shape
     dt = data.dtype
     c = centers.astype(dt)
     c_neg2_t = np.ascontiguousarray((-2.0 * c).T)  # scaling by -2 is exact
-    cc = np.einsum("ij,ij->i", c, c)
+    c64 = c.astype(np.float64)
+    cc64 = np.einsum("ij,ij->i", c64, c64)
+    if not data.centre_rows:
+        cc64 = cc64 + 2.0 * (c64 @ data.mean_t.astype(np.float64))
+    cc = cc64.astype(dt)
     sums = buf[:k * d].reshape(k, d)
     counts = buf[k * d:k * d + k]
     buf[:] = 0.0
     changed = 0
     rows = min(data.chunk, data.n)
-    xbuf = np.empty((rows, d), dtype=dt)
+    xbuf = np.empty((rows, d), dtype=dt) if data.centre_rows else None
     dbuf = np.empty((rows, k), dtype=dt)
     ones = np.ones(rows, dtype=dt)
     indptr = np.arange(rows + 1, dtype=np.int64)
     for lo, hi in data.chunks():
         r = hi - lo
-        xc = xbuf[:r]
-        np.subtract(data.X[lo:hi], data.mean_t, out=xc)
+        if data.centre_rows:
+            xc = xbuf[:r]
+            np.subtract(data.X[lo:hi], data.mean_t, out=xc)
+        else:
+            xc = data.X[lo:hi]
         dist = dbuf[:r]
         np.matmul(xc, c_neg2_t, out=dist)
         dist += cc
@@ -156,6 +172,8 @@ def _lloyd_pass(data: _Local, centers: np.ndarray, labels: np.ndarray, buf: np.n
         old[:] = lab
         counts += np.bincount(lab, minlength=k)
         sums += _cluster_sums(xc, lab, k, ones, indptr)
+    if not data.centre_rows:
+        sums -= counts[:, None] * data.mean_t.astype(np.float64)
     buf[-1] = changed
     return buf
 
@@ -565,6 +583,8 @@ class KMeans:
         self
         """
         ctx = self._ctx()
+        if ctx.device != "cpu" and ctx.rank == 0:
+            ctx.warn("kmeans computes with NumPy on the CPU in this version (--device gpu is ignored)")
         X, offset, n_total = self._prepare(ctx, X)
         k = int(self.n_clusters)
         d = X.shape[1]
@@ -595,6 +615,10 @@ class KMeans:
         var = ctx.coll.allreduce(sq) / n_total
         tol = float(np.mean(var) * self.tol) if self.tol else 0.0
         self._total_ss = float(var.sum() * n_total)
+        # Centre rows chunk by chunk only where it buys accuracy: when the mean is large
+        # next to the spread, the GEMM form loses digits to cancellation (scikit-learn
+        # always centres for this reason). Otherwise skip that pass (see _lloyd_pass).
+        data.centre_rows = bool(float(mean @ mean) > float(var.sum()))
 
         n_init = int(self.n_init)
         if given is not None and n_init != 1:
