@@ -57,6 +57,12 @@ for dt in ("float64", "float32"):
     labels = np.concatenate(ctx.mpi_comm.allgather(km.labels_))
     out("given_" + dt, centers=km.cluster_centers_.tolist(), inertia=km.inertia_, n_iter=km.n_iter_,
         labels=labels.tolist(), dtype=str(km.cluster_centers_.dtype))
+if P == 1:  # one rank, two threads: row blocks on a thread pool
+    ctx2 = init(threads=2, verbose=False)
+    km = KMeans(5, init=init0, comm=ctx2, chunk_rows=64).fit(X)
+    out("threads2", centers=km.cluster_centers_.tolist(), inertia=km.inertia_, n_iter=km.n_iter_,
+        threads=ctx2.threads)
+    init(threads=1, verbose=False)
 # 2. k-means++ and k-means||: repeat with the same seed -> bit-identical
 for init in ("k-means++", "k-means||", "random"):
     a = KMeans(5, init=init, random_state=7, comm=ctx).fit(block(X))
@@ -139,6 +145,14 @@ def test_matches_sklearn_lloyd_for_every_P(runs, dt):
         assert abs(got["inertia"] - ref.inertia_) <= itol * ref.inertia_, (P, dt, got["inertia"], ref.inertia_)
         assert got["n_iter"] == ref.n_iter_, (P, dt)
         assert np.array_equal(np.array(got["labels"]), ref.labels_), (P, dt)
+
+
+def test_two_threads_one_rank(runs):
+    ref = _sklearn_given("float64")
+    got = _case(runs[1], "threads2")[0]
+    assert got["threads"] == 2
+    assert np.allclose(got["centers"], ref.cluster_centers_, rtol=1e-9, atol=1e-9)
+    assert got["inertia"] == pytest.approx(ref.inertia_, rel=1e-9) and got["n_iter"] == ref.n_iter_
 
 
 @pytest.mark.parametrize("init", ["k-means++", "k-means||", "random"])

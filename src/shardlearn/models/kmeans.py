@@ -99,6 +99,27 @@ class _Local:
         self.n_total = n_total
         self.chunk = chunk
         self.centre_rows = True               # set by fit from the data's mean and spread
+        self.threads = 1                      # row blocks run in parallel by _lloyd_pass
+        self._pool = None
+
+    def blocks(self):
+        """Contiguous row ranges, one per thread, aligned to chunks."""
+        nchunks = -(-self.n // self.chunk) if self.n else 1
+        t = max(1, min(self.threads, nchunks))
+        bounds = [(nchunks * i // t) * self.chunk for i in range(t + 1)]
+        return [(min(a, self.n), min(b, self.n)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def pool(self):
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.threads)
+        return self._pool
+
+    def close(self):
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     def chunks(self):
         for i in range(0, self.n, self.chunk):
@@ -137,6 +158,13 @@ def _lloyd_pass(data: _Local, centers: np.ndarray, labels: np.ndarray, buf: np.n
     rows are used as they are, saving a pass: the mean is folded into the per-center
     constant, ``‖x-m-c‖² = ‖x-m‖² - 2 x·c + (‖c‖² + 2 m·c)``, and subtracted from the sums
     afterwards (``Σ(x-m) = Σx - n m``); rounding is then no worse than with centring.
+
+    With ``data.threads`` > 1 the rows are split into that many contiguous blocks run
+    by a thread pool (NumPy, BLAS and SciPy's sparse kernels release the GIL) with
+    single-threaded BLAS: the per-chunk GEMMs are too small for BLAS's own threads,
+    which made one rank with 2 BLAS threads several times slower than with one. Block
+    results are combined in block order, so the result is deterministic for a given
+    thread count.
     """
     k, d = centers.shape
     dt = data.dtype
@@ -147,16 +175,37 @@ def _lloyd_pass(data: _Local, centers: np.ndarray, labels: np.ndarray, buf: np.n
     if not data.centre_rows:
         cc64 = cc64 + 2.0 * (c64 @ data.mean_t.astype(np.float64))
     cc = cc64.astype(dt)
-    sums = buf[:k * d].reshape(k, d)
-    counts = buf[k * d:k * d + k]
+    parts = data.blocks()
+    if len(parts) == 1:
+        results = [_lloyd_block(data, c_neg2_t, cc, labels, *parts[0])]
+    else:
+        results = list(data.pool().map(lambda b: _lloyd_block(data, c_neg2_t, cc, labels, *b), parts))
     buf[:] = 0.0
+    for part in results:
+        buf += part
+    if not data.centre_rows:
+        sums = buf[:k * d].reshape(k, d)
+        sums -= buf[k * d:k * d + k, None] * data.mean_t.astype(np.float64)
+    return buf
+
+
+def _lloyd_block(data: _Local, c_neg2_t, cc, labels, lo_block, hi_block):
+    """:func:`_lloyd_pass` on rows [lo_block, hi_block): returns [sums, counts, changed]."""
+    d, k = c_neg2_t.shape
+    dt = data.dtype
+    out = np.zeros(k * d + k + 1)
+    sums = out[:k * d].reshape(k, d)
+    counts = out[k * d:k * d + k]
     changed = 0
-    rows = min(data.chunk, data.n)
+    rows = min(data.chunk, hi_block - lo_block)
+    if rows <= 0:
+        return out
     xbuf = np.empty((rows, d), dtype=dt) if data.centre_rows else None
     dbuf = np.empty((rows, k), dtype=dt)
     ones = np.ones(rows, dtype=dt)
     indptr = np.arange(rows + 1, dtype=np.int64)
-    for lo, hi in data.chunks():
+    for lo in range(lo_block, hi_block, data.chunk):
+        hi = min(hi_block, lo + data.chunk)
         r = hi - lo
         if data.centre_rows:
             xc = xbuf[:r]
@@ -172,10 +221,8 @@ def _lloyd_pass(data: _Local, centers: np.ndarray, labels: np.ndarray, buf: np.n
         old[:] = lab
         counts += np.bincount(lab, minlength=k)
         sums += _cluster_sums(xc, lab, k, ones, indptr)
-    if not data.centre_rows:
-        sums -= counts[:, None] * data.mean_t.astype(np.float64)
-    buf[-1] = changed
-    return buf
+    out[-1] = changed
+    return out
 
 
 def _assign(data: _Local, centers: np.ndarray, labels: np.ndarray | None, relabel: bool) -> float:
@@ -216,12 +263,14 @@ def _dist_to(data: _Local, cands: np.ndarray, reduce_min: bool = False):
     """
     m = cands.shape[0]
     cc = np.einsum("ij,ij->i", cands, cands)
-    scratch = np.empty((min(data.chunk, data.n), data.d))
+    step = max(64, SCRATCH_BYTES // (8 * (m + data.d)))  # the chunk x m block stays small
+    scratch = np.empty((min(step, data.n), data.d))
     if reduce_min:
         mins, arg = np.empty(data.n), np.empty(data.n, dtype=np.int64)
     else:
         out = np.empty((data.n, m))
-    for lo, hi in data.chunks():
+    for lo in range(0, data.n, step):
+        hi = min(data.n, lo + step)
         dist = _sqdist64(data.centred64(lo, hi, scratch), cands, cc)
         if reduce_min:
             a = dist.argmin(axis=1)
@@ -632,7 +681,7 @@ class KMeans:
             centers = self._init_run(ctx, data, k, rng, given)
             t_init = time.perf_counter() - t0
             labels.fill(-1)
-            centers, inertia, n_iter, log = self._lloyd(ctx, data, centers, labels, tol)
+            centers, inertia, n_iter, log = self._lloyd_threads(ctx, data, centers, labels, tol)
             if best is None or inertia < best[1]:
                 best = (centers, inertia, n_iter, labels.copy() if n_init > 1 else labels, log, t_init)
         centers, inertia, n_iter, labels, log, t_init = best
@@ -661,6 +710,19 @@ class KMeans:
                     return centers
                 self._log(ctx, "k-means||: fewer than k distinct candidates; using k-means++")
             return _init_kmeanspp(ctx, data, k, rng)
+
+    def _lloyd_threads(self, ctx, data, centers, labels, tol):
+        """Run :meth:`_lloyd` with this rank's threads on row blocks, BLAS single-threaded."""
+        data.threads = max(1, int(getattr(ctx, "threads", 1) or 1))
+        if data.threads == 1:
+            return self._lloyd(ctx, data, centers, labels, tol)
+        from threadpoolctl import threadpool_limits
+
+        try:
+            with threadpool_limits(limits=1, user_api="blas"):
+                return self._lloyd(ctx, data, centers, labels, tol)
+        finally:
+            data.close()
 
     def _log(self, ctx, msg):
         if self.verbose and ctx.rank == 0:
