@@ -225,6 +225,19 @@ def test_kmeanspp_quality_matches_sklearn():
     assert rnd > 2 * ref  # the check can fail: a poor initialisation is caught
 
 
+def test_kmeanspp_memory_paths_agree(monkeypatch):
+    # k-means++ keeps the n x trials candidate distances or recomputes the winner's
+    # (memory near the shard size): the same draws, the same centers up to rounding
+    from shardlearn.models import kmeans as mod
+
+    X, _ = make_blobs(2000, 5, centers=6, random_state=2)
+    out = []
+    for frac in (1, 10 ** 9):
+        monkeypatch.setattr(mod, "KEEP_FRACTION", frac)
+        out.append(KMeans(6, random_state=4, max_iter=1).fit(X))
+    assert np.allclose(out[0].cluster_centers_, out[1].cluster_centers_, rtol=1e-12, atol=1e-12)
+
+
 def test_sklearn_api_single_process():
     X, _ = make_blobs(600, 3, centers=4, random_state=0)
     km = KMeans(4, random_state=0, max_iter=50)

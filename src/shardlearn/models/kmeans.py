@@ -79,6 +79,7 @@ except ImportError:  # pragma: no cover - private SciPy API moved: use the publi
 
 INITS = ("k-means++", "k-means||", "random")
 SCRATCH_BYTES = 2 << 20  # per-chunk temporaries: chunk x (d + k) values, ~ L2 cache sized
+KEEP_FRACTION = 8  # k-means++ keeps its n x trials distances only if <= shard bytes / this
 
 
 def _chunk_rows(d: int, k: int, itemsize: int, chunk_rows=None) -> int:
@@ -274,29 +275,41 @@ def _sqdist64(xc64: np.ndarray, c64: np.ndarray, cc64: np.ndarray) -> np.ndarray
     return dist
 
 
-def _dist_to(data: _Local, cands: np.ndarray, reduce_min: bool = False):
-    """Squared distances of the local rows to ``cands`` (m x d, centred, float64).
+def _dist_blocks(data: _Local, cands: np.ndarray):
+    """Yield (lo, hi, squared distances of rows [lo, hi) to ``cands``) in small blocks.
 
-    Returns (n_local x m) or, with ``reduce_min``, (min over cands, argmin) per row.
+    ``cands`` are centred float64 rows (m x d); the block of rows is sized so that the
+    (rows x m) distance block stays near SCRATCH_BYTES.
     """
     m = cands.shape[0]
     cc = np.einsum("ij,ij->i", cands, cands)
-    step = max(64, SCRATCH_BYTES // (8 * (m + data.d)))  # the chunk x m block stays small
+    step = max(64, SCRATCH_BYTES // (8 * (m + data.d)))
     scratch = np.empty((min(step, data.n), data.d))
-    if reduce_min:
-        mins, arg = np.empty(data.n), np.empty(data.n, dtype=np.int64)
-    else:
-        out = np.empty((data.n, m))
     for lo in range(0, data.n, step):
         hi = min(data.n, lo + step)
-        dist = _sqdist64(data.centred64(lo, hi, scratch), cands, cc)
-        if reduce_min:
-            a = dist.argmin(axis=1)
-            arg[lo:hi] = a
-            mins[lo:hi] = dist[np.arange(hi - lo), a]
-        else:
-            out[lo:hi] = dist
-    return (mins, arg) if reduce_min else out
+        yield lo, hi, _sqdist64(data.centred64(lo, hi, scratch), cands, cc)
+
+
+def _dist_to(data: _Local, cands: np.ndarray) -> np.ndarray:
+    """Squared distances (n_local x m) of the local rows to ``cands`` (only for small m)."""
+    out = np.empty((data.n, cands.shape[0]))
+    for lo, hi, dist in _dist_blocks(data, cands):
+        out[lo:hi] = dist
+    return out
+
+
+def _update_closest(data: _Local, cands: np.ndarray, closest: np.ndarray) -> None:
+    """closest = min(closest, distance to the nearest of ``cands``), in place."""
+    for lo, hi, dist in _dist_blocks(data, cands):
+        np.minimum(closest[lo:hi], dist.min(axis=1), out=closest[lo:hi])
+
+
+def _nearest_counts(data: _Local, cands: np.ndarray) -> np.ndarray:
+    """How many local rows have each of ``cands`` as their nearest (float64, length m)."""
+    counts = np.zeros(cands.shape[0])
+    for _, _, dist in _dist_blocks(data, cands):
+        counts += np.bincount(dist.argmin(axis=1), minlength=cands.shape[0])
+    return counts
 
 
 # ------------------------------------------------------------------- global row access
@@ -316,10 +329,14 @@ def _d2_draw(ctx, data: _Local, closest: np.ndarray, targets: np.ndarray) -> np.
 
     Every rank sends its local D² total (allgather of P numbers); each target lands in
     the rank whose prefix interval holds it, which finds the row by a binary search of
-    its local cumulative sum and contributes it. Returns (m x d) centred float64 rows.
+    its local cumulative sum (two levels: block totals, then within one block, so no
+    n-long temporary) and contributes it. Returns (m x d) centred float64 rows.
     """
-    csum = np.cumsum(closest)
-    total = float(csum[-1]) if data.n else 0.0
+    step = 65536
+    starts = np.arange(0, data.n, step)
+    block_tot = np.add.reduceat(closest, starts) if data.n else np.zeros(0)
+    block_csum = np.cumsum(block_tot)
+    total = float(block_csum[-1]) if data.n else 0.0
     info = ctx.coll.allgather(np.array([[total, float(data.n)]]))
     totals, counts = info[:, 0], info[:, 1].astype(np.int64)
     prefix = np.concatenate(([0.0], np.cumsum(totals)[:-1]))
@@ -329,30 +346,53 @@ def _d2_draw(ctx, data: _Local, closest: np.ndarray, targets: np.ndarray) -> np.
     for t, r in enumerate(targets):
         hit = nonempty[ends[nonempty] >= r]
         owner = int(hit[0]) if hit.size else int(nonempty[-1])
-        if owner == ctx.rank:
-            i = int(np.searchsorted(csum, r - prefix[owner])) if hit.size else data.n - 1
-            i = min(i, data.n - 1)
-            buf[t] = data.X[i].astype(np.float64) - data.mean_t
+        if owner != ctx.rank:
+            continue
+        if not hit.size:
+            i = data.n - 1
+        else:
+            local = r - prefix[owner]
+            b = min(int(np.searchsorted(block_csum, local)), len(starts) - 1)
+            before = block_csum[b - 1] if b else 0.0
+            inner = np.cumsum(closest[starts[b]:starts[b] + step])
+            i = min(int(starts[b]) + int(np.searchsorted(inner, local - before)), data.n - 1)
+        buf[t] = data.X[i].astype(np.float64) - data.mean_t
     return ctx.coll.allreduce(buf)
 
 
 # --------------------------------------------------------------------- initialisation
 def _init_kmeanspp(ctx, data: _Local, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Greedy k-means++ (scikit-learn's), distributed; centred float64 centers."""
+    """Greedy k-means++ (scikit-learn's), distributed; centred float64 centers.
+
+    Per center: a D² draw of ``2 + log k`` candidates, the potential of each (one pass,
+    one allreduce of ``trials`` numbers), keep the best. The distances to the candidates
+    are kept (n_local x trials float64) when that is at most 1/8 of the shard's bytes;
+    otherwise a second pass recomputes the winner's distances, so memory stays near the
+    shard size.
+    """
     trials = 2 + int(np.log(k))
+    keep = data.n * trials * 8 <= data.X.nbytes // KEEP_FRACTION
     centers = np.empty((k, data.d))
     centers[0] = _fetch_rows(ctx, data, [int(rng.integers(data.n_total))])[0]
-    closest = _dist_to(data, centers[:1])[:, 0]
+    closest = _dist_to(data, centers[:1])[:, 0].copy()
     pot = float(ctx.coll.allreduce(np.array([closest.sum()]))[0])
     for c in range(1, k):
         targets = rng.uniform(size=trials) * pot
         cands = _d2_draw(ctx, data, closest, targets)
-        dist = _dist_to(data, cands)
-        np.minimum(dist, closest[:, None], out=dist)
-        pots = ctx.coll.allreduce(dist.sum(axis=0))
+        pots = np.zeros(trials)
+        stored = np.empty((data.n, trials)) if keep else None
+        for lo, hi, dist in _dist_blocks(data, cands):
+            np.minimum(dist, closest[lo:hi, None], out=dist)
+            pots += dist.sum(axis=0)
+            if keep:
+                stored[lo:hi] = dist
+        pots = ctx.coll.allreduce(pots)
         best = int(np.argmin(pots))
         pot = float(pots[best])
-        closest = np.ascontiguousarray(dist[:, best])
+        if keep:
+            closest[:] = stored[:, best]
+        else:
+            _update_closest(data, cands[best:best + 1], closest)
         centers[c] = cands[best]
     return centers
 
@@ -407,24 +447,27 @@ def _init_kmeans_parallel(ctx, data: _Local, k, rng, rounds, oversampling):
     seed = int(rng.integers(2 ** 62))
     ell = oversampling * k
     cands = [_fetch_rows(ctx, data, [int(rng.integers(data.n_total))])]
-    closest = _dist_to(data, cands[0])[:, 0]
+    closest = _dist_to(data, cands[0])[:, 0].copy()
     phi = float(ctx.coll.allreduce(np.array([closest.sum()]))[0])
-    rows = np.arange(data.offset, data.offset + data.n, dtype=np.int64)
+    step = 65536
     for r in range(rounds):
         if phi <= 0.0:
             break
-        u = _rng.row_uniform(seed, _rng.stream_id("kmeans||", r), rows)
-        pick = np.flatnonzero(u < ell * closest / phi)
+        stream = _rng.stream_id("kmeans||", r)
+        picks = []
+        for lo in range(0, data.n, step):  # the coin of each row, keyed by its global index
+            hi = min(data.n, lo + step)
+            u = _rng.row_uniform(seed, stream, np.arange(data.offset + lo, data.offset + hi))
+            picks.append(lo + np.flatnonzero(u * phi < ell * closest[lo:hi]))
+        pick = np.concatenate(picks) if picks else np.zeros(0, dtype=np.int64)
         new = ctx.coll.allgather(data.X[pick].astype(np.float64) - data.mean_t)
         if new.shape[0] == 0:
             continue
-        mins, _ = _dist_to(data, new, reduce_min=True)
-        np.minimum(closest, mins, out=closest)
+        _update_closest(data, new, closest)
         phi = float(ctx.coll.allreduce(np.array([closest.sum()]))[0])
         cands.append(new)
     cands = np.concatenate(cands)
-    _, nearest = _dist_to(data, cands, reduce_min=True)
-    weights = ctx.coll.allreduce(np.bincount(nearest, minlength=len(cands)).astype(np.float64))
+    weights = ctx.coll.allreduce(_nearest_counts(data, cands))
     keep = weights > 0
     if int(keep.sum()) < k:
         return None
