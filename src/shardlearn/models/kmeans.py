@@ -107,6 +107,16 @@ class _Local:
         self.threads = 1                      # row blocks run in parallel by _lloyd_pass
         self._pool = None
 
+    def sqnorms(self):
+        """‖x - m‖² per local row, float64, computed once for the initialisation passes."""
+        if getattr(self, "_xx", None) is None:
+            self._xx = np.empty(self.n)
+            for lo in range(0, self.n, 65536):
+                hi = min(self.n, lo + 65536)
+                xc = self.centred64(lo, hi)
+                self._xx[lo:hi] = np.einsum("ij,ij->i", xc, xc)
+        return self._xx
+
     def blocks(self):
         """Contiguous row ranges, one per thread, aligned to chunks."""
         nchunks = -(-self.n // self.chunk) if self.n else 1
@@ -266,11 +276,11 @@ def _assign(data: _Local, centers: np.ndarray, labels: np.ndarray | None, relabe
     return total
 
 
-def _sqdist64(xc64: np.ndarray, c64: np.ndarray, cc64: np.ndarray) -> np.ndarray:
+def _sqdist64(xc64: np.ndarray, c64: np.ndarray, cc64: np.ndarray, xx64=None) -> np.ndarray:
     """Squared distances (r x m) in float64 via the GEMM form, negatives clipped."""
     dist = xc64 @ (-2.0 * c64).T
     dist += cc64
-    dist += np.einsum("ij,ij->i", xc64, xc64)[:, None]
+    dist += (np.einsum("ij,ij->i", xc64, xc64) if xx64 is None else xx64)[:, None]
     np.maximum(dist, 0.0, out=dist)
     return dist
 
@@ -285,9 +295,10 @@ def _dist_blocks(data: _Local, cands: np.ndarray):
     cc = np.einsum("ij,ij->i", cands, cands)
     step = max(64, SCRATCH_BYTES // (8 * (m + data.d)))
     scratch = np.empty((min(step, data.n), data.d))
+    xx = data.sqnorms()
     for lo in range(0, data.n, step):
         hi = min(data.n, lo + step)
-        yield lo, hi, _sqdist64(data.centred64(lo, hi, scratch), cands, cc)
+        yield lo, hi, _sqdist64(data.centred64(lo, hi, scratch), cands, cc, xx[lo:hi])
 
 
 def _dist_to(data: _Local, cands: np.ndarray) -> np.ndarray:
@@ -760,6 +771,12 @@ class KMeans:
     def _init_run(self, ctx, data, k, rng, given):
         if given is not None:
             return given - data.mean_t.astype(np.float64)
+        try:
+            return self._init_draw(ctx, data, k, rng)
+        finally:
+            data._xx = None  # the row norms are for the init passes only
+
+    def _init_draw(self, ctx, data, k, rng):
         with ctx.timers.phase("init"):
             if self.init == "random":
                 ids = np.sort(rng.choice(data.n_total, size=k, replace=False))
