@@ -1,0 +1,1 @@
+"""Estimators: each module fits one family of models on sharded data."""
