@@ -41,6 +41,7 @@ from . import optim
 SOLVERS = ("normal", "lbfgs", "gd", "fista", "sgd")
 MAX_CLASSES = 1000
 _CHUNK = 65536
+CHUNK_BYTES = 2 << 20  # row block of the fused loss+gradient pass (fits in L2/L3)
 
 
 # ============================================================================ helpers
@@ -54,18 +55,6 @@ def _row_offset(ctx, n_local: int) -> int:
     """Global index of this rank's first row, assuming rank-ordered row blocks."""
     counts = ctx.coll.allgather_obj(int(n_local))
     return int(sum(counts[:ctx.rank]))
-
-
-def _matvec(X, a):
-    """``X @ a`` in float64 without converting X (a is cast to X's dtype for BLAS)."""
-    out = X @ a.astype(X.dtype, copy=False)
-    return out.astype(np.float64, copy=False)
-
-
-def _rmatvec(X, r):
-    """``X.T @ r`` in float64 without converting X."""
-    out = X.T @ r.astype(X.dtype, copy=False)
-    return out.astype(np.float64, copy=False)
 
 
 class _Objective:
@@ -110,49 +99,71 @@ class _Objective:
     def _loss_resid(self, X, t, A, b):
         """Per-row loss and dloss/dz on rows X (z is n or n x K)."""
         if self.K == 1:
-            z = _matvec(X, A[:, 0])
+            z = X @ A[:, 0]
+            z = z.astype(np.float64, copy=False)
             z += b[0]
             if self.kind == "squared":
                 r = z - t
                 return 0.5 * r * r, r
-            # binary logistic, t in {0, 1}: log(1 + e^z) - t z, gradient sigmoid(z) - t
-            loss = np.logaddexp(0.0, z)
+            # binary logistic, t in {0, 1}: log(1 + e^z) - t z and sigmoid(z) - t, both
+            # from e = exp(-|z|) in (0, 1]: no overflow for any z
+            e = np.exp(-np.abs(z))
+            loss = np.log1p(e)
+            loss += np.maximum(z, 0.0)
             loss -= t * z
-            r = _expit(z)
+            r = np.where(z >= 0, 1.0, e)
+            r /= 1.0 + e
             r -= t
             return loss, r
-        Z = X @ A.astype(X.dtype, copy=False)
+        Z = X @ A
         Z = Z.astype(np.float64, copy=False)
         Z += b
         rows = np.arange(Z.shape[0])
-        m = Z.max(axis=1) if Z.shape[0] else np.zeros(0)
+        m = Z.max(axis=1)
         E = np.exp(Z - m[:, None])
         se = E.sum(axis=1)
-        lse = m + np.log(se)
-        loss = lse - Z[rows, t]
+        loss = m + np.log(se)   # log-sum-exp
+        loss -= Z[rows, t]
         E /= se[:, None]
         E[rows, t] -= 1.0
         return loss, E
 
     def _local(self, w, X, t, s, sv):
-        """``[loss_sum, val_loss_sum, (X^T r).ravel(), sum r]`` on local rows."""
+        """``[loss_sum, val_loss_sum, (X^T r).ravel(), sum r]`` on local rows.
+
+        One pass over X in row blocks of about :data:`CHUNK_BYTES`: ``z = X_c @ A``,
+        then loss and residual, then ``X_c^T r`` while ``X_c`` is still in cache, so X
+        streams from memory once per evaluation instead of twice.
+        """
         A, b = self.affine(w)
+        A = A.astype(X.dtype, copy=False)
         K, d = self.K, self.d
         buf = np.zeros(2 + d * K + K)
-        if X.shape[0] == 0:
+        n = X.shape[0]
+        if n == 0:
             return buf
-        loss, r = self._loss_resid(X, t, A, b)
-        buf[0] = np.dot(s, loss)
-        if sv is not None:
-            buf[1] = np.dot(sv, loss)
-        if K == 1:
-            r *= s
-            buf[2:2 + d] = _rmatvec(X, r)
-            buf[2 + d] = r.sum()
-        else:
-            r *= s[:, None]
-            buf[2:2 + d * K] = (X.T @ r.astype(X.dtype, copy=False)).astype(np.float64, copy=False).ravel()
-            buf[2 + d * K:] = r.sum(axis=0)
+        G = np.zeros((d, K))
+        sr = np.zeros(K)
+        loss_sum = val_sum = 0.0
+        step = max(64, CHUNK_BYTES // max(1, d * X.dtype.itemsize))
+        for i in range(0, n, step):
+            Xc = X[i:i + step]
+            loss, r = self._loss_resid(Xc, t[i:i + step], A, b)
+            sc = s[i:i + step]
+            loss_sum += float(np.dot(sc, loss))
+            if sv is not None:
+                val_sum += float(np.dot(sv[i:i + step], loss))
+            if K == 1:
+                r *= sc
+                G[:, 0] += Xc.T @ r.astype(X.dtype, copy=False)
+                sr[0] += r.sum()
+            else:
+                r *= sc[:, None]
+                G += Xc.T @ r.astype(X.dtype, copy=False)
+                sr += r.sum(axis=0)
+        buf[0], buf[1] = loss_sum, val_sum
+        buf[2:2 + d * K] = G.ravel()
+        buf[2 + d * K:] = sr
         return buf
 
     def _assemble(self, w, buf, W_data):
@@ -205,7 +216,8 @@ class _Objective:
         with self.ctx.timers.phase("compute"):
             if rows.size:
                 A, b = self.affine(w)
-                loss, _ = self._loss_resid(self.X[rows], self.t[rows], A, b)
+                Xv = self.X[rows]
+                loss, _ = self._loss_resid(Xv, self.t[rows], A.astype(Xv.dtype, copy=False), b)
                 v = np.array([np.dot(self.sv[rows], loss)])
             else:
                 v = np.zeros(1)

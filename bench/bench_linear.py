@@ -1,0 +1,257 @@
+"""Linear models vs scikit-learn on 1,000,000 x 64 (issue 4); writes bench/linear.md.
+
+* Logistic (binary, make_classification, 32 informative, C=1): wall time of
+  ``mpiexec -n 2`` (1 BLAS thread per rank) to reach scikit-learn lbfgs's final
+  objective, vs scikit-learn ``LogisticRegression(solver="lbfgs")`` with 2 threads on
+  the same data; seconds per loss+gradient evaluation vs the memory-bandwidth floor
+  (two passes over X).
+* Ridge ``normal`` (alpha=1) vs scikit-learn ``Ridge`` (2 threads).
+* SGD: rows per second per rank.
+
+Timings cover the fit only (data already in memory on both sides), median of
+``--repeats`` runs. Usage::
+
+    python bench/bench_linear.py [--rows 1000000] [--features 64] [--repeats 3]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+BANDWIDTH_GBS = 26.8  # BASELINES.md: memory read bandwidth of this machine, 2 threads
+
+
+# ------------------------------------------------------------------ worker (mpiexec)
+def worker(args) -> None:
+    sys.path.insert(0, str(ROOT / "src"))
+    from shardlearn.data import read_shard
+    from shardlearn.models.linear import LogisticRegression, Ridge
+    from shardlearn.runtime import init
+
+    ctx = init(topology="native", verbose=False)
+    out = {"ranks": ctx.size, "threads": ctx.threads}
+    shard = read_shard(args.logit_data, ctx, need_y=True)
+    target = args.target
+    runs = []
+    for _ in range(args.repeats):
+        ctx.mpi_comm.Barrier()
+        c0 = ctx.coll.comm_seconds
+        t0 = time.perf_counter()
+        m = LogisticRegression(C=1.0, tol=args.tol, max_iter=200, comm=ctx).fit(shard.X, shard.y)
+        total = time.perf_counter() - t0
+        hist = m.history_
+        reach = next((h["seconds"] for h in hist if h["loss"] <= target), None)
+        evals = hist[-1].get("evals", len(hist))
+        runs.append({"total": total, "reach": reach, "n_iter": m.n_iter_, "evals": evals,
+                     "loss": m.loss_, "comm": ctx.coll.comm_seconds - c0,
+                     "reach_iter": next((h["iter"] for h in hist if h["loss"] <= target), None)})
+    out["logistic"] = runs
+    # one bare loss+gradient evaluation, timed in isolation
+    from shardlearn.models.linear import _Objective
+
+    obj = _Objective(ctx, shard.X, shard.y.astype(np.float64), np.ones(shard.n_local), None,
+                     kind="logistic", K=1, lam=1.0, mu=np.zeros(shard.X.shape[1]),
+                     sigma=np.ones(shard.X.shape[1]), fit_intercept=True, W_train=shard.n_total, W_val=0)
+    w = np.full(obj.p, 0.01)
+    ev = []
+    for _ in range(10):
+        ctx.mpi_comm.Barrier()
+        c0 = ctx.coll.comm_seconds
+        t0 = time.perf_counter()
+        obj(w)
+        ev.append((time.perf_counter() - t0, ctx.coll.comm_seconds - c0))
+    out["eval_seconds"] = statistics.median(e[0] for e in ev)
+    out["eval_comm_seconds"] = statistics.median(e[1] for e in ev)
+    # SGD throughput
+    sg = []
+    for bs in (256, 4096):
+        ctx.mpi_comm.Barrier()
+        t0 = time.perf_counter()
+        m = LogisticRegression(C=1.0, solver="sgd", batch_size=bs, epochs=2, learning_rate=0.5,
+                               schedule="cosine", tol=None, comm=ctx).fit(shard.X, shard.y)
+        dt = time.perf_counter() - t0
+        sg.append({"batch_size": bs, "seconds": dt, "rows_per_s_per_rank": shard.n_total * 2 / dt / ctx.size,
+                   "loss": m.loss_})
+    out["sgd"] = sg
+    del shard
+    shard = read_shard(args.ridge_data, ctx, need_y=True)
+    rr = []
+    for _ in range(args.repeats):
+        ctx.mpi_comm.Barrier()
+        t0 = time.perf_counter()
+        m = Ridge(alpha=1.0, comm=ctx).fit(shard.X, shard.y)
+        rr.append(time.perf_counter() - t0)
+    out["ridge"] = rr
+    out["ridge_coef"] = np.append(m.coef_, m.intercept_).tolist()
+    if ctx.rank == 0:
+        Path(args.json_out).write_text(json.dumps(out))
+
+
+# ------------------------------------------------------------------ driver
+def make_data(path_logit: Path, path_ridge: Path, n: int, d: int):
+    import h5py
+    from sklearn.datasets import make_classification, make_regression
+
+    if not path_logit.exists():
+        X, y = make_classification(n, d, n_informative=32, n_redundant=0, random_state=0)
+        with h5py.File(path_logit, "w") as h:
+            h["X"], h["y"] = X, y.astype(np.float64)
+    if not path_ridge.exists():
+        X, y = make_regression(n, d, n_informative=32, noise=1.0, random_state=0)
+        with h5py.File(path_ridge, "w") as h:
+            h["X"], h["y"] = X, y
+
+
+def load(path):
+    import h5py
+
+    with h5py.File(path, "r") as h:
+        return h["X"][()], h["y"][()]
+
+
+def objective(X, y, coef, intercept, C):
+    z = X @ coef + intercept
+    return float(np.mean(np.logaddexp(0.0, z) - y * z) + 0.5 * float(coef @ coef) / (C * X.shape[0]))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--features", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--ranks", type=int, default=2)
+    ap.add_argument("--workdir", default=os.environ.get("BENCH_DATA", "/tmp/shardlearn-bench-linear"))
+    ap.add_argument("--out", default=str(HERE / "linear.md"))
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--logit-data", help=argparse.SUPPRESS)
+    ap.add_argument("--ridge-data", help=argparse.SUPPRESS)
+    ap.add_argument("--target", type=float, help=argparse.SUPPRESS)
+    ap.add_argument("--tol", type=float, default=1e-6, help=argparse.SUPPRESS)
+    ap.add_argument("--json-out", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        worker(args)
+        return 0
+
+    from threadpoolctl import threadpool_limits
+    from sklearn.linear_model import LogisticRegression as SKLogistic, Ridge as SKRidge
+
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    tag = f"{args.rows}x{args.features}"
+    p_logit, p_ridge = work / f"logit-{tag}.h5", work / f"ridge-{tag}.h5"
+    print(f"data: {p_logit}, {p_ridge}", flush=True)
+    make_data(p_logit, p_ridge, args.rows, args.features)
+
+    # ---- scikit-learn, 2 threads
+    X, y = load(p_logit)
+    sk_times, sk = [], None
+    with threadpool_limits(2):
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            sk = SKLogistic(C=1.0, solver="lbfgs").fit(X, y)
+            sk_times.append(time.perf_counter() - t0)
+    sk_obj = objective(X, y, sk.coef_[0], sk.intercept_[0], 1.0)
+    sk_iter = int(sk.n_iter_[0])
+    print(f"sklearn logistic: {statistics.median(sk_times):.3f}s, {sk_iter} iterations, objective {sk_obj:.10f}", flush=True)
+    del X, y
+    Xr, yr = load(p_ridge)
+    rd_times = []
+    with threadpool_limits(2):
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            skr = SKRidge(alpha=1.0).fit(Xr, yr)
+            rd_times.append(time.perf_counter() - t0)
+    skr_coef = np.append(skr.coef_, skr.intercept_)
+    print(f"sklearn ridge: {statistics.median(rd_times):.3f}s", flush=True)
+    del Xr, yr
+
+    # ---- shardlearn under mpiexec
+    js = work / "result.json"
+    env = dict(os.environ, UCX_NET_DEVICES="lo", HYDRA_IFACE="lo", OMP_NUM_THREADS="1",
+               OPENBLAS_NUM_THREADS="1")
+    mpiexec = str(Path(sys.executable).parent / "mpiexec")
+    cmd = [mpiexec, "-n", str(args.ranks), sys.executable, __file__, "--worker", "--logit-data", str(p_logit),
+           "--ridge-data", str(p_ridge), "--target", repr(sk_obj), "--repeats", str(args.repeats),
+           "--tol", str(args.tol), "--json-out", str(js)]
+    subprocess.run(cmd, check=True, env=env, timeout=1200)
+    res = json.loads(js.read_text())
+
+    lg = res["logistic"]
+    reach = [r["reach"] for r in lg if r["reach"] is not None]
+    sl_reach = statistics.median(reach) if reach else float("nan")
+    sl_total = statistics.median(r["total"] for r in lg)
+    sk_t = statistics.median(sk_times)
+    ev = res["eval_seconds"]
+    floor = 2 * args.rows * args.features * 8 / (BANDWIDTH_GBS * 1e9)
+    rid = statistics.median(res["ridge"])
+    skr_t = statistics.median(rd_times)
+    ridge_rel = float(np.linalg.norm(np.array(res["ridge_coef"]) - skr_coef) / np.linalg.norm(skr_coef))
+    lines = [
+        "# Linear models: shardlearn vs scikit-learn",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on this machine (2 cores, shared with "
+        "other jobs: noisy), median of "
+        f"{args.repeats} runs, fit time only (data in memory). Command: `python bench/bench_linear.py "
+        f"--rows {args.rows} --features {args.features} --repeats {args.repeats}`.",
+        f"shardlearn: `mpiexec -n {args.ranks}`, 1 BLAS thread per rank, float64. "
+        "scikit-learn: 2 threads (threadpoolctl), same data.",
+        "",
+        f"## Logistic regression, binary, {args.rows:,} x {args.features} (make_classification, 32 informative), C=1",
+        "",
+        "| | seconds | iterations | objective |",
+        "|---|---|---|---|",
+        f"| scikit-learn lbfgs (tol 1e-4) | {sk_t:.3f} | {sk_iter} | {sk_obj:.10f} |",
+        f"| shardlearn lbfgs: time to reach scikit-learn's objective | {sl_reach:.3f} | "
+        f"{statistics.median(r['reach_iter'] for r in lg if r['reach_iter'] is not None) if reach else 'n/a'} | <= {sk_obj:.10f} |",
+        f"| shardlearn lbfgs: to convergence (tol {args.tol:g}) | {sl_total:.3f} | "
+        f"{statistics.median(r['n_iter'] for r in lg)} | {min(r['loss'] for r in lg):.10f} |",
+        "",
+        f"**Ratio (time to scikit-learn's objective): shardlearn / scikit-learn = {sl_reach / sk_t:.3f}** "
+        f"(target <= 1). All runs: " + ", ".join(f"{r:.3f}s" for r in reach) + "; scikit-learn runs: "
+        + ", ".join(f"{t:.3f}s" for t in sk_times) + ".",
+        "",
+        f"Seconds per loss+gradient evaluation (one allreduce, both ranks in parallel): {ev * 1e3:.1f} ms, of "
+        f"which communication {res['eval_comm_seconds'] * 1e3:.2f} ms (includes waiting for the slower rank). "
+        f"Memory-bandwidth floor for two passes over X ({2 * args.rows * args.features * 8 / 1e9:.2f} GB at "
+        f"{BANDWIDTH_GBS} GB/s): {floor * 1e3:.1f} ms, so an evaluation runs at {floor / ev:.0%} of the floor's "
+        f"speed ({ev / floor:.2f}x the floor). scikit-learn: {sk_t / max(sk_iter, 1) * 1e3:.0f} ms per iteration.",
+        "",
+        f"## Ridge (alpha=1), normal equations, {args.rows:,} x {args.features}",
+        "",
+        "| | seconds |",
+        "|---|---|",
+        f"| scikit-learn Ridge (auto solver) | {skr_t:.3f} |",
+        f"| shardlearn ridge normal | {rid:.3f} |",
+        "",
+        f"**Ratio shardlearn / scikit-learn = {rid / skr_t:.3f}** (target <= 1); coefficients agree to "
+        f"{ridge_rel:.1e} relative.",
+        "",
+        "## SGD throughput (logistic, 2 epochs, cosine schedule)",
+        "",
+        "| global batch | seconds | rows/s per rank | mean batch loss, last epoch |",
+        "|---|---|---|---|",
+    ] + [f"| {s['batch_size']} | {s['seconds']:.3f} | {s['rows_per_s_per_rank']:,.0f} | {s['loss']:.5f} |"
+         for s in res["sgd"]] + [
+        "",
+        "Each SGD step is one allreduce of 67 floats, so small batches are latency-bound "
+        "(a step costs the allreduce latency plus the gather of the batch rows).",
+        "",
+    ]
+    Path(args.out).write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
