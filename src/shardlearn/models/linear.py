@@ -236,7 +236,8 @@ class _LinearModel:
     def __init__(self, *, fit_intercept=True, standardize=False, solver=None, max_iter=None,
                  tol=1e-4, batch_size=256, learning_rate=0.01, schedule="invscaling", power_t=0.5,
                  momentum=0.0, nesterov=False, epochs=10, validation_fraction=0.0,
-                 n_iter_no_change=5, lbfgs_memory=10, random_state=0, verbose=None, comm=None):
+                 n_iter_no_change=5, lbfgs_memory=10, fixed_step=False, random_state=0, verbose=None,
+                 comm=None):
         self.fit_intercept = fit_intercept
         self.standardize = standardize
         self.solver = solver
@@ -252,6 +253,7 @@ class _LinearModel:
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.lbfgs_memory = lbfgs_memory
+        self.fixed_step = fixed_step
         self.random_state = random_state
         self.verbose = verbose
         self.comm = comm
@@ -458,7 +460,7 @@ class _LinearModel:
                                n_iter_no_change=int(self.n_iter_no_change), progress=prog)
         if solver in ("gd", "fista"):
             step = None
-            if solver == "gd" and self.learning_rate is not None and self._fixed_step:
+            if solver == "gd" and self.fixed_step:
                 step = float(self.learning_rate)
             return optim.gd(obj, w0, step=step, max_iter=int(self.max_iter or 1000), tol=tol, l1=l1,
                             l1_mask=obj.l1_mask, accelerated=(solver == "fista"), early_stopping=early,
@@ -470,8 +472,6 @@ class _LinearModel:
                          nesterov=bool(self.nesterov), l1=l1, l1_mask=obj.l1_mask, tol=self.tol,
                          n_iter_no_change=int(self.n_iter_no_change),
                          validation=obj.validation if early else None, progress=prog)
-
-    _fixed_step = False  # gd: use learning_rate as a fixed step instead of backtracking
 
     # ----- normal equations (least squares only)
     def _fit_normal(self, ctx, X, y, s, W, sigma):
@@ -651,6 +651,8 @@ class LinearRegression(_LinearModel):
         Iterative solver settings; see :mod:`shardlearn.models.optim`.
         ``validation_fraction`` holds out rows with ``row_uniform(random_state,
         stream_id("validation"), row) < fraction`` for early stopping.
+    fixed_step : bool, default False
+        ``gd``: take ``learning_rate`` as a fixed step instead of backtracking.
     random_state : int
         Seed for the validation split and the SGD batches.
     verbose : bool, optional
@@ -964,16 +966,18 @@ def add_train_arguments(parser, name: str) -> None:
     solvers = ESTIMATORS[name]._solvers
     default = ESTIMATORS[name]._default_solver
     g = parser.add_argument_group(f"{name} model")
+    solver_help = {"normal": "allreduce X^T X and X^T y once and solve by Cholesky (exact, one pass)",
+                   "lbfgs": "quasi-Newton, one allreduce per loss+gradient evaluation",
+                   "gd": "gradient descent with backtracking (proximal for L1)",
+                   "fista": "accelerated proximal gradient with adaptive restart",
+                   "sgd": "synchronous mini-batch SGD; batches keyed by global row, the same for any rank count"}
     g.add_argument("--solver", choices=solvers, default=default,
-                   help="normal: allreduce X^T X once and solve by Cholesky (least squares only, exact); "
-                        "lbfgs: quasi-Newton, one allreduce per loss+gradient evaluation; "
-                        "gd: gradient descent with backtracking (proximal for L1); "
-                        "fista: accelerated proximal gradient; "
-                        "sgd: synchronous mini-batch SGD (batches keyed by global row, same for any rank count)")
+                   help="; ".join(f"{s}: {solver_help[s]}" for s in solvers))
     if name in ("ridge", "lasso"):
         g.add_argument("--alpha", type=float, default=1.0,
-                       help="penalty strength, scikit-learn's scaling: ridge ||y-Xw||^2 + alpha ||w||^2; "
-                            "lasso 1/(2n) ||y-Xw||^2 + alpha ||w||_1")
+                       help="penalty strength, scikit-learn's scaling: minimise " +
+                            ("||y - Xw - b||^2 + alpha ||w||^2" if name == "ridge"
+                             else "1/(2n) ||y - Xw - b||^2 + alpha ||w||_1"))
     if name == "logistic":
         g.add_argument("--C", type=float, default=1.0, dest="C",
                        help="inverse regularisation strength: minimise C * sum(log-loss) + penalty")
@@ -990,7 +994,7 @@ def add_train_arguments(parser, name: str) -> None:
                         "standardised coefficients")
     it = parser.add_argument_group("iterative solvers (lbfgs, gd, fista, sgd)")
     it.add_argument("--max-iter", type=int, default=None,
-                    help="maximum iterations (default: 100 for lbfgs, 1000 for gd/fista)")
+                    help="maximum iterations; unset: 100 for lbfgs, 1000 for gd/fista (sgd uses --epochs)")
     it.add_argument("--tol", type=float, default=1e-4,
                     help="stop when the max-norm of the gradient (mapping) of the loss divided by the "
                          "total sample weight falls below this; sgd: minimum improvement per epoch")
@@ -1020,7 +1024,7 @@ def _build(name: str, args, ctx):
                   learning_rate=args.learning_rate, schedule=args.schedule, power_t=args.power_t,
                   momentum=args.momentum, nesterov=args.nesterov, epochs=args.epochs,
                   validation_fraction=args.validation_fraction, n_iter_no_change=args.n_iter_no_change,
-                  lbfgs_memory=args.lbfgs_memory, random_state=args.seed, comm=ctx)
+                  lbfgs_memory=args.lbfgs_memory, fixed_step=args.fixed_step, random_state=args.seed, comm=ctx)
     if name == "linear":
         est = LinearRegression(**common)
     elif name == "ridge":
@@ -1030,7 +1034,6 @@ def _build(name: str, args, ctx):
     else:
         est = LogisticRegression(C=args.C, penalty=None if args.penalty == "none" else args.penalty,
                                  class_weight=args.class_weight, **common)
-    est._fixed_step = bool(getattr(args, "fixed_step", False))
     return est
 
 
