@@ -30,6 +30,8 @@ def put(name, m):
                  "n_iter": m.n_iter_, "loss": m.loss_}}
 put("bin", LogisticRegression(tol=1e-10, max_iter=500, comm=ctx).fit(Xb, yb))
 put("bin32", LogisticRegression(tol=1e-7, max_iter=500, comm=ctx).fit(Xb.astype(np.float32), yb))
+put("bin_l1", LogisticRegression(penalty="l1", C=0.1, solver="fista", tol=1e-10, max_iter=5000, comm=ctx).fit(Xb, yb))
+put("multi_sw", LogisticRegression(tol=1e-10, max_iter=500, comm=ctx).fit(Xm, ym, sample_weight=sw))
 put("bin_C", LogisticRegression(C=0.05, tol=1e-10, max_iter=500, comm=ctx).fit(Xb, yb))
 put("bin_bal", LogisticRegression(class_weight="balanced", tol=1e-10, max_iter=500, comm=ctx).fit(Xb, yb))
 put("multi", LogisticRegression(tol=1e-10, max_iter=500, comm=ctx).fit(Xm, ym))
@@ -106,11 +108,15 @@ def test_logistic_matches_sklearn(runs, data):
     refs = {"bin": SK(tol=1e-12, max_iter=10000).fit(data["Xb"], data["yb"]),
             "bin_C": SK(C=0.05, tol=1e-12, max_iter=10000).fit(data["Xb"], data["yb"]),
             "bin_bal": SK(class_weight="balanced", tol=1e-12, max_iter=10000).fit(data["Xb"], data["yb"]),
-            "multi": SK(tol=1e-12, max_iter=10000).fit(data["Xm"], data["ym"])}
+            "multi": SK(tol=1e-12, max_iter=10000).fit(data["Xm"], data["ym"]),
+            "multi_sw": SK(tol=1e-12, max_iter=10000).fit(data["Xm"], data["ym"], sample_weight=data["sw"]),
+            "bin_l1": SK(l1_ratio=1.0, C=0.1, solver="saga", tol=1e-12, max_iter=100000).fit(data["Xb"], data["yb"])}
+    assert np.count_nonzero(refs["bin_l1"].coef_) < data["Xb"].shape[1]  # L1 zeroes some coefficients
     for P, r in runs.items():
         for name, ref in refs.items():
             want = np.concatenate([ref.coef_.ravel(), ref.intercept_])
             assert rel(params(r[name]), want) < 1e-4, (P, name, rel(params(r[name]), want))
+        assert np.array_equal(np.array(r["bin_l1"]["coef"]) == 0, refs["bin_l1"].coef_.ravel() == 0)
         # float32 X: float32 BLAS, float64 accumulation across row blocks and ranks
         want = np.concatenate([refs["bin"].coef_.ravel(), refs["bin"].intercept_])
         assert rel(params(r["bin32"]), want) < 1e-4, (P, rel(params(r["bin32"]), want))
