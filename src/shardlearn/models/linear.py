@@ -366,8 +366,9 @@ class _LinearModel:
                 raise ShardlearnError("no rows to fit on (every rank's X is empty)")
             self._setup_targets([s[2] for s in shapes])
         d = ds[0]
-        if n_local == 0:
+        if n_local == 0:  # an empty block may come as (0, anything): give it the agreed width
             X = X.reshape(0, d)
+            colsum = np.zeros(d)
         start = sum(s[0] for s in shapes[:ctx.rank]) if row_offset is None else int(row_offset)
         grows = np.arange(start, start + n_local, dtype=np.int64)
         t, K, n_cls = self._encode(y)
