@@ -38,6 +38,9 @@ def worker(args) -> None:
     from shardlearn.models.linear import LogisticRegression, Ridge
     from shardlearn.runtime import init
 
+    import scipy.linalg  # noqa: F401  (imported lazily by the models: keep it out of the timings)
+    import scipy.special  # noqa: F401
+
     ctx = init(topology="native", verbose=False)
     out = {"ranks": ctx.size, "threads": ctx.threads}
     shard = read_shard(args.logit_data, ctx, need_y=True)
@@ -177,39 +180,55 @@ def main() -> int:
     print(f"data: {p_logit}, {p_ridge}", flush=True)
     make_data(p_logit, p_ridge, args.rows, args.features)
 
-    # ---- scikit-learn, 2 threads
+    # ---- rounds alternate scikit-learn (2 threads) and shardlearn (mpiexec), so both
+    # see the same background load; the first scikit-learn fit sets the target objective
     X, y = load(p_logit)
-    sk_times, sk = [], None
-    with threadpool_limits(2):
-        for _ in range(args.repeats):
+    Xr, yr = load(p_ridge)
+    sk_times, rd_times = [], []
+
+    def sk_round():
+        with threadpool_limits(2):
             t0 = time.perf_counter()
-            sk = SKLogistic(C=1.0, solver="lbfgs").fit(X, y)
+            m = SKLogistic(C=1.0, solver="lbfgs").fit(X, y)
             sk_times.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            r = SKRidge(alpha=1.0).fit(Xr, yr)
+            rd_times.append(time.perf_counter() - t0)
+        return m, r
+
+    sk, skr = sk_round()
     sk_obj = objective(X, y, sk.coef_[0], sk.intercept_[0], 1.0)
     sk_iter = int(sk.n_iter_[0])
-    print(f"sklearn logistic: {statistics.median(sk_times):.3f}s, {sk_iter} iterations, objective {sk_obj:.10f}", flush=True)
-    del X, y
-    Xr, yr = load(p_ridge)
-    rd_times = []
-    with threadpool_limits(2):
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            skr = SKRidge(alpha=1.0).fit(Xr, yr)
-            rd_times.append(time.perf_counter() - t0)
     skr_coef = np.append(skr.coef_, skr.intercept_)
-    print(f"sklearn ridge: {statistics.median(rd_times):.3f}s", flush=True)
-    del Xr, yr
+    print(f"sklearn logistic: {sk_times[0]:.3f}s, {sk_iter} iterations, objective {sk_obj:.10f}; "
+          f"ridge {rd_times[0]:.3f}s", flush=True)
 
-    # ---- shardlearn under mpiexec
     js = work / "result.json"
     env = dict(os.environ, UCX_NET_DEVICES="lo", HYDRA_IFACE="lo", OMP_NUM_THREADS="1",
                OPENBLAS_NUM_THREADS="1")
     mpiexec = str(Path(sys.executable).parent / "mpiexec")
     cmd = [mpiexec, "-n", str(args.ranks), sys.executable, __file__, "--worker", "--logit-data", str(p_logit),
-           "--ridge-data", str(p_ridge), "--target", repr(sk_obj), "--repeats", str(args.repeats),
+           "--ridge-data", str(p_ridge), "--target", repr(sk_obj), "--repeats", "1",
            "--tol", str(args.tol), "--json-out", str(js)]
-    subprocess.run(cmd, check=True, env=env, timeout=1200)
-    res = json.loads(js.read_text())
+    rounds = []
+    for i in range(args.repeats):
+        subprocess.run(cmd, check=True, env=env, timeout=1200)
+        rounds.append(json.loads(js.read_text()))
+        print(f"round {i + 1}: shardlearn logistic {rounds[-1]['logistic'][0]}", flush=True)
+        if i + 1 < args.repeats:
+            sk_round()
+    del X, y, Xr, yr
+    res = {"logistic": [r["logistic"][0] for r in rounds],
+           "logistic_f32": [r["logistic_f32"][0] for r in rounds],
+           "eval_seconds": statistics.median(r["eval_seconds"] for r in rounds),
+           "eval_comm_seconds": statistics.median(r["eval_comm_seconds"] for r in rounds),
+           "eval_two_pass_seconds": statistics.median(r["eval_two_pass_seconds"] for r in rounds),
+           "ridge": [r["ridge"][0] for r in rounds], "ridge_coef": rounds[-1]["ridge_coef"],
+           "sgd": [{"batch_size": sg[0]["batch_size"],
+                    "seconds": statistics.median(x["seconds"] for x in sg),
+                    "rows_per_s_per_rank": statistics.median(x["rows_per_s_per_rank"] for x in sg),
+                    "loss": sg[-1]["loss"]}
+                   for sg in zip(*(r["sgd"] for r in rounds))]}
 
     lg = res["logistic"]
     reach = [r["reach"] for r in lg if r["reach"] is not None]
@@ -225,8 +244,8 @@ def main() -> int:
         "# Linear models: shardlearn vs scikit-learn",
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on this machine (2 cores, shared with "
-        "other jobs: noisy), median of "
-        f"{args.repeats} runs, fit time only (data in memory). Command: `python bench/bench_linear.py "
+        f"other jobs: noisy; load average {os.getloadavg()[0]:.1f} at the end), median of "
+        f"{args.repeats} alternating rounds (scikit-learn, then shardlearn), fit time only (data in memory). Command: `python bench/bench_linear.py "
         f"--rows {args.rows} --features {args.features} --repeats {args.repeats}`.",
         f"shardlearn: `mpiexec -n {args.ranks}`, 1 BLAS thread per rank, float64. "
         "scikit-learn: 2 threads (threadpoolctl), same data.",
