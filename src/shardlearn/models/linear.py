@@ -835,6 +835,8 @@ class LogisticRegression(_LinearModel):
         seen = np.unique(np.concatenate([np.asarray(s["labels"], dtype=np.float64) for s in summaries]))
         if self.classes is not None:
             allowed = np.unique(np.asarray(self.classes, dtype=np.float64))
+            if not np.all(allowed == np.round(allowed)):
+                raise ShardlearnError(f"classes must be whole numbers, got {list(self.classes)}")
             extra = np.setdiff1d(seen, allowed)
             if extra.size:
                 raise ShardlearnError(f"label {_fmt(extra[0])} is not one of classes "
@@ -843,7 +845,7 @@ class LogisticRegression(_LinearModel):
         if seen.size < 2:
             raise ShardlearnError(f"y holds a single class ({_fmt(seen[0]) if seen.size else 'none'}) "
                                   "over all ranks: a classifier needs at least two")
-        self.classes_ = seen
+        self.classes_ = seen.astype(np.int64)  # whole numbers (checked above)
         if isinstance(self.class_weight, dict):
             keys = np.array([float(k) for k in self.class_weight], dtype=np.float64)
             unknown = np.setdiff1d(keys, seen)
@@ -928,7 +930,7 @@ class LogisticRegression(_LinearModel):
     def from_arrays(self, arrays: dict, info: dict):
         self.coef_ = np.asarray(arrays["coef"], dtype=np.float64)
         self.intercept_ = np.asarray(arrays["intercept"], dtype=np.float64)
-        self.classes_ = np.asarray(arrays["classes"], dtype=np.float64)
+        self.classes_ = np.asarray(arrays["classes"]).astype(np.int64)
         self.n_features_in_ = self.coef_.shape[1]
         self.n_iter_ = info.get("n_iter")
         return self

@@ -116,9 +116,10 @@ class _EarlyStop:
 
     def __init__(self, patience: int, tol: float):
         self.patience, self.tol = patience, tol
-        self.best, self.best_w, self.bad = np.inf, None, 0
+        self.best, self.best_w, self.best_f, self.bad = np.inf, None, np.nan, 0
 
-    def update(self, val_loss, w) -> bool:
+    def update(self, val_loss, w, f=np.nan) -> bool:
+        """Record the validation loss at ``w`` (training objective ``f``); True: stop."""
         if val_loss is None:
             return False
         if val_loss < self.best - self.tol:
@@ -126,7 +127,7 @@ class _EarlyStop:
         else:
             self.bad += 1
         if val_loss < self.best:
-            self.best, self.best_w = float(val_loss), w.copy()
+            self.best, self.best_w, self.best_f = float(val_loss), w.copy(), float(f)
         return self.bad >= self.patience
 
 
@@ -262,7 +263,7 @@ def lbfgs(fun, w0, *, max_iter: int = 100, tol: float = 1e-4, ftol: float = 64 *
     S, Y, RHO = [], [], []
     stop = _EarlyStop(n_iter_no_change, val_tol) if early_stopping else None
     if stop is not None:
-        stop.update(val, w)
+        stop.update(val, w, f)
     gnorm = float(np.max(np.abs(g))) if g.size else 0.0
     progress.record(0, f, gnorm, 0.0, val)
     reason, converged, it = "max_iter reached", False, 0
@@ -319,9 +320,9 @@ def lbfgs(fun, w0, *, max_iter: int = 100, tol: float = 1e-4, ftol: float = 64 *
         w, f, g = w_new, f_new, g_new
         gnorm = float(np.max(np.abs(g)))
         progress.record(it, f, gnorm, step, val, evals=evals)
-        if stop is not None and stop.update(val, w):
+        if stop is not None and stop.update(val, w, f):
             reason, converged = f"validation loss did not improve for {n_iter_no_change} iterations", True
-            w = stop.best_w
+            w, f = stop.best_w, stop.best_f
             break
         if gnorm <= tol:
             reason, converged = "gradient norm below tol", True
@@ -330,7 +331,7 @@ def lbfgs(fun, w0, *, max_iter: int = 100, tol: float = 1e-4, ftol: float = 64 *
             reason, converged = "relative loss change below ftol", True
             break
     if stop is not None and stop.best_w is not None and reason == "max_iter reached":
-        w = stop.best_w
+        w, f = stop.best_w, stop.best_f
     return OptimResult(w, f, gnorm, it, evals, converged, reason, progress.history)
 
 
@@ -403,7 +404,7 @@ def gd(fun, w0, *, step: float | None = None, max_iter: int = 1000, tol: float =
         t = t0 * 1e3 if not dg > 0 else float(np.linalg.norm(x1 - x)) / dg
     stop = _EarlyStop(n_iter_no_change, val_tol) if early_stopping else None
     if stop is not None:
-        stop.update(val, x)
+        stop.update(val, x, F(f_x, x))
     gmap = float(np.max(np.abs(g_x))) if l1 <= 0 else np.nan
     progress.record(0, F(f_x, x), gmap if np.isfinite(gmap) else 0.0, 0.0, val)
     reason, converged, it = "max_iter reached", False, 0
@@ -435,7 +436,7 @@ def gd(fun, w0, *, step: float | None = None, max_iter: int = 1000, tol: float =
         if not np.isfinite(F_new):
             reason = "objective diverged (lower the step size)"
             break
-        if stop is not None and stop.update(val, x):
+        if stop is not None and stop.update(val, x, F_new):
             reason, converged = f"validation loss did not improve for {n_iter_no_change} iterations", True
             x = stop.best_w
             break
@@ -461,7 +462,8 @@ def gd(fun, w0, *, step: float | None = None, max_iter: int = 1000, tol: float =
             y, f_y, g_y = x, f_x, g_x
     if stop is not None and stop.best_w is not None and reason == "max_iter reached":
         x = stop.best_w
-    return OptimResult(x, F(f_x, x), gmap, it, evals, converged, reason, progress.history)
+    F_out = stop.best_f if stop is not None and x is stop.best_w else F(f_x, x)
+    return OptimResult(x, F_out, gmap, it, evals, converged, reason, progress.history)
 
 
 # --------------------------------------------------------------------------- SGD
