@@ -269,7 +269,9 @@ def main() -> int:
            if any(r["reach"] is not None for r in res["logistic_f32"]) else "did not reach scikit-learn's objective")
         + f", to convergence {statistics.median(r['total'] for r in res['logistic_f32']):.3f} s "
         f"({statistics.median(r['n_iter'] for r in res['logistic_f32'])} iterations, objective "
-        f"{min(r['loss'] for r in res['logistic_f32']):.10f}).",
+        f"{min(r['loss'] for r in res['logistic_f32']):.10f}). Near the optimum the float32 gradient is "
+        "noisier than the objective change, so the last L-BFGS line searches take many evaluations: "
+        "with float32 data use tol >= 1e-5.",
         "",
         f"Seconds per loss+gradient evaluation (one allreduce, both ranks in parallel): {ev * 1e3:.1f} ms, of "
         f"which communication {res['eval_comm_seconds'] * 1e3:.2f} ms (includes waiting for the slower rank). "
