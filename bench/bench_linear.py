@@ -53,7 +53,10 @@ def worker(args) -> None:
         m = LogisticRegression(C=1.0, tol=args.tol, max_iter=200, comm=ctx).fit(shard.X, shard.y)
         total = time.perf_counter() - t0
         hist = m.history_
-        reach = next((h["seconds"] for h in hist if h["loss"] <= target), None)
+        # history seconds count from the solver's start: add the fit's setup (checks, labels,
+        # column means) so the figure is wall time from fit() like scikit-learn's
+        setup = m.fit_seconds_ - hist[-1]["seconds"]
+        reach = next((setup + h["seconds"] for h in hist if h["loss"] <= target), None)
         evals = hist[-1].get("evals", len(hist))
         runs.append({"total": total, "reach": reach, "n_iter": m.n_iter_, "evals": evals,
                      "loss": m.loss_, "comm": ctx.coll.comm_seconds - c0,
@@ -95,7 +98,8 @@ def worker(args) -> None:
         t0 = time.perf_counter()
         m = LogisticRegression(C=1.0, tol=args.tol, max_iter=200, comm=ctx).fit(X32, shard.y)
         total = time.perf_counter() - t0
-        reach = next((h["seconds"] for h in m.history_ if h["loss"] <= target), None)
+        setup = m.fit_seconds_ - m.history_[-1]["seconds"]
+        reach = next((setup + h["seconds"] for h in m.history_ if h["loss"] <= target), None)
         r32.append({"total": total, "reach": reach, "n_iter": m.n_iter_, "loss": m.loss_})
     out["logistic_f32"] = r32
     del X32
