@@ -138,7 +138,6 @@ class _Objective:
         streams from memory once per evaluation instead of twice.
         """
         A, b = self.affine(w)
-        A = A.astype(X.dtype, copy=False)
         K, d = self.K, self.d
         buf = np.zeros(2 + d * K + K)
         n = X.shape[0]
@@ -148,8 +147,15 @@ class _Objective:
         sr = np.zeros(K)
         loss_sum = val_sum = 0.0
         step = max(64, CHUNK_ELEMENTS // max(1, d))
+        # float32 X: each block is widened to float64 in cache, so memory traffic is that of
+        # float32 while z, loss and gradient keep float64 accuracy (float32 z would make the
+        # objective too noisy for the line search near the optimum)
+        wide = np.empty((min(step, n), d)) if X.dtype != np.float64 else None
         for i in range(0, n, step):
             Xc = X[i:i + step]
+            if wide is not None:
+                Xc = wide[:Xc.shape[0]]
+                np.copyto(Xc, X[i:i + step])
             loss, r = self._loss_resid(Xc, t[i:i + step], A, b)
             sc = s[i:i + step]
             loss_sum += float(np.dot(sc, loss))
@@ -157,11 +163,11 @@ class _Objective:
                 val_sum += float(np.dot(sv[i:i + step], loss))
             if K == 1:
                 r *= sc
-                G[:, 0] += Xc.T @ r.astype(X.dtype, copy=False)
+                G[:, 0] += Xc.T @ r
                 sr[0] += r.sum()
             else:
                 r *= sc[:, None]
-                G += Xc.T @ r.astype(X.dtype, copy=False)
+                G += Xc.T @ r
                 sr += r.sum(axis=0)
         buf[0], buf[1] = loss_sum, val_sum
         buf[2:2 + d * K] = G.ravel()
@@ -218,8 +224,8 @@ class _Objective:
         with self.ctx.timers.phase("compute"):
             if rows.size:
                 A, b = self.affine(w)
-                Xv = self.X[rows]
-                loss, _ = self._loss_resid(Xv, self.t[rows], A.astype(Xv.dtype, copy=False), b)
+                Xv = self.X[rows].astype(np.float64, copy=False)
+                loss, _ = self._loss_resid(Xv, self.t[rows], A, b)
                 v = np.array([np.dot(self.sv[rows], loss)])
             else:
                 v = np.zeros(1)
