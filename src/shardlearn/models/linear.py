@@ -1,8 +1,9 @@
 """Linear and logistic regression on row-sharded data (scikit-learn names and scaling).
 
 Every rank calls ``fit(X_local, y_local)`` with its own rows. Each loss+gradient
-evaluation computes the rank's partial sums with two BLAS passes over its rows
-(``X @ a`` and ``X.T @ r``) and combines them with ONE packed float64 allreduce
+evaluation walks the rank's rows once, in cache-sized blocks (``z = X_b @ a``, loss and
+residual, ``X_b.T @ r`` while the block is still in cache; float32 blocks are widened to
+float64 there), and combines the partial sums with ONE packed float64 allreduce
 (``[loss, val_loss, X^T r, sum r]``); every rank then takes the same optimizer step.
 
 Objectives (``s_i``: sample weight times class weight; ``W = sum s_i`` over training rows)
