@@ -27,7 +27,7 @@ Xb, yb, Xm, ym, Xr, yr, sw = (part(D[k]) for k in ("Xb", "yb", "Xm", "ym", "Xr",
 out = {{}}
 def put(name, m):
     out[name] = {{"coef": np.ravel(m.coef_).tolist(), "intercept": np.ravel(m.intercept_).tolist(),
-                 "n_iter": m.n_iter_, "loss": m.loss_}}
+                 "n_iter": m.n_iter_, "loss": m.loss_, "reason": m.stop_reason_}}
 put("bin", LogisticRegression(tol=1e-10, max_iter=500, comm=ctx).fit(Xb, yb))
 put("bin32", LogisticRegression(tol=1e-7, max_iter=500, comm=ctx).fit(Xb.astype(np.float32), yb))
 put("bin_l1", LogisticRegression(penalty="l1", C=0.1, solver="fista", tol=1e-10, max_iter=5000, comm=ctx).fit(Xb, yb))
@@ -48,7 +48,7 @@ a = LogisticRegression(comm=ctx, **sgd).fit(Xb, yb)
 b = LogisticRegression(comm=ctx, **sgd).fit(Xb, yb)
 put("sgd", a)
 out["sgd_repeat_identical"] = bool(np.array_equal(a.coef_, b.coef_) and np.array_equal(a.intercept_, b.intercept_))
-put("sgd_val", LogisticRegression(comm=ctx, validation_fraction=0.2, n_iter_no_change=3, **sgd).fit(Xb, yb))
+put("sgd_val", LogisticRegression(comm=ctx, validation_fraction=0.2, n_iter_no_change=3, **dict(sgd, tol=1e-3)).fit(Xb, yb))
 put("lbfgs_val", LogisticRegression(comm=ctx, validation_fraction=0.2, tol=1e-12, max_iter=200).fit(Xb, yb))
 put("lasso_sgd", Lasso(alpha=2.0, solver="sgd", learning_rate=0.3, schedule="cosine", epochs=30, batch_size=100,
                        tol=None, comm=ctx).fit(Xr, yr))
@@ -143,19 +143,23 @@ def test_least_squares_match_sklearn(runs, data):
 
 
 def test_solvers_reach_same_optimum(runs):
-    # lbfgs, gd and fista agree tightly; SGD (40 epochs, cosine decay) within 1e-3 in
-    # the objective and 5e-2 in the parameters
+    # lbfgs, gd and fista agree to 1e-9 in the objective and 1e-4 in the parameters;
+    # SGD (40 epochs, momentum, cosine decay to 0) to 2e-2 in the parameters (measured 5e-3),
+    # proximal SGD for the lasso to 5e-3 (measured 2e-4) with the same zero pattern
     for P, r in runs.items():
         best = r["bin"]["loss"]
         for name in ("gd", "fista"):
             assert r[name]["loss"] == pytest.approx(best, rel=1e-9), (P, name)
             assert rel(params(r[name]), params(r["bin"])) < 1e-4, (P, name)
-        assert rel(params(r["sgd"]), params(r["bin"])) < 5e-2, (P, rel(params(r["sgd"]), params(r["bin"])))
+        assert rel(params(r["sgd"]), params(r["bin"])) < 2e-2, (P, rel(params(r["sgd"]), params(r["bin"])))
         assert rel(params(r["lasso_sgd"]), params(r["lasso"])) < 5e-3, P
         assert np.array_equal(np.array(r["lasso_sgd"]["coef"]) == 0, np.array(r["lasso"]["coef"]) == 0), P
-        # early stopping on held-out rows stops and still lands near the optimum
-        assert r["sgd_val"]["n_iter"] <= 40 and rel(params(r["sgd_val"]), params(r["bin"])) < 0.3
-        assert rel(params(r["lbfgs_val"]), params(r["bin"])) < 0.5
+        # early stopping on 20% held-out rows stops before the budget, near (not at: it
+        # trains on 80% of the rows) the full-data optimum
+        for name in ("sgd_val", "lbfgs_val"):
+            assert "improve" in r[name]["reason"], (P, name, r[name]["reason"])
+            assert rel(params(r[name]), params(r["bin"])) < 0.3, (P, name)
+        assert r["sgd_val"]["n_iter"] < 40 and r["lbfgs_val"]["n_iter"] < 20
 
 
 def test_sgd_deterministic_and_batches_independent_of_P(runs):
