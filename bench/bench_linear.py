@@ -188,7 +188,7 @@ def main() -> int:
     # see the same background load; the first scikit-learn fit sets the target objective
     X, y = load(p_logit)
     Xr, yr = load(p_ridge)
-    sk_times, rd_times = [], []
+    sk_times, rd_times, rd1_times, sk1_times = [], [], [], []
 
     def sk_round():
         with threadpool_limits(2):
@@ -198,6 +198,15 @@ def main() -> int:
             t0 = time.perf_counter()
             r = SKRidge(alpha=1.0).fit(Xr, yr)
             rd_times.append(time.perf_counter() - t0)
+        # 1 thread too: a 2-thread OpenBLAS degrades badly when the other core is busy
+        with threadpool_limits(1):
+            t0 = time.perf_counter()
+            SKRidge(alpha=1.0).fit(Xr, yr)
+            rd1_times.append(time.perf_counter() - t0)
+            if not sk1_times:
+                t0 = time.perf_counter()
+                SKLogistic(C=1.0, solver="lbfgs").fit(X, y)
+                sk1_times.append(time.perf_counter() - t0)
         return m, r
 
     sk, skr = sk_round()
@@ -259,6 +268,7 @@ def main() -> int:
         "| | seconds | iterations | objective |",
         "|---|---|---|---|",
         f"| scikit-learn lbfgs (tol 1e-4) | {sk_t:.3f} | {sk_iter} | {sk_obj:.10f} |",
+        f"| scikit-learn lbfgs, 1 thread (one run) | {sk1_times[0]:.3f} | {sk_iter} | {sk_obj:.10f} |",
         f"| shardlearn lbfgs: time to reach scikit-learn's objective | {sl_reach:.3f} | "
         f"{statistics.median(r['reach_iter'] for r in lg if r['reach_iter'] is not None) if reach else 'n/a'} | <= {sk_obj:.10f} |",
         f"| shardlearn lbfgs: to convergence (tol {args.tol:g}) | {sl_total:.3f} | "
@@ -296,12 +306,15 @@ def main() -> int:
         "| | seconds |",
         "|---|---|",
         f"| scikit-learn Ridge (auto solver) | {skr_t:.3f} |",
+        f"| scikit-learn Ridge, 1 thread | {statistics.median(rd1_times):.3f} |",
         f"| shardlearn ridge normal | {rid:.3f} |",
         "",
         f"**Ratio shardlearn / scikit-learn = {rid / skr_t:.3f}** (target <= 1); coefficients agree to "
         f"{ridge_rel:.1e} relative. All runs: shardlearn " + ", ".join(f"{t:.3f}s" for t in res["ridge"])
-        + "; scikit-learn " + ", ".join(f"{t:.3f}s" for t in rd_times) + " (scikit-learn's 2-thread BLAS "
-        "suffers most when the other core is busy: its spread is the machine's load, not the algorithm).",
+        + "; scikit-learn " + ", ".join(f"{t:.3f}s" for t in rd_times) + "; scikit-learn 1 thread "
+        + ", ".join(f"{t:.3f}s" for t in rd1_times) + f" (ratio vs 1 thread: {rid / statistics.median(rd1_times):.3f}). "
+        "scikit-learn's 2-thread BLAS suffers most when the other core is busy: the spread of its "
+        "2-thread runs is the machine's load, not the algorithm.",
         "",
         "## SGD throughput (logistic, 2 epochs, cosine schedule)",
         "",
