@@ -58,7 +58,6 @@ Empty clusters
 from __future__ import annotations
 
 import inspect
-import math
 import os
 import sys
 import time
