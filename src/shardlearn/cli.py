@@ -248,7 +248,8 @@ def run(args, ctx) -> dict | None:
         ctx.agree(error)
         est_name = ctx.mpi_comm.bcast(est_name, root=0)
         est = _model_module(est_name).load_estimator(args.model, ctx)
-        shard = read_shard(args.data, ctx, need_y=(cmd == "evaluate"), **est.read_options)
+        shard = read_shard(args.data, ctx, need_y=(cmd == "evaluate" and getattr(est, "needs_y", True)),
+                           **est.read_options)
         if cmd == "predict":
             from .persist import write_rows
 
