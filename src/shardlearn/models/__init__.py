@@ -1,0 +1,1 @@
+"""Models: each takes its communicator (or Context) and fits on the local rows of every rank."""
