@@ -183,7 +183,7 @@ def _write_report(ctx, path: str | None, report: dict) -> None:
     keys = sorted(local)
     import numpy as np
 
-    mx = ctx.mpi_comm.allreduce(np.array([local[k] for k in keys]), op=_max_op())
+    mx = ctx.coll.allreduce(np.array([local[k] for k in keys], dtype=np.float64), op="max")
     report["seconds"] = {k: round(float(v), 4) for k, v in zip(keys, mx)}
     if ctx.rank == 0:
         if path:

@@ -15,7 +15,7 @@ threshold ``t[b]``. Missing values (NaN) get the code ``max_bin`` for every feat
 
 Features with at most ``max_bin`` distinct sampled values get exact bins (thresholds
 at midpoints between consecutive distinct values), as in LightGBM and scikit-learn;
-the others get quantile edges of the sample (midpoint interpolation, duplicates
+the others get quantile edges of the sample (``averaged_inverted_cdf`` as in scikit-learn 1.9, duplicates
 dropped).
 
 The binned matrix is ``uint8`` and stored feature-major, ``(d, n)`` C-contiguous, so
@@ -104,7 +104,7 @@ class BinMapper:
         distinct = np.unique(col)
         if distinct.size <= self.max_bin:
             return (distinct[:-1] + distinct[1:]) * 0.5
-        q = np.percentile(col, np.linspace(0, 100, self.max_bin + 1)[1:-1], method="midpoint")
+        q = np.percentile(col, np.linspace(0, 100, self.max_bin + 1)[1:-1], method="averaged_inverted_cdf")
         return np.unique(q)
 
     # ------------------------------------------------------------ transform
