@@ -247,7 +247,7 @@ class _GradientBoosting:
             if len(feats) < d:
                 m = np.zeros(d, dtype=bool)
                 m[feats] = True
-                mask = lambda _node, m=m: m  # noqa: E731
+                mask = lambda ids, m=m: np.broadcast_to(m, (len(ids), d))  # noqa: E731
             for k in range(K):
                 ch = np.empty((2, len(Xtr)))
                 ch[0] = G[k]

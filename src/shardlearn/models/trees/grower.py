@@ -22,9 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .histogram import build_histogram
-from .split import SplitParams, find_best_splits
+from .split import TIE_RTOL, SplitParams, find_best_splits
 
 HIST_REDUCE = ("allreduce", "reduce_scatter")
+#: at most this many splits share one histogram collective (bounds memory on wide levels)
+GROW_BATCH = 64
 GROWTH = ("leafwise", "depthwise")
 
 
@@ -124,8 +126,10 @@ class TreeGrower:
                    "missing_left": np.empty(k, bool), "left": np.empty((k, C))}
             for i in range(k):
                 cand = allrec[:, i]
-                # highest gain, then the lowest feature (ranks own increasing feature blocks)
-                j = int(np.lexsort((cand[:, 1], -cand[:, 0]))[0])
+                # highest gain (ties within TIE_RTOL), then the lowest feature
+                top = cand[:, 0].max()
+                near = cand[:, 0] >= top - TIE_RTOL * abs(top) if np.isfinite(top) else np.ones(len(cand), bool)
+                j = int(np.flatnonzero(near)[np.argmin(cand[near, 1])])
                 out["gain"][i], out["feature"][i], out["bin"][i] = cand[j, 0], int(cand[j, 1]), int(cand[j, 2])
                 out["missing_left"][i] = bool(cand[j, 3])
                 out["left"][i] = cand[j, 4:]
@@ -146,8 +150,8 @@ class TreeGrower:
             Every hessian is 1 (skips one bincount per feature).
         hist_features : int array, optional
             Features whose histograms are built (per-tree feature sampling).
-        node_mask : callable(node_id) -> (d,) bool, optional
-            Features allowed at a node (per-node feature sampling).
+        node_mask : callable(node_ids) -> (k, d) bool, optional
+            Features allowed at each of the given nodes (per-node feature sampling).
 
         Returns
         -------
@@ -204,29 +208,40 @@ class TreeGrower:
                     pairs.append((lf, li, ri))
             if not pairs:
                 continue
-            with timers.phase("histogram"):
-                local = np.empty((len(pairs), C, self.d, self.n_slots))
-                small_left = []
-                for j, (lf, li, ri) in enumerate(pairs):
-                    sl = leaves[li].totals[C - 1] <= leaves[ri].totals[C - 1]
-                    small_left.append(sl)
-                    small = leaves[li] if sl else leaves[ri]
-                    build_histogram(self.codes, channels, small.rows, self.n_slots, hist_features,
-                                    hess_is_count, out=local[j])
-            combined = self._combine(local)
-            todo, ids = [], []
-            for j, (lf, li, ri) in enumerate(pairs):
-                small, big = (li, ri) if small_left[j] else (ri, li)
-                leaves[small].hist = combined[j]
-                leaves[big].hist = lf.hist - combined[j]
-                for c_id in (li, ri):
-                    if self._splittable(leaves[c_id].totals, leaves[c_id].depth, n_leaves):
-                        todo.append(leaves[c_id])
-                        ids.append(c_id)
-            if todo:
-                self._set_splits(todo, ids, node_mask)
+            # one collective per step; a very wide level goes in batches to bound memory
+            for b0 in range(0, len(pairs), GROW_BATCH):
+                self._child_histograms(pairs[b0:b0 + GROW_BATCH], leaves, channels, C, hist_features,
+                                       hess_is_count, n_leaves, node_mask)
         leaf_rows = [(i, lf.rows) for i, lf in sorted(leaves.items())]
         return nodes.arrays(), leaf_rows
+
+    def _child_histograms(self, pairs, leaves, channels, C, hist_features, hess_is_count, n_leaves,
+                          node_mask):
+        """Histograms of the children of ``pairs`` (one collective), then their best splits."""
+        with self.ctx.timers.phase("histogram"):
+            local = np.empty((len(pairs), C, self.d, self.n_slots))
+            small_left = []
+            for j, (lf, li, ri) in enumerate(pairs):
+                sl = leaves[li].totals[C - 1] <= leaves[ri].totals[C - 1]
+                small_left.append(sl)
+                small = leaves[li] if sl else leaves[ri]
+                build_histogram(self.codes, channels, small.rows, self.n_slots, hist_features,
+                                hess_is_count, out=local[j])
+        combined = self._combine(local)
+        todo, ids = [], []
+        for j, (lf, li, ri) in enumerate(pairs):
+            small, big = (li, ri) if small_left[j] else (ri, li)
+            leaves[small].hist = combined[j]
+            leaves[big].hist = lf.hist - combined[j]
+            lf.hist = None
+            for c_id in (li, ri):
+                if self._splittable(leaves[c_id].totals, leaves[c_id].depth, n_leaves):
+                    todo.append(leaves[c_id])
+                    ids.append(c_id)
+                else:
+                    leaves[c_id].hist = None  # a final leaf: its histogram is no longer needed
+        if todo:
+            self._set_splits(todo, ids, node_mask)
 
     def _splittable(self, totals, depth, n_leaves) -> bool:
         p, sp = self.params, self.params.split
@@ -241,9 +256,12 @@ class TreeGrower:
         totals = np.stack([lf.totals for lf in leaves])
         masks = None
         if node_mask is not None:
-            masks = np.stack([node_mask(i) for i in ids])
+            masks = np.asarray(node_mask(np.asarray(ids, dtype=np.int64)), dtype=bool)
         res = self._search(hists, totals, masks)
         for j, lf in enumerate(leaves):
+            if not res["gain"][j] > self.params.split.min_gain_to_split:
+                lf.hist = None  # never split: free its histogram
+                continue
             lf.split = {"gain": float(res["gain"][j]), "feature": int(res["feature"][j]),
                         "bin": int(res["bin"][j]), "missing_left": bool(res["missing_left"][j]),
                         "left": np.array(res["left"][j], dtype=np.float64)}

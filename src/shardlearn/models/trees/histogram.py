@@ -10,10 +10,16 @@ Built with one ``np.bincount`` per (feature, channel) over the node's rows of th
 feature-major uint8 code matrix. Measured on 500k rows x 28 features (bench/trees.md):
 per-feature bincounts beat one big bincount over feature-offset codes by 2x, since the
 latter must materialise an int64 code array and tiled weights d times the node size.
+Small nodes (deep forest trees) are the other way round: the per-call overhead of d
+bincounts dominates, so nodes of at most ``SMALL_NODE_ROWS`` rows use the offset form.
 """
 from __future__ import annotations
 
 import numpy as np
+
+
+#: nodes with at most this many rows use one feature-offset bincount per channel
+SMALL_NODE_ROWS = 2048
 
 
 def build_histogram(codes: np.ndarray, channels: np.ndarray, rows, n_slots: int,
@@ -58,6 +64,19 @@ def build_histogram(codes: np.ndarray, channels: np.ndarray, rows, n_slots: int,
         return out
     feats = range(d) if features is None else features
     n_grad = n_ch - 1 if not hess_is_count else n_ch - 2
+    if m <= SMALL_NODE_ROWS:
+        # small node: one bincount per channel over feature-offset codes beats d calls
+        fidx = np.asarray(feats, dtype=np.intp)
+        sub = codes[fidx] if rows is None else codes[fidx][:, rows]
+        flat = (sub + (fidx * n_slots)[:, None]).ravel()
+        size = d * n_slots
+        view = out.reshape(n_ch, size)
+        for ch in range(n_grad):
+            view[ch] = np.bincount(flat, weights=np.tile(w[ch], len(fidx)), minlength=size)
+        view[n_ch - 1] = np.bincount(flat, minlength=size)
+        if hess_is_count:
+            view[n_ch - 2] = view[n_ch - 1]
+        return out
     for f in feats:
         c = codes[f] if rows is None else codes[f].take(rows)
         for ch in range(n_grad):

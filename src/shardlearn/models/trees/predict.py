@@ -114,7 +114,7 @@ class Ensemble:
             for k in range(n_cols):
                 sel = tc == k
                 if sel.any():
-                    out[:, k] = v[:, sel].sum(axis=1)
+                    out[:, k] = v[:, sel].mean(axis=1) if average else v[:, sel].sum(axis=1)
         else:
             for t in range(leaves.shape[1]):
                 out += val[leaves[:, t]]

@@ -17,10 +17,17 @@ rule). Constraints: ``min_child_samples`` rows and ``min_sum_hessian`` on each s
 
 Ties are broken deterministically by taking the first maximum in the order (feature,
 bin, missing-right before missing-left): the lowest feature, then the lowest bin.
+Gains within a relative ``TIE_RTOL`` (1e-10) of the best count as tied, so that two
+features inducing the same partition (identical gains up to summation order) give the
+same choice whatever the number of ranks.
 """
 from __future__ import annotations
 
 import numpy as np
+
+
+#: candidate gains within this relative distance of the best count as ties
+TIE_RTOL = 1e-10
 
 
 class SplitParams:
@@ -52,8 +59,8 @@ def find_best_splits(hist: np.ndarray, totals: np.ndarray, n_bins: np.ndarray,
         Combined histograms (gradient channels, hessian, count); slot ``S-1`` is missing.
     totals : (k, C) float64
         Node totals of every channel.
-    n_bins : (d,) int
-        Value bins of each feature.
+    n_bins : (d,) or (k, d) int
+        Value bins of each feature (per node when the features differ per node).
     params : SplitParams
     feature_mask : (k, d) or (d,) bool, optional
         Features allowed at each node (feature sampling).
@@ -64,15 +71,27 @@ def find_best_splits(hist: np.ndarray, totals: np.ndarray, n_bins: np.ndarray,
     ``feature`` (k,), ``bin`` (k,), ``missing_left`` (k,) bool, ``left`` (k, C) sums.
     """
     k, C, d, S = hist.shape
+    if feature_mask is not None:
+        fm = np.broadcast_to(np.asarray(feature_mask, dtype=bool), (k, d))
+        counts = fm.sum(axis=1)
+        if k and (counts == counts[0]).all() and 0 < counts[0] < d:
+            # search only the sampled features of each node (same count per node)
+            sel = np.nonzero(fm)[1].reshape(k, counts[0])          # (k, m) sorted per node
+            sub = hist[np.arange(k)[:, None], :, sel].transpose(0, 2, 1, 3)   # (k, C, m, S)
+            res = find_best_splits(np.ascontiguousarray(sub), totals, np.asarray(n_bins)[sel], params, None)
+            res["feature"] = sel[np.arange(k), res["feature"]]
+            return res
+        feature_mask = fm
     V = S - 1
     lam = params.lambda_l2
     cum = np.cumsum(hist[..., :V], axis=-1)             # (k, C, d, V): codes <= b
     miss = hist[..., V]                                  # (k, C, d)
     tot = totals[:, :, None, None]
     b = np.arange(V)
-    nb = np.asarray(n_bins)[:, None]
-    inner = b[None, :] < nb - 1                          # (d, V)
-    top = b[None, :] == nb - 1
+    nb = np.asarray(n_bins)
+    nb = nb[..., None] if nb.ndim == 2 else nb[None, :, None]          # (k or 1, d, 1)
+    inner = b < nb - 1                                   # (k or 1, d, V)
+    top = b == nb - 1
     has_miss = miss[:, C - 1] > 0                        # (k, d)
 
     def gains(left, valid):
@@ -87,20 +106,25 @@ def find_best_splits(hist: np.ndarray, totals: np.ndarray, n_bins: np.ndarray,
                  + (right[:, :C - 2] ** 2).sum(axis=1) / (hr + lam))
         return np.where(ok, g, -np.inf)                  # (k, d, V)
 
-    valid_r = inner[None] | (top[None] & has_miss[:, :, None])
+    valid_r = inner | (top & has_miss[:, :, None])
     g_right = gains(cum, valid_r)
     if has_miss.any():
-        g_left = gains(cum + miss[..., None], inner[None] & has_miss[:, :, None])
+        g_left = gains(cum + miss[..., None], inner & has_miss[:, :, None])
     else:
         g_left = np.full_like(g_right, -np.inf)
     g = np.stack([g_right, g_left], axis=-1)             # (k, d, V, 2)
     if feature_mask is not None:
-        fm = np.asarray(feature_mask, dtype=bool)
-        fm = np.broadcast_to(fm, (k, d))
-        g = np.where(fm[:, :, None, None], g, -np.inf)
+        g = np.where(feature_mask[:, :, None, None], g, -np.inf)
     flat = g.reshape(k, -1)
-    best = np.argmax(flat, axis=1) if flat.shape[1] else np.zeros(k, dtype=np.int64)
-    best_gain = flat[np.arange(k), best] if flat.shape[1] else np.full(k, -np.inf)
+    if flat.shape[1]:
+        top = flat.max(axis=1)
+        # gains equal within float noise (e.g. two features inducing the same partition)
+        # are ties: take the first, so the choice does not depend on summation order
+        near = flat >= (top - TIE_RTOL * np.abs(top))[:, None]
+        best = np.argmax(near, axis=1)
+        best_gain = flat[np.arange(k), best]
+    else:
+        best, best_gain = np.zeros(k, dtype=np.int64), np.full(k, -np.inf)
     f, rest = np.divmod(best, V * 2)
     bin_, direction = np.divmod(rest, 2)
     ml = direction == 1
