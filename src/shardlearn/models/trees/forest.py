@@ -144,6 +144,7 @@ class _RandomForest:
         for t in range(int(self.n_estimators)):
             t_it = time.perf_counter()
             snap = phase_snapshot(ctx)
+            wire0, ncoll0 = grower.wire_bytes, grower.hist_collectives
             if self.bootstrap:
                 w = poisson1(rng.row_uniform(self.seed, rng.stream_id("bootstrap", t), grows))
             else:
@@ -171,7 +172,8 @@ class _RandomForest:
             tree, _ = grower.grow(ch, rows, node_mask=node_mask)
             ens.add(tree, mapper, 0)
             rec = {"iteration": t + 1, "seconds": time.perf_counter() - t_it, **diff(snap, phase_snapshot(ctx)),
-                   "leaves": int((tree["feature"] < 0).sum())}
+                   "leaves": int((tree["feature"] < 0).sum()), "wire_bytes": grower.wire_bytes - wire0,
+                   "hist_collectives": grower.hist_collectives - ncoll0}
             history.append(rec)
             if self.verbose or ctx.verbose:
                 ctx.log(f"tree {t + 1:4d}  leaves={rec['leaves']}  {rec['seconds'] * 1e3:.1f} ms (hist "

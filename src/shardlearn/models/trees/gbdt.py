@@ -225,6 +225,7 @@ class _GradientBoosting:
         for it in range(int(self.n_estimators)):
             t_it = time.perf_counter()
             snap = phase_snapshot(ctx)
+            wire0, ncoll0 = grower.wire_bytes, grower.hist_collectives
             # gradients and hessians of the current scores
             with ctx.timers.phase("gradients"):
                 if objective == "regression":
@@ -267,6 +268,7 @@ class _GradientBoosting:
                         Fva[:, k] += tree_values(t, Xva)[:, 0]
             step = diff(snap, phase_snapshot(ctx))
             rec = {"iteration": it + 1, "seconds": time.perf_counter() - t_it, **step,
+                   "wire_bytes": grower.wire_bytes - wire0, "hist_collectives": grower.hist_collectives - ncoll0,
                    "leaves": int((ens.trees[-1]["feature"] < 0).sum())}
             if log_metrics or self.early_stopping_rounds:
                 if log_metrics:
@@ -532,8 +534,10 @@ def _save(est, estimator_name, args, ctx, shard):
     return {"params": params, "n_iter": est.n_iter_, "best_iteration": est.best_iteration_,
             "n_trees": est.ensemble_.n_trees,
             "metrics": {k: v for k, v in last.items() if k.startswith(("train_", "valid_"))},
-            "tree_seconds": tot, "binning_seconds": est.binning_seconds_,
-            "bytes_sent_per_tree": float(sum(r["bytes_sent"] for r in hist)) / n_trees}
+            "tree_seconds": tot, "binning_seconds": est.binning_seconds_, "fit_seconds": est.fit_seconds_,
+            "bytes_sent_per_tree": float(sum(r["bytes_sent"] for r in hist)) / n_trees,
+            "wire_bytes_per_tree": float(sum(r.get("wire_bytes", 0) for r in hist)) / n_trees,
+            "collectives_per_tree": float(sum(r.get("hist_collectives", 0) for r in hist)) / n_trees}
 
 
 class LoadedModel:

@@ -77,6 +77,10 @@ class TreeGrower:
     def __init__(self, ctx, codes, n_bins, n_slots, params: GrowParams):
         self.ctx, self.codes, self.n_slots, self.params = ctx, codes, n_slots, params
         self.d = codes.shape[0]
+        #: bytes each rank would put on the wire for histograms and split candidates with
+        #: bandwidth-optimal algorithms (ring allreduce / reduce-scatter / allgather)
+        self.wire_bytes = 0
+        self.hist_collectives = 0
         self.n_bins = np.asarray(n_bins, dtype=np.int64)
         self.rs = params.hist_reduce == "reduce_scatter" and ctx.size > 1
         P = ctx.size
@@ -95,11 +99,16 @@ class TreeGrower:
     def _combine(self, local: np.ndarray) -> np.ndarray:
         """(k, C, d, S) local histograms -> (k, C, block, S) global ones."""
         coll = self.ctx.coll
+        P = self.ctx.size
+        self.hist_collectives += 1
         if not self.rs:
+            # a bandwidth-optimal allreduce moves 2(P-1)/P of the buffer per rank
+            self.wire_bytes += 2 * (P - 1) * local.nbytes // P
             return coll.allreduce(local)
         k, C, d, S = local.shape
         buf = np.zeros((self.d_pad, k, C, S))
         buf[:d] = local.transpose(2, 0, 1, 3)
+        self.wire_bytes += (P - 1) * buf.nbytes // P       # reduce-scatter: (P-1)/P
         mine = coll.reduce_scatter(buf).reshape(self.block, k, C, S)
         return np.ascontiguousarray(mine.transpose(1, 2, 0, 3))
 
@@ -120,6 +129,7 @@ class TreeGrower:
         rec[:, 2] = res["bin"]
         rec[:, 3] = res["missing_left"]
         rec[:, 4:] = res["left"]
+        self.wire_bytes += (self.ctx.size - 1) * rec.nbytes  # allgather of the candidates
         allrec = self.ctx.coll.allgather(rec).reshape(self.ctx.size, k, 4 + C)
         with self.ctx.timers.phase("split_search"):
             out = {"gain": np.empty(k), "feature": np.empty(k, np.int64), "bin": np.empty(k, np.int64),

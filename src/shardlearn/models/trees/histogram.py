@@ -78,7 +78,8 @@ def build_histogram(codes: np.ndarray, channels: np.ndarray, rows, n_slots: int,
             view[n_ch - 2] = view[n_ch - 1]
         return out
     for f in feats:
-        c = codes[f] if rows is None else codes[f].take(rows)
+        # convert to intp once: bincount would convert uint8 on each of its calls
+        c = (codes[f] if rows is None else codes[f].take(rows)).astype(np.intp)
         for ch in range(n_grad):
             out[ch, f] = np.bincount(c, weights=w[ch], minlength=n_slots)
         out[n_ch - 1, f] = np.bincount(c, minlength=n_slots)
