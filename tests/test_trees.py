@@ -123,6 +123,32 @@ def test_bad_input_errors():
         GradientBoostingRegressor(comm=ctx).predict(X)
 
 
+def test_random_forest_matches_sklearn():
+    from sklearn.ensemble import RandomForestClassifier as SkRFC, RandomForestRegressor as SkRFR
+
+    from shardlearn.models.trees.forest import RandomForestClassifier, RandomForestRegressor
+
+    X, y = make_classification(3000, 8, n_informative=5, n_classes=3, random_state=4)
+    X[::11, 3] = np.nan
+    Xt, yt, Xv, yv = split(X, y, 2000)
+    ours = RandomForestClassifier(n_estimators=10, max_depth=8, comm=ctx).fit(Xt, yt)
+    P = ours.predict_proba(Xv)
+    np.testing.assert_allclose(P.sum(axis=1), 1.0)
+    ref = SkRFC(n_estimators=10, max_depth=8, random_state=0).fit(np.nan_to_num(Xt), yt)
+    assert abs(np.mean(ours.predict(Xv) == yv) - np.mean(ref.predict(np.nan_to_num(Xv)) == yv)) < 0.04
+    Xr, yr = make_friedman1(2000, 6, noise=1.0, random_state=4)
+    Xt, yt, Xv, yv = split(Xr, yr, 1500)
+    ours = RandomForestRegressor(n_estimators=10, min_child_samples=5, comm=ctx).fit(Xt, yt)
+    ref = SkRFR(n_estimators=10, min_samples_leaf=5, random_state=0).fit(Xt, yt)
+    assert rmse(ours.predict(Xv), yv) / rmse(ref.predict(Xv), yv) < 1.05
+    # the same informative features matter most
+    assert set(np.argsort(ours.feature_importances_)[-3:]) == set(np.argsort(ref.feature_importances_)[-3:])
+    # one tree without bootstrap and all features is the exact greedy CART on the bins:
+    # its training fit equals a single deep tree's (every leaf pure or too small)
+    one = RandomForestRegressor(n_estimators=1, bootstrap=False, min_child_samples=1, comm=ctx).fit(Xt[:300], yt[:300])
+    assert rmse(one.predict(Xt[:300]), yt[:300]) < 1e-9
+
+
 def test_model_file_round_trip(tmp_path):
     from shardlearn.models.trees.gbdt import load_estimator
     from shardlearn.persist import save_model
@@ -183,6 +209,10 @@ s = local(len(Xr))
 m = GradientBoostingRegressor(n_estimators=40, learning_rate=0.5, validation_fraction=0.3,
                               early_stopping_rounds=3, comm=ctx).fit(Xr[s], yr[s])
 emit("regression-early-stop", m, Xr[:200])
+from shardlearn.models.trees.forest import RandomForestClassifier
+s = local(len(Xm))
+m = RandomForestClassifier(n_estimators=3, max_depth=6, comm=ctx).fit(Xm[s], ym[s])
+emit("forest", m, Xm[:200])
 # tiny worlds: P rows (one row per rank) and 2 rows (ranks with zero rows)
 for name, n in (("one-row-per-rank", P), ("rows-2", 2)):
     s = local(n)
@@ -222,7 +252,7 @@ def _by_case(rows):
 @pytest.mark.parametrize("P", [2, 3, 4])
 def test_same_trees_and_predictions_for_any_rank_count(worlds, P):
     ref, got = _by_case(worlds[1]), _by_case(worlds[P])
-    assert set(ref) == set(got) and len(ref) == 7
+    assert set(ref) == set(got) and len(ref) == 8
     for case in ref:
         a, b = ref[case], got[case]
         assert a["feature"] == b["feature"], case
@@ -271,6 +301,10 @@ def test_cli_train_predict_evaluate(tmp_path):
     est = load_estimator(str(model), ctx).est
     with h5py.File(tmp_path / "p.h5") as h:
         np.testing.assert_allclose(h["proba"][:], est.predict_proba(X))
+    run_cli(2, "train", "forest", "--data", data, "--out", tmp_path / "f.h5", "--n-estimators", 5,
+            "--max-depth", 6, "--quiet")
+    ev = run_cli(1, "evaluate", "--model", tmp_path / "f.h5", "--data", data)
+    assert float(ev.stdout.split("accuracy=")[1].split()[0]) > 0.8
     bad = run_cli(2, "train", "gbdt", "--data", data, "--out", model, "--objective", "multiclass",
                   "--num-class", 1, check=False)
     assert bad.returncode != 0 and "num_class" in bad.stderr
