@@ -49,11 +49,13 @@ def class_labels(ctx, y, n_classes=None):
         if n_classes is not None:
             if n_classes < 2:
                 raise ShardlearnError(f"num_class must be at least 2, got {n_classes}")
+            if y.dtype.kind not in "iufb":
+                raise ShardlearnError(f"num_class={n_classes} needs integer labels 0..{n_classes - 1}, got dtype {y.dtype}")
             yi = y.astype(np.int64) if len(y) else np.empty(0, np.int64)
             if len(y) and (not np.array_equal(yi, y) or yi.min() < 0 or yi.max() >= n_classes):
                 bad = y[(yi != y) | (yi < 0) | (yi >= n_classes)][0]
                 raise ShardlearnError(
-                    f"multiclass labels must be integers 0..{n_classes - 1}; found {bad!r}")
+                    f"class labels must be integers 0..{n_classes - 1} (num_class={n_classes}); found {bad.item()!r}")
     local = np.unique(y) if len(y) else np.empty(0, dtype=y.dtype)
     classes = np.unique(np.concatenate([np.asarray(c) for c in ctx.coll.allgather_obj(local)]))
     if n_classes is not None:

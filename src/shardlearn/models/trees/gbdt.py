@@ -492,7 +492,6 @@ def add_tree_arguments(parser) -> None:
 
 def train_from_args(name: str, args, ctx) -> dict:
     from ...data.shards import read_shard
-    from ...persist import save_model, write_json
 
     shard = read_shard(args.data, ctx, dtype=None, need_y=True, allow_nan=True)
     kw = dict(n_estimators=args.n_estimators, learning_rate=args.learning_rate, num_leaves=args.num_leaves,
@@ -506,9 +505,8 @@ def train_from_args(name: str, args, ctx) -> dict:
     if args.objective == "regression":
         est = GradientBoostingRegressor(**kw)
     else:
+        # binary: labels must be 0/1; multiclass: 0..num_class-1 when given, else any labels
         n_cls = args.num_class if args.objective == "multiclass" else 2
-        if args.objective == "multiclass" and n_cls is None:
-            n_cls = None
         est = GradientBoostingClassifier(n_classes=n_cls, **kw)
     ctx.log(f"gbdt: {shard.n_total} rows x {shard.dataset.n_features} features on {ctx.size} ranks, "
             f"objective {args.objective}")
