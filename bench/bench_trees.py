@@ -240,7 +240,7 @@ def write_md(a, runs, pred):
         "",
         "| model | rows/s |",
         "|---|---|",
-        f"| shardlearn (1 process, all trees at once, level by level) | {pred['rows'] / pred['predict_seconds']:,.0f} |",
+        f"| shardlearn (1 process, rows partitioned down each tree) | {pred['rows'] / pred['predict_seconds']:,.0f} |",
         f"| LightGBM, 1 thread | {lg[0]['rows'] / med(lg, 'predict_seconds_1thread'):,.0f} |",
         f"| LightGBM, {a.np} threads | {lg[0]['rows'] / med(lg, 'predict_seconds'):,.0f} |",
         "",
