@@ -1,1 +1,1 @@
-"""Models: each takes its communicator (or Context) and fits on the local rows of every rank."""
+"""The learners: k-means, linear/logistic models, trees. Each module is also a CLI plug-in."""

@@ -1,0 +1,155 @@
+"""Allreduce per topology on 2 and 4 ranks; writes bench/comm.md (see its notes).
+
+Runs ``shardlearn bench-comm`` (float64 sum, 8 B .. 64 MiB, native/ring/tree/auto)
+``--runs`` times per world size, takes the median over runs of each run's median,
+and checks the targets of the foundation issue:
+
+* ring no slower than native at >= 8 MiB, and within 1.3x of native at 1 MiB;
+* tree within 1.5x of native at 8 B;
+* auto within 10% of the best of native/ring/tree at every measured size.
+
+Usage::
+
+    python bench/bench_comm.py [--ranks 2,4] [--runs 3] [--sizes ...] [--out bench/comm.md]
+
+Timings are noisy on a shared 2-core machine: the load average at the start and end
+of each run is recorded in the report; rerun when the machine is quiet.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SIZES = "8,64,1K,8K,32K,128K,256K,512K,1M,2M,8M,16M,64M"
+TOPOS = ("native", "ring", "tree", "auto")
+MARKER = "<!-- notes: kept when the tables above are regenerated -->"
+
+
+def mpiexec() -> str:
+    here = Path(sys.executable).parent / "mpiexec"
+    return str(here) if here.exists() else "mpiexec"
+
+
+def run_once(nprocs: int, sizes: str, out: Path) -> dict:
+    env = dict(os.environ, UCX_NET_DEVICES="lo", HYDRA_IFACE="lo", OMP_NUM_THREADS="1",
+               OPENBLAS_NUM_THREADS="1",
+               PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = [mpiexec(), "-n", str(nprocs), sys.executable, "-m", "shardlearn", "bench-comm",
+           "--sizes", sizes, "--topologies", ",".join(TOPOS), "--json-out", str(out), "--quiet"]
+    subprocess.run(cmd, check=True, env=env, timeout=900)
+    return json.loads(out.read_text())
+
+
+def load() -> float:
+    return os.getloadavg()[0]
+
+
+def fmt_size(b: int) -> str:
+    for unit, div in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if b >= div and b % div == 0:
+            return f"{b // div} {unit}"
+    return f"{b} B"
+
+
+def summarize(runs: list) -> dict:
+    """{bytes: {topology: median us over runs}}."""
+    table: dict = {}
+    for run in runs:
+        for row in run["results"]:
+            table.setdefault(row["bytes"], {}).setdefault(row["topology"], []).append(row["us"])
+    return {b: {t: statistics.median(v) for t, v in by.items()} for b, by in sorted(table.items())}
+
+
+def checks(nprocs: int, table: dict) -> list:
+    """(target, measured, pass) lines for one world size."""
+    out = []
+    for b, us in table.items():
+        if b >= 8 << 20:
+            r = us["ring"] / us["native"]
+            out.append((f"P={nprocs} ring <= native at {fmt_size(b)}", f"{r:.2f}x native", r <= 1.0))
+        if b == 1 << 20:
+            r = us["ring"] / us["native"]
+            out.append((f"P={nprocs} ring <= 1.3x native at 1 MiB", f"{r:.2f}x native", r <= 1.3))
+        if b == 8:
+            r = us["tree"] / us["native"]
+            out.append((f"P={nprocs} tree <= 1.5x native at 8 B", f"{r:.2f}x native", r <= 1.5))
+    for b, us in table.items():
+        best = min(us[t] for t in ("native", "ring", "tree"))
+        r = us["auto"] / best
+        out.append((f"P={nprocs} auto <= 1.1x best at {fmt_size(b)}", f"{r:.2f}x best", r <= 1.1))
+    return out
+
+
+def markdown(results: dict, meta: dict, notes: str) -> str:
+    lines = ["# bench-comm: allreduce per topology (float64 sum)", "",
+             f"Measured {meta['when']} on this machine ({os.cpu_count()} cores), "
+             f"`python bench/bench_comm.py --runs {meta['runs']}` "
+             f"(each figure: median over {meta['runs']} runs of `shardlearn bench-comm`, each the median "
+             "over repeats of the slowest rank's mean time per call in a barrier-started loop). "
+             f"Load average (1 min) before/after each run: {meta['loads']}. P=4 is oversubscribed "
+             "(4 ranks on 2 cores).", ""]
+    all_checks = []
+    for nprocs, table in results.items():
+        lines += [f"## {nprocs} ranks", "",
+                  "| bytes | native µs | ring µs | tree µs | auto µs | native GB/s | ring GB/s | tree GB/s | auto GB/s | best | auto/best |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for b, us in table.items():
+            best = min(("native", "ring", "tree"), key=lambda t: us[t])
+            gb = [b / (us[t] * 1e-6) / 1e9 for t in TOPOS]
+            lines.append(f"| {fmt_size(b)} | " + " | ".join(f"{us[t]:.1f}" for t in TOPOS) + " | "
+                         + " | ".join(f"{g:.3f}" for g in gb) + f" | {best} | {us['auto'] / us[best]:.2f} |")
+        lines.append("")
+        all_checks += checks(nprocs, table)
+    lines += ["## Targets (foundation issue)", "", "| target | measured | pass |", "|---|---|---|"]
+    lines += [f"| {t} | {m} | {'yes' if ok else '**no**'} |" for t, m, ok in all_checks]
+    lines += ["", notes.rstrip(), ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--ranks", default="2,4")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--sizes", default=SIZES)
+    ap.add_argument("--out", default=str(HERE / "comm.md"))
+    args = ap.parse_args(argv)
+    res_dir = HERE / "results"
+    res_dir.mkdir(exist_ok=True)
+    results, loads = {}, []
+    for nprocs in [int(p) for p in args.ranks.split(",")]:
+        runs = []
+        for i in range(args.runs):
+            before = load()
+            runs.append(run_once(nprocs, args.sizes, res_dir / f"comm-P{nprocs}-run{i}.json"))
+            loads.append(f"P={nprocs}: {before:.1f}/{load():.1f}")
+        results[nprocs] = summarize(runs)
+        (res_dir / f"comm-P{nprocs}.json").write_text(json.dumps(
+            {"ranks": nprocs, "median_us": {str(b): v for b, v in results[nprocs].items()},
+             "runs": runs}, indent=1))
+        for b, us in results[nprocs].items():
+            best = min(("native", "ring", "tree"), key=lambda t: us[t])
+            print(f"P={nprocs} {fmt_size(b):>8}: " + "  ".join(f"{t} {us[t]:9.1f}" for t in TOPOS)
+                  + f"  best {best}", flush=True)
+    # the hand-written analysis below the marker in the existing report is kept
+    old = Path(args.out).read_text() if Path(args.out).exists() else ""
+    notes = MARKER + old.split(MARKER, 1)[1] if MARKER in old else MARKER + "\n"
+    meta = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "runs": args.runs,
+            "loads": ", ".join(loads)}
+    Path(args.out).write_text(markdown(results, meta, notes))
+    failed = [c for n, t in results.items() for c in checks(n, t) if not c[2]]
+    for t, m, _ in failed:
+        print(f"target missed: {t}: {m}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
