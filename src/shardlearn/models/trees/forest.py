@@ -275,12 +275,12 @@ def add_train_arguments(parser, name: str) -> None:
     g.add_argument("--objective", default="classification", choices=["classification", "regression"],
                    help="Gini classification (any number of classes) or variance-reduction regression")
     g.add_argument("--num-class", type=int, default=None,
-                   help="classification: labels must be integers 0..NUM_CLASS-1 (default: the distinct labels)")
+                   help="classification: labels must be integers 0..NUM_CLASS-1 (None: the distinct labels)")
     g.add_argument("--n-estimators", type=int, default=100, help="number of trees")
-    g.add_argument("--num-leaves", type=int, default=None, help="leaves per tree at most (default: no limit)")
+    g.add_argument("--num-leaves", type=int, default=None, help="leaves per tree at most (None: no limit)")
     g.add_argument("--max-features", default=None,
                    help="features drawn per node: sqrt, log2, a count or a fraction "
-                        "(default: sqrt for classification, all for regression)")
+                        "(None: sqrt for classification, all for regression)")
     g.add_argument("--no-bootstrap", action="store_true",
                    help="use every row in every tree instead of Poisson(1) bootstrap weights")
     add_tree_arguments(parser)

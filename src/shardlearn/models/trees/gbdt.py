@@ -455,7 +455,7 @@ def add_train_arguments(parser, name: str) -> None:
     g.add_argument("--objective", default="binary", choices=["regression", "binary", "multiclass"],
                    help="loss: L2 regression, binary log-loss (2 classes) or multiclass softmax")
     g.add_argument("--num-class", type=int, default=None,
-                   help="multiclass: labels must be integers 0..NUM_CLASS-1 (default: the distinct labels)")
+                   help="multiclass: labels must be integers 0..NUM_CLASS-1 (None: the distinct labels)")
     add_tree_arguments(parser)
     g.add_argument("--n-estimators", type=int, default=100, help="boosting iterations")
     g.add_argument("--learning-rate", type=float, default=0.1, help="shrinkage of each tree")
@@ -473,13 +473,13 @@ def add_train_arguments(parser, name: str) -> None:
     g.add_argument("--early-stopping-rounds", type=int, default=None,
                    help="stop when the validation metric stalls this many iterations")
     g.add_argument("--metric", default=None, choices=["logloss", "auc", "rmse"],
-                   help="validation metric (default: logloss, or rmse for regression)")
+                   help="validation metric (None: logloss, or rmse for regression)")
 
 
 def add_tree_arguments(parser) -> None:
     """Options shared by gbdt and forest."""
     g = parser.add_argument_group("trees")
-    g.add_argument("--max-depth", type=int, default=None, help="depth limit (default: none)")
+    g.add_argument("--max-depth", type=int, default=None, help="depth limit (None: unlimited)")
     g.add_argument("--max-bin", type=int, default=255, help="value bins per feature (<= 255)")
     g.add_argument("--min-child-samples", type=int, default=20, help="minimum rows per leaf")
     g.add_argument("--min-gain-to-split", type=float, default=0.0, help="minimum gain of a split")
