@@ -215,7 +215,8 @@ class _RandomForest:
         self._check_fitted()
         arrays = {"trees": self.ensemble_.to_arrays(), "bins": self.bin_mapper_.to_arrays()}
         if self.classes_ is not None:
-            arrays["classes"] = np.asarray(self.classes_)
+            cl = np.asarray(self.classes_)
+            arrays["classes"] = cl.astype("S") if cl.dtype.kind == "U" else cl  # HDF5 stores bytes
         info = {"class": type(self).__name__, "n_features": self.n_features_in_,
                 "n_trees": self.ensemble_.n_trees}
         return arrays, self.get_params(), info
@@ -263,6 +264,8 @@ def from_model(arrays, params, info):
     est.ensemble_ = Ensemble.from_arrays(arrays["trees"])
     est.bin_mapper_ = BinMapper.from_arrays(arrays["bins"])
     est.classes_ = np.asarray(arrays["classes"]) if "classes" in arrays else None
+    if est.classes_ is not None and est.classes_.dtype.kind in "SO":
+        est.classes_ = est.classes_.astype(str)
     est.n_features_in_ = int(info["n_features"])
     est.n_trees_per_iteration_ = 1
     return est

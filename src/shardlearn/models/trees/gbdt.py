@@ -345,7 +345,8 @@ class _GradientBoosting:
         arrays = {"trees": self.ensemble_.to_arrays(), "bins": self.bin_mapper_.to_arrays(),
                   "init_score": self.init_score_}
         if self.classes_ is not None:
-            arrays["classes"] = np.asarray(self.classes_)
+            cl = np.asarray(self.classes_)
+            arrays["classes"] = cl.astype("S") if cl.dtype.kind == "U" else cl  # HDF5 stores bytes
         info = {"objective": self.objective_, "n_features": self.n_features_in_,
                 "n_iter": self.n_iter_, "best_iteration": self.best_iteration_,
                 "n_trees": self.ensemble_.n_trees, "metric": self.metric_,
