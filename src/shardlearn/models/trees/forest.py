@@ -25,7 +25,7 @@ from ... import rng
 from ...data.binning import BinMapper
 from ...errors import ShardlearnError
 from .common import class_labels, diff, phase_snapshot, prepare
-from .gbdt import LoadedModel, _save, add_tree_arguments, model_json
+from .gbdt import LoadedModel, _HelpFormatter, _save, add_tree_arguments, model_json
 from .grower import HIST_REDUCE, GrowParams, TreeGrower
 from .predict import Ensemble
 from .split import SplitParams
@@ -274,6 +274,14 @@ def from_model(arrays, params, info):
 # ======================================================================= CLI plug-in
 def add_train_arguments(parser, name: str) -> None:
     """Options of ``shardlearn train forest``."""
+    parser.formatter_class = _HelpFormatter
+    parser.epilog = """\
+examples:
+  mpiexec -n 4 shardlearn train forest --data data/c --n-estimators 200 --max-depth 16 --out runs/rf.h5
+  mpiexec -n 4 shardlearn train forest --data data/r --objective regression --max-features 0.5 \\
+      --min-child-samples 5 --out runs/rfr.h5
+Trees grow depth-wise (one histogram collective per level); with --max-depth unset on
+large data the trees get very deep: set --max-depth or --num-leaves."""
     g = parser.add_argument_group("random forest")
     g.add_argument("--objective", default="classification", choices=["classification", "regression"],
                    help="Gini classification (any number of classes) or variance-reduction regression")

@@ -16,6 +16,7 @@ score is the label mean / log-odds / log class priors (LightGBM's boost_from_ave
 """
 from __future__ import annotations
 
+import argparse
 import time
 
 import numpy as np
@@ -450,8 +451,25 @@ class GradientBoostingClassifier(_GradientBoosting):
 
 
 # ======================================================================= CLI plug-in
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown, examples kept as written."""
+
+
+GBDT_EXAMPLES = """\
+examples:
+  mpiexec -n 4 shardlearn train gbdt --data data/higgs --objective binary --out runs/gbdt.h5
+  mpiexec -n 4 shardlearn train gbdt --data data/c --objective multiclass --num-class 5 \\
+      --validation-fraction 0.1 --early-stopping-rounds 20 --metric logloss --out runs/mc.h5
+  mpiexec -n 4 shardlearn train gbdt --data data/r --objective regression --hist-reduce reduce_scatter \\
+      --json-dump runs/trees.json --out runs/reg.h5
+  mpiexec -n 4 shardlearn evaluate --model runs/gbdt.h5 --data data/higgs-test
+Missing values (NaN) in X are fine: each split learns which side they go to."""
+
+
 def add_train_arguments(parser, name: str) -> None:
     """Options of ``shardlearn train gbdt``."""
+    parser.formatter_class = _HelpFormatter
+    parser.epilog = GBDT_EXAMPLES
     g = parser.add_argument_group("gradient boosting")
     g.add_argument("--objective", default="binary", choices=["regression", "binary", "multiclass"],
                    help="loss: L2 regression, binary log-loss (2 classes) or multiclass softmax")
