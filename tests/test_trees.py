@@ -15,11 +15,27 @@ from shardlearn.models.trees.gbdt import GradientBoostingClassifier, GradientBoo
 from shardlearn.runtime import init
 
 ctx = init(topology="native", verbose=False)
-lgb = pytest.importorskip("lightgbm")
+try:
+    import lightgbm as lgb
+except ImportError:  # the LightGBM comparisons skip; everything else still runs
+    lgb = None
+needs_lgb = pytest.mark.skipif(lgb is None, reason="lightgbm not installed (pip install '.[test]')")
 from sklearn.datasets import make_classification, make_friedman1  # noqa: E402
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
+
+
+def _same_binning_as_sklearn() -> bool:
+    """scikit-learn >= 1.6 bins with np.percentile(method="averaged_inverted_cdf"), as we do."""
+    import inspect
+
+    from sklearn.ensemble._hist_gradient_boosting import binning
+
+    return "averaged_inverted_cdf" in inspect.getsource(binning._find_binning_thresholds)
+
+
+SAME_BINS = _same_binning_as_sklearn()
 
 
 def rmse(a, b):
@@ -31,6 +47,7 @@ def split(X, y, n):
 
 
 # ------------------------------------------------------------------ vs references
+@needs_lgb
 def test_binary_auc_matches_lightgbm_and_sklearn():
     X, y = make_classification(8000, 10, n_informative=5, random_state=0)
     Xt, yt, Xv, yv = split(X, y, 6000)
@@ -42,14 +59,15 @@ def test_binary_auc_matches_lightgbm_and_sklearn():
         hgb = HistGradientBoostingClassifier(max_iter=40, early_stopping=False).fit(Xt, yt)
     auc_hgb = roc_auc_score(yv, hgb.predict_proba(Xv)[:, 1])
     assert abs(auc - auc_lgb) < 0.005 and abs(auc - auc_hgb) < 0.005
-    # same binning rule and gain as scikit-learn: the very same trees
-    np.testing.assert_allclose(p, hgb.predict_proba(Xv)[:, 1], atol=1e-6)
+    if SAME_BINS:  # same binning rule and gain as scikit-learn: the very same trees
+        np.testing.assert_allclose(p, hgb.predict_proba(Xv)[:, 1], atol=1e-6)
     assert set(np.unique(ours.predict(Xv))) <= {0, 1}
     imp = ours.feature_importances_
     assert imp.shape == (10,) and abs(imp.sum() - 1) < 1e-12
     assert ours.feature_importances("split").sum() == 40 * 30
 
 
+@needs_lgb
 def test_regression_rmse_matches_lightgbm_and_sklearn():
     X, y = make_friedman1(8000, 8, noise=1.0, random_state=0)
     Xt, yt, Xv, yv = split(X, y, 6000)
@@ -57,7 +75,8 @@ def test_regression_rmse_matches_lightgbm_and_sklearn():
     with threadpool_limits(1):
         hgb = HistGradientBoostingRegressor(max_iter=60, early_stopping=False).fit(Xt, yt)
     assert abs(rmse(ours.predict(Xv), yv) / rmse(hgb.predict(Xv), yv) - 1) < 0.005
-    np.testing.assert_allclose(ours.predict(Xv), hgb.predict(Xv), atol=1e-6)
+    if SAME_BINS:
+        np.testing.assert_allclose(ours.predict(Xv), hgb.predict(Xv), atol=1e-6)
     # LightGBM bins differently; on features whose values all get exact bins in both,
     # the boosting itself is compared: held-out RMSE within 0.5 %
     Xq = np.floor(X * 64)
@@ -67,6 +86,7 @@ def test_regression_rmse_matches_lightgbm_and_sklearn():
     assert abs(rmse(ours.predict(Xv), yv) / rmse(ref.predict(Xv), yv) - 1) < 0.005
 
 
+@needs_lgb
 def test_multiclass_and_missing_values_vs_lightgbm():
     X, y = make_classification(9000, 10, n_informative=6, n_classes=3, random_state=3)
     rng = np.random.default_rng(0)
