@@ -39,7 +39,16 @@ data: setup
 demo: data
 	@mkdir -p $(RUNS)
 	$(MPIRUN) -n $(NP) $(SL) info data/blobs
+	$(MPIRUN) -n $(NP) $(SL) shard data/classification --out data/classification-5 --parts 5
+	$(MPIRUN) -n $(NP) $(SL) info data/classification-5
 	$(MPIRUN) -n $(NP) $(SL) bench-comm --sizes 8,1K,128K,1M --json-out $(RUNS)/bench-comm.json
+	$(MPIRUN) -n $(NP) $(SL) train kmeans --data data/blobs --k 8 --out $(RUNS)/kmeans.h5
+	$(MPIRUN) -n $(NP) $(SL) predict --model $(RUNS)/kmeans.h5 --data data/blobs --out $(RUNS)/kmeans-labels.h5
+	$(MPIRUN) -n $(NP) $(SL) evaluate --model $(RUNS)/kmeans.h5 --data data/blobs
+	$(MPIRUN) -n $(NP) $(SL) train logistic --data data/classification-5 --out $(RUNS)/logistic.h5
+	$(MPIRUN) -n $(NP) $(SL) evaluate --model $(RUNS)/logistic.h5 --data data/classification
+	$(MPIRUN) -n $(NP) $(SL) train ridge --data data/regression --alpha 1.0 --out $(RUNS)/ridge.h5
+	$(MPIRUN) -n $(NP) $(SL) predict --model $(RUNS)/ridge.h5 --data data/regression --out $(RUNS)/ridge-pred.h5
 	@echo "demo finished: outputs in $(RUNS)/"
 
 test: setup

@@ -228,6 +228,9 @@ def run(args, ctx) -> dict | None:
         return bench.bench_from_args(args, ctx)
     if cmd == "train":
         mod = _model_module(args.model)
+        if ctx.device == "gpu" and not getattr(mod, "GPU_SUPPORT", False):
+            ctx.warn(f"{args.model} has no GPU path yet: it computes with NumPy on the CPU "
+                     "(--device gpu only binds the rank to a GPU)")
         report = {"command": "train", "model": args.model, "data": args.data, "out": args.out}
         report.update(mod.train_from_args(args.model, args, ctx))
         if args.report is None:

@@ -703,8 +703,6 @@ class KMeans:
         self
         """
         ctx = self._ctx()
-        if ctx.device != "cpu" and ctx.rank == 0:
-            ctx.warn("kmeans computes with NumPy on the CPU in this version (--device gpu is ignored)")
         X, offset, n_total = self._prepare(ctx, X)
         k = int(self.n_clusters)
         d = X.shape[1]
