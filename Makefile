@@ -49,6 +49,10 @@ demo: data
 	$(MPIRUN) -n $(NP) $(SL) evaluate --model $(RUNS)/logistic.h5 --data data/classification
 	$(MPIRUN) -n $(NP) $(SL) train ridge --data data/regression --alpha 1.0 --out $(RUNS)/ridge.h5
 	$(MPIRUN) -n $(NP) $(SL) predict --model $(RUNS)/ridge.h5 --data data/regression --out $(RUNS)/ridge-pred.h5
+	$(MPIRUN) -n $(NP) $(SL) train gbdt --data data/classification --objective binary --n-estimators 50 --validation-fraction 0.1 --metric auc --out $(RUNS)/gbdt.h5 --json-dump $(RUNS)/gbdt-trees.json
+	$(MPIRUN) -n $(NP) $(SL) evaluate --model $(RUNS)/gbdt.h5 --data data/classification
+	$(MPIRUN) -n $(NP) $(SL) train forest --data data/classification --n-estimators 20 --max-depth 10 --out $(RUNS)/forest.h5
+	$(MPIRUN) -n $(NP) $(SL) evaluate --model $(RUNS)/forest.h5 --data data/classification
 	@echo "demo finished: outputs in $(RUNS)/"
 
 test: setup

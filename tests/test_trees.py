@@ -315,7 +315,7 @@ def test_cli_train_predict_evaluate(tmp_path):
     assert len(trees) == 8
     run_cli(3, "predict", "--model", model, "--data", data, "--out", tmp_path / "p.h5")
     ev = run_cli(2, "evaluate", "--model", model, "--data", data)
-    assert "auc=" in ev.stdout
+    assert "roc_auc=" in ev.stdout and "log_loss=" in ev.stdout
     from shardlearn.models.trees.gbdt import load_estimator
 
     est = load_estimator(str(model), ctx).est

@@ -589,9 +589,9 @@ class LoadedModel:
                 raise ShardlearnError("labels in the data that the model never saw in training")
         proba = est.predict_proba(shard.X)
         out = {"accuracy": metrics.accuracy(ctx, idx, np.argmax(proba, axis=1) if len(proba) else idx),
-               "logloss": metrics.log_loss(ctx, idx, proba[:, 1] if proba.shape[1] == 2 else proba)}
+               "log_loss": metrics.log_loss(ctx, idx, proba[:, 1] if proba.shape[1] == 2 else proba)}
         if proba.shape[1] == 2:
-            out["auc"] = metrics.roc_auc(ctx, idx, proba[:, 1])
+            out["roc_auc"] = metrics.roc_auc(ctx, idx, proba[:, 1])
         return out
 
 
