@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,11 +39,54 @@ def mpi_env(extra: dict | None = None) -> dict:
     return env
 
 
+def remove_stale_mpich_shm(names=None, min_age: float = 5.0) -> int:
+    """Delete MPICH shared-memory segments in /dev/shm that no live process maps.
+
+    A world that ends in MPI_Abort (the error tests do that on purpose) leaks its
+    segments; MPICH names them after the launcher's job id (the mpiexec PID, or the Slurm
+    JOBID.STEP), so once a PID is reused a later run can attach to stale contents and fail
+    in MPI_Init. Only this user's segments older than ``min_age`` seconds (not one a
+    starting job has just created) and mapped by no process are removed. ``names``
+    restricts the removal to those file names. Returns how many were removed.
+    """
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        return 0
+    candidates = [p for p in shm.glob("mpich_*") if names is None or p.name in names]
+    now, uid = time.time(), os.getuid()
+    candidates = [p for p in candidates if _owned_and_old(p, uid, now - min_age)]
+    if not candidates:
+        return 0
+    mapped = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            mapped.update(line.rsplit("/", 1)[-1].strip() for line in maps.read_text().splitlines()
+                          if "/dev/shm/mpich_" in line)
+        except OSError:  # the process ended, or is not ours to read
+            pass
+    removed = 0
+    for path in candidates:
+        if path.name not in mapped:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _owned_and_old(path: Path, uid: int, before: float) -> bool:
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    return st.st_uid == uid and st.st_mtime < before
+
+
 def run_cli(nprocs: int, *args, timeout: float = 120, check: bool = True, env: dict | None = None,
             cwd=None) -> subprocess.CompletedProcess:
     """``mpiexec -n nprocs python -m shardlearn ARGS``; returns the finished process."""
     cmd = [mpiexec(), "-n", str(nprocs), sys.executable, "-m", "shardlearn", *map(str, args)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=mpi_env(env), cwd=cwd)
+    if proc.returncode != 0:
+        remove_stale_mpich_shm(min_age=0)  # an aborted world leaks its segments
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc
@@ -68,6 +112,8 @@ def run_script(nprocs: int, code: str, tmp_path, *, timeout: float = 120, check:
     script.write_text(PRELUDE + textwrap.dedent(code))
     cmd = [mpiexec(), "-n", str(nprocs), sys.executable, str(script)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=mpi_env(env))
+    if proc.returncode != 0:
+        remove_stale_mpich_shm(min_age=0)  # an aborted world leaks its segments
     if check and proc.returncode != 0:
         raise AssertionError(f"{nprocs} ranks of {script} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mpirun import SRC
+from mpirun import SRC, remove_stale_mpich_shm
 from slurm.jobkit import JOBS, arrays_with_shape, check_model, model_available, need_model, write_datasets
 
 pytestmark = pytest.mark.slurm
@@ -249,26 +249,10 @@ def _fnv1a(text: str) -> int:
 
 
 def _remove_leaked_mpich_shm(job_ids) -> None:
-    """Delete the shared-memory segments that MPICH leaves in /dev/shm when a world is
-    aborted (the failing-rank job does that on purpose). MPICH names them after the FNV-1a
-    hash of the PMI job name, JOBID.STEP under srun, so exactly our jobs' segments are found;
-    one still mapped by any process is left alone."""
-    shm = Path("/dev/shm")
-    names = {f"{prefix}{_fnv1a(f'{jid}.{step}'):x}_0" for jid in job_ids for step in range(4)
-             for prefix in ("mpich_shm_", "mpich_vci_")}
-    leaked = [shm / n for n in names if (shm / n).exists()]
-    if not leaked:
-        return
-    mapped = set()
-    for maps in Path("/proc").glob("[0-9]*/maps"):
-        try:
-            mapped.update(line.rsplit("/", 1)[-1].strip() for line in maps.read_text().splitlines()
-                          if "/dev/shm/mpich_" in line)
-        except OSError:
-            pass
-    for path in leaked:
-        if path.name not in mapped:
-            path.unlink(missing_ok=True)
+    """Delete the segments MPICH leaks when our failing-rank job aborts on purpose: under
+    srun they are named after the FNV-1a hash of the PMI job name JOBID.STEP."""
+    remove_stale_mpich_shm({f"{prefix}{_fnv1a(f'{jid}.{step}'):x}_0" for jid in job_ids
+                            for step in range(4) for prefix in ("mpich_shm_", "mpich_vci_")}, min_age=0)
 
 
 def finished(jobs, label, model=None) -> Job:
