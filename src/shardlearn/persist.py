@@ -7,6 +7,7 @@ one temporary file that rank 0 renames at the end.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -19,18 +20,38 @@ from .errors import ShardlearnError
 FORMAT_VERSION = 1
 
 
-def _tmp_name(path: str) -> str:
+def tmp_name(path: str) -> str:
+    """The temporary name a file is written under before its atomic rename."""
     d, base = os.path.split(os.path.abspath(path))
     return os.path.join(d, f".{base}.tmp-{os.getpid()}")
 
 
-def _fsync_replace(tmp: str, path: str) -> None:
+def fsync_replace(tmp: str, path: str) -> None:
+    """Flush ``tmp`` to disk and rename it over ``path`` (atomic on POSIX)."""
     fd = os.open(tmp, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_h5(path: str):
+    """Open an HDF5 file for writing under a temporary name; fsync and rename on success.
+
+    On an exception inside the block the temporary is removed and ``path`` is untouched.
+    """
+    import h5py
+
+    tmp = tmp_name(path)
+    try:
+        with h5py.File(tmp, "w") as h:
+            yield h
+        fsync_replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def _check_dir(path: str) -> None:
@@ -88,7 +109,7 @@ def save_model(path: str, estimator: str, arrays: dict, params: dict, info: dict
     import h5py
 
     _check_dir(path)
-    tmp = _tmp_name(path)
+    tmp = tmp_name(path)
     try:
         with h5py.File(tmp, "w") as h:
             h.attrs["shardlearn_format"] = FORMAT_VERSION
@@ -97,7 +118,7 @@ def save_model(path: str, estimator: str, arrays: dict, params: dict, info: dict
             h.attrs["info"] = json.dumps(info or {}, default=_jsonable)
             h.attrs["provenance"] = json.dumps(provenance())
             _write_group(h, arrays)
-        _fsync_replace(tmp, path)
+        fsync_replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -126,12 +147,12 @@ def load_model(path: str) -> tuple[str, dict, dict, dict]:
 def write_json(path: str, obj: dict) -> None:
     """Write a JSON document atomically (call on one rank only)."""
     _check_dir(path)
-    tmp = _tmp_name(path)
+    tmp = tmp_name(path)
     try:
         with open(tmp, "w") as f:
             json.dump(obj, f, indent=2, default=_jsonable)
             f.write("\n")
-        _fsync_replace(tmp, path)
+        fsync_replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -151,7 +172,7 @@ def write_rows(path: str, columns: dict, start: int, n_total: int, ctx) -> None:
     with ctx.collective_errors():
         if ctx.rank == 0:
             _check_dir(path)
-    tmp = ctx.mpi_comm.bcast(_tmp_name(path) if ctx.rank == 0 else None, root=0)
+    tmp = ctx.mpi_comm.bcast(tmp_name(path) if ctx.rank == 0 else None, root=0)
     shapes = {k: (np.asarray(v).shape[1:], np.asarray(v).dtype) for k, v in columns.items()}
     if ctx.rank == 0:
         with h5py.File(tmp, "w") as h:
@@ -169,7 +190,7 @@ def write_rows(path: str, columns: dict, start: int, n_total: int, ctx) -> None:
         ctx.mpi_comm.send(True, dest=ctx.rank + 1, tag=77)
     ctx.mpi_comm.Barrier()
     if ctx.rank == 0:
-        _fsync_replace(tmp, path)
+        fsync_replace(tmp, path)
 
 
 def _jsonable(o):

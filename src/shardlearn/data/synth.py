@@ -50,6 +50,7 @@ import time
 import numpy as np
 
 from ..errors import ShardlearnError
+from ..persist import fsync_replace, tmp_name
 
 #: rows per random-stream block; part of the data definition (changing it changes the data)
 BLOCK_ROWS = 65536
@@ -377,7 +378,7 @@ def _write_one_file_pipelined(path, gen, n, dtype, record, ctx) -> tuple[int, fl
             comm.Send(X, dest=0, tag=11)
             comm.Send(y, dest=0, tag=12)
     else:
-        tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp-{os.getpid()}")
+        tmp = tmp_name(path)
         h = None
         try:
             try:
@@ -405,12 +406,7 @@ def _write_one_file_pipelined(path, gen, n, dtype, record, ctx) -> tuple[int, fl
                 h.close()
                 h = None
             if error is None:
-                fd = os.open(tmp, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                os.replace(tmp, path)
+                fsync_replace(tmp, path)
                 nbytes = os.path.getsize(path)
         except OSError as exc:
             error = f"{path}: write failed ({exc})"

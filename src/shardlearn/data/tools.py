@@ -9,7 +9,6 @@ sees a half-written part and a crash leaves no file that looks like data.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -19,6 +18,7 @@ import numpy as np
 
 from ..comm import block_bounds
 from ..errors import ShardlearnError
+from ..persist import atomic_h5
 from .shards import _read_rows, list_parts, open_dataset
 
 PART_RE = re.compile(r"^part-(\d{5,})\.h5$")
@@ -103,27 +103,6 @@ def _prepare_on_root(out: str, parts: int, protect: set) -> None:
                               "write to another directory")
     for p in stale:
         os.remove(p)
-
-
-@contextlib.contextmanager
-def atomic_h5(path: str):
-    """Open ``path`` for writing under a temporary name; fsync and rename on success."""
-    import h5py
-
-    d, base = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(d, f".{base}.tmp-{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w") as h:
-            yield h
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def write_parts(paths: list[str], n_rows: int, ctx, write_one) -> tuple[int, float]:
