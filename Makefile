@@ -66,8 +66,9 @@ bench: setup
 	$(BIN)/python bench/run_all.py
 
 lint: setup
+	$(BIN)/python -m pip install -q ruff
 	$(BIN)/python -m compileall -q src tests bench
-	-$(BIN)/python -m pyflakes src tests bench 2>/dev/null || true
+	$(BIN)/ruff check src tests bench
 
 clean:
 	rm -rf $(RUNS) data/*/ data/*.h5 .pytest_cache bench/results

@@ -230,7 +230,6 @@ def main() -> int:
         print(f"round {i + 1}: shardlearn logistic {rounds[-1]['logistic'][0]}", flush=True)
         if i + 1 < args.repeats:
             sk_round()
-    del X, y, Xr, yr
     res = {"logistic": [r["logistic"][0] for r in rounds],
            "logistic_f32": [r["logistic_f32"][0] for r in rounds],
            "eval_seconds": statistics.median(r["eval_seconds"] for r in rounds),

@@ -128,7 +128,7 @@ def _case(rows, case):
 
 
 def _sklearn_given(dt):
-    X = blobs().astype(dt)
+    X = blobs().astype(dt)  # noqa: F821 (defined by exec(BLOBS))
     return SKKMeans(5, init=X[[0, 10, 20, 30, 40]], n_init=1, algorithm="lloyd").fit(X)
 
 
@@ -168,7 +168,7 @@ def test_same_seed_bit_identical_and_close_across_P(runs, init):
 
 
 def test_empty_cluster_reseeded_like_sklearn(runs):
-    X = blobs()
+    X = blobs()  # noqa: F821 (defined by exec(BLOBS))
     init = X[[0, 10, 20, 30, 40]].copy()
     init[1] = init[0]
     ref = SKKMeans(5, init=init, n_init=1, max_iter=1, algorithm="lloyd").fit(X)
@@ -178,7 +178,7 @@ def test_empty_cluster_reseeded_like_sklearn(runs):
 
 
 def test_edge_cases(runs):
-    X = blobs()
+    X = blobs()  # noqa: F821 (defined by exec(BLOBS))
     X1 = X[:, :1]
     ref1 = SKKMeans(3, init=X1[[0, 1, 2]], n_init=1, algorithm="lloyd").fit(X1)
     for P, rows in runs.items():

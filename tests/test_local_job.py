@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from mpirun import mpi_env
 from slurm.jobkit import JOBS, arrays_with_shape, check_model, model_available, need_model, write_datasets

@@ -1,5 +1,4 @@
 """The SPMD runtime: error agreement, abort on unexpected errors, threads, Slurm guard, persistence."""
-import json
 import os
 
 import h5py
