@@ -68,6 +68,41 @@ def summarize(runs: list) -> dict:
     return {b: {t: statistics.median(v) for t, v in by.items()} for b, by in sorted(table.items())}
 
 
+def fit_rule(table: dict, max_segments: int = 3) -> list:
+    """The size rule for auto that fits the measurements best.
+
+    Sizes are cut into at most ``max_segments`` contiguous ranges, each given one of
+    native/ring/tree, minimising the summed ``log(time / best time)`` over the measured
+    sizes (fewer ranges win ties). Returns ``[(below_bytes or None, topology), ...]``:
+    a range ends below the first measured size of the next range.
+    """
+    import itertools
+    import math
+
+    sizes = sorted(table)
+    algos = ("native", "ring", "tree")
+    cost = {t: [math.log(table[b][t] / min(table[b][a] for a in algos)) for b in sizes]
+            for t in algos}
+    best = None
+    for k in range(1, max_segments + 1):
+        for cuts in itertools.combinations(range(1, len(sizes)), k - 1):
+            bounds = (0,) + cuts + (len(sizes),)
+            segs, total = [], 0.0
+            for lo, hi in zip(bounds, bounds[1:]):
+                t = min(algos, key=lambda a: sum(cost[a][lo:hi]))
+                total += sum(cost[t][lo:hi])
+                segs.append((sizes[hi] if hi < len(sizes) else None, t))
+            merged = []
+            for bound, t in segs:  # neighbouring ranges with the same pick are one range
+                if merged and merged[-1][1] == t:
+                    merged[-1] = (bound, t)
+                else:
+                    merged.append((bound, t))
+            if best is None or total < best[0] - 1e-9:
+                best = (total, merged)
+    return best[1]
+
+
 def checks(nprocs: int, table: dict) -> list:
     """(target, measured, pass) lines for one world size."""
     out = []
@@ -108,6 +143,14 @@ def markdown(results: dict, meta: dict, notes: str) -> str:
                          + " | ".join(f"{g:.3f}" for g in gb) + f" | {best} | {us['auto'] / us[best]:.2f} |")
         lines.append("")
         all_checks += checks(nprocs, table)
+    lines += ["## Rule for auto fitted to these figures", "",
+              "Best piecewise choice with at most 3 size ranges (`fit_rule` in bench/bench_comm.py); "
+              "compare with `AutoCollectives.RULES` in src/shardlearn/comm/auto.py.", ""]
+    for nprocs, table in results.items():
+        rule = ", ".join(f"{t} below {fmt_size(b)}" if b else f"{t} above"
+                         for b, t in fit_rule(table))
+        lines.append(f"- P={nprocs}: {rule}")
+    lines.append("")
     lines += ["## Targets (foundation issue)", "", "| target | measured | pass |", "|---|---|---|"]
     lines += [f"| {t} | {m} | {'yes' if ok else '**no**'} |" for t, m, ok in all_checks]
     lines += ["", notes.rstrip(), ""]
@@ -144,6 +187,8 @@ def main(argv=None) -> int:
     meta = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "runs": args.runs,
             "loads": ", ".join(loads)}
     Path(args.out).write_text(markdown(results, meta, notes))
+    for nprocs, table in results.items():
+        print(f"fitted auto rule P={nprocs}: {fit_rule(table)}")
     failed = [c for n, t in results.items() for c in checks(n, t) if not c[2]]
     for t, m, _ in failed:
         print(f"target missed: {t}: {m}")

@@ -97,7 +97,7 @@ def bench_sizes(mpi_comm, sizes, topologies, repeats=None, target_seconds: float
             rows.append({"topology": t, "bytes": n * 8, "elements": n, "repeats": reps,
                          "inner": inner, "seconds": sec, "us": sec * 1e6,
                          "gbps": n * 8 / sec / 1e9,
-                         "spread_us": [float(slowest.min() * 1e6), float(slowest.max() * 1e6)]})
+                         "min_us": float(slowest.min() * 1e6), "max_us": float(slowest.max() * 1e6)})
     for coll in colls.values():
         coll.free()
     return rows
