@@ -28,7 +28,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SIZES = "8,64,1K,8K,32K,128K,256K,512K,1M,2M,8M,16M,64M"
+SIZES = "8,64,1K,8K,32K,128K,256K,512K,1M,2M,4M,8M,16M,64M"
 TOPOS = ("native", "ring", "tree", "auto")
 MARKER = "<!-- notes: kept when the tables above are regenerated -->"
 

@@ -2,7 +2,9 @@
 
 The rule (allreduce and reduce_scatter; P = world size, B = message bytes)::
 
-    RULE_PLACEHOLDER
+    P == 1          native (no communication at all)
+    P == 2          B < 32 KiB: native      B >= 32 KiB: ring
+    P >= 3          B <  8 MiB: native      B >=  8 MiB: ring
 
 ``bcast`` and ``allgather`` use MPI's own (native) algorithms at every size: the
 ring/tree versions bring no gain there on the measured machine.
@@ -11,9 +13,22 @@ Every rank sees the same message size (all ranks pass the same shape), so every 
 picks the same algorithm and the per-call choice can never split a collective.
 
 How the rule was found: ``python bench/bench_comm.py`` runs ``shardlearn bench-comm``
-on 2 and 4 ranks of the project's 2-core machine and prints the best topology per
-size; the thresholds below are the crossovers it measured (the figures are in
-``bench/comm.md``). On another cluster, run ``shardlearn bench-comm`` there and
+(float64 sum, 8 B .. 64 MiB) on 2 and 4 ranks of the project's 2-core machine and
+fits the best piecewise choice (``fit_rule``); the thresholds are its crossovers,
+pooled over three measurement sessions (2026-11-24, 03:02-03:45 UTC, a machine
+shared with other benchmarks, so the figures are noisy). Medians, µs per call:
+
+    P=2      32 KiB: native 36  ring 37  tree 27     128 KiB: native 221  ring 55  tree 52
+              1 MiB: native 290 ring 255 tree 304     64 MiB: native 121471 ring 56004 tree 129423
+    P=4       2 MiB: native 4567 ring 6446 tree 5540   8 MiB: native 24252 ring 23866 tree 34361
+             16 MiB: native 44593 ring 31989          64 MiB: native 192235 ring 110425
+
+Below 32 KiB native (MPICH's recursive doubling in C) is fastest: tree pays a
+second message step and Python per step, ring pays ``2(P-1)`` steps. The tree won
+some medium sizes by small, unstable margins, so the rule keeps two ranges. With P=4
+(oversubscribed here: 4 ranks on 2 cores) native stays ahead until several MiB.
+The current figures and the check "auto within 10% of the best" are in
+``bench/comm.md``. On another cluster, run ``shardlearn bench-comm`` there and
 set ``--topology`` accordingly, or adjust :attr:`AutoCollectives.RULES`.
 """
 from __future__ import annotations
@@ -41,7 +56,7 @@ class AutoCollectives(Collectives):
         1: [(INF, "native")],
         2: [(32 * 1024, "native"), (INF, "ring")],
     }
-    RULE_DEFAULT = [(256 * 1024, "native"), (INF, "ring")]
+    RULE_DEFAULT = [(8 * 1024 ** 2, "native"), (INF, "ring")]
 
     def __init__(self, mpi_comm):
         self._own_bytes = 0
