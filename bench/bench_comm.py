@@ -163,11 +163,20 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--sizes", default=SIZES)
     ap.add_argument("--out", default=str(HERE / "comm.md"))
+    ap.add_argument("--reuse", default="",
+                    help="world sizes whose figures are read back from bench/results/comm-P*.json "
+                         "instead of measured again (e.g. to rerun only P=4 when the machine is quiet)")
     args = ap.parse_args(argv)
     res_dir = HERE / "results"
     res_dir.mkdir(exist_ok=True)
     results, loads = {}, []
+    reuse = {int(p) for p in args.reuse.split(",") if p}
     for nprocs in [int(p) for p in args.ranks.split(",")]:
+        if nprocs in reuse:
+            saved = json.loads((res_dir / f"comm-P{nprocs}.json").read_text())
+            results[nprocs] = {int(b): v for b, v in saved["median_us"].items()}
+            loads.extend(saved.get("loads", []))
+            continue
         runs = []
         for i in range(args.runs):
             before = load()
@@ -176,7 +185,8 @@ def main(argv=None) -> int:
         results[nprocs] = summarize(runs)
         (res_dir / f"comm-P{nprocs}.json").write_text(json.dumps(
             {"ranks": nprocs, "median_us": {str(b): v for b, v in results[nprocs].items()},
-             "runs": runs}, indent=1))
+             "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+             "loads": [x for x in loads if x.startswith(f"P={nprocs}:")], "runs": runs}, indent=1))
         for b, us in results[nprocs].items():
             best = min(("native", "ring", "tree"), key=lambda t: us[t])
             print(f"P={nprocs} {fmt_size(b):>8}: " + "  ".join(f"{t} {us[t]:9.1f}" for t in TOPOS)
