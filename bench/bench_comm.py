@@ -123,6 +123,17 @@ def checks(nprocs: int, table: dict) -> list:
     return out
 
 
+def auto_pick(nprocs: int, nbytes: int) -> str:
+    """The topology AutoCollectives runs for this size (its rule, read from src/)."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from shardlearn.comm.auto import AutoCollectives
+
+    for bound, topo in AutoCollectives.rule(nprocs):
+        if nbytes < bound:
+            return topo
+    return AutoCollectives.rule(nprocs)[-1][1]
+
+
 def markdown(results: dict, meta: dict, notes: str) -> str:
     lines = ["# bench-comm: allreduce per topology (float64 sum)", "",
              f"Measured {meta['when']} on this machine ({os.cpu_count()} cores), "
@@ -130,17 +141,20 @@ def markdown(results: dict, meta: dict, notes: str) -> str:
              f"(each figure: median over {meta['runs']} runs of `shardlearn bench-comm`, each the median "
              "over repeats of the slowest rank's mean time per call in a barrier-started loop). "
              f"Load average (1 min) before/after each run: {meta['loads']}. P=4 is oversubscribed "
-             "(4 ranks on 2 cores).", ""]
+             "(4 ranks on 2 cores). \"auto runs\" is the algorithm auto's rule picks at that size; "
+             "\"auto/that column\" compares two timings of the same code and so shows the noise level.", ""]
     all_checks = []
     for nprocs, table in results.items():
         lines += [f"## {nprocs} ranks", "",
-                  "| bytes | native µs | ring µs | tree µs | auto µs | native GB/s | ring GB/s | tree GB/s | auto GB/s | best | auto/best |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| bytes | native µs | ring µs | tree µs | auto µs | native GB/s | ring GB/s | tree GB/s | auto GB/s | best | auto/best | auto runs | auto/that column |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for b, us in table.items():
             best = min(("native", "ring", "tree"), key=lambda t: us[t])
+            pick = auto_pick(nprocs, b)
             gb = [b / (us[t] * 1e-6) / 1e9 for t in TOPOS]
             lines.append(f"| {fmt_size(b)} | " + " | ".join(f"{us[t]:.1f}" for t in TOPOS) + " | "
-                         + " | ".join(f"{g:.3f}" for g in gb) + f" | {best} | {us['auto'] / us[best]:.2f} |")
+                         + " | ".join(f"{g:.3f}" for g in gb) + f" | {best} | {us['auto'] / us[best]:.2f} | "
+                         + f"{pick} | {us['auto'] / us[pick]:.2f} |")
         lines.append("")
         all_checks += checks(nprocs, table)
     lines += ["## Rule for auto fitted to these figures", "",
@@ -169,13 +183,14 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     res_dir = HERE / "results"
     res_dir.mkdir(exist_ok=True)
-    results, loads = {}, []
+    results, loads, whens = {}, [], []
     reuse = {int(p) for p in args.reuse.split(",") if p}
     for nprocs in [int(p) for p in args.ranks.split(",")]:
         if nprocs in reuse:
             saved = json.loads((res_dir / f"comm-P{nprocs}.json").read_text())
             results[nprocs] = {int(b): v for b, v in saved["median_us"].items()}
             loads.extend(saved.get("loads", []))
+            whens.append(f"P={nprocs}: {saved.get('when', 'earlier')}")
             continue
         runs = []
         for i in range(args.runs):
@@ -183,6 +198,7 @@ def main(argv=None) -> int:
             runs.append(run_once(nprocs, args.sizes, res_dir / f"comm-P{nprocs}-run{i}.json"))
             loads.append(f"P={nprocs}: {before:.1f}/{load():.1f}")
         results[nprocs] = summarize(runs)
+        whens.append(f"P={nprocs}: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
         (res_dir / f"comm-P{nprocs}.json").write_text(json.dumps(
             {"ranks": nprocs, "median_us": {str(b): v for b, v in results[nprocs].items()},
              "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -194,7 +210,7 @@ def main(argv=None) -> int:
     # the hand-written analysis below the marker in the existing report is kept
     old = Path(args.out).read_text() if Path(args.out).exists() else ""
     notes = MARKER + old.split(MARKER, 1)[1] if MARKER in old else MARKER + "\n"
-    meta = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "runs": args.runs,
+    meta = {"when": ", ".join(whens), "runs": args.runs,
             "loads": ", ".join(loads)}
     Path(args.out).write_text(markdown(results, meta, notes))
     for nprocs, table in results.items():
