@@ -39,7 +39,20 @@ data: setup
 demo: data
 	@mkdir -p $(RUNS)
 	$(MPIRUN) -n $(NP) $(SL) info data/blobs
+	$(MPIRUN) -n $(NP) $(SL) shard data/classification --out data/classification-5 --parts 5
+	$(MPIRUN) -n $(NP) $(SL) info data/classification-5
 	$(MPIRUN) -n $(NP) $(SL) bench-comm --sizes 8,1K,128K,1M --json-out $(RUNS)/bench-comm.json
+	$(MPIRUN) -n $(NP) $(SL) train kmeans --data data/blobs --k 8 --out $(RUNS)/kmeans.h5
+	$(MPIRUN) -n $(NP) $(SL) predict --model $(RUNS)/kmeans.h5 --data data/blobs --out $(RUNS)/kmeans-labels.h5
+	$(MPIRUN) -n $(NP) $(SL) evaluate --model $(RUNS)/kmeans.h5 --data data/blobs
+	$(MPIRUN) -n $(NP) $(SL) train logistic --data data/classification-5 --out $(RUNS)/logistic.h5
+	$(MPIRUN) -n $(NP) $(SL) evaluate --model $(RUNS)/logistic.h5 --data data/classification
+	$(MPIRUN) -n $(NP) $(SL) train ridge --data data/regression --alpha 1.0 --out $(RUNS)/ridge.h5
+	$(MPIRUN) -n $(NP) $(SL) predict --model $(RUNS)/ridge.h5 --data data/regression --out $(RUNS)/ridge-pred.h5
+	$(MPIRUN) -n $(NP) $(SL) train gbdt --data data/classification --objective binary --n-estimators 50 --validation-fraction 0.1 --metric auc --out $(RUNS)/gbdt.h5 --json-dump $(RUNS)/gbdt-trees.json
+	$(MPIRUN) -n $(NP) $(SL) evaluate --model $(RUNS)/gbdt.h5 --data data/classification
+	$(MPIRUN) -n $(NP) $(SL) train forest --data data/classification --n-estimators 20 --max-depth 10 --out $(RUNS)/forest.h5
+	$(MPIRUN) -n $(NP) $(SL) evaluate --model $(RUNS)/forest.h5 --data data/classification
 	@echo "demo finished: outputs in $(RUNS)/"
 
 test: setup

@@ -125,3 +125,14 @@ def test_write_rows_in_global_order(tmp_path, nprocs):
         assert h["labels"][:].tolist() == [0, 10, 20, 30]
         assert h["proba"][:, 1].tolist() == [0, -1, -2, -3]
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_gpu_without_cupy_is_one_clear_error(tmp_path):
+    try:
+        import cupy  # noqa: F401
+        pytest.skip("CuPy is installed here: the missing-CuPy path cannot be shown")
+    except ImportError:
+        pass
+    proc = run_cli(2, "evaluate", "--model", "m.h5", "--data", tmp_path, "--device", "gpu", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.count("shardlearn: error:") == 1 and "needs CuPy" in proc.stderr

@@ -82,17 +82,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     # ---- data
     md = sub.add_parser("make-data", help="generate a deterministic synthetic dataset",
-                        description="Write a synthetic dataset whose rows depend only on --seed, "
-                                    "never on the number of ranks or parts. Under mpiexec each "
-                                    "rank writes its own part files in parallel.")
+                        description="Write a synthetic dataset whose rows depend only on --seed and the\n"
+                                    "options, never on the number of ranks or parts. Under mpiexec each\n"
+                                    "rank writes its own part files in parallel, in 65536-row blocks.",
+                        epilog="""\
+kinds (like scikit-learn's make_blobs / make_classification / make_regression):
+  blobs           --centers centres in [-10,10]^d, N(0, cluster-std^2) around them; y = centre id
+  classification  columns [informative | redundant | noise]; Gaussian clusters on hypercube
+                  vertices, --noise = fraction of labels redrawn at random; y = class id
+  regression      X ~ N(0,1); y = X[:, :informative] @ coef + N(0, noise^2)
+examples:
+  mpiexec -n 4 shardlearn make-data blobs --rows 10000000 --features 32 --centers 16 --out data/blobs
+  shardlearn make-data classification --rows 100000 --features 20 --classes 3 --out data/c.h5
+  shardlearn make-data regression --rows 100000 --features 10 --missing 0.05 --out data/r.h5""",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     md.add_argument("kind", choices=["blobs", "classification", "regression"])
     md.add_argument("--rows", type=int, required=True, help="number of rows n")
     md.add_argument("--features", type=int, required=True, help="number of features d")
     md.add_argument("--out", required=True, help="output: FILE.h5 (one part) or a directory")
     md.add_argument("--parts", type=int, default=None,
                     help="number of part files (default: 1 for a .h5 path, else the rank count)")
-    md.add_argument("--seed", type=int, default=0)
-    md.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    md.add_argument("--seed", type=int, default=0, help="non-negative seed; the only source of randomness")
+    md.add_argument("--dtype", default="float64", choices=["float32", "float64"],
+                    help="dtype of X (float32 is the float64 data rounded)")
     md.add_argument("--centers", type=int, default=8, help="blobs: number of clusters")
     md.add_argument("--cluster-std", type=float, default=1.0, help="blobs: spread of each cluster")
     md.add_argument("--classes", type=int, default=2, help="classification: number of classes")
@@ -180,23 +192,16 @@ def _write_report(ctx, path: str | None, report: dict) -> None:
     report["runtime"] = ctx.describe()
     # timings: the slowest rank's figure per phase is what the user waited for
     local = ctx.timings()
-    keys = sorted(local)
     import numpy as np
 
-    mine = np.array([local[k] for k in keys], dtype=np.float64)
-    mx = np.empty_like(mine)
-    ctx.mpi_comm.Allreduce(mine, mx, op=_max_op())  # buffer form: element-wise max
+    # ranks may have timed different phases: take the union of names, then one MAX
+    keys = sorted(set().union(*ctx.mpi_comm.allgather(sorted(local))))
+    mx = ctx.coll.allreduce(np.array([local.get(k, 0.0) for k in keys], dtype=np.float64), op="max")
     report["seconds"] = {k: round(float(v), 4) for k, v in zip(keys, mx)}
     if ctx.rank == 0:
         if path:
             write_json(path, report)
             ctx.log(f"report: {path}")
-
-
-def _max_op():
-    from mpi4py import MPI
-
-    return MPI.MAX
 
 
 def run(args, ctx) -> dict | None:
@@ -223,6 +228,9 @@ def run(args, ctx) -> dict | None:
         return bench.bench_from_args(args, ctx)
     if cmd == "train":
         mod = _model_module(args.model)
+        if ctx.device == "gpu" and not getattr(mod, "GPU_SUPPORT", False):
+            ctx.warn(f"{args.model} has no GPU path yet: it computes with NumPy on the CPU "
+                     "(--device gpu only binds the rank to a GPU)")
         report = {"command": "train", "model": args.model, "data": args.data, "out": args.out}
         report.update(mod.train_from_args(args.model, args, ctx))
         if args.report is None:
@@ -243,7 +251,8 @@ def run(args, ctx) -> dict | None:
         ctx.agree(error)
         est_name = ctx.mpi_comm.bcast(est_name, root=0)
         est = _model_module(est_name).load_estimator(args.model, ctx)
-        shard = read_shard(args.data, ctx, need_y=(cmd == "evaluate"), **est.read_options)
+        shard = read_shard(args.data, ctx, need_y=(cmd == "evaluate" and getattr(est, "needs_y", True)),
+                           **est.read_options)
         if cmd == "predict":
             from .persist import write_rows
 

@@ -76,8 +76,13 @@ class Context:
         self.threads = limit_threads(self.local_size, threads)
         self.coll = make_collectives(mpi_comm, topology)
         self.device = device
-        self.xp = backend.get_xp(device)
-        self.gpu_id = backend.bind_gpu(self.local_rank) if device == "gpu" else None
+        self.xp, self.gpu_id, error = None, None, None
+        try:  # a node without CuPy or GPUs: one agreed message, not an abort per rank
+            self.xp = backend.get_xp(device)
+            self.gpu_id = backend.bind_gpu(self.local_rank) if device == "gpu" else None
+        except ShardlearnError as exc:
+            error = str(exc)
+        self.agree(error)
 
     # ------------------------------------------------------------------ logging
     def log(self, msg: str) -> None:

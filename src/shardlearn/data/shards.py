@@ -116,6 +116,8 @@ def _scan(path: str, need_y: bool) -> Dataset:
                 raise ShardlearnError(f"{f}: 'X' has shape {X.shape}; expected 2-D (rows x features)")
             if X.dtype.kind not in "fiub":
                 raise ShardlearnError(f"{f}: 'X' has dtype {X.dtype}; expected float32 or float64")
+            if X.shape[1] == 0:
+                raise ShardlearnError(f"{f}: 'X' has shape {X.shape}: no features")
             if d is None:
                 d, dtype = X.shape[1], X.dtype
             elif X.shape[1] != d:
@@ -162,8 +164,14 @@ def open_dataset(path: str, ctx, *, need_y: bool = False) -> Dataset:
     return ctx.mpi_comm.bcast(meta, root=0)
 
 
-def _read_rows(parts: list[Part], name: str, lo: int, hi: int, out: np.ndarray) -> None:
-    """Fill ``out`` with global rows ``[lo, hi)`` of dataset ``name``, part by part."""
+def _read_rows(parts: list[Part], name: str, lo: int, hi: int, out: np.ndarray,
+               chunk_bytes: int = 8 << 20) -> None:
+    """Fill ``out`` with global rows ``[lo, hi)`` of dataset ``name``, part by part.
+
+    Same dtype: one hyperslab read straight into ``out``. Different dtype (float64 file
+    read as float32, integer labels read as float): read chunks of the stored dtype into
+    a small buffer and cast with NumPy, which is faster than HDF5's own conversion.
+    """
     import h5py
 
     for p in parts:
@@ -171,14 +179,33 @@ def _read_rows(parts: list[Part], name: str, lo: int, hi: int, out: np.ndarray) 
         if a >= b:
             continue
         with h5py.File(p.path, "r") as h:
-            h[name].read_direct(out, np.s_[a - p.start:b - p.start], np.s_[a - lo:b - lo])
+            d = h[name]
+            if d.dtype == out.dtype:
+                d.read_direct(out, np.s_[a - p.start:b - p.start], np.s_[a - lo:b - lo])
+                continue
+            row_bytes = d.dtype.itemsize * int(np.prod(d.shape[1:], dtype=np.int64))
+            step = max(1, chunk_bytes // max(1, row_bytes))
+            buf = np.empty((min(step, b - a),) + d.shape[1:], dtype=d.dtype)
+            for c in range(a, b, step):
+                e = min(b, c + step)
+                d.read_direct(buf, np.s_[c - p.start:e - p.start], np.s_[0:e - c])
+                with np.errstate(over="ignore"):  # too large for float32 -> inf, refused below
+                    out[c - lo:e - lo] = buf[:e - c]
 
 
 def _bad_rows(X: np.ndarray, allow_nan: bool, chunk: int = 65536) -> np.ndarray:
-    """Boolean mask of rows holding values the caller cannot use (chunked: small temporaries)."""
+    """Boolean mask of rows holding values the caller cannot use (chunked: small temporaries).
+
+    Fast path: a chunk whose plain sum is finite holds no NaN and no infinity (either
+    would make the sum non-finite), so clean data costs one vectorised reduction; only
+    chunks with a non-finite sum (or a sum that overflowed) are checked element-wise.
+    """
     bad = np.zeros(X.shape[0], dtype=bool)
     for i in range(0, X.shape[0], chunk):
         blk = X[i:i + chunk]
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(blk.sum()):
+                continue
         if allow_nan:
             bad[i:i + chunk] = np.isinf(blk).any(axis=1)
         else:
@@ -207,10 +234,15 @@ def read_shard(path, ctx, *, dtype=None, need_y: bool = False, allow_nan: bool =
 
     Every rank must call this (it is collective), also ranks that get zero rows.
     """
+    with ctx.collective_errors():  # same verdict on every rank, raised as an agreed error
+        try:
+            ok = dtype is None or np.dtype(dtype) in FLOAT_DTYPES
+        except TypeError:
+            ok = False
+        if not ok:
+            raise ShardlearnError(f"dtype {dtype} not supported: use float32 or float64")
     ds = open_dataset(path, ctx, need_y=need_y)
     dtype = np.dtype(dtype) if dtype is not None else ds.dtype
-    if dtype not in FLOAT_DTYPES:
-        raise ShardlearnError(f"dtype {dtype} not supported: use float32 or float64")
     lo, hi = block_bounds(ds.n_rows, ctx.size, ctx.rank)
     with ctx.timers.phase("io"):
         X = np.empty((hi - lo, ds.n_features), dtype=dtype)
@@ -219,17 +251,33 @@ def read_shard(path, ctx, *, dtype=None, need_y: bool = False, allow_nan: bool =
         if ds.has_y:
             y = np.empty(hi - lo, dtype=np.dtype(y_dtype) if y_dtype is not None else np.float64)
             _read_rows(ds.parts, "y", lo, hi, y)
-    # values: each rank checks its block, one allreduce of per-part bad-row counts
-    bad = _bad_rows(X, allow_nan)
-    if y is not None and y.dtype.kind == "f":
-        bad |= ~np.isfinite(y)
+    # values: each rank checks its block; one allreduce of per-part bad-row counts (X, then y)
     starts = np.array([p.start for p in ds.parts], dtype=np.int64)
-    owner = np.searchsorted(starts, np.flatnonzero(bad) + lo, side="right") - 1
-    counts = np.bincount(owner, minlength=len(ds.parts)).astype(np.int64)
-    counts = ctx.mpi_comm.allreduce(counts)
-    if counts.sum():
-        where = ", ".join(f"{ds.parts[i].path}: {c} rows" for i, c in enumerate(counts) if c)
-        what = "infinite values" if allow_nan else "NaN or infinite values"
-        hint = "" if allow_nan else " (this model cannot use missing values: impute or drop them first; gbdt/forest accept NaN)"
-        raise ShardlearnError(f"{path}: {int(counts.sum())} rows hold {what} in X or y — {where}{hint}")
+    counts = np.zeros(2 * len(ds.parts), dtype=np.int64)
+    for j, bad in enumerate((_bad_rows(X, allow_nan),
+                             ~np.isfinite(y) if y is not None and y.dtype.kind == "f" else None)):
+        if bad is not None and bad.any():
+            owner = np.searchsorted(starts, np.flatnonzero(bad) + lo, side="right") - 1
+            counts[j * len(ds.parts):(j + 1) * len(ds.parts)] = np.bincount(owner, minlength=len(ds.parts))
+    total = np.empty_like(counts)
+    ctx.mpi_comm.Allreduce(counts, total)
+    if total.any():  # the same totals on every rank: all of them raise the same error
+        x_bad, y_bad = total[:len(ds.parts)], total[len(ds.parts):]
+        msgs = []
+        for what, c in (("X", x_bad), ("y", y_bad)):
+            if c.sum():
+                where = ", ".join(f"{ds.parts[i].path}: {n} rows" for i, n in enumerate(c) if n)
+                vals = "infinite values" if (what == "X" and allow_nan) else "NaN or infinite values"
+                msgs.append(f"{int(c.sum())} rows hold {vals} in {what} ({where})")
+        hint = ""
+        if x_bad.sum() and not allow_nan:
+            hint = ("; this model cannot use missing values: impute or drop those rows first "
+                    "(gbdt/forest accept NaN as missing)")
+        elif x_bad.sum():
+            hint = "; replace infinities by large finite values or NaN (missing)"
+        if x_bad.sum() and dtype == np.float32 and ds.dtype != np.float32:
+            hint += "; note: values beyond the float32 range (3.4e38) become infinite when read as float32"
+        if y_bad.sum():
+            hint += "; every row needs a finite y"
+        ctx.agree(f"{path}: " + "; ".join(msgs) + hint)
     return Shard(X, y, lo, ds)

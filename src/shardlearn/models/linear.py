@@ -1,0 +1,1131 @@
+"""Linear and logistic regression on row-sharded data (scikit-learn names and scaling).
+
+Every rank calls ``fit(X_local, y_local)`` with its own rows. Each loss+gradient
+evaluation walks the rank's rows once, in cache-sized blocks (``z = X_b @ a``, loss and
+residual, ``X_b.T @ r`` while the block is still in cache; float32 blocks are widened to
+float64 there), and combines the partial sums with ONE packed float64 allreduce
+(``[loss, val_loss, X^T r, sum r]``); every rank then takes the same optimizer step.
+
+Objectives (``s_i``: sample weight times class weight; ``W = sum s_i`` over training rows)
+
+=================  =============================================================
+LinearRegression   ``sum s (y - Xw - b)^2``
+Ridge(alpha)       ``sum s (y - Xw - b)^2 + alpha ||w||^2``          (sklearn Ridge)
+Lasso(alpha)       ``1/(2W) sum s (y - Xw - b)^2 + alpha ||w||_1``   (sklearn Lasso)
+LogisticRegression ``C sum s logloss + 1/2 ||w||^2`` (l2), ``C sum s logloss + ||w||_1`` (l1)
+=================  =============================================================
+
+The solvers minimise these divided by ``W`` (same optimum, O(1) gradients). The
+intercept is never penalised. Internally the features are centred (and, with
+``standardize=True``, scaled) *virtually*: ``(X - mu)/sigma @ v = X @ (v/sigma) - mu.(v/sigma)``,
+so no copy of X is made; the stored ``coef_`` and ``intercept_`` are on the original
+scale. With ``standardize=True`` the penalty applies to the standardised coefficients
+(glmnet's convention); without it the optimum is scikit-learn's.
+
+Solvers: ``normal`` (least squares: allreduce ``X^T S X`` and ``X^T S y`` once, Cholesky),
+``lbfgs``, ``gd`` (backtracking or fixed step; proximal for L1), ``fista`` (accelerated
+proximal gradient), ``sgd`` (synchronous mini-batch; batches keyed by global row index).
+See :mod:`shardlearn.models.optim`.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+
+from .. import rng
+from ..errors import ShardlearnError
+from ..runtime import context_from
+from . import optim
+
+SOLVERS = ("normal", "lbfgs", "gd", "fista", "sgd")
+MAX_CLASSES = 1000
+_CHUNK = 65536
+# row block of the fused loss+gradient pass: 2 MiB of float64 (1 MiB of float32) stays in
+# cache between the two BLAS calls, and is small enough that OpenBLAS runs them on one thread
+CHUNK_ELEMENTS = 1 << 18
+
+
+# ============================================================================ helpers
+def _expit(z):
+    from scipy.special import expit
+
+    return expit(z)
+
+
+def _row_offset(ctx, n_local: int) -> int:
+    """Global index of this rank's first row, assuming rank-ordered row blocks."""
+    counts = ctx.coll.allgather_obj(int(n_local))
+    return int(sum(counts[:ctx.rank]))
+
+
+class _Objective:
+    """Distributed loss+gradient oracle for one linear model on this rank's rows.
+
+    Parameters are a flat float64 vector ``[V.ravel(), c]``: ``V`` (K x d) the
+    coefficients in the centred/scaled space and ``c`` (K) the intercepts (absent
+    without ``fit_intercept``). The decision function is
+    ``z = ((X - mu) / sigma) @ V.T + c``, evaluated as ``X @ A + b`` with
+    ``A = (V / sigma).T`` and ``b = c - mu @ A``.
+    """
+
+    def __init__(self, ctx, X, target, s_train, s_val, *, kind, K, lam, mu, sigma,
+                 fit_intercept, W_train, W_val):
+        self.ctx, self.X, self.t = ctx, X, target
+        self.s, self.sv = s_train, s_val
+        self.kind, self.K, self.lam = kind, K, float(lam)
+        self.mu, self.sigma = mu, sigma
+        self.fit_intercept = fit_intercept
+        self.W, self.Wv = float(W_train), float(W_val)
+        self.d = X.shape[1]
+        self.n_coef = K * self.d
+        self.p = self.n_coef + (K if fit_intercept else 0)
+        self.l1_mask = np.zeros(self.p, dtype=bool)
+        self.l1_mask[:self.n_coef] = True
+        self._val_rows = None
+
+    # ------------------------------------------------------------ parameters
+    def split(self, w):
+        V = w[:self.n_coef].reshape(self.K, self.d)
+        c = w[self.n_coef:] if self.fit_intercept else np.zeros(self.K)
+        return V, c
+
+    def affine(self, w):
+        """``(A, b)`` with decision ``X @ A + b`` on the original feature scale."""
+        V, c = self.split(w)
+        A = (V / self.sigma).T  # d x K
+        b = c - self.mu @ A
+        return A, b
+
+    # ------------------------------------------------------------ local math
+    def _loss_resid(self, X, t, A, b):
+        """Per-row loss and dloss/dz on rows X (z is n or n x K)."""
+        if self.K == 1:
+            z = X @ A[:, 0]
+            z = z.astype(np.float64, copy=False)
+            z += b[0]
+            if self.kind == "squared":
+                r = z - t
+                return 0.5 * r * r, r
+            # binary logistic, t in {0, 1}: log(1 + e^z) - t z and sigmoid(z) - t, both
+            # from e = exp(-|z|) in (0, 1]: no overflow for any z
+            e = np.exp(-np.abs(z))
+            loss = np.log1p(e)
+            loss += np.maximum(z, 0.0)
+            loss -= t * z
+            r = np.where(z >= 0, 1.0, e)
+            r /= 1.0 + e
+            r -= t
+            return loss, r
+        Z = X @ A
+        Z = Z.astype(np.float64, copy=False)
+        Z += b
+        rows = np.arange(Z.shape[0])
+        m = Z.max(axis=1)
+        E = np.exp(Z - m[:, None])
+        se = E.sum(axis=1)
+        loss = m + np.log(se)   # log-sum-exp
+        loss -= Z[rows, t]
+        E /= se[:, None]
+        E[rows, t] -= 1.0
+        return loss, E
+
+    def _local(self, w, X, t, s, sv):
+        """``[loss_sum, val_loss_sum, (X^T r).ravel(), sum r]`` on local rows.
+
+        One pass over X in row blocks of :data:`CHUNK_ELEMENTS` values: ``z = X_c @ A``,
+        then loss and residual, then ``X_c^T r`` while ``X_c`` is still in cache, so X
+        streams from memory once per evaluation instead of twice.
+        """
+        A, b = self.affine(w)
+        K, d = self.K, self.d
+        buf = np.zeros(2 + d * K + K)
+        n = X.shape[0]
+        if n == 0:
+            return buf
+        G = np.zeros((d, K))
+        sr = np.zeros(K)
+        loss_sum = val_sum = 0.0
+        step = max(64, CHUNK_ELEMENTS // max(1, d))
+        # float32 X: each block is widened to float64 in cache, so memory traffic is that of
+        # float32 while z, loss and gradient keep float64 accuracy (float32 z would make the
+        # objective too noisy for the line search near the optimum)
+        wide = np.empty((min(step, n), d)) if X.dtype != np.float64 else None
+        for i in range(0, n, step):
+            Xc = X[i:i + step]
+            if wide is not None:
+                Xc = wide[:Xc.shape[0]]
+                np.copyto(Xc, X[i:i + step])
+            loss, r = self._loss_resid(Xc, t[i:i + step], A, b)
+            sc = s[i:i + step]
+            loss_sum += float(np.dot(sc, loss))
+            if sv is not None:
+                val_sum += float(np.dot(sv[i:i + step], loss))
+            if K == 1:
+                r *= sc
+                G[:, 0] += Xc.T @ r
+                sr[0] += r.sum()
+            else:
+                r *= sc[:, None]
+                G += Xc.T @ r
+                sr += r.sum(axis=0)
+        buf[0], buf[1] = loss_sum, val_sum
+        buf[2:2 + d * K] = G.ravel()
+        buf[2 + d * K:] = sr
+        return buf
+
+    def _assemble(self, w, buf, W_data):
+        """Objective and gradient from the reduced sums (identical on every rank)."""
+        K, d = self.K, self.d
+        V, _ = self.split(w)
+        G = buf[2:2 + d * K].reshape(d, K)
+        sr = buf[2 + d * K:]
+        # chain rule through the virtual centring/scaling
+        gV = ((G - np.outer(self.mu, sr)) / self.sigma[:, None]).T
+        f = buf[0] / W_data + 0.5 * self.lam * float(np.dot(V.ravel(), V.ravel())) / self.W
+        g = np.empty(self.p)
+        g[:self.n_coef] = gV.ravel() / W_data + (self.lam / self.W) * V.ravel()
+        if self.fit_intercept:
+            g[self.n_coef:] = sr / W_data
+        return f, g
+
+    # ------------------------------------------------------------ oracles
+    def __call__(self, w):
+        """Full-batch objective, gradient and validation loss: one allreduce."""
+        with self.ctx.timers.phase("compute"):
+            buf = self._local(w, self.X, self.t, self.s, self.sv)
+        buf = self.ctx.coll.allreduce(buf)
+        f, g = self._assemble(w, buf, self.W)
+        val = buf[1] / self.Wv if self.sv is not None else None
+        return f, g, val
+
+    def batch(self, w, rows):
+        """Mini-batch mean objective and gradient over the global batch: one allreduce.
+
+        The regulariser is scaled by ``1/W`` as in the full objective, so the
+        expected batch gradient equals the full gradient.
+        """
+        with self.ctx.timers.phase("compute"):
+            s = self.s[rows]
+            buf = self._local(w, self.X[rows], self.t[rows], s, None)
+            buf[1] = s.sum()  # the batch's weight, reduced in the same buffer
+        buf = self.ctx.coll.allreduce(buf)
+        Wb = buf[1]
+        if Wb <= 0:  # an empty global batch: only the regulariser
+            buf[:] = 0.0
+            Wb = 1.0
+        return self._assemble(w, buf, Wb)
+
+    def validation(self, w):
+        """Weighted mean loss on the held-out rows: one allreduce."""
+        if self._val_rows is None:
+            self._val_rows = np.flatnonzero(self.sv > 0)
+        rows = self._val_rows
+        with self.ctx.timers.phase("compute"):
+            if rows.size:
+                A, b = self.affine(w)
+                Xv = self.X[rows].astype(np.float64, copy=False)
+                loss, _ = self._loss_resid(Xv, self.t[rows], A, b)
+                v = np.array([np.dot(self.sv[rows], loss)])
+            else:
+                v = np.zeros(1)
+        return float(self.ctx.coll.allreduce(v)[0]) / self.Wv
+
+
+# ============================================================================ estimators
+class _LinearModel:
+    """Shared fitting machinery; see the concrete estimators for the parameters."""
+
+    _kind = "squared"          # "squared" or "logistic" (binary or multinomial by y)
+    _estimator_name = "linear"
+    _default_solver = "normal"
+    _solvers = SOLVERS
+
+    def __init__(self, *, fit_intercept=True, standardize=False, solver=None, max_iter=None,
+                 tol=1e-4, batch_size=256, learning_rate=0.01, schedule="invscaling", power_t=0.5,
+                 momentum=0.0, nesterov=False, epochs=10, validation_fraction=0.0,
+                 n_iter_no_change=5, lbfgs_memory=10, fixed_step=False, random_state=0, verbose=None,
+                 comm=None):
+        self.fit_intercept = fit_intercept
+        self.standardize = standardize
+        self.solver = solver
+        self.max_iter = max_iter
+        self.tol = tol
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.schedule = schedule
+        self.power_t = power_t
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.epochs = epochs
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.lbfgs_memory = lbfgs_memory
+        self.fixed_step = fixed_step
+        self.random_state = random_state
+        self.verbose = verbose
+        self.comm = comm
+
+    # -------------------------------------------------------------- params
+    def get_params(self, deep=True) -> dict:
+        """Constructor parameters (scikit-learn convention), ``comm`` excluded."""
+        import inspect
+
+        names = []
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        for cls in type(self).__mro__:
+            if cls is not object and "__init__" in cls.__dict__:
+                names += [n for n, p in inspect.signature(cls.__init__).parameters.items()
+                          if p.kind in kinds and n != "self"]
+        return {n: getattr(self, n) for n in dict.fromkeys(names) if n != "comm"}
+
+    def _check_params(self):
+        solver = self.solver or self._default_solver
+        if solver not in self._solvers:
+            raise ShardlearnError(f"{type(self).__name__}: solver {solver!r} is not available; "
+                                  f"choose one of {', '.join(self._solvers)}")
+        if self.tol is not None and not self.tol >= 0:
+            raise ShardlearnError(f"tol must be >= 0, got {self.tol}")
+        if self.max_iter is not None and int(self.max_iter) < 1:
+            raise ShardlearnError(f"max_iter must be >= 1, got {self.max_iter}")
+        if not 0.0 <= float(self.validation_fraction) < 1.0:
+            raise ShardlearnError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        if solver == "sgd":
+            if int(self.batch_size) < 1:
+                raise ShardlearnError(f"batch_size must be >= 1, got {self.batch_size}")
+            if not float(self.learning_rate) > 0:
+                raise ShardlearnError(f"learning_rate must be > 0, got {self.learning_rate}")
+            if self.schedule not in optim.SCHEDULES:
+                raise ShardlearnError(f"schedule {self.schedule!r}: choose one of {', '.join(optim.SCHEDULES)}")
+            if not 0.0 <= float(self.momentum) < 1.0:
+                raise ShardlearnError(f"momentum must be in [0, 1), got {self.momentum}")
+            if int(self.epochs) < 1:
+                raise ShardlearnError(f"epochs must be >= 1, got {self.epochs}")
+        if solver == "gd" and self.learning_rate is not None and not float(self.learning_rate) > 0:
+            raise ShardlearnError(f"learning_rate must be > 0, got {self.learning_rate}")
+        return solver
+
+    # -------------------------------------------------------------- fit
+    def fit(self, X, y, sample_weight=None, *, row_offset=None):
+        """Fit on this rank's rows; every rank of the communicator must call it.
+
+        Parameters
+        ----------
+        X : ndarray (n_local, d), float32 or float64
+            This rank's rows (may be empty).
+        y : ndarray (n_local,)
+            Targets (regression) or class labels (classification).
+        sample_weight : ndarray (n_local,), optional
+            Non-negative row weights.
+        row_offset : int, optional
+            Global index of this rank's first row (default: rows are in rank order,
+            as :func:`shardlearn.data.read_shard` hands them out). Used to key the
+            validation split and the SGD batches by global row.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ShardlearnError
+            On every rank, for bad parameters or data on any rank.
+        """
+        ctx = context_from(self.comm)
+        self._ctx = ctx
+        t_start = time.perf_counter()
+        # ---- local checks, agreed by every rank
+        with ctx.collective_errors():
+            solver = self._check_params()
+            X = np.asarray(X)
+            if X.dtype not in (np.float32, np.float64):
+                X = X.astype(np.float64)
+            y = np.asarray(y)
+            if X.ndim != 2:
+                raise ShardlearnError(f"X must be 2-D (rows x features), got shape {X.shape}")
+            if y.ndim != 1 or y.shape[0] != X.shape[0]:
+                raise ShardlearnError(f"y has shape {y.shape} but X has {X.shape[0]} rows; expected ({X.shape[0]},)")
+            colsum = X.sum(axis=0, dtype=np.float64)
+            if not np.all(np.isfinite(colsum)) and not np.all(np.isfinite(X)):
+                raise ShardlearnError(f"X holds NaN or infinite values (rank {ctx.rank}: "
+                                      f"{int((~np.isfinite(X).all(axis=1)).sum())} rows); impute or drop them first")
+            if y.dtype.kind not in "biuf":
+                raise ShardlearnError(f"y must be numeric, got dtype {y.dtype}")
+            if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+                raise ShardlearnError(f"y holds NaN or infinite values (rank {ctx.rank}: "
+                                      f"{int((~np.isfinite(y)).sum())} rows)")
+            if sample_weight is None:
+                sw = np.ones(X.shape[0])
+            else:
+                sw = np.asarray(sample_weight, dtype=np.float64)
+                if sw.shape != (X.shape[0],):
+                    raise ShardlearnError(f"sample_weight has shape {sw.shape}; expected ({X.shape[0]},)")
+                if not np.all(np.isfinite(sw)) or np.any(sw < 0):
+                    raise ShardlearnError("sample_weight must be finite and non-negative")
+            summary = self._label_summary(y)
+        n_local, d = X.shape
+        shapes = ctx.coll.allgather_obj((n_local, d, summary))
+        with ctx.collective_errors():
+            ds = sorted({s[1] for s in shapes if s[0] > 0} or {d})
+            if len(ds) > 1:
+                raise ShardlearnError(f"ranks hold different feature counts {ds}: every rank's X needs the same columns")
+            n_total = sum(s[0] for s in shapes)
+            if n_total == 0:
+                raise ShardlearnError("no rows to fit on (every rank's X is empty)")
+            self._setup_targets([s[2] for s in shapes])
+        d = ds[0]
+        if n_local == 0:  # an empty block may come as (0, anything): give it the agreed width
+            X = X.reshape(0, d)
+            colsum = np.zeros(d)
+        start = sum(s[0] for s in shapes[:ctx.rank]) if row_offset is None else int(row_offset)
+        grows = np.arange(start, start + n_local, dtype=np.int64)
+        t, K, n_cls = self._encode(y)
+        # ---- validation split by global row index
+        frac = float(self.validation_fraction)
+        val = (rng.row_uniform(self.random_state, rng.stream_id("validation"), grows) < frac) if frac > 0 \
+            else np.zeros(n_local, dtype=bool)
+        s0 = np.where(val, 0.0, sw)
+        sv0 = np.where(val, sw, 0.0) if frac > 0 else None
+        # ---- one allreduce: counts, weights per class, column sums (and squares)
+        need_mu = bool(self.fit_intercept) and solver != "normal"
+        need_sq = bool(self.standardize)
+        nc = max(n_cls, 1)
+        lab = t.astype(np.int64) if n_cls else np.zeros(n_local, dtype=np.int64)
+        train = ~val
+        parts = [np.array([float(train.sum())]),
+                 np.bincount(lab[train], minlength=nc).astype(np.float64),
+                 np.bincount(lab, weights=s0, minlength=nc),
+                 np.bincount(lab, weights=sv0, minlength=nc) if sv0 is not None else np.zeros(nc)]
+        if need_mu or need_sq:
+            parts.append(colsum)
+        if need_sq:
+            parts.append(_colsumsq(X))
+        stats = ctx.coll.allreduce(np.concatenate(parts))
+        n_train = stats[0]
+        counts = stats[1:1 + nc]
+        wsum = stats[1 + nc:1 + 2 * nc]
+        vsum = stats[1 + 2 * nc:1 + 3 * nc]
+        off = 1 + 3 * nc
+        with ctx.collective_errors():
+            cw = self._class_weights(counts) if n_cls else np.ones(1)
+            W_train = float(np.dot(cw, wsum))
+            W_val = float(np.dot(cw, vsum))
+            if not W_train > 0:
+                raise ShardlearnError("the total sample weight of the training rows is zero "
+                                      "(all-zero sample_weight, or every row held out for validation)")
+            if frac > 0 and not W_val > 0:
+                raise ShardlearnError(f"validation_fraction={frac} selected no (weighted) rows: "
+                                      "use a larger fraction or more data")
+        s_train = s0 * cw[lab] if n_cls else s0
+        s_val = (sv0 * cw[lab] if n_cls else sv0) if sv0 is not None else None
+        mu = np.zeros(d)
+        sigma = np.ones(d)
+        if need_mu or need_sq:
+            mean = stats[off:off + d] / n_total
+            if need_mu:
+                mu = mean
+            if need_sq:
+                sq = stats[off + d:off + 2 * d] / n_total
+                var = sq - mean * mean if self.fit_intercept else sq
+                sigma = np.sqrt(np.maximum(var, 0.0))
+                sigma[sigma <= 1e-12 * np.maximum(1.0, np.abs(mean))] = 1.0
+        self.n_features_in_ = d
+        self._n_total = n_total
+        # ---- solve
+        verbose = ctx.verbose if self.verbose is None else bool(self.verbose)
+        if solver == "normal":
+            res = self._fit_normal(ctx, X, t, s_train, W_train, sigma)
+        else:
+            lam, l1 = self._strengths(W_train)
+            obj = _Objective(ctx, X, t, s_train, s_val, kind=self._loss_kind(K), K=K, lam=lam,
+                             mu=mu, sigma=sigma, fit_intercept=bool(self.fit_intercept),
+                             W_train=W_train, W_val=W_val)
+            res = self._run_solver(ctx, solver, obj, l1, grows, train, int(n_train), frac > 0, verbose)
+            A, b = obj.affine(res.w)
+            self._set_coef(A.T.copy(), b.copy())
+        self.n_iter_ = int(res.n_iter)
+        self.converged_ = bool(res.converged)
+        self.stop_reason_ = res.reason
+        self.loss_ = float(res.loss) if res.loss is not None else None
+        self.history_ = res.history
+        self.fit_seconds_ = time.perf_counter() - t_start
+        if verbose and ctx.rank == 0:
+            print(f"{self._estimator_name}: {solver} stopped after {self.n_iter_} iterations "
+                  f"({res.reason}); loss={self.loss_} in {self.fit_seconds_:.3f}s", flush=True)
+        if not res.converged and solver in ("lbfgs", "gd", "fista"):
+            ctx.warn(f"{self._estimator_name}: {solver} did not converge ({res.reason}); "
+                     "raise max_iter or tol, or use standardize=True")
+        return self
+
+    def _run_solver(self, ctx, solver, obj, l1, grows, train, n_train, early, verbose):
+        w0 = np.zeros(obj.p)
+        prog = optim.Progress(ctx, solver, verbose)
+        tol = 1e-4 if self.tol is None else float(self.tol)
+        if solver == "lbfgs":
+            if l1 > 0:
+                raise ShardlearnError("penalty='l1' needs a proximal solver: gd, fista or sgd")  # pragma: no cover - checked earlier
+            return optim.lbfgs(obj, w0, max_iter=int(self.max_iter or 100), tol=tol,
+                               m=int(self.lbfgs_memory), early_stopping=early,
+                               n_iter_no_change=int(self.n_iter_no_change), progress=prog)
+        if solver in ("gd", "fista"):
+            step = None
+            if solver == "gd" and self.fixed_step:
+                step = float(self.learning_rate)
+            return optim.gd(obj, w0, step=step, max_iter=int(self.max_iter or 1000), tol=tol, l1=l1,
+                            l1_mask=obj.l1_mask, accelerated=(solver == "fista"), early_stopping=early,
+                            n_iter_no_change=int(self.n_iter_no_change), progress=prog)
+        return optim.sgd(obj.batch, w0, global_rows=grows, train_local=np.flatnonzero(train),
+                         n_train_total=n_train, seed=int(self.random_state), batch_size=int(self.batch_size),
+                         epochs=int(self.epochs), learning_rate=float(self.learning_rate),
+                         schedule=self.schedule, power_t=float(self.power_t), momentum=float(self.momentum),
+                         nesterov=bool(self.nesterov), l1=l1, l1_mask=obj.l1_mask, tol=self.tol,
+                         n_iter_no_change=int(self.n_iter_no_change),
+                         validation=obj.validation if early else None, progress=prog)
+
+    # ----- normal equations (least squares only)
+    def _fit_normal(self, ctx, X, y, s, W, sigma):
+        d = X.shape[1]
+        with ctx.timers.phase("compute"):
+            G, Xty, Xs, sy, syy = _gram(X, y, s)
+            buf = np.concatenate([G.ravel(), Xty, Xs, [s.sum(), sy, syy]])
+        buf = ctx.coll.allreduce(buf)
+        G = buf[:d * d].reshape(d, d)
+        Xty, Xs = buf[d * d:d * d + d], buf[d * d + d:d * d + 2 * d]
+        Wt, sy, syy = buf[-3:]
+        if self.fit_intercept:
+            mx, my = Xs / Wt, sy / Wt
+            G = G - Wt * np.outer(mx, mx)
+            Xty = Xty - Wt * mx * my
+            syy = syy - Wt * my * my
+        else:
+            mx, my = np.zeros(d), 0.0
+        alpha = self._ridge_alpha()
+        Gs = G / np.outer(sigma, sigma)
+        bs = Xty / sigma
+        with ctx.collective_errors():  # identical matrices on every rank: identical verdicts
+            v = _cholesky_solve(Gs, bs, alpha)
+        coef = v / sigma
+        intercept = my - float(mx @ coef) if self.fit_intercept else 0.0
+        rss = syy - 2.0 * float(coef @ Xty) + float(coef @ G @ coef)
+        self._set_coef(coef[None, :], np.array([intercept]))
+        loss = (0.5 * rss + 0.5 * alpha * float(v @ v)) / W
+        hist = [{"iter": 1, "loss": loss, "seconds": 0.0, "comm_seconds": ctx.coll.comm_seconds}]
+        return optim.OptimResult(coef, loss, 0.0, 1, 1, True, "solved the normal equations", hist)
+
+    def _ridge_alpha(self):
+        return 0.0
+
+    def _strengths(self, W):
+        """``(lam, l1)``: L2 strength (the objective adds ``lam/2 ||v||^2 / W``) and
+        L1 strength (the objective adds ``l1 ||v||_1``)."""
+        return 0.0, 0.0
+
+    # ----- targets (regression; the classifier overrides)
+    def _label_summary(self, y):
+        return None
+
+    def _setup_targets(self, summaries):
+        pass
+
+    def _encode(self, y):
+        return np.asarray(y, dtype=np.float64), 1, 0
+
+    def _class_weights(self, counts):
+        return np.ones(1)
+
+    def _loss_kind(self, K):
+        return "squared"
+
+    def _set_coef(self, coef, intercept):
+        """coef (K x d) and intercept (K) on the original scale, in sklearn's shapes."""
+        self.coef_ = coef[0] if coef.shape[0] == 1 else coef
+        self.intercept_ = float(intercept[0]) if self.fit_intercept else 0.0
+
+    # -------------------------------------------------------------- predict
+    def _check_fitted(self):
+        if not hasattr(self, "coef_"):
+            raise ShardlearnError(f"{type(self).__name__} is not fitted yet: call fit first")
+
+    def _check_X(self, X):
+        self._check_fitted()
+        X = np.asarray(X)
+        if X.dtype not in (np.float32, np.float64):
+            X = X.astype(np.float64)
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            if X.ndim == 2 and X.shape[0] == 0:
+                return X.reshape(0, self.n_features_in_)
+            raise ShardlearnError(f"X has shape {X.shape}; the model expects {self.n_features_in_} features")
+        return X
+
+    def decision_function(self, X):
+        """Local ``X @ coef_.T + intercept_`` (no communication)."""
+        X = self._check_X(X)
+        coef = np.atleast_2d(self.coef_)
+        Z = (X @ coef.T.astype(X.dtype, copy=False)).astype(np.float64, copy=False) + self.intercept_
+        return Z[:, 0] if Z.shape[1] == 1 else Z
+
+    def predict(self, X):
+        """Predictions for the local rows (no communication)."""
+        return self.decision_function(X)
+
+    def score(self, X, y, sample_weight=None):
+        """Global R^2 over every rank's rows (collective)."""
+        from .. import metrics
+
+        return float(metrics.r2(self._context(), np.asarray(y, dtype=np.float64), self.predict(X),
+                                sample_weight=sample_weight))
+
+    def _context(self):
+        return getattr(self, "_ctx", None) or context_from(self.comm)
+
+    # -------------------------------------------------------------- persistence
+    def to_arrays(self) -> dict:
+        return {"coef": np.atleast_2d(self.coef_), "intercept": np.atleast_1d(np.asarray(self.intercept_, dtype=np.float64))}
+
+    def from_arrays(self, arrays: dict, info: dict):
+        coef = np.asarray(arrays["coef"], dtype=np.float64)
+        self.coef_ = coef[0] if coef.shape[0] == 1 else coef
+        icpt = np.asarray(arrays["intercept"], dtype=np.float64)
+        self.intercept_ = float(icpt[0]) if icpt.size == 1 else icpt
+        self.n_features_in_ = coef.shape[1]
+        self.n_iter_ = info.get("n_iter")
+        return self
+
+
+def _colsumsq(X):
+    out = np.zeros(X.shape[1])
+    for i in range(0, X.shape[0], _CHUNK):
+        blk = X[i:i + _CHUNK].astype(np.float64, copy=False)
+        out += np.einsum("ij,ij->j", blk, blk)
+    return out
+
+
+def _gram(X, y, s):
+    """Local ``X^T S X``, ``X^T S y``, ``X^T s``, ``s.y``, ``s.y^2`` in float64."""
+    d = X.shape[1]
+    unweighted = bool(np.all(s == 1.0))
+    if X.dtype == np.float64 and unweighted:
+        G = X.T @ X  # one SYRK call
+        return G, X.T @ y, X.sum(axis=0), float(y.sum()), float(y @ y)
+    G = np.zeros((d, d))
+    Xty, Xs = np.zeros(d), np.zeros(d)
+    for i in range(0, X.shape[0], _CHUNK):
+        blk = X[i:i + _CHUNK].astype(np.float64, copy=False)
+        sb = s[i:i + _CHUNK]
+        sq = np.sqrt(sb)
+        wb = blk * sq[:, None]
+        G += wb.T @ wb
+        Xty += blk.T @ (sb * y[i:i + _CHUNK])
+        Xs += blk.T @ sb
+    return G, Xty, Xs, float(s @ y), float(s @ (y * y))
+
+
+def _cholesky_solve(G, b, alpha):
+    """Solve ``(G + alpha I) v = b`` by Cholesky; clear error when singular."""
+    import scipy.linalg
+
+    d = G.shape[0]
+    A = G + alpha * np.eye(d)
+    scale = float(np.max(np.abs(np.diag(A)))) if d else 1.0
+    hint = ("the normal equations are singular (collinear or constant features, or fewer "
+            "rows than features): use ridge with alpha > 0, or standardize/drop columns")
+    if d == 0:
+        return np.zeros(0)
+    if not scale > 0:
+        raise ShardlearnError(hint)
+    try:
+        c, low = scipy.linalg.cho_factor(A, lower=True, check_finite=True)
+    except (np.linalg.LinAlgError, scipy.linalg.LinAlgError, ValueError):
+        raise ShardlearnError(hint) from None
+    piv = np.diag(c) ** 2
+    if float(piv.min()) <= 1e3 * d * np.finfo(float).eps * scale:
+        raise ShardlearnError(hint + f" (smallest pivot {piv.min():.3g} vs largest diagonal {scale:.3g})")
+    return scipy.linalg.cho_solve((c, low), b)
+
+
+class LinearRegression(_LinearModel):
+    """Ordinary least squares on row-sharded data: minimises ``sum s (y - Xw - b)^2``.
+
+    Parameters
+    ----------
+    fit_intercept : bool, default True
+    solver : {"normal", "lbfgs", "gd", "fista", "sgd"}, default "normal"
+        ``normal`` allreduces ``X^T X`` and ``X^T y`` once and solves by Cholesky (exact,
+        one pass); it raises ShardlearnError when the system is singular.
+    standardize : bool, default False
+        Scale features by their global standard deviation while solving (undone in
+        ``coef_``).
+    max_iter, tol, batch_size, learning_rate, schedule, power_t, momentum, nesterov,
+    epochs, validation_fraction, n_iter_no_change, lbfgs_memory
+        Iterative solver settings; see :mod:`shardlearn.models.optim`.
+        ``validation_fraction`` holds out rows with ``row_uniform(random_state,
+        stream_id("validation"), row) < fraction`` for early stopping.
+    fixed_step : bool, default False
+        ``gd``: take ``learning_rate`` as a fixed step instead of backtracking.
+    random_state : int
+        Seed for the validation split and the SGD batches.
+    verbose : bool, optional
+        Per-iteration lines on rank 0 (default: the context's setting).
+    comm : mpi4py communicator or shardlearn Context, optional
+        Default ``COMM_WORLD``.
+
+    Attributes
+    ----------
+    coef_ : ndarray (d,)
+    intercept_ : float
+    n_iter_ : int
+    loss_ : float
+        Final objective divided by the total training weight.
+    history_ : list of dict
+        Per-iteration loss, gradient norm, step and seconds.
+    """
+
+    _estimator_name = "linear"
+
+    def __init__(self, *, fit_intercept=True, solver="normal", standardize=False, **kwargs):
+        super().__init__(fit_intercept=fit_intercept, solver=solver, standardize=standardize, **kwargs)
+
+
+class Ridge(_LinearModel):
+    """L2-penalised least squares, scikit-learn's scaling:
+    ``sum s (y - Xw - b)^2 + alpha ||w||^2``.
+
+    Parameters
+    ----------
+    alpha : float, default 1.0
+    solver : {"normal", "lbfgs", "gd", "fista", "sgd"}, default "normal"
+    Other parameters as :class:`LinearRegression`.
+    """
+
+    _estimator_name = "ridge"
+
+    def __init__(self, alpha=1.0, *, fit_intercept=True, solver="normal", standardize=False, **kwargs):
+        super().__init__(fit_intercept=fit_intercept, solver=solver, standardize=standardize, **kwargs)
+        self.alpha = alpha
+
+    def _check_params(self):
+        solver = super()._check_params()
+        if not float(self.alpha) >= 0:
+            raise ShardlearnError(f"alpha must be >= 0, got {self.alpha}")
+        return solver
+
+    def _ridge_alpha(self):
+        return float(self.alpha)
+
+    def _strengths(self, W):
+        # (sum s r^2 + alpha ||v||^2) / (2W)  ->  lam = alpha
+        return float(self.alpha), 0.0
+
+
+class Lasso(_LinearModel):
+    """L1-penalised least squares, scikit-learn's scaling:
+    ``1/(2W) sum s (y - Xw - b)^2 + alpha ||w||_1`` (``W = sum s``, n without weights).
+
+    Solved by proximal gradient: ``fista`` (default, accelerated with adaptive
+    restart), ``gd`` (ISTA) or ``sgd`` (proximal SGD).
+
+    Parameters
+    ----------
+    alpha : float, default 1.0
+    solver : {"fista", "gd", "sgd"}, default "fista"
+    max_iter : int, default 1000
+    tol : float, default 1e-4
+        On the max-norm of the gradient mapping.
+    Other parameters as :class:`LinearRegression`.
+    """
+
+    _estimator_name = "lasso"
+    _default_solver = "fista"
+    _solvers = ("fista", "gd", "sgd")
+
+    def __init__(self, alpha=1.0, *, fit_intercept=True, solver="fista", standardize=False, **kwargs):
+        super().__init__(fit_intercept=fit_intercept, solver=solver, standardize=standardize, **kwargs)
+        self.alpha = alpha
+
+    def _check_params(self):
+        solver = super()._check_params()
+        if not float(self.alpha) >= 0:
+            raise ShardlearnError(f"alpha must be >= 0, got {self.alpha}")
+        return solver
+
+    def _strengths(self, W):
+        return 0.0, float(self.alpha)
+
+
+class LogisticRegression(_LinearModel):
+    """Logistic regression, binary or multinomial (softmax), scikit-learn's scaling.
+
+    Minimises ``C sum_i s_i logloss_i + 1/2 ||w||^2`` (``penalty="l2"``),
+    ``C sum s logloss + ||w||_1`` (``"l1"``, proximal solvers only) or
+    ``sum s logloss`` (``None``). Two classes give the binary model (``coef_`` of
+    shape (1, d)); more give the multinomial one (``coef_`` (K, d), like scikit-learn
+    >= 1.5). Classes are the sorted union of every rank's labels.
+
+    Parameters
+    ----------
+    C : float, default 1.0
+        Inverse regularisation strength.
+    penalty : {"l2", "l1", None}, default "l2"
+    solver : {"lbfgs", "gd", "fista", "sgd"}, default "lbfgs"
+    class_weight : "balanced", dict or None
+        ``balanced`` weighs class k by ``n / (K * n_k)`` with GLOBAL counts of the
+        training rows; a dict maps labels to weights.
+    classes : array-like, optional
+        The expected labels; a label outside them is an error (default: whatever
+        labels occur, at least two).
+    max_iter : int, default 100 (lbfgs) / 1000 (gd, fista)
+    tol : float, default 1e-4
+        L-BFGS stops when ``max|grad| <= tol`` of the W-normalised objective (as sklearn).
+    Other parameters as :class:`LinearRegression`.
+
+    Attributes
+    ----------
+    classes_ : ndarray
+    coef_ : ndarray (1, d) or (K, d)
+    intercept_ : ndarray (1,) or (K,)
+    n_iter_ : int
+    """
+
+    _kind = "logistic"
+    _estimator_name = "logistic"
+    _default_solver = "lbfgs"
+    _solvers = ("lbfgs", "gd", "fista", "sgd")
+
+    def __init__(self, C=1.0, *, penalty="l2", fit_intercept=True, solver="lbfgs", class_weight=None,
+                 classes=None, standardize=False, **kwargs):
+        super().__init__(fit_intercept=fit_intercept, solver=solver, standardize=standardize, **kwargs)
+        self.C = C
+        self.penalty = penalty
+        self.class_weight = class_weight
+        self.classes = classes
+
+    def _check_params(self):
+        solver = super()._check_params()
+        if not float(self.C) > 0:
+            raise ShardlearnError(f"C must be > 0, got {self.C}")
+        if self.penalty not in ("l2", "l1", None, "none"):
+            raise ShardlearnError(f"penalty {self.penalty!r}: choose l2, l1 or None")
+        if self.penalty == "l1" and solver == "lbfgs":
+            raise ShardlearnError("penalty='l1' needs a proximal solver: gd, fista or sgd (not lbfgs)")
+        cw = self.class_weight
+        if cw is not None and cw != "balanced" and not isinstance(cw, dict):
+            raise ShardlearnError(f"class_weight must be 'balanced', a dict or None, got {cw!r}")
+        return solver
+
+    def _strengths(self, W):
+        if self.penalty == "l2":
+            return 1.0 / float(self.C), 0.0
+        if self.penalty == "l1":
+            return 0.0, 1.0 / (float(self.C) * W)
+        return 0.0, 0.0
+
+    def _label_summary(self, y):
+        """Local distinct labels (capped) and whether they are all whole numbers."""
+        if y.size == 0:
+            return {"labels": [], "too_many": False, "non_integer": None}
+        u = np.unique(y)
+        bad = None
+        if y.dtype.kind == "f":
+            frac = u[u != np.round(u)]
+            bad = float(frac[0]) if frac.size else None
+        return {"labels": u[:MAX_CLASSES + 1].tolist(), "too_many": u.size > MAX_CLASSES, "non_integer": bad}
+
+    def _setup_targets(self, summaries):
+        if any(s["too_many"] for s in summaries):
+            raise ShardlearnError(f"y has more than {MAX_CLASSES} distinct values: it looks like a "
+                                  "regression target (use linear/ridge/lasso)")
+        bad = [s["non_integer"] for s in summaries if s["non_integer"] is not None]
+        if bad:
+            raise ShardlearnError(f"class labels must be whole numbers; found {bad[0]!r} "
+                                  "(is y a regression target? use linear/ridge/lasso)")
+        seen = np.unique(np.concatenate([np.asarray(s["labels"], dtype=np.float64) for s in summaries]))
+        if self.classes is not None:
+            allowed = np.unique(np.asarray(self.classes, dtype=np.float64))
+            if not np.all(allowed == np.round(allowed)):
+                raise ShardlearnError(f"classes must be whole numbers, got {list(self.classes)}")
+            extra = np.setdiff1d(seen, allowed)
+            if extra.size:
+                raise ShardlearnError(f"label {_fmt(extra[0])} is not one of classes "
+                                      f"[{', '.join(_fmt(c) for c in allowed)}]")
+            seen = allowed
+        if seen.size < 2:
+            raise ShardlearnError(f"y holds a single class ({_fmt(seen[0]) if seen.size else 'none'}) "
+                                  "over all ranks: a classifier needs at least two")
+        self.classes_ = seen.astype(np.int64)  # whole numbers (checked above)
+        if isinstance(self.class_weight, dict):
+            keys = np.array([float(k) for k in self.class_weight], dtype=np.float64)
+            unknown = np.setdiff1d(keys, seen)
+            if unknown.size:
+                raise ShardlearnError(f"class_weight names label {_fmt(unknown[0])}, which is not a class "
+                                      f"(classes: {', '.join(_fmt(c) for c in seen)})")
+            if any(not (float(v) >= 0 and np.isfinite(float(v))) for v in self.class_weight.values()):
+                raise ShardlearnError("class_weight values must be finite and non-negative")
+
+    def _encode(self, y):
+        idx = np.searchsorted(self.classes_, np.asarray(y, dtype=np.float64)).astype(np.int64)
+        K = self.classes_.size
+        if K == 2:
+            return (idx == 1).astype(np.float64), 1, 2
+        return idx, K, K
+
+    def _class_weights(self, counts):
+        K = self.classes_.size
+        if self.class_weight == "balanced":
+            if np.any(counts == 0):
+                k = int(np.flatnonzero(counts == 0)[0])
+                raise ShardlearnError(f"class_weight='balanced': class {_fmt(self.classes_[k])} has no training rows")
+            return counts.sum() / (K * counts)
+        if isinstance(self.class_weight, dict):
+            cw = np.ones(K)
+            for k, v in self.class_weight.items():
+                cw[np.searchsorted(self.classes_, float(k))] = float(v)
+            return cw
+        return np.ones(K)
+
+    def _loss_kind(self, K):
+        return "logistic"
+
+    def _set_coef(self, coef, intercept):
+        self.coef_ = coef
+        self.intercept_ = intercept if self.fit_intercept else np.zeros(coef.shape[0])
+
+    def decision_function(self, X):
+        """Local decision values: (n,) for binary, (n, K) for multinomial."""
+        X = self._check_X(X)
+        Z = (X @ self.coef_.T.astype(X.dtype, copy=False)).astype(np.float64, copy=False) + self.intercept_
+        return Z[:, 0] if Z.shape[1] == 1 else Z
+
+    def predict_proba(self, X):
+        """Local class probabilities (n, K), columns in ``classes_`` order."""
+        Z = self.decision_function(X)
+        if Z.ndim == 1:
+            p = _expit(Z)
+            return np.column_stack([1.0 - p, p])
+        Z = Z - Z.max(axis=1, keepdims=True) if Z.shape[0] else Z
+        E = np.exp(Z)
+        return E / E.sum(axis=1, keepdims=True)
+
+    def predict(self, X):
+        """Local predicted labels (values from ``classes_``)."""
+        Z = self.decision_function(X)
+        idx = (Z > 0).astype(np.int64) if Z.ndim == 1 else Z.argmax(axis=1)
+        return self.classes_[idx]
+
+    def score(self, X, y, sample_weight=None):
+        """Global accuracy over every rank's rows (collective)."""
+        from .. import metrics
+
+        return float(metrics.accuracy(self._context(), np.asarray(y), self.predict(X),
+                                      sample_weight=sample_weight))
+
+    def class_index(self, y, ctx):
+        """Class indices of labels ``y``; ShardlearnError on every rank for an unknown label."""
+        y = np.asarray(y, dtype=np.float64)
+        idx = np.searchsorted(self.classes_, y)
+        idx = np.minimum(idx, self.classes_.size - 1)
+        with ctx.collective_errors():
+            bad = self.classes_[idx] != y
+            if np.any(bad):
+                raise ShardlearnError(f"label {_fmt(y[bad][0])} is not one of the model's classes "
+                                      f"[{', '.join(_fmt(c) for c in self.classes_)}]")
+        return idx
+
+    def to_arrays(self) -> dict:
+        return {"coef": self.coef_, "intercept": np.atleast_1d(self.intercept_), "classes": self.classes_}
+
+    def from_arrays(self, arrays: dict, info: dict):
+        self.coef_ = np.asarray(arrays["coef"], dtype=np.float64)
+        self.intercept_ = np.asarray(arrays["intercept"], dtype=np.float64)
+        self.classes_ = np.asarray(arrays["classes"]).astype(np.int64)
+        self.n_features_in_ = self.coef_.shape[1]
+        self.n_iter_ = info.get("n_iter")
+        return self
+
+
+def _fmt(v) -> str:
+    v = float(v)
+    return str(int(v)) if v == int(v) else repr(v)
+
+
+ESTIMATORS = {"linear": LinearRegression, "ridge": Ridge, "lasso": Lasso, "logistic": LogisticRegression}
+
+
+# ============================================================================ CLI plug-in
+def _class_weight_arg(text: str):
+    """``balanced``, ``none``, JSON ``{"0": 1, "1": 5}`` or ``0:1,1:5``."""
+    if text is None or text.lower() == "none":
+        return None
+    if text == "balanced":
+        return "balanced"
+    try:
+        if text.lstrip().startswith("{"):
+            d = json.loads(text)
+        else:
+            d = dict(item.split(":") for item in text.split(","))
+        return {float(k): float(v) for k, v in d.items()}
+    except (ValueError, TypeError) as exc:
+        import argparse
+
+        raise argparse.ArgumentTypeError(
+            f"--class-weight {text!r}: expected 'balanced', 'none', LABEL:WEIGHT,... or a JSON object") from exc
+
+
+def add_train_arguments(parser, name: str) -> None:
+    """Options of ``shardlearn train linear|ridge|lasso|logistic``."""
+    import argparse
+
+    solvers = ESTIMATORS[name]._solvers
+    default = ESTIMATORS[name]._default_solver
+    g = parser.add_argument_group(f"{name} model")
+    solver_help = {"normal": "allreduce X^T X and X^T y once and solve by Cholesky (exact, one pass)",
+                   "lbfgs": "quasi-Newton, one allreduce per loss+gradient evaluation",
+                   "gd": "gradient descent with backtracking (proximal for L1)",
+                   "fista": "accelerated proximal gradient with adaptive restart",
+                   "sgd": "synchronous mini-batch SGD; batches keyed by global row, the same for any rank count"}
+    g.add_argument("--solver", choices=solvers, default=default,
+                   help="; ".join(f"{s}: {solver_help[s]}" for s in solvers))
+    if name in ("ridge", "lasso"):
+        g.add_argument("--alpha", type=float, default=1.0,
+                       help="penalty strength, scikit-learn's scaling: minimise " +
+                            ("||y - Xw - b||^2 + alpha ||w||^2" if name == "ridge"
+                             else "1/(2n) ||y - Xw - b||^2 + alpha ||w||_1"))
+    if name == "logistic":
+        g.add_argument("--C", type=float, default=1.0, dest="C",
+                       help="inverse regularisation strength: minimise C * sum(log-loss) + penalty")
+        g.add_argument("--penalty", choices=["l2", "l1", "none"], default="l2",
+                       help="l2: 1/2 ||w||^2; l1: ||w||_1 (needs --solver gd, fista or sgd); none")
+        g.add_argument("--class-weight", type=_class_weight_arg, default=None, metavar="balanced|LABEL:W,...",
+                       help="reweigh classes: 'balanced' uses n/(K n_k) from global class counts; "
+                            "or explicit weights like 0:1,1:5")
+    g.add_argument("--fit-intercept", action=argparse.BooleanOptionalAction, default=True,
+                   help="fit an unpenalised intercept")
+    g.add_argument("--standardize", action="store_true",
+                   help="scale features by their global standard deviation while solving (one allreduce); "
+                        "coefficients are stored on the original scale; penalties then apply to the "
+                        "standardised coefficients")
+    it = parser.add_argument_group("iterative solvers (lbfgs, gd, fista, sgd)")
+    it.add_argument("--max-iter", type=int, default=None,
+                    help="maximum iterations; unset: 100 for lbfgs, 1000 for gd/fista (sgd uses --epochs)")
+    it.add_argument("--tol", type=float, default=1e-4,
+                    help="stop when the max-norm of the gradient (mapping) of the loss divided by the "
+                         "total sample weight falls below this; sgd: minimum improvement per epoch")
+    it.add_argument("--validation-fraction", type=float, default=0.0,
+                    help="hold out this fraction of rows (chosen by global row index and --seed) and stop "
+                         "when their loss stops improving; the best model on them is kept")
+    it.add_argument("--n-iter-no-change", type=int, default=5,
+                    help="iterations (sgd: epochs) without improvement before stopping")
+    it.add_argument("--lbfgs-memory", type=int, default=10, help="L-BFGS correction pairs kept")
+    sg = parser.add_argument_group("sgd")
+    sg.add_argument("--batch-size", type=int, default=256, help="global mini-batch size (rows over all ranks)")
+    sg.add_argument("--learning-rate", type=float, default=0.01,
+                    help="initial step size eta0 (gd: a fixed step if --fixed-step)")
+    sg.add_argument("--schedule", choices=list(optim.SCHEDULES), default="invscaling",
+                    help="step size: constant eta0; invscaling eta0/(t+1)^power_t; cosine decay to 0 over all steps")
+    sg.add_argument("--power-t", type=float, default=0.5, help="exponent of the invscaling schedule")
+    sg.add_argument("--momentum", type=float, default=0.0, help="heavy-ball momentum in [0, 1)")
+    sg.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
+    sg.add_argument("--epochs", type=int, default=10, help="maximum passes over the training rows")
+    sg.add_argument("--fixed-step", action="store_true",
+                    help="gd: use --learning-rate as a fixed step instead of backtracking")
+
+
+def _build(name: str, args, ctx):
+    common = dict(fit_intercept=args.fit_intercept, standardize=args.standardize, solver=args.solver,
+                  max_iter=args.max_iter, tol=args.tol, batch_size=args.batch_size,
+                  learning_rate=args.learning_rate, schedule=args.schedule, power_t=args.power_t,
+                  momentum=args.momentum, nesterov=args.nesterov, epochs=args.epochs,
+                  validation_fraction=args.validation_fraction, n_iter_no_change=args.n_iter_no_change,
+                  lbfgs_memory=args.lbfgs_memory, fixed_step=args.fixed_step, random_state=args.seed, comm=ctx)
+    if name == "linear":
+        est = LinearRegression(**common)
+    elif name == "ridge":
+        est = Ridge(alpha=args.alpha, **common)
+    elif name == "lasso":
+        est = Lasso(alpha=args.alpha, **common)
+    else:
+        est = LogisticRegression(C=args.C, penalty=None if args.penalty == "none" else args.penalty,
+                                 class_weight=args.class_weight, **common)
+    return est
+
+
+def train_from_args(name: str, args, ctx) -> dict:
+    """``shardlearn train linear|ridge|lasso|logistic``: read, fit, save, report."""
+    from ..data import read_shard
+    from ..persist import save_model
+
+    shard = read_shard(args.data, ctx, dtype=args.dtype, need_y=True)
+    est = _build(name, args, ctx)
+    with ctx.timers.phase("fit"):
+        est.fit(shard.X, shard.y, row_offset=shard.start)
+    wrapper = _Loaded(name, est, ctx)
+    metrics = wrapper.evaluate(shard)
+    params = est.get_params()
+    info = {"n_iter": est.n_iter_, "loss": est.loss_, "converged": est.converged_,
+            "stop_reason": est.stop_reason_, "rows": shard.n_total, "features": est.n_features_in_,
+            "data": args.data, "train_metrics": metrics, "fit_seconds": est.fit_seconds_, **ctx.describe()}
+    with ctx.collective_errors():
+        if ctx.rank == 0:
+            save_model(args.out, name, est.to_arrays(), params, info)
+    ctx.log(f"{name}: wrote {args.out}; training " +
+            " ".join(f"{k}={v:.6g}" for k, v in metrics.items()))
+    return {"params": params, "n_iter": est.n_iter_, "loss": est.loss_, "converged": est.converged_,
+            "stop_reason": est.stop_reason_, "metrics": metrics, "fit_seconds": est.fit_seconds_}
+
+
+class _Loaded:
+    """A fitted estimator wrapped for ``predict``/``evaluate`` (see cli.py)."""
+
+    read_options: dict = {}
+
+    def __init__(self, name, est, ctx):
+        self.name, self.est, self.ctx = name, est, ctx
+        self.read_options = {}
+
+    def predict_columns(self, shard) -> dict:
+        if self.name == "logistic":
+            proba = self.est.predict_proba(shard.X)
+            idx = proba.argmax(axis=1) if proba.shape[0] else np.zeros(0, dtype=np.int64)
+            return {"label": self.est.classes_[idx], "proba": proba}
+        return {"prediction": self.est.predict(shard.X)}
+
+    def evaluate(self, shard) -> dict:
+        from .. import metrics
+
+        ctx = self.ctx
+        if self.name == "logistic":
+            yi = self.est.class_index(shard.y, ctx)
+            proba = self.est.predict_proba(shard.X)
+            pred = proba.argmax(axis=1) if proba.shape[0] else np.zeros(0, dtype=np.int64)
+            out = {"accuracy": float(metrics.accuracy(ctx, yi, pred))}
+            if proba.shape[1] == 2:
+                out["log_loss"] = float(metrics.log_loss(ctx, yi, proba[:, 1]))
+                out["roc_auc"] = float(metrics.roc_auc(ctx, yi, proba[:, 1]))
+            else:
+                out["log_loss"] = float(metrics.log_loss(ctx, yi, proba))
+            return out
+        pred = self.est.predict(shard.X)
+        y = np.asarray(shard.y, dtype=np.float64)
+        return {"r2": float(metrics.r2(ctx, y, pred)), "rmse": float(metrics.rmse(ctx, y, pred))}
+
+
+def load_estimator(path: str, ctx):
+    """Load a linear/ridge/lasso/logistic model file (rank 0 reads, all ranks receive)."""
+    from ..persist import load_model
+
+    got = None
+    if ctx.rank == 0:
+        try:
+            got = load_model(path)
+        except ShardlearnError as exc:
+            got = exc
+    got = ctx.coll.bcast_obj(got, root=0)
+    if isinstance(got, ShardlearnError):
+        raise ShardlearnError(str(got))
+    name, arrays, params, info = got
+    cls = ESTIMATORS[name]
+    kwargs = {k: v for k, v in params.items() if k in cls().get_params()}
+    est = cls(**kwargs, comm=ctx) if "comm" not in kwargs else cls(**kwargs)
+    est.from_arrays(arrays, info)
+    est._ctx = ctx
+    return _Loaded(name, est, ctx)

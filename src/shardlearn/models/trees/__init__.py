@@ -1,0 +1,11 @@
+"""Histogram-based trees: gradient boosting (:mod:`.gbdt`) and random forests (:mod:`.forest`).
+
+One job per module, as in scikit-learn's hist-gradient-boosting:
+
+- :mod:`shardlearn.data.binning` — global bin edges agreed by all ranks, uint8 codes;
+- :mod:`.histogram` — per-node (gradient..., hessian, count) histograms by ``bincount``;
+- :mod:`.split` — vectorised best-split search on (combined) histograms;
+- :mod:`.grower` — grows one tree (leaf-wise or depth-wise), combining each step's
+  histograms across ranks with one ``allreduce`` (or ``reduce_scatter`` by feature blocks);
+- :mod:`.predict` — the tree ensemble as flat arrays and its vectorised prediction.
+"""

@@ -1,0 +1,90 @@
+"""Shared fit plumbing for the tree models: input checks, global row indices, labels."""
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import ShardlearnError
+from ...runtime import context_from
+
+
+def prepare(comm, X, y, verbose=False):
+    """Context, float64 X, y and global row indices of the local rows (collective).
+
+    Checks shapes on every rank and agrees on the outcome (clear error everywhere).
+    Returns ``(ctx, X, y, global_rows, n_total)``.
+    """
+    ctx = context_from(comm, verbose=verbose)
+    with ctx.collective_errors():
+        X = np.asarray(X)
+        if X.ndim != 2:
+            raise ShardlearnError(f"X must be 2-D (rows x features), got shape {X.shape}")
+        if X.dtype.kind not in "fiub":
+            raise ShardlearnError(f"X must be numeric, got dtype {X.dtype}")
+        y = np.asarray(y)
+        if y.ndim != 1 or len(y) != len(X):
+            raise ShardlearnError(f"y must be 1-D with one label per row of X: X has {len(X)} rows, y shape {y.shape}")
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        if np.isinf(X).any():
+            raise ShardlearnError("X holds infinite values (NaN is fine: trees treat it as missing)")
+        if y.dtype.kind == "f" and not np.isfinite(y).all():
+            raise ShardlearnError("y holds NaN or infinite values")
+    counts = np.array(ctx.coll.allgather_obj((len(X), X.shape[1])))
+    with ctx.collective_errors():
+        if len(set(counts[:, 1].tolist())) != 1:
+            raise ShardlearnError(f"ranks disagree on the number of features: {sorted(set(counts[:, 1].tolist()))}")
+        if counts[:, 0].sum() == 0:
+            raise ShardlearnError("no rows to train on (every rank has 0 rows)")
+        if X.shape[1] == 0:
+            raise ShardlearnError("X has no features")
+    start = int(counts[:ctx.rank, 0].sum())
+    return ctx, X, y, np.arange(start, start + len(X), dtype=np.int64), int(counts[:, 0].sum())
+
+
+def class_labels(ctx, y, n_classes=None):
+    """Sorted classes over all ranks, and the local labels as class indices (collective).
+
+    With ``n_classes`` set, labels must already be integers ``0..n_classes-1``.
+    """
+    with ctx.collective_errors():
+        if n_classes is not None:
+            if n_classes < 2:
+                raise ShardlearnError(f"num_class must be at least 2, got {n_classes}")
+            if y.dtype.kind not in "iufb":
+                raise ShardlearnError(f"num_class={n_classes} needs integer labels 0..{n_classes - 1}, got dtype {y.dtype}")
+            yi = y.astype(np.int64) if len(y) else np.empty(0, np.int64)
+            if len(y) and (not np.array_equal(yi, y) or yi.min() < 0 or yi.max() >= n_classes):
+                bad = y[(yi != y) | (yi < 0) | (yi >= n_classes)][0]
+                raise ShardlearnError(
+                    f"class labels must be integers 0..{n_classes - 1} (num_class={n_classes}); found {bad.item()!r}")
+    local = np.unique(y) if len(y) else np.empty(0, dtype=y.dtype)
+    classes = np.unique(np.concatenate([np.asarray(c) for c in ctx.coll.allgather_obj(local)]))
+    if n_classes is not None:
+        classes = np.arange(n_classes)
+    with ctx.collective_errors():
+        if len(classes) < 2:
+            raise ShardlearnError(
+                f"only one class ({classes[0] if len(classes) else 'none'}) in y: a classifier needs at least two")
+    return classes, np.searchsorted(classes, y).astype(np.int64)
+
+
+def sample_features(seed: int, stream: tuple, d: int, fraction: float) -> np.ndarray:
+    """Sorted feature indices, the same on every rank (not row-dependent: a seeded draw)."""
+    if fraction >= 1.0:
+        return np.arange(d)
+    from ... import rng
+
+    k = max(1, int(round(fraction * d)))
+    g = np.random.default_rng(rng.stream_id(seed, *stream) & 0x7FFFFFFFFFFFFFFF)
+    return np.sort(g.choice(d, k, replace=False))
+
+
+def phase_snapshot(ctx) -> dict:
+    """Seconds so far per tree phase, plus communication and bytes sent."""
+    s = ctx.timers.seconds
+    return {"histogram": s.get("histogram", 0.0), "split_search": s.get("split_search", 0.0),
+            "partition": s.get("partition", 0.0), "communication": ctx.coll.comm_seconds,
+            "bytes_sent": ctx.coll.bytes_sent}
+
+
+def diff(a: dict, b: dict) -> dict:
+    return {k: b[k] - a[k] for k in a}

@@ -1,0 +1,613 @@
+"""Distributed histogram gradient boosting: ``GradientBoostingClassifier`` / ``Regressor``.
+
+Class names follow scikit-learn; hyper-parameter names follow LightGBM (``num_leaves``,
+``min_child_samples``, ``lambda_l2``, ``feature_fraction``, ``bagging_fraction``...),
+with LightGBM's defaults, so a LightGBM user can read them directly.
+
+Every rank calls ``fit(X_local, y_local)`` with its own rows (in rank order: rank r's
+rows follow rank r-1's). Bin edges are agreed once; then each tree is grown by
+:class:`~.grower.TreeGrower` (one histogram collective per split, or per level).
+Row-dependent random draws (validation hold-out, bagging) are keyed by global row
+index, so the model does not depend on the number of ranks.
+
+Objectives: ``regression`` (L2), ``binary`` (log-loss), ``multiclass`` (softmax, one
+tree per class per iteration, hessian ``K/(K-1) p(1-p)`` as in LightGBM). The initial
+score is the label mean / log-odds / log class priors (LightGBM's boost_from_average).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from ... import metrics, rng
+from ...data.binning import BinMapper
+from ...errors import ShardlearnError
+from .common import class_labels, diff, phase_snapshot, prepare, sample_features
+from .grower import GROWTH, HIST_REDUCE, GrowParams, TreeGrower
+from .predict import Ensemble, tree_values
+from .split import SplitParams
+
+METRICS = {"regression": ("rmse",), "binary": ("logloss", "auc"), "multiclass": ("logloss",)}
+HIGHER_IS_BETTER = {"auc": True, "logloss": False, "rmse": False}
+
+
+def _sigmoid(x):
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def _softmax(s):
+    e = np.exp(s - s.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class _GradientBoosting:
+    """Shared machinery; use :class:`GradientBoostingClassifier` or :class:`GradientBoostingRegressor`.
+
+    Parameters
+    ----------
+    n_estimators : int
+        Boosting iterations (trees per class).
+    learning_rate : float
+        Shrinkage of every leaf value.
+    num_leaves : int
+        Leaves per tree (leaf-wise growth stops there).
+    max_depth : int or None
+        Depth limit (None or <= 0: none).
+    growth : {"leafwise", "depthwise"}
+        Best-first (LightGBM) or level by level (one histogram collective per level).
+    max_bin : int
+        Value bins per feature (<= 255); NaN gets its own bin.
+    min_child_samples : int
+        Rows a leaf needs at least (LightGBM's ``min_data_in_leaf``).
+    min_sum_hessian : float
+        Hessian sum a leaf needs at least.
+    lambda_l2 : float
+        L2 penalty on leaf values.
+    min_gain_to_split : float
+    feature_fraction : float
+        Fraction of features drawn for each tree.
+    bagging_fraction : float
+        Fraction of rows drawn (keyed by global row) every ``bagging_freq`` iterations.
+    bagging_freq : int
+        0 disables bagging.
+    validation_fraction : float
+        Rows held out (by global row index) for validation metrics / early stopping.
+    early_stopping_rounds : int or None
+        Stop when the validation metric has not improved for this many iterations;
+        the model keeps the best iteration.
+    metric : {"logloss", "auc", "rmse"} or None
+        Validation metric (default: logloss for classification, rmse for regression).
+    hist_reduce : {"allreduce", "reduce_scatter"}
+        How the ranks combine histograms.
+    seed : int
+    comm : mpi4py communicator or shardlearn Context, optional (default COMM_WORLD)
+    verbose : bool
+        Rank 0 logs one line per iteration.
+    """
+
+    _objectives: tuple = ()
+
+    def __init__(self, *, n_estimators=100, learning_rate=0.1, num_leaves=31, max_depth=None,
+                 growth="leafwise", max_bin=255, min_child_samples=20, min_sum_hessian=1e-3,
+                 lambda_l2=0.0, min_gain_to_split=0.0, feature_fraction=1.0, bagging_fraction=1.0,
+                 bagging_freq=0, validation_fraction=0.0, early_stopping_rounds=None, metric=None,
+                 hist_reduce="allreduce", seed=0, comm=None, verbose=False):
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.max_depth = max_depth
+        self.growth = growth
+        self.max_bin = max_bin
+        self.min_child_samples = min_child_samples
+        self.min_sum_hessian = min_sum_hessian
+        self.lambda_l2 = lambda_l2
+        self.min_gain_to_split = min_gain_to_split
+        self.feature_fraction = feature_fraction
+        self.bagging_fraction = bagging_fraction
+        self.bagging_freq = bagging_freq
+        self.validation_fraction = validation_fraction
+        self.early_stopping_rounds = early_stopping_rounds
+        self.metric = metric
+        self.hist_reduce = hist_reduce
+        self.seed = seed
+        self.comm = comm
+        self.verbose = verbose
+
+    PARAMS = ("n_estimators", "learning_rate", "num_leaves", "max_depth", "growth", "max_bin",
+              "min_child_samples", "min_sum_hessian", "lambda_l2", "min_gain_to_split",
+              "feature_fraction", "bagging_fraction", "bagging_freq", "validation_fraction",
+              "early_stopping_rounds", "metric", "hist_reduce", "seed")
+
+    def get_params(self) -> dict:
+        return {k: getattr(self, k) for k in self.PARAMS}
+
+    # --------------------------------------------------------------- checks
+    def _check_params(self, objective):
+        def bad(msg):
+            raise ShardlearnError(msg)
+
+        if int(self.n_estimators) < 1:
+            bad(f"n_estimators must be >= 1, got {self.n_estimators}")
+        if not self.learning_rate > 0:
+            bad(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.num_leaves is not None and int(self.num_leaves) < 2:
+            bad(f"num_leaves must be >= 2, got {self.num_leaves}")
+        if not 2 <= int(self.max_bin) <= 255:
+            bad(f"max_bin must be in 2..255, got {self.max_bin}")
+        if self.growth not in GROWTH:
+            bad(f"growth must be one of {GROWTH}, got {self.growth!r}")
+        if self.hist_reduce not in HIST_REDUCE:
+            bad(f"hist_reduce must be one of {HIST_REDUCE}, got {self.hist_reduce!r}")
+        for name in ("feature_fraction", "bagging_fraction"):
+            v = getattr(self, name)
+            if not 0 < v <= 1:
+                bad(f"{name} must be in (0, 1], got {v}")
+        if not 0 <= self.validation_fraction < 1:
+            bad(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        if self.lambda_l2 < 0 or self.min_sum_hessian < 0 or self.min_child_samples < 0:
+            bad("lambda_l2, min_sum_hessian and min_child_samples must be >= 0")
+        if self.early_stopping_rounds and not self.validation_fraction > 0:
+            bad("early stopping needs a validation set: set validation_fraction > 0")
+        if self.metric is not None and self.metric not in METRICS[objective]:
+            bad(f"metric {self.metric!r} does not fit objective {objective}: use one of {METRICS[objective]}")
+
+    # ------------------------------------------------------------------ fit
+    def _fit(self, X, y, objective, n_classes=None):
+        t_start = time.perf_counter()
+        ctx, X, y, grows, n_total = prepare(self.comm, X, y, self.verbose)
+        self.ctx_ = ctx
+        with ctx.collective_errors():
+            self._check_params(objective)
+        if objective == "regression":
+            K = 1
+            yk = y.astype(np.float64)
+            self.classes_ = None
+        else:
+            self.classes_, yk = class_labels(ctx, y, n_classes)
+            K = 1 if len(self.classes_) == 2 else len(self.classes_)
+            if objective == "binary" and len(self.classes_) > 2:
+                with ctx.collective_errors():
+                    raise ShardlearnError(f"objective binary needs 2 classes, y has {len(self.classes_)}: "
+                                          "use objective multiclass")
+            objective = "binary" if K == 1 else "multiclass"
+        self.objective_ = objective
+        self.n_features_in_ = X.shape[1]
+        metric = self.metric or METRICS[objective][0]
+        self.metric_ = metric
+        # validation rows: keyed by global row index
+        if self.validation_fraction > 0:
+            is_val = rng.row_uniform(self.seed, rng.stream_id("validation"), grows) < self.validation_fraction
+        else:
+            is_val = np.zeros(len(X), dtype=bool)
+        Xtr, ytr, gtr = X[~is_val], yk[~is_val], grows[~is_val]
+        Xva, yva = X[is_val], yk[is_val]
+        n_train = int(ctx.coll.allreduce(np.array([len(Xtr)], dtype=np.int64))[0])
+        with ctx.collective_errors():
+            if n_train == 0:
+                raise ShardlearnError("no training rows left after the validation hold-out")
+        t0 = time.perf_counter()
+        with ctx.timers.phase("binning"):
+            mapper = BinMapper(self.max_bin, seed=self.seed).fit(Xtr, gtr, n_train, ctx)
+            codes = mapper.transform(Xtr)
+        self.binning_seconds_ = time.perf_counter() - t0
+        self.bin_mapper_ = mapper
+        # initial score
+        if objective == "regression":
+            s = ctx.coll.allreduce(np.array([ytr.sum(), len(ytr)], dtype=np.float64))
+            init = np.array([s[0] / s[1]])
+        else:
+            n_cls = 2 if K == 1 else K
+            cnt = ctx.coll.allreduce(np.bincount(ytr, minlength=n_cls).astype(np.float64))
+            prior = np.clip(cnt / cnt.sum(), 1e-15, 1 - 1e-15)
+            init = np.array([np.log(prior[1] / prior[0])]) if K == 1 else np.log(prior)
+        self.init_score_ = init
+        F = np.tile(init, (len(Xtr), 1))
+        Fva = np.tile(init, (len(Xva), 1))
+        Ytr = None if objective != "multiclass" else (ytr[:, None] == np.arange(K)[None, :])
+
+        grow = GrowParams(num_leaves=self.num_leaves,
+                          max_depth=self.max_depth if self.max_depth and self.max_depth > 0 else None,
+                          growth=self.growth, hist_reduce=self.hist_reduce,
+                          learning_rate=self.learning_rate,
+                          split=SplitParams(self.lambda_l2, self.min_child_samples, self.min_sum_hessian,
+                                            self.min_gain_to_split))
+        grower = TreeGrower(ctx, codes, mapper.n_bins_, mapper.n_slots, grow)
+        ens = Ensemble(1)
+        all_rows = np.arange(len(Xtr), dtype=np.int64)
+        rows = all_rows
+        in_bag = None
+        d = X.shape[1]
+        history, best, best_iter, since_best = [], None, 0, 0
+        log_metrics = ctx.verbose and ctx.rank == 0 or self.verbose
+        log_metrics = bool(ctx.coll.allreduce(np.array([int(log_metrics)], dtype=np.int64), op="max")[0])
+        self.tree_stats_ = []
+        for it in range(int(self.n_estimators)):
+            t_it = time.perf_counter()
+            snap = phase_snapshot(ctx)
+            wire0, ncoll0 = grower.wire_bytes, grower.hist_collectives
+            # gradients and hessians of the current scores
+            with ctx.timers.phase("gradients"):
+                if objective == "regression":
+                    G = (F[:, 0] - ytr)[None]
+                    H = None
+                elif objective == "binary":
+                    p = _sigmoid(F[:, 0])
+                    G = (p - ytr)[None]
+                    H = (p * (1.0 - p))[None]
+                else:
+                    p = _softmax(F)
+                    G = (p - Ytr).T
+                    H = (K / (K - 1.0)) * (p * (1.0 - p)).T
+            if self.bagging_freq and self.bagging_fraction < 1 and it % self.bagging_freq == 0:
+                u = rng.row_uniform(self.seed, rng.stream_id("bagging", it // self.bagging_freq), gtr)
+                in_bag = u < self.bagging_fraction
+                rows = np.flatnonzero(in_bag)
+            feats = sample_features(self.seed, ("feature_fraction", it), d, self.feature_fraction)
+            mask = None
+            if len(feats) < d:
+                m = np.zeros(d, dtype=bool)
+                m[feats] = True
+                mask = lambda ids, m=m: np.broadcast_to(m, (len(ids), d))  # noqa: E731
+            for k in range(K):
+                ch = np.empty((2, len(Xtr)))
+                ch[0] = G[k]
+                ch[1] = 1.0 if H is None else H[k]
+                tree, leaf_rows = grower.grow(ch, rows, hess_is_count=H is None,
+                                              hist_features=feats if mask is not None else None,
+                                              node_mask=mask)
+                ens.add(tree, mapper, k)
+                t = ens.trees[-1]
+                with ctx.timers.phase("update"):
+                    for node, r in leaf_rows:
+                        F[r, k] += tree["value"][node, 0]
+                    if in_bag is not None and not in_bag.all():
+                        oob = np.flatnonzero(~in_bag)
+                        F[oob, k] += tree_values(t, Xtr[oob])[:, 0]
+                    if len(Xva):
+                        Fva[:, k] += tree_values(t, Xva)[:, 0]
+            step = diff(snap, phase_snapshot(ctx))
+            rec = {"iteration": it + 1, "seconds": time.perf_counter() - t_it, **step,
+                   "wire_bytes": grower.wire_bytes - wire0, "hist_collectives": grower.hist_collectives - ncoll0,
+                   "leaves": int((ens.trees[-1]["feature"] < 0).sum())}
+            if log_metrics or self.early_stopping_rounds:
+                if log_metrics:
+                    rec["train_" + metric] = self._metric(ctx, metric, objective, ytr, F)
+                if len(Xva) or self.validation_fraction > 0:
+                    rec["valid_" + metric] = self._metric(ctx, metric, objective, yva, Fva)
+            history.append(rec)
+            if log_metrics:
+                ctx.log(_format_line(rec, metric))
+            if self.early_stopping_rounds:
+                v = rec["valid_" + metric]
+                better = best is None or (v > best if HIGHER_IS_BETTER[metric] else v < best)
+                if better:
+                    best, best_iter, since_best = v, it + 1, 0
+                else:
+                    since_best += 1
+                    if since_best >= self.early_stopping_rounds:
+                        ctx.log(f"early stopping: no {metric} improvement for {since_best} iterations; "
+                                f"best iteration {best_iter} ({metric}={best:.6g})")
+                        break
+        if self.early_stopping_rounds and best_iter:
+            ens.truncate(best_iter * K)
+            self.best_iteration_ = best_iter
+        else:
+            self.best_iteration_ = len(history)
+        self.n_iter_ = len(history)
+        self.ensemble_ = ens
+        self.n_trees_per_iteration_ = K
+        self.history_ = history
+        self.fit_seconds_ = time.perf_counter() - t_start
+        return self
+
+    @staticmethod
+    def _metric(ctx, metric, objective, y, F):
+        if metric == "rmse":
+            return metrics.rmse(ctx, y, F[:, 0])
+        if metric == "auc":
+            return metrics.roc_auc(ctx, y, F[:, 0])
+        proba = _sigmoid(F[:, 0]) if objective == "binary" else _softmax(F)
+        return metrics.log_loss(ctx, y, proba)
+
+    # -------------------------------------------------------------- predict
+    def _check_fitted(self):
+        if not hasattr(self, "ensemble_"):
+            raise ShardlearnError("this model is not fitted yet: call fit first")
+
+    def raw_predict(self, X) -> np.ndarray:
+        """Raw scores (n, K): init score plus the sum of the tree values (local rows, no collective)."""
+        self._check_fitted()
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise ShardlearnError(f"X must have {self.n_features_in_} features, got shape {X.shape}")
+        return self.init_score_[None, :] + self.ensemble_.raw_sum(X, self.n_trees_per_iteration_)
+
+    def feature_importances(self, kind: str = "gain") -> np.ndarray:
+        """Per-feature total split ``gain`` or split count (``split``), not normalised."""
+        self._check_fitted()
+        a = self.ensemble_.to_arrays()
+        internal = a["feature"] >= 0
+        w = a["gain"][internal] if kind == "gain" else np.ones(int(internal.sum()))
+        return np.bincount(a["feature"][internal], weights=w, minlength=self.n_features_in_)
+
+    @property
+    def feature_importances_(self) -> np.ndarray:
+        """Total gain per feature, normalised to sum 1 (scikit-learn's convention)."""
+        imp = self.feature_importances("gain")
+        s = imp.sum()
+        return imp / s if s > 0 else imp
+
+    # ---------------------------------------------------------- persistence
+    def to_model(self) -> tuple[dict, dict, dict]:
+        """(arrays, params, info) for :func:`shardlearn.persist.save_model`."""
+        self._check_fitted()
+        arrays = {"trees": self.ensemble_.to_arrays(), "bins": self.bin_mapper_.to_arrays(),
+                  "init_score": self.init_score_}
+        if self.classes_ is not None:
+            cl = np.asarray(self.classes_)
+            arrays["classes"] = cl.astype("S") if cl.dtype.kind == "U" else cl  # HDF5 stores bytes
+        info = {"objective": self.objective_, "n_features": self.n_features_in_,
+                "n_iter": self.n_iter_, "best_iteration": self.best_iteration_,
+                "n_trees": self.ensemble_.n_trees, "metric": self.metric_,
+                "class": type(self).__name__, "K": self.n_trees_per_iteration_}
+        return arrays, self.get_params(), info
+
+    @classmethod
+    def from_model(cls, arrays, params, info):
+        est = (GradientBoostingClassifier if info["class"] == "GradientBoostingClassifier"
+               else GradientBoostingRegressor)(**params)
+        est.ensemble_ = Ensemble.from_arrays(arrays["trees"])
+        est.bin_mapper_ = BinMapper.from_arrays(arrays["bins"])
+        est.init_score_ = np.asarray(arrays["init_score"], dtype=np.float64)
+        est.classes_ = np.asarray(arrays["classes"]) if "classes" in arrays else None
+        if est.classes_ is not None and est.classes_.dtype.kind in "SO":
+            est.classes_ = est.classes_.astype(str)
+        est.objective_ = info["objective"]
+        est.n_features_in_ = int(info["n_features"])
+        est.n_iter_, est.best_iteration_ = info["n_iter"], info["best_iteration"]
+        est.metric_ = info["metric"]
+        est.n_trees_per_iteration_ = int(info["K"])
+        return est
+
+    def to_json(self) -> dict:
+        """A human-readable dump: parameters, bins summary and every tree's nodes."""
+        self._check_fitted()
+        return model_json(self.ensemble_, self.bin_mapper_, self.get_params(),
+                          {"objective": self.objective_, "init_score": self.init_score_.tolist(),
+                           "classes": None if self.classes_ is None else self.classes_.tolist()})
+
+
+def model_json(ens: Ensemble, mapper: BinMapper, params: dict, head: dict) -> dict:
+    trees = []
+    for t, k in zip(ens.trees, ens.tree_class):
+        nodes = []
+        for i in range(len(t["feature"])):
+            n = {"id": i, "depth": int(t["depth"][i]), "count": float(t["count"][i]),
+                 "value": [float(v) for v in t["value"][i]]}
+            if t["feature"][i] >= 0:
+                n.update(feature=int(t["feature"][i]), threshold=float(t["threshold"][i]),
+                         bin=int(t["bin"][i]), missing_left=bool(t["missing_left"][i]),
+                         gain=float(t["gain"][i]), left=int(t["left"][i]), right=int(t["right"][i]))
+            nodes.append(n)
+        trees.append({"class": int(k), "nodes": nodes})
+    return {**head, "params": params, "n_bins": mapper.n_bins_.tolist(), "trees": trees}
+
+
+def _format_line(rec, metric):
+    parts = [f"iter {rec['iteration']:4d}"]
+    for key in ("train_" + metric, "valid_" + metric):
+        if key in rec:
+            parts.append(f"{key}={rec[key]:.6f}")
+    parts.append(f"leaves={rec['leaves']}")
+    parts.append(f"{rec['seconds'] * 1e3:.1f} ms (hist {rec['histogram'] * 1e3:.1f}, comm "
+                 f"{rec['communication'] * 1e3:.1f}, split {rec['split_search'] * 1e3:.1f}, partition "
+                 f"{rec['partition'] * 1e3:.1f}; {rec['bytes_sent'] / 1024:.0f} KiB sent)")
+    return "  ".join(parts)
+
+
+class GradientBoostingRegressor(_GradientBoosting):
+    __doc__ = "Histogram gradient boosting for regression (L2 loss), trained across MPI ranks.\n" + \
+        _GradientBoosting.__doc__.split("\n", 2)[2]
+
+    def fit(self, X, y):
+        """Fit on this rank's rows ``X`` (n_local, d) and targets ``y`` (collective)."""
+        return self._fit(X, y, "regression")
+
+    def predict(self, X) -> np.ndarray:
+        return self.raw_predict(X)[:, 0]
+
+
+class GradientBoostingClassifier(_GradientBoosting):
+    __doc__ = ("Histogram gradient boosting for classification (binary log-loss or multiclass "
+               "softmax), trained across MPI ranks.\n" + _GradientBoosting.__doc__.split("\n", 2)[2]
+               + "    n_classes : int, optional\n        Labels are integers 0..n_classes-1 "
+                 "(checked); default: the sorted distinct labels.\n")
+
+    def __init__(self, *, n_classes=None, **kwargs):
+        super().__init__(**kwargs)
+        self.n_classes = n_classes
+
+    PARAMS = _GradientBoosting.PARAMS + ("n_classes",)
+
+    def fit(self, X, y):
+        """Fit on this rank's rows ``X`` (n_local, d) and labels ``y`` (collective)."""
+        return self._fit(X, y, "multiclass" if self.n_classes and self.n_classes > 2 else "binary_or_multi",
+                         self.n_classes)
+
+    def _check_params(self, objective):
+        super()._check_params("binary" if objective == "binary_or_multi" else objective)
+
+    def predict_proba(self, X) -> np.ndarray:
+        raw = self.raw_predict(X)
+        if raw.shape[1] == 1:
+            p = _sigmoid(raw[:, 0])
+            return np.column_stack([1.0 - p, p])
+        return _softmax(raw)
+
+    def predict(self, X) -> np.ndarray:
+        return np.asarray(self.classes_)[np.argmax(self.predict_proba(X), axis=1)]
+
+
+# ======================================================================= CLI plug-in
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown, examples kept as written."""
+
+
+GBDT_EXAMPLES = """\
+examples:
+  mpiexec -n 4 shardlearn train gbdt --data data/higgs --objective binary --out runs/gbdt.h5
+  mpiexec -n 4 shardlearn train gbdt --data data/c --objective multiclass --num-class 5 \\
+      --validation-fraction 0.1 --early-stopping-rounds 20 --metric logloss --out runs/mc.h5
+  mpiexec -n 4 shardlearn train gbdt --data data/r --objective regression --hist-reduce reduce_scatter \\
+      --json-dump runs/trees.json --out runs/reg.h5
+  mpiexec -n 4 shardlearn evaluate --model runs/gbdt.h5 --data data/higgs-test
+Missing values (NaN) in X are fine: each split learns which side they go to."""
+
+
+def add_train_arguments(parser, name: str) -> None:
+    """Options of ``shardlearn train gbdt``."""
+    parser.formatter_class = _HelpFormatter
+    parser.epilog = GBDT_EXAMPLES
+    g = parser.add_argument_group("gradient boosting")
+    g.add_argument("--objective", default="binary", choices=["regression", "binary", "multiclass"],
+                   help="loss: L2 regression, binary log-loss (2 classes) or multiclass softmax")
+    g.add_argument("--num-class", type=int, default=None,
+                   help="multiclass: labels must be integers 0..NUM_CLASS-1 (None: the distinct labels)")
+    add_tree_arguments(parser)
+    g.add_argument("--n-estimators", type=int, default=100, help="boosting iterations")
+    g.add_argument("--learning-rate", type=float, default=0.1, help="shrinkage of each tree")
+    g.add_argument("--num-leaves", type=int, default=31, help="leaves per tree (leaf-wise growth)")
+    g.add_argument("--growth", default="leafwise", choices=list(GROWTH),
+                   help="leafwise: split the best leaf first (LightGBM); depthwise: a level at a time")
+    g.add_argument("--lambda-l2", type=float, default=0.0, help="L2 penalty on leaf values")
+    g.add_argument("--min-sum-hessian", type=float, default=1e-3, help="minimum hessian sum per leaf")
+    g.add_argument("--feature-fraction", type=float, default=1.0, help="features drawn per tree")
+    g.add_argument("--bagging-fraction", type=float, default=1.0,
+                   help="rows drawn per bagging round (keyed by global row index)")
+    g.add_argument("--bagging-freq", type=int, default=0, help="re-draw rows every N iterations (0: off)")
+    g.add_argument("--validation-fraction", type=float, default=0.0,
+                   help="rows held out (by global row index) for validation metrics")
+    g.add_argument("--early-stopping-rounds", type=int, default=None,
+                   help="stop when the validation metric stalls this many iterations")
+    g.add_argument("--metric", default=None, choices=["logloss", "auc", "rmse"],
+                   help="validation metric (None: logloss, or rmse for regression)")
+
+
+def add_tree_arguments(parser) -> None:
+    """Options shared by gbdt and forest."""
+    g = parser.add_argument_group("trees")
+    g.add_argument("--max-depth", type=int, default=None, help="depth limit (None: unlimited)")
+    g.add_argument("--max-bin", type=int, default=255, help="value bins per feature (<= 255)")
+    g.add_argument("--min-child-samples", type=int, default=20, help="minimum rows per leaf")
+    g.add_argument("--min-gain-to-split", type=float, default=0.0, help="minimum gain of a split")
+    g.add_argument("--hist-reduce", default="allreduce", choices=list(HIST_REDUCE),
+                   help="combine histograms by allreduce, or reduce-scatter by feature blocks with "
+                        "the best split per block allgathered (less traffic)")
+    g.add_argument("--json-dump", default=None, metavar="FILE.json",
+                   help="also write the trees as human-readable JSON")
+
+
+def train_from_args(name: str, args, ctx) -> dict:
+    from ...data.shards import read_shard
+
+    shard = read_shard(args.data, ctx, dtype=None, need_y=True, allow_nan=True)
+    kw = dict(n_estimators=args.n_estimators, learning_rate=args.learning_rate, num_leaves=args.num_leaves,
+              max_depth=args.max_depth, growth=args.growth, max_bin=args.max_bin,
+              min_child_samples=args.min_child_samples, min_sum_hessian=args.min_sum_hessian,
+              lambda_l2=args.lambda_l2, min_gain_to_split=args.min_gain_to_split,
+              feature_fraction=args.feature_fraction, bagging_fraction=args.bagging_fraction,
+              bagging_freq=args.bagging_freq, validation_fraction=args.validation_fraction,
+              early_stopping_rounds=args.early_stopping_rounds, metric=args.metric,
+              hist_reduce=args.hist_reduce, seed=args.seed, comm=ctx)
+    if args.objective == "regression":
+        est = GradientBoostingRegressor(**kw)
+    else:
+        # binary: labels must be 0/1; multiclass: 0..num_class-1 when given, else any labels
+        n_cls = args.num_class if args.objective == "multiclass" else 2
+        est = GradientBoostingClassifier(n_classes=n_cls, **kw)
+    ctx.log(f"gbdt: {shard.n_total} rows x {shard.dataset.n_features} features on {ctx.size} ranks, "
+            f"objective {args.objective}")
+    est.fit(shard.X, shard.y)
+    return _save(est, "gbdt", args, ctx, shard)
+
+
+def _save(est, estimator_name, args, ctx, shard):
+    from ...persist import save_model, write_json
+
+    arrays, params, info = est.to_model()
+    info.update(data=args.data, ranks=ctx.size)
+    with ctx.collective_errors():
+        if ctx.rank == 0:
+            save_model(args.out, estimator_name, arrays, params, info)
+            if args.json_dump:
+                write_json(args.json_dump, est.to_json())
+    hist = est.history_
+    tot = {k: float(sum(r[k] for r in hist)) for k in ("histogram", "communication", "split_search", "partition")}
+    n_trees = max(1, sum(1 for _ in hist) * est.n_trees_per_iteration_)
+    ctx.log(f"model: {args.out} ({est.ensemble_.n_trees} trees)")
+    last = hist[-1] if hist else {}
+    return {"params": params, "n_iter": est.n_iter_, "best_iteration": est.best_iteration_,
+            "n_trees": est.ensemble_.n_trees,
+            "metrics": {k: v for k, v in last.items() if k.startswith(("train_", "valid_"))},
+            "tree_seconds": tot, "binning_seconds": est.binning_seconds_, "fit_seconds": est.fit_seconds_,
+            "bytes_sent_per_tree": float(sum(r["bytes_sent"] for r in hist)) / n_trees,
+            "wire_bytes_per_tree": float(sum(r.get("wire_bytes", 0) for r in hist)) / n_trees,
+            "collectives_per_tree": float(sum(r.get("hist_collectives", 0) for r in hist)) / n_trees}
+
+
+class LoadedModel:
+    """What ``predict``/``evaluate`` use: a fitted tree model and its data options."""
+
+    read_options = {"allow_nan": True}
+
+    def __init__(self, est, ctx):
+        self.est, self.ctx = est, ctx
+
+    def predict_columns(self, shard) -> dict:
+        est = self.est
+        if getattr(est, "classes_", None) is None:
+            return {"prediction": est.predict(shard.X)}
+        proba = est.predict_proba(shard.X)
+        pred = np.asarray(est.classes_)[np.argmax(proba, axis=1)] if len(proba) else np.empty(0)
+        if pred.dtype.kind in "US":
+            pred = np.searchsorted(est.classes_, pred)
+        return {"prediction": pred, "proba": proba}
+
+    def evaluate(self, shard) -> dict:
+        est, ctx = self.est, self.ctx
+        y = shard.y
+        if getattr(est, "classes_", None) is None:
+            pred = est.predict(shard.X)
+            return {"rmse": metrics.rmse(ctx, y, pred), "r2": metrics.r2(ctx, y, pred)}
+        classes = np.asarray(est.classes_)
+        with ctx.collective_errors():
+            idx = np.searchsorted(classes, y)
+            idx = np.clip(idx, 0, len(classes) - 1)
+            if len(y) and not np.array_equal(classes[idx], y.astype(classes.dtype)):
+                raise ShardlearnError("labels in the data that the model never saw in training")
+        proba = est.predict_proba(shard.X)
+        out = {"accuracy": metrics.accuracy(ctx, idx, np.argmax(proba, axis=1) if len(proba) else idx),
+               "log_loss": metrics.log_loss(ctx, idx, proba[:, 1] if proba.shape[1] == 2 else proba)}
+        if proba.shape[1] == 2:
+            out["roc_auc"] = metrics.roc_auc(ctx, idx, proba[:, 1])
+        return out
+
+
+def load_estimator(path: str, ctx):
+    """Read a gbdt/forest model file on rank 0 and share it with every rank."""
+    from ...persist import load_model
+
+    loaded = None
+    with ctx.collective_errors():
+        if ctx.rank == 0:
+            loaded = load_model(path)
+    name, arrays, params, info = ctx.coll.bcast_obj(loaded, root=0)
+    if name == "forest":
+        from .forest import from_model as forest_from_model
+
+        est = forest_from_model(arrays, params, info)
+    else:
+        est = _GradientBoosting.from_model(arrays, params, info)
+    return LoadedModel(est, ctx)

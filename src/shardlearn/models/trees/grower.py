@@ -1,0 +1,319 @@
+"""Grow one tree on the local rows of every rank; the ranks agree through histograms.
+
+Every structural decision (which leaf to split, where, which child is smaller) is taken
+from combined (global) histograms and totals, so all ranks build the identical tree
+while each partitions only its own rows.
+
+Per step (one leaf for leaf-wise growth, a whole level for depth-wise growth):
+
+1. split the chosen leaves and partition each rank's rows of those leaves;
+2. build, for every split, the local histogram of the child with fewer *global* rows;
+3. combine all of them in ONE collective: ``allreduce`` of the stacked histograms, or
+   ``reduce_scatter`` by feature blocks (each rank then owns the global histograms of
+   its features only, LightGBM's data-parallel scheme);
+4. the sibling's histogram is parent minus child (subtraction trick);
+5. best split search of the new leaves (with ``reduce_scatter``: on the rank's own
+   features, then one small ``allgather`` of the candidates picks the global best).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .histogram import build_histogram
+from .split import TIE_RTOL, SplitParams, find_best_splits
+
+HIST_REDUCE = ("allreduce", "reduce_scatter")
+#: at most this many splits share one histogram collective (bounds memory on wide levels)
+GROW_BATCH = 64
+GROWTH = ("leafwise", "depthwise")
+
+
+@dataclass
+class GrowParams:
+    """Tree shape and combining options.
+
+    num_leaves : int or None (no limit)
+    max_depth : int or None (no limit); the root has depth 0
+    growth : "leafwise" (best-first, LightGBM) or "depthwise" (level by level)
+    hist_reduce : "allreduce" or "reduce_scatter"
+    learning_rate : leaf values are ``-G / (H + lambda_l2) * learning_rate``
+    split : SplitParams
+    """
+
+    num_leaves: int | None = 31
+    max_depth: int | None = None
+    growth: str = "leafwise"
+    hist_reduce: str = "allreduce"
+    learning_rate: float = 1.0
+    split: SplitParams = None
+
+    def __post_init__(self):
+        if self.split is None:
+            self.split = SplitParams()
+
+
+class _Leaf:
+    __slots__ = ("rows", "hist", "totals", "depth", "split")
+
+    def __init__(self, rows, hist, totals, depth):
+        self.rows, self.hist, self.totals, self.depth, self.split = rows, hist, totals, depth, None
+
+
+class TreeGrower:
+    """Grows trees for one fit: holds the codes, the bins and the combining scheme.
+
+    Parameters
+    ----------
+    ctx : shardlearn.runtime.Context
+    codes : (d, n_local) uint8
+    n_bins : (d,) int
+    n_slots : int
+        ``max_bin + 1``.
+    params : GrowParams
+    """
+
+    def __init__(self, ctx, codes, n_bins, n_slots, params: GrowParams):
+        self.ctx, self.codes, self.n_slots, self.params = ctx, codes, n_slots, params
+        self.d = codes.shape[0]
+        #: bytes each rank would put on the wire for histograms and split candidates with
+        #: bandwidth-optimal algorithms (ring allreduce / reduce-scatter / allgather)
+        self.wire_bytes = 0
+        self.hist_collectives = 0
+        self.n_bins = np.asarray(n_bins, dtype=np.int64)
+        self.rs = params.hist_reduce == "reduce_scatter" and ctx.size > 1
+        P = ctx.size
+        if self.rs:
+            q = -(-self.d // P)
+            self.block = q
+            self.d_pad = q * P
+            self.f_lo = ctx.rank * q
+            nb = np.ones(self.d_pad, dtype=np.int64)  # padding features: 1 bin, never split
+            nb[:self.d] = self.n_bins
+            self.block_bins = nb[self.f_lo:self.f_lo + q]
+        else:
+            self.block, self.d_pad, self.f_lo, self.block_bins = self.d, self.d, 0, self.n_bins
+
+    # ----------------------------------------------------------- collectives
+    def _combine(self, local: np.ndarray) -> np.ndarray:
+        """(k, C, d, S) local histograms -> (k, C, block, S) global ones."""
+        coll = self.ctx.coll
+        P = self.ctx.size
+        self.hist_collectives += 1
+        if not self.rs:
+            # a bandwidth-optimal allreduce moves 2(P-1)/P of the buffer per rank
+            self.wire_bytes += 2 * (P - 1) * local.nbytes // P
+            return coll.allreduce(local)
+        k, C, d, S = local.shape
+        buf = np.zeros((self.d_pad, k, C, S))
+        buf[:d] = local.transpose(2, 0, 1, 3)
+        self.wire_bytes += (P - 1) * buf.nbytes // P       # reduce-scatter: (P-1)/P
+        mine = coll.reduce_scatter(buf).reshape(self.block, k, C, S)
+        return np.ascontiguousarray(mine.transpose(1, 2, 0, 3))
+
+    def _search(self, hists, totals, masks):
+        """Best split per node, identical on every rank."""
+        with self.ctx.timers.phase("split_search"):
+            if masks is not None and self.rs:
+                pad = np.zeros((masks.shape[0], self.d_pad), dtype=bool)
+                pad[:, :self.d] = masks
+                masks = pad[:, self.f_lo:self.f_lo + self.block]
+            res = find_best_splits(hists, totals, self.block_bins, self.params.split, masks)
+        if not self.rs:
+            return res
+        k, C = totals.shape
+        rec = np.empty((k, 4 + C))
+        rec[:, 0] = res["gain"]
+        rec[:, 1] = res["feature"] + self.f_lo
+        rec[:, 2] = res["bin"]
+        rec[:, 3] = res["missing_left"]
+        rec[:, 4:] = res["left"]
+        self.wire_bytes += (self.ctx.size - 1) * rec.nbytes  # allgather of the candidates
+        allrec = self.ctx.coll.allgather(rec).reshape(self.ctx.size, k, 4 + C)
+        with self.ctx.timers.phase("split_search"):
+            out = {"gain": np.empty(k), "feature": np.empty(k, np.int64), "bin": np.empty(k, np.int64),
+                   "missing_left": np.empty(k, bool), "left": np.empty((k, C))}
+            for i in range(k):
+                cand = allrec[:, i]
+                # highest gain (ties within TIE_RTOL), then the lowest feature
+                top = cand[:, 0].max()
+                near = cand[:, 0] >= top - TIE_RTOL * abs(top) if np.isfinite(top) else np.ones(len(cand), bool)
+                j = int(np.flatnonzero(near)[np.argmin(cand[near, 1])])
+                out["gain"][i], out["feature"][i], out["bin"][i] = cand[j, 0], int(cand[j, 1]), int(cand[j, 2])
+                out["missing_left"][i] = bool(cand[j, 3])
+                out["left"][i] = cand[j, 4:]
+        return out
+
+    # ---------------------------------------------------------------- grow
+    def grow(self, channels: np.ndarray, rows: np.ndarray, hess_is_count=False,
+             hist_features=None, node_mask=None):
+        """Grow one tree.
+
+        Parameters
+        ----------
+        channels : (C - 1, n_local) float64
+            Gradient channel(s) then hessian per local row.
+        rows : int64 array
+            Local rows used by this tree (bagging / bootstrap).
+        hess_is_count : bool
+            Every hessian is 1 (skips one bincount per feature).
+        hist_features : int array, optional
+            Features whose histograms are built (per-tree feature sampling).
+        node_mask : callable(node_ids) -> (k, d) bool, optional
+            Features allowed at each of the given nodes (per-node feature sampling).
+
+        Returns
+        -------
+        tree : dict of arrays (see :mod:`.predict`)
+        leaf_rows : list of (node_id, local rows) for every leaf
+        """
+        ctx, p = self.ctx, self.params
+        sp = p.split
+        C = channels.shape[0] + 1
+        nodes = _NodeList(C - 2)
+        timers = ctx.timers
+        if self.rs:
+            hist_features = None  # every rank must contribute to every feature block
+        with timers.phase("histogram"):
+            local = build_histogram(self.codes, channels, rows, self.n_slots, hist_features, hess_is_count)
+            local_tot = np.empty(C)
+            local_tot[:C - 1] = np.take(channels, rows, axis=1).sum(axis=1) if len(rows) else 0.0
+            local_tot[C - 1] = len(rows)
+        root_hist = self._combine(local[None])[0]
+        totals = ctx.coll.allreduce(local_tot)
+        leaves = {0: _Leaf(rows, root_hist, totals, 0)}
+        nodes.add(totals, 0, p, sp.lambda_l2)
+        n_leaves = 1
+        if self._splittable(totals, 0, n_leaves):
+            self._set_splits([leaves[0]], [0], node_mask)
+        while p.num_leaves is None or n_leaves < p.num_leaves:
+            ready = [i for i, lf in leaves.items() if lf.split is not None
+                     and lf.split["gain"] > sp.min_gain_to_split]
+            if not ready:
+                break
+            # highest gain first, ties to the lowest node id (identical on every rank)
+            ready.sort(key=lambda i: (-leaves[i].split["gain"], i))
+            room = len(ready) if p.num_leaves is None else p.num_leaves - n_leaves
+            chosen = ready[:1] if p.growth == "leafwise" else ready[:room]
+            n_leaves += len(chosen)
+            pairs = []
+            for i in chosen:
+                lf = leaves.pop(i)
+                s = lf.split
+                with timers.phase("partition"):
+                    c = self.codes[s["feature"]].take(lf.rows)
+                    go_left = c <= s["bin"]
+                    if s["missing_left"]:
+                        go_left |= c == self.n_slots - 1
+                    lrows, rrows = lf.rows[go_left], lf.rows[~go_left]
+                ltot = s["left"]
+                rtot = lf.totals - ltot
+                li = nodes.add(ltot, lf.depth + 1, p, sp.lambda_l2)
+                ri = nodes.add(rtot, lf.depth + 1, p, sp.lambda_l2)
+                nodes.set_split(i, s, li, ri)
+                left, right = _Leaf(lrows, None, ltot, lf.depth + 1), _Leaf(rrows, None, rtot, lf.depth + 1)
+                leaves[li], leaves[ri] = left, right
+                if self._splittable(ltot, lf.depth + 1, n_leaves) or self._splittable(rtot, lf.depth + 1, n_leaves):
+                    pairs.append((lf, li, ri))
+            if not pairs:
+                continue
+            # one collective per step; a very wide level goes in batches to bound memory
+            for b0 in range(0, len(pairs), GROW_BATCH):
+                self._child_histograms(pairs[b0:b0 + GROW_BATCH], leaves, channels, C, hist_features,
+                                       hess_is_count, n_leaves, node_mask)
+        leaf_rows = [(i, lf.rows) for i, lf in sorted(leaves.items())]
+        return nodes.arrays(), leaf_rows
+
+    def _child_histograms(self, pairs, leaves, channels, C, hist_features, hess_is_count, n_leaves,
+                          node_mask):
+        """Histograms of the children of ``pairs`` (one collective), then their best splits."""
+        with self.ctx.timers.phase("histogram"):
+            local = np.empty((len(pairs), C, self.d, self.n_slots))
+            small_left = []
+            for j, (lf, li, ri) in enumerate(pairs):
+                sl = leaves[li].totals[C - 1] <= leaves[ri].totals[C - 1]
+                small_left.append(sl)
+                small = leaves[li] if sl else leaves[ri]
+                build_histogram(self.codes, channels, small.rows, self.n_slots, hist_features,
+                                hess_is_count, out=local[j])
+        combined = self._combine(local)
+        todo, ids = [], []
+        for j, (lf, li, ri) in enumerate(pairs):
+            small, big = (li, ri) if small_left[j] else (ri, li)
+            leaves[small].hist = combined[j]
+            leaves[big].hist = lf.hist - combined[j]
+            lf.hist = None
+            for c_id in (li, ri):
+                if self._splittable(leaves[c_id].totals, leaves[c_id].depth, n_leaves):
+                    todo.append(leaves[c_id])
+                    ids.append(c_id)
+                else:
+                    leaves[c_id].hist = None  # a final leaf: its histogram is no longer needed
+        if todo:
+            self._set_splits(todo, ids, node_mask)
+
+    def _splittable(self, totals, depth, n_leaves) -> bool:
+        p, sp = self.params, self.params.split
+        C = len(totals)
+        return ((p.max_depth is None or depth < p.max_depth)
+                and (p.num_leaves is None or n_leaves < p.num_leaves)
+                and totals[C - 1] >= 2 * sp.min_child_samples
+                and totals[C - 2] >= 2 * sp.min_sum_hessian)
+
+    def _set_splits(self, leaves, ids, node_mask):
+        hists = np.stack([lf.hist for lf in leaves])
+        totals = np.stack([lf.totals for lf in leaves])
+        masks = None
+        if node_mask is not None:
+            masks = np.asarray(node_mask(np.asarray(ids, dtype=np.int64)), dtype=bool)
+        res = self._search(hists, totals, masks)
+        for j, lf in enumerate(leaves):
+            if not res["gain"][j] > self.params.split.min_gain_to_split:
+                lf.hist = None  # never split: free its histogram
+                continue
+            lf.split = {"gain": float(res["gain"][j]), "feature": int(res["feature"][j]),
+                        "bin": int(res["bin"][j]), "missing_left": bool(res["missing_left"][j]),
+                        "left": np.array(res["left"][j], dtype=np.float64)}
+
+
+class _NodeList:
+    """Nodes of one tree as growing Python lists, turned into arrays at the end."""
+
+    def __init__(self, n_out):
+        self.n_out = n_out
+        self.feature, self.bin, self.missing_left = [], [], []
+        self.left, self.right, self.value, self.gain, self.count, self.hess, self.depth = [], [], [], [], [], [], []
+
+    def add(self, totals, depth, p: GrowParams, lam) -> int:
+        C = len(totals)
+        h = totals[C - 2]
+        val = -totals[:C - 2] / (h + lam) * p.learning_rate if h + lam > 0 else np.zeros(C - 2)
+        i = len(self.feature)
+        self.feature.append(-1)
+        self.bin.append(0)
+        self.missing_left.append(False)
+        self.left.append(i)
+        self.right.append(i)
+        self.value.append(val)
+        self.gain.append(0.0)
+        self.count.append(totals[C - 1])
+        self.hess.append(h)
+        self.depth.append(depth)
+        return i
+
+    def set_split(self, i, s, li, ri):
+        self.feature[i], self.bin[i], self.missing_left[i] = s["feature"], s["bin"], s["missing_left"]
+        self.left[i], self.right[i], self.gain[i] = li, ri, s["gain"]
+
+    def arrays(self) -> dict:
+        return {"feature": np.array(self.feature, dtype=np.int32),
+                "bin": np.array(self.bin, dtype=np.int32),
+                "missing_left": np.array(self.missing_left, dtype=bool),
+                "left": np.array(self.left, dtype=np.int32),
+                "right": np.array(self.right, dtype=np.int32),
+                "value": np.array(self.value, dtype=np.float64).reshape(-1, self.n_out),
+                "gain": np.array(self.gain, dtype=np.float64),
+                "count": np.array(self.count, dtype=np.float64),
+                "hess": np.array(self.hess, dtype=np.float64),
+                "depth": np.array(self.depth, dtype=np.int32)}

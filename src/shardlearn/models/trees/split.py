@@ -1,0 +1,140 @@
+"""Best split per node from combined histograms, vectorised over nodes, features, bins.
+
+Gain (LightGBM / XGBoost with L2 only)::
+
+    gain = sum_c GL_c^2 / (HL + lambda_l2) + sum_c GR_c^2 / (HR + lambda_l2)
+           - sum_c G_c^2 / (H + lambda_l2)
+
+summed over the gradient channels ``c`` (one for boosting; one per class for a
+classification forest, which makes the gain the Gini / variance reduction).
+
+A candidate ``(feature f, bin b, missing_left)`` sends codes ``<= b`` left and the missing
+bin left or right. Both directions are scanned when the node has missing values in
+``f`` (the split learns where missing values go, as LightGBM and XGBoost do); ``b`` may
+be the top value bin only as "all values left, missing right". When the node had no
+missing values, missing values later go to the child with more rows (scikit-learn's
+rule). Constraints: ``min_child_samples`` rows and ``min_sum_hessian`` on each side.
+
+Ties are broken deterministically by taking the first maximum in the order (feature,
+bin, missing-right before missing-left): the lowest feature, then the lowest bin.
+Gains within a relative ``TIE_RTOL`` (1e-10) of the best count as tied, so that two
+features inducing the same partition (identical gains up to summation order) give the
+same choice whatever the number of ranks.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+#: candidate gains within this relative distance of the best count as ties
+TIE_RTOL = 1e-10
+
+
+class SplitParams:
+    """The constraints of the split search (names as in LightGBM)."""
+
+    def __init__(self, lambda_l2=0.0, min_child_samples=20, min_sum_hessian=1e-3,
+                 min_gain_to_split=0.0):
+        self.lambda_l2 = float(lambda_l2)
+        self.min_child_samples = max(1, int(min_child_samples))
+        self.min_sum_hessian = float(min_sum_hessian)
+        self.min_gain_to_split = float(min_gain_to_split)
+
+
+def node_score(totals: np.ndarray, lam: float) -> np.ndarray:
+    """``sum_c G_c^2 / (H + lambda)`` per node; totals is (k, C)."""
+    h = totals[:, -2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = (totals[:, :-2] ** 2).sum(axis=1) / (h + lam)
+    return np.where(h + lam > 0, s, 0.0)
+
+
+def find_best_splits(hist: np.ndarray, totals: np.ndarray, n_bins: np.ndarray,
+                     params: SplitParams, feature_mask=None):
+    """Best split of each of ``k`` nodes.
+
+    Parameters
+    ----------
+    hist : (k, C, d, S) float64
+        Combined histograms (gradient channels, hessian, count); slot ``S-1`` is missing.
+    totals : (k, C) float64
+        Node totals of every channel.
+    n_bins : (d,) or (k, d) int
+        Value bins of each feature (per node when the features differ per node).
+    params : SplitParams
+    feature_mask : (k, d) or (d,) bool, optional
+        Features allowed at each node (feature sampling).
+
+    Returns
+    -------
+    dict of arrays over nodes: ``gain`` (k,) (``-inf`` where no valid split),
+    ``feature`` (k,), ``bin`` (k,), ``missing_left`` (k,) bool, ``left`` (k, C) sums.
+    """
+    k, C, d, S = hist.shape
+    if feature_mask is not None:
+        fm = np.broadcast_to(np.asarray(feature_mask, dtype=bool), (k, d))
+        counts = fm.sum(axis=1)
+        if k and (counts == counts[0]).all() and 0 < counts[0] < d:
+            # search only the sampled features of each node (same count per node)
+            sel = np.nonzero(fm)[1].reshape(k, counts[0])          # (k, m) sorted per node
+            sub = hist[np.arange(k)[:, None], :, sel].transpose(0, 2, 1, 3)   # (k, C, m, S)
+            res = find_best_splits(np.ascontiguousarray(sub), totals, np.asarray(n_bins)[sel], params, None)
+            res["feature"] = sel[np.arange(k), res["feature"]]
+            return res
+        feature_mask = fm
+    V = S - 1
+    lam = params.lambda_l2
+    cum = np.cumsum(hist[..., :V], axis=-1)             # (k, C, d, V): codes <= b
+    miss = hist[..., V]                                  # (k, C, d)
+    tot = totals[:, :, None, None]
+    b = np.arange(V)
+    nb = np.asarray(n_bins)
+    nb = nb[..., None] if nb.ndim == 2 else nb[None, :, None]          # (k or 1, d, 1)
+    inner = b < nb - 1                                   # (k or 1, d, V)
+    top = b == nb - 1
+    has_miss = miss[:, C - 1] > 0                        # (k, d)
+
+    def gains(left, valid):
+        right = tot - left
+        hl, hr = left[:, C - 2], right[:, C - 2]
+        cl, cr = left[:, C - 1], right[:, C - 1]
+        ok = (valid & (cl >= params.min_child_samples) & (cr >= params.min_child_samples)
+              & (hl >= params.min_sum_hessian) & (hr >= params.min_sum_hessian)
+              & (hl + lam > 0) & (hr + lam > 0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            g = ((left[:, :C - 2] ** 2).sum(axis=1) / (hl + lam)
+                 + (right[:, :C - 2] ** 2).sum(axis=1) / (hr + lam))
+        return np.where(ok, g, -np.inf)                  # (k, d, V)
+
+    valid_r = inner | (top & has_miss[:, :, None])
+    g_right = gains(cum, valid_r)
+    if has_miss.any():
+        g_left = gains(cum + miss[..., None], inner & has_miss[:, :, None])
+    else:
+        g_left = np.full_like(g_right, -np.inf)
+    g = np.stack([g_right, g_left], axis=-1)             # (k, d, V, 2)
+    if feature_mask is not None:
+        g = np.where(feature_mask[:, :, None, None], g, -np.inf)
+    flat = g.reshape(k, -1)
+    if flat.shape[1]:
+        top = flat.max(axis=1)
+        # gains equal within float noise (e.g. two features inducing the same partition)
+        # are ties: take the first, so the choice does not depend on summation order
+        near = flat >= (top - TIE_RTOL * np.abs(top))[:, None]
+        best = np.argmax(near, axis=1)
+        best_gain = flat[np.arange(k), best]
+    else:
+        best, best_gain = np.zeros(k, dtype=np.int64), np.full(k, -np.inf)
+    f, rest = np.divmod(best, V * 2)
+    bin_, direction = np.divmod(rest, 2)
+    ml = direction == 1
+    nodes = np.arange(k)
+    left = cum[nodes, :, f, bin_] + np.where(ml[:, None], miss[nodes, :, f], 0.0)
+    right = totals - left
+    # no missing values seen at this node: send future ones to the bigger child
+    no_miss = ~has_miss[nodes, f]
+    ml = np.where(no_miss, left[:, C - 1] >= right[:, C - 1], ml)
+    gain = best_gain - node_score(totals, lam)
+    gain = np.where(np.isfinite(best_gain), gain, -np.inf)
+    return {"gain": gain, "feature": f.astype(np.int64), "bin": bin_.astype(np.int64),
+            "missing_left": ml, "left": left}

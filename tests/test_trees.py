@@ -1,0 +1,330 @@
+"""Histogram trees: GBDT vs LightGBM / scikit-learn, P-invariance, edge cases, CLI.
+
+Multi-rank checks are batched: one script (several models) per world size P = 1..4,
+launched once per P through tests/mpirun.py, compared with P = 1.
+"""
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from mpirun import json_lines, run_cli, run_script
+from shardlearn.errors import ShardlearnError
+from shardlearn.models.trees.gbdt import GradientBoostingClassifier, GradientBoostingRegressor
+from shardlearn.runtime import init
+
+ctx = init(topology="native", verbose=False)
+try:
+    import lightgbm as lgb
+except ImportError:  # the LightGBM comparisons skip; everything else still runs
+    lgb = None
+needs_lgb = pytest.mark.skipif(lgb is None, reason="lightgbm not installed (pip install '.[test]')")
+from sklearn.datasets import make_classification, make_friedman1  # noqa: E402
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor  # noqa: E402
+from sklearn.metrics import roc_auc_score  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+
+def _same_binning_as_sklearn() -> bool:
+    """scikit-learn >= 1.6 bins with np.percentile(method="averaged_inverted_cdf"), as we do."""
+    import inspect
+
+    from sklearn.ensemble._hist_gradient_boosting import binning
+
+    return "averaged_inverted_cdf" in inspect.getsource(binning._find_binning_thresholds)
+
+
+SAME_BINS = _same_binning_as_sklearn()
+
+
+def rmse(a, b):
+    return float(np.sqrt(np.mean((a - b) ** 2)))
+
+
+def split(X, y, n):
+    return X[:n], y[:n], X[n:], y[n:]
+
+
+# ------------------------------------------------------------------ vs references
+@needs_lgb
+def test_binary_auc_matches_lightgbm_and_sklearn():
+    X, y = make_classification(8000, 10, n_informative=5, random_state=0)
+    Xt, yt, Xv, yv = split(X, y, 6000)
+    ours = GradientBoostingClassifier(n_estimators=40, comm=ctx).fit(Xt, yt)
+    p = ours.predict_proba(Xv)[:, 1]
+    auc = roc_auc_score(yv, p)
+    auc_lgb = roc_auc_score(yv, lgb.LGBMClassifier(n_estimators=40, verbose=-1, n_jobs=1).fit(Xt, yt).predict_proba(Xv)[:, 1])
+    with threadpool_limits(1):  # the peers' threads only fight the other tests on 2 cores
+        hgb = HistGradientBoostingClassifier(max_iter=40, early_stopping=False).fit(Xt, yt)
+    auc_hgb = roc_auc_score(yv, hgb.predict_proba(Xv)[:, 1])
+    assert abs(auc - auc_lgb) < 0.005 and abs(auc - auc_hgb) < 0.005
+    if SAME_BINS:  # same binning rule and gain as scikit-learn: the very same trees
+        np.testing.assert_allclose(p, hgb.predict_proba(Xv)[:, 1], atol=1e-6)
+    assert set(np.unique(ours.predict(Xv))) <= {0, 1}
+    imp = ours.feature_importances_
+    assert imp.shape == (10,) and abs(imp.sum() - 1) < 1e-12
+    assert ours.feature_importances("split").sum() == 40 * 30
+
+
+@needs_lgb
+def test_regression_rmse_matches_lightgbm_and_sklearn():
+    X, y = make_friedman1(8000, 8, noise=1.0, random_state=0)
+    Xt, yt, Xv, yv = split(X, y, 6000)
+    ours = GradientBoostingRegressor(n_estimators=60, comm=ctx).fit(Xt, yt)
+    with threadpool_limits(1):
+        hgb = HistGradientBoostingRegressor(max_iter=60, early_stopping=False).fit(Xt, yt)
+    assert abs(rmse(ours.predict(Xv), yv) / rmse(hgb.predict(Xv), yv) - 1) < 0.005
+    if SAME_BINS:
+        np.testing.assert_allclose(ours.predict(Xv), hgb.predict(Xv), atol=1e-6)
+    # LightGBM bins differently; on features whose values all get exact bins in both,
+    # the boosting itself is compared: held-out RMSE within 0.5 %
+    Xq = np.floor(X * 64)
+    Xt, yt, Xv, yv = split(Xq, y, 6000)
+    ours = GradientBoostingRegressor(n_estimators=60, comm=ctx).fit(Xt, yt)
+    ref = lgb.LGBMRegressor(n_estimators=60, verbose=-1, n_jobs=1).fit(Xt, yt)
+    assert abs(rmse(ours.predict(Xv), yv) / rmse(ref.predict(Xv), yv) - 1) < 0.005
+
+
+@needs_lgb
+def test_multiclass_and_missing_values_vs_lightgbm():
+    X, y = make_classification(9000, 10, n_informative=6, n_classes=3, random_state=3)
+    rng = np.random.default_rng(0)
+    X[rng.random(X.shape) < 0.15] = np.nan           # 15 % missing everywhere
+    Xt, yt, Xv, yv = split(X, y, 7000)
+    ours = GradientBoostingClassifier(n_estimators=40, comm=ctx).fit(Xt, yt)
+    ref = lgb.LGBMClassifier(n_estimators=40, verbose=-1, n_jobs=1).fit(Xt, yt)
+    P, R = ours.predict_proba(Xv), ref.predict_proba(Xv)
+    ll = -np.mean(np.log(P[np.arange(len(yv)), yv]))
+    ll_ref = -np.mean(np.log(R[np.arange(len(yv)), yv]))
+    assert abs(ll - ll_ref) / ll_ref < 0.03
+    assert abs(np.mean(P.argmax(1) == yv) - np.mean(R.argmax(1) == yv)) < 0.02
+    np.testing.assert_allclose(P.sum(axis=1), 1.0)
+    # the splits learned a direction for missing values, and it is used
+    a = ours.ensemble_.to_arrays()
+    assert a["missing_left"][a["feature"] >= 0].any() and not a["missing_left"][a["feature"] >= 0].all()
+
+
+def test_constant_and_all_missing_features_are_never_split():
+    X, y = make_classification(3000, 5, n_informative=3, n_redundant=0, random_state=1)
+    X = np.column_stack([X, np.full(3000, 7.0), np.full(3000, np.nan)])
+    m = GradientBoostingClassifier(n_estimators=10, comm=ctx).fit(X, y)
+    used = set(m.ensemble_.to_arrays()["feature"].tolist())
+    assert 5 not in used and 6 not in used
+    assert m.bin_mapper_.n_bins_[5] == 1 and m.bin_mapper_.n_bins_[6] == 1
+
+
+def test_early_stopping_keeps_best_iteration():
+    X, y = make_classification(4000, 10, n_informative=3, flip_y=0.3, random_state=2)
+    m = GradientBoostingClassifier(n_estimators=300, learning_rate=0.3, num_leaves=63, min_child_samples=2,
+                                   validation_fraction=0.25, early_stopping_rounds=5, metric="auc",
+                                   comm=ctx).fit(X, y)
+    assert m.n_iter_ < 300 and m.n_iter_ == m.best_iteration_ + 5
+    assert m.ensemble_.n_trees == m.best_iteration_
+    best = max(r["valid_auc"] for r in m.history_)
+    assert m.history_[m.best_iteration_ - 1]["valid_auc"] == best
+
+
+def test_bad_input_errors():
+    X = np.random.default_rng(0).normal(size=(50, 3))
+    with pytest.raises(ShardlearnError, match="only one class"):
+        GradientBoostingClassifier(comm=ctx).fit(X, np.ones(50))
+    with pytest.raises(ShardlearnError, match="integers 0..2"):
+        GradientBoostingClassifier(n_classes=3, comm=ctx).fit(X, np.arange(50) % 4)
+    with pytest.raises(ShardlearnError, match="num_leaves"):
+        GradientBoostingRegressor(num_leaves=1, comm=ctx).fit(X, X[:, 0])
+    with pytest.raises(ShardlearnError, match="validation set"):
+        GradientBoostingRegressor(early_stopping_rounds=3, comm=ctx).fit(X, X[:, 0])
+    with pytest.raises(ShardlearnError, match="metric"):
+        GradientBoostingRegressor(metric="auc", comm=ctx).fit(X, X[:, 0])
+    with pytest.raises(ShardlearnError, match="one label per row"):
+        GradientBoostingRegressor(comm=ctx).fit(X, X[:10, 0])
+    with pytest.raises(ShardlearnError, match="not fitted"):
+        GradientBoostingRegressor(comm=ctx).predict(X)
+
+
+def test_random_forest_matches_sklearn():
+    from sklearn.ensemble import RandomForestClassifier as SkRFC, RandomForestRegressor as SkRFR
+
+    from shardlearn.models.trees.forest import RandomForestClassifier, RandomForestRegressor
+
+    X, y = make_classification(3000, 8, n_informative=5, n_classes=3, random_state=4)
+    X[::11, 3] = np.nan
+    Xt, yt, Xv, yv = split(X, y, 2000)
+    ours = RandomForestClassifier(n_estimators=10, max_depth=8, comm=ctx).fit(Xt, yt)
+    P = ours.predict_proba(Xv)
+    np.testing.assert_allclose(P.sum(axis=1), 1.0)
+    ref = SkRFC(n_estimators=10, max_depth=8, random_state=0).fit(np.nan_to_num(Xt), yt)
+    assert abs(np.mean(ours.predict(Xv) == yv) - np.mean(ref.predict(np.nan_to_num(Xv)) == yv)) < 0.04
+    Xr, yr = make_friedman1(2000, 6, noise=1.0, random_state=4)
+    Xt, yt, Xv, yv = split(Xr, yr, 1500)
+    ours = RandomForestRegressor(n_estimators=10, min_child_samples=5, comm=ctx).fit(Xt, yt)
+    ref = SkRFR(n_estimators=10, min_samples_leaf=5, random_state=0).fit(Xt, yt)
+    assert rmse(ours.predict(Xv), yv) / rmse(ref.predict(Xv), yv) < 1.05
+    # the same informative features matter most
+    assert set(np.argsort(ours.feature_importances_)[-3:]) == set(np.argsort(ref.feature_importances_)[-3:])
+    # one tree without bootstrap and all features is the exact greedy CART on the bins:
+    # its training fit equals a single deep tree's (every leaf pure or too small)
+    one = RandomForestRegressor(n_estimators=1, bootstrap=False, min_child_samples=1, comm=ctx).fit(Xt[:300], yt[:300])
+    assert rmse(one.predict(Xt[:300]), yt[:300]) < 1e-9
+
+
+def test_model_file_round_trip(tmp_path):
+    from shardlearn.models.trees.gbdt import load_estimator
+    from shardlearn.persist import save_model
+
+    X, y = make_classification(2000, 6, n_classes=3, n_informative=4, random_state=5)
+    X[::9, 1] = np.nan
+    m = GradientBoostingClassifier(n_estimators=5, comm=ctx).fit(X, y)
+    arrays, params, info = m.to_model()
+    save_model(str(tmp_path / "m.h5"), "gbdt", arrays, params, info)
+    loaded = load_estimator(str(tmp_path / "m.h5"), ctx).est
+    np.testing.assert_array_equal(loaded.predict_proba(X), m.predict_proba(X))
+    doc = m.to_json()
+    assert len(doc["trees"]) == 15 and "threshold" in doc["trees"][0]["nodes"][0]
+    json.dumps(doc)
+
+
+# ------------------------------------------------------------------ multi-rank
+SCRIPT = r"""
+import json, numpy as np
+from sklearn.datasets import make_classification, make_friedman1
+from shardlearn.comm import block_bounds
+from shardlearn.errors import ShardlearnError
+from shardlearn.runtime import init
+from shardlearn.models.trees.gbdt import GradientBoostingClassifier, GradientBoostingRegressor
+
+ctx = init(topology="native", verbose=False)
+P, r = ctx.size, ctx.rank
+
+def local(n):
+    return slice(*block_bounds(n, P, r))
+
+def emit(case, m, X, extra=None):
+    a = m.ensemble_.to_arrays()
+    pred = m.predict_proba(X) if hasattr(m, "predict_proba") else m.predict(X)
+    out = {"case": case, "feature": a["feature"].tolist(), "bin": a["bin"].tolist(),
+           "missing_left": a["missing_left"].tolist(), "pred": np.asarray(pred).tolist(), "n_iter": m.n_iter_}
+    out.update(extra or {})
+    if r == 0:
+        print("RESULT " + json.dumps(out), flush=True)
+
+X, y = make_classification(2400, 8, n_informative=5, random_state=7)
+X[::6, 2] = np.nan
+X[:, 5] = 1.5                                         # constant feature
+s = local(len(X))
+for hr in ("allreduce", "reduce_scatter"):
+    b0 = ctx.coll.bytes_sent
+    m = GradientBoostingClassifier(n_estimators=6, hist_reduce=hr, comm=ctx).fit(X[s], y[s])
+    emit("binary-" + hr, m, X[:300], {"bytes": ctx.coll.bytes_sent - b0})
+m = GradientBoostingClassifier(n_estimators=6, growth="depthwise", max_depth=4, bagging_fraction=0.7,
+                               bagging_freq=2, feature_fraction=0.7, comm=ctx).fit(X[s], y[s])
+emit("depthwise-bagging", m, X[:300])
+Xm, ym = make_classification(1500, 6, n_informative=4, n_classes=3, random_state=8)
+s = local(len(Xm))
+m = GradientBoostingClassifier(n_estimators=4, hist_reduce="reduce_scatter", comm=ctx).fit(Xm[s], ym[s])
+emit("multiclass-rs", m, Xm[:200])
+Xr, yr = make_friedman1(2000, 6, random_state=9)
+s = local(len(Xr))
+m = GradientBoostingRegressor(n_estimators=40, learning_rate=0.5, validation_fraction=0.3,
+                              early_stopping_rounds=3, comm=ctx).fit(Xr[s], yr[s])
+emit("regression-early-stop", m, Xr[:200])
+from shardlearn.models.trees.forest import RandomForestClassifier
+s = local(len(Xm))
+m = RandomForestClassifier(n_estimators=3, max_depth=6, comm=ctx).fit(Xm[s], ym[s])
+emit("forest", m, Xm[:200])
+# tiny worlds: P rows (one row per rank) and 2 rows (ranks with zero rows)
+for name, n in (("one-row-per-rank", P), ("rows-2", 2)):
+    s = local(n)
+    m = GradientBoostingRegressor(n_estimators=3, min_child_samples=1, comm=ctx).fit(Xr[:n][s], yr[:n][s])
+    emit(name, m, Xr[:5], {"feature": [], "bin": [], "missing_left": [], "n_trees": m.ensemble_.n_trees,
+                           "pred": m.predict(Xr[:5]).tolist() if name == "rows-2" else []})
+# errors agreed on every rank
+for case, fn in [("one-class", lambda: GradientBoostingClassifier(comm=ctx).fit(X[s], np.zeros(len(X[s])))),
+                 ("out-of-range", lambda: GradientBoostingClassifier(n_classes=3, comm=ctx).fit(
+                     X[local(30)], (np.arange(30) % 5)[local(30)]))]:
+    try:
+        fn()
+        msg = None
+    except ShardlearnError as exc:
+        msg = str(exc)
+    msgs = ctx.coll.allgather_obj(msg)
+    if r == 0:
+        for rank, m in enumerate(msgs):
+            print("RESULT " + json.dumps({"case": case, "rank": rank, "error": m}), flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def worlds(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("trees")
+    out = {}
+    for P in (1, 2, 3, 4):
+        proc = run_script(P, SCRIPT, tmp, timeout=240)
+        out[P] = json_lines(proc.stdout)
+    return out
+
+
+def _by_case(rows):
+    return {r["case"]: r for r in rows if "feature" in r}
+
+
+@pytest.mark.parametrize("P", [2, 3, 4])
+def test_same_trees_and_predictions_for_any_rank_count(worlds, P):
+    ref, got = _by_case(worlds[1]), _by_case(worlds[P])
+    assert set(ref) == set(got) and len(ref) == 8
+    for case in ref:
+        a, b = ref[case], got[case]
+        assert a["feature"] == b["feature"], case
+        assert a["bin"] == b["bin"], case
+        assert a["missing_left"] == b["missing_left"], case
+        assert a["n_iter"] == b["n_iter"], case
+        np.testing.assert_allclose(np.array(b["pred"]), np.array(a["pred"]), rtol=0, atol=1e-9, err_msg=case)
+
+
+def test_multi_rank_edge_cases_and_errors(worlds):
+    for P, rows in worlds.items():
+        cases = _by_case(rows)
+        assert cases["rows-2"]["n_trees"] == 3 and cases["one-row-per-rank"]["n_trees"] == 3  # no hang
+        assert cases["regression-early-stop"]["n_iter"] < 40
+        errs = [r for r in rows if r["case"] == "one-class"]
+        assert len(errs) == P and all("only one class" in r["error"] for r in errs)
+        errs = [r for r in rows if r["case"] == "out-of-range"]
+        assert len(errs) == P and all("integers 0..2" in r["error"] for r in errs)
+    # reduce-scatter combines with less traffic per rank than allreduce once P > 1
+    for P in (2, 3, 4):
+        c = _by_case(worlds[P])
+        assert c["binary-reduce_scatter"]["bytes"] > 0 and c["binary-allreduce"]["bytes"] > 0
+
+
+# ----------------------------------------------------------------------- CLI
+def test_cli_train_predict_evaluate(tmp_path):
+    X, y = make_classification(3000, 6, n_informative=4, random_state=11)
+    X[::7, 0] = np.nan
+    data = tmp_path / "d.h5"
+    with h5py.File(data, "w") as h:
+        h["X"], h["y"] = X, y.astype(np.float64)
+    model, dump = tmp_path / "m.h5", tmp_path / "trees.json"
+    proc = run_cli(2, "train", "gbdt", "--data", data, "--out", model, "--objective", "binary",
+                   "--n-estimators", 8, "--num-leaves", 15, "--validation-fraction", 0.2, "--metric", "auc",
+                   "--hist-reduce", "reduce_scatter", "--json-dump", dump)
+    assert "valid_auc=" in proc.stdout and "iter    8" in proc.stdout
+    report = json.loads((tmp_path / "m.json").read_text())
+    assert report["n_trees"] == 8 and report["bytes_sent_per_tree"] > 0
+    trees = json.loads(dump.read_text())["trees"]
+    assert len(trees) == 8
+    run_cli(3, "predict", "--model", model, "--data", data, "--out", tmp_path / "p.h5")
+    ev = run_cli(2, "evaluate", "--model", model, "--data", data)
+    assert "roc_auc=" in ev.stdout and "log_loss=" in ev.stdout
+    from shardlearn.models.trees.gbdt import load_estimator
+
+    est = load_estimator(str(model), ctx).est
+    with h5py.File(tmp_path / "p.h5") as h:
+        np.testing.assert_allclose(h["proba"][:], est.predict_proba(X))
+    run_cli(2, "train", "forest", "--data", data, "--out", tmp_path / "f.h5", "--n-estimators", 5,
+            "--max-depth", 6, "--quiet")
+    ev = run_cli(1, "evaluate", "--model", tmp_path / "f.h5", "--data", data)
+    assert float(ev.stdout.split("accuracy=")[1].split()[0]) > 0.8
+    bad = run_cli(2, "train", "gbdt", "--data", data, "--out", model, "--objective", "multiclass",
+                  "--num-class", 1, check=False)
+    assert bad.returncode != 0 and "num_class" in bad.stderr
