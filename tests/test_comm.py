@@ -25,6 +25,9 @@ rank, P = comm.Get_rank(), comm.Get_size()
 DTYPES = (np.float32, np.float64, np.int32, np.int64)
 OPS = ("sum", "max", "min")
 LENGTHS = sorted({0, 1, max(P - 1, 1), P + 1, 37, 5003, 70001})
+if P > 5:  # 7 ranks on 2 cores: a lighter pass (one float and one integer type)
+    DTYPES = (np.float64, np.int32)
+    LENGTHS = sorted({0, 1, P - 1, P + 1, 37, 5003})
 BIG = 70001  # > 512 KiB in float64: the tree's chunked path; checked for the float sums only
 
 colls = {t: make_collectives(comm, t) for t in ("native", "ring", "tree", "auto")}
@@ -172,7 +175,7 @@ if rank == 0:
 '''
 
 
-@pytest.mark.parametrize("nprocs", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("nprocs", [1, 2, 3, 4, 5, 7])
 def test_collectives_match_reference(nprocs, tmp_path):
     proc = run_script(nprocs, CHECK_SCRIPT, tmp_path, timeout=120)
     (result,) = json_lines(proc.stdout)
@@ -180,7 +183,7 @@ def test_collectives_match_reference(nprocs, tmp_path):
     assert [r["rank"] for r in result["ranks"]] == list(range(nprocs))
     for r in result["ranks"]:
         assert r["n_failures"] == 0, r["failures"]
-        assert r["checks"] > 700
+        assert r["checks"] > (300 if nprocs > 5 else 700)
 
 
 def test_bench_comm_cli(tmp_path):

@@ -1,7 +1,8 @@
 """``shardlearn bench-comm``: allreduce latency and bandwidth per topology and size.
 
 Every rank runs the same timed loops; for each message size the topologies are
-interleaved repeat by repeat (so slow drift in machine load hits them alike). One
+interleaved repeat by repeat, in an order rotated every repeat (so slow drift in
+machine load, and the allocator/cache state one algorithm leaves behind, hit them alike). One
 repeat is: a barrier, then ``inner`` back-to-back float64-sum allreduces, timed on each
 rank; the repeat's time is the slowest rank's (max over ranks) divided by ``inner``.
 The table reports the median over repeats, in microseconds per allreduce, and the
@@ -48,7 +49,13 @@ def default_repeats(nbytes: int) -> int:
 
 
 def time_allreduce(coll, x: np.ndarray, inner: int) -> float:
-    """Seconds per allreduce on this rank for one barrier-started loop of ``inner`` calls."""
+    """Seconds per allreduce on this rank for one barrier-started loop of ``inner`` calls.
+
+    One untimed call comes first: the first call after another algorithm ran is slower
+    (measured: a ring allreduce of 4 MiB on 2 ranks took ~1.2 ms right after a native
+    one and ~0.65 ms otherwise), and a program uses one algorithm in steady state.
+    """
+    coll.allreduce(x, "sum")
     coll.barrier()
     t0 = time.perf_counter()
     for _ in range(inner):
@@ -86,9 +93,12 @@ def bench_sizes(mpi_comm, sizes, topologies, repeats=None, target_seconds: float
         inner = int(max(1, min(2000, target_seconds / max(est, 1e-7))))
         reps = repeats or default_repeats(nbytes)
         per = {t: [] for t in topologies}
-        for _ in range(reps):
-            for t, coll in colls.items():
-                per[t].append(time_allreduce(coll, x, inner))
+        names = list(colls)
+        for rep in range(reps):
+            # rotate the order every repeat: no topology always runs right after the
+            # same other one (allocator and cache state left behind differ)
+            for t in names[rep % len(names):] + names[:rep % len(names)]:
+                per[t].append(time_allreduce(colls[t], x, inner))
         for t in topologies:
             local = np.array(per[t])
             slowest = np.empty_like(local)
@@ -97,7 +107,7 @@ def bench_sizes(mpi_comm, sizes, topologies, repeats=None, target_seconds: float
             rows.append({"topology": t, "bytes": n * 8, "elements": n, "repeats": reps,
                          "inner": inner, "seconds": sec, "us": sec * 1e6,
                          "gbps": n * 8 / sec / 1e9,
-                         "spread_us": [float(slowest.min() * 1e6), float(slowest.max() * 1e6)]})
+                         "min_us": float(slowest.min() * 1e6), "max_us": float(slowest.max() * 1e6)})
     for coll in colls.values():
         coll.free()
     return rows

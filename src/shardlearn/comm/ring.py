@@ -16,8 +16,11 @@ ranks, so every rank holds identical bytes and repeated runs give the same bits.
 Implementation notes (what made it fast here, see bench/comm.md):
 
 * ``Sendrecv`` with numpy buffers (upper-case mpi4py methods, no pickling);
-* blocks are moved in pieces of at most :attr:`RingCollectives.chunk_bytes` and each
-  piece is reduced right after it arrives, while it is still in cache;
+* blocks larger than :attr:`RingCollectives.chunk_bytes` are moved in pieces: all
+  pieces of the outgoing block are posted at once (``Isend``), incoming pieces land in
+  two alternating buffers (``Irecv``) and each is reduced right after it arrives,
+  while it is still in cache and while the next piece is in flight; a block of one
+  piece takes a single ``Sendrecv`` (lowest latency);
 * the reduction writes straight into the output (``np.add(x_block, piece, out=...)``),
   so the input is never copied first, and the allgather phase receives in place;
 * the receive buffer is allocated once per communicator and reused across calls.
@@ -25,6 +28,7 @@ Implementation notes (what made it fast here, see bench/comm.md):
 from __future__ import annotations
 
 import numpy as np
+from mpi4py import MPI
 
 from .base import Collectives
 
@@ -87,11 +91,14 @@ class RingCollectives(Collectives):
         ufunc = _REDUCE[op]
         max_block = -(-flat.size // P)  # blocks i*n//P differ by at most one element
         k = self._n_pieces(max_block, flat.itemsize)
-        tmp = self._buffer(-(-max_block // k), flat.dtype)
+        piece = -(-max_block // k)
+        tmp = self._buffer(2 * piece, flat.dtype)
+        bufs = (tmp[:piece], tmp[piece:])
         if out is None:
             work = (np.empty(max_block, dtype=flat.dtype), np.empty(max_block, dtype=flat.dtype))
         send = None
         sendrecv, right, left = self.p2p.Sendrecv, self.right, self.left
+        isend, irecv, waitall = self.p2p.Isend, self.p2p.Irecv, MPI.Request.Waitall
         for s in range(P - 1):
             sb, rb = (r - s - 1) % P, (r - s - 2) % P
             r_lo, r_hi = edges[rb], edges[rb + 1]
@@ -104,12 +111,22 @@ class RingCollectives(Collectives):
                 sendrecv(send, right, TAG_RS, got, left, TAG_RS)
                 ufunc(mine, got, out=acc)
             else:
+                # pipelined: all pieces of the outgoing block are posted at once, the
+                # incoming pieces are received into two alternating buffers, and piece c
+                # is reduced while piece c+1 is in flight (bench/comm.md: clearly faster
+                # than one Sendrecv per piece when the cores are shared)
                 m_s, m_r = send.size, r_hi - r_lo
+                bounds = [c * m_r // k for c in range(k + 1)]
+                rreq = irecv(bufs[0][:bounds[1]], left, TAG_RS)
+                sreqs = [isend(send[c * m_s // k:(c + 1) * m_s // k], right, TAG_RS)
+                         for c in range(k)]
                 for c in range(k):
-                    lo, hi = c * m_r // k, (c + 1) * m_r // k
-                    got = tmp[:hi - lo]
-                    sendrecv(send[c * m_s // k:(c + 1) * m_s // k], right, TAG_RS, got, left, TAG_RS)
-                    ufunc(mine[lo:hi], got, out=acc[lo:hi])
+                    rreq.Wait()
+                    lo, hi = bounds[c], bounds[c + 1]
+                    if c + 1 < k:
+                        rreq = irecv(bufs[(c + 1) % 2][:bounds[c + 2] - hi], left, TAG_RS)
+                    ufunc(mine[lo:hi], bufs[c % 2][:hi - lo], out=acc[lo:hi])
+                waitall(sreqs)
             self.bytes_sent += send.nbytes
             send = acc
         return send

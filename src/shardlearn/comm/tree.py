@@ -47,6 +47,7 @@ class TreeCollectives(Collectives):
         self.parent = r - low if r else None
         self.children = [r + m for m in (1 << j for j in range(low.bit_length() - 1))
                          if r + m < P]  # in reduce order: nearest (smallest subtree) first
+        self._edges = len(self.children) + (self.parent is not None)
 
     def _buffer(self, count: int, dtype) -> np.ndarray:
         """A reusable receive buffer of ``count`` elements (grown, never shrunk)."""
@@ -143,7 +144,7 @@ class TreeCollectives(Collectives):
             acc = flat.copy()
         for child in reversed(self.children):
             p2p.Send(acc, child, TAG_BC)
-        self.bytes_sent += acc.nbytes * (len(self.children) + (self.parent is not None))
+        self.bytes_sent += acc.nbytes * self._edges
         return acc
 
     def _bcast(self, x, root):
