@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .histogram import build_histogram
+from .histogram import build_histogram, pair_codes
 from .split import TIE_RTOL, SplitParams, find_best_splits
 
 HIST_REDUCE = ("allreduce", "reduce_scatter")
@@ -77,6 +77,9 @@ class TreeGrower:
     def __init__(self, ctx, codes, n_bins, n_slots, params: GrowParams):
         self.ctx, self.codes, self.n_slots, self.params = ctx, codes, n_slots, params
         self.d = codes.shape[0]
+        # joint codes of feature pairs, built once per fit: large nodes' histograms take
+        # one bincount per pair instead of one per feature (see histogram.py)
+        self.pairs = pair_codes(codes, n_slots)
         #: bytes each rank would put on the wire for histograms and split candidates with
         #: bandwidth-optimal algorithms (ring allreduce / reduce-scatter / allgather)
         self.wire_bytes = 0
@@ -176,7 +179,8 @@ class TreeGrower:
         if self.rs:
             hist_features = None  # every rank must contribute to every feature block
         with timers.phase("histogram"):
-            local = build_histogram(self.codes, channels, rows, self.n_slots, hist_features, hess_is_count)
+            local = build_histogram(self.codes, channels, rows, self.n_slots, hist_features, hess_is_count,
+                                    pairs=self.pairs)
             local_tot = np.empty(C)
             local_tot[:C - 1] = np.take(channels, rows, axis=1).sum(axis=1) if len(rows) else 0.0
             local_tot[C - 1] = len(rows)
@@ -236,7 +240,7 @@ class TreeGrower:
                 small_left.append(sl)
                 small = leaves[li] if sl else leaves[ri]
                 build_histogram(self.codes, channels, small.rows, self.n_slots, hist_features,
-                                hess_is_count, out=local[j])
+                                hess_is_count, out=local[j], pairs=self.pairs)
         combined = self._combine(local)
         todo, ids = [], []
         for j, (lf, li, ri) in enumerate(pairs):
