@@ -147,6 +147,11 @@ def test_histogram_forms_agree(monkeypatch):
                 monkeypatch.setattr(H, "SMALL_NODE_ROWS", 10 ** 9)
                 small = H.build_histogram(codes, ch, rows, S, feats, hic, pairs=pairs)
                 np.testing.assert_allclose(small, ref, rtol=1e-12, atol=1e-12)
+                # a known count channel is copied, not counted
+                monkeypatch.setattr(H, "SMALL_NODE_ROWS", 0)
+                for pr in (None, pairs):
+                    known = H.build_histogram(codes, ch, rows, S, feats, hic, pairs=pr, count=ref[-1] + 0.0)
+                    np.testing.assert_allclose(known, ref, rtol=1e-12, atol=1e-12)
 
 
 def test_bad_input_errors():

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .histogram import build_histogram, pair_codes
+from .histogram import build_histogram, is_all_rows, pair_codes
 from .split import TIE_RTOL, SplitParams, find_best_splits
 
 HIST_REDUCE = ("allreduce", "reduce_scatter")
@@ -80,6 +80,9 @@ class TreeGrower:
         # joint codes of feature pairs, built once per fit: large nodes' histograms take
         # one bincount per pair instead of one per feature (see histogram.py)
         self.pairs = pair_codes(codes, n_slots)
+        #: count channel of the root over all local rows: the same for every unbagged
+        #: tree of the fit (the codes do not change), so it is counted once
+        self._root_count = None
         #: bytes each rank would put on the wire for histograms and split candidates with
         #: bandwidth-optimal algorithms (ring allreduce / reduce-scatter / allgather)
         self.wire_bytes = 0
@@ -179,8 +182,11 @@ class TreeGrower:
         if self.rs:
             hist_features = None  # every rank must contribute to every feature block
         with timers.phase("histogram"):
+            full = is_all_rows(rows, self.codes.shape[1])
             local = build_histogram(self.codes, channels, rows, self.n_slots, hist_features, hess_is_count,
-                                    pairs=self.pairs)
+                                    pairs=self.pairs, count=self._root_count if full else None)
+            if full and self._root_count is None and hist_features is None:
+                self._root_count = local[C - 1].copy()
             local_tot = np.empty(C)
             local_tot[:C - 1] = np.take(channels, rows, axis=1).sum(axis=1) if len(rows) else 0.0
             local_tot[C - 1] = len(rows)

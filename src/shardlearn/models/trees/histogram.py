@@ -25,9 +25,12 @@ Three ways to build it, chosen by the node size (all measured, bench/trees.md):
 NumPy's bincount is a single compiled pass per call (a min/max scan then the scatter),
 so the number of bincount calls times their lengths is what costs; the pair form halves
 it. Summation order differs between the forms (sums of the 2-D histogram vs one pass),
-which changes float64 sums in the last bits only; the split search treats gains within
-``TIE_RTOL`` as ties, and every rank uses the same form for the same node (the form
-depends on local row counts only through the summed histogram, whose value is the same).
+which changes float64 sums in the last bits only, like the rank-dependent order of the
+histogram allreduce already does: the split search treats gains within ``TIE_RTOL`` as
+ties, so the trees stay the same for any rank count (tests/test_trees.py runs its
+multi-rank worlds with small thresholds so that all forms are mixed across ranks). The
+form depends only on the local row count, so a run is deterministic. Counts are exact
+in every form.
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ import numpy as np
 #: nodes with at most this many rows use one feature-offset bincount per channel
 SMALL_NODE_ROWS = 2048
 #: nodes with at least this many local rows use joint bincounts of feature pairs
-PAIR_MIN_ROWS = 80_000
+PAIR_MIN_ROWS = 60_000
 
 
 def pair_codes(codes: np.ndarray, n_slots: int):
@@ -55,7 +58,7 @@ def pair_codes(codes: np.ndarray, n_slots: int):
     return out
 
 
-def _is_all_rows(rows, n) -> bool:
+def is_all_rows(rows, n) -> bool:
     """rows is 0..n-1 in order (a full, unbagged tree): no gather is needed."""
     return (len(rows) == n and (n == 0 or (rows[0] == 0 and rows[-1] == n - 1))
             and bool((rows[1:] > rows[:-1]).all()))
@@ -63,7 +66,7 @@ def _is_all_rows(rows, n) -> bool:
 
 def build_histogram(codes: np.ndarray, channels: np.ndarray, rows, n_slots: int,
                     features=None, hess_is_count: bool = False, out=None,
-                    pairs=None) -> np.ndarray:
+                    pairs=None, count=None) -> np.ndarray:
     """Histogram of the given rows.
 
     Parameters
@@ -85,6 +88,10 @@ def build_histogram(codes: np.ndarray, channels: np.ndarray, rows, n_slots: int,
     out : (C, d, n_slots) float64, optional
     pairs : (d // 2, n) uint16, optional
         :func:`pair_codes` of ``codes``; enables the feature-pair form on large nodes.
+    count : (d, n_slots) float64, optional
+        The count channel of these rows, already known (the root of an unbagged tree
+        has the same counts every tree): copied instead of counted, which saves one of
+        the three bincount passes of the root.
 
     Returns
     -------
@@ -96,7 +103,7 @@ def build_histogram(codes: np.ndarray, channels: np.ndarray, rows, n_slots: int,
         out = np.zeros((n_ch, d, n_slots), dtype=np.float64)
     else:
         out[...] = 0.0
-    if rows is not None and _is_all_rows(rows, n):
+    if rows is not None and is_all_rows(rows, n):
         rows = None  # the root of an unbagged tree: skip gathering every row
     if rows is None:
         w = channels
@@ -108,6 +115,14 @@ def build_histogram(codes: np.ndarray, channels: np.ndarray, rows, n_slots: int,
         return out
     feats = range(d) if features is None else features
     n_grad = n_ch - 1 if not hess_is_count else n_ch - 2
+    if count is not None and m > SMALL_NODE_ROWS:
+        fl = list(feats)
+        out[n_ch - 1, fl] = count[fl]
+        if hess_is_count:
+            out[n_ch - 2, fl] = count[fl]
+        n_count = 0                      # bincount passes for the count channel
+    else:
+        n_count = 1
     if m <= SMALL_NODE_ROWS:
         # small node: one bincount per channel over feature-offset codes beats d calls
         fidx = np.asarray(feats, dtype=np.intp)
@@ -132,7 +147,7 @@ def build_histogram(codes: np.ndarray, channels: np.ndarray, rows, n_slots: int,
                 single += [f for f in (f0, f1) if f in chosen]
                 continue
             j = (pairs[p] if rows is None else pairs[p].take(rows)).astype(np.intp)
-            for ch in range(n_grad + 1):
+            for ch in range(n_grad + n_count):
                 # the last pass is the count (the hessian is a copy of it for L2)
                 ch_out = ch if ch < n_grad else n_ch - 1
                 wt = w[ch] if ch < n_grad else None
@@ -140,7 +155,7 @@ def build_histogram(codes: np.ndarray, channels: np.ndarray, rows, n_slots: int,
                 joint = np.bincount(j, weights=wt, minlength=S2).reshape(n_slots, n_slots)
                 out[ch_out, f0] = joint.sum(axis=0)
                 out[ch_out, f1] = joint.sum(axis=1)
-            if hess_is_count:
+            if hess_is_count and n_count:
                 out[n_ch - 2, f0] = out[n_ch - 1, f0]
                 out[n_ch - 2, f1] = out[n_ch - 1, f1]
         if d % 2 and d - 1 in chosen:
@@ -150,7 +165,8 @@ def build_histogram(codes: np.ndarray, channels: np.ndarray, rows, n_slots: int,
         c = (codes[f] if rows is None else codes[f].take(rows)).astype(np.intp)
         for ch in range(n_grad):
             out[ch, f] = np.bincount(c, weights=w[ch], minlength=n_slots)
-        out[n_ch - 1, f] = np.bincount(c, minlength=n_slots)
-        if hess_is_count:
-            out[n_ch - 2, f] = out[n_ch - 1, f]
+        if n_count:
+            out[n_ch - 1, f] = np.bincount(c, minlength=n_slots)
+            if hess_is_count:
+                out[n_ch - 2, f] = out[n_ch - 1, f]
     return out
