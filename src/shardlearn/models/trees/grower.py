@@ -188,7 +188,8 @@ class TreeGrower:
             if full and self._root_count is None and hist_features is None:
                 self._root_count = local[C - 1].copy()
             local_tot = np.empty(C)
-            local_tot[:C - 1] = np.take(channels, rows, axis=1).sum(axis=1) if len(rows) else 0.0
+            sel = channels if full else np.take(channels, rows, axis=1)   # no copy of all rows
+            local_tot[:C - 1] = sel.sum(axis=1) if len(rows) else 0.0
             local_tot[C - 1] = len(rows)
         root_hist = self._combine(local[None])[0]
         totals = ctx.coll.allreduce(local_tot)
