@@ -261,8 +261,9 @@ def write_md(a, runs, pred):
         "- Communication time includes waiting for the slower rank at each of the ~30 "
         "collectives per tree (one per split), which on a 2-core machine shared with other "
         "jobs is mostly scheduling noise; the payload itself is ~170 KiB per split.",
-        "- Prediction partitions the rows down each tree in NumPy; LightGBM walks each row "
-        "through all trees in compiled code, hence its higher rows/s.",
+        "- Prediction partitions the rows down each tree in NumPy (np.compress per split); "
+        "LightGBM walks each row through all trees in compiled code, and with 2 threads "
+        "it is faster still.",
         "- LightGBM's OpenMP threads suffer most when the cores are oversubscribed (one of "
         "its runs in a loaded moment can take 10x longer); the median is reported, and "
         "BASELINES.md has its quiet-machine figure (6.60 s for this workload).",
