@@ -125,6 +125,35 @@ def test_early_stopping_keeps_best_iteration():
     assert m.history_[m.best_iteration_ - 1]["valid_auc"] == best
 
 
+def test_histogram_forms_agree(monkeypatch):
+    """Feature-pair, per-feature and feature-offset histograms are the same sums."""
+    from shardlearn.models.trees import histogram as H
+    rng = np.random.default_rng(3)
+    d, n, S = 7, 3000, 256                                 # odd d: one feature has no pair
+    codes = rng.integers(0, S, (d, n)).astype(np.uint8)
+    ch = rng.normal(size=(2, n))
+    pairs = H.pair_codes(codes, S)
+    assert pairs.shape == (3, n)
+    for rows in (None, np.arange(n), np.sort(rng.choice(n, 1000, replace=False))):
+        for feats in (None, np.array([0, 2, 3, 6])):
+            for hic in (False, True):
+                monkeypatch.setattr(H, "SMALL_NODE_ROWS", 0)
+                monkeypatch.setattr(H, "PAIR_MIN_ROWS", 10 ** 9)
+                ref = H.build_histogram(codes, ch, rows, S, feats, hic)
+                monkeypatch.setattr(H, "PAIR_MIN_ROWS", 0)
+                got = H.build_histogram(codes, ch, rows, S, feats, hic, pairs=pairs)
+                np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+                assert np.array_equal(got[-1], ref[-1])     # counts exact
+                monkeypatch.setattr(H, "SMALL_NODE_ROWS", 10 ** 9)
+                small = H.build_histogram(codes, ch, rows, S, feats, hic, pairs=pairs)
+                np.testing.assert_allclose(small, ref, rtol=1e-12, atol=1e-12)
+                # a known count channel is copied, not counted
+                monkeypatch.setattr(H, "SMALL_NODE_ROWS", 0)
+                for pr in (None, pairs):
+                    known = H.build_histogram(codes, ch, rows, S, feats, hic, pairs=pr, count=ref[-1] + 0.0)
+                    np.testing.assert_allclose(known, ref, rtol=1e-12, atol=1e-12)
+
+
 def test_bad_input_errors():
     X = np.random.default_rng(0).normal(size=(50, 3))
     with pytest.raises(ShardlearnError, match="only one class"):
@@ -196,6 +225,10 @@ from shardlearn.models.trees.gbdt import GradientBoostingClassifier, GradientBoo
 
 ctx = init(topology="native", verbose=False)
 P, r = ctx.size, ctx.rank
+# small thresholds so that these small worlds use all three histogram forms (feature
+# pairs, per feature, feature-offset), mixed across ranks and rank counts
+import shardlearn.models.trees.histogram as H
+H.PAIR_MIN_ROWS, H.SMALL_NODE_ROWS = 700, 150
 
 def local(n):
     return slice(*block_bounds(n, P, r))

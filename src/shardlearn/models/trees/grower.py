@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .histogram import build_histogram
+from .histogram import build_histogram, is_all_rows, pair_codes
 from .split import TIE_RTOL, SplitParams, find_best_splits
 
 HIST_REDUCE = ("allreduce", "reduce_scatter")
@@ -77,6 +77,12 @@ class TreeGrower:
     def __init__(self, ctx, codes, n_bins, n_slots, params: GrowParams):
         self.ctx, self.codes, self.n_slots, self.params = ctx, codes, n_slots, params
         self.d = codes.shape[0]
+        # joint codes of feature pairs, built once per fit: large nodes' histograms take
+        # one bincount per pair instead of one per feature (see histogram.py)
+        self.pairs = pair_codes(codes, n_slots)
+        #: count channel of the root over all local rows: the same for every unbagged
+        #: tree of the fit (the codes do not change), so it is counted once
+        self._root_count = None
         #: bytes each rank would put on the wire for histograms and split candidates with
         #: bandwidth-optimal algorithms (ring allreduce / reduce-scatter / allgather)
         self.wire_bytes = 0
@@ -176,9 +182,14 @@ class TreeGrower:
         if self.rs:
             hist_features = None  # every rank must contribute to every feature block
         with timers.phase("histogram"):
-            local = build_histogram(self.codes, channels, rows, self.n_slots, hist_features, hess_is_count)
+            full = is_all_rows(rows, self.codes.shape[1])
+            local = build_histogram(self.codes, channels, rows, self.n_slots, hist_features, hess_is_count,
+                                    pairs=self.pairs, count=self._root_count if full else None)
+            if full and self._root_count is None and hist_features is None:
+                self._root_count = local[C - 1].copy()
             local_tot = np.empty(C)
-            local_tot[:C - 1] = np.take(channels, rows, axis=1).sum(axis=1) if len(rows) else 0.0
+            sel = channels if full else np.take(channels, rows, axis=1)   # no copy of all rows
+            local_tot[:C - 1] = sel.sum(axis=1) if len(rows) else 0.0
             local_tot[C - 1] = len(rows)
         root_hist = self._combine(local[None])[0]
         totals = ctx.coll.allreduce(local_tot)
@@ -206,7 +217,10 @@ class TreeGrower:
                     go_left = c <= s["bin"]
                     if s["missing_left"]:
                         go_left |= c == self.n_slots - 1
-                    lrows, rrows = lf.rows[go_left], lf.rows[~go_left]
+                    # np.compress is several times faster than boolean-mask indexing
+                    # here (measured 0.54 vs 2.0 ms for 200k rows), same rows, same order
+                    lrows = np.compress(go_left, lf.rows)
+                    rrows = np.compress(np.logical_not(go_left, out=go_left), lf.rows)
                 ltot = s["left"]
                 rtot = lf.totals - ltot
                 li = nodes.add(ltot, lf.depth + 1, p, sp.lambda_l2)
@@ -236,7 +250,7 @@ class TreeGrower:
                 small_left.append(sl)
                 small = leaves[li] if sl else leaves[ri]
                 build_histogram(self.codes, channels, small.rows, self.n_slots, hist_features,
-                                hess_is_count, out=local[j])
+                                hess_is_count, out=local[j], pairs=self.pairs)
         combined = self._combine(local)
         todo, ids = [], []
         for j, (lf, li, ri) in enumerate(pairs):

@@ -6,12 +6,31 @@ feature (the last slot is the missing-value bin). Sums are float64; counts are e
 integers stored as float64 (exact below 2**53 rows), so one buffer carries all of a
 node's statistics through one collective.
 
-Built with one ``np.bincount`` per (feature, channel) over the node's rows of the
-feature-major uint8 code matrix. Measured on 500k rows x 28 features (bench/trees.md):
-per-feature bincounts beat one big bincount over feature-offset codes by 2x, since the
-latter must materialise an int64 code array and tiled weights d times the node size.
-Small nodes (deep forest trees) are the other way round: the per-call overhead of d
-bincounts dominates, so nodes of at most ``SMALL_NODE_ROWS`` rows use the offset form.
+Three ways to build it, chosen by the node size (all measured, bench/trees.md):
+
+- **feature pairs** (large nodes): with ``S <= 256`` the codes of features ``2p`` and
+  ``2p + 1`` fit one uint16 ``code[2p] + S * code[2p + 1]`` (:func:`pair_codes`, built
+  once per fit). One ``np.bincount`` over that joint code (``S * S`` slots) gives the
+  2-D histogram of the pair, whose row and column sums are the two features'
+  histograms. Per row and channel this is one bincount step instead of two, plus half
+  the gathers and int conversions; the price is a fixed ``S * S`` reduction per pair
+  and channel, so it wins only above ``PAIR_MIN_ROWS`` rows.
+- **per feature** (medium nodes): one ``np.bincount`` per (feature, channel); beats one
+  big bincount over feature-offset codes, which must materialise an int64 code array
+  and tiled weights ``d`` times the node size.
+- **feature-offset codes** (nodes of at most ``SMALL_NODE_ROWS`` rows, deep forest
+  trees): the per-call overhead of ``d`` bincounts dominates, so one bincount per
+  channel over ``code + f * S``.
+
+NumPy's bincount is a single compiled pass per call (a min/max scan then the scatter),
+so the number of bincount calls times their lengths is what costs; the pair form halves
+it. Summation order differs between the forms (sums of the 2-D histogram vs one pass),
+which changes float64 sums in the last bits only, like the rank-dependent order of the
+histogram allreduce already does: the split search treats gains within ``TIE_RTOL`` as
+ties, so the trees stay the same for any rank count (tests/test_trees.py runs its
+multi-rank worlds with small thresholds so that all forms are mixed across ranks). The
+form depends only on the local row count, so a run is deterministic. Counts are exact
+in every form.
 """
 from __future__ import annotations
 
@@ -20,10 +39,34 @@ import numpy as np
 
 #: nodes with at most this many rows use one feature-offset bincount per channel
 SMALL_NODE_ROWS = 2048
+#: nodes with at least this many local rows use joint bincounts of feature pairs
+PAIR_MIN_ROWS = 60_000
+
+
+def pair_codes(codes: np.ndarray, n_slots: int):
+    """``(d // 2, n)`` uint16 joint codes ``codes[2p] + n_slots * codes[2p + 1]``.
+
+    None when ``n_slots ** 2`` does not fit uint16 (never with uint8 codes and
+    ``max_bin <= 255``). An odd last feature is left to the per-feature form.
+    """
+    if n_slots * n_slots > 1 << 16 or codes.shape[0] < 2:
+        return None
+    q = codes.shape[0] // 2
+    out = codes[1:2 * q:2].astype(np.uint16)
+    out *= n_slots
+    out += codes[0:2 * q:2]
+    return out
+
+
+def is_all_rows(rows, n) -> bool:
+    """rows is 0..n-1 in order (a full, unbagged tree): no gather is needed."""
+    return (len(rows) == n and (n == 0 or (rows[0] == 0 and rows[-1] == n - 1))
+            and bool((rows[1:] > rows[:-1]).all()))
 
 
 def build_histogram(codes: np.ndarray, channels: np.ndarray, rows, n_slots: int,
-                    features=None, hess_is_count: bool = False, out=None) -> np.ndarray:
+                    features=None, hess_is_count: bool = False, out=None,
+                    pairs=None, count=None) -> np.ndarray:
     """Histogram of the given rows.
 
     Parameters
@@ -43,20 +86,28 @@ def build_histogram(codes: np.ndarray, channels: np.ndarray, rows, n_slots: int,
         The hessian of every row is 1 (L2 loss, unweighted): copy the count instead of
         summing it.
     out : (C, d, n_slots) float64, optional
+    pairs : (d // 2, n) uint16, optional
+        :func:`pair_codes` of ``codes``; enables the feature-pair form on large nodes.
+    count : (d, n_slots) float64, optional
+        The count channel of these rows, already known (the root of an unbagged tree
+        has the same counts every tree): copied instead of counted, which saves one of
+        the three bincount passes of the root.
 
     Returns
     -------
     (C, d, n_slots) float64
     """
     n_ch = channels.shape[0] + 1
-    d = codes.shape[0]
+    d, n = codes.shape
     if out is None:
         out = np.zeros((n_ch, d, n_slots), dtype=np.float64)
     else:
         out[...] = 0.0
+    if rows is not None and is_all_rows(rows, n):
+        rows = None  # the root of an unbagged tree: skip gathering every row
     if rows is None:
         w = channels
-        m = codes.shape[1]
+        m = n
     else:
         w = np.take(channels, rows, axis=1)
         m = len(rows)
@@ -64,6 +115,14 @@ def build_histogram(codes: np.ndarray, channels: np.ndarray, rows, n_slots: int,
         return out
     feats = range(d) if features is None else features
     n_grad = n_ch - 1 if not hess_is_count else n_ch - 2
+    if count is not None and m > SMALL_NODE_ROWS:
+        fl = list(feats)
+        out[n_ch - 1, fl] = count[fl]
+        if hess_is_count:
+            out[n_ch - 2, fl] = count[fl]
+        n_count = 0                      # bincount passes for the count channel
+    else:
+        n_count = 1
     if m <= SMALL_NODE_ROWS:
         # small node: one bincount per channel over feature-offset codes beats d calls
         fidx = np.asarray(feats, dtype=np.intp)
@@ -77,12 +136,37 @@ def build_histogram(codes: np.ndarray, channels: np.ndarray, rows, n_slots: int,
         if hess_is_count:
             view[n_ch - 2] = view[n_ch - 1]
         return out
-    for f in feats:
+    single = list(feats)
+    if pairs is not None and m >= PAIR_MIN_ROWS:
+        chosen = set(single)
+        single = []
+        S2 = n_slots * n_slots
+        for p in range(pairs.shape[0]):
+            f0, f1 = 2 * p, 2 * p + 1
+            if not (f0 in chosen and f1 in chosen):
+                single += [f for f in (f0, f1) if f in chosen]
+                continue
+            j = (pairs[p] if rows is None else pairs[p].take(rows)).astype(np.intp)
+            for ch in range(n_grad + n_count):
+                # the last pass is the count (the hessian is a copy of it for L2)
+                ch_out = ch if ch < n_grad else n_ch - 1
+                wt = w[ch] if ch < n_grad else None
+                # joint[code1, code0]: summing over code1 gives feature f0, over code0 f1
+                joint = np.bincount(j, weights=wt, minlength=S2).reshape(n_slots, n_slots)
+                out[ch_out, f0] = joint.sum(axis=0)
+                out[ch_out, f1] = joint.sum(axis=1)
+            if hess_is_count and n_count:
+                out[n_ch - 2, f0] = out[n_ch - 1, f0]
+                out[n_ch - 2, f1] = out[n_ch - 1, f1]
+        if d % 2 and d - 1 in chosen:
+            single.append(d - 1)
+    for f in single:
         # convert to intp once: bincount would convert uint8 on each of its calls
         c = (codes[f] if rows is None else codes[f].take(rows)).astype(np.intp)
         for ch in range(n_grad):
             out[ch, f] = np.bincount(c, weights=w[ch], minlength=n_slots)
-        out[n_ch - 1, f] = np.bincount(c, minlength=n_slots)
-        if hess_is_count:
-            out[n_ch - 2, f] = out[n_ch - 1, f]
+        if n_count:
+            out[n_ch - 1, f] = np.bincount(c, minlength=n_slots)
+            if hess_is_count:
+                out[n_ch - 2, f] = out[n_ch - 1, f]
     return out

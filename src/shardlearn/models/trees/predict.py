@@ -149,8 +149,9 @@ def add_tree(a: dict, root: int, XT: np.ndarray, out: np.ndarray, values: np.nda
         if ml[node]:
             go_left |= np.isnan(x)
         base = np.arange(n) if rows is None else rows
-        stack.append((right[node], base[~go_left]))
-        stack.append((left[node], base[go_left]))
+        # np.compress: same rows as boolean-mask indexing, several times faster
+        stack.append((right[node], np.compress(~go_left, base)))
+        stack.append((left[node], np.compress(go_left, base)))
 
 
 def walk(a: dict, roots: np.ndarray, X: np.ndarray, block: int = 32768) -> np.ndarray:

@@ -110,11 +110,14 @@ def find_best_splits(hist: np.ndarray, totals: np.ndarray, n_bins: np.ndarray,
     g_right = gains(cum, valid_r)
     if has_miss.any():
         g_left = gains(cum + miss[..., None], inner & has_miss[:, :, None])
+        g = np.stack([g_right, g_left], axis=-1)         # (k, d, V, 2)
+        n_dir = 2
     else:
-        g_left = np.full_like(g_right, -np.inf)
-    g = np.stack([g_right, g_left], axis=-1)             # (k, d, V, 2)
+        # no missing values in any of these nodes: only "missing right" candidates exist,
+        # so search g_right alone (same order and ties as with an all -inf g_left)
+        g, n_dir = g_right, 1
     if feature_mask is not None:
-        g = np.where(feature_mask[:, :, None, None], g, -np.inf)
+        g = np.where(feature_mask[:, :, None, None] if n_dir == 2 else feature_mask[:, :, None], g, -np.inf)
     flat = g.reshape(k, -1)
     if flat.shape[1]:
         top = flat.max(axis=1)
@@ -125,8 +128,8 @@ def find_best_splits(hist: np.ndarray, totals: np.ndarray, n_bins: np.ndarray,
         best_gain = flat[np.arange(k), best]
     else:
         best, best_gain = np.zeros(k, dtype=np.int64), np.full(k, -np.inf)
-    f, rest = np.divmod(best, V * 2)
-    bin_, direction = np.divmod(rest, 2)
+    f, rest = np.divmod(best, V * n_dir)
+    bin_, direction = np.divmod(rest, n_dir)
     ml = direction == 1
     nodes = np.arange(k)
     left = cum[nodes, :, f, bin_] + np.where(ml[:, None], miss[nodes, :, f], 0.0)
