@@ -88,3 +88,44 @@ def phase_snapshot(ctx) -> dict:
 
 def diff(a: dict, b: dict) -> dict:
     return {k: b[k] - a[k] for k in a}
+
+
+class FittedEnsemble:
+    """What every fitted tree ensemble shares: checks, feature importances, class labels.
+
+    Subclasses set ``ensemble_``, ``n_features_in_`` and ``classes_`` (or None) in fit.
+    """
+
+    def _check_fitted(self):
+        if not hasattr(self, "ensemble_"):
+            raise ShardlearnError("this model is not fitted yet: call fit first")
+
+    def _check_X(self, X) -> np.ndarray:
+        """``X`` as a C-contiguous float64 matrix with the training feature count."""
+        self._check_fitted()
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise ShardlearnError(f"X must have {self.n_features_in_} features, got shape {X.shape}")
+        return X
+
+    def feature_importances(self, kind: str = "gain") -> np.ndarray:
+        """Per-feature total split ``gain`` or split count (``split``), not normalised."""
+        self._check_fitted()
+        a = self.ensemble_.to_arrays()
+        internal = a["feature"] >= 0
+        w = a["gain"][internal] if kind == "gain" else np.ones(int(internal.sum()))
+        return np.bincount(a["feature"][internal], weights=w, minlength=self.n_features_in_)
+
+    @property
+    def feature_importances_(self) -> np.ndarray:
+        """Total gain per feature, normalised to sum 1 (scikit-learn's convention)."""
+        imp = self.feature_importances("gain")
+        s = imp.sum()
+        return imp / s if s > 0 else imp
+
+    def _classes_array(self) -> dict:
+        """``{"classes": ...}`` for the model file (HDF5 stores text as bytes), or {}."""
+        if self.classes_ is None:
+            return {}
+        cl = np.asarray(self.classes_)
+        return {"classes": cl.astype("S") if cl.dtype.kind == "U" else cl}

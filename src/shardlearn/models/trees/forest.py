@@ -24,7 +24,7 @@ import numpy as np
 from ... import rng
 from ...data.binning import BinMapper
 from ...errors import ShardlearnError
-from .common import class_labels, diff, phase_snapshot, prepare
+from .common import FittedEnsemble, class_labels, diff, phase_snapshot, prepare
 from .gbdt import LoadedModel, _HelpFormatter, _save, add_tree_arguments, model_json
 from .grower import HIST_REDUCE, GrowParams, TreeGrower
 from .predict import Ensemble
@@ -39,7 +39,7 @@ def poisson1(u: np.ndarray) -> np.ndarray:
     return np.searchsorted(cdf, u, side="right").astype(np.float64)
 
 
-class _RandomForest:
+class _RandomForest(FittedEnsemble):
     """Shared machinery; use :class:`RandomForestClassifier` or :class:`RandomForestRegressor`.
 
     Parameters
@@ -186,37 +186,13 @@ class _RandomForest:
         self.fit_seconds_ = time.perf_counter() - t_start
         return self
 
-    def _check_fitted(self):
-        if not hasattr(self, "ensemble_"):
-            raise ShardlearnError("this model is not fitted yet: call fit first")
-
     def _average(self, X):
-        self._check_fitted()
-        X = np.ascontiguousarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise ShardlearnError(f"X must have {self.n_features_in_} features, got shape {X.shape}")
-        return self.ensemble_.raw_sum(X, self.ensemble_.n_out, average=True)
-
-    def feature_importances(self, kind: str = "gain") -> np.ndarray:
-        """Per-feature total impurity decrease (``gain``) or split count (``split``)."""
-        self._check_fitted()
-        a = self.ensemble_.to_arrays()
-        internal = a["feature"] >= 0
-        w = a["gain"][internal] if kind == "gain" else np.ones(int(internal.sum()))
-        return np.bincount(a["feature"][internal], weights=w, minlength=self.n_features_in_)
-
-    @property
-    def feature_importances_(self) -> np.ndarray:
-        imp = self.feature_importances("gain")
-        s = imp.sum()
-        return imp / s if s > 0 else imp
+        return self.ensemble_.raw_sum(self._check_X(X), self.ensemble_.n_out, average=True)
 
     def to_model(self):
         self._check_fitted()
-        arrays = {"trees": self.ensemble_.to_arrays(), "bins": self.bin_mapper_.to_arrays()}
-        if self.classes_ is not None:
-            cl = np.asarray(self.classes_)
-            arrays["classes"] = cl.astype("S") if cl.dtype.kind == "U" else cl  # HDF5 stores bytes
+        arrays = {"trees": self.ensemble_.to_arrays(), "bins": self.bin_mapper_.to_arrays(),
+                  **self._classes_array()}
         info = {"class": type(self).__name__, "n_features": self.n_features_in_,
                 "n_trees": self.ensemble_.n_trees}
         return arrays, self.get_params(), info

@@ -24,7 +24,7 @@ import numpy as np
 from ... import metrics, rng
 from ...data.binning import BinMapper
 from ...errors import ShardlearnError
-from .common import class_labels, diff, phase_snapshot, prepare, sample_features
+from .common import FittedEnsemble, class_labels, diff, phase_snapshot, prepare, sample_features
 from .grower import GROWTH, HIST_REDUCE, GrowParams, TreeGrower
 from .predict import Ensemble, tree_values
 from .split import SplitParams
@@ -42,7 +42,7 @@ def _softmax(s):
     return e / e.sum(axis=1, keepdims=True)
 
 
-class _GradientBoosting:
+class _GradientBoosting(FittedEnsemble):
     """Shared machinery; use :class:`GradientBoostingClassifier` or :class:`GradientBoostingRegressor`.
 
     Parameters
@@ -312,42 +312,17 @@ class _GradientBoosting:
         return metrics.log_loss(ctx, y, proba)
 
     # -------------------------------------------------------------- predict
-    def _check_fitted(self):
-        if not hasattr(self, "ensemble_"):
-            raise ShardlearnError("this model is not fitted yet: call fit first")
-
     def raw_predict(self, X) -> np.ndarray:
         """Raw scores (n, K): init score plus the sum of the tree values (local rows, no collective)."""
-        self._check_fitted()
-        X = np.ascontiguousarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise ShardlearnError(f"X must have {self.n_features_in_} features, got shape {X.shape}")
+        X = self._check_X(X)
         return self.init_score_[None, :] + self.ensemble_.raw_sum(X, self.n_trees_per_iteration_)
-
-    def feature_importances(self, kind: str = "gain") -> np.ndarray:
-        """Per-feature total split ``gain`` or split count (``split``), not normalised."""
-        self._check_fitted()
-        a = self.ensemble_.to_arrays()
-        internal = a["feature"] >= 0
-        w = a["gain"][internal] if kind == "gain" else np.ones(int(internal.sum()))
-        return np.bincount(a["feature"][internal], weights=w, minlength=self.n_features_in_)
-
-    @property
-    def feature_importances_(self) -> np.ndarray:
-        """Total gain per feature, normalised to sum 1 (scikit-learn's convention)."""
-        imp = self.feature_importances("gain")
-        s = imp.sum()
-        return imp / s if s > 0 else imp
 
     # ---------------------------------------------------------- persistence
     def to_model(self) -> tuple[dict, dict, dict]:
         """(arrays, params, info) for :func:`shardlearn.persist.save_model`."""
         self._check_fitted()
         arrays = {"trees": self.ensemble_.to_arrays(), "bins": self.bin_mapper_.to_arrays(),
-                  "init_score": self.init_score_}
-        if self.classes_ is not None:
-            cl = np.asarray(self.classes_)
-            arrays["classes"] = cl.astype("S") if cl.dtype.kind == "U" else cl  # HDF5 stores bytes
+                  "init_score": self.init_score_, **self._classes_array()}
         info = {"objective": self.objective_, "n_features": self.n_features_in_,
                 "n_iter": self.n_iter_, "best_iteration": self.best_iteration_,
                 "n_trees": self.ensemble_.n_trees, "metric": self.metric_,
