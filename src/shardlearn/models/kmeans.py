@@ -65,6 +65,7 @@ import time
 import numpy as np
 
 from ..errors import ShardlearnError
+from .base import Params
 from .. import rng as _rng
 
 try:  # optional fast path for the per-cluster sums (a one-pass scatter-add)
@@ -504,7 +505,7 @@ def _read_centers_file(path: str) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- the estimator
-class KMeans:
+class KMeans(Params):
     """K-means clustering on rows spread over MPI ranks (Lloyd's algorithm).
 
     Every rank constructs the estimator with the same parameters and calls
@@ -578,24 +579,6 @@ class KMeans:
         self.chunk_rows = chunk_rows
 
     # ---------------------------------------------------------------- sklearn API
-    @classmethod
-    def _param_names(cls):
-        sig = inspect.signature(cls.__init__)
-        return [p for p in sig.parameters if p != "self"]
-
-    def get_params(self, deep=True):
-        """Parameters as a dict (scikit-learn convention)."""
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def set_params(self, **params):
-        """Set parameters (scikit-learn convention); returns self."""
-        valid = self._param_names()
-        for name, value in params.items():
-            if name not in valid:
-                raise ValueError(f"invalid parameter {name!r} for KMeans; valid: {', '.join(valid)}")
-            setattr(self, name, value)
-        return self
-
     def __repr__(self):
         defaults = inspect.signature(type(self).__init__).parameters
         changed = [f"{k}={v!r}" for k, v in self.get_params().items()
@@ -1004,7 +987,7 @@ def train_from_args(name, args, ctx) -> dict:
                 oversampling_factor=args.oversampling, init_rounds=args.init_rounds)
     km.fit(shard.X)
     sizes = ctx.coll.allreduce(np.bincount(km.labels_, minlength=args.k).astype(np.int64))
-    params = {k: v for k, v in km.get_params().items() if k not in ("comm", "verbose")}
+    params = km.model_params()
     info = {"n_iter": km.n_iter_, "inertia": km.inertia_, "cluster_sizes": sizes.tolist(),
             "data": os.path.abspath(args.data), "rows": shard.n_total,
             "features": shard.dataset.n_features, "dtype": str(shard.X.dtype),
@@ -1028,7 +1011,7 @@ class KMeansModel:
 
     def __init__(self, centers, params, ctx):
         self.ctx = ctx
-        self.km = KMeans(**{k: v for k, v in params.items() if k in KMeans._param_names()
+        self.km = KMeans(**{k: v for k, v in params.items() if k in KMeans.param_names()
                             and k not in ("init", "comm")}, comm=ctx)
         self.km.cluster_centers_ = centers
         self.read_options = {"dtype": centers.dtype}

@@ -38,6 +38,7 @@ from .. import rng
 from ..errors import ShardlearnError
 from ..runtime import context_from
 from . import optim
+from .base import Params
 
 SOLVERS = ("normal", "lbfgs", "gd", "fista", "sgd")
 MAX_CLASSES = 1000
@@ -234,7 +235,7 @@ class _Objective:
 
 
 # ============================================================================ estimators
-class _LinearModel:
+class _LinearModel(Params):
     """Shared fitting machinery; see the concrete estimators for the parameters."""
 
     _kind = "squared"          # "squared" or "logistic" (binary or multinomial by y)
@@ -266,19 +267,6 @@ class _LinearModel:
         self.random_state = random_state
         self.verbose = verbose
         self.comm = comm
-
-    # -------------------------------------------------------------- params
-    def get_params(self, deep=True) -> dict:
-        """Constructor parameters (scikit-learn convention), ``comm`` excluded."""
-        import inspect
-
-        names = []
-        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        for cls in type(self).__mro__:
-            if cls is not object and "__init__" in cls.__dict__:
-                names += [n for n, p in inspect.signature(cls.__init__).parameters.items()
-                          if p.kind in kinds and n != "self"]
-        return {n: getattr(self, n) for n in dict.fromkeys(names) if n != "comm"}
 
     def _check_params(self):
         solver = self.solver or self._default_solver
@@ -1060,7 +1048,7 @@ def train_from_args(name: str, args, ctx) -> dict:
         est.fit(shard.X, shard.y, row_offset=shard.start)
     wrapper = _Loaded(name, est, ctx)
     metrics = wrapper.evaluate(shard)
-    params = est.get_params()
+    params = est.model_params()
     info = {"n_iter": est.n_iter_, "loss": est.loss_, "converged": est.converged_,
             "stop_reason": est.stop_reason_, "rows": shard.n_total, "features": est.n_features_in_,
             "data": args.data, "train_metrics": metrics, "fit_seconds": est.fit_seconds_, **ctx.describe()}
@@ -1124,7 +1112,7 @@ def load_estimator(path: str, ctx):
         raise ShardlearnError(str(got))
     name, arrays, params, info = got
     cls = ESTIMATORS[name]
-    kwargs = {k: v for k, v in params.items() if k in cls().get_params()}
+    kwargs = {k: v for k, v in params.items() if k in cls.param_names()}
     est = cls(**kwargs, comm=ctx) if "comm" not in kwargs else cls(**kwargs)
     est.from_arrays(arrays, info)
     est._ctx = ctx

@@ -24,6 +24,7 @@ import numpy as np
 from ... import rng
 from ...data.binning import BinMapper
 from ...errors import ShardlearnError
+from ..base import Params
 from .common import FittedEnsemble, class_labels, diff, phase_snapshot, prepare
 from .gbdt import LoadedModel, _HelpFormatter, _save, add_tree_arguments, model_json
 from .grower import HIST_REDUCE, GrowParams, TreeGrower
@@ -39,7 +40,7 @@ def poisson1(u: np.ndarray) -> np.ndarray:
     return np.searchsorted(cdf, u, side="right").astype(np.float64)
 
 
-class _RandomForest(FittedEnsemble):
+class _RandomForest(FittedEnsemble, Params):
     """Shared machinery; use :class:`RandomForestClassifier` or :class:`RandomForestRegressor`.
 
     Parameters
@@ -65,9 +66,6 @@ class _RandomForest(FittedEnsemble):
     verbose : bool
     """
 
-    PARAMS = ("n_estimators", "max_depth", "num_leaves", "min_child_samples", "max_features",
-              "bootstrap", "max_bin", "min_gain_to_split", "hist_reduce", "seed")
-
     def __init__(self, *, n_estimators=100, max_depth=None, num_leaves=None, min_child_samples=1,
                  max_features="sqrt", bootstrap=True, max_bin=255, min_gain_to_split=0.0,
                  hist_reduce="allreduce", seed=0, comm=None, verbose=False):
@@ -83,9 +81,6 @@ class _RandomForest(FittedEnsemble):
         self.seed = seed
         self.comm = comm
         self.verbose = verbose
-
-    def get_params(self) -> dict:
-        return {k: getattr(self, k) for k in self.PARAMS}
 
     def _n_features_per_node(self, d):
         mf = self.max_features
@@ -195,11 +190,11 @@ class _RandomForest(FittedEnsemble):
                   **self._classes_array()}
         info = {"class": type(self).__name__, "n_features": self.n_features_in_,
                 "n_trees": self.ensemble_.n_trees}
-        return arrays, self.get_params(), info
+        return arrays, self.model_params(), info
 
     def to_json(self) -> dict:
         self._check_fitted()
-        return model_json(self.ensemble_, self.bin_mapper_, self.get_params(),
+        return model_json(self.ensemble_, self.bin_mapper_, self.model_params(),
                           {"model": type(self).__name__,
                            "classes": None if self.classes_ is None else self.classes_.tolist()})
 

@@ -24,6 +24,7 @@ import numpy as np
 from ... import metrics, rng
 from ...data.binning import BinMapper
 from ...errors import ShardlearnError
+from ..base import Params
 from .common import FittedEnsemble, class_labels, diff, phase_snapshot, prepare, sample_features
 from .grower import GROWTH, HIST_REDUCE, GrowParams, TreeGrower
 from .predict import Ensemble, tree_values
@@ -42,7 +43,7 @@ def _softmax(s):
     return e / e.sum(axis=1, keepdims=True)
 
 
-class _GradientBoosting(FittedEnsemble):
+class _GradientBoosting(FittedEnsemble, Params):
     """Shared machinery; use :class:`GradientBoostingClassifier` or :class:`GradientBoostingRegressor`.
 
     Parameters
@@ -114,14 +115,6 @@ class _GradientBoosting(FittedEnsemble):
         self.seed = seed
         self.comm = comm
         self.verbose = verbose
-
-    PARAMS = ("n_estimators", "learning_rate", "num_leaves", "max_depth", "growth", "max_bin",
-              "min_child_samples", "min_sum_hessian", "lambda_l2", "min_gain_to_split",
-              "feature_fraction", "bagging_fraction", "bagging_freq", "validation_fraction",
-              "early_stopping_rounds", "metric", "hist_reduce", "seed")
-
-    def get_params(self) -> dict:
-        return {k: getattr(self, k) for k in self.PARAMS}
 
     # --------------------------------------------------------------- checks
     def _check_params(self, objective):
@@ -327,7 +320,7 @@ class _GradientBoosting(FittedEnsemble):
                 "n_iter": self.n_iter_, "best_iteration": self.best_iteration_,
                 "n_trees": self.ensemble_.n_trees, "metric": self.metric_,
                 "class": type(self).__name__, "K": self.n_trees_per_iteration_}
-        return arrays, self.get_params(), info
+        return arrays, self.model_params(), info
 
     @classmethod
     def from_model(cls, arrays, params, info):
@@ -349,7 +342,7 @@ class _GradientBoosting(FittedEnsemble):
     def to_json(self) -> dict:
         """A human-readable dump: parameters, bins summary and every tree's nodes."""
         self._check_fitted()
-        return model_json(self.ensemble_, self.bin_mapper_, self.get_params(),
+        return model_json(self.ensemble_, self.bin_mapper_, self.model_params(),
                           {"objective": self.objective_, "init_score": self.init_score_.tolist(),
                            "classes": None if self.classes_ is None else self.classes_.tolist()})
 
@@ -403,8 +396,6 @@ class GradientBoostingClassifier(_GradientBoosting):
     def __init__(self, *, n_classes=None, **kwargs):
         super().__init__(**kwargs)
         self.n_classes = n_classes
-
-    PARAMS = _GradientBoosting.PARAMS + ("n_classes",)
 
     def fit(self, X, y):
         """Fit on this rank's rows ``X`` (n_local, d) and labels ``y`` (collective)."""
