@@ -42,11 +42,6 @@ def bind_gpu(local_rank: int) -> int:
     return dev
 
 
-def xp_of(a):
-    """The array module an array belongs to."""
-    return np if isinstance(a, np.ndarray) or np.isscalar(a) else __import__(type(a).__module__.split(".")[0])
-
-
 def to_host(a) -> np.ndarray:
     """A NumPy array with the same values (no copy if already on the host)."""
     if isinstance(a, np.ndarray):
@@ -56,8 +51,3 @@ def to_host(a) -> np.ndarray:
 
         return cupy.asnumpy(a)
     return np.asarray(a)
-
-
-def to_device(a, xp):
-    """Move a host array to the module ``xp`` (no copy for NumPy)."""
-    return a if xp is np else xp.asarray(a)

@@ -24,16 +24,8 @@ def block_bounds(n: int, size: int, rank: int) -> tuple[int, int]:
     return rank * n // size, (rank + 1) * n // size
 
 
-def reduce_into(acc: np.ndarray, other: np.ndarray, op: str) -> None:
-    """``acc = op(acc, other)`` in place, vectorised."""
-    if op == "sum":
-        np.add(acc, other, out=acc)
-    elif op == "max":
-        np.maximum(acc, other, out=acc)
-    elif op == "min":
-        np.minimum(acc, other, out=acc)
-    else:  # pragma: no cover - checked by the caller
-        raise ValueError(op)
+#: the element-wise ufunc of each op; ring and tree reduce with ``ufunc(a, b, out=...)``
+REDUCE = {"sum": np.add, "max": np.maximum, "min": np.minimum}
 
 
 class Collectives:

@@ -30,11 +30,9 @@ from __future__ import annotations
 import numpy as np
 from mpi4py import MPI
 
-from .base import Collectives
+from .base import REDUCE, Collectives
 
 TAG_RS, TAG_AG, TAG_BC = 7101, 7102, 7103
-
-_REDUCE = {"sum": np.add, "max": np.maximum, "min": np.minimum}
 
 
 def block_edges(n: int, size: int) -> list:
@@ -88,7 +86,7 @@ class RingCollectives(Collectives):
         ``out[edges[b]:edges[b+1]]``; without it, two block-sized buffers alternate.
         """
         P, r = self.size, self.rank
-        ufunc = _REDUCE[op]
+        ufunc = REDUCE[op]
         max_block = -(-flat.size // P)  # blocks i*n//P differ by at most one element
         k = self._n_pieces(max_block, flat.itemsize)
         piece = -(-max_block // k)

@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Collectives
+from .base import REDUCE, Collectives
 from .ring import block_edges
 
 TAG_RED, TAG_BC, TAG_SC, TAG_GA = 7201, 7202, 7203, 7204
-
-_REDUCE = {"sum": np.add, "max": np.maximum, "min": np.minimum}
 
 
 class TreeCollectives(Collectives):
@@ -67,7 +65,7 @@ class TreeCollectives(Collectives):
         """
         P = self.size
         vr = (self.rank - root) % P
-        ufunc = _REDUCE[op]
+        ufunc = REDUCE[op]
         n = flat.size
         k = self._n_pieces(n, flat.itemsize)
         acc = None
@@ -129,7 +127,7 @@ class TreeCollectives(Collectives):
             self._tree_bcast(out, 0)
             return out
         # one message per tree edge and direction
-        p2p, ufunc = self.p2p, _REDUCE[op]
+        p2p, ufunc = self.p2p, REDUCE[op]
         acc = flat
         for child in self.children:
             tmp = np.empty_like(flat)
