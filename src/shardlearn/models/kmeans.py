@@ -68,10 +68,8 @@ from ..errors import ShardlearnError
 from .base import Params
 from .. import rng as _rng
 
-try:  # optional fast path for the per-cluster sums (a one-pass scatter-add)
-    import scipy.sparse as _sparse
-except ImportError:  # pragma: no cover - depends on the environment
-    _sparse = None
+import scipy.sparse as _sparse
+
 try:  # the kernel behind csc_matrix @ dense, without building and checking a matrix per chunk
     from scipy.sparse._sparsetools import csc_matvecs as _csc_matvecs
 except ImportError:  # pragma: no cover - private SciPy API moved: use the public one
@@ -161,12 +159,8 @@ def _cluster_sums(xc: np.ndarray, lab: np.ndarray, k: int, ones: np.ndarray, ind
         _csc_matvecs(k, r, xc.shape[1], indptr[:r + 1], lab.astype(indptr.dtype, copy=False),
                      ones[:r], xc.reshape(-1), out.reshape(-1))
         return out
-    if _sparse is not None:
-        m = _sparse.csc_matrix((ones[:r], lab, indptr[:r + 1]), shape=(k, r))
-        return m @ xc
-    onehot = np.zeros((r, k), dtype=xc.dtype)
-    onehot[np.arange(r), lab] = 1
-    return onehot.T @ xc
+    m = _sparse.csc_matrix((ones[:r], lab, indptr[:r + 1]), shape=(k, r))
+    return m @ xc
 
 
 def _lloyd_pass(data: _Local, centers: np.ndarray, labels: np.ndarray, buf: np.ndarray):

@@ -55,12 +55,6 @@ def _expit(z):
     return expit(z)
 
 
-def _row_offset(ctx, n_local: int) -> int:
-    """Global index of this rank's first row, assuming rank-ordered row blocks."""
-    counts = ctx.coll.allgather_obj(int(n_local))
-    return int(sum(counts[:ctx.rank]))
-
-
 class _Objective:
     """Distributed loss+gradient oracle for one linear model on this rank's rows.
 
