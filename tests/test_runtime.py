@@ -94,9 +94,6 @@ def test_model_file_is_atomic_and_round_trips(tmp_path):
     assert "numpy" in info["provenance"]
     assert os.listdir(tmp_path) == ["m.h5"]  # no temporary left behind
 
-    class Boom(Exception):
-        pass
-
     # a failure while writing leaves the old file untouched and no temporary behind
     bad = {"x": np.ones(2), "y": object()}
     with pytest.raises(Exception):

@@ -168,7 +168,6 @@ def write_rows(path: str, columns: dict, start: int, n_total: int, ctx) -> None:
     """
     import h5py
 
-    tmp = None
     with ctx.collective_errors():
         if ctx.rank == 0:
             _check_dir(path)
