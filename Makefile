@@ -24,7 +24,9 @@ help:
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# re-install when the package metadata or a C kernel changes (pip builds the kernels)
+KERNELS := $(shell find src -name '_*_kernels.c')
+$(VENV)/.installed: pyproject.toml setup.py $(KERNELS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test,mpich]'

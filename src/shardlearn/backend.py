@@ -4,6 +4,9 @@ The CPU path never imports CuPy: :func:`get_xp` only touches it for ``device="gp
 """
 from __future__ import annotations
 
+import importlib
+import os
+
 import numpy as np
 
 from .errors import ShardlearnError
@@ -51,3 +54,20 @@ def to_host(a) -> np.ndarray:
 
         return cupy.asnumpy(a)
     return np.asarray(a)
+
+
+def compiled_kernels(module: str):
+    """The compiled C kernels ``shardlearn.<module>``, or ``None`` to use the NumPy path.
+
+    The kernels are built by ``pip install`` from ``src/shardlearn/**/_*_kernels.c``
+    (``setup.py``); an install without a C compiler has none, and the models then run
+    their NumPy code, which gives the same results more slowly. Setting
+    ``SHARDLEARN_KERNELS=numpy`` forces the NumPy path (the tests compare the two).
+    The kernels work on host arrays only: on GPU the models use the array module.
+    """
+    if os.environ.get("SHARDLEARN_KERNELS", "c").strip().lower() == "numpy":
+        return None
+    try:
+        return importlib.import_module(f"shardlearn.{module}")
+    except ImportError:
+        return None

@@ -1,0 +1,26 @@
+"""Build shardlearn's compiled kernels; everything else about the package is in pyproject.toml.
+
+Every ``src/shardlearn/**/_*_kernels.c`` becomes an extension module next to its source
+(``models/_kmeans_kernels.c`` -> ``shardlearn.models._kmeans_kernels``). They are plain C99
+against the CPython buffer protocol (no NumPy headers), built with the machine's C compiler
+at ``pip install`` time. They are optional: without a compiler the install still succeeds and
+the models use their NumPy code paths, which give the same results, only slower
+(``shardlearn.backend.compiled_kernels``; ``SHARDLEARN_KERNELS=numpy`` forces those paths).
+"""
+from pathlib import Path
+
+from setuptools import Extension, setup
+
+ROOT = Path(__file__).resolve().parent
+
+
+def kernel_extensions():
+    exts = []
+    for source in sorted((ROOT / "src").glob("shardlearn/**/_*_kernels.c")):
+        module = ".".join(source.relative_to(ROOT / "src").with_suffix("").parts)
+        exts.append(Extension(module, [source.relative_to(ROOT).as_posix()],
+                              extra_compile_args=["-O3", "-std=c99"], optional=True))
+    return exts
+
+
+setup(ext_modules=kernel_extensions())
