@@ -12,6 +12,10 @@ from pathlib import Path
 from setuptools import Extension, setup
 
 ROOT = Path(__file__).resolve().parent
+# No -march: the build must run on any CPU of its architecture (a kernel that wants AVX2
+# carries a second copy for it, picked at run time). fp-contract=fast lets those copies
+# fuse multiply-adds (one rounding instead of two).
+COMPILE_ARGS = ["-O3", "-std=c99", "-ffp-contract=fast"]
 
 
 def kernel_extensions():
@@ -19,7 +23,7 @@ def kernel_extensions():
     for source in sorted((ROOT / "src").glob("shardlearn/**/_*_kernels.c")):
         module = ".".join(source.relative_to(ROOT / "src").with_suffix("").parts)
         exts.append(Extension(module, [source.relative_to(ROOT).as_posix()],
-                              extra_compile_args=["-O3", "-std=c99"], optional=True))
+                              extra_compile_args=COMPILE_ARGS, optional=True))
     return exts
 
 

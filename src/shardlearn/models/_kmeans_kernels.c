@@ -1,0 +1,261 @@
+/* Compiled inner loops of distributed Lloyd k-means (shardlearn.models.kmeans).
+ *
+ * One Lloyd pass over a chunk of rows finds each row's nearest center (the argmin of
+ * -2 x.c + |c|^2, the GEMM form) and, for the E-step, adds the row to its cluster's
+ * sum and count. Two forms, both returning the number of labels that changed:
+ *
+ *   lloyd_gemm_f32/_f64(x, dist, cc, labels, sums, counts, r, k, d, accumulate)
+ *       dist = x @ (-2 C)^T was computed by BLAS (r x k); this adds cc, takes the
+ *       argmin and accumulates, in one pass instead of NumPy's four.
+ *   lloyd_tiled_f32/_f64(x, ct, cc, labels, sums, counts, r, kp, d, accumulate)
+ *       computes the dot products itself, 4 rows x TILE centers at a time held in
+ *       vector registers, so the distance matrix never exists. For small k*d the
+ *       BLAS GEMM of a narrow (k-column) product runs far below the machine's peak
+ *       and this is faster; kmeans.py picks the form (the measurements are there).
+ *       ct is (-2 C)^T padded to kp = a multiple of TILE columns with zeros, cc is
+ *       padded with +inf, so padded centers never win.
+ *
+ * Conventions: all buffers are C-contiguous with the sizes the wrapper in kmeans.py
+ * checked (it is the only caller); x, dist, ct and cc are in the data's dtype; sums
+ * (k x d) and counts (k) are float64 and accumulated into (+=), so float32 data is
+ * summed in float64; labels are int32, read (to count changes) and overwritten. With
+ * accumulate = 0 only labels are written (prediction, the final relabel). The argmin
+ * keeps the first minimum on ties, like numpy.argmin. No NaN reaches here (fit and
+ * predict reject NaN input). The loops release the GIL (row blocks may run on threads).
+ *
+ * The tiled form has a second copy compiled for AVX2 + FMA, chosen at run time when
+ * the CPU has both, so the module still loads on any x86-64 (or other) CPU. Fused
+ * multiply-adds round once instead of twice, so labels of near-tied rows may differ
+ * between CPU kinds; on one machine results are bit-identical run to run.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <string.h>
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define HAVE_AVX2_COPY 1
+#define TARGET_AVX2 __attribute__((target("avx2,fma")))
+#else
+#define HAVE_AVX2_COPY 0
+#endif
+#define TARGET_BASE
+
+/* 32-byte vectors (GCC/Clang vector extensions): one AVX register, or two SSE2 ones. */
+typedef double vec_f64 __attribute__((vector_size(32)));
+typedef float vec_f32 __attribute__((vector_size(32)));
+#define LANES_f64 4
+#define LANES_f32 8
+#define TILE_ROWS 4 /* 4 rows x 2 vectors = 8 accumulators: fits 16 registers */
+
+/* Label row i as `best`; add it to its cluster when accumulating. */
+#define ASSIGN(T)                                                                    \
+    do {                                                                             \
+        changed += labels[i] != best;                                                \
+        labels[i] = best;                                                            \
+        if (accumulate) {                                                            \
+            counts[best] += 1.0;                                                     \
+            double *restrict s = sums + (Py_ssize_t)best * d;                        \
+            const T *restrict xi = x + i * d;                                        \
+            for (Py_ssize_t t = 0; t < d; t++)                                       \
+                s[t] += (double)xi[t];                                               \
+        }                                                                            \
+    } while (0)
+
+/* ---------------------------------------------------------------- after a BLAS GEMM */
+#define DEFINE_GEMM_FORM(T)                                                          \
+    static Py_ssize_t lloyd_gemm_loop_##T(const T *restrict x, const T *restrict dist, \
+                                          const T *restrict cc, int *restrict labels, \
+                                          double *restrict sums, double *restrict counts, \
+                                          Py_ssize_t r, Py_ssize_t k, Py_ssize_t d,  \
+                                          int accumulate)                            \
+    {                                                                                \
+        Py_ssize_t changed = 0;                                                      \
+        for (Py_ssize_t i = 0; i < r; i++) {                                         \
+            const T *restrict di = dist + i * k;                                     \
+            int best = 0;                                                            \
+            T bestv = (T)(di[0] + cc[0]);                                            \
+            for (Py_ssize_t j = 1; j < k; j++) {                                     \
+                T v = (T)(di[j] + cc[j]);                                            \
+                int less = v < bestv; /* branch-free: the winner is unpredictable */ \
+                best = less ? (int)j : best;                                         \
+                bestv = less ? v : bestv;                                            \
+            }                                                                        \
+            ASSIGN(T);                                                               \
+        }                                                                            \
+        return changed;                                                              \
+    }
+
+/* ------------------------------------------------------ distances computed in place */
+#define DEFINE_TILED_FORM(T, SUFFIX, TARGET)                                         \
+    TARGET static Py_ssize_t lloyd_tiled_loop_##T##SUFFIX(                           \
+        const T *restrict x, const T *restrict ct, const T *restrict cc,             \
+        int *restrict labels, double *restrict sums, double *restrict counts,        \
+        Py_ssize_t r, Py_ssize_t kp, Py_ssize_t d, int accumulate)                   \
+    {                                                                                \
+        enum { W = LANES_##T, TILE = 2 * LANES_##T };                                \
+        Py_ssize_t changed = 0;                                                      \
+        for (Py_ssize_t i0 = 0; i0 < r; i0 += TILE_ROWS) {                           \
+            const T *xr[TILE_ROWS]; /* a short last block repeats its last row */    \
+            T bestv[TILE_ROWS];                                                      \
+            int bestj[TILE_ROWS];                                                    \
+            for (int q = 0; q < TILE_ROWS; q++) {                                    \
+                xr[q] = x + (i0 + q < r ? i0 + q : r - 1) * d;                       \
+                bestv[q] = (T)INFINITY;                                              \
+                bestj[q] = 0;                                                        \
+            }                                                                        \
+            for (Py_ssize_t j0 = 0; j0 < kp; j0 += TILE) {                           \
+                vec_##T acc[TILE_ROWS][2];                                           \
+                _Pragma("GCC unroll 4") for (int q = 0; q < TILE_ROWS; q++) {        \
+                    acc[q][0] = (vec_##T){0};                                        \
+                    acc[q][1] = (vec_##T){0};                                        \
+                }                                                                    \
+                for (Py_ssize_t t = 0; t < d; t++) {                                 \
+                    vec_##T c0, c1;                                                  \
+                    memcpy(&c0, ct + t * kp + j0, sizeof c0);                        \
+                    memcpy(&c1, ct + t * kp + j0 + W, sizeof c1);                    \
+                    _Pragma("GCC unroll 4") for (int q = 0; q < TILE_ROWS; q++) {    \
+                        vec_##T xv = (vec_##T){0} + xr[q][t]; /* broadcast */        \
+                        acc[q][0] += xv * c0;                                        \
+                        acc[q][1] += xv * c1;                                        \
+                    }                                                                \
+                }                                                                    \
+                T dots[TILE_ROWS][TILE];                                             \
+                for (int q = 0; q < TILE_ROWS; q++) {                                \
+                    memcpy(dots[q], &acc[q][0], sizeof acc[q][0]);                   \
+                    memcpy(dots[q] + W, &acc[q][1], sizeof acc[q][1]);               \
+                    for (int c = 0; c < TILE; c++) {                                 \
+                        T v = (T)(dots[q][c] + cc[j0 + c]);                          \
+                        int less = v < bestv[q];                                     \
+                        bestv[q] = less ? v : bestv[q];                              \
+                        bestj[q] = less ? (int)(j0 + c) : bestj[q];                  \
+                    }                                                                \
+                }                                                                    \
+            }                                                                        \
+            Py_ssize_t rows = r - i0 < TILE_ROWS ? r - i0 : TILE_ROWS;               \
+            for (Py_ssize_t q = 0; q < rows; q++) {                                  \
+                Py_ssize_t i = i0 + q;                                               \
+                int best = bestj[q];                                                 \
+                ASSIGN(T);                                                           \
+            }                                                                        \
+        }                                                                            \
+        return changed;                                                              \
+    }
+
+typedef float f32;
+typedef double f64;
+DEFINE_GEMM_FORM(f32)
+DEFINE_GEMM_FORM(f64)
+DEFINE_TILED_FORM(f32, _base, TARGET_BASE)
+DEFINE_TILED_FORM(f64, _base, TARGET_BASE)
+#if HAVE_AVX2_COPY
+DEFINE_TILED_FORM(f32, _avx2, TARGET_AVX2)
+DEFINE_TILED_FORM(f64, _avx2, TARGET_AVX2)
+#endif
+
+static int use_avx2(void)
+{
+#if HAVE_AVX2_COPY
+    static int known = -1;
+    if (known < 0) {
+        __builtin_cpu_init();
+        known = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return known;
+#else
+    return 0;
+#endif
+}
+
+/* ------------------------------------------------------------------ Python wrappers */
+#define RELEASE_ALL(...)                                                             \
+    do {                                                                             \
+        Py_buffer *bufs_[] = {__VA_ARGS__};                                          \
+        for (size_t b_ = 0; b_ < sizeof bufs_ / sizeof bufs_[0]; b_++)               \
+            PyBuffer_Release(bufs_[b_]);                                             \
+    } while (0)
+
+#define DEFINE_WRAPPERS(T)                                                           \
+    static PyObject *lloyd_gemm_##T(PyObject *self, PyObject *args)                  \
+    {                                                                                \
+        Py_buffer x, dist, cc, labels, sums, counts;                                 \
+        Py_ssize_t r, k, d, changed;                                                 \
+        int acc;                                                                     \
+        if (!PyArg_ParseTuple(args, "y*y*y*w*w*w*nnnp", &x, &dist, &cc, &labels,     \
+                              &sums, &counts, &r, &k, &d, &acc))                     \
+            return NULL;                                                             \
+        Py_BEGIN_ALLOW_THREADS                                                       \
+        changed = lloyd_gemm_loop_##T(x.buf, dist.buf, cc.buf, labels.buf, sums.buf, \
+                                      counts.buf, r, k, d, acc);                     \
+        Py_END_ALLOW_THREADS                                                         \
+        RELEASE_ALL(&x, &dist, &cc, &labels, &sums, &counts);                        \
+        return PyLong_FromSsize_t(changed);                                          \
+    }                                                                                \
+                                                                                     \
+    static PyObject *lloyd_tiled_##T(PyObject *self, PyObject *args)                 \
+    {                                                                                \
+        Py_buffer x, ct, cc, labels, sums, counts;                                   \
+        Py_ssize_t r, kp, d, changed;                                                \
+        int acc;                                                                     \
+        if (!PyArg_ParseTuple(args, "y*y*y*w*w*w*nnnp", &x, &ct, &cc, &labels,       \
+                              &sums, &counts, &r, &kp, &d, &acc))                    \
+            return NULL;                                                             \
+        int avx2 = use_avx2();                                                       \
+        Py_BEGIN_ALLOW_THREADS                                                       \
+        if (r > 0 && avx2)                                                           \
+            changed = TILED_AVX2(T)(x.buf, ct.buf, cc.buf, labels.buf, sums.buf,     \
+                                    counts.buf, r, kp, d, acc);                      \
+        else if (r > 0)                                                              \
+            changed = lloyd_tiled_loop_##T##_base(x.buf, ct.buf, cc.buf, labels.buf, \
+                                                  sums.buf, counts.buf, r, kp, d, acc); \
+        else                                                                         \
+            changed = 0;                                                             \
+        Py_END_ALLOW_THREADS                                                         \
+        RELEASE_ALL(&x, &ct, &cc, &labels, &sums, &counts);                          \
+        return PyLong_FromSsize_t(changed);                                          \
+    }
+
+#if HAVE_AVX2_COPY
+#define TILED_AVX2(T) lloyd_tiled_loop_##T##_avx2
+#else
+#define TILED_AVX2(T) lloyd_tiled_loop_##T##_base
+#endif
+DEFINE_WRAPPERS(f32)
+DEFINE_WRAPPERS(f64)
+
+static PyObject *simd(PyObject *self, PyObject *args)
+{
+    return PyUnicode_FromString(use_avx2() ? "avx2+fma" : "baseline");
+}
+
+static PyMethodDef methods[] = {
+    {"lloyd_gemm_f32", lloyd_gemm_f32, METH_VARARGS,
+     "lloyd_gemm_f32(x, dist, cc, labels, sums, counts, r, k, d, accumulate) -> changed"},
+    {"lloyd_gemm_f64", lloyd_gemm_f64, METH_VARARGS,
+     "lloyd_gemm_f64(x, dist, cc, labels, sums, counts, r, k, d, accumulate) -> changed"},
+    {"lloyd_tiled_f32", lloyd_tiled_f32, METH_VARARGS,
+     "lloyd_tiled_f32(x, ct, cc, labels, sums, counts, r, kp, d, accumulate) -> changed"},
+    {"lloyd_tiled_f64", lloyd_tiled_f64, METH_VARARGS,
+     "lloyd_tiled_f64(x, ct, cc, labels, sums, counts, r, kp, d, accumulate) -> changed"},
+    {"simd", simd, METH_NOARGS, "which copy of the tiled loops runs: 'avx2+fma' or 'baseline'"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_kmeans_kernels",
+    "Compiled inner loops of Lloyd k-means (see _kmeans_kernels.c).", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__kmeans_kernels(void)
+{
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    /* centers per tile of the tiled form: ct and cc are padded to a multiple of it */
+    if (PyModule_AddIntConstant(m, "TILE_F32", 2 * LANES_f32) < 0 ||
+        PyModule_AddIntConstant(m, "TILE_F64", 2 * LANES_f64) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
