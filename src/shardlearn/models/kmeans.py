@@ -230,6 +230,10 @@ def _lloyd_pass(data: _Local, centers: np.ndarray, labels: np.ndarray, buf: np.n
     constant, ``‖x-m-c‖² = ‖x-m‖² - 2 x·c + (‖c‖² + 2 m·c)``, and subtracted from the sums
     afterwards (``Σ(x-m) = Σx - n m``); rounding is then no worse than with centring.
 
+    With the compiled kernels (:class:`_Labeler`, ``_kmeans_kernels.c``) each chunk is
+    labelled and summed in one pass, sums in float64; without them (no C compiler at
+    install time, or ``SHARDLEARN_KERNELS=numpy``) NumPy does the same in four passes.
+
     With ``data.threads`` > 1 the rows are split into that many contiguous blocks run
     by a thread pool (NumPy, BLAS and SciPy's sparse kernels release the GIL) with
     single-threaded BLAS: the per-chunk GEMMs are too small for BLAS's own threads,
