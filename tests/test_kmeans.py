@@ -278,6 +278,7 @@ def test_cli_round_trip_two_ranks(tmp_path):
     report = json.loads((tmp_path / "km.json").read_text())
     ref = SKKMeans(4, init=X[[0, 1, 2, 3]], n_init=1, algorithm="lloyd").fit(X)
     assert report["metrics"]["inertia"] == pytest.approx(ref.inertia_, rel=1e-7)
+    assert report["kernels"].startswith("c")  # the compiled loops ran (tests/test_kernels.py)
     with h5py.File(model, "r") as h:
         centers = h["cluster_centers"][()]
         info = json.loads(h.attrs["info"])

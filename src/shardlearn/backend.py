@@ -71,3 +71,13 @@ def compiled_kernels(module: str):
         return importlib.import_module(f"shardlearn.{module}")
     except ImportError:
         return None
+
+
+def kernels_name(module: str) -> str:
+    """What computes: ``"numpy"``, or ``"c"`` plus the vector copy in use (``"c/avx2+fma"``),
+    for run reports and logs."""
+    mod = compiled_kernels(module)
+    if mod is None:
+        return "numpy"
+    simd = getattr(mod, "simd", None)
+    return f"c/{simd()}" if simd else "c"

@@ -64,7 +64,7 @@ import time
 
 import numpy as np
 
-from ..backend import compiled_kernels
+from ..backend import compiled_kernels, kernels_name
 from ..errors import ShardlearnError
 from .base import Params
 from .. import rng as _rng
@@ -1053,7 +1053,8 @@ def train_from_args(name, args, ctx) -> dict:
         if init not in INITS and not os.path.exists(init):
             raise ShardlearnError(f"--init {init!r}: not one of {', '.join(INITS)} and no such file")
     ctx.log(f"kmeans: {shard.n_total} rows x {shard.dataset.n_features} features "
-            f"({shard.X.dtype}) on {ctx.size} ranks, k={args.k}, init={init}")
+            f"({shard.X.dtype}) on {ctx.size} ranks, k={args.k}, init={init}, "
+            f"kernels {kernels_name(KERNELS)}")
     km = KMeans(n_clusters=args.k, init=init, n_init=args.n_init, max_iter=args.max_iter,
                 tol=args.tol, verbose=int(ctx.verbose), random_state=args.seed, comm=ctx,
                 oversampling_factor=args.oversampling, init_rounds=args.init_rounds)
@@ -1073,7 +1074,8 @@ def train_from_args(name, args, ctx) -> dict:
     return {"params": params, "n_iter": km.n_iter_,
             "metrics": {"inertia": km.inertia_, "cluster_sizes": sizes.tolist()},
             "init_seconds": round(km.init_seconds_, 4),
-            "seconds_per_iteration": round(sum(i["seconds"] for i in iters) / max(1, len(iters)), 6)}
+            "seconds_per_iteration": round(sum(i["seconds"] for i in iters) / max(1, len(iters)), 6),
+            "kernels": kernels_name(KERNELS)}
 
 
 class KMeansModel:
