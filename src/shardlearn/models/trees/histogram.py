@@ -170,3 +170,80 @@ def build_histogram(codes: np.ndarray, channels: np.ndarray, rows, n_slots: int,
             if hess_is_count:
                 out[n_ch - 2, f] = out[n_ch - 1, f]
     return out
+
+
+# ------------------------------------------------------------------ compiled kernels
+def row_major_codes(codes: np.ndarray) -> np.ndarray:
+    """``(n, d)`` C-contiguous copy of the ``(d, n)`` codes for the compiled histogram.
+
+    One row's codes are adjacent (one or two cache lines), which is what a pass over a
+    node's gathered rows reads; built once per fit.
+    """
+    return np.ascontiguousarray(codes.T)
+
+
+class CompiledHistogram:
+    """Histograms and row partitions through ``_hist_kernels`` (see its C source).
+
+    Holds the row-major codes and the scratch buffers of one fit; the caller passes the
+    per-tree statistics through :meth:`set_channels`.
+
+    Parameters
+    ----------
+    kernels : module
+        ``shardlearn.models.trees._hist_kernels``.
+    codes : (d, n) uint8
+        Feature-major codes (the partition reads one feature's column).
+    n_slots : int
+    """
+
+    def __init__(self, kernels, codes: np.ndarray, n_slots: int):
+        self.k = kernels
+        self.codes = np.ascontiguousarray(codes, dtype=np.uint8)
+        self.d, self.n = codes.shape
+        self.codes_rm = row_major_codes(self.codes)
+        self.n_slots = n_slots
+        self.all_features = np.arange(self.d, dtype=np.int64)
+        self._acc = None
+        self._scratch = np.empty(self.n, dtype=np.int64)
+        self.channels_rm = None
+        self.cin = 0
+
+    def set_channels(self, channels: np.ndarray) -> None:
+        """Per-row statistics ``(C - 1, n)`` of this tree, stored row-major ``(n, C - 1)``."""
+        self.channels_rm = np.ascontiguousarray(np.asarray(channels, dtype=np.float64).T)
+        self.cin = channels.shape[0]
+        size = self.d * self.n_slots * (self.cin + 1)
+        if self._acc is None or self._acc.size < size:
+            self._acc = np.empty(size, dtype=np.float64)
+
+    def build(self, rows, features=None, hess_is_count=False, out=None) -> np.ndarray:
+        """Histogram ``(C, d, n_slots)`` of ``rows`` (int64 local rows, or None for all).
+
+        Features not in ``features`` are zero, as in :func:`build_histogram`.
+        """
+        C = self.cin + 1
+        if out is None:
+            out = np.zeros((C, self.d, self.n_slots), dtype=np.float64)
+        else:
+            out[...] = 0.0
+        all_rows = rows is None or is_all_rows(rows, self.n)
+        if all_rows:
+            rows = self._scratch[:0]
+        else:
+            rows = np.ascontiguousarray(rows, dtype=np.int64)
+        if not all_rows and len(rows) == 0:
+            return out
+        feats = self.all_features if features is None else np.ascontiguousarray(features, dtype=np.int64)
+        if self.cin < 2:
+            hess_is_count = False
+        self.k.histogram(self.codes_rm, self.n, self.d, self.channels_rm, self.cin, rows, int(all_rows),
+                         feats, self.n_slots, self._acc, out, int(bool(hess_is_count)))
+        return out
+
+    def partition(self, rows: np.ndarray, feature: int, bin_: int, missing_left: bool) -> int:
+        """Reorder ``rows`` (a contiguous int64 view, ascending) in place: rows going left
+        (code ``<= bin_``, or the missing slot when ``missing_left``) first, both sides in
+        their original order. Returns the number of left rows."""
+        return self.k.partition(self.codes[feature], rows, self._scratch, int(bin_), self.n_slots - 1,
+                                int(bool(missing_left)))

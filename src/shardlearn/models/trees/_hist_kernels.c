@@ -1,0 +1,306 @@
+/* Compiled inner loops of the histogram trees (LightGBM's data-parallel GBDT, one rank's part).
+ *
+ * histogram(): one pass over a node's rows accumulates (gradient channels..., hessian, count)
+ *   of every (sampled) feature. The codes are row-major (n x d uint8), so a row's codes are
+ *   one or two cache lines when the node's rows are gathered, and the per-row statistics are
+ *   row-major too (n x Cin float64: gradient(s) then hessian, one cache line). Accumulators
+ *   are interleaved per bin, acc[(f * S + code) * A + c], so a row touches one cache line per
+ *   feature instead of one per channel; they are scattered to the (C, d, S) layout that the
+ *   split search and the collective use at the end. Float64 sums; counts are float64 too
+ *   (exact below 2**53 rows).
+ *
+ * partition(): stable split of a node's rows (a contiguous range of the tree's row
+ *   permutation, as in LightGBM's DataPartition) into left rows then right rows, in place,
+ *   by (feature, threshold bin, missing direction). It reads the feature-major codes: the
+ *   rows are ascending, so one feature's codes are read front to back.
+ *
+ * add_leaf_values(): scores[rows[i] * K + k] += value for every row of every leaf.
+ *
+ * split_gains(): the gain of every candidate split of k nodes (the vectorised NumPy
+ *   split search's arithmetic, in the same order, without its (k, C, d, S) temporaries).
+ *
+ * The Python wrappers (histogram.py, grower.py, split.py) check dtypes, shapes, contiguity
+ * and index ranges before calling: the C code trusts them. Sizes are Py_ssize_t and products
+ * of sizes are computed in Py_ssize_t (64-bit), so no int overflow on large shards.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+/* ----------------------------------------------------------------------- histogram */
+
+/* A node's rows are spread over the shard, so each row's codes and statistics are a cache
+ * miss, and one row's accumulation (d features x a few loads, adds and stores) fills the
+ * out-of-order window: without help the CPU waits for one row's miss at a time (measured
+ * 4.6 ns per row and feature on 32k of 400k rows, against 1.2 on all rows). Prefetching
+ * PREFETCH_AHEAD rows ahead overlaps the misses. */
+#define PREFETCH_AHEAD 12
+#if defined(__GNUC__) || defined(__clang__)
+#define PREFETCH(p) __builtin_prefetch((p), 0, 3)
+#else
+#define PREFETCH(p) ((void)0)
+#endif
+
+/* Prefetch the codes (up to two cache lines) and statistics of local row r. */
+static inline void prefetch_row(const uint8_t *cd, const double *w, Py_ssize_t r, Py_ssize_t d,
+                                Py_ssize_t cin)
+{
+    PREFETCH(cd + r * d);
+    PREFETCH(cd + r * d + d - 1);
+    PREFETCH(w + r * cin);
+}
+
+/* Zero the accumulators of the selected features. */
+static void zero_acc(double *acc, const int64_t *feats, Py_ssize_t nf, Py_ssize_t S, Py_ssize_t A)
+{
+    for (Py_ssize_t j = 0; j < nf; j++)
+        memset(acc + feats[j] * S * A, 0, (size_t)(S * A) * sizeof(double));
+}
+
+static PyObject *histogram(PyObject *self, PyObject *args)
+{
+    Py_buffer codes, ch, rows, feats, acc_buf, out;
+    Py_ssize_t n, d, cin, S;
+    int all_rows, hess_is_count;
+    if (!PyArg_ParseTuple(args, "y*nny*ny*iy*nw*w*i", &codes, &n, &d, &ch, &cin, &rows, &all_rows,
+                          &feats, &S, &acc_buf, &out, &hess_is_count))
+        return NULL;
+    const uint8_t *cd = (const uint8_t *)codes.buf;
+    const double *w = (const double *)ch.buf;
+    const int64_t *rw = (const int64_t *)rows.buf;
+    const int64_t *fs = (const int64_t *)feats.buf;
+    double *acc = (double *)acc_buf.buf;
+    double *o = (double *)out.buf;
+    Py_ssize_t m = all_rows ? n : rows.len / (Py_ssize_t)sizeof(int64_t);
+    Py_ssize_t nf = feats.len / (Py_ssize_t)sizeof(int64_t);
+    Py_ssize_t ng = hess_is_count ? cin - 1 : cin;  /* channels summed from the data */
+    Py_ssize_t A = ng + 1;                            /* ... plus the count */
+    Py_ssize_t C = cin + 1;                           /* channels of the output */
+    int dense = nf == d;                              /* all features: no indirection */
+
+    Py_BEGIN_ALLOW_THREADS
+    zero_acc(acc, fs, nf, S, A);
+    if (A == 3) {
+        /* one gradient channel, hessian, count: the boosting case */
+        for (Py_ssize_t i = 0; i < m; i++) {
+            Py_ssize_t r = all_rows ? i : (Py_ssize_t)rw[i];
+            if (!all_rows && i + PREFETCH_AHEAD < m)
+                prefetch_row(cd, w, (Py_ssize_t)rw[i + PREFETCH_AHEAD], d, cin);
+            const uint8_t *c = cd + r * d;
+            double g = w[r * cin], h = w[r * cin + 1];
+            if (dense) {
+                double *a = acc;
+                for (Py_ssize_t f = 0; f < d; f++, a += S * 3) {
+                    double *b = a + (Py_ssize_t)c[f] * 3;
+                    b[0] += g; b[1] += h; b[2] += 1.0;
+                }
+            } else {
+                for (Py_ssize_t j = 0; j < nf; j++) {
+                    double *b = acc + (fs[j] * S + (Py_ssize_t)c[fs[j]]) * 3;
+                    b[0] += g; b[1] += h; b[2] += 1.0;
+                }
+            }
+        }
+    } else if (A == 2) {
+        /* one gradient channel and the count (L2: the hessian is the count) */
+        for (Py_ssize_t i = 0; i < m; i++) {
+            Py_ssize_t r = all_rows ? i : (Py_ssize_t)rw[i];
+            if (!all_rows && i + PREFETCH_AHEAD < m)
+                prefetch_row(cd, w, (Py_ssize_t)rw[i + PREFETCH_AHEAD], d, cin);
+            const uint8_t *c = cd + r * d;
+            double g = w[r * cin];
+            for (Py_ssize_t j = 0; j < nf; j++) {
+                Py_ssize_t f = dense ? j : fs[j];
+                double *b = acc + (f * S + (Py_ssize_t)c[f]) * 2;
+                b[0] += g; b[1] += 1.0;
+            }
+        }
+    } else {
+        /* several gradient channels (classification forests): generic loop */
+        for (Py_ssize_t i = 0; i < m; i++) {
+            Py_ssize_t r = all_rows ? i : (Py_ssize_t)rw[i];
+            if (!all_rows && i + PREFETCH_AHEAD < m)
+                prefetch_row(cd, w, (Py_ssize_t)rw[i + PREFETCH_AHEAD], d, cin);
+            const uint8_t *c = cd + r * d;
+            const double *wr = w + r * cin;
+            for (Py_ssize_t j = 0; j < nf; j++) {
+                Py_ssize_t f = dense ? j : fs[j];
+                double *b = acc + (f * S + (Py_ssize_t)c[f]) * A;
+                for (Py_ssize_t q = 0; q < ng; q++)
+                    b[q] += wr[q];
+                b[ng] += 1.0;
+            }
+        }
+    }
+    /* scatter the interleaved accumulators to out[channel, feature, slot] */
+    for (Py_ssize_t j = 0; j < nf; j++) {
+        Py_ssize_t f = fs[j];
+        const double *a = acc + f * S * A;
+        for (Py_ssize_t q = 0; q < ng; q++) {
+            double *oq = o + (q * d + f) * S;
+            for (Py_ssize_t s = 0; s < S; s++)
+                oq[s] = a[s * A + q];
+        }
+        double *ocnt = o + ((C - 1) * d + f) * S;
+        for (Py_ssize_t s = 0; s < S; s++)
+            ocnt[s] = a[s * A + ng];
+        if (hess_is_count)
+            memcpy(o + ((C - 2) * d + f) * S, ocnt, (size_t)S * sizeof(double));
+    }
+    Py_END_ALLOW_THREADS
+
+    PyBuffer_Release(&codes); PyBuffer_Release(&ch); PyBuffer_Release(&rows);
+    PyBuffer_Release(&feats); PyBuffer_Release(&acc_buf); PyBuffer_Release(&out);
+    Py_RETURN_NONE;
+}
+
+/* ----------------------------------------------------------------------- partition */
+
+static PyObject *partition(PyObject *self, PyObject *args)
+{
+    Py_buffer col, rows, tmp;
+    Py_ssize_t thr, miss_slot;
+    int missing_left;
+    if (!PyArg_ParseTuple(args, "y*w*w*nni", &col, &rows, &tmp, &thr, &miss_slot, &missing_left))
+        return NULL;
+    const uint8_t *c = (const uint8_t *)col.buf;   /* one feature's codes of all local rows */
+    int64_t *r = (int64_t *)rows.buf;              /* the node's rows, ascending */
+    int64_t *t = (int64_t *)tmp.buf;               /* scratch for the right rows */
+    Py_ssize_t m = rows.len / (Py_ssize_t)sizeof(int64_t);
+    Py_ssize_t nl = 0, nr = 0;
+    Py_BEGIN_ALLOW_THREADS
+    /* left rows are written back in place (the write position never passes the read
+       position), right rows go to the scratch and are appended after: stable, no sort */
+    for (Py_ssize_t i = 0; i < m; i++) {
+        int64_t row = r[i];
+        Py_ssize_t code = c[row];
+        int left = (code <= thr) | (missing_left & (code == miss_slot));  /* no branch */
+        /* branch-free: store to both sides, advance one (the side is unpredictable) */
+        r[nl] = row;
+        t[nr] = row;
+        nl += left;
+        nr += !left;
+    }
+    memcpy(r + nl, t, (size_t)nr * sizeof(int64_t));
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&col); PyBuffer_Release(&rows); PyBuffer_Release(&tmp);
+    return PyLong_FromSsize_t(nl);
+}
+
+/* ---------------------------------------------------------------- leaf-value update */
+
+static PyObject *add_leaf_values(PyObject *self, PyObject *args)
+{
+    Py_buffer scores, rows, bounds, values;
+    Py_ssize_t K, k;
+    if (!PyArg_ParseTuple(args, "w*nny*y*y*", &scores, &K, &k, &rows, &bounds, &values))
+        return NULL;
+    double *s = (double *)scores.buf;
+    const int64_t *r = (const int64_t *)rows.buf;
+    const int64_t *b = (const int64_t *)bounds.buf;  /* leaf j owns rows[b[2j]:b[2j+1]] */
+    const double *v = (const double *)values.buf;
+    Py_ssize_t nleaf = values.len / (Py_ssize_t)sizeof(double);
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t j = 0; j < nleaf; j++) {
+        double val = v[j];
+        for (int64_t i = b[2 * j]; i < b[2 * j + 1]; i++)
+            s[r[i] * K + k] += val;
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&scores); PyBuffer_Release(&rows); PyBuffer_Release(&bounds); PyBuffer_Release(&values);
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------- split search */
+
+/* For node i, feature f, value bin b < V (V = S - 1) the candidate "codes <= b left" has
+ * left sums cum[c] = sum_{s<=b} hist[i, c, f, s] (missing right) or cum[c] + miss[c]
+ * (missing left). Writes gains g[i, f, b, dir] (dir 0: missing right, 1: missing left),
+ * -inf where the candidate is invalid, exactly like split.find_best_splits' NumPy code:
+ * the same cumulative sums in the same order and the same gain expression. Also writes
+ * cum[i, c, f, b] for the chosen candidate's left sums. n_dir is 1 when no node has
+ * missing values (only dir 0 exists). */
+static PyObject *split_gains(PyObject *self, PyObject *args)
+{
+    Py_buffer hist, totals, nbins, gains, cumb;
+    Py_ssize_t k, C, d, S, n_dir, min_child;
+    double lam, min_hess;
+    int nb_per_node;
+    if (!PyArg_ParseTuple(args, "y*y*y*innnnnddw*w*", &hist, &totals, &nbins, &nb_per_node, &k, &C, &d,
+                          &S, &n_dir, &lam, &min_hess, &min_child, &gains, &cumb))
+        return NULL;
+    const double *H = (const double *)hist.buf;
+    const double *T = (const double *)totals.buf;
+    const int64_t *NB = (const int64_t *)nbins.buf;
+    double *G = (double *)gains.buf;
+    double *CUM = (double *)cumb.buf;
+    Py_ssize_t V = S - 1, ng = C - 2;
+    double mcs = (double)min_child;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < k; i++) {
+        const double *t = T + i * C;
+        for (Py_ssize_t f = 0; f < d; f++) {
+            Py_ssize_t nb = (Py_ssize_t)NB[nb_per_node ? i * d + f : f];
+            double *cum_f = CUM + (i * C * d + f) * V;         /* cum[i, c, f, :] at + c*d*V */
+            /* cumulative sums over the value bins, per channel (np.cumsum order) */
+            for (Py_ssize_t c = 0; c < C; c++) {
+                const double *h = H + ((i * C + c) * d + f) * S;
+                double *cc = cum_f + c * d * V, run = 0.0;
+                for (Py_ssize_t b = 0; b < V; b++) { run += h[b]; cc[b] = run; }
+            }
+            double miss_cnt = H[((i * C + C - 1) * d + f) * S + V];
+            int has_miss = miss_cnt > 0;
+            double *g = G + (i * d + f) * V * n_dir;
+            for (Py_ssize_t b = 0; b < V; b++) {
+                int inner = b < nb - 1, top = b == nb - 1;
+                for (Py_ssize_t dir = 0; dir < n_dir; dir++) {
+                    int valid = dir == 0 ? (inner || (top && has_miss)) : (inner && has_miss);
+                    double out = -INFINITY;
+                    if (valid) {
+                        const double *hm = H + ((i * C + C - 2) * d + f) * S;   /* hessian */
+                        const double *cm = H + ((i * C + C - 1) * d + f) * S;   /* count */
+                        double sl = 0.0, sr = 0.0, hr, cr;
+                        double hl = cum_f[(C - 2) * d * V + b], cl = cum_f[(C - 1) * d * V + b];
+                        if (dir) { hl = hl + hm[V]; cl = cl + cm[V]; }
+                        hr = t[C - 2] - hl; cr = t[C - 1] - cl;
+                        if (cl >= mcs && cr >= mcs && hl >= min_hess && hr >= min_hess
+                            && hl + lam > 0 && hr + lam > 0) {
+                            for (Py_ssize_t c = 0; c < ng; c++) {
+                                double l = cum_f[c * d * V + b];
+                                if (dir) l = l + H[((i * C + c) * d + f) * S + V];
+                                double r = t[c] - l;
+                                /* NumPy sums the squares over channels with .sum(axis=1) */
+                                if (c == 0) { sl = l * l; sr = r * r; }
+                                else { sl += l * l; sr += r * r; }
+                            }
+                            out = sl / (hl + lam) + sr / (hr + lam);
+                        }
+                    }
+                    g[b * n_dir + dir] = out;
+                }
+            }
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&hist); PyBuffer_Release(&totals); PyBuffer_Release(&nbins);
+    PyBuffer_Release(&gains); PyBuffer_Release(&cumb);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"histogram", histogram, METH_VARARGS,
+     "histogram(codes_rm, n, d, channels_rm, cin, rows, all_rows, feats, S, acc, out, hess_is_count)"},
+    {"partition", partition, METH_VARARGS,
+     "partition(codes_of_feature, rows, scratch, thr_bin, missing_slot, missing_left) -> n_left"},
+    {"add_leaf_values", add_leaf_values, METH_VARARGS,
+     "add_leaf_values(scores, K, k, rows, bounds, values)"},
+    {"split_gains", split_gains, METH_VARARGS,
+     "split_gains(hist, totals, n_bins, per_node, k, C, d, S, n_dir, lam, min_hess, min_child, gains, cum)"},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_hist_kernels",
+                                    "Compiled inner loops of the histogram trees.", -1, methods};
+
+PyMODINIT_FUNC PyInit__hist_kernels(void) { return PyModule_Create(&module); }
