@@ -228,7 +228,7 @@ static PyObject *split_gains(PyObject *self, PyObject *args)
     Py_ssize_t k, C, d, S, n_dir, min_child;
     double lam, min_hess;
     int nb_per_node;
-    if (!PyArg_ParseTuple(args, "y*y*y*innnnnddw*w*", &hist, &totals, &nbins, &nb_per_node, &k, &C, &d,
+    if (!PyArg_ParseTuple(args, "y*y*y*innnnnddnw*w*", &hist, &totals, &nbins, &nb_per_node, &k, &C, &d,
                           &S, &n_dir, &lam, &min_hess, &min_child, &gains, &cumb))
         return NULL;
     const double *H = (const double *)hist.buf;

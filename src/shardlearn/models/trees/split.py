@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...backend import compiled_kernels
+
 
 #: candidate gains within this relative distance of the best count as ties
 TIE_RTOL = 1e-10
@@ -71,6 +73,9 @@ def find_best_splits(hist: np.ndarray, totals: np.ndarray, n_bins: np.ndarray,
     ``feature`` (k,), ``bin`` (k,), ``missing_left`` (k,) bool, ``left`` (k, C) sums.
     """
     k, C, d, S = hist.shape
+    kernels = compiled_kernels("models.trees._hist_kernels")
+    if kernels is not None and C >= 3 and S >= 2:
+        return _find_best_splits_compiled(kernels, hist, totals, n_bins, params, feature_mask)
     if feature_mask is not None:
         fm = np.broadcast_to(np.asarray(feature_mask, dtype=bool), (k, d))
         counts = fm.sum(axis=1)
@@ -135,6 +140,55 @@ def find_best_splits(hist: np.ndarray, totals: np.ndarray, n_bins: np.ndarray,
     left = cum[nodes, :, f, bin_] + np.where(ml[:, None], miss[nodes, :, f], 0.0)
     right = totals - left
     # no missing values seen at this node: send future ones to the bigger child
+    no_miss = ~has_miss[nodes, f]
+    ml = np.where(no_miss, left[:, C - 1] >= right[:, C - 1], ml)
+    gain = best_gain - node_score(totals, lam)
+    gain = np.where(np.isfinite(best_gain), gain, -np.inf)
+    return {"gain": gain, "feature": f.astype(np.int64), "bin": bin_.astype(np.int64),
+            "missing_left": ml, "left": left}
+
+
+def _find_best_splits_compiled(kernels, hist, totals, n_bins, params: SplitParams, feature_mask):
+    """:func:`find_best_splits` with the candidate gains computed by ``_hist_kernels.split_gains``.
+
+    The C code runs the NumPy code's arithmetic in the same order (cumulative sums per
+    channel, then the same gain expression), without its (k, C, d, S) temporaries; the
+    choice among the gains (ties within ``TIE_RTOL``, lowest feature then bin) stays here.
+    Features outside ``feature_mask`` get gain ``-inf``: the first best among the allowed
+    features is the one the NumPy code's sampled-feature search finds.
+    """
+    k, C, d, S = hist.shape
+    V = S - 1
+    lam = params.lambda_l2
+    hist = np.ascontiguousarray(hist, dtype=np.float64)
+    totals = np.ascontiguousarray(totals, dtype=np.float64)
+    nb = np.asarray(n_bins)
+    per_node = nb.ndim == 2
+    nb = np.ascontiguousarray(np.broadcast_to(nb, (k, d)) if per_node else nb, dtype=np.int64)
+    miss = hist[..., V]                                  # (k, C, d)
+    has_miss = miss[:, C - 1] > 0                        # (k, d)
+    n_dir = 2 if has_miss.any() else 1
+    g = np.empty((k, d, V, n_dir))
+    cum = np.empty((k, C, d, V))
+    kernels.split_gains(hist, totals, nb, int(per_node), k, C, d, S, n_dir, float(lam),
+                        float(params.min_sum_hessian), int(params.min_child_samples), g, cum)
+    if feature_mask is not None:
+        fm = np.broadcast_to(np.asarray(feature_mask, dtype=bool), (k, d))
+        g[~fm] = -np.inf
+    flat = g.reshape(k, -1)
+    if flat.shape[1]:
+        top = flat.max(axis=1)
+        near = flat >= (top - TIE_RTOL * np.abs(top))[:, None]
+        best = np.argmax(near, axis=1)
+        best_gain = flat[np.arange(k), best]
+    else:
+        best, best_gain = np.zeros(k, dtype=np.int64), np.full(k, -np.inf)
+    f, rest = np.divmod(best, V * n_dir)
+    bin_, direction = np.divmod(rest, n_dir)
+    ml = direction == 1
+    nodes = np.arange(k)
+    left = cum[nodes, :, f, bin_] + np.where(ml[:, None], miss[nodes, :, f], 0.0)
+    right = totals - left
     no_miss = ~has_miss[nodes, f]
     ml = np.where(no_miss, left[:, C - 1] >= right[:, C - 1], ml)
     gain = best_gain - node_score(totals, lam)
