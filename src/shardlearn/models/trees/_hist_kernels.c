@@ -14,7 +14,7 @@
  *   by (feature, threshold bin, missing direction). It reads the feature-major codes: the
  *   rows are ascending, so one feature's codes are read front to back.
  *
- * add_leaf_values(): scores[rows[i] * K + k] += value for every row of every leaf.
+ * add_leaf_value(): scores[rows[i] * K + k] += value for the rows of one leaf.
  *
  * split_gains(): the gain of every candidate split of k nodes (the vectorised NumPy
  *   split search's arithmetic, in the same order, without its (k, C, d, S) temporaries).
@@ -191,25 +191,23 @@ static PyObject *partition(PyObject *self, PyObject *args)
 
 /* ---------------------------------------------------------------- leaf-value update */
 
-static PyObject *add_leaf_values(PyObject *self, PyObject *args)
+/* scores[rows[i] * K + k] += value: one leaf's rows (NumPy's scores[rows, k] += value
+ * gathers, adds and scatters in three passes). */
+static PyObject *add_leaf_value(PyObject *self, PyObject *args)
 {
-    Py_buffer scores, rows, bounds, values;
+    Py_buffer scores, rows;
     Py_ssize_t K, k;
-    if (!PyArg_ParseTuple(args, "w*nny*y*y*", &scores, &K, &k, &rows, &bounds, &values))
+    double value;
+    if (!PyArg_ParseTuple(args, "w*nny*d", &scores, &K, &k, &rows, &value))
         return NULL;
     double *s = (double *)scores.buf;
     const int64_t *r = (const int64_t *)rows.buf;
-    const int64_t *b = (const int64_t *)bounds.buf;  /* leaf j owns rows[b[2j]:b[2j+1]] */
-    const double *v = (const double *)values.buf;
-    Py_ssize_t nleaf = values.len / (Py_ssize_t)sizeof(double);
+    Py_ssize_t m = rows.len / (Py_ssize_t)sizeof(int64_t);
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t j = 0; j < nleaf; j++) {
-        double val = v[j];
-        for (int64_t i = b[2 * j]; i < b[2 * j + 1]; i++)
-            s[r[i] * K + k] += val;
-    }
+    for (Py_ssize_t i = 0; i < m; i++)
+        s[r[i] * K + k] += value;
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&scores); PyBuffer_Release(&rows); PyBuffer_Release(&bounds); PyBuffer_Release(&values);
+    PyBuffer_Release(&scores); PyBuffer_Release(&rows);
     Py_RETURN_NONE;
 }
 
@@ -294,8 +292,7 @@ static PyMethodDef methods[] = {
      "histogram(codes_rm, n, d, channels_rm, cin, rows, all_rows, feats, S, acc, out, hess_is_count)"},
     {"partition", partition, METH_VARARGS,
      "partition(codes_of_feature, rows, scratch, thr_bin, missing_slot, missing_left) -> n_left"},
-    {"add_leaf_values", add_leaf_values, METH_VARARGS,
-     "add_leaf_values(scores, K, k, rows, bounds, values)"},
+    {"add_leaf_value", add_leaf_value, METH_VARARGS, "add_leaf_value(scores, K, k, rows, value)"},
     {"split_gains", split_gains, METH_VARARGS,
      "split_gains(hist, totals, n_bins, per_node, k, C, d, S, n_dir, lam, min_hess, min_child, gains, cum)"},
     {NULL, NULL, 0, NULL}};

