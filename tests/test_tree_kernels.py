@@ -2,7 +2,8 @@
 
 Histograms, row partitions and split gains on random data (row subsets, feature subsets,
 several gradient channels, empty nodes, the missing bin), and whole fits on 1 and 3 ranks
-that must give identical trees with ``SHARDLEARN_KERNELS=numpy`` and without.
+that must give identical trees and predictions with ``SHARDLEARN_KERNELS=numpy`` and
+without.
 """
 import json
 import os
@@ -121,6 +122,8 @@ X, y = make_classification(1800, 8, n_informative=5, random_state=7)
 X[::5, 2] = np.nan
 Xm, ym = make_classification(1200, 6, n_informative=4, n_classes=3, random_state=8)
 Xr, yr = make_friedman1(1500, 6, random_state=9)
+Xp = {"binary": X, "binary-rs-bagging": X, "multiclass-depthwise": Xm, "regression": Xr,
+      "forest-classifier": Xm, "forest-regressor": Xr}
 cases = {
     "binary": lambda: GradientBoostingClassifier(n_estimators=5, comm=ctx).fit(X[s(1800)], y[s(1800)]),
     "binary-rs-bagging": lambda: GradientBoostingClassifier(
@@ -134,13 +137,17 @@ cases = {
         Xr[s(1500)], yr[s(1500)]),
 }
 for name, fit in cases.items():
-    out = {}
+    out, pred = {}, {}
     for kern in ("numpy", "c"):
         os.environ["SHARDLEARN_KERNELS"] = kern
-        a = fit().ensemble_.to_arrays()
-        out[kern] = a
+        m = fit()
+        out[kern] = m.ensemble_.to_arrays()
+        Xq = Xp[name][:300].copy()
+        Xq[::7, 0] = np.nan                      # NaN at prediction time, seen or not in training
+        # each path's model predicted through its own prediction path (NumPy walk vs C)
+        pred[kern] = m.predict_proba(Xq) if hasattr(m, "predict_proba") else m.predict(Xq)
     a, b = out["numpy"], out["c"]
-    res = {"case": name, "nodes": len(a["feature"])}
+    res = {"case": name, "nodes": len(a["feature"]), "pred": float(np.abs(pred["numpy"] - pred["c"]).max())}
     for key in ("feature", "bin", "missing_left", "left", "right"):
         res[key] = bool(np.array_equal(a[key], b[key]))
     res["value"] = float(np.abs(a["value"] - b["value"]).max()) if res["feature"] else None
@@ -159,3 +166,4 @@ def test_fits_give_identical_trees_with_and_without_kernels(tmp_path, P):
         for key in ("feature", "bin", "missing_left", "left", "right"):
             assert r[key], (P, r)
         assert r["value"] <= 1e-9, (P, r)
+        assert r["pred"] <= 1e-12, (P, r)

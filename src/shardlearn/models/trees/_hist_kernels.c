@@ -16,6 +16,8 @@
  *
  * add_leaf_value(): scores[rows[i] * K + k] += value for the rows of one leaf.
  *
+ * predict_raw(): every row walked through every tree (prediction on raw features).
+ *
  * split_gains(): the gain of every candidate split of k nodes (the vectorised NumPy
  *   split search's arithmetic, in the same order, without its (k, C, d, S) temporaries).
  *
@@ -287,6 +289,52 @@ static PyObject *split_gains(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* ---------------------------------------------------------------------- prediction */
+
+/* out[r, col(t)] += value[leaf of row r in tree t] (n_out == 1) or out[r, :] += value[leaf, :]
+ * (n_out > 1, forests), for trees t in the given order. Each row walks every tree in turn
+ * (the trees' node arrays stay in cache; the row's features are one or two cache lines),
+ * as LightGBM predicts; per row the trees are added in the same order as the NumPy path,
+ * so the sums are the same. NaN fails "x <= threshold" and goes right unless missing_left. */
+static PyObject *predict_raw(PyObject *self, PyObject *args)
+{
+    Py_buffer X, feat, thr, ml, left, right, val, roots, cols, out;
+    Py_ssize_t n, d, n_out, n_cols;
+    if (!PyArg_ParseTuple(args, "y*nny*y*y*y*y*y*ny*y*w*n", &X, &n, &d, &feat, &thr, &ml, &left, &right,
+                          &val, &n_out, &roots, &cols, &out, &n_cols))
+        return NULL;
+    const double *x = (const double *)X.buf, *th = (const double *)thr.buf, *v = (const double *)val.buf;
+    const int64_t *fe = (const int64_t *)feat.buf, *lf = (const int64_t *)left.buf;
+    const int64_t *rt = (const int64_t *)right.buf, *ro = (const int64_t *)roots.buf;
+    const int64_t *co = (const int64_t *)cols.buf;
+    const int8_t *m = (const int8_t *)ml.buf;
+    double *o = (double *)out.buf;
+    Py_ssize_t T = roots.len / (Py_ssize_t)sizeof(int64_t);
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t r = 0; r < n; r++) {
+        const double *xr = x + r * d;
+        double *orow = o + r * n_cols;
+        for (Py_ssize_t t = 0; t < T; t++) {
+            int64_t node = ro[t];
+            while (fe[node] >= 0) {
+                double xv = xr[fe[node]];
+                int go_left = (xv <= th[node]) | (m[node] & (xv != xv));
+                node = go_left ? lf[node] : rt[node];
+            }
+            if (n_out == 1)
+                orow[co[t]] += v[node];
+            else
+                for (Py_ssize_t j = 0; j < n_out; j++)
+                    orow[j] += v[node * n_out + j];
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&X); PyBuffer_Release(&feat); PyBuffer_Release(&thr); PyBuffer_Release(&ml);
+    PyBuffer_Release(&left); PyBuffer_Release(&right); PyBuffer_Release(&val); PyBuffer_Release(&roots);
+    PyBuffer_Release(&cols); PyBuffer_Release(&out);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"histogram", histogram, METH_VARARGS,
      "histogram(codes_rm, n, d, channels_rm, cin, rows, all_rows, feats, S, acc, out, hess_is_count)"},
@@ -295,6 +343,8 @@ static PyMethodDef methods[] = {
     {"add_leaf_value", add_leaf_value, METH_VARARGS, "add_leaf_value(scores, K, k, rows, value)"},
     {"split_gains", split_gains, METH_VARARGS,
      "split_gains(hist, totals, n_bins, per_node, k, C, d, S, n_dir, lam, min_hess, min_child, gains, cum)"},
+    {"predict_raw", predict_raw, METH_VARARGS,
+     "predict_raw(X, n, d, feature, threshold, missing_left, left, right, value, n_out, roots, cols, out, n_cols)"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_hist_kernels",
