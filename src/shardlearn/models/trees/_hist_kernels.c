@@ -18,8 +18,8 @@
  *
  * predict_raw(): every row walked through every tree (prediction on raw features).
  *
- * split_gains(): the gain of every candidate split of k nodes (the vectorised NumPy
- *   split search's arithmetic, in the same order, without its (k, C, d, S) temporaries).
+ * best_splits(): the best split of each of k nodes (the vectorised NumPy split search's
+ *   arithmetic and tie rule, in the same order, without its (k, C, d, S) temporaries).
  *
  * The Python wrappers (histogram.py, grower.py, split.py) check dtypes, shapes, contiguity
  * and index ranges before calling: the C code trusts them. Sizes are Py_ssize_t and products
@@ -29,6 +29,7 @@
 #include <Python.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ----------------------------------------------------------------------- histogram */
@@ -215,77 +216,119 @@ static PyObject *add_leaf_value(PyObject *self, PyObject *args)
 
 /* ------------------------------------------------------------------- split search */
 
-/* For node i, feature f, value bin b < V (V = S - 1) the candidate "codes <= b left" has
- * left sums cum[c] = sum_{s<=b} hist[i, c, f, s] (missing right) or cum[c] + miss[c]
- * (missing left). Writes gains g[i, f, b, dir] (dir 0: missing right, 1: missing left),
- * -inf where the candidate is invalid, exactly like split.find_best_splits' NumPy code:
- * the same cumulative sums in the same order and the same gain expression. Also writes
- * cum[i, c, f, b] for the chosen candidate's left sums. n_dir is 1 when no node has
- * missing values (only dir 0 exists). */
-static PyObject *split_gains(PyObject *self, PyObject *args)
+/* Best split of each of k nodes from their combined histograms hist[i, c, f, s].
+ *
+ * For feature f and value bin b < V (V = S - 1, slot V is the missing bin) the candidate
+ * "codes <= b go left" has left sums cum[c] = sum_{s<=b} hist[i, c, f, s] with missing values
+ * right (dir 0), or cum[c] + miss[c] with missing values left (dir 1; only when n_dir == 2).
+ * The arithmetic is split.find_best_splits' NumPy code in the same order (cumulative sums
+ * per channel, the same gain expression, -inf for invalid candidates), and so is the
+ * choice: the first candidate in (feature, bin, dir) order whose gain is within
+ * tie_rtol * |best| of the best. Only one node's cumulative sums and gains are held at a
+ * time (scratch that stays in cache) instead of (k, C, d, V) arrays.
+ *
+ * Outputs per node: best[i] (flat index f * V * n_dir + b * n_dir + dir), best_gain[i]
+ * (-inf: no valid candidate) and left[i, c] (the candidate's left sums; zeros when none).
+ * Features outside the (k, d) mask (if given) have no candidates and are not scanned. */
+static PyObject *best_splits(PyObject *self, PyObject *args)
 {
-    Py_buffer hist, totals, nbins, gains, cumb;
+    Py_buffer hist, totals, nbins, mask, best_b, gain_b, left_b;
     Py_ssize_t k, C, d, S, n_dir, min_child;
-    double lam, min_hess;
+    double lam, min_hess, tie_rtol;
     int nb_per_node;
-    if (!PyArg_ParseTuple(args, "y*y*y*innnnnddnw*w*", &hist, &totals, &nbins, &nb_per_node, &k, &C, &d,
-                          &S, &n_dir, &lam, &min_hess, &min_child, &gains, &cumb))
+    if (!PyArg_ParseTuple(args, "y*y*y*iy*nnnnndddnw*w*w*", &hist, &totals, &nbins, &nb_per_node, &mask, &k,
+                          &C, &d, &S, &n_dir, &lam, &min_hess, &tie_rtol, &min_child, &best_b, &gain_b,
+                          &left_b))
         return NULL;
     const double *H = (const double *)hist.buf;
     const double *T = (const double *)totals.buf;
     const int64_t *NB = (const int64_t *)nbins.buf;
-    double *G = (double *)gains.buf;
-    double *CUM = (double *)cumb.buf;
-    Py_ssize_t V = S - 1, ng = C - 2;
+    const uint8_t *MASK = mask.len ? (const uint8_t *)mask.buf : NULL;
+    int64_t *BEST = (int64_t *)best_b.buf;
+    double *BG = (double *)gain_b.buf, *LEFT = (double *)left_b.buf;
+    Py_ssize_t V = S - 1, ng = C - 2, n_cand = d * V * n_dir;
     double mcs = (double)min_child;
+    double *cum = (double *)malloc((size_t)(C * d * V + n_cand + 1) * sizeof(double));
+    if (cum == NULL) {
+        PyBuffer_Release(&hist); PyBuffer_Release(&totals); PyBuffer_Release(&nbins); PyBuffer_Release(&mask);
+        PyBuffer_Release(&best_b); PyBuffer_Release(&gain_b); PyBuffer_Release(&left_b);
+        return PyErr_NoMemory();
+    }
+    double *g = cum + C * d * V;                       /* gains of one node, (d, V, n_dir) */
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < k; i++) {
         const double *t = T + i * C;
+        const double *Hi = H + i * C * d * S;
+        double top = -INFINITY;
         for (Py_ssize_t f = 0; f < d; f++) {
+            double *gf = g + f * V * n_dir;
+            if (MASK && !MASK[i * d + f]) {
+                for (Py_ssize_t q = 0; q < V * n_dir; q++)
+                    gf[q] = -INFINITY;
+                continue;
+            }
             Py_ssize_t nb = (Py_ssize_t)NB[nb_per_node ? i * d + f : f];
-            double *cum_f = CUM + (i * C * d + f) * V;         /* cum[i, c, f, :] at + c*d*V */
-            /* cumulative sums over the value bins, per channel (np.cumsum order) */
+            /* cumulative sums over the value bins per channel (np.cumsum order): cum[c, f, b] */
             for (Py_ssize_t c = 0; c < C; c++) {
-                const double *h = H + ((i * C + c) * d + f) * S;
-                double *cc = cum_f + c * d * V, run = 0.0;
+                const double *h = Hi + (c * d + f) * S;
+                double *cc = cum + (c * d + f) * V, run = 0.0;
                 for (Py_ssize_t b = 0; b < V; b++) { run += h[b]; cc[b] = run; }
             }
-            double miss_cnt = H[((i * C + C - 1) * d + f) * S + V];
-            int has_miss = miss_cnt > 0;
-            double *g = G + (i * d + f) * V * n_dir;
+            const double *hm = Hi + ((C - 2) * d + f) * S;    /* hessian row */
+            const double *cm = Hi + ((C - 1) * d + f) * S;    /* count row */
+            int has_miss = cm[V] > 0;
+            const double *ch = cum + ((C - 2) * d + f) * V, *cc = cum + ((C - 1) * d + f) * V;
             for (Py_ssize_t b = 0; b < V; b++) {
-                int inner = b < nb - 1, top = b == nb - 1;
+                int inner = b < nb - 1, topbin = b == nb - 1;
                 for (Py_ssize_t dir = 0; dir < n_dir; dir++) {
-                    int valid = dir == 0 ? (inner || (top && has_miss)) : (inner && has_miss);
+                    int valid = dir == 0 ? (inner || (topbin && has_miss)) : (inner && has_miss);
                     double out = -INFINITY;
                     if (valid) {
-                        const double *hm = H + ((i * C + C - 2) * d + f) * S;   /* hessian */
-                        const double *cm = H + ((i * C + C - 1) * d + f) * S;   /* count */
-                        double sl = 0.0, sr = 0.0, hr, cr;
-                        double hl = cum_f[(C - 2) * d * V + b], cl = cum_f[(C - 1) * d * V + b];
+                        double hl = ch[b], cl = cc[b];
                         if (dir) { hl = hl + hm[V]; cl = cl + cm[V]; }
-                        hr = t[C - 2] - hl; cr = t[C - 1] - cl;
+                        double hr = t[C - 2] - hl, cr = t[C - 1] - cl;
                         if (cl >= mcs && cr >= mcs && hl >= min_hess && hr >= min_hess
                             && hl + lam > 0 && hr + lam > 0) {
+                            double sl = 0.0, sr = 0.0;
                             for (Py_ssize_t c = 0; c < ng; c++) {
-                                double l = cum_f[c * d * V + b];
-                                if (dir) l = l + H[((i * C + c) * d + f) * S + V];
+                                double l = cum[(c * d + f) * V + b];
+                                if (dir) l = l + Hi[(c * d + f) * S + V];
                                 double r = t[c] - l;
-                                /* NumPy sums the squares over channels with .sum(axis=1) */
+                                /* NumPy sums the squares over the channels: first term, then += */
                                 if (c == 0) { sl = l * l; sr = r * r; }
                                 else { sl += l * l; sr += r * r; }
                             }
                             out = sl / (hl + lam) + sr / (hr + lam);
                         }
                     }
-                    g[b * n_dir + dir] = out;
+                    gf[b * n_dir + dir] = out;
+                    if (out > top) top = out;
                 }
             }
         }
+        /* the first candidate within tie_rtol of the best (NumPy: argmax of flat >= ...) */
+        Py_ssize_t best = 0;
+        if (n_cand) {
+            double thr = top - tie_rtol * fabs(top);
+            while (best < n_cand - 1 && !(g[best] >= thr)) best++;
+        }
+        double bg = n_cand ? g[best] : -INFINITY;
+        BEST[i] = best;
+        BG[i] = bg;
+        double *li = LEFT + i * C;
+        if (n_cand && bg > -INFINITY) {
+            Py_ssize_t f = best / (V * n_dir), rest = best % (V * n_dir);
+            Py_ssize_t b = rest / n_dir, dir = rest % n_dir;
+            for (Py_ssize_t c = 0; c < C; c++)
+                li[c] = cum[(c * d + f) * V + b] + (dir ? Hi[(c * d + f) * S + V] : 0.0);
+        } else {
+            for (Py_ssize_t c = 0; c < C; c++) li[c] = 0.0;
+        }
     }
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&hist); PyBuffer_Release(&totals); PyBuffer_Release(&nbins);
-    PyBuffer_Release(&gains); PyBuffer_Release(&cumb);
+    free(cum);
+    PyBuffer_Release(&hist); PyBuffer_Release(&totals); PyBuffer_Release(&nbins); PyBuffer_Release(&mask);
+    PyBuffer_Release(&best_b); PyBuffer_Release(&gain_b); PyBuffer_Release(&left_b);
     Py_RETURN_NONE;
 }
 
@@ -341,8 +384,9 @@ static PyMethodDef methods[] = {
     {"partition", partition, METH_VARARGS,
      "partition(codes_of_feature, rows, scratch, thr_bin, missing_slot, missing_left) -> n_left"},
     {"add_leaf_value", add_leaf_value, METH_VARARGS, "add_leaf_value(scores, K, k, rows, value)"},
-    {"split_gains", split_gains, METH_VARARGS,
-     "split_gains(hist, totals, n_bins, per_node, k, C, d, S, n_dir, lam, min_hess, min_child, gains, cum)"},
+    {"best_splits", best_splits, METH_VARARGS,
+     "best_splits(hist, totals, n_bins, per_node, mask, k, C, d, S, n_dir, lam, min_hess, tie_rtol, min_child, "
+     "best, best_gain, left)"},
     {"predict_raw", predict_raw, METH_VARARGS,
      "predict_raw(X, n, d, feature, threshold, missing_left, left, right, value, n_out, roots, cols, out, n_cols)"},
     {NULL, NULL, 0, NULL}};

@@ -149,13 +149,14 @@ def find_best_splits(hist: np.ndarray, totals: np.ndarray, n_bins: np.ndarray,
 
 
 def _find_best_splits_compiled(kernels, hist, totals, n_bins, params: SplitParams, feature_mask):
-    """:func:`find_best_splits` with the candidate gains computed by ``_hist_kernels.split_gains``.
+    """:func:`find_best_splits` through ``_hist_kernels.best_splits``.
 
     The C code runs the NumPy code's arithmetic in the same order (cumulative sums per
-    channel, then the same gain expression), without its (k, C, d, S) temporaries; the
-    choice among the gains (ties within ``TIE_RTOL``, lowest feature then bin) stays here.
-    Features outside ``feature_mask`` get gain ``-inf``: the first best among the allowed
-    features is the one the NumPy code's sampled-feature search finds.
+    channel, the same gain expression) and its choice (the first candidate in (feature,
+    bin, direction) order within ``TIE_RTOL`` of the best), one node at a time, without
+    the (k, C, d, S) temporaries. Features outside ``feature_mask`` have no candidates:
+    the first best among the allowed features is the one the NumPy sampled-feature
+    search finds.
     """
     k, C, d, S = hist.shape
     V = S - 1
@@ -165,31 +166,23 @@ def _find_best_splits_compiled(kernels, hist, totals, n_bins, params: SplitParam
     nb = np.asarray(n_bins)
     per_node = nb.ndim == 2
     nb = np.ascontiguousarray(np.broadcast_to(nb, (k, d)) if per_node else nb, dtype=np.int64)
-    miss = hist[..., V]                                  # (k, C, d)
-    has_miss = miss[:, C - 1] > 0                        # (k, d)
+    has_miss = hist[:, C - 1, :, V] > 0                  # (k, d)
     n_dir = 2 if has_miss.any() else 1
-    g = np.empty((k, d, V, n_dir))
-    cum = np.empty((k, C, d, V))
-    kernels.split_gains(hist, totals, nb, int(per_node), k, C, d, S, n_dir, float(lam),
-                        float(params.min_sum_hessian), int(params.min_child_samples), g, cum)
+    mask = np.empty(0, np.uint8)
     if feature_mask is not None:
-        fm = np.broadcast_to(np.asarray(feature_mask, dtype=bool), (k, d))
-        g[~fm] = -np.inf
-    flat = g.reshape(k, -1)
-    if flat.shape[1]:
-        top = flat.max(axis=1)
-        near = flat >= (top - TIE_RTOL * np.abs(top))[:, None]
-        best = np.argmax(near, axis=1)
-        best_gain = flat[np.arange(k), best]
-    else:
-        best, best_gain = np.zeros(k, dtype=np.int64), np.full(k, -np.inf)
+        mask = np.ascontiguousarray(np.broadcast_to(np.asarray(feature_mask, dtype=bool), (k, d)), dtype=np.uint8)
+    best = np.empty(k, dtype=np.int64)
+    best_gain = np.empty(k)
+    left = np.empty((k, C))
+    kernels.best_splits(hist, totals, nb, int(per_node), mask, k, C, d, S, n_dir, float(lam),
+                        float(params.min_sum_hessian), TIE_RTOL, int(params.min_child_samples),
+                        best, best_gain, left)
     f, rest = np.divmod(best, V * n_dir)
     bin_, direction = np.divmod(rest, n_dir)
     ml = direction == 1
-    nodes = np.arange(k)
-    left = cum[nodes, :, f, bin_] + np.where(ml[:, None], miss[nodes, :, f], 0.0)
     right = totals - left
-    no_miss = ~has_miss[nodes, f]
+    # no missing values seen at this node: send future ones to the bigger child
+    no_miss = ~has_miss[np.arange(k), f]
     ml = np.where(no_miss, left[:, C - 1] >= right[:, C - 1], ml)
     gain = best_gain - node_score(totals, lam)
     gain = np.where(np.isfinite(best_gain), gain, -np.inf)
