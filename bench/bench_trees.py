@@ -171,17 +171,32 @@ def main():
             hr, kern = ("allreduce", "numpy") if tag == "numpy" else (tag, "c")
             runs[tag].append(ours(d, a.np, a.trees, hr, tag, kern))
             print(tag, {k: v for k, v in runs[tag][-1].items() if k != "seconds"}, flush=True)
+    same = {tag: same_trees(runs["allreduce"][-1]["model"], runs[tag][-1]["model"])
+            for tag in ("numpy", "reduce_scatter")}
+    print("same trees as allreduce (compiled):", same, flush=True)
     pred = ours_predict(runs["allreduce"][-1]["model"], d / "test.h5")
     pred_np = ours_predict(runs["allreduce"][-1]["model"], d / "test.h5", "numpy")
     pred["predict_seconds_numpy"] = pred_np["predict_seconds"]
     print("predict", pred, flush=True)
-    res = {"args": vars(a), "runs": runs, "ours_predict": pred}
+    res = {"args": vars(a), "runs": runs, "ours_predict": pred, "same_trees": same}
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "trees.json").write_text(json.dumps(res, indent=1))
-    write_md(a, runs, pred)
+    write_md(a, runs, pred, same)
 
 
-def write_md(a, runs, pred):
+def same_trees(model_a: str, model_b: str) -> bool:
+    """Identical tree structure and split bins (leaf values may differ in the last bits)."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from shardlearn.persist import load_model
+
+    ta, tb = load_model(model_a)[1]["trees"], load_model(model_b)[1]["trees"]
+    return all(np.array_equal(ta[k], tb[k]) for k in ("feature", "bin", "missing_left", "left", "right"))
+
+
+def write_md(a, runs, pred, same):
+    def trees_word(tag):
+        return "same trees" if same[tag] else "DIFFERENT trees"
+
     ar, rs, nu = runs["allreduce"], runs["reduce_scatter"], runs["numpy"]
     lg, hg = runs["lightgbm"], runs["hgb"]
     ours_fit, lgb_fit, hgb_fit = med(ar, "fit"), med(lg, "fit"), med(hg, "fit")
@@ -210,9 +225,9 @@ def write_md(a, runs, pred):
         f"| shardlearn gbdt, allreduce | {ours_fit:.2f} | {1e3 * (ours_fit - med(ar, 'binning')) / a.trees:.0f} | "
         f"{pred['auc']:.5f} | {ours_fit / lgb_fit:.2f}x |",
         f"| shardlearn gbdt, allreduce, NumPy path (`SHARDLEARN_KERNELS=numpy`) | {nu_fit:.2f} | "
-        f"{1e3 * (nu_fit - med(nu, 'binning')) / a.trees:.0f} | same trees | {nu_fit / lgb_fit:.2f}x |",
+        f"{1e3 * (nu_fit - med(nu, 'binning')) / a.trees:.0f} | {trees_word('numpy')} | {nu_fit / lgb_fit:.2f}x |",
         f"| shardlearn gbdt, reduce-scatter (1 run) | {med(rs, 'fit'):.2f} | "
-        f"{1e3 * (med(rs, 'fit') - med(rs, 'binning')) / a.trees:.0f} | same trees | {med(rs, 'fit') / lgb_fit:.2f}x |",
+        f"{1e3 * (med(rs, 'fit') - med(rs, 'binning')) / a.trees:.0f} | {trees_word('reduce_scatter')} | {med(rs, 'fit') / lgb_fit:.2f}x |",
         f"| LightGBM 4.7 | {lgb_fit:.2f} | {1e3 * lgb_fit / a.trees:.0f} | {med(lg, 'auc'):.5f} | 1.00x |",
         f"| sklearn HistGradientBoosting | {hgb_fit:.2f} | {1e3 * hgb_fit / a.trees:.0f} | {med(hg, 'auc'):.5f} | "
         f"{hgb_fit / lgb_fit:.2f}x |",
