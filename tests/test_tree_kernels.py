@@ -50,6 +50,9 @@ def test_histogram_matches_numpy():
                         if feats is not None:                           # unsampled stay zero
                             others = np.setdiff1d(np.arange(d), feats)
                             assert not got[:, others].any()
+                        # a known count channel (the root's) is copied, not accumulated
+                        known = ch_hist.build(rows, feats, hic, count=ref[-1] + 0.0)
+                        np.testing.assert_allclose(known, ref, rtol=1e-12, atol=1e-12)
 
 
 @needs_kernels

@@ -66,9 +66,9 @@ static PyObject *histogram(PyObject *self, PyObject *args)
 {
     Py_buffer codes, ch, rows, feats, acc_buf, out;
     Py_ssize_t n, d, cin, S;
-    int all_rows, hess_is_count;
-    if (!PyArg_ParseTuple(args, "y*nny*ny*iy*nw*w*i", &codes, &n, &d, &ch, &cin, &rows, &all_rows,
-                          &feats, &S, &acc_buf, &out, &hess_is_count))
+    int all_rows, hess_is_count, with_count;
+    if (!PyArg_ParseTuple(args, "y*nny*ny*iy*nw*w*ii", &codes, &n, &d, &ch, &cin, &rows, &all_rows,
+                          &feats, &S, &acc_buf, &out, &hess_is_count, &with_count))
         return NULL;
     const uint8_t *cd = (const uint8_t *)codes.buf;
     const double *w = (const double *)ch.buf;
@@ -79,13 +79,15 @@ static PyObject *histogram(PyObject *self, PyObject *args)
     Py_ssize_t m = all_rows ? n : rows.len / (Py_ssize_t)sizeof(int64_t);
     Py_ssize_t nf = feats.len / (Py_ssize_t)sizeof(int64_t);
     Py_ssize_t ng = hess_is_count ? cin - 1 : cin;  /* channels summed from the data */
-    Py_ssize_t A = ng + 1;                            /* ... plus the count */
+    /* ... plus the count, unless the caller knows it (the root of an unbagged tree has
+       the same counts every tree: one accumulator less per row and feature) */
+    Py_ssize_t A = ng + (with_count ? 1 : 0);
     Py_ssize_t C = cin + 1;                           /* channels of the output */
     int dense = nf == d;                              /* all features: no indirection */
 
     Py_BEGIN_ALLOW_THREADS
     zero_acc(acc, fs, nf, S, A);
-    if (A == 3) {
+    if (A == 3 && with_count) {
         /* one gradient channel, hessian, count: the boosting case */
         for (Py_ssize_t i = 0; i < m; i++) {
             Py_ssize_t r = all_rows ? i : (Py_ssize_t)rw[i];
@@ -104,6 +106,20 @@ static PyObject *histogram(PyObject *self, PyObject *args)
                     double *b = acc + (fs[j] * S + (Py_ssize_t)c[fs[j]]) * 3;
                     b[0] += g; b[1] += h; b[2] += 1.0;
                 }
+            }
+        }
+    } else if (A == 2 && !with_count) {
+        /* gradient and hessian, the count known */
+        for (Py_ssize_t i = 0; i < m; i++) {
+            Py_ssize_t r = all_rows ? i : (Py_ssize_t)rw[i];
+            if (!all_rows && i + PREFETCH_AHEAD < m)
+                prefetch_row(cd, w, (Py_ssize_t)rw[i + PREFETCH_AHEAD], d, cin);
+            const uint8_t *c = cd + r * d;
+            double g = w[r * cin], h = w[r * cin + 1];
+            for (Py_ssize_t j = 0; j < nf; j++) {
+                Py_ssize_t f = dense ? j : fs[j];
+                double *b = acc + (f * S + (Py_ssize_t)c[f]) * 2;
+                b[0] += g; b[1] += h;
             }
         }
     } else if (A == 2) {
@@ -133,7 +149,8 @@ static PyObject *histogram(PyObject *self, PyObject *args)
                 double *b = acc + (f * S + (Py_ssize_t)c[f]) * A;
                 for (Py_ssize_t q = 0; q < ng; q++)
                     b[q] += wr[q];
-                b[ng] += 1.0;
+                if (with_count)
+                    b[ng] += 1.0;
             }
         }
     }
@@ -146,6 +163,8 @@ static PyObject *histogram(PyObject *self, PyObject *args)
             for (Py_ssize_t s = 0; s < S; s++)
                 oq[s] = a[s * A + q];
         }
+        if (!with_count)
+            continue;                                 /* the caller fills the count */
         double *ocnt = o + ((C - 1) * d + f) * S;
         for (Py_ssize_t s = 0; s < S; s++)
             ocnt[s] = a[s * A + ng];

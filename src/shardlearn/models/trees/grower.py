@@ -191,7 +191,8 @@ class TreeGrower:
                 # it (partitioned in place), as in LightGBM's DataPartition
                 rows = np.array(rows, dtype=np.int64)
                 self.chist.set_channels(channels)
-                local = self.chist.build(rows, hist_features, hess_is_count)
+                local = self.chist.build(rows, hist_features, hess_is_count,
+                                         count=self._root_count if full else None)
             else:
                 local = build_histogram(self.codes, channels, rows, self.n_slots, hist_features, hess_is_count,
                                         pairs=self.pairs, count=self._root_count if full else None)

@@ -221,10 +221,12 @@ class CompiledHistogram:
         if self._acc is None or self._acc.size < size:
             self._acc = np.empty(size, dtype=np.float64)
 
-    def build(self, rows, features=None, hess_is_count=False, out=None) -> np.ndarray:
+    def build(self, rows, features=None, hess_is_count=False, out=None, count=None) -> np.ndarray:
         """Histogram ``(C, d, n_slots)`` of ``rows`` (int64 local rows, or None for all).
 
-        Features not in ``features`` are zero, as in :func:`build_histogram`.
+        Features not in ``features`` are zero, as in :func:`build_histogram`. ``count``
+        ``(d, n_slots)``: the count channel of these rows, already known (the root of an
+        unbagged tree): copied instead of accumulated.
         """
         C = self.cin + 1
         if out is None:
@@ -242,7 +244,11 @@ class CompiledHistogram:
         if self.cin < 2:
             hess_is_count = False
         self.k.histogram(self.codes_rm, self.n, self.d, self.channels_rm, self.cin, rows, int(all_rows),
-                         feats, self.n_slots, self._acc, out, int(bool(hess_is_count)))
+                         feats, self.n_slots, self._acc, out, int(bool(hess_is_count)), int(count is None))
+        if count is not None:
+            out[C - 1, feats] = count[feats]
+            if hess_is_count:
+                out[C - 2, feats] = count[feats]
         return out
 
     def partition(self, rows: np.ndarray, feature: int, bin_: int, missing_left: bool) -> int:
