@@ -285,7 +285,7 @@ class TreeGrower:
                           node_mask):
         """Histograms of the children of ``pairs`` (one collective), then their best splits."""
         with self.ctx.timers.phase("histogram"):
-            local = self._local_buffer(len(pairs), C)
+            local = np.empty((len(pairs), C, self.d, self.n_slots))
             small_left = []
             for j, (lf, li, ri) in enumerate(pairs):
                 sl = leaves[li].totals[C - 1] <= leaves[ri].totals[C - 1]
@@ -312,18 +312,6 @@ class TreeGrower:
         if todo:
             self._set_splits(todo, ids, node_mask)
 
-    def _local_buffer(self, k, C, name="_local_buf", shape=None):
-        """A reused (k, C, d, S) buffer: the local child histograms (the collective returns
-        new arrays) and the stacked histograms of a search. Wide levels of deep trees
-        otherwise pay fresh pages (page faults) for megabytes at every step: measured
-        most of a forest's time outside the kernels."""
-        shape = (k, C, self.d, self.n_slots) if shape is None else shape
-        buf = getattr(self, name, None)
-        if buf is None or buf.shape[1:] != shape[1:] or buf.shape[0] < k:
-            buf = np.empty(shape)
-            setattr(self, name, buf)
-        return buf[:k]
-
     def _splittable(self, totals, depth, n_leaves) -> bool:
         p, sp = self.params, self.params.split
         C = len(totals)
@@ -333,9 +321,7 @@ class TreeGrower:
                 and totals[C - 2] >= 2 * sp.min_sum_hessian)
 
     def _set_splits(self, leaves, ids, node_mask):
-        h0 = leaves[0].hist
-        hists = np.stack([lf.hist for lf in leaves],
-                         out=self._local_buffer(len(leaves), 0, "_stack_buf", (len(leaves),) + h0.shape))
+        hists = np.stack([lf.hist for lf in leaves])
         totals = np.stack([lf.totals for lf in leaves])
         masks = None
         if node_mask is not None:
