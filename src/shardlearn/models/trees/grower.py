@@ -257,6 +257,8 @@ class TreeGrower:
                 scores[r, k] += values[node]
             return
         K = scores.shape[1]
+        if not 0 <= k < K:
+            raise IndexError(f"score column {k} out of range 0..{K - 1}")
         for node, r in leaf_rows:
             r = np.ascontiguousarray(r, dtype=np.int64)   # a view of the tree's permutation
             if len(r) and (r.min() < 0 or r.max() >= scores.shape[0]):

@@ -212,6 +212,8 @@ class CompiledHistogram:
     def set_channels(self, channels: np.ndarray) -> None:
         """Per-row statistics ``(C - 1, n)`` of this tree, stored row-major ``(n, C - 1)``."""
         cin, n = channels.shape
+        if n != self.n or cin < 1:
+            raise ValueError(f"channels must be (C - 1, {self.n}), got {channels.shape}")
         if self.channels_rm is None or self.channels_rm.shape != (n, cin):
             self.channels_rm = np.empty((n, cin), dtype=np.float64)
         for c in range(cin):     # column copies: 5x faster than ascontiguousarray(channels.T)
@@ -238,9 +240,13 @@ class CompiledHistogram:
             rows = self._scratch[:0]
         else:
             rows = np.ascontiguousarray(rows, dtype=np.int64)
-        if not all_rows and len(rows) == 0:
-            return out
+            if len(rows) == 0:
+                return out
+            _check_range(rows, self.n, "rows")         # the C code trusts its indices
         feats = self.all_features if features is None else np.ascontiguousarray(features, dtype=np.int64)
+        _check_range(feats, self.d, "features")
+        if out.shape != (C, self.d, self.n_slots) or out.dtype != np.float64 or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous float64 array of shape {(C, self.d, self.n_slots)}")
         if self.cin < 2:
             hess_is_count = False
         self.k.histogram(self.codes_rm, self.n, self.d, self.channels_rm, self.cin, rows, int(all_rows),
@@ -255,5 +261,16 @@ class CompiledHistogram:
         """Reorder ``rows`` (a contiguous int64 view, ascending) in place: rows going left
         (code ``<= bin_``, or the missing slot when ``missing_left``) first, both sides in
         their original order. Returns the number of left rows."""
-        return self.k.partition(self.codes[feature], rows, self._scratch, int(bin_), self.n_slots - 1,
+        if rows.dtype != np.int64 or not rows.flags.c_contiguous:
+            raise ValueError("rows must be a C-contiguous int64 array (a view of the row permutation)")
+        if len(rows) > self.n:
+            raise ValueError(f"{len(rows)} rows, more than the {self.n} local rows")
+        if len(rows):
+            _check_range(rows, self.n, "rows")
+        return self.k.partition(self.codes[int(feature)], rows, self._scratch, int(bin_), self.n_slots - 1,
                                 int(bool(missing_left)))
+
+
+def _check_range(idx: np.ndarray, n: int, what: str) -> None:
+    if len(idx) and (idx.min() < 0 or idx.max() >= n):
+        raise IndexError(f"{what} out of range 0..{n - 1}")
