@@ -5,8 +5,6 @@ several gradient channels, empty nodes, the missing bin), and whole fits on 1 an
 that must give identical trees and predictions with ``SHARDLEARN_KERNELS=numpy`` and
 without.
 """
-import json
-import os
 
 import numpy as np
 import pytest
