@@ -168,3 +168,16 @@ def test_fits_give_identical_trees_with_and_without_kernels(tmp_path, P):
             assert r[key], (P, r)
         assert r["value"] <= 1e-9, (P, r)
         assert r["pred"] <= 1e-12, (P, r)
+
+
+@needs_kernels
+def test_prediction_of_a_malformed_tree_is_an_error_not_a_crash():
+    from shardlearn.models.trees.predict import predict_compiled
+    # node 0 splits but sends "left" back to itself: the walk would never end
+    a = {"feature": np.array([0, -1]), "threshold": np.array([0.5, 0.0]), "missing_left": np.zeros(2, np.int8),
+         "left": np.array([0, 1]), "right": np.array([1, 1]), "value": np.array([[0.0], [1.0]])}
+    X = np.zeros((5, 1))
+    with pytest.raises(ValueError, match="malformed tree"):
+        predict_compiled(KERNELS, a, [0], [0], X, 1, 1)
+    a["left"] = np.array([1, 1])
+    np.testing.assert_array_equal(predict_compiled(KERNELS, a, [0], [0], X, 1, 1), np.ones((5, 1)))

@@ -198,7 +198,7 @@ def predict_compiled(kernels, a: dict, roots, cols, X, n_cols: int, n_out: int) 
     ``a`` holds node arrays with absolute child indices; tree ``t`` adds to column
     ``cols[t]`` (``n_out == 1``) or to all ``n_out`` columns. Same sums as :func:`add_tree`.
     """
-    X = np.ascontiguousarray(X, dtype=np.float64)
+    X = np.asarray(X, dtype=np.float64)
     n, d = X.shape
     feat = np.ascontiguousarray(a["feature"], dtype=np.int64)
     roots = np.ascontiguousarray(roots, dtype=np.int64)
@@ -216,9 +216,12 @@ def predict_compiled(kernels, a: dict, roots, cols, X, n_cols: int, n_out: int) 
         raise ValueError("tree output columns out of range")
     out = np.zeros((n, n_cols))
     if n and len(roots):
-        kernels.predict_raw(X, n, d, feat, np.ascontiguousarray(a["threshold"], dtype=np.float64),
+        XT = np.ascontiguousarray(X.T)                  # feature-major: a node reads one column
+        idx, tmp = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+        stack = np.empty(3 * (n_nodes + 1), dtype=np.int64)   # depth-first: at most every node
+        kernels.predict_raw(XT, n, d, feat, np.ascontiguousarray(a["threshold"], dtype=np.float64),
                             np.ascontiguousarray(a["missing_left"], dtype=np.int8), left, right, value,
-                            n_out, roots, cols, out, n_cols)
+                            n_out, roots, cols, out, n_cols, idx, tmp, stack)
     return out
 
 
