@@ -268,8 +268,8 @@ def write_md(a, runs, pred, same):
         "",
         "| model | rows/s |",
         "|---|---|",
-        f"| shardlearn (1 process, compiled: each row walks every tree) | {pred['rows'] / pred['predict_seconds']:,.0f} |",
-        f"| shardlearn (1 process, NumPy path: rows partitioned down each tree) | "
+        f"| shardlearn (1 process, compiled: rows partitioned down each tree in C) | {pred['rows'] / pred['predict_seconds']:,.0f} |",
+        f"| shardlearn (1 process, NumPy path: the same with np.compress per node) | "
         f"{pred['rows'] / pred['predict_seconds_numpy']:,.0f} |",
         f"| LightGBM, 1 thread | {lg[0]['rows'] / med(lg, 'predict_seconds_1thread'):,.0f} |",
         f"| LightGBM, {a.np} threads | {lg[0]['rows'] / med(lg, 'predict_seconds'):,.0f} |",
@@ -288,9 +288,11 @@ def write_md(a, runs, pred, same):
         "- Communication time includes waiting for the slower rank at each of the ~30 "
         "collectives per tree (one per split), which on a 2-core machine shared with other "
         "jobs is mostly scheduling noise; the payload itself is ~170 KiB per split.",
-        "- Prediction walks each row through all trees in compiled code, like LightGBM (single "
-        "thread; LightGBM with 2 threads splits the rows over both cores); the NumPy path "
-        "partitions the rows down each tree instead.",
+        "- Prediction partitions the rows down each tree (one pass over a feature column per "
+        "node, branch-free, in C; np.compress per node on the NumPy path); walking each row "
+        "through every tree, LightGBM's way, was slower in C here (unpredictable branches). "
+        "shardlearn predicts on one thread; LightGBM with 2 threads splits the rows over "
+        "both cores.",
         "- LightGBM's OpenMP threads suffer most when the cores are oversubscribed (one of "
         "its runs in a loaded moment can take 10x longer); the median is reported, and "
         "BASELINES.md has its quiet-machine figure (6.60 s for this workload).",
