@@ -6,7 +6,16 @@ feature (the last slot is the missing-value bin). Sums are float64; counts are e
 integers stored as float64 (exact below 2**53 rows), so one buffer carries all of a
 node's statistics through one collective.
 
-Three ways to build it, chosen by the node size (all measured, bench/trees.md):
+**Compiled path** (:class:`CompiledHistogram`, used whenever ``_hist_kernels`` is built):
+one pass over the node's rows accumulates every channel of every (sampled) feature, with
+row-major codes and statistics, interleaved per-bin accumulators and prefetching
+(``_hist_kernels.c`` explains the layout); the same object partitions a node's rows in
+place within the tree's row permutation. Sums are in row order, as ``np.bincount``'s, so
+both paths give the same trees (tests/test_tree_kernels.py). Measured 2.7x faster per
+tree than the NumPy forms below (bench/trees.md).
+
+**NumPy path** (no compiler, or ``SHARDLEARN_KERNELS=numpy``): three ways to build it,
+chosen by the node size (all measured, bench/trees.md):
 
 - **feature pairs** (large nodes): with ``S <= 256`` the codes of features ``2p`` and
   ``2p + 1`` fit one uint16 ``code[2p] + S * code[2p + 1]`` (:func:`pair_codes`, built
