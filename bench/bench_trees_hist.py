@@ -1,23 +1,24 @@
-"""Micro-benchmark: one tree's work in one process, histogram forms A/B.
+"""Micro-benchmark: one tree's work in one process, NumPy path vs compiled kernels (A/B).
 
 Grows ``--trees`` boosting trees (binary log-loss gradients, 31 leaves, 255 bins) on
 ``--rows`` x 28 make_classification rows in ONE process (one rank, no MPI peers), and
-times each tree twice, interleaved on the same gradients so that machine load hits both
-variants alike:
+times each tree with both variants, interleaved on the same gradients so that machine
+load hits both alike:
 
-- ``per-feature``: one bincount per (feature, channel) for every node (pair form off,
-  root count channel counted every tree): the histogram forms before the feature-pair
-  change;
-- ``current``: the defaults (feature pairs on large nodes, root count counted once).
+- ``numpy``: the NumPy path (``SHARDLEARN_KERNELS=numpy``: bincount histograms with the
+  feature-pair form on large nodes, ``np.compress`` partitions, NumPy split search);
+- ``compiled``: the C kernels of ``_hist_kernels.c`` (one-pass row-major histograms,
+  in-place partitions of one row permutation, compiled split gains).
 
-Both must grow identical trees (checked). Prints medians of wall and CPU ms per tree
-and of the histogram phase. Run:
+Both must grow identical trees (checked). Prints medians of wall and CPU ms per tree and
+of each phase (histogram, split search, partition). Run:
 ``PYTHONPATH=src python bench/bench_trees_hist.py [--rows 400000] [--trees 10]``
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import numpy as np
@@ -40,12 +41,15 @@ def main():
     mapper = BinMapper(255, seed=0).fit(X, np.arange(len(X)), len(X), ctx)
     codes = mapper.transform(X)
     params = GrowParams(num_leaves=31, learning_rate=0.1, split=SplitParams())
-    growers = {"per-feature": TreeGrower(ctx, codes, mapper.n_bins_, mapper.n_slots, params),
-               "current": TreeGrower(ctx, codes, mapper.n_bins_, mapper.n_slots, params)}
-    growers["per-feature"].pairs = None
+    growers = {"compiled": TreeGrower(ctx, codes, mapper.n_bins_, mapper.n_slots, params)}
+    assert growers["compiled"].chist is not None, "the compiled kernels are not built"
+    os.environ["SHARDLEARN_KERNELS"] = "numpy"
+    growers["numpy"] = TreeGrower(ctx, codes, mapper.n_bins_, mapper.n_slots, params)
+    assert growers["numpy"].chist is None
+    phases = ("histogram", "split_search", "partition")
     F = np.zeros(len(X))
     rows = np.arange(len(X))
-    res = {k: {"wall": [], "cpu": [], "histogram": []} for k in growers}
+    res = {k: {m: [] for m in ("wall", "cpu") + phases} for k in growers}
     for it in range(a.trees):
         p = 1.0 / (1.0 + np.exp(-F))
         ch = np.empty((2, len(X)))
@@ -54,17 +58,19 @@ def main():
         order = list(growers) if it % 2 == 0 else list(growers)[::-1]
         for name in order:
             g = growers[name]
-            if name == "per-feature":
-                g._root_count = None            # count the root every tree, as before
-            h0 = ctx.timers.seconds.get("histogram", 0.0)
+            s0 = {ph: ctx.timers.seconds.get(ph, 0.0) for ph in phases}
+            # the split search picks its kernels at each call: the NumPy variant runs with
+            # SHARDLEARN_KERNELS=numpy set
+            os.environ["SHARDLEARN_KERNELS"] = "numpy" if name == "numpy" else "c"
             t0, c0 = time.perf_counter(), time.process_time()
             out[name] = g.grow(ch, rows)
             res[name]["wall"].append(time.perf_counter() - t0)
             res[name]["cpu"].append(time.process_time() - c0)
-            res[name]["histogram"].append(ctx.timers.seconds["histogram"] - h0)
-        ta, tb = out["per-feature"][0], out["current"][0]
+            for ph in phases:
+                res[name][ph].append(ctx.timers.seconds.get(ph, 0.0) - s0[ph])
+        ta, tb = out["numpy"][0], out["compiled"][0]
         assert ta["feature"].tolist() == tb["feature"].tolist() and ta["bin"].tolist() == tb["bin"].tolist()
-        tree, leaf_rows = out["current"]
+        tree, leaf_rows = out["compiled"]
         for node, r in leaf_rows:
             F[r] += tree["value"][node, 0]
     print(json.dumps({"rows": a.rows, "trees": a.trees,

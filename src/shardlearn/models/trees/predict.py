@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...backend import compiled_kernels
+
 FIELDS = ("feature", "threshold", "bin", "missing_left", "left", "right", "value", "gain",
           "count", "depth")
 
@@ -113,9 +115,16 @@ class Ensemble:
         a = self.to_arrays()
         off = a["tree_offsets"]
         ids = np.arange(len(off) - 1) if trees is None else np.asarray(trees)
-        XT = np.ascontiguousarray(np.asarray(X, dtype=np.float64).T)
-        out = np.zeros((X.shape[0], n_cols))
-        for t in ids:
+        kernels = compiled_kernels("models.trees._hist_kernels")
+        if kernels is not None:
+            cols = a["tree_class"][ids] if self.n_out == 1 else np.zeros(len(ids), np.int64)
+            out = predict_compiled(kernels, a, off[:-1][ids], cols, X, n_cols, self.n_out)
+            ids_done = True
+        else:
+            ids_done = False
+            XT = np.ascontiguousarray(np.asarray(X, dtype=np.float64).T)
+            out = np.zeros((X.shape[0], n_cols))
+        for t in ([] if ids_done else ids):
             if self.n_out == 1:
                 add_tree(a, int(off[t]), XT, out[:, int(a["tree_class"][t])], a["value"][:, 0])
             else:
@@ -183,8 +192,45 @@ def walk(a: dict, roots: np.ndarray, X: np.ndarray, block: int = 32768) -> np.nd
     return out
 
 
+def predict_compiled(kernels, a: dict, roots, cols, X, n_cols: int, n_out: int) -> np.ndarray:
+    """``(n, n_cols)`` sums of the leaf values of the trees at ``roots`` through ``_hist_kernels``.
+
+    ``a`` holds node arrays with absolute child indices; tree ``t`` adds to column
+    ``cols[t]`` (``n_out == 1``) or to all ``n_out`` columns. Same sums as :func:`add_tree`.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    n, d = X.shape
+    feat = np.ascontiguousarray(a["feature"], dtype=np.int64)
+    roots = np.ascontiguousarray(roots, dtype=np.int64)
+    cols = np.ascontiguousarray(cols, dtype=np.int64)
+    value = np.ascontiguousarray(a["value"], dtype=np.float64).reshape(-1, n_out)
+    # the C walk trusts the arrays: every index must be in range
+    n_nodes = len(feat)
+    left = np.ascontiguousarray(a["left"], dtype=np.int64)
+    right = np.ascontiguousarray(a["right"], dtype=np.int64)
+    if n_nodes and (feat.max() >= d or min(left.min(), right.min(), roots.min(initial=0)) < 0
+                    or max(left.max(), right.max(), roots.max(initial=0)) >= n_nodes):
+        raise ValueError("tree arrays out of range for this X")
+    if len(roots) and (cols.min() < 0 or cols.max() >= (n_cols if n_out == 1 else 1)
+                       or value.shape[1] * (n_out > 1) > n_cols):
+        raise ValueError("tree output columns out of range")
+    out = np.zeros((n, n_cols))
+    if n and len(roots):
+        XT = np.ascontiguousarray(X.T)                  # feature-major: a node reads one column
+        idx, tmp = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+        stack = np.empty(3 * (n_nodes + 1), dtype=np.int64)   # depth-first: at most every node
+        kernels.predict_raw(XT, n, d, feat, np.ascontiguousarray(a["threshold"], dtype=np.float64),
+                            np.ascontiguousarray(a["missing_left"], dtype=np.int8), left, right, value,
+                            n_out, roots, cols, out, n_cols, idx, tmp, stack)
+    return out
+
+
 def tree_values(tree: dict, X: np.ndarray) -> np.ndarray:
     """Leaf values (n, n_out) of one tree (as grown, with ``threshold`` set) for rows X."""
+    kernels = compiled_kernels("models.trees._hist_kernels")
+    n_out = tree["value"].shape[1]
+    if kernels is not None:
+        return predict_compiled(kernels, tree, [0], [0], X, n_out, n_out)
     out = np.zeros((X.shape[0], tree["value"].shape[1]))
     add_tree(tree, 0, np.ascontiguousarray(np.asarray(X, dtype=np.float64).T), out, tree["value"])
     return out

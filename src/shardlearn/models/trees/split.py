@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...backend import compiled_kernels
+
 
 #: candidate gains within this relative distance of the best count as ties
 TIE_RTOL = 1e-10
@@ -71,6 +73,9 @@ def find_best_splits(hist: np.ndarray, totals: np.ndarray, n_bins: np.ndarray,
     ``feature`` (k,), ``bin`` (k,), ``missing_left`` (k,) bool, ``left`` (k, C) sums.
     """
     k, C, d, S = hist.shape
+    kernels = compiled_kernels("models.trees._hist_kernels")
+    if kernels is not None and C >= 3 and S >= 2:
+        return _find_best_splits_compiled(kernels, hist, totals, n_bins, params, feature_mask)
     if feature_mask is not None:
         fm = np.broadcast_to(np.asarray(feature_mask, dtype=bool), (k, d))
         counts = fm.sum(axis=1)
@@ -136,6 +141,48 @@ def find_best_splits(hist: np.ndarray, totals: np.ndarray, n_bins: np.ndarray,
     right = totals - left
     # no missing values seen at this node: send future ones to the bigger child
     no_miss = ~has_miss[nodes, f]
+    ml = np.where(no_miss, left[:, C - 1] >= right[:, C - 1], ml)
+    gain = best_gain - node_score(totals, lam)
+    gain = np.where(np.isfinite(best_gain), gain, -np.inf)
+    return {"gain": gain, "feature": f.astype(np.int64), "bin": bin_.astype(np.int64),
+            "missing_left": ml, "left": left}
+
+
+def _find_best_splits_compiled(kernels, hist, totals, n_bins, params: SplitParams, feature_mask):
+    """:func:`find_best_splits` through ``_hist_kernels.best_splits``.
+
+    The C code runs the NumPy code's arithmetic in the same order (cumulative sums per
+    channel, the same gain expression) and its choice (the first candidate in (feature,
+    bin, direction) order within ``TIE_RTOL`` of the best), one node at a time, without
+    the (k, C, d, S) temporaries. Features outside ``feature_mask`` have no candidates:
+    the first best among the allowed features is the one the NumPy sampled-feature
+    search finds.
+    """
+    k, C, d, S = hist.shape
+    V = S - 1
+    lam = params.lambda_l2
+    hist = np.ascontiguousarray(hist, dtype=np.float64)
+    totals = np.ascontiguousarray(totals, dtype=np.float64)
+    nb = np.asarray(n_bins)
+    per_node = nb.ndim == 2
+    nb = np.ascontiguousarray(np.broadcast_to(nb, (k, d)) if per_node else nb, dtype=np.int64)
+    has_miss = hist[:, C - 1, :, V] > 0                  # (k, d)
+    n_dir = 2 if has_miss.any() else 1
+    mask = np.empty(0, np.uint8)
+    if feature_mask is not None:
+        mask = np.ascontiguousarray(np.broadcast_to(np.asarray(feature_mask, dtype=bool), (k, d)), dtype=np.uint8)
+    best = np.empty(k, dtype=np.int64)
+    best_gain = np.empty(k)
+    left = np.empty((k, C))
+    kernels.best_splits(hist, totals, nb, int(per_node), mask, k, C, d, S, n_dir, float(lam),
+                        float(params.min_sum_hessian), TIE_RTOL, int(params.min_child_samples),
+                        best, best_gain, left)
+    f, rest = np.divmod(best, V * n_dir)
+    bin_, direction = np.divmod(rest, n_dir)
+    ml = direction == 1
+    right = totals - left
+    # no missing values seen at this node: send future ones to the bigger child
+    no_miss = ~has_miss[np.arange(k), f]
     ml = np.where(no_miss, left[:, C - 1] >= right[:, C - 1], ml)
     gain = best_gain - node_score(totals, lam)
     gain = np.where(np.isfinite(best_gain), gain, -np.inf)

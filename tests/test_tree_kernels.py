@@ -1,0 +1,183 @@
+"""The compiled tree kernels (_hist_kernels.c) against the NumPy path they replace.
+
+Histograms, row partitions and split gains on random data (row subsets, feature subsets,
+several gradient channels, empty nodes, the missing bin), and whole fits on 1 and 3 ranks
+that must give identical trees and predictions with ``SHARDLEARN_KERNELS=numpy`` and
+without.
+"""
+
+import numpy as np
+import pytest
+
+from mpirun import json_lines, run_script
+from shardlearn.backend import compiled_kernels
+from shardlearn.models.trees import histogram as H
+from shardlearn.models.trees import split as SP
+
+KERNELS = compiled_kernels("models.trees._hist_kernels")
+needs_kernels = pytest.mark.skipif(KERNELS is None, reason="_hist_kernels not built (or SHARDLEARN_KERNELS=numpy)")
+
+
+def _codes(rng, d, n, S):
+    codes = rng.integers(0, S - 1, (d, n)).astype(np.uint8)
+    codes[rng.random((d, n)) < 0.1] = S - 1             # the missing-value slot
+    codes[d // 2] = min(3, S - 2)                         # a constant feature
+    return codes
+
+
+@needs_kernels
+def test_histogram_matches_numpy():
+    rng = np.random.default_rng(0)
+    for d, n, S in ((7, 5000, 256), (3, 700, 17), (1, 50, 2)):
+        codes = _codes(rng, d, n, S)
+        ch_hist = H.CompiledHistogram(KERNELS, codes, S)
+        subsets = (None, np.arange(n), np.sort(rng.choice(n, n // 3, replace=False)),
+                   np.array([n - 1]), np.empty(0, dtype=np.int64))
+        feature_sets = (None, np.array([0, d - 1]) if d > 1 else np.array([0]))
+        for cin in (2, 4):                               # (g, h) and 3 gradient channels + h
+            ch = rng.normal(size=(cin, n))
+            ch[-1] = np.abs(ch[-1])
+            ch_hist.set_channels(ch)
+            for rows in subsets:
+                for feats in feature_sets:
+                    for hic in (False, True):
+                        ref = H.build_histogram(codes, ch, rows, S, feats, hic)
+                        got = ch_hist.build(rows, feats, hic, out=np.full_like(ref, 7.0))
+                        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+                        assert np.array_equal(got[-1], ref[-1])        # counts exact
+                        if feats is not None:                           # unsampled stay zero
+                            others = np.setdiff1d(np.arange(d), feats)
+                            assert not got[:, others].any()
+                        # a known count channel (the root's) is copied, not accumulated
+                        known = ch_hist.build(rows, feats, hic, count=ref[-1] + 0.0)
+                        np.testing.assert_allclose(known, ref, rtol=1e-12, atol=1e-12)
+
+
+@needs_kernels
+def test_partition_matches_numpy():
+    rng = np.random.default_rng(1)
+    d, n, S = 4, 3000, 64
+    codes = _codes(rng, d, n, S)
+    ch_hist = H.CompiledHistogram(KERNELS, codes, S)
+    for rows in (np.arange(n), np.sort(rng.choice(n, 900, replace=False)), np.empty(0, np.int64)):
+        for feature in range(d):
+            for thr in (0, 3, 30, S - 2):
+                for ml in (False, True):
+                    c = codes[feature, rows]
+                    go_left = (c <= thr) | (ml & (c == S - 1))
+                    perm = np.concatenate([[-5], rows, [-6]]).astype(np.int64)   # guards
+                    view = perm[1:-1]
+                    nl = ch_hist.partition(view, feature, thr, ml)
+                    assert nl == go_left.sum()
+                    assert np.array_equal(view[:nl], rows[go_left])            # stable
+                    assert np.array_equal(view[nl:], rows[~go_left])
+                    assert perm[0] == -5 and perm[-1] == -6
+
+
+@needs_kernels
+def test_split_search_matches_numpy(monkeypatch):
+    rng = np.random.default_rng(2)
+    n_finite = 0
+    for trial in range(150):
+        k, C, d, S = rng.integers(1, 5), rng.integers(3, 6), rng.integers(1, 8), rng.integers(2, 20)
+        cnt = rng.integers(0, 30, size=(k, d, S)).astype(float)
+        if trial % 2:
+            cnt[..., S - 1] = 0                          # no missing values anywhere
+        h = np.zeros((k, C, d, S))
+        h[:, :C - 1] = rng.normal(size=(k, C - 1, d, S)) * (cnt[:, None] > 0)
+        h[:, C - 2] = np.abs(h[:, C - 2])
+        h[:, C - 1] = cnt
+        totals = h[:, :, 0].sum(-1)
+        nb = rng.integers(1, S, size=d)
+        fm = None
+        if trial % 3 == 1:
+            fm = rng.random((k, d)) < 0.6
+        elif trial % 3 == 2:
+            fm = np.zeros((k, d), bool)
+            fm[:, :max(1, d // 2)] = True                # the same count per node
+        params = SP.SplitParams(lambda_l2=float(trial % 2), min_child_samples=int(rng.integers(1, 10)))
+        got = SP.find_best_splits(h, totals, nb, params, fm)
+        monkeypatch.setenv("SHARDLEARN_KERNELS", "numpy")
+        ref = SP.find_best_splits(h, totals, nb, params, fm)
+        monkeypatch.delenv("SHARDLEARN_KERNELS")
+        assert np.array_equal(got["gain"], ref["gain"])
+        ok = np.isfinite(ref["gain"])
+        n_finite += ok.sum()
+        for key in ("feature", "bin", "missing_left", "left"):
+            assert np.array_equal(got[key][ok], ref[key][ok]), key
+    assert n_finite > 100
+
+
+SCRIPT = r"""
+import json, os
+import numpy as np
+from sklearn.datasets import make_classification, make_friedman1
+from shardlearn.comm import block_bounds
+from shardlearn.runtime import init
+from shardlearn.models.trees.gbdt import GradientBoostingClassifier, GradientBoostingRegressor
+from shardlearn.models.trees.forest import RandomForestClassifier, RandomForestRegressor
+
+ctx = init(topology="native", verbose=False)
+s = lambda n: slice(*block_bounds(n, ctx.size, ctx.rank))
+X, y = make_classification(1800, 8, n_informative=5, random_state=7)
+X[::5, 2] = np.nan
+Xm, ym = make_classification(1200, 6, n_informative=4, n_classes=3, random_state=8)
+Xr, yr = make_friedman1(1500, 6, random_state=9)
+Xp = {"binary": X, "binary-rs-bagging": X, "multiclass-depthwise": Xm, "regression": Xr,
+      "forest-classifier": Xm, "forest-regressor": Xr}
+cases = {
+    "binary": lambda: GradientBoostingClassifier(n_estimators=5, comm=ctx).fit(X[s(1800)], y[s(1800)]),
+    "binary-rs-bagging": lambda: GradientBoostingClassifier(
+        n_estimators=5, hist_reduce="reduce_scatter", bagging_fraction=0.6, bagging_freq=1,
+        feature_fraction=0.7, comm=ctx).fit(X[s(1800)], y[s(1800)]),
+    "multiclass-depthwise": lambda: GradientBoostingClassifier(
+        n_estimators=3, growth="depthwise", max_depth=4, comm=ctx).fit(Xm[s(1200)], ym[s(1200)]),
+    "regression": lambda: GradientBoostingRegressor(n_estimators=5, comm=ctx).fit(Xr[s(1500)], yr[s(1500)]),
+    "forest-classifier": lambda: RandomForestClassifier(n_estimators=3, comm=ctx).fit(Xm[s(1200)], ym[s(1200)]),
+    "forest-regressor": lambda: RandomForestRegressor(n_estimators=2, max_depth=8, comm=ctx).fit(
+        Xr[s(1500)], yr[s(1500)]),
+}
+for name, fit in cases.items():
+    out, pred = {}, {}
+    for kern in ("numpy", "c"):
+        os.environ["SHARDLEARN_KERNELS"] = kern
+        m = fit()
+        out[kern] = m.ensemble_.to_arrays()
+        Xq = Xp[name][:300].copy()
+        Xq[::7, 0] = np.nan                      # NaN at prediction time, seen or not in training
+        # each path's model predicted through its own prediction path (NumPy walk vs C)
+        pred[kern] = m.predict_proba(Xq) if hasattr(m, "predict_proba") else m.predict(Xq)
+    a, b = out["numpy"], out["c"]
+    res = {"case": name, "nodes": len(a["feature"]), "pred": float(np.abs(pred["numpy"] - pred["c"]).max())}
+    for key in ("feature", "bin", "missing_left", "left", "right"):
+        res[key] = bool(np.array_equal(a[key], b[key]))
+    res["value"] = float(np.abs(a["value"] - b["value"]).max()) if res["feature"] else None
+    if ctx.rank == 0:
+        print("RESULT " + json.dumps(res), flush=True)
+"""
+
+
+@needs_kernels
+@pytest.mark.parametrize("P", [1, 3])
+def test_fits_give_identical_trees_with_and_without_kernels(tmp_path, P):
+    rows = json_lines(run_script(P, SCRIPT, tmp_path, timeout=240).stdout)
+    assert len(rows) == 6
+    for r in rows:
+        assert r["nodes"] > 3, r
+        for key in ("feature", "bin", "missing_left", "left", "right"):
+            assert r[key], (P, r)
+        assert r["value"] <= 1e-9, (P, r)
+        assert r["pred"] <= 1e-12, (P, r)
+
+
+@needs_kernels
+def test_prediction_of_a_malformed_tree_is_an_error_not_a_crash():
+    from shardlearn.models.trees.predict import predict_compiled
+    # node 0 splits but sends "left" back to itself: the walk would never end
+    a = {"feature": np.array([0, -1]), "threshold": np.array([0.5, 0.0]), "missing_left": np.zeros(2, np.int8),
+         "left": np.array([0, 1]), "right": np.array([1, 1]), "value": np.array([[0.0], [1.0]])}
+    X = np.zeros((5, 1))
+    with pytest.raises(ValueError, match="malformed tree"):
+        predict_compiled(KERNELS, a, [0], [0], X, 1, 1)
+    a["left"] = np.array([1, 1])
+    np.testing.assert_array_equal(predict_compiled(KERNELS, a, [0], [0], X, 1, 1), np.ones((5, 1)))
