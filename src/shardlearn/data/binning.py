@@ -141,7 +141,7 @@ class BinMapper:
                 if bad.any():
                     i = int(np.argmax(bad))
                     raise ShardlearnError(
-                        f"categorical feature {f} holds {col[i]!r} (row {int(global_rows[i])}): categorical "
+                        f"categorical feature {f} holds {float(col[i])!r} (row {int(global_rows[i])}): categorical "
                         f"columns must hold non-negative integer category codes (0..{MAX_CATEGORY}), "
                         "NaN for a missing value")
         # local (feature position, category, count) triples; one allgather gives every

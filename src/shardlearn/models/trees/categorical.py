@@ -37,6 +37,9 @@ import numpy as np
 
 from .split import TIE_RTOL, SplitParams, node_score
 
+#: up to this many (node, scan order) rows, the min_data_per_group scan runs in plain Python
+SCALAR_GROUP_ROWS = 16
+
 
 class CatParams:
     """Categorical features and LightGBM's categorical split parameters (same names, defaults)."""
@@ -121,6 +124,20 @@ def _many_vs_many(h, tot, sp: SplitParams, cp: CatParams):
     Lmax = int(lim.max()) if k else 0
     if (cs[:, :, :Lmax] >= mdpg).all():
         evaluate = ok
+    elif k * n_o <= SCALAR_GROUP_ROWS:
+        # few (node, order) rows, as in leaf-wise growth: plain Python over at most
+        # rows x max_cat_threshold steps beats ~4 NumPy calls per prefix length
+        evaluate = np.zeros_like(ok)
+        hits = []
+        for b, (row_c, row_ok) in enumerate(zip(cs[:, :, :Lmax].reshape(-1, Lmax).tolist(),
+                                                ok[:, :, :Lmax].reshape(-1, Lmax).tolist())):
+            group = 0.0
+            for i in range(Lmax):
+                group += row_c[i]
+                if row_ok[i] and group >= mdpg:
+                    hits.append(b * L + i)
+                    group = 0.0
+        evaluate.reshape(-1)[hits] = True
     else:
         evaluate = np.zeros_like(ok)
         group = np.zeros((k, n_o))
