@@ -144,8 +144,12 @@ def test_split_search_matches_lightgbm_loop():
         hist[:, 1, 1, :3], hist[:, 2, 1, :3] = hess[:, :3], cnt[:, :3]
         totals = hist[:, :, 0].sum(axis=2)
         hist[:, :, 1, S - 1] = totals - hist[:, :, 1, :3].sum(axis=2)
+        both = find_best_categorical_splits(hist, totals, np.array([V, 3]), np.array([0, 1]), sp, cp)
         for f, nb in ((0, V), (1, 3)):
             res = find_best_categorical_splits(hist, totals, np.array([V, 3]), np.array([f]), sp, cp)
+            won = (both["feature"] == f) & np.isfinite(both["gain"])   # both features in one batch
+            np.testing.assert_array_equal(both["cat_left"][won], res["cat_left"][won])
+            assert (both["gain"] >= res["gain"]).all()
             for j in range(k):
                 want, want_set = lightgbm_reference(hist[j, :, f, :nb], totals[j], sp, cp)
                 parent = totals[j, 0] ** 2 / (totals[j, 1] + sp.lambda_l2)

@@ -183,20 +183,29 @@ def find_best_categorical_splits(hist: np.ndarray, totals: np.ndarray, n_bins: n
     left_sets = np.zeros((nf, k, S), dtype=bool)
     l2 = np.zeros((nf, k))
     rows = np.arange(k)
-    for j, f in enumerate(features):
-        V = int(n_bins[f])
-        h = hist[:, :, f, :V]
-        if V + 1 <= cp.max_cat_to_onehot:         # LightGBM counts the NaN bin in num_bin
-            sc, order, in_left = _one_vs_rest(h, totals, sp)
-            l2[j] = sp.lambda_l2
+    nb = np.asarray(n_bins)[np.asarray(features, dtype=np.intp)] if nf else np.zeros(0, np.int64)
+    onehot = nb + 1 <= cp.max_cat_to_onehot          # LightGBM counts the NaN bin in num_bin
+    # all features of one kind in one batch: rows are (node, feature) pairs, bins padded
+    # to the widest feature with empty bins (never a candidate: no rows)
+    for kind in (True, False):
+        js = np.flatnonzero(onehot == kind)
+        if not len(js):
+            continue
+        g, Vmax = len(js), int(nb[js].max())
+        fs = np.asarray(features, dtype=np.intp)[js]
+        h = hist[:, :, fs, :Vmax].transpose(0, 2, 1, 3).reshape(k * g, C, Vmax)
+        tot = np.repeat(totals, g, axis=0)
+        if kind:
+            sc, order, in_left = _one_vs_rest(h, tot, sp)
+            l2[js] = sp.lambda_l2
         else:
-            sc, order, in_left = _many_vs_many(h, totals, sp, cp)
-            l2[j] = sp.lambda_l2 + cp.cat_l2
-        if feature_mask is not None:
-            sc = np.where(feature_mask[:, f], sc, -np.inf)
-        score[:, j] = sc
+            sc, order, in_left = _many_vs_many(h, tot, sp, cp)
+            l2[js] = sp.lambda_l2 + cp.cat_l2
+        score[:, js] = sc.reshape(k, g)
         r, c = np.nonzero(in_left)
-        left_sets[j, rows[r], order[r, c]] = True
+        left_sets[js[r % g], r // g, order[r, c]] = True
+    if feature_mask is not None and nf:
+        score = np.where(np.asarray(feature_mask)[:, np.asarray(features, dtype=np.intp)], score, -np.inf)
     jbest, best = _first_best(score)
     cat_left = left_sets[jbest, rows] if nf else np.zeros((k, S), dtype=bool)
     # left sums from the histogram and the chosen set (one einsum over the bins)

@@ -116,7 +116,10 @@ class Ensemble:
 
     # ----------------------------------------------------------- prediction
     def apply(self, X: np.ndarray, trees=None, block: int = 32768) -> np.ndarray:
-        """Leaf node (absolute index) of every row in every tree: (n, T) int64."""
+        """Leaf node (absolute index) of every row in every tree: (n, T) int64.
+
+        ``X`` holds raw features, categorical columns as bin codes (``BinMapper.encode``).
+        """
         a = self.to_arrays()
         off = a["tree_offsets"]
         roots = off[:-1] if trees is None else off[:-1][trees]
