@@ -493,6 +493,7 @@ examples:
       --validation-fraction 0.1 --early-stopping-rounds 20 --metric logloss --out runs/mc.h5
   mpiexec -n 4 shardlearn train gbdt --data data/r --objective regression --hist-reduce reduce_scatter \\
       --json-dump runs/trees.json --out runs/reg.h5
+  mpiexec -n 4 shardlearn train gbdt --data data/adult --categorical 1,3,5 --out runs/cat.h5
   mpiexec -n 4 shardlearn evaluate --model runs/gbdt.h5 --data data/higgs-test
 Missing values (NaN) in X are fine: each split learns which side they go to.
 Categorical columns (--categorical 3,7) hold integer codes; their splits send a set of
@@ -544,15 +545,15 @@ def add_tree_arguments(parser) -> None:
     c.add_argument("--categorical", default=None, metavar="COLS",
                    help="comma-separated column indices holding integer category codes, e.g. 3,7 "
                         "(NaN: missing; categories unseen in training go with missing values)")
-    c.add_argument("--max-cat-to-onehot", type=int, default=4,
+    c.add_argument("--max-cat-to-onehot", type=int, default=4, metavar="N",
                    help="at most this many bins (categories + missing): split one category vs the rest")
-    c.add_argument("--cat-smooth", type=float, default=10.0,
-                   help="smoothing of the G/(H+cat_smooth) order; rarer categories are not sorted")
-    c.add_argument("--cat-l2", type=float, default=None,
+    c.add_argument("--cat-smooth", type=float, default=10.0, metavar="X",
+                   help="categories are sorted by G/(H+cat_smooth); those with fewer rows are left out")
+    c.add_argument("--cat-l2", type=float, default=None, metavar="X",
                    help="extra L2 penalty of many-vs-many splits (None: 10 for gbdt, 0 for forest)")
-    c.add_argument("--max-cat-threshold", type=int, default=32,
+    c.add_argument("--max-cat-threshold", type=int, default=32, metavar="N",
                    help="categories in the left set of a split at most")
-    c.add_argument("--min-data-per-group", type=int, default=100,
+    c.add_argument("--min-data-per-group", type=int, default=100, metavar="N",
                    help="rows per group of categories at least")
 
 
