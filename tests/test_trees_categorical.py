@@ -125,7 +125,11 @@ def lightgbm_reference(h, tot, sp, cp):
     return best, best_set
 
 
-def test_split_search_matches_lightgbm_loop():
+@pytest.mark.parametrize("scalar_rows", [16, 0])
+def test_split_search_matches_lightgbm_loop(monkeypatch, scalar_rows):
+    import shardlearn.models.trees.categorical as cat
+
+    monkeypatch.setattr(cat, "SCALAR_GROUP_ROWS", scalar_rows)   # both forms of the group scan
     r = np.random.default_rng(0)
     sp = SplitParams(lambda_l2=0.5, min_child_samples=20, min_sum_hessian=1e-3)
     cp = CatParams([0, 1], min_data_per_group=60, cat_smooth=10)
