@@ -79,7 +79,7 @@ def _split_scores(left, tot, lam, sp: SplitParams, valid):
 
 
 def _one_vs_rest(h, tot, sp: SplitParams):
-    """Best single category per node: (score, left set as bin indices (k, 1), l2)."""
+    """Best single category per node: (score, chosen bin (k, 1), in_left (k, 1) all True)."""
     V = h.shape[2]
     scores = _split_scores(h, tot, sp.lambda_l2, sp, np.ones((h.shape[0], V), dtype=bool))
     best, score = _first_best(scores)
