@@ -125,11 +125,13 @@ def lightgbm_reference(h, tot, sp, cp):
     return best, best_set
 
 
-@pytest.mark.parametrize("scalar_rows", [16, 0])
-def test_split_search_matches_lightgbm_loop(monkeypatch, scalar_rows):
+@pytest.mark.parametrize("kernels,scalar_rows", [("c", 16), ("numpy", 16), ("numpy", 0)])
+def test_split_search_matches_lightgbm_loop(monkeypatch, kernels, scalar_rows):
     import shardlearn.models.trees.categorical as cat
 
-    monkeypatch.setattr(cat, "SCALAR_GROUP_ROWS", scalar_rows)   # both forms of the group scan
+    # the compiled kernel, and both forms of the NumPy group scan (plain Python, vectorised)
+    monkeypatch.setenv("SHARDLEARN_KERNELS", kernels)
+    monkeypatch.setattr(cat, "SCALAR_GROUP_ROWS", scalar_rows)
     r = np.random.default_rng(0)
     sp = SplitParams(lambda_l2=0.5, min_child_samples=20, min_sum_hessian=1e-3)
     cp = CatParams([0, 1], min_data_per_group=60, cat_smooth=10)
@@ -166,6 +168,26 @@ def test_split_search_matches_lightgbm_loop(monkeypatch, scalar_rows):
                 assert not res["cat_left"][j, S - 1]
                 np.testing.assert_allclose(res["left"][j], hist[j, :, f, sorted(want_set)].sum(axis=0))
     assert checked > 150
+
+
+def test_compiled_kernel_and_numpy_give_the_same_model(monkeypatch):
+    from shardlearn.models.trees.forest import RandomForestClassifier
+
+    X, y, yr = make_data(6000, seed=2)
+    y3 = np.digitize(yr, np.quantile(yr, [0.33, 0.66]))      # 3 classes: 3 gradient channels
+    kw = dict(n_estimators=10, categorical_features=[2, 3], min_data_per_group=40, comm=ctx)
+    models = {}
+    for kernels in ("c", "numpy"):
+        monkeypatch.setenv("SHARDLEARN_KERNELS", kernels)
+        models[kernels] = [GradientBoostingClassifier(**kw).fit(X, y).ensemble_.to_arrays(),
+                           RandomForestClassifier(max_depth=6, max_features=None, **{**kw, "n_estimators": 3})
+                           .fit(X, y3)
+                           .ensemble_.to_arrays()]
+    for a, b in zip(models["c"], models["numpy"]):
+        assert (a["cat_index"] >= 0).sum() > 5
+        for key in ("feature", "bin", "cat_index", "cat_bits"):
+            np.testing.assert_array_equal(a[key], b[key])
+        np.testing.assert_allclose(a["value"], b["value"], rtol=0, atol=1e-12)
 
 
 def test_categorical_parameter_forms():

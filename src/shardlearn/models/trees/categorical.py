@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...backend import compiled_kernels
 from .split import TIE_RTOL, SplitParams, node_score
 
 #: up to this many (node, scan order) rows, the min_data_per_group scan runs in plain Python
@@ -87,8 +88,21 @@ def _one_vs_rest(h, tot, sp: SplitParams):
 
 
 def _many_vs_many(h, tot, sp: SplitParams, cp: CatParams):
-    """Best ratio-sorted prefix per node: (score, order (k, L) of bins, in_left (k, L) mask over that order)."""
+    """Best ratio-sorted prefix per node: (score, order (k, L) of bins, in_left (k, L) mask over that order).
+
+    Runs the compiled kernel (``_cat_kernels.c``, one pass per row) when it is built,
+    else the NumPy code below; both give the same result (tests compare them).
+    """
     k, C, V = h.shape
+    kern = compiled_kernels("models.trees._cat_kernels")
+    if kern is not None and k and C - 2 <= 64:
+        L = int(min(V, cp.max_cat_threshold))
+        score, order, length = np.empty(k), np.empty((k, L), np.int64), np.empty(k, np.int64)
+        kern.many_vs_many(np.ascontiguousarray(h, dtype=np.float64), np.ascontiguousarray(tot, dtype=np.float64),
+                          k, C, V, L, int(cp.max_cat_threshold), sp.lambda_l2 + cp.cat_l2, cp.cat_smooth,
+                          float(sp.min_child_samples), float(sp.min_sum_hessian), float(cp.min_data_per_group),
+                          TIE_RTOL, score, order, length)
+        return score, order, np.arange(L)[None, :] <= length[:, None]
     cnt, hess = h[:, C - 1], h[:, C - 2]
     lam = sp.lambda_l2 + cp.cat_l2
     eligible = (cnt >= cp.cat_smooth) & (cnt > 0)
