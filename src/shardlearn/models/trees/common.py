@@ -67,6 +67,41 @@ def class_labels(ctx, y, n_classes=None):
     return classes, np.searchsorted(classes, y).astype(np.int64)
 
 
+def resolve_categorical(spec, d: int) -> np.ndarray:
+    """``categorical_features`` as sorted unique int64 indices (raises ShardlearnError).
+
+    Accepts None, a list of column indices (negative ones count from the end, as in
+    NumPy), a comma-separated string (``"3,7"``, as on the command line), or a boolean
+    mask of length ``d``.
+    """
+    if spec is None:
+        return np.empty(0, dtype=np.int64)
+    if isinstance(spec, str):
+        try:
+            spec = [int(v) for v in spec.replace(" ", "").split(",") if v]
+        except ValueError:
+            raise ShardlearnError(f"categorical_features must be column indices like '3,7', got {spec!r}") from None
+    a = np.asarray(spec)
+    if a.ndim != 1:
+        raise ShardlearnError(f"categorical_features must be a list of column indices or a boolean mask, got {spec!r}")
+    if a.dtype == bool:
+        if len(a) != d:
+            raise ShardlearnError(f"categorical_features as a boolean mask needs {d} entries (one per feature), "
+                                  f"got {len(a)}")
+        return np.flatnonzero(a).astype(np.int64)
+    if len(a) == 0:
+        return np.empty(0, dtype=np.int64)
+    if a.dtype.kind not in "iu" and not (a.dtype.kind == "f" and np.array_equal(a, np.floor(a))):
+        raise ShardlearnError(f"categorical_features must be integer column indices, got {spec!r}")
+    a = a.astype(np.int64)
+    if (a < -d).any() or (a >= d).any():
+        raise ShardlearnError(f"categorical_features {a.tolist()} out of range: X has {d} features (0..{d - 1})")
+    a = np.where(a < 0, a + d, a)
+    if len(np.unique(a)) != len(a):
+        raise ShardlearnError(f"categorical_features lists a column twice: {spec!r}")
+    return np.sort(a)
+
+
 def sample_features(seed: int, stream: tuple, d: int, fraction: float) -> np.ndarray:
     """Sorted feature indices, the same on every rank (not row-dependent: a seeded draw)."""
     if fraction >= 1.0:
@@ -106,7 +141,8 @@ class FittedEnsemble:
         X = np.ascontiguousarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
             raise ShardlearnError(f"X must have {self.n_features_in_} features, got shape {X.shape}")
-        return X
+        # categorical columns -> bin codes (unseen categories: the missing bin)
+        return self.bin_mapper_.encode(X)
 
     def feature_importances(self, kind: str = "gain") -> np.ndarray:
         """Per-feature total split ``gain`` or split count (``split``), not normalised."""

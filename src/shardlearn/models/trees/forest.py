@@ -12,7 +12,10 @@ across ranks, vectorised split search), with the forest's statistics:
   the class distribution / mean target of the leaf;
 - features are sampled per node (``max_features``), identically on every rank;
 - trees are grown depth-wise (one histogram collective per level, in batches of at most
-  ``GROW_BATCH`` nodes to bound memory); predictions average the trees.
+  ``GROW_BATCH`` nodes to bound memory); predictions average the trees;
+- categorical features split as in boosting (:mod:`.categorical`); with one gradient
+  channel per class, each class's ratio order is scanned. ``cat_l2`` defaults to 0 here
+  so leaf values stay the class frequencies / mean targets of their rows.
 """
 from __future__ import annotations
 
@@ -25,8 +28,9 @@ from ... import rng
 from ...data.binning import BinMapper
 from ...errors import ShardlearnError
 from ..base import Params
-from .common import FittedEnsemble, class_labels, diff, phase_snapshot, prepare
-from .gbdt import LoadedModel, _HelpFormatter, _save, add_tree_arguments, model_json
+from .common import FittedEnsemble, class_labels, diff, phase_snapshot, prepare, resolve_categorical
+from .gbdt import (LoadedModel, _HelpFormatter, _save, add_tree_arguments, cat_params, categorical_kwargs,
+                   check_categorical_params, model_json)
 from .grower import HIST_REDUCE, GrowParams, TreeGrower
 from .predict import Ensemble
 from .split import SplitParams
@@ -61,6 +65,13 @@ class _RandomForest(FittedEnsemble, Params):
         Value bins per feature (<= 255); NaN gets its own bin.
     min_gain_to_split : float
     hist_reduce : {"allreduce", "reduce_scatter"}
+    categorical_features : list of int, bool mask of length d, or None
+        Columns holding non-negative integer category codes (NaN: missing); see
+        :class:`~.gbdt.GradientBoostingClassifier` for them and the next parameters.
+    max_cat_to_onehot, cat_smooth, max_cat_threshold, min_data_per_group
+        LightGBM's categorical split parameters (defaults 4, 10, 32, 100).
+    cat_l2 : float
+        Extra L2 penalty of many-vs-many splits; 0 by default (leaf values stay frequencies).
     seed : int
     comm : mpi4py communicator or shardlearn Context, optional
     verbose : bool
@@ -68,7 +79,8 @@ class _RandomForest(FittedEnsemble, Params):
 
     def __init__(self, *, n_estimators=100, max_depth=None, num_leaves=None, min_child_samples=1,
                  max_features="sqrt", bootstrap=True, max_bin=255, min_gain_to_split=0.0,
-                 hist_reduce="allreduce", seed=0, comm=None, verbose=False):
+                 hist_reduce="allreduce", categorical_features=None, max_cat_to_onehot=4, cat_smooth=10.0,
+                 cat_l2=0.0, max_cat_threshold=32, min_data_per_group=100, seed=0, comm=None, verbose=False):
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.num_leaves = num_leaves
@@ -78,6 +90,12 @@ class _RandomForest(FittedEnsemble, Params):
         self.max_bin = max_bin
         self.min_gain_to_split = min_gain_to_split
         self.hist_reduce = hist_reduce
+        self.categorical_features = categorical_features
+        self.max_cat_to_onehot = max_cat_to_onehot
+        self.cat_smooth = cat_smooth
+        self.cat_l2 = cat_l2
+        self.max_cat_threshold = max_cat_threshold
+        self.min_data_per_group = min_data_per_group
         self.seed = seed
         self.comm = comm
         self.verbose = verbose
@@ -110,6 +128,7 @@ class _RandomForest(FittedEnsemble, Params):
                 ok = False
         if not ok:
             raise ShardlearnError(f"max_features must be 'sqrt', 'log2', a count or a fraction, got {mf!r}")
+        check_categorical_params(self)
 
     def _fit(self, X, y, classification, n_classes=None):
         t_start = time.perf_counter()
@@ -123,15 +142,18 @@ class _RandomForest(FittedEnsemble, Params):
             self.classes_, yk, K = None, y.astype(np.float64), 1
         d = X.shape[1]
         self.n_features_in_ = d
+        with ctx.collective_errors():
+            cat = resolve_categorical(self.categorical_features, d)
         t0 = time.perf_counter()
         with ctx.timers.phase("binning"):
-            mapper = BinMapper(self.max_bin, seed=self.seed).fit(X, grows, n_total, ctx)
+            mapper = BinMapper(self.max_bin, seed=self.seed, categorical=cat).fit(X, grows, n_total, ctx)
             codes = mapper.transform(X)
         self.binning_seconds_ = time.perf_counter() - t0
         self.bin_mapper_ = mapper
         grow = GrowParams(num_leaves=self.num_leaves, max_depth=self.max_depth, growth="depthwise",
                           hist_reduce=self.hist_reduce, learning_rate=1.0,
-                          split=SplitParams(0.0, self.min_child_samples, 1e-12, self.min_gain_to_split))
+                          split=SplitParams(0.0, self.min_child_samples, 1e-12, self.min_gain_to_split),
+                          categorical=cat_params(self, cat))
         grower = TreeGrower(ctx, codes, mapper.n_bins_, mapper.n_slots, grow)
         ens = Ensemble(K)
         m = self._n_features_per_node(d)
@@ -279,7 +301,7 @@ def train_from_args(name: str, args, ctx) -> dict:
     kw = dict(n_estimators=args.n_estimators, max_depth=args.max_depth, num_leaves=args.num_leaves,
               min_child_samples=args.min_child_samples, bootstrap=not args.no_bootstrap,
               max_bin=args.max_bin, min_gain_to_split=args.min_gain_to_split,
-              hist_reduce=args.hist_reduce, seed=args.seed, comm=ctx)
+              hist_reduce=args.hist_reduce, seed=args.seed, comm=ctx, **categorical_kwargs(args))
     if args.objective == "regression":
         est = RandomForestRegressor(max_features=1.0 if mf is None else mf, **kw)
         est.fit(shard.X, shard.y)

@@ -13,6 +13,9 @@ index, so the model does not depend on the number of ranks.
 Objectives: ``regression`` (L2), ``binary`` (log-loss), ``multiclass`` (softmax, one
 tree per class per iteration, hessian ``K/(K-1) p(1-p)`` as in LightGBM). The initial
 score is the label mean / log-odds / log class priors (LightGBM's boost_from_average).
+
+Categorical features (``categorical_features``) are split as LightGBM does, one category
+against the rest or by gradient-ratio-sorted sets of categories (:mod:`.categorical`).
 """
 from __future__ import annotations
 
@@ -26,7 +29,9 @@ from ... import metrics, rng
 from ...data.binning import BinMapper
 from ...errors import ShardlearnError
 from ..base import Params
-from .common import FittedEnsemble, class_labels, diff, phase_snapshot, prepare, sample_features
+from .categorical import CatParams
+from .common import (FittedEnsemble, class_labels, diff, phase_snapshot, prepare, resolve_categorical,
+                     sample_features)
 from .grower import GROWTH, HIST_REDUCE, GrowParams, TreeGrower
 from .predict import Ensemble, tree_values
 from .split import SplitParams
@@ -83,6 +88,22 @@ class _GradientBoosting(FittedEnsemble, Params):
         Validation metric (default: logloss for classification, rmse for regression).
     hist_reduce : {"allreduce", "reduce_scatter"}
         How the ranks combine histograms.
+    categorical_features : list of int, bool mask of length d, or None
+        Columns holding non-negative integer category codes (NaN: missing). Each
+        category gets its own bin (the ``max_bin - 1`` most frequent; rarer and unseen
+        categories go with missing values, always to the right child).
+    max_cat_to_onehot : int
+        Features with at most this many bins (categories + the missing bin) are split
+        one category against the rest; others by sorted gradient statistics.
+    cat_smooth : float
+        Added to the hessian sum when sorting categories by ``G / (H + cat_smooth)``;
+        categories with fewer rows than this are left out of the sorted scan.
+    cat_l2 : float
+        Extra L2 penalty for many-vs-many categorical splits (gain and child values).
+    max_cat_threshold : int
+        Categories in the left set of a many-vs-many split at most.
+    min_data_per_group : int
+        Rows per group of categories at least (and on the right side of the split).
     seed : int
     comm : mpi4py communicator or shardlearn Context, optional (default COMM_WORLD)
     verbose : bool
@@ -95,7 +116,8 @@ class _GradientBoosting(FittedEnsemble, Params):
                  growth="leafwise", max_bin=255, min_child_samples=20, min_sum_hessian=1e-3,
                  lambda_l2=0.0, min_gain_to_split=0.0, feature_fraction=1.0, bagging_fraction=1.0,
                  bagging_freq=0, validation_fraction=0.0, early_stopping_rounds=None, metric=None,
-                 hist_reduce="allreduce", seed=0, comm=None, verbose=False):
+                 hist_reduce="allreduce", categorical_features=None, max_cat_to_onehot=4, cat_smooth=10.0,
+                 cat_l2=10.0, max_cat_threshold=32, min_data_per_group=100, seed=0, comm=None, verbose=False):
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
@@ -113,6 +135,12 @@ class _GradientBoosting(FittedEnsemble, Params):
         self.early_stopping_rounds = early_stopping_rounds
         self.metric = metric
         self.hist_reduce = hist_reduce
+        self.categorical_features = categorical_features
+        self.max_cat_to_onehot = max_cat_to_onehot
+        self.cat_smooth = cat_smooth
+        self.cat_l2 = cat_l2
+        self.max_cat_threshold = max_cat_threshold
+        self.min_data_per_group = min_data_per_group
         self.seed = seed
         self.comm = comm
         self.verbose = verbose
@@ -146,6 +174,7 @@ class _GradientBoosting(FittedEnsemble, Params):
             bad("early stopping needs a validation set: set validation_fraction > 0")
         if self.metric is not None and self.metric not in METRICS[objective]:
             bad(f"metric {self.metric!r} does not fit objective {objective}: use one of {METRICS[objective]}")
+        check_categorical_params(self)
 
     # ------------------------------------------------------------------ fit
     def _fit(self, X, y, objective, n_classes=None):
@@ -168,6 +197,8 @@ class _GradientBoosting(FittedEnsemble, Params):
             objective = "binary" if K == 1 else "multiclass"
         self.objective_ = objective
         self.n_features_in_ = X.shape[1]
+        with ctx.collective_errors():
+            cat = resolve_categorical(self.categorical_features, X.shape[1])
         metric = self.metric or METRICS[objective][0]
         self.metric_ = metric
         # validation rows: keyed by global row index
@@ -183,10 +214,14 @@ class _GradientBoosting(FittedEnsemble, Params):
                 raise ShardlearnError("no training rows left after the validation hold-out")
         t0 = time.perf_counter()
         with ctx.timers.phase("binning"):
-            mapper = BinMapper(self.max_bin, seed=self.seed).fit(Xtr, gtr, n_train, ctx)
+            mapper = BinMapper(self.max_bin, seed=self.seed, categorical=cat).fit(Xtr, gtr, n_train, ctx)
             codes = mapper.transform(Xtr)
         self.binning_seconds_ = time.perf_counter() - t0
         self.bin_mapper_ = mapper
+        # what tree prediction reads: categorical columns as bin codes (X itself without any)
+        Xva = mapper.encode(Xva)
+        bagged = self.bagging_freq and self.bagging_fraction < 1
+        Xtr_pred = mapper.encode(Xtr) if bagged else None
         # initial score
         if objective == "regression":
             s = ctx.coll.allreduce(np.array([ytr.sum(), len(ytr)], dtype=np.float64))
@@ -206,7 +241,8 @@ class _GradientBoosting(FittedEnsemble, Params):
                           growth=self.growth, hist_reduce=self.hist_reduce,
                           learning_rate=self.learning_rate,
                           split=SplitParams(self.lambda_l2, self.min_child_samples, self.min_sum_hessian,
-                                            self.min_gain_to_split))
+                                            self.min_gain_to_split),
+                          categorical=cat_params(self, cat))
         grower = TreeGrower(ctx, codes, mapper.n_bins_, mapper.n_slots, grow)
         ens = Ensemble(1)
         all_rows = np.arange(len(Xtr), dtype=np.int64)
@@ -257,7 +293,7 @@ class _GradientBoosting(FittedEnsemble, Params):
                     grower.add_leaf_values(F, k, tree["value"][:, 0], leaf_rows)
                     if in_bag is not None and not in_bag.all():
                         oob = np.flatnonzero(~in_bag)
-                        F[oob, k] += tree_values(t, Xtr[oob])[:, 0]
+                        F[oob, k] += tree_values(t, Xtr_pred[oob])[:, 0]
                     if len(Xva):
                         Fva[:, k] += tree_values(t, Xva)[:, 0]
             step = diff(snap, phase_snapshot(ctx))
@@ -348,19 +384,48 @@ class _GradientBoosting(FittedEnsemble, Params):
 
 
 def model_json(ens: Ensemble, mapper: BinMapper, params: dict, head: dict) -> dict:
+    """Readable dump. A categorical node lists the ``categories`` going left (the
+    others, missing and unseen ones go right) instead of a threshold."""
+    from .categorical import in_bitset
+
     trees = []
     for t, k in zip(ens.trees, ens.tree_class):
         nodes = []
+        ci = t.get("cat_index")
         for i in range(len(t["feature"])):
             n = {"id": i, "depth": int(t["depth"][i]), "count": float(t["count"][i]),
                  "value": [float(v) for v in t["value"][i]]}
-            if t["feature"][i] >= 0:
-                n.update(feature=int(t["feature"][i]), threshold=float(t["threshold"][i]),
+            f = int(t["feature"][i])
+            if f >= 0 and ci is not None and ci[i] >= 0:
+                cats = mapper.categories_[f]
+                left = in_bitset(t["cat_bits"], int(ci[i]), np.arange(len(cats)))
+                n.update(feature=f, categories=[int(c) for c in cats[left]], missing_left=False,
+                         gain=float(t["gain"][i]), left=int(t["left"][i]), right=int(t["right"][i]))
+            elif f >= 0:
+                n.update(feature=f, threshold=float(t["threshold"][i]),
                          bin=int(t["bin"][i]), missing_left=bool(t["missing_left"][i]),
                          gain=float(t["gain"][i]), left=int(t["left"][i]), right=int(t["right"][i]))
             nodes.append(n)
         trees.append({"class": int(k), "nodes": nodes})
-    return {**head, "params": params, "n_bins": mapper.n_bins_.tolist(), "trees": trees}
+    out = {**head, "params": params, "n_bins": mapper.n_bins_.tolist(), "trees": trees}
+    if len(mapper.categorical):
+        out["categorical_features"] = mapper.categorical.tolist()
+        out["categories"] = {str(f): c.tolist() for f, c in mapper.categories_.items()}
+    return out
+
+
+def check_categorical_params(est) -> None:
+    """Range checks of the categorical split parameters (raise ShardlearnError)."""
+    if not est.cat_smooth >= 0 or not est.cat_l2 >= 0:
+        raise ShardlearnError(f"cat_smooth and cat_l2 must be >= 0, got {est.cat_smooth} and {est.cat_l2}")
+    for name in ("max_cat_threshold", "min_data_per_group", "max_cat_to_onehot"):
+        if int(getattr(est, name)) < 1:
+            raise ShardlearnError(f"{name} must be >= 1, got {getattr(est, name)}")
+
+
+def cat_params(est, features) -> CatParams:
+    return CatParams(features, est.max_cat_to_onehot, est.cat_smooth, est.cat_l2, est.max_cat_threshold,
+                     est.min_data_per_group)
 
 
 def _format_line(rec, metric):
@@ -428,8 +493,11 @@ examples:
       --validation-fraction 0.1 --early-stopping-rounds 20 --metric logloss --out runs/mc.h5
   mpiexec -n 4 shardlearn train gbdt --data data/r --objective regression --hist-reduce reduce_scatter \\
       --json-dump runs/trees.json --out runs/reg.h5
+  mpiexec -n 4 shardlearn train gbdt --data data/adult --categorical 1,3,5 --out runs/cat.h5
   mpiexec -n 4 shardlearn evaluate --model runs/gbdt.h5 --data data/higgs-test
-Missing values (NaN) in X are fine: each split learns which side they go to."""
+Missing values (NaN) in X are fine: each split learns which side they go to.
+Categorical columns (--categorical 3,7) hold integer codes; their splits send a set of
+categories left, found as LightGBM does (one-vs-rest, or sorted gradient statistics)."""
 
 
 def add_train_arguments(parser, name: str) -> None:
@@ -473,6 +541,30 @@ def add_tree_arguments(parser) -> None:
                         "the best split per block allgathered (less traffic)")
     g.add_argument("--json-dump", default=None, metavar="FILE.json",
                    help="also write the trees as human-readable JSON")
+    c = parser.add_argument_group("categorical features (LightGBM's parameters and defaults)")
+    c.add_argument("--categorical", default=None, metavar="COLS",
+                   help="comma-separated column indices holding integer category codes, e.g. 3,7 "
+                        "(NaN: missing; categories unseen in training go with missing values)")
+    c.add_argument("--max-cat-to-onehot", type=int, default=4, metavar="N",
+                   help="at most this many bins (categories + missing): split one category vs the rest")
+    c.add_argument("--cat-smooth", type=float, default=10.0, metavar="X",
+                   help="categories are sorted by G/(H+cat_smooth); those with fewer rows are left out")
+    c.add_argument("--cat-l2", type=float, default=None, metavar="X",
+                   help="extra L2 penalty of many-vs-many splits (None: 10 for gbdt, 0 for forest)")
+    c.add_argument("--max-cat-threshold", type=int, default=32, metavar="N",
+                   help="categories in the left set of a split at most")
+    c.add_argument("--min-data-per-group", type=int, default=100, metavar="N",
+                   help="rows per group of categories at least")
+
+
+def categorical_kwargs(args) -> dict:
+    """Estimator keyword arguments of the categorical options (cat_l2 only when given)."""
+    kw = dict(categorical_features=args.categorical, max_cat_to_onehot=args.max_cat_to_onehot,
+              cat_smooth=args.cat_smooth, max_cat_threshold=args.max_cat_threshold,
+              min_data_per_group=args.min_data_per_group)
+    if args.cat_l2 is not None:
+        kw["cat_l2"] = args.cat_l2
+    return kw
 
 
 def train_from_args(name: str, args, ctx) -> dict:
@@ -486,7 +578,7 @@ def train_from_args(name: str, args, ctx) -> dict:
               feature_fraction=args.feature_fraction, bagging_fraction=args.bagging_fraction,
               bagging_freq=args.bagging_freq, validation_fraction=args.validation_fraction,
               early_stopping_rounds=args.early_stopping_rounds, metric=args.metric,
-              hist_reduce=args.hist_reduce, seed=args.seed, comm=ctx)
+              hist_reduce=args.hist_reduce, seed=args.seed, comm=ctx, **categorical_kwargs(args))
     if args.objective == "regression":
         est = GradientBoostingRegressor(**kw)
     else:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...backend import compiled_kernels
+from .categorical import CatParams, find_best_categorical_splits, merge_splits, pack_bits
 from .histogram import CompiledHistogram, build_histogram, is_all_rows, pair_codes
 from .split import TIE_RTOL, SplitParams, find_best_splits
 
@@ -41,6 +42,8 @@ class GrowParams:
     hist_reduce : "allreduce" or "reduce_scatter"
     learning_rate : leaf values are ``-G / (H + lambda_l2) * learning_rate``
     split : SplitParams
+    categorical : CatParams, optional
+        Categorical features and their split parameters (see :mod:`.categorical`).
     """
 
     num_leaves: int | None = 31
@@ -49,6 +52,7 @@ class GrowParams:
     hist_reduce: str = "allreduce"
     learning_rate: float = 1.0
     split: SplitParams = None
+    categorical: CatParams = None
 
     def __post_init__(self):
         if self.split is None:
@@ -103,6 +107,14 @@ class TreeGrower:
             self.block_bins = nb[self.f_lo:self.f_lo + q]
         else:
             self.block, self.d_pad, self.f_lo, self.block_bins = self.d, self.d, 0, self.n_bins
+        #: categorical features of this rank's block (block-local indices), or None
+        self.cat = params.categorical if params.categorical is not None and len(params.categorical.features) else None
+        if self.cat is not None:
+            f = self.cat.features
+            self.cat_block = f[(f >= self.f_lo) & (f < self.f_lo + self.block)] - self.f_lo
+            # 0 bins: no numerical candidate on a categorical feature (cheaper than a mask)
+            self.numeric_bins = np.array(self.block_bins, dtype=np.int64)
+            self.numeric_bins[self.cat_block] = 0
 
     # ----------------------------------------------------------- collectives
     def _combine(self, local: np.ndarray) -> np.ndarray:
@@ -128,18 +140,24 @@ class TreeGrower:
                 pad = np.zeros((masks.shape[0], self.d_pad), dtype=bool)
                 pad[:, :self.d] = masks
                 masks = pad[:, self.f_lo:self.f_lo + self.block]
-            res = find_best_splits(hists, totals, self.block_bins, self.params.split, masks)
+            res = self._find_best(hists, totals, masks)
         if not self.rs:
             return res
         k, C = totals.shape
-        rec = np.empty((k, 4 + C))
+        S = self.n_slots
+        width = 4 + C + (2 + S if self.cat is not None else 0)
+        rec = np.empty((k, width))
         rec[:, 0] = res["gain"]
         rec[:, 1] = res["feature"] + self.f_lo
         rec[:, 2] = res["bin"]
         rec[:, 3] = res["missing_left"]
-        rec[:, 4:] = res["left"]
+        rec[:, 4:4 + C] = res["left"]
+        if self.cat is not None:   # the winner's category set travels with it
+            rec[:, 4 + C] = res["l2"]
+            rec[:, 5 + C] = res["is_cat"]
+            rec[:, 6 + C:] = res["cat_left"]
         self.wire_bytes += (self.ctx.size - 1) * rec.nbytes  # allgather of the candidates
-        allrec = self.ctx.coll.allgather(rec).reshape(self.ctx.size, k, 4 + C)
+        allrec = self.ctx.coll.allgather(rec).reshape(self.ctx.size, k, width)
         with self.ctx.timers.phase("split_search"):
             out = {"gain": np.empty(k), "feature": np.empty(k, np.int64), "bin": np.empty(k, np.int64),
                    "missing_left": np.empty(k, bool), "left": np.empty((k, C))}
@@ -151,8 +169,23 @@ class TreeGrower:
                 j = int(np.flatnonzero(near)[np.argmin(cand[near, 1])])
                 out["gain"][i], out["feature"][i], out["bin"][i] = cand[j, 0], int(cand[j, 1]), int(cand[j, 2])
                 out["missing_left"][i] = bool(cand[j, 3])
-                out["left"][i] = cand[j, 4:]
+                out["left"][i] = cand[j, 4:4 + C]
+                if self.cat is not None:
+                    out.setdefault("l2", np.empty(k))[i] = cand[j, 4 + C]
+                    out.setdefault("is_cat", np.zeros(k, bool))[i] = bool(cand[j, 5 + C])
+                    out.setdefault("cat_left", np.zeros((k, S), bool))[i] = cand[j, 6 + C:] > 0
         return out
+
+    def _find_best(self, hists, totals, masks):
+        """Best split per node over this rank's block: numerical and categorical features."""
+        sp = self.params.split
+        if self.cat is None:
+            return find_best_splits(hists, totals, self.block_bins, sp, masks)
+        k = hists.shape[0]
+        num = find_best_splits(hists, totals, self.numeric_bins, sp, masks)
+        cat = find_best_categorical_splits(hists, totals, self.block_bins, self.cat_block, sp, self.cat,
+                                           None if masks is None else np.broadcast_to(masks, (k, self.block)))
+        return merge_splits(num, cat, sp.lambda_l2)
 
     # ---------------------------------------------------------------- grow
     def grow(self, channels: np.ndarray, rows: np.ndarray, hess_is_count=False,
@@ -224,14 +257,17 @@ class TreeGrower:
                 lf = leaves.pop(i)
                 s = lf.split
                 with timers.phase("partition"):
-                    if self.chist is not None:
+                    if s.get("cat_left") is not None:
+                        lrows, rrows = self._partition_categorical(lf.rows, s)
+                    elif self.chist is not None:
                         lrows, rrows = self._partition_compiled(lf.rows, s)
                     else:
                         lrows, rrows = self._partition_numpy(lf.rows, s)
                 ltot = s["left"]
                 rtot = lf.totals - ltot
-                li = nodes.add(ltot, lf.depth + 1, p, sp.lambda_l2)
-                ri = nodes.add(rtot, lf.depth + 1, p, sp.lambda_l2)
+                # children of a many-vs-many split take lambda_l2 + cat_l2, as in LightGBM
+                li = nodes.add(ltot, lf.depth + 1, p, s.get("l2", sp.lambda_l2))
+                ri = nodes.add(rtot, lf.depth + 1, p, s.get("l2", sp.lambda_l2))
                 nodes.set_split(i, s, li, ri)
                 left, right = _Leaf(lrows, None, ltot, lf.depth + 1), _Leaf(rrows, None, rtot, lf.depth + 1)
                 leaves[li], leaves[ri] = left, right
@@ -276,6 +312,18 @@ class TreeGrower:
         lrows = np.compress(go_left, rows)
         rrows = np.compress(np.logical_not(go_left, out=go_left), rows)
         return lrows, rrows
+
+    def _partition_categorical(self, rows, s):
+        """Left and right rows of a categorical split, as the two halves of ``rows``
+        reordered in place (stable), like :meth:`_partition_compiled`; also right for the
+        NumPy path, whose rows are arrays of their own."""
+        go_left = categorical_goes_left(self.codes[s["feature"]].take(rows), s["cat_left"])
+        left = np.compress(go_left, rows)
+        right = np.compress(np.logical_not(go_left, out=go_left), rows)
+        n_left = len(left)
+        rows[:n_left] = left
+        rows[n_left:] = right
+        return rows[:n_left], rows[n_left:]
 
     def _partition_compiled(self, rows, s):
         """Left and right rows of a split as the two halves of ``rows``, reordered in place
@@ -336,6 +384,10 @@ class TreeGrower:
             lf.split = {"gain": float(res["gain"][j]), "feature": int(res["feature"][j]),
                         "bin": int(res["bin"][j]), "missing_left": bool(res["missing_left"][j]),
                         "left": np.array(res["left"][j], dtype=np.float64)}
+            if "is_cat" in res:
+                lf.split["l2"] = float(res["l2"][j])
+                if res["is_cat"][j]:
+                    lf.split["cat_left"] = np.array(res["cat_left"][j], dtype=bool)
 
 
 def _compiled_histogram(codes, n_slots):
@@ -352,6 +404,7 @@ class _NodeList:
     def __init__(self, n_out):
         self.n_out = n_out
         self.feature, self.bin, self.missing_left = [], [], []
+        self.cat_sets = {}   # node -> bool (S,) bins going left, for categorical splits
         self.left, self.right, self.value, self.gain, self.count, self.hess, self.depth = [], [], [], [], [], [], []
 
     def add(self, totals, depth, p: GrowParams, lam) -> int:
@@ -374,6 +427,8 @@ class _NodeList:
     def set_split(self, i, s, li, ri):
         self.feature[i], self.bin[i], self.missing_left[i] = s["feature"], s["bin"], s["missing_left"]
         self.left[i], self.right[i], self.gain[i] = li, ri, s["gain"]
+        if s.get("cat_left") is not None:
+            self.cat_sets[i] = s["cat_left"]
 
     def arrays(self) -> dict:
         return {"feature": np.array(self.feature, dtype=np.int32),
@@ -385,4 +440,23 @@ class _NodeList:
                 "gain": np.array(self.gain, dtype=np.float64),
                 "count": np.array(self.count, dtype=np.float64),
                 "hess": np.array(self.hess, dtype=np.float64),
-                "depth": np.array(self.depth, dtype=np.int32)}
+                "depth": np.array(self.depth, dtype=np.int32),
+                **self._cat_arrays()}
+
+    def _cat_arrays(self) -> dict:
+        """``cat_index`` (node -> row of ``cat_bits`` or -1) and ``cat_bits`` (bitsets over bins)."""
+        if not self.cat_sets:
+            return {}
+        idx = np.full(len(self.feature), -1, dtype=np.int32)
+        nodes = sorted(self.cat_sets)
+        idx[nodes] = np.arange(len(nodes))
+        return {"cat_index": idx, "cat_bits": pack_bits(np.stack([self.cat_sets[i] for i in nodes]))}
+
+
+def categorical_goes_left(codes: np.ndarray, cat_left: np.ndarray) -> np.ndarray:
+    """Rows of a categorical split that go left: a lookup table over the bins (``cat_left[codes]``).
+
+    ``cat_left`` is a bool array over the ``S`` bin slots (the missing slot is False);
+    kept apart from the numerical partition so either can become a compiled kernel.
+    """
+    return cat_left[codes]

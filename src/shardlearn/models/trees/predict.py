@@ -7,6 +7,14 @@ leaf points to itself), ``value`` (n_nodes, n_out), ``gain``, ``count``, ``depth
 ``tree_offsets`` (T + 1) gives each tree's root and ``tree_class`` the output column a
 tree adds to. Prediction uses the float thresholds, so new data need no binning.
 
+Categorical splits (present only in models with categorical features): ``cat_index``
+(per node: a row of ``cat_bits``, or -1 for a numerical split or a leaf) and
+``cat_bits`` (one bitset over the bins per categorical split, see
+:func:`.categorical.pack_bits`). A categorical column must reach prediction as bin codes
+(:meth:`shardlearn.data.binning.BinMapper.encode`: NaN, rare and unseen categories get
+the missing bin, which is in no left set, so they go right); the node sends a row left
+when its code's bit is set.
+
 Prediction partitions the rows down each tree (one vectorised comparison per internal
 node on a contiguous feature column, no Python loop over rows); :meth:`Ensemble.apply`
 gives leaf indices by walking all trees level by level with array indexing.
@@ -16,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...backend import compiled_kernels
+from .categorical import in_bitset
 
 FIELDS = ("feature", "threshold", "bin", "missing_left", "left", "right", "value", "gain",
           "count", "depth")
@@ -73,6 +82,8 @@ class Ensemble:
             else:
                 flat[k] = np.empty((0, self.n_out) if k == "value" else 0)
         flat["missing_left"] = flat["missing_left"].astype(np.int8)
+        if any("cat_index" in t for t in self.trees):
+            flat.update(_flat_categorical(self.trees))
         flat["tree_offsets"] = off
         flat["tree_class"] = np.array(self.tree_class, dtype=np.int64)
         flat["n_out"] = np.int64(self.n_out)
@@ -93,11 +104,23 @@ class Ensemble:
             t["right"] = t["right"] - off[i]
             t["missing_left"] = t["missing_left"].astype(bool)
             e.trees.append(t)
+        if "cat_index" in e._flat:
+            # per tree: its rows of cat_bits, indices made tree-local again
+            base = 0
+            for i, t in enumerate(e.trees):
+                ci = e._flat["cat_index"][off[i]:off[i + 1]].astype(np.int64)
+                n_cat = int((ci >= 0).sum())
+                t["cat_index"] = np.where(ci >= 0, ci - base, -1).astype(np.int32)
+                t["cat_bits"] = e._flat["cat_bits"][base:base + n_cat]
+                base += n_cat
         return e
 
     # ----------------------------------------------------------- prediction
     def apply(self, X: np.ndarray, trees=None, block: int = 32768) -> np.ndarray:
-        """Leaf node (absolute index) of every row in every tree: (n, T) int64."""
+        """Leaf node (absolute index) of every row in every tree: (n, T) int64.
+
+        ``X`` holds raw features, categorical columns as bin codes (``BinMapper.encode``).
+        """
         a = self.to_arrays()
         off = a["tree_offsets"]
         roots = off[:-1] if trees is None else off[:-1][trees]
@@ -116,7 +139,7 @@ class Ensemble:
         off = a["tree_offsets"]
         ids = np.arange(len(off) - 1) if trees is None else np.asarray(trees)
         kernels = compiled_kernels("models.trees._hist_kernels")
-        if kernels is not None:
+        if kernels is not None and "cat_index" not in a:  # the kernel knows threshold splits only
             cols = a["tree_class"][ids] if self.n_out == 1 else np.zeros(len(ids), np.int64)
             out = predict_compiled(kernels, a, off[:-1][ids], cols, X, n_cols, self.n_out)
             ids_done = True
@@ -138,9 +161,26 @@ class Ensemble:
         return out
 
 
+def _flat_categorical(trees: list) -> dict:
+    """``cat_index`` (absolute rows of the concatenated ``cat_bits``) for flat arrays."""
+    nb = max(t["cat_bits"].shape[1] for t in trees if "cat_bits" in t)
+    idx, bits, base = [], [], 0
+    for t in trees:
+        ci = t.get("cat_index")
+        if ci is None:
+            idx.append(np.full(len(t["feature"]), -1, dtype=np.int32))
+            continue
+        idx.append(np.where(ci >= 0, ci + base, -1).astype(np.int32))
+        bits.append(t["cat_bits"])
+        base += len(t["cat_bits"])
+    return {"cat_index": np.concatenate(idx),
+            "cat_bits": np.concatenate(bits) if bits else np.zeros((0, nb), dtype=np.uint8)}
+
+
 def add_tree(a: dict, root: int, XT: np.ndarray, out: np.ndarray, values: np.ndarray) -> None:
     """``out[rows] += values[leaf of each row]`` for the tree at ``root`` (rows partitioned down)."""
     feat, thr, ml = a["feature"], a["threshold"], a["missing_left"]
+    cat_index, cat_bits = a.get("cat_index"), a.get("cat_bits")
     left, right = a["left"], a["right"]
     stack = [(root, None)]
     n = XT.shape[1]
@@ -154,9 +194,12 @@ def add_tree(a: dict, root: int, XT: np.ndarray, out: np.ndarray, values: np.nda
                 out[rows] += values[node]
             continue
         x = XT[f] if rows is None else XT[f].take(rows)
-        go_left = x <= thr[node]
-        if ml[node]:
-            go_left |= np.isnan(x)
+        if cat_index is not None and cat_index[node] >= 0:
+            go_left = in_bitset(cat_bits, int(cat_index[node]), x)   # x: bin codes
+        else:
+            go_left = x <= thr[node]
+            if ml[node]:
+                go_left |= np.isnan(x)
         base = np.arange(n) if rows is None else rows
         # np.compress: same rows as boolean-mask indexing, several times faster
         stack.append((right[node], np.compress(~go_left, base)))
@@ -173,6 +216,10 @@ def walk(a: dict, roots: np.ndarray, X: np.ndarray, block: int = 32768) -> np.nd
     thr, ml = a["threshold"], a["missing_left"].astype(bool)
     left, right = a["left"].astype(np.intp), a["right"].astype(np.intp)
     depth = int(a["depth"].max()) if len(a["depth"]) else 0
+    cat_index = a["cat_index"].astype(np.intp) if "cat_index" in a else None
+    if cat_index is not None:
+        cat_bits = a["cat_bits"]
+        top_code = cat_bits.shape[1] * 8 - 1
     roots = np.asarray(roots, dtype=np.intp)
     n, T = X.shape[0], len(roots)
     out = np.empty((n, T), dtype=np.intp)
@@ -187,6 +234,12 @@ def walk(a: dict, roots: np.ndarray, X: np.ndarray, block: int = 32768) -> np.nd
             nan = np.isnan(x)
             if nan.any():
                 go_left |= nan & ml[node]
+            if cat_index is not None:
+                ci = cat_index[node]
+                is_cat = ci >= 0
+                if is_cat.any():
+                    code = np.clip(np.where(is_cat, x, 0), 0, top_code)
+                    go_left = np.where(is_cat, in_bitset(cat_bits, np.maximum(ci, 0), code), go_left)
             node = np.where(go_left, left[node], right[node])
         out[lo:lo + m] = node
     return out
@@ -229,7 +282,7 @@ def tree_values(tree: dict, X: np.ndarray) -> np.ndarray:
     """Leaf values (n, n_out) of one tree (as grown, with ``threshold`` set) for rows X."""
     kernels = compiled_kernels("models.trees._hist_kernels")
     n_out = tree["value"].shape[1]
-    if kernels is not None:
+    if kernels is not None and "cat_index" not in tree:  # the kernel knows threshold splits only
         return predict_compiled(kernels, tree, [0], [0], X, n_out, n_out)
     out = np.zeros((X.shape[0], tree["value"].shape[1]))
     add_tree(tree, 0, np.ascontiguousarray(np.asarray(X, dtype=np.float64).T), out, tree["value"])
