@@ -32,6 +32,9 @@
 #include <Python.h>
 #include <math.h>
 #include <string.h>
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#include <immintrin.h>
+#endif
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define HAVE_AVX2_COPY 1
@@ -167,8 +170,74 @@ DEFINE_GEMM_FORM(f64, _base, TARGET_BASE)
 DEFINE_TILED_FORM(f32, _base, TARGET_BASE)
 DEFINE_TILED_FORM(f64, _base, TARGET_BASE)
 #if HAVE_AVX2_COPY
-DEFINE_GEMM_FORM(f32, _avx2, TARGET_AVX2)
-DEFINE_GEMM_FORM(f64, _avx2, TARGET_AVX2)
+/* AVX2 argmin of one row of the GEMM form: the row minimum with four vector
+ * accumulators, then the first column equal to it (vector compares and a bit mask).
+ * dist + cc is computed the same way both times and as in the scalar loop, so the
+ * labels equal the baseline copy's exactly. k=64, d=64, 100k rows, one thread: GEMM
+ * and pass 30.4 instead of 32.5 ms (float64), 15.7 instead of 17.0 ms (float32). */
+#define DEFINE_AVX2_ARGMIN(T, V, W, LOAD, ADD, MIN, SET1, CMPEQ, MASK)                 \
+    TARGET_AVX2 static inline int argmin_avx2_##T(const T *restrict di,                \
+                                                 const T *restrict cc, Py_ssize_t k)   \
+    {                                                                                \
+        V m0 = ADD(LOAD(di), LOAD(cc)), m1 = ADD(LOAD(di + W), LOAD(cc + W));        \
+        V m2 = ADD(LOAD(di + 2 * W), LOAD(cc + 2 * W));                              \
+        V m3 = ADD(LOAD(di + 3 * W), LOAD(cc + 3 * W));                              \
+        Py_ssize_t j = 4 * W;                                                        \
+        for (; j + 4 * W <= k; j += 4 * W) {                                         \
+            m0 = MIN(m0, ADD(LOAD(di + j), LOAD(cc + j)));                           \
+            m1 = MIN(m1, ADD(LOAD(di + j + W), LOAD(cc + j + W)));                   \
+            m2 = MIN(m2, ADD(LOAD(di + j + 2 * W), LOAD(cc + j + 2 * W)));           \
+            m3 = MIN(m3, ADD(LOAD(di + j + 3 * W), LOAD(cc + j + 3 * W)));           \
+        }                                                                            \
+        T lanes[W];                                                                  \
+        memcpy(lanes, (m0 = MIN(MIN(m0, m1), MIN(m2, m3)), &m0), sizeof lanes);      \
+        T mn = lanes[0];                                                             \
+        for (int l = 1; l < W; l++)                                                  \
+            mn = lanes[l] < mn ? lanes[l] : mn;                                      \
+        for (; j < k; j++) {                                                         \
+            T v = (T)(di[j] + cc[j]);                                                \
+            mn = v < mn ? v : mn;                                                    \
+        }                                                                            \
+        V target = SET1(mn);                                                         \
+        for (j = 0; j + W <= k; j += W) {                                            \
+            int mask = MASK(CMPEQ(ADD(LOAD(di + j), LOAD(cc + j)), target));         \
+            if (mask)                                                                \
+                return (int)j + __builtin_ctz((unsigned)mask);                       \
+        }                                                                            \
+        for (; j < k; j++)                                                           \
+            if ((T)(di[j] + cc[j]) == mn)                                            \
+                return (int)j;                                                       \
+        return 0; /* not reached: the minimum is one of the values */               \
+    }
+
+#define CMPEQ_PD(a, b) _mm256_cmp_pd(a, b, _CMP_EQ_OQ)
+#define CMPEQ_PS(a, b) _mm256_cmp_ps(a, b, _CMP_EQ_OQ)
+DEFINE_AVX2_ARGMIN(f64, __m256d, 4, _mm256_loadu_pd, _mm256_add_pd, _mm256_min_pd,
+                   _mm256_set1_pd, CMPEQ_PD, _mm256_movemask_pd)
+DEFINE_AVX2_ARGMIN(f32, __m256, 8, _mm256_loadu_ps, _mm256_add_ps, _mm256_min_ps,
+                   _mm256_set1_ps, CMPEQ_PS, _mm256_movemask_ps)
+
+/* The GEMM form with that argmin, for rows of at least 4 vectors (else the
+ * interleaved scalar loop, which is as fast there). */
+#define DEFINE_GEMM_FORM_AVX2(T)                                                     \
+    TARGET_AVX2 static Py_ssize_t lloyd_gemm_loop_##T##_avx2(                        \
+        const T *restrict x, const T *restrict dist, const T *restrict cc,           \
+        int *restrict labels, double *restrict sums, double *restrict counts,        \
+        Py_ssize_t r, Py_ssize_t k, Py_ssize_t d, int accumulate)                    \
+    {                                                                                \
+        if (k < 4 * LANES_##T)                                                       \
+            return lloyd_gemm_loop_##T##_base(x, dist, cc, labels, sums, counts, r, k, \
+                                              d, accumulate);                        \
+        Py_ssize_t changed = 0;                                                      \
+        for (Py_ssize_t i = 0; i < r; i++) {                                         \
+            int best = argmin_avx2_##T(dist + i * k, cc, k);                         \
+            ASSIGN(T);                                                               \
+        }                                                                            \
+        return changed;                                                              \
+    }
+
+DEFINE_GEMM_FORM_AVX2(f32)
+DEFINE_GEMM_FORM_AVX2(f64)
 DEFINE_TILED_FORM(f32, _avx2, TARGET_AVX2)
 DEFINE_TILED_FORM(f64, _avx2, TARGET_AVX2)
 #endif
