@@ -264,60 +264,34 @@ static int use_avx2(void)
             PyBuffer_Release(bufs_[b_]);                                             \
     } while (0)
 
-#define DEFINE_WRAPPERS(T)                                                           \
-    static PyObject *lloyd_gemm_##T(PyObject *self, PyObject *args)                  \
+/* name(x, centers_or_dist, cc, labels, sums, counts, r, k_or_kp, d, accumulate) -> changed */
+#define DEFINE_WRAPPER(NAME, LOOP_AVX2, LOOP_BASE)                                   \
+    static PyObject *NAME(PyObject *self, PyObject *args)                            \
     {                                                                                \
-        Py_buffer x, dist, cc, labels, sums, counts;                                 \
+        Py_buffer x, c, cc, labels, sums, counts;                                    \
         Py_ssize_t r, k, d, changed;                                                 \
         int acc;                                                                     \
-        if (!PyArg_ParseTuple(args, "y*y*y*w*w*w*nnnp", &x, &dist, &cc, &labels,     \
+        if (!PyArg_ParseTuple(args, "y*y*y*w*w*w*nnnp", &x, &c, &cc, &labels,        \
                               &sums, &counts, &r, &k, &d, &acc))                     \
             return NULL;                                                             \
         int avx2 = use_avx2();                                                       \
         Py_BEGIN_ALLOW_THREADS                                                       \
-        if (avx2)                                                                    \
-            changed = GEMM_AVX2(T)(x.buf, dist.buf, cc.buf, labels.buf, sums.buf,    \
-                                   counts.buf, r, k, d, acc);                        \
-        else                                                                         \
-            changed = lloyd_gemm_loop_##T##_base(x.buf, dist.buf, cc.buf, labels.buf, \
+        changed = (avx2 ? LOOP_AVX2 : LOOP_BASE)(x.buf, c.buf, cc.buf, labels.buf,   \
                                                  sums.buf, counts.buf, r, k, d, acc); \
         Py_END_ALLOW_THREADS                                                         \
-        RELEASE_ALL(&x, &dist, &cc, &labels, &sums, &counts);                        \
-        return PyLong_FromSsize_t(changed);                                          \
-    }                                                                                \
-                                                                                     \
-    static PyObject *lloyd_tiled_##T(PyObject *self, PyObject *args)                 \
-    {                                                                                \
-        Py_buffer x, ct, cc, labels, sums, counts;                                   \
-        Py_ssize_t r, kp, d, changed;                                                \
-        int acc;                                                                     \
-        if (!PyArg_ParseTuple(args, "y*y*y*w*w*w*nnnp", &x, &ct, &cc, &labels,       \
-                              &sums, &counts, &r, &kp, &d, &acc))                    \
-            return NULL;                                                             \
-        int avx2 = use_avx2();                                                       \
-        Py_BEGIN_ALLOW_THREADS                                                       \
-        if (r > 0 && avx2)                                                           \
-            changed = TILED_AVX2(T)(x.buf, ct.buf, cc.buf, labels.buf, sums.buf,     \
-                                    counts.buf, r, kp, d, acc);                      \
-        else if (r > 0)                                                              \
-            changed = lloyd_tiled_loop_##T##_base(x.buf, ct.buf, cc.buf, labels.buf, \
-                                                  sums.buf, counts.buf, r, kp, d, acc); \
-        else                                                                         \
-            changed = 0;                                                             \
-        Py_END_ALLOW_THREADS                                                         \
-        RELEASE_ALL(&x, &ct, &cc, &labels, &sums, &counts);                          \
+        RELEASE_ALL(&x, &c, &cc, &labels, &sums, &counts);                           \
         return PyLong_FromSsize_t(changed);                                          \
     }
 
 #if HAVE_AVX2_COPY
-#define TILED_AVX2(T) lloyd_tiled_loop_##T##_avx2
-#define GEMM_AVX2(T) lloyd_gemm_loop_##T##_avx2
+#define AVX2_COPY(name) name##_avx2
 #else
-#define TILED_AVX2(T) lloyd_tiled_loop_##T##_base
-#define GEMM_AVX2(T) lloyd_gemm_loop_##T##_base
+#define AVX2_COPY(name) name##_base
 #endif
-DEFINE_WRAPPERS(f32)
-DEFINE_WRAPPERS(f64)
+DEFINE_WRAPPER(lloyd_gemm_f32, AVX2_COPY(lloyd_gemm_loop_f32), lloyd_gemm_loop_f32_base)
+DEFINE_WRAPPER(lloyd_gemm_f64, AVX2_COPY(lloyd_gemm_loop_f64), lloyd_gemm_loop_f64_base)
+DEFINE_WRAPPER(lloyd_tiled_f32, AVX2_COPY(lloyd_tiled_loop_f32), lloyd_tiled_loop_f32_base)
+DEFINE_WRAPPER(lloyd_tiled_f64, AVX2_COPY(lloyd_tiled_loop_f64), lloyd_tiled_loop_f64_base)
 
 static PyObject *simd(PyObject *self, PyObject *args)
 {
