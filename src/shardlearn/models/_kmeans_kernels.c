@@ -23,10 +23,11 @@
  * keeps the first minimum on ties, like numpy.argmin. No NaN reaches here (fit and
  * predict reject NaN input). The loops release the GIL (row blocks may run on threads).
  *
- * The tiled form has a second copy compiled for AVX2 + FMA, chosen at run time when
- * the CPU has both, so the module still loads on any x86-64 (or other) CPU. Fused
- * multiply-adds round once instead of twice, so labels of near-tied rows may differ
- * between CPU kinds; on one machine results are bit-identical run to run.
+ * Both forms have a second copy compiled for AVX2 (+ FMA), chosen at run time when
+ * the CPU has both, so the module still loads on any x86-64 (or other) CPU. In the
+ * tiled form fused multiply-adds round once instead of twice, so labels of near-tied
+ * rows may differ between CPU kinds; the GEMM form's labels do not depend on the copy.
+ * On one machine results are bit-identical run to run.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -76,8 +77,9 @@ typedef float vec_f32 __attribute__((vector_size(32)));
     } while (0)
 
 /* ---------------------------------------------------------------- after a BLAS GEMM */
-/* TILE_ROWS rows side by side, so their compare chains overlap. (Vectorising each row's
- * argmin instead, lane-wise minima then a reduction over lanes, measured no faster.) */
+/* Baseline copy: TILE_ROWS rows side by side, so their compare chains overlap.
+ * (Lane-wise running minima in generic vectors measured no faster; the AVX2 copy
+ * below uses a min tree and a compare mask instead.) */
 #define DEFINE_GEMM_FORM(T, SUFFIX, TARGET)                                          \
     TARGET static Py_ssize_t lloyd_gemm_loop_##T##SUFFIX(                            \
         const T *restrict x, const T *restrict dist, const T *restrict cc,           \
