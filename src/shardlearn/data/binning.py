@@ -434,5 +434,6 @@ def sorted_percentiles(s: np.ndarray, q: np.ndarray) -> np.ndarray:
     a, b = s[prev], s[nxt]
     diff = b - a
     # NumPy's _lerp: a + diff * gamma, replaced by b - diff * (1 - gamma) where gamma >= 0.5
-    # (always here: gamma is 0.5 or 1)
-    return b - diff * (1 - gamma)
+    # (always here: gamma is 0.5 or 1). With infinite values inf * 0 is NaN, as in NumPy.
+    with np.errstate(invalid="ignore"):
+        return b - diff * (1 - gamma)
