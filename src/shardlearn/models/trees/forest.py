@@ -146,8 +146,8 @@ class _RandomForest(FittedEnsemble, Params):
             cat = resolve_categorical(self.categorical_features, d)
         t0 = time.perf_counter()
         with ctx.timers.phase("binning"):
-            mapper = BinMapper(self.max_bin, seed=self.seed, categorical=cat).fit(X, grows, n_total, ctx)
-            codes = mapper.transform(X)
+            mapper = BinMapper(self.max_bin, seed=self.seed, categorical=cat)
+            codes = mapper.fit_transform(X, grows, n_total, ctx)
         self.binning_seconds_ = time.perf_counter() - t0
         self.bin_mapper_ = mapper
         grow = GrowParams(num_leaves=self.num_leaves, max_depth=self.max_depth, growth="depthwise",

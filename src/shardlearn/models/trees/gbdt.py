@@ -214,8 +214,8 @@ class _GradientBoosting(FittedEnsemble, Params):
                 raise ShardlearnError("no training rows left after the validation hold-out")
         t0 = time.perf_counter()
         with ctx.timers.phase("binning"):
-            mapper = BinMapper(self.max_bin, seed=self.seed, categorical=cat).fit(Xtr, gtr, n_train, ctx)
-            codes = mapper.transform(Xtr)
+            mapper = BinMapper(self.max_bin, seed=self.seed, categorical=cat)
+            codes = mapper.fit_transform(Xtr, gtr, n_train, ctx)
         self.binning_seconds_ = time.perf_counter() - t0
         self.bin_mapper_ = mapper
         # what tree prediction reads: categorical columns as bin codes (X itself without any)
