@@ -211,6 +211,36 @@ static PyObject *partition(PyObject *self, PyObject *args)
     return PyLong_FromSsize_t(nl);
 }
 
+/* Categorical splits: the same stable in-place partition, with "goes left" read from a
+ * 256-entry table over the codes (table[code] is 0 or 1: the split's left set of bins).
+ * One L1-resident load replaces the comparison; a uint8 code cannot index past the table,
+ * so no code can send a row anywhere but left or right. */
+static PyObject *partition_table(PyObject *self, PyObject *args)
+{
+    Py_buffer col, rows, tmp, table;
+    if (!PyArg_ParseTuple(args, "y*w*w*y*", &col, &rows, &tmp, &table))
+        return NULL;
+    const uint8_t *c = (const uint8_t *)col.buf;   /* one feature's codes of all local rows */
+    int64_t *r = (int64_t *)rows.buf;              /* the node's rows */
+    int64_t *t = (int64_t *)tmp.buf;               /* scratch for the right rows */
+    const uint8_t *lut = (const uint8_t *)table.buf;   /* 256 bytes, each 0 or 1 */
+    Py_ssize_t m = rows.len / (Py_ssize_t)sizeof(int64_t);
+    Py_ssize_t nl = 0, nr = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < m; i++) {
+        int64_t row = r[i];
+        Py_ssize_t left = lut[c[row]];
+        r[nl] = row;                               /* branch-free, as in partition() */
+        t[nr] = row;
+        nl += left;
+        nr += 1 - left;
+    }
+    memcpy(r + nl, t, (size_t)nr * sizeof(int64_t));
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&col); PyBuffer_Release(&rows); PyBuffer_Release(&tmp); PyBuffer_Release(&table);
+    return PyLong_FromSsize_t(nl);
+}
+
 /* ---------------------------------------------------------------- leaf-value update */
 
 /* scores[rows[i] * K + k] += value: one leaf's rows (NumPy's scores[rows, k] += value
@@ -455,6 +485,8 @@ static PyMethodDef methods[] = {
      "histogram(codes_rm, n, d, channels_rm, cin, rows, all_rows, feats, S, acc, out, hess_is_count)"},
     {"partition", partition, METH_VARARGS,
      "partition(codes_of_feature, rows, scratch, thr_bin, missing_slot, missing_left) -> n_left"},
+    {"partition_table", partition_table, METH_VARARGS,
+     "partition_table(codes_of_feature, rows, scratch, table256) -> n_left"},
     {"add_leaf_value", add_leaf_value, METH_VARARGS, "add_leaf_value(scores, K, k, rows, value)"},
     {"best_splits", best_splits, METH_VARARGS,
      "best_splits(hist, totals, n_bins, per_node, mask, k, C, d, S, n_dir, lam, min_hess, tie_rtol, min_child, "
