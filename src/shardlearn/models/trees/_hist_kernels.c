@@ -14,9 +14,13 @@
  *   by (feature, threshold bin, missing direction). It reads the feature-major codes: the
  *   rows are ascending, so one feature's codes are read front to back.
  *
+ * partition_table(): the same stable partition for a categorical split, "goes left" read
+ *   from a 256-entry table over the codes.
+ *
  * add_leaf_value(): scores[rows[i] * K + k] += value for the rows of one leaf.
  *
- * predict_raw(): prediction on raw features, rows partitioned down each tree.
+ * predict_raw(): prediction on raw features, rows partitioned down each tree (threshold
+ *   nodes, and categorical nodes by bitsets over bin codes).
  *
  * best_splits(): the best split of each of k nodes (the vectorised NumPy split search's
  *   arithmetic and tie rule, in the same order, without its (k, C, d, S) temporaries).
@@ -411,14 +415,24 @@ static PyObject *best_splits(PyObject *self, PyObject *args)
  * through every tree instead was slower than NumPy (measured 204k vs 265k rows/s: the
  * branches of a walk are unpredictable). Per row the trees are added in order, so the sums
  * equal the NumPy path's. idx and tmp are (n,) int64 scratch; stack is (3 * max nodes
- * of a tree) int64. */
+ * of a tree) int64.
+ *
+ * Categorical nodes (models with categorical features): cat_index[node] >= 0 is a row of
+ * cat_bits ((n_cat, cat_bytes) uint8 bitsets over the bins, bin b at bit b % 8 of byte
+ * b / 8); the column then holds bin codes (BinMapper.encode) and a row goes left when its
+ * code's bit is set. A value that is no code of the bitset (NaN, negative, >= 8 * cat_bytes)
+ * goes right, as the missing bin does. An empty cat_index: no categorical node. */
 static PyObject *predict_raw(PyObject *self, PyObject *args)
 {
-    Py_buffer XT, feat, thr, ml, left, right, val, roots, cols, out, idx_b, tmp_b, stack_b;
-    Py_ssize_t n, d, n_out, n_cols;
-    if (!PyArg_ParseTuple(args, "y*nny*y*y*y*y*y*ny*y*w*nw*w*w*", &XT, &n, &d, &feat, &thr, &ml, &left,
-                          &right, &val, &n_out, &roots, &cols, &out, &n_cols, &idx_b, &tmp_b, &stack_b))
+    Py_buffer XT, feat, thr, ml, left, right, val, roots, cols, out, idx_b, tmp_b, stack_b, ci_b, cb_b;
+    Py_ssize_t n, d, n_out, n_cols, cat_bytes;
+    if (!PyArg_ParseTuple(args, "y*nny*y*y*y*y*y*ny*y*w*nw*w*w*y*y*n", &XT, &n, &d, &feat, &thr, &ml, &left,
+                          &right, &val, &n_out, &roots, &cols, &out, &n_cols, &idx_b, &tmp_b, &stack_b,
+                          &ci_b, &cb_b, &cat_bytes))
         return NULL;
+    const int64_t *ci = ci_b.len ? (const int64_t *)ci_b.buf : NULL;
+    const uint8_t *cb = (const uint8_t *)cb_b.buf;
+    double n_codes = (double)(cat_bytes * 8);    /* codes 0 .. n_codes - 1 have a bit */
     const double *x = (const double *)XT.buf, *th = (const double *)thr.buf, *v = (const double *)val.buf;
     const int64_t *fe = (const int64_t *)feat.buf, *lf = (const int64_t *)left.buf;
     const int64_t *rt = (const int64_t *)right.buf, *ro = (const int64_t *)roots.buf;
@@ -451,15 +465,30 @@ static PyObject *predict_raw(PyObject *self, PyObject *args)
                 continue;
             }
             const double *col = x + fe[node] * n;
-            double tv = th[node];
-            int mleft = m[node] != 0;
             int64_t nl = lo, nr = 0;
-            for (int64_t i = lo; i < hi; i++) {
-                int64_t r = idx[i];
-                double xv = col[r];
-                int go = (xv <= tv) | (mleft & (xv != xv));
-                idx[nl] = r; tmp[nr] = r;
-                nl += go; nr += !go;
+            if (ci && ci[node] >= 0) {
+                const uint8_t *bits = cb + ci[node] * cat_bytes;
+                for (int64_t i = lo; i < hi; i++) {
+                    int64_t r = idx[i];
+                    double xv = col[r];
+                    int go = 0;
+                    if (xv >= 0.0 && xv < n_codes) {       /* false for NaN */
+                        Py_ssize_t code = (Py_ssize_t)xv;
+                        go = (bits[code >> 3] >> (code & 7)) & 1;
+                    }
+                    idx[nl] = r; tmp[nr] = r;
+                    nl += go; nr += !go;
+                }
+            } else {
+                double tv = th[node];
+                int mleft = m[node] != 0;
+                for (int64_t i = lo; i < hi; i++) {
+                    int64_t r = idx[i];
+                    double xv = col[r];
+                    int go = (xv <= tv) | (mleft & (xv != xv));
+                    idx[nl] = r; tmp[nr] = r;
+                    nl += go; nr += !go;
+                }
             }
             memcpy(idx + nl, tmp, (size_t)nr * sizeof(int64_t));
             if (sp + 6 > cap) { malformed = 1; break; }
@@ -472,7 +501,7 @@ static PyObject *predict_raw(PyObject *self, PyObject *args)
     PyBuffer_Release(&XT); PyBuffer_Release(&feat); PyBuffer_Release(&thr); PyBuffer_Release(&ml);
     PyBuffer_Release(&left); PyBuffer_Release(&right); PyBuffer_Release(&val); PyBuffer_Release(&roots);
     PyBuffer_Release(&cols); PyBuffer_Release(&out); PyBuffer_Release(&idx_b); PyBuffer_Release(&tmp_b);
-    PyBuffer_Release(&stack_b);
+    PyBuffer_Release(&stack_b); PyBuffer_Release(&ci_b); PyBuffer_Release(&cb_b);
     if (malformed) {
         PyErr_SetString(PyExc_ValueError, "malformed tree: its child links do not form a tree");
         return NULL;
@@ -493,7 +522,7 @@ static PyMethodDef methods[] = {
      "best, best_gain, left)"},
     {"predict_raw", predict_raw, METH_VARARGS,
      "predict_raw(XT, n, d, feature, threshold, missing_left, left, right, value, n_out, roots, cols, out, n_cols, "
-     "idx, tmp, stack)"},
+     "idx, tmp, stack, cat_index, cat_bits, cat_bytes)"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_hist_kernels",
