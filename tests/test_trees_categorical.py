@@ -179,15 +179,27 @@ def test_compiled_kernel_and_numpy_give_the_same_model(monkeypatch):
     models = {}
     for kernels in ("c", "numpy"):
         monkeypatch.setenv("SHARDLEARN_KERNELS", kernels)
-        models[kernels] = [GradientBoostingClassifier(**kw).fit(X, y).ensemble_.to_arrays(),
-                           RandomForestClassifier(max_depth=6, max_features=None, **{**kw, "n_estimators": 3})
-                           .fit(X, y3)
-                           .ensemble_.to_arrays()]
+        fitted = [GradientBoostingClassifier(**kw).fit(X, y),
+                  RandomForestClassifier(max_depth=6, max_features=None, **{**kw, "n_estimators": 3}).fit(X, y3)]
+        models[kernels] = [m.ensemble_.to_arrays() for m in fitted]
     for a, b in zip(models["c"], models["numpy"]):
         assert (a["cat_index"] >= 0).sum() > 5
         for key in ("feature", "bin", "cat_index", "cat_bits"):
             np.testing.assert_array_equal(a[key], b[key])
         np.testing.assert_allclose(a["value"], b["value"], rtol=0, atol=1e-12)
+    # compiled vs NumPy prediction of the same models (the last fitted), with NaN, unseen,
+    # rare and non-category values in the categorical columns
+    Xp, _, _ = make_data(3000, seed=7)
+    Xp[:50, 2] = 45                # unseen category
+    Xp[50:100, 2] = -2             # not a category
+    Xp[100:150, 3] = np.nan
+    Xp[150:200, 3] = 2.5
+    preds = {}
+    for kernels in ("c", "numpy"):
+        monkeypatch.setenv("SHARDLEARN_KERNELS", kernels)
+        preds[kernels] = [fitted[0].predict_proba(Xp), fitted[1].predict_proba(Xp)]
+    for pc, pn in zip(preds["c"], preds["numpy"]):
+        np.testing.assert_array_equal(pc, pn)
 
 
 def test_categorical_parameter_forms():
