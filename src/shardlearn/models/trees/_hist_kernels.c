@@ -315,12 +315,14 @@ static PyObject *best_splits(PyObject *self, PyObject *args)
         double top = -INFINITY;
         for (Py_ssize_t f = 0; f < d; f++) {
             double *gf = g + f * V * n_dir;
-            if (MASK && !MASK[i * d + f]) {
+            Py_ssize_t nb = (Py_ssize_t)NB[nb_per_node ? i * d + f : f];
+            /* a feature outside the mask, or with no value bin (a categorical feature in the
+               numerical search, an all-missing one), has no valid candidate: skip its scan */
+            if ((MASK && !MASK[i * d + f]) || nb <= 0) {
                 for (Py_ssize_t q = 0; q < V * n_dir; q++)
                     gf[q] = -INFINITY;
                 continue;
             }
-            Py_ssize_t nb = (Py_ssize_t)NB[nb_per_node ? i * d + f : f];
             /* cumulative sums over the value bins per channel (np.cumsum order): cum[c, f, b] */
             for (Py_ssize_t c = 0; c < C; c++) {
                 const double *h = Hi + (c * d + f) * S;
