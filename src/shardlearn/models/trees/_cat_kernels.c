@@ -216,18 +216,19 @@ done:
  * (k, C, d, S), nb[j] category bins), one-vs-rest when nb[j] + 1 <= max_cat_to_onehot,
  * else many-vs-many; features outside the (k, nf) mask (if given) score -inf; then the
  * first feature within rtol of the best. Outputs per node: score (k,), jbest (k,) (index
- * into feats), cat_left (k, S) uint8, the winner's left set (all zeros before it is
- * written). In NumPy this is ~60 calls on tiny arrays per search (~140 us); the per-row
+ * into feats), cat_left (k, S) uint8 the winner's left set, and left (k, C) its left sums
+ * summed over the bins in bin order as the NumPy path's cumsum of hist * cat_left (so
+ * both paths give the same bits). In NumPy this is ~60 calls on tiny arrays per search (~140 us); the per-row
  * arithmetic is mvm_row's and ovr_row's, the same as the NumPy path's. */
 static PyObject *categorical_splits(PyObject *self, PyObject *args) {
-    Py_buffer hb, tb, fb, nbb, mb, sb, jb, clb;
+    Py_buffer hb, tb, fb, nbb, mb, sb, jb, clb, lfb;
     Py_ssize_t k, C, d, S, onehot_max;
     cat_params pm, po;    /* many-vs-many and one-vs-rest parameters */
     double lam_l2, cat_l2;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*y*nnnny*y*y*nndddddddw*w*w*", &hb, &tb, &k, &C, &d, &S, &fb, &nbb, &mb,
+    if (!PyArg_ParseTuple(args, "y*y*nnnny*y*y*nndddddddw*w*w*w*", &hb, &tb, &k, &C, &d, &S, &fb, &nbb, &mb,
                           &onehot_max, &pm.max_cat_threshold, &lam_l2, &cat_l2, &pm.cat_smooth, &pm.min_child,
-                          &pm.min_hess, &pm.mdpg, &pm.rtol, &sb, &jb, &clb))
+                          &pm.min_hess, &pm.mdpg, &pm.rtol, &sb, &jb, &clb, &lfb))
         return NULL;
     PyObject *result = NULL;
     Py_ssize_t nf = fb.len / (Py_ssize_t)sizeof(int64_t), n_grad = C - 2;
@@ -238,7 +239,8 @@ static PyObject *categorical_splits(PyObject *self, PyObject *args) {
     if (k < 0 || C < 3 || C - 2 > 64 || S < 2 || nf < 1 || Lmax < 1 || nbb.len != fb.len
         || hb.len < (Py_ssize_t)sizeof(double) * k * C * d * S || tb.len < (Py_ssize_t)sizeof(double) * k * C
         || (mb.len && mb.len < k * nf) || sb.len < (Py_ssize_t)sizeof(double) * k
-        || jb.len < (Py_ssize_t)sizeof(int64_t) * k || clb.len < k * S) {
+        || jb.len < (Py_ssize_t)sizeof(int64_t) * k || clb.len < k * S
+        || lfb.len < (Py_ssize_t)sizeof(double) * k * C) {
         PyErr_SetString(PyExc_ValueError, "categorical_splits: buffer sizes do not match the shapes");
         goto done;
     }
@@ -261,6 +263,7 @@ static PyObject *categorical_splits(PyObject *self, PyObject *args) {
     double *score = sb.buf;
     int64_t *jbest = jb.buf;
     uint8_t *cat_left = clb.buf;
+    double *left = lfb.buf;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < k; i++) {
         const double *t = tot + i * C;
@@ -291,6 +294,13 @@ static PyObject *categorical_splits(PyObject *self, PyObject *args) {
             cl[ord[0]] = 1;                          /* one-vs-rest: its single bin */
         else
             for (Py_ssize_t q = 0; q <= fpick[jb_]; q++) cl[ord[q]] = 1;
+        /* left sums: hist * set, added in bin order from the first product (np.cumsum's order) */
+        for (Py_ssize_t c = 0; c < C; c++) {
+            const double *hc = h + ((i * C + c) * d + feats[jb_]) * S;
+            double run = hc[0] * (double)cl[0];
+            for (Py_ssize_t v = 1; v < S; v++) run += hc[v] * (double)cl[v];
+            left[i * C + c] = run;
+        }
     }
     Py_END_ALLOW_THREADS
     result = Py_None;
@@ -299,6 +309,7 @@ done:
     free(sorted); free(key); free(cand); free(fscore); free(forder); free(fpick);
     PyBuffer_Release(&hb); PyBuffer_Release(&tb); PyBuffer_Release(&fb); PyBuffer_Release(&nbb);
     PyBuffer_Release(&mb); PyBuffer_Release(&sb); PyBuffer_Release(&jb); PyBuffer_Release(&clb);
+    PyBuffer_Release(&lfb);
     return result;
 }
 
@@ -308,7 +319,7 @@ static PyMethodDef methods[] = {
      "min_data_per_group, rtol, score, order, length): LightGBM's many-vs-many categorical scan."},
     {"categorical_splits", categorical_splits, METH_VARARGS,
      "categorical_splits(hist, totals, k, C, d, S, feats, n_bins, mask, max_cat_to_onehot, max_cat_threshold, "
-     "lambda_l2, cat_l2, cat_smooth, min_child, min_hess, min_data_per_group, rtol, score, jbest, cat_left): "
+     "lambda_l2, cat_l2, cat_smooth, min_child, min_hess, min_data_per_group, rtol, score, jbest, cat_left, left): "
      "the best categorical split of each node over the categorical features."},
     {NULL, NULL, 0, NULL}};
 

@@ -195,8 +195,9 @@ def find_best_categorical_splits(hist: np.ndarray, totals: np.ndarray, n_bins: n
     nf = len(features)
     kern = compiled_kernels("models.trees._cat_kernels")
     if kern is not None and k and nf and C - 2 <= 64:
-        jbest, best, cat_left = _categorical_compiled(kern, hist, totals, n_bins, features, sp, cp, feature_mask)
-        return _finish(hist, totals, features, jbest, best, cat_left, n_bins, sp, cp)
+        jbest, best, cat_left, left = _categorical_compiled(kern, hist, totals, n_bins, features, sp, cp,
+                                                            feature_mask)
+        return _finish(hist, totals, features, jbest, best, cat_left, n_bins, sp, cp, left)
     score = np.full((k, nf), -np.inf)
     left_sets = np.zeros((nf, k, S), dtype=bool)
     l2 = np.zeros((nf, k))
@@ -229,16 +230,19 @@ def find_best_categorical_splits(hist: np.ndarray, totals: np.ndarray, n_bins: n
     return _finish(hist, totals, features, jbest, best, cat_left, n_bins, sp, cp)
 
 
-def _finish(hist, totals, features, jbest, best, cat_left, n_bins, sp: SplitParams, cp: CatParams) -> dict:
+def _finish(hist, totals, features, jbest, best, cat_left, n_bins, sp: SplitParams, cp: CatParams,
+            left=None) -> dict:
     """The result dict of :func:`find_best_categorical_splits` from the winning feature
-    ``jbest`` (index into ``features``), its score and left set, per node."""
+    ``jbest`` (index into ``features``), its score and left set, per node (and its left
+    sums, when the compiled kernel computed them)."""
     k, C, d, S = hist.shape
     nf = len(features)
-    rows = np.arange(k)
-    # left sums from the histogram and the chosen set (one einsum over the bins)
     feat = np.asarray(features, dtype=np.int64)[jbest] if nf else np.zeros(k, dtype=np.int64)
-    hf = hist[rows, :, feat] if nf else np.zeros((k, C, S))     # (k, C, S)
-    left = np.einsum("kcs,ks->kc", hf, cat_left.astype(np.float64))
+    if left is None:
+        # left sums from the histogram and the chosen set, summed in bin order (cumsum:
+        # the order the compiled kernel uses, so both paths give the same bits)
+        hf = hist[np.arange(k), :, feat] if nf else np.zeros((k, C, S))     # (k, C, S)
+        left = np.cumsum(hf * cat_left[:, None, :], axis=2)[:, :, -1]
     if nf:
         onehot = np.asarray(n_bins)[feat] + 1 <= cp.max_cat_to_onehot
         l2b = np.where(onehot, sp.lambda_l2, sp.lambda_l2 + cp.cat_l2)
@@ -263,13 +267,14 @@ def _categorical_compiled(kern, hist, totals, n_bins, features, sp: SplitParams,
                                     dtype=np.uint8)
     score, jbest = np.empty(k), np.empty(k, dtype=np.int64)
     cat_left = np.empty((k, S), dtype=np.uint8)
+    left = np.empty((k, C))
     kern.categorical_splits(np.ascontiguousarray(hist, dtype=np.float64),
                             np.ascontiguousarray(totals, dtype=np.float64), k, C, d, S, feats, nb, mask,
                             int(cp.max_cat_to_onehot), int(cp.max_cat_threshold), float(sp.lambda_l2),
                             float(cp.cat_l2), float(cp.cat_smooth), float(sp.min_child_samples),
                             float(sp.min_sum_hessian), float(cp.min_data_per_group), TIE_RTOL, score, jbest,
-                            cat_left)
-    return jbest, score, cat_left.view(bool)
+                            cat_left, left)
+    return jbest, score, cat_left.view(bool), left
 
 
 def merge_splits(num: dict, cat: dict, lambda_l2: float) -> dict:
