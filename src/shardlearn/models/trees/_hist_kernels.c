@@ -281,17 +281,19 @@ static PyObject *add_leaf_value(PyObject *self, PyObject *args)
  * time (scratch that stays in cache) instead of (k, C, d, V) arrays.
  *
  * Outputs per node: best[i] (flat index f * V * n_dir + b * n_dir + dir), best_gain[i]
- * (-inf: no valid candidate) and left[i, c] (the candidate's left sums; zeros when none).
+ * (-inf: no valid candidate) and left[i, c] (the candidate's left sums; zeros when none),
+ * and decoded: feat[i], bin[i], miss_left[i] (dir == 1; when the node has no missing value
+ * in the feature, the side with more rows, split.py's rule, as (left count >= right count)).
  * Features outside the (k, d) mask (if given) have no candidates and are not scanned. */
 static PyObject *best_splits(PyObject *self, PyObject *args)
 {
-    Py_buffer hist, totals, nbins, mask, best_b, gain_b, left_b;
+    Py_buffer hist, totals, nbins, mask, best_b, gain_b, left_b, feat_b, bin_b, ml_b;
     Py_ssize_t k, C, d, S, n_dir, min_child;
     double lam, min_hess, tie_rtol;
     int nb_per_node;
-    if (!PyArg_ParseTuple(args, "y*y*y*iy*nnnnndddnw*w*w*", &hist, &totals, &nbins, &nb_per_node, &mask, &k,
-                          &C, &d, &S, &n_dir, &lam, &min_hess, &tie_rtol, &min_child, &best_b, &gain_b,
-                          &left_b))
+    if (!PyArg_ParseTuple(args, "y*y*y*iy*nnnnndddnw*w*w*w*w*w*", &hist, &totals, &nbins, &nb_per_node, &mask,
+                          &k, &C, &d, &S, &n_dir, &lam, &min_hess, &tie_rtol, &min_child, &best_b, &gain_b,
+                          &left_b, &feat_b, &bin_b, &ml_b))
         return NULL;
     const double *H = (const double *)hist.buf;
     const double *T = (const double *)totals.buf;
@@ -299,12 +301,15 @@ static PyObject *best_splits(PyObject *self, PyObject *args)
     const uint8_t *MASK = mask.len ? (const uint8_t *)mask.buf : NULL;
     int64_t *BEST = (int64_t *)best_b.buf;
     double *BG = (double *)gain_b.buf, *LEFT = (double *)left_b.buf;
+    int64_t *FEAT = (int64_t *)feat_b.buf, *BIN = (int64_t *)bin_b.buf;
+    uint8_t *ML = (uint8_t *)ml_b.buf;
     Py_ssize_t V = S - 1, ng = C - 2, n_cand = d * V * n_dir;
     double mcs = (double)min_child;
     double *cum = (double *)malloc((size_t)(C * d * V + n_cand + 1) * sizeof(double));
     if (cum == NULL) {
         PyBuffer_Release(&hist); PyBuffer_Release(&totals); PyBuffer_Release(&nbins); PyBuffer_Release(&mask);
         PyBuffer_Release(&best_b); PyBuffer_Release(&gain_b); PyBuffer_Release(&left_b);
+        PyBuffer_Release(&feat_b); PyBuffer_Release(&bin_b); PyBuffer_Release(&ml_b);
         return PyErr_NoMemory();
     }
     double *g = cum + C * d * V;                       /* gains of one node, (d, V, n_dir) */
@@ -399,11 +404,18 @@ static PyObject *best_splits(PyObject *self, PyObject *args)
         } else {
             for (Py_ssize_t c = 0; c < C; c++) li[c] = 0.0;
         }
+        Py_ssize_t per = V * n_dir;                    /* >= 1: the wrapper needs S >= 2 */
+        Py_ssize_t bf = best / per, brest = best % per;
+        FEAT[i] = bf;
+        BIN[i] = brest / n_dir;
+        int node_has_miss = n_cand && Hi[((C - 1) * d + bf) * S + V] > 0;   /* no feature: no read */
+        ML[i] = node_has_miss ? (brest % n_dir == 1) : (li[C - 1] >= t[C - 1] - li[C - 1]);
     }
     Py_END_ALLOW_THREADS
     free(cum);
     PyBuffer_Release(&hist); PyBuffer_Release(&totals); PyBuffer_Release(&nbins); PyBuffer_Release(&mask);
     PyBuffer_Release(&best_b); PyBuffer_Release(&gain_b); PyBuffer_Release(&left_b);
+    PyBuffer_Release(&feat_b); PyBuffer_Release(&bin_b); PyBuffer_Release(&ml_b);
     Py_RETURN_NONE;
 }
 
@@ -521,7 +533,7 @@ static PyMethodDef methods[] = {
     {"add_leaf_value", add_leaf_value, METH_VARARGS, "add_leaf_value(scores, K, k, rows, value)"},
     {"best_splits", best_splits, METH_VARARGS,
      "best_splits(hist, totals, n_bins, per_node, mask, k, C, d, S, n_dir, lam, min_hess, tie_rtol, min_child, "
-     "best, best_gain, left)"},
+     "best, best_gain, left, feat, bin, miss_left)"},
     {"predict_raw", predict_raw, METH_VARARGS,
      "predict_raw(XT, n, d, feature, threshold, missing_left, left, right, value, n_out, roots, cols, out, n_cols, "
      "idx, tmp, stack, cat_index, cat_bits, cat_bytes)"},
