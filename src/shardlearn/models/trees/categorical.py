@@ -195,9 +195,10 @@ def find_best_categorical_splits(hist: np.ndarray, totals: np.ndarray, n_bins: n
     nf = len(features)
     kern = compiled_kernels("models.trees._cat_kernels")
     if kern is not None and k and nf and C - 2 <= 64:
-        jbest, best, cat_left, left = _categorical_compiled(kern, hist, totals, n_bins, features, sp, cp,
-                                                            feature_mask)
-        return _finish(hist, totals, features, jbest, best, cat_left, n_bins, sp, cp, left)
+        feat, best, cat_left, left, l2b = _categorical_compiled(kern, hist, totals, n_bins, features, sp, cp,
+                                                                feature_mask)
+        gain = np.where(np.isfinite(best), best - node_score(totals, sp.lambda_l2), -np.inf)
+        return {"gain": gain, "feature": feat, "left": left, "cat_left": cat_left, "l2": l2b}
     score = np.full((k, nf), -np.inf)
     left_sets = np.zeros((nf, k, S), dtype=bool)
     l2 = np.zeros((nf, k))
@@ -230,19 +231,16 @@ def find_best_categorical_splits(hist: np.ndarray, totals: np.ndarray, n_bins: n
     return _finish(hist, totals, features, jbest, best, cat_left, n_bins, sp, cp)
 
 
-def _finish(hist, totals, features, jbest, best, cat_left, n_bins, sp: SplitParams, cp: CatParams,
-            left=None) -> dict:
+def _finish(hist, totals, features, jbest, best, cat_left, n_bins, sp: SplitParams, cp: CatParams) -> dict:
     """The result dict of :func:`find_best_categorical_splits` from the winning feature
-    ``jbest`` (index into ``features``), its score and left set, per node (and its left
-    sums, when the compiled kernel computed them)."""
+    ``jbest`` (index into ``features``), its score and left set, per node."""
     k, C, d, S = hist.shape
     nf = len(features)
     feat = np.asarray(features, dtype=np.int64)[jbest] if nf else np.zeros(k, dtype=np.int64)
-    if left is None:
-        # left sums from the histogram and the chosen set, summed in bin order (cumsum:
-        # the order the compiled kernel uses, so both paths give the same bits)
-        hf = hist[np.arange(k), :, feat] if nf else np.zeros((k, C, S))     # (k, C, S)
-        left = np.cumsum(hf * cat_left[:, None, :], axis=2)[:, :, -1]
+    # left sums from the histogram and the chosen set, summed in bin order (cumsum: the
+    # order the compiled kernel uses, so both paths give the same bits)
+    hf = hist[np.arange(k), :, feat] if nf else np.zeros((k, C, S))     # (k, C, S)
+    left = np.cumsum(hf * cat_left[:, None, :], axis=2)[:, :, -1]
     if nf:
         onehot = np.asarray(n_bins)[feat] + 1 <= cp.max_cat_to_onehot
         l2b = np.where(onehot, sp.lambda_l2, sp.lambda_l2 + cp.cat_l2)
@@ -253,7 +251,7 @@ def _finish(hist, totals, features, jbest, best, cat_left, n_bins, sp: SplitPara
 
 
 def _categorical_compiled(kern, hist, totals, n_bins, features, sp: SplitParams, cp: CatParams, feature_mask):
-    """Winning feature (index into ``features``), score and left set per node through
+    """Winning feature (column of ``hist``), score, left set, left sums and children's L2 per node through
     ``_cat_kernels.categorical_splits`` (the per-row arithmetic and tie rules of the NumPy
     code above, in one call instead of ~60 NumPy calls on tiny arrays)."""
     k, C, d, S = hist.shape
@@ -265,16 +263,16 @@ def _categorical_compiled(kern, hist, totals, n_bins, features, sp: SplitParams,
     if feature_mask is not None:
         mask = np.ascontiguousarray(np.broadcast_to(np.asarray(feature_mask, dtype=bool), (k, d))[:, feats],
                                     dtype=np.uint8)
-    score, jbest = np.empty(k), np.empty(k, dtype=np.int64)
+    score, feat, l2 = np.empty(k), np.empty(k, dtype=np.int64), np.empty(k)
     cat_left = np.empty((k, S), dtype=np.uint8)
     left = np.empty((k, C))
     kern.categorical_splits(np.ascontiguousarray(hist, dtype=np.float64),
                             np.ascontiguousarray(totals, dtype=np.float64), k, C, d, S, feats, nb, mask,
                             int(cp.max_cat_to_onehot), int(cp.max_cat_threshold), float(sp.lambda_l2),
                             float(cp.cat_l2), float(cp.cat_smooth), float(sp.min_child_samples),
-                            float(sp.min_sum_hessian), float(cp.min_data_per_group), TIE_RTOL, score, jbest,
-                            cat_left, left)
-    return jbest, score, cat_left.view(bool), left
+                            float(sp.min_sum_hessian), float(cp.min_data_per_group), TIE_RTOL, score, feat,
+                            cat_left, left, l2)
+    return feat, score, cat_left.view(bool), left, l2
 
 
 def merge_splits(num: dict, cat: dict, lambda_l2: float) -> dict:
