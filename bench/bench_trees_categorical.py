@@ -11,7 +11,9 @@ model. 100 trees, 31 leaves, 255 bins, learning rate 0.1, LightGBM's categorical
   ``--categorical`` (the codes as numbers) to show what the categorical search costs and
   buys;
 - LightGBM with ``categorical_feature=[10, 11]`` (n_jobs = NP) on the same arrays;
-- held-out AUC of each.
+- held-out AUC of each;
+- prediction throughput (rows/s, 1 process, median of 3) of the categorical model on the
+  test rows: compiled kernels vs ``SHARDLEARN_KERNELS=numpy``, and LightGBM's (NP threads).
 
 Timings are medians of ``--repeats`` runs in one session (the machine is shared).
 Writes bench/trees_categorical.md and bench/results/trees_categorical.json.
@@ -91,6 +93,36 @@ def auc_of_model(model: str, Xte, yte) -> float:
     return float(roc_auc_score(yte, est.predict_proba(Xte)[:, 1]))
 
 
+def predict_rates(model: str, Xte, lgb_model, threads: int) -> dict:
+    """Rows per second of predict_proba on Xte: ours compiled, ours NumPy, LightGBM."""
+    from shardlearn.models.trees.gbdt import load_estimator
+    from shardlearn.runtime import init
+
+    est = load_estimator(model, init(topology="native", verbose=False)).est
+
+    def rate(fn):
+        ts = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        return len(Xte) / statistics.median(ts)
+
+    old = os.environ.get("SHARDLEARN_KERNELS")
+    out = {}
+    try:
+        for name in ("c", "numpy"):
+            os.environ["SHARDLEARN_KERNELS"] = name
+            out[name] = rate(lambda: est.predict_proba(Xte))
+    finally:
+        if old is None:
+            os.environ.pop("SHARDLEARN_KERNELS", None)
+        else:
+            os.environ["SHARDLEARN_KERNELS"] = old
+    out["lgb"] = rate(lambda: lgb_model.predict_proba(Xte, num_threads=threads))
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=500_000)
@@ -126,13 +158,14 @@ def main():
     auc = {"cat": auc_of_model(runs["cat"][0]["model"], Xte, yte),
            "num": auc_of_model(runs["num"][0]["model"], Xte, yte),
            "lgb": float(roc_auc_score(yte, m.predict_proba(Xte)[:, 1]))}
+    pred = predict_rates(runs["cat"][0]["model"], Xte, m, args.np)
     med = {k: statistics.median(r["fit"] for r in v) for k, v in runs.items()}
     best = {k: min(r["fit"] for r in v) for k, v in runs.items()}
     phases = {k: {p: statistics.median(r["per_tree"][p] for r in runs[k]) for p in runs[k][0]["per_tree"]}
               for k in ("cat", "num")}
     load = os.getloadavg()
     out = {"rows": args.rows, "trees": args.trees, "np": args.np, "repeats": args.repeats, "fit_median": med,
-           "fits": {k: [r["fit"] for r in v] for k, v in runs.items()}, "auc": auc, "phases": phases,
+           "fits": {k: [r["fit"] for r in v] for k, v in runs.items()}, "auc": auc, "phases": phases, "predict_rows_per_s": pred,
            "load": load}
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "trees_categorical.json").write_text(json.dumps(out, indent=1))
@@ -155,6 +188,9 @@ def main():
         "| phase, ms per tree (rank 0) | categorical | codes as numbers |", "|---|---|---|"]
     for p in phases["cat"]:
         lines.append(f"| {p} | {phases['cat'][p] * 1e3:.1f} | {phases['num'][p] * 1e3:.1f} |")
+    lines += ["", f"Prediction, categorical model, {len(Xte)} test rows (rows/s, median of 3): shardlearn compiled "
+              f"{pred['c']:,.0f}, shardlearn NumPy path {pred['numpy']:,.0f}, LightGBM ({args.np} threads) "
+              f"{pred['lgb']:,.0f}; compiled / LightGBM = {pred['c'] / pred['lgb']:.2f}x."]
     lines += ["", "All fits (s): " + json.dumps({k: [round(x, 2) for x in v] for k, v in out["fits"].items()})]
     (HERE / "trees_categorical.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

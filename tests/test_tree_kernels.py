@@ -75,6 +75,66 @@ def test_partition_matches_numpy():
 
 
 @needs_kernels
+def test_partition_by_table_matches_numpy():
+    """Categorical splits: the compiled lookup-table partition against the NumPy one
+    (random left sets, the missing slot, all-left / all-right, row subsets): same rows,
+    same order (stable), nothing written outside the node's range."""
+    from shardlearn.models.trees.grower import categorical_goes_left
+
+    rng = np.random.default_rng(5)
+    for d, n, S in ((3, 4000, 256), (2, 500, 9)):
+        codes = _codes(rng, d, n, S)
+        ch_hist = H.CompiledHistogram(KERNELS, codes, S)
+        tables = [rng.random(S) < q for q in (0.1, 0.5, 0.9)] + [np.zeros(S, bool), np.ones(S, bool)]
+        for rows in (np.arange(n), np.sort(rng.choice(n, n // 4, replace=False)),
+                     rng.permutation(n)[:n // 3], np.array([n - 1]), np.empty(0, np.int64)):
+            for feature in range(d):
+                for cat_left in tables:
+                    go_left = categorical_goes_left(codes[feature, rows], cat_left)
+                    perm = np.concatenate([[-5], rows, [-6]]).astype(np.int64)   # guards
+                    view = perm[1:-1]
+                    nl = ch_hist.partition_table(view, feature, cat_left)
+                    assert nl == go_left.sum()
+                    assert np.array_equal(view[:nl], rows[go_left])
+                    assert np.array_equal(view[nl:], rows[~go_left])
+                    assert perm[0] == -5 and perm[-1] == -6
+    with pytest.raises(IndexError):
+        ch_hist.partition_table(np.array([0, n], dtype=np.int64), 0, tables[0])
+    with pytest.raises(ValueError):
+        ch_hist.partition_table(np.arange(3, dtype=np.int64), 0, np.ones(300, bool))
+
+
+@needs_kernels
+def test_categorical_node_prediction_on_codes():
+    """predict_raw's categorical nodes: the bit of the code decides; NaN, negative,
+    fractional and too-large values follow the documented rules (the NumPy walk agrees on codes)."""
+    from shardlearn.models.trees.categorical import pack_bits
+    from shardlearn.models.trees.predict import add_tree, predict_compiled
+
+    S = 20
+    left_set = np.zeros(S, bool)
+    left_set[[0, 3, 9, 17]] = True
+    # root: categorical on column 1; its left child: threshold x0 <= 0.5 (NaN left)
+    a = {"feature": np.array([1, 0, -1, -1, -1]), "threshold": np.array([0.0, 0.5, 0, 0, 0]),
+         "missing_left": np.array([0, 1, 0, 0, 0], np.int8), "left": np.array([1, 2, 2, 3, 4]),
+         "right": np.array([4, 3, 2, 3, 4]), "value": np.array([[0.0], [0.0], [1.0], [2.0], [4.0]]),
+         "cat_index": np.array([0, -1, -1, -1, -1], np.int32), "cat_bits": pack_bits(left_set[None])}
+    codes = np.arange(S, dtype=np.float64)
+    x0 = np.resize([0.0, 1.0, np.nan], S)
+    X = np.column_stack([x0, codes])
+    want = np.zeros((S, 1))
+    add_tree(a, 0, np.ascontiguousarray(X.T), want, a["value"])
+    got = predict_compiled(KERNELS, a, [0], [0], X, 1, 1)
+    np.testing.assert_array_equal(got, want)
+    assert set(np.flatnonzero(got[:, 0] != 4.0)) == {0, 3, 9, 17}
+    odd = np.array([[0.0, np.nan], [0.0, -1.0], [0.0, 24.0], [0.0, 1e300], [0.0, 3.0], [0.0, 3.7]])
+    np.testing.assert_array_equal(predict_compiled(KERNELS, a, [0], [0], odd, 1, 1)[:, 0], [4, 4, 4, 4, 1, 1])
+    bad = dict(a, cat_index=np.array([1, -1, -1, -1, -1], np.int32))
+    with pytest.raises(ValueError, match="cat_index"):
+        predict_compiled(KERNELS, bad, [0], [0], X, 1, 1)
+
+
+@needs_kernels
 def test_split_search_matches_numpy(monkeypatch):
     rng = np.random.default_rng(2)
     n_finite = 0

@@ -170,6 +170,51 @@ def test_split_search_matches_lightgbm_loop(monkeypatch, kernels, scalar_rows):
     assert checked > 150
 
 
+def test_compiled_search_matches_numpy(monkeypatch):
+    """_cat_kernels.categorical_splits (the whole search in C) against the NumPy path:
+    several categorical features of both kinds and bin counts among numerical ones,
+    1 and 3 gradient channels, feature masks, nodes without any valid split."""
+    r = np.random.default_rng(11)
+    S, d = 40, 6
+    feats = np.array([0, 2, 3, 5])
+    checked = 0
+    for trial in range(40):
+        C = 3 if trial % 2 else 5
+        k = int(r.integers(1, 5))
+        nb = np.array([int(r.integers(1, S - 1)), 0, 3, 0, 0, int(r.integers(1, S - 1))])
+        nb[[1, 3, 4]] = S - 1                                    # numerical features
+        hist = np.zeros((k, C, d, S))
+        for f in range(d):
+            V = nb[f]
+            cnt = r.integers(0, 150, size=(k, V)).astype(float)
+            cnt[r.uniform(size=(k, V)) < 0.2] = r.integers(0, 9)
+            hist[:, C - 1, f, :V] = cnt
+            hist[:, C - 2, f, :V] = cnt * r.uniform(0.1, 0.25, size=(k, V))
+            hist[:, :C - 2, f, :V] = r.normal(size=(k, C - 2, V)) * np.sqrt(cnt + 1)[:, None]
+        totals = hist[:, :, 0].sum(axis=2)
+        for f in range(1, d):                                     # same totals for every feature
+            hist[:, :, f, S - 1] = totals - hist[:, :, f, :S - 1].sum(axis=2)
+        if trial % 5 == 0:
+            hist[0] = 0.0
+            totals[0] = 0.0                                       # an empty node: no split
+        mask = None if trial % 3 else r.uniform(size=(k, d)) < 0.6
+        sp = SplitParams(lambda_l2=0.3 * (trial % 2), min_child_samples=10)
+        cp = CatParams(feats, min_data_per_group=int(r.integers(1, 80)), max_cat_threshold=int(r.integers(2, 33)))
+        res = {}
+        for kernels in ("c", "numpy"):
+            monkeypatch.setenv("SHARDLEARN_KERNELS", kernels)
+            res[kernels] = find_best_categorical_splits(hist, totals, nb, feats, sp, cp, mask)
+        a, b = res["c"], res["numpy"]
+        fin = np.isfinite(b["gain"])
+        checked += fin.sum()
+        np.testing.assert_array_equal(a["gain"], b["gain"])
+        np.testing.assert_array_equal(a["feature"][fin], b["feature"][fin])
+        np.testing.assert_array_equal(a["cat_left"][fin], b["cat_left"][fin])
+        np.testing.assert_array_equal(a["left"][fin], b["left"][fin])
+        np.testing.assert_array_equal(a["l2"][fin], b["l2"][fin])
+    assert checked > 40
+
+
 def test_compiled_kernel_and_numpy_give_the_same_model(monkeypatch):
     from shardlearn.models.trees.forest import RandomForestClassifier
 
@@ -179,15 +224,27 @@ def test_compiled_kernel_and_numpy_give_the_same_model(monkeypatch):
     models = {}
     for kernels in ("c", "numpy"):
         monkeypatch.setenv("SHARDLEARN_KERNELS", kernels)
-        models[kernels] = [GradientBoostingClassifier(**kw).fit(X, y).ensemble_.to_arrays(),
-                           RandomForestClassifier(max_depth=6, max_features=None, **{**kw, "n_estimators": 3})
-                           .fit(X, y3)
-                           .ensemble_.to_arrays()]
+        fitted = [GradientBoostingClassifier(**kw).fit(X, y),
+                  RandomForestClassifier(max_depth=6, max_features=None, **{**kw, "n_estimators": 3}).fit(X, y3)]
+        models[kernels] = [m.ensemble_.to_arrays() for m in fitted]
     for a, b in zip(models["c"], models["numpy"]):
         assert (a["cat_index"] >= 0).sum() > 5
         for key in ("feature", "bin", "cat_index", "cat_bits"):
             np.testing.assert_array_equal(a[key], b[key])
         np.testing.assert_allclose(a["value"], b["value"], rtol=0, atol=1e-12)
+    # compiled vs NumPy prediction of the same models (the last fitted), with NaN, unseen,
+    # rare and non-category values in the categorical columns
+    Xp, _, _ = make_data(3000, seed=7)
+    Xp[:50, 2] = 45                # unseen category
+    Xp[50:100, 2] = -2             # not a category
+    Xp[100:150, 3] = np.nan
+    Xp[150:200, 3] = 2.5
+    preds = {}
+    for kernels in ("c", "numpy"):
+        monkeypatch.setenv("SHARDLEARN_KERNELS", kernels)
+        preds[kernels] = [fitted[0].predict_proba(Xp), fitted[1].predict_proba(Xp)]
+    for pc, pn in zip(preds["c"], preds["numpy"]):
+        np.testing.assert_array_equal(pc, pn)
 
 
 def test_categorical_parameter_forms():

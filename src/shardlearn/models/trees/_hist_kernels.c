@@ -14,9 +14,13 @@
  *   by (feature, threshold bin, missing direction). It reads the feature-major codes: the
  *   rows are ascending, so one feature's codes are read front to back.
  *
+ * partition_table(): the same stable partition for a categorical split, "goes left" read
+ *   from a 256-entry table over the codes.
+ *
  * add_leaf_value(): scores[rows[i] * K + k] += value for the rows of one leaf.
  *
- * predict_raw(): prediction on raw features, rows partitioned down each tree.
+ * predict_raw(): prediction on raw features, rows partitioned down each tree (threshold
+ *   nodes, and categorical nodes by bitsets over bin codes).
  *
  * best_splits(): the best split of each of k nodes (the vectorised NumPy split search's
  *   arithmetic and tie rule, in the same order, without its (k, C, d, S) temporaries).
@@ -211,6 +215,36 @@ static PyObject *partition(PyObject *self, PyObject *args)
     return PyLong_FromSsize_t(nl);
 }
 
+/* Categorical splits: the same stable in-place partition, with "goes left" read from a
+ * 256-entry table over the codes (table[code] is 0 or 1: the split's left set of bins).
+ * One L1-resident load replaces the comparison; a uint8 code cannot index past the table,
+ * so no code can send a row anywhere but left or right. */
+static PyObject *partition_table(PyObject *self, PyObject *args)
+{
+    Py_buffer col, rows, tmp, table;
+    if (!PyArg_ParseTuple(args, "y*w*w*y*", &col, &rows, &tmp, &table))
+        return NULL;
+    const uint8_t *c = (const uint8_t *)col.buf;   /* one feature's codes of all local rows */
+    int64_t *r = (int64_t *)rows.buf;              /* the node's rows */
+    int64_t *t = (int64_t *)tmp.buf;               /* scratch for the right rows */
+    const uint8_t *lut = (const uint8_t *)table.buf;   /* 256 bytes, each 0 or 1 */
+    Py_ssize_t m = rows.len / (Py_ssize_t)sizeof(int64_t);
+    Py_ssize_t nl = 0, nr = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < m; i++) {
+        int64_t row = r[i];
+        Py_ssize_t left = lut[c[row]];
+        r[nl] = row;                               /* branch-free, as in partition() */
+        t[nr] = row;
+        nl += left;
+        nr += 1 - left;
+    }
+    memcpy(r + nl, t, (size_t)nr * sizeof(int64_t));
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&col); PyBuffer_Release(&rows); PyBuffer_Release(&tmp); PyBuffer_Release(&table);
+    return PyLong_FromSsize_t(nl);
+}
+
 /* ---------------------------------------------------------------- leaf-value update */
 
 /* scores[rows[i] * K + k] += value: one leaf's rows (NumPy's scores[rows, k] += value
@@ -247,17 +281,19 @@ static PyObject *add_leaf_value(PyObject *self, PyObject *args)
  * time (scratch that stays in cache) instead of (k, C, d, V) arrays.
  *
  * Outputs per node: best[i] (flat index f * V * n_dir + b * n_dir + dir), best_gain[i]
- * (-inf: no valid candidate) and left[i, c] (the candidate's left sums; zeros when none).
+ * (-inf: no valid candidate) and left[i, c] (the candidate's left sums; zeros when none),
+ * and decoded: feat[i], bin[i], miss_left[i] (dir == 1; when the node has no missing value
+ * in the feature, the side with more rows, split.py's rule, as (left count >= right count)).
  * Features outside the (k, d) mask (if given) have no candidates and are not scanned. */
 static PyObject *best_splits(PyObject *self, PyObject *args)
 {
-    Py_buffer hist, totals, nbins, mask, best_b, gain_b, left_b;
+    Py_buffer hist, totals, nbins, mask, best_b, gain_b, left_b, feat_b, bin_b, ml_b;
     Py_ssize_t k, C, d, S, n_dir, min_child;
     double lam, min_hess, tie_rtol;
     int nb_per_node;
-    if (!PyArg_ParseTuple(args, "y*y*y*iy*nnnnndddnw*w*w*", &hist, &totals, &nbins, &nb_per_node, &mask, &k,
-                          &C, &d, &S, &n_dir, &lam, &min_hess, &tie_rtol, &min_child, &best_b, &gain_b,
-                          &left_b))
+    if (!PyArg_ParseTuple(args, "y*y*y*iy*nnnnndddnw*w*w*w*w*w*", &hist, &totals, &nbins, &nb_per_node, &mask,
+                          &k, &C, &d, &S, &n_dir, &lam, &min_hess, &tie_rtol, &min_child, &best_b, &gain_b,
+                          &left_b, &feat_b, &bin_b, &ml_b))
         return NULL;
     const double *H = (const double *)hist.buf;
     const double *T = (const double *)totals.buf;
@@ -265,12 +301,15 @@ static PyObject *best_splits(PyObject *self, PyObject *args)
     const uint8_t *MASK = mask.len ? (const uint8_t *)mask.buf : NULL;
     int64_t *BEST = (int64_t *)best_b.buf;
     double *BG = (double *)gain_b.buf, *LEFT = (double *)left_b.buf;
+    int64_t *FEAT = (int64_t *)feat_b.buf, *BIN = (int64_t *)bin_b.buf;
+    uint8_t *ML = (uint8_t *)ml_b.buf;
     Py_ssize_t V = S - 1, ng = C - 2, n_cand = d * V * n_dir;
     double mcs = (double)min_child;
     double *cum = (double *)malloc((size_t)(C * d * V + n_cand + 1) * sizeof(double));
     if (cum == NULL) {
         PyBuffer_Release(&hist); PyBuffer_Release(&totals); PyBuffer_Release(&nbins); PyBuffer_Release(&mask);
         PyBuffer_Release(&best_b); PyBuffer_Release(&gain_b); PyBuffer_Release(&left_b);
+        PyBuffer_Release(&feat_b); PyBuffer_Release(&bin_b); PyBuffer_Release(&ml_b);
         return PyErr_NoMemory();
     }
     double *g = cum + C * d * V;                       /* gains of one node, (d, V, n_dir) */
@@ -281,12 +320,14 @@ static PyObject *best_splits(PyObject *self, PyObject *args)
         double top = -INFINITY;
         for (Py_ssize_t f = 0; f < d; f++) {
             double *gf = g + f * V * n_dir;
-            if (MASK && !MASK[i * d + f]) {
+            Py_ssize_t nb = (Py_ssize_t)NB[nb_per_node ? i * d + f : f];
+            /* a feature outside the mask, or with no value bin (a categorical feature in the
+               numerical search, an all-missing one), has no valid candidate: skip its scan */
+            if ((MASK && !MASK[i * d + f]) || nb <= 0) {
                 for (Py_ssize_t q = 0; q < V * n_dir; q++)
                     gf[q] = -INFINITY;
                 continue;
             }
-            Py_ssize_t nb = (Py_ssize_t)NB[nb_per_node ? i * d + f : f];
             /* cumulative sums over the value bins per channel (np.cumsum order): cum[c, f, b] */
             for (Py_ssize_t c = 0; c < C; c++) {
                 const double *h = Hi + (c * d + f) * S;
@@ -363,11 +404,18 @@ static PyObject *best_splits(PyObject *self, PyObject *args)
         } else {
             for (Py_ssize_t c = 0; c < C; c++) li[c] = 0.0;
         }
+        Py_ssize_t per = V * n_dir;                    /* >= 1: the wrapper needs S >= 2 */
+        Py_ssize_t bf = best / per, brest = best % per;
+        FEAT[i] = bf;
+        BIN[i] = brest / n_dir;
+        int node_has_miss = n_cand && Hi[((C - 1) * d + bf) * S + V] > 0;   /* no feature: no read */
+        ML[i] = node_has_miss ? (brest % n_dir == 1) : (li[C - 1] >= t[C - 1] - li[C - 1]);
     }
     Py_END_ALLOW_THREADS
     free(cum);
     PyBuffer_Release(&hist); PyBuffer_Release(&totals); PyBuffer_Release(&nbins); PyBuffer_Release(&mask);
     PyBuffer_Release(&best_b); PyBuffer_Release(&gain_b); PyBuffer_Release(&left_b);
+    PyBuffer_Release(&feat_b); PyBuffer_Release(&bin_b); PyBuffer_Release(&ml_b);
     Py_RETURN_NONE;
 }
 
@@ -381,14 +429,24 @@ static PyObject *best_splits(PyObject *self, PyObject *args)
  * through every tree instead was slower than NumPy (measured 204k vs 265k rows/s: the
  * branches of a walk are unpredictable). Per row the trees are added in order, so the sums
  * equal the NumPy path's. idx and tmp are (n,) int64 scratch; stack is (3 * max nodes
- * of a tree) int64. */
+ * of a tree) int64.
+ *
+ * Categorical nodes (models with categorical features): cat_index[node] >= 0 is a row of
+ * cat_bits ((n_cat, cat_bytes) uint8 bitsets over the bins, bin b at bit b % 8 of byte
+ * b / 8); the column then holds bin codes (BinMapper.encode) and a row goes left when its
+ * code's bit is set. A value that is no code of the bitset (NaN, negative, >= 8 * cat_bytes)
+ * goes right, as the missing bin does. An empty cat_index: no categorical node. */
 static PyObject *predict_raw(PyObject *self, PyObject *args)
 {
-    Py_buffer XT, feat, thr, ml, left, right, val, roots, cols, out, idx_b, tmp_b, stack_b;
-    Py_ssize_t n, d, n_out, n_cols;
-    if (!PyArg_ParseTuple(args, "y*nny*y*y*y*y*y*ny*y*w*nw*w*w*", &XT, &n, &d, &feat, &thr, &ml, &left,
-                          &right, &val, &n_out, &roots, &cols, &out, &n_cols, &idx_b, &tmp_b, &stack_b))
+    Py_buffer XT, feat, thr, ml, left, right, val, roots, cols, out, idx_b, tmp_b, stack_b, ci_b, cb_b;
+    Py_ssize_t n, d, n_out, n_cols, cat_bytes;
+    if (!PyArg_ParseTuple(args, "y*nny*y*y*y*y*y*ny*y*w*nw*w*w*y*y*n", &XT, &n, &d, &feat, &thr, &ml, &left,
+                          &right, &val, &n_out, &roots, &cols, &out, &n_cols, &idx_b, &tmp_b, &stack_b,
+                          &ci_b, &cb_b, &cat_bytes))
         return NULL;
+    const int64_t *ci = ci_b.len ? (const int64_t *)ci_b.buf : NULL;
+    const uint8_t *cb = (const uint8_t *)cb_b.buf;
+    double n_codes = (double)(cat_bytes * 8);    /* codes 0 .. n_codes - 1 have a bit */
     const double *x = (const double *)XT.buf, *th = (const double *)thr.buf, *v = (const double *)val.buf;
     const int64_t *fe = (const int64_t *)feat.buf, *lf = (const int64_t *)left.buf;
     const int64_t *rt = (const int64_t *)right.buf, *ro = (const int64_t *)roots.buf;
@@ -421,15 +479,30 @@ static PyObject *predict_raw(PyObject *self, PyObject *args)
                 continue;
             }
             const double *col = x + fe[node] * n;
-            double tv = th[node];
-            int mleft = m[node] != 0;
             int64_t nl = lo, nr = 0;
-            for (int64_t i = lo; i < hi; i++) {
-                int64_t r = idx[i];
-                double xv = col[r];
-                int go = (xv <= tv) | (mleft & (xv != xv));
-                idx[nl] = r; tmp[nr] = r;
-                nl += go; nr += !go;
+            if (ci && ci[node] >= 0) {
+                const uint8_t *bits = cb + ci[node] * cat_bytes;
+                for (int64_t i = lo; i < hi; i++) {
+                    int64_t r = idx[i];
+                    double xv = col[r];
+                    int go = 0;
+                    if (xv >= 0.0 && xv < n_codes) {       /* false for NaN */
+                        Py_ssize_t code = (Py_ssize_t)xv;
+                        go = (bits[code >> 3] >> (code & 7)) & 1;
+                    }
+                    idx[nl] = r; tmp[nr] = r;
+                    nl += go; nr += !go;
+                }
+            } else {
+                double tv = th[node];
+                int mleft = m[node] != 0;
+                for (int64_t i = lo; i < hi; i++) {
+                    int64_t r = idx[i];
+                    double xv = col[r];
+                    int go = (xv <= tv) | (mleft & (xv != xv));
+                    idx[nl] = r; tmp[nr] = r;
+                    nl += go; nr += !go;
+                }
             }
             memcpy(idx + nl, tmp, (size_t)nr * sizeof(int64_t));
             if (sp + 6 > cap) { malformed = 1; break; }
@@ -442,7 +515,7 @@ static PyObject *predict_raw(PyObject *self, PyObject *args)
     PyBuffer_Release(&XT); PyBuffer_Release(&feat); PyBuffer_Release(&thr); PyBuffer_Release(&ml);
     PyBuffer_Release(&left); PyBuffer_Release(&right); PyBuffer_Release(&val); PyBuffer_Release(&roots);
     PyBuffer_Release(&cols); PyBuffer_Release(&out); PyBuffer_Release(&idx_b); PyBuffer_Release(&tmp_b);
-    PyBuffer_Release(&stack_b);
+    PyBuffer_Release(&stack_b); PyBuffer_Release(&ci_b); PyBuffer_Release(&cb_b);
     if (malformed) {
         PyErr_SetString(PyExc_ValueError, "malformed tree: its child links do not form a tree");
         return NULL;
@@ -455,13 +528,15 @@ static PyMethodDef methods[] = {
      "histogram(codes_rm, n, d, channels_rm, cin, rows, all_rows, feats, S, acc, out, hess_is_count)"},
     {"partition", partition, METH_VARARGS,
      "partition(codes_of_feature, rows, scratch, thr_bin, missing_slot, missing_left) -> n_left"},
+    {"partition_table", partition_table, METH_VARARGS,
+     "partition_table(codes_of_feature, rows, scratch, table256) -> n_left"},
     {"add_leaf_value", add_leaf_value, METH_VARARGS, "add_leaf_value(scores, K, k, rows, value)"},
     {"best_splits", best_splits, METH_VARARGS,
      "best_splits(hist, totals, n_bins, per_node, mask, k, C, d, S, n_dir, lam, min_hess, tie_rtol, min_child, "
-     "best, best_gain, left)"},
+     "best, best_gain, left, feat, bin, miss_left)"},
     {"predict_raw", predict_raw, METH_VARARGS,
      "predict_raw(XT, n, d, feature, threshold, missing_left, left, right, value, n_out, roots, cols, out, n_cols, "
-     "idx, tmp, stack)"},
+     "idx, tmp, stack, cat_index, cat_bits, cat_bytes)"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_hist_kernels",

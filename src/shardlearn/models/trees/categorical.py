@@ -193,6 +193,12 @@ def find_best_categorical_splits(hist: np.ndarray, totals: np.ndarray, n_bins: n
     """
     k, C, d, S = hist.shape
     nf = len(features)
+    kern = compiled_kernels("models.trees._cat_kernels")
+    if kern is not None and k and nf and C - 2 <= 64:
+        feat, best, cat_left, left, l2b = _categorical_compiled(kern, hist, totals, n_bins, features, sp, cp,
+                                                                feature_mask)
+        gain = np.where(np.isfinite(best), best - node_score(totals, sp.lambda_l2), -np.inf)
+        return {"gain": gain, "feature": feat, "left": left, "cat_left": cat_left, "l2": l2b}
     score = np.full((k, nf), -np.inf)
     left_sets = np.zeros((nf, k, S), dtype=bool)
     l2 = np.zeros((nf, k))
@@ -222,13 +228,51 @@ def find_best_categorical_splits(hist: np.ndarray, totals: np.ndarray, n_bins: n
         score = np.where(np.asarray(feature_mask)[:, np.asarray(features, dtype=np.intp)], score, -np.inf)
     jbest, best = _first_best(score)
     cat_left = left_sets[jbest, rows] if nf else np.zeros((k, S), dtype=bool)
-    # left sums from the histogram and the chosen set (one einsum over the bins)
-    feat = np.asarray(features)[jbest] if nf else np.zeros(k, dtype=np.int64)
-    hf = hist[rows, :, feat] if nf else np.zeros((k, C, S))     # (k, C, S)
-    left = np.einsum("kcs,ks->kc", hf, cat_left.astype(np.float64))
-    l2b = l2[jbest, rows] if nf else np.full(k, sp.lambda_l2)
+    return _finish(hist, totals, features, jbest, best, cat_left, n_bins, sp, cp)
+
+
+def _finish(hist, totals, features, jbest, best, cat_left, n_bins, sp: SplitParams, cp: CatParams) -> dict:
+    """The result dict of :func:`find_best_categorical_splits` from the winning feature
+    ``jbest`` (index into ``features``), its score and left set, per node."""
+    k, C, d, S = hist.shape
+    nf = len(features)
+    feat = np.asarray(features, dtype=np.int64)[jbest] if nf else np.zeros(k, dtype=np.int64)
+    # left sums from the histogram and the chosen set, summed in bin order (cumsum: the
+    # order the compiled kernel uses, so both paths give the same bits)
+    hf = hist[np.arange(k), :, feat] if nf else np.zeros((k, C, S))     # (k, C, S)
+    left = np.cumsum(hf * cat_left[:, None, :], axis=2)[:, :, -1]
+    if nf:
+        onehot = np.asarray(n_bins)[feat] + 1 <= cp.max_cat_to_onehot
+        l2b = np.where(onehot, sp.lambda_l2, sp.lambda_l2 + cp.cat_l2)
+    else:
+        l2b = np.full(k, sp.lambda_l2)
     gain = np.where(np.isfinite(best), best - node_score(totals, sp.lambda_l2), -np.inf)
-    return {"gain": gain, "feature": feat.astype(np.int64), "left": left, "cat_left": cat_left, "l2": l2b}
+    return {"gain": gain, "feature": feat, "left": left, "cat_left": cat_left, "l2": l2b}
+
+
+def _categorical_compiled(kern, hist, totals, n_bins, features, sp: SplitParams, cp: CatParams, feature_mask):
+    """Winning feature (column of ``hist``), score, left set, left sums and children's L2 per node through
+    ``_cat_kernels.categorical_splits`` (the per-row arithmetic and tie rules of the NumPy
+    code above, in one call instead of ~60 NumPy calls on tiny arrays)."""
+    k, C, d, S = hist.shape
+    feats = np.ascontiguousarray(features, dtype=np.int64)
+    nb = np.ascontiguousarray(np.asarray(n_bins)[feats], dtype=np.int64)
+    if feats.min() < 0 or feats.max() >= d or nb.min() < 0 or nb.max() > S - 1:
+        raise ValueError("categorical features or their bin counts out of range of the histogram")
+    mask = np.empty(0, np.uint8)
+    if feature_mask is not None:
+        mask = np.ascontiguousarray(np.broadcast_to(np.asarray(feature_mask, dtype=bool), (k, d))[:, feats],
+                                    dtype=np.uint8)
+    score, feat, l2 = np.empty(k), np.empty(k, dtype=np.int64), np.empty(k)
+    cat_left = np.empty((k, S), dtype=np.uint8)
+    left = np.empty((k, C))
+    kern.categorical_splits(np.ascontiguousarray(hist, dtype=np.float64),
+                            np.ascontiguousarray(totals, dtype=np.float64), k, C, d, S, feats, nb, mask,
+                            int(cp.max_cat_to_onehot), int(cp.max_cat_threshold), float(sp.lambda_l2),
+                            float(cp.cat_l2), float(cp.cat_smooth), float(sp.min_child_samples),
+                            float(sp.min_sum_hessian), float(cp.min_data_per_group), TIE_RTOL, score, feat,
+                            cat_left, left, l2)
+    return feat, score, cat_left.view(bool), left, l2
 
 
 def merge_splits(num: dict, cat: dict, lambda_l2: float) -> dict:

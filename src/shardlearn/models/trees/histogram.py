@@ -279,6 +279,24 @@ class CompiledHistogram:
         return self.k.partition(self.codes[int(feature)], rows, self._scratch, int(bin_), self.n_slots - 1,
                                 int(bool(missing_left)))
 
+    def partition_table(self, rows: np.ndarray, feature: int, cat_left: np.ndarray) -> int:
+        """Reorder ``rows`` in place by a categorical split: rows whose code ``c`` has
+        ``cat_left[c]`` first, both sides in their original order (the NumPy path's
+        ``np.compress`` order). ``cat_left``: bool over the bin slots. Returns the number of
+        left rows."""
+        if rows.dtype != np.int64 or not rows.flags.c_contiguous:
+            raise ValueError("rows must be a C-contiguous int64 array (a view of the row permutation)")
+        if len(rows) > self.n:
+            raise ValueError(f"{len(rows)} rows, more than the {self.n} local rows")
+        cat_left = np.asarray(cat_left, dtype=bool).ravel()
+        if len(cat_left) > 256:
+            raise ValueError(f"a categorical split over {len(cat_left)} bins, more than 256")
+        if len(rows):
+            _check_range(rows, self.n, "rows")
+        table = np.zeros(256, dtype=np.uint8)     # every uint8 code has an entry (0: right)
+        table[:len(cat_left)] = cat_left
+        return self.k.partition_table(self.codes[int(feature)], rows, self._scratch, table)
+
 
 def _check_range(idx: np.ndarray, n: int, what: str) -> None:
     if len(idx) and (idx.min() < 0 or idx.max() >= n):

@@ -139,7 +139,7 @@ class Ensemble:
         off = a["tree_offsets"]
         ids = np.arange(len(off) - 1) if trees is None else np.asarray(trees)
         kernels = compiled_kernels("models.trees._hist_kernels")
-        if kernels is not None and "cat_index" not in a:  # the kernel knows threshold splits only
+        if kernels is not None:
             cols = a["tree_class"][ids] if self.n_out == 1 else np.zeros(len(ids), np.int64)
             out = predict_compiled(kernels, a, off[:-1][ids], cols, X, n_cols, self.n_out)
             ids_done = True
@@ -250,6 +250,8 @@ def predict_compiled(kernels, a: dict, roots, cols, X, n_cols: int, n_out: int) 
 
     ``a`` holds node arrays with absolute child indices; tree ``t`` adds to column
     ``cols[t]`` (``n_out == 1``) or to all ``n_out`` columns. Same sums as :func:`add_tree`.
+    Categorical nodes (``cat_index`` >= 0) read bin codes from their column (as
+    :func:`add_tree` does); a value that is no code of the bitset goes right.
     """
     X = np.asarray(X, dtype=np.float64)
     n, d = X.shape
@@ -267,6 +269,16 @@ def predict_compiled(kernels, a: dict, roots, cols, X, n_cols: int, n_out: int) 
     if len(roots) and (cols.min() < 0 or cols.max() >= (n_cols if n_out == 1 else 1)
                        or value.shape[1] * (n_out > 1) > n_cols):
         raise ValueError("tree output columns out of range")
+    if "cat_index" in a:
+        cat_index = np.ascontiguousarray(a["cat_index"], dtype=np.int64)
+        cat_bits = np.ascontiguousarray(a["cat_bits"], dtype=np.uint8)
+        if cat_bits.ndim != 2 or len(cat_index) != n_nodes:
+            raise ValueError("cat_index must have one entry per node and cat_bits be (n_cat, bytes)")
+        if n_nodes and cat_index.max() >= len(cat_bits):
+            raise ValueError("cat_index out of range of cat_bits")
+        cat_bytes = cat_bits.shape[1]
+    else:
+        cat_index, cat_bits, cat_bytes = np.empty(0, np.int64), np.empty(0, np.uint8), 0
     out = np.zeros((n, n_cols))
     if n and len(roots):
         XT = np.ascontiguousarray(X.T)                  # feature-major: a node reads one column
@@ -274,7 +286,7 @@ def predict_compiled(kernels, a: dict, roots, cols, X, n_cols: int, n_out: int) 
         stack = np.empty(3 * (n_nodes + 1), dtype=np.int64)   # depth-first: at most every node
         kernels.predict_raw(XT, n, d, feat, np.ascontiguousarray(a["threshold"], dtype=np.float64),
                             np.ascontiguousarray(a["missing_left"], dtype=np.int8), left, right, value,
-                            n_out, roots, cols, out, n_cols, idx, tmp, stack)
+                            n_out, roots, cols, out, n_cols, idx, tmp, stack, cat_index, cat_bits, cat_bytes)
     return out
 
 
@@ -282,7 +294,7 @@ def tree_values(tree: dict, X: np.ndarray) -> np.ndarray:
     """Leaf values (n, n_out) of one tree (as grown, with ``threshold`` set) for rows X."""
     kernels = compiled_kernels("models.trees._hist_kernels")
     n_out = tree["value"].shape[1]
-    if kernels is not None and "cat_index" not in tree:  # the kernel knows threshold splits only
+    if kernels is not None:
         return predict_compiled(kernels, tree, [0], [0], X, n_out, n_out)
     out = np.zeros((X.shape[0], tree["value"].shape[1]))
     add_tree(tree, 0, np.ascontiguousarray(np.asarray(X, dtype=np.float64).T), out, tree["value"])

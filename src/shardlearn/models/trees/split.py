@@ -45,10 +45,11 @@ class SplitParams:
 
 def node_score(totals: np.ndarray, lam: float) -> np.ndarray:
     """``sum_c G_c^2 / (H + lambda)`` per node; totals is (k, C)."""
-    h = totals[:, -2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        s = (totals[:, :-2] ** 2).sum(axis=1) / (h + lam)
-    return np.where(h + lam > 0, s, 0.0)
+    den = totals[:, -2] + lam
+    num = (totals[:, :-2] ** 2).sum(axis=1)
+    # 0 where the hessian (+ lambda) is not positive; divides only elsewhere (no errstate:
+    # this runs twice per split search, where a context manager costs more than the math)
+    return np.divide(num, den, out=np.zeros(len(den)), where=den > 0)
 
 
 def find_best_splits(hist: np.ndarray, totals: np.ndarray, n_bins: np.ndarray,
@@ -166,25 +167,18 @@ def _find_best_splits_compiled(kernels, hist, totals, n_bins, params: SplitParam
     nb = np.asarray(n_bins)
     per_node = nb.ndim == 2
     nb = np.ascontiguousarray(np.broadcast_to(nb, (k, d)) if per_node else nb, dtype=np.int64)
-    has_miss = hist[:, C - 1, :, V] > 0                  # (k, d)
-    n_dir = 2 if has_miss.any() else 1
+    n_dir = 2 if (hist[:, C - 1, :, V] > 0).any() else 1   # some node has missing values
     mask = np.empty(0, np.uint8)
     if feature_mask is not None:
         mask = np.ascontiguousarray(np.broadcast_to(np.asarray(feature_mask, dtype=bool), (k, d)), dtype=np.uint8)
-    best = np.empty(k, dtype=np.int64)
+    best, f, bin_ = np.empty(k, dtype=np.int64), np.empty(k, dtype=np.int64), np.empty(k, dtype=np.int64)
     best_gain = np.empty(k)
     left = np.empty((k, C))
+    ml = np.empty(k, dtype=np.uint8)
+    # the kernel also decodes the winner (feature, bin, missing side: with no missing value
+    # at the node, the bigger child, as in the NumPy code)
     kernels.best_splits(hist, totals, nb, int(per_node), mask, k, C, d, S, n_dir, float(lam),
                         float(params.min_sum_hessian), TIE_RTOL, int(params.min_child_samples),
-                        best, best_gain, left)
-    f, rest = np.divmod(best, V * n_dir)
-    bin_, direction = np.divmod(rest, n_dir)
-    ml = direction == 1
-    right = totals - left
-    # no missing values seen at this node: send future ones to the bigger child
-    no_miss = ~has_miss[np.arange(k), f]
-    ml = np.where(no_miss, left[:, C - 1] >= right[:, C - 1], ml)
-    gain = best_gain - node_score(totals, lam)
-    gain = np.where(np.isfinite(best_gain), gain, -np.inf)
-    return {"gain": gain, "feature": f.astype(np.int64), "bin": bin_.astype(np.int64),
-            "missing_left": ml, "left": left}
+                        best, best_gain, left, f, bin_, ml)
+    gain = np.where(np.isfinite(best_gain), best_gain - node_score(totals, lam), -np.inf)
+    return {"gain": gain, "feature": f, "bin": bin_, "missing_left": ml.view(bool), "left": left}
