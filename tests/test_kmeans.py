@@ -4,6 +4,7 @@ Multi-rank checks are batched: one script per rank count checks many cases and p
 ``RESULT {json}`` lines (rank 0 for model facts, every rank for the error cases).
 """
 import json
+import os
 
 import h5py
 import numpy as np
@@ -278,7 +279,9 @@ def test_cli_round_trip_two_ranks(tmp_path):
     report = json.loads((tmp_path / "km.json").read_text())
     ref = SKKMeans(4, init=X[[0, 1, 2, 3]], n_init=1, algorithm="lloyd").fit(X)
     assert report["metrics"]["inertia"] == pytest.approx(ref.inertia_, rel=1e-7)
-    assert report["kernels"].startswith("c")  # the compiled loops ran (tests/test_kernels.py)
+    # the compiled loops ran (tests/test_kernels.py checks they are built), unless NumPy was asked for
+    forced_numpy = os.environ.get("SHARDLEARN_KERNELS", "").lower() == "numpy"
+    assert report["kernels"] == "numpy" if forced_numpy else report["kernels"].startswith("c/")
     with h5py.File(model, "r") as h:
         centers = h["cluster_centers"][()]
         info = json.loads(h.attrs["info"])
