@@ -314,20 +314,15 @@ class TreeGrower:
         return lrows, rrows
 
     def _partition_categorical(self, rows, s):
-        """Left and right rows of a categorical split, as the two halves of ``rows``
-        reordered in place (stable), like :meth:`_partition_compiled`; also right for the
-        NumPy path, whose rows are arrays of their own. Compiled: one pass by a lookup
-        table over the codes (``_hist_kernels.partition_table``); same rows, same order."""
+        """Left and right rows of a categorical split. Compiled: the two halves of ``rows``
+        reordered in place by a lookup table over the codes (``_hist_kernels.partition_table``),
+        like :meth:`_partition_compiled`; NumPy: new arrays, like :meth:`_partition_numpy`
+        (``rows`` may be the caller's array there). Same rows, same order either way."""
         if self.chist is not None:
             n_left = self.chist.partition_table(rows, s["feature"], s["cat_left"])
             return rows[:n_left], rows[n_left:]
         go_left = categorical_goes_left(self.codes[s["feature"]].take(rows), s["cat_left"])
-        left = np.compress(go_left, rows)
-        right = np.compress(np.logical_not(go_left, out=go_left), rows)
-        n_left = len(left)
-        rows[:n_left] = left
-        rows[n_left:] = right
-        return rows[:n_left], rows[n_left:]
+        return np.compress(go_left, rows), np.compress(np.logical_not(go_left, out=go_left), rows)
 
     def _partition_compiled(self, rows, s):
         """Left and right rows of a split as the two halves of ``rows``, reordered in place
