@@ -66,6 +66,17 @@ typedef float vec_f32 __attribute__((vector_size(32)));
         }                                                                            \
     } while (0)
 
+/* Label the (up to TILE_ROWS) real rows of the block starting at row i0. */
+#define ASSIGN_TILE(T)                                                               \
+    do {                                                                             \
+        Py_ssize_t rows_ = r - i0 < TILE_ROWS ? r - i0 : TILE_ROWS;                  \
+        for (Py_ssize_t q = 0; q < rows_; q++) {                                     \
+            Py_ssize_t i = i0 + q;                                                   \
+            int best = bestj[q];                                                     \
+            ASSIGN(T);                                                               \
+        }                                                                            \
+    } while (0)
+
 /* Row q's running minimum: take (v, j) where v is smaller, so the first minimum stays;
  * branch-free, as the winner is unpredictable. */
 #define ARGMIN_STEP(T, q, value, j)                                                  \
@@ -99,12 +110,7 @@ typedef float vec_f32 __attribute__((vector_size(32)));
             for (Py_ssize_t j = 1; j < k; j++)                                       \
                 _Pragma("GCC unroll 4") for (int q = 0; q < TILE_ROWS; q++)          \
                     ARGMIN_STEP(T, q, (T)(dr[q][j] + cc[j]), j);                     \
-            Py_ssize_t rows = r - i0 < TILE_ROWS ? r - i0 : TILE_ROWS;               \
-            for (Py_ssize_t q = 0; q < rows; q++) {                                  \
-                Py_ssize_t i = i0 + q;                                               \
-                int best = bestj[q];                                                 \
-                ASSIGN(T);                                                           \
-            }                                                                        \
+            ASSIGN_TILE(T);                                                          \
         }                                                                            \
         return changed;                                                              \
     }
@@ -155,12 +161,7 @@ typedef float vec_f32 __attribute__((vector_size(32)));
                     for (int c = 0; c < TILE; c++)                                   \
                         ARGMIN_STEP(T, q, (T)(dots[q][c] + cc[j0 + c]), j0 + c);     \
             }                                                                        \
-            Py_ssize_t rows = r - i0 < TILE_ROWS ? r - i0 : TILE_ROWS;               \
-            for (Py_ssize_t q = 0; q < rows; q++) {                                  \
-                Py_ssize_t i = i0 + q;                                               \
-                int best = bestj[q];                                                 \
-                ASSIGN(T);                                                           \
-            }                                                                        \
+            ASSIGN_TILE(T);                                                          \
         }                                                                            \
         return changed;                                                              \
     }
