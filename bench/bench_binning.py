@@ -57,7 +57,7 @@ def reference_thresholds(col, max_bin):
 def worker(a):
     from sklearn.datasets import make_classification
 
-    from shardlearn.comm import block_bounds
+    from shardlearn.util.blocks import block_bounds
     from shardlearn.data.binning import BinMapper
     from shardlearn.runtime import init
 

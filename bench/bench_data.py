@@ -14,7 +14,6 @@ import json
 import statistics
 import sys
 import time
-from types import SimpleNamespace
 
 from mpi4py import MPI
 
@@ -61,10 +60,8 @@ def main():
     ctx = init(verbose=True)
     comm = ctx.mpi_comm
     out = f"{a.dir}/blobs-{a.rows}x{a.features}"
-    args = SimpleNamespace(kind="blobs", rows=a.rows, features=a.features, out=out, parts=None, seed=0,
-                           dtype="float64", centers=16, cluster_std=1.0, classes=2, informative=None,
-                           noise=0.1, missing=0.0)
-    make = [synth.make_data_from_args(args, ctx)["rows_per_second_per_rank"] for _ in range(a.repeats)]
+    make = [synth.make_data("blobs", a.rows, a.features, out, ctx, seed=0, dtype="float64",
+                            centers=16)["rows_per_second_per_rank"] for _ in range(a.repeats)]
     res = {"ranks": ctx.size, "rows": a.rows, "features": a.features,
            "make_data_rows_per_s_per_rank": statistics.median(make)}
     for dt in ("float64", "float32"):

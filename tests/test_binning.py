@@ -182,7 +182,7 @@ P_SCRIPT = r"""
 import json
 import numpy as np
 from mpi4py import MPI
-from shardlearn.comm import block_bounds
+from shardlearn.util.blocks import block_bounds
 from shardlearn.data.binning import BinMapper
 from shardlearn.runtime import init
 

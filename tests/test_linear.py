@@ -15,7 +15,7 @@ from mpirun import json_lines, run_cli, run_script
 FIT_SCRIPT = """
 import numpy as np
 from shardlearn.runtime import init
-from shardlearn.comm import block_bounds
+from shardlearn.util.blocks import block_bounds
 from shardlearn.models.linear import LinearRegression, Ridge, Lasso, LogisticRegression
 from shardlearn.models import optim
 ctx = init(topology="native", verbose=False)

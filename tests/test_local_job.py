@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 from mpirun import mpi_env
-from slurm.jobkit import JOBS, arrays_with_shape, check_model, model_available, need_model, write_datasets
+from slurm.jobkit import JOBS, arrays_with_shape, check_model, write_datasets
 
 LOCAL = JOBS / "local.sh"
 
@@ -23,7 +23,6 @@ def run_local(*args, env=None, cwd, timeout=120) -> subprocess.CompletedProcess:
 
 
 def test_local_kmeans_writes_model_and_report(tmp_path):
-    need_model("kmeans")
     data = write_datasets(tmp_path)
     proc = run_local("kmeans", env={"NP": "2", "K": "3", "DATA": data["blobs"]}, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -38,8 +37,7 @@ def test_local_usage_and_bad_input(tmp_path):
     proc = run_local("kmeans", env={"DATA": str(tmp_path / "missing")}, cwd=tmp_path)
     assert proc.returncode != 0
     assert "shardlearn: error:" in proc.stderr, proc.stderr
-    if model_available("kmeans"):
-        assert f"{tmp_path / 'missing'}: no such file" in proc.stderr, proc.stderr
+    assert f"{tmp_path / 'missing'}: no such file" in proc.stderr, proc.stderr
     assert "kmeans done" not in proc.stdout
 
 

@@ -8,7 +8,7 @@ SCRIPT = """
 import json, numpy as np
 from shardlearn.runtime import init
 from shardlearn import metrics
-from shardlearn.comm import block_bounds
+from shardlearn.util.blocks import block_bounds
 ctx = init(topology="native", verbose=False)
 rng = np.random.default_rng(0)
 n = 1001

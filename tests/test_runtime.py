@@ -108,7 +108,7 @@ def test_write_rows_in_global_order(tmp_path, nprocs):
     code = f"""
     import numpy as np
     from shardlearn.runtime import init
-    from shardlearn.comm import block_bounds
+    from shardlearn.util.blocks import block_bounds
     from shardlearn.persist import write_rows
     ctx = init(topology="native", verbose=False)
     n = 4

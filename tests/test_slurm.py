@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from mpirun import SRC, remove_stale_mpich_shm
-from slurm.jobkit import JOBS, arrays_with_shape, check_model, model_available, need_model, write_datasets
+from slurm.jobkit import JOBS, arrays_with_shape, check_model, write_datasets
 
 pytestmark = pytest.mark.slurm
 
@@ -217,8 +217,6 @@ def jobs(slurm, tmp_path_factory):
     }
     submitted = {}
     for label, (model, script, args, sbatch, env) in specs.items():
-        if model is not None and not model_available(model):
-            continue
         cwd = tmp_path_factory.mktemp(label)
         if label == "failing_rank":
             script = _job_script(cwd, script, "srun --mpi=pmi2 --kill-on-bad-exit=1 python spmd_check.py fail\n")
@@ -255,9 +253,7 @@ def _remove_leaked_mpich_shm(job_ids) -> None:
                             for step in range(4) for prefix in ("mpich_shm_", "mpich_vci_")}, min_age=0)
 
 
-def finished(jobs, label, model=None) -> Job:
-    if model is not None:
-        need_model(model)
+def finished(jobs, label) -> Job:
     return jobs[label].wait()
 
 
@@ -277,7 +273,7 @@ def test_local_slurm_is_up_and_restart_reuses_it(slurm):
 
 # ------------------------------------------------------------------------ job scripts
 def test_kmeans_sbatch(jobs):
-    job = finished(jobs, "kmeans", "kmeans")
+    job = finished(jobs, "kmeans")
     assert job.rc == 0, job.describe()
     out, cwd = job.output, job.cwd
     assert "kmeans: 2 ranks on 1 node(s) (localhost), data " in out and ", k=3" in out
@@ -297,7 +293,7 @@ def test_kmeans_sbatch(jobs):
 
 
 def test_logistic_sbatch_with_evaluation(jobs):
-    job = finished(jobs, "logistic", "logistic")
+    job = finished(jobs, "logistic")
     assert job.rc == 0, job.describe()
     check_model(job.cwd / "runs" / f"logistic-{job.id}.h5", "logistic")
     assert f"logistic done: model runs/logistic-{job.id}.h5, report runs/logistic-{job.id}.json" in job.output
@@ -305,7 +301,7 @@ def test_logistic_sbatch_with_evaluation(jobs):
 
 
 def test_gbdt_sbatch(jobs):
-    job = finished(jobs, "gbdt", "gbdt")
+    job = finished(jobs, "gbdt")
     assert job.rc == 0, job.describe()
     check_model(job.cwd / "m" / "gbdt.h5", "gbdt")
     assert f"gbdt done: model {job.cwd}/m/gbdt.h5, report {job.cwd}/m/gbdt.json" in job.output
@@ -314,7 +310,7 @@ def test_gbdt_sbatch(jobs):
 
 def test_multinode_sbatch_on_one_node(jobs):
     """The multi-node example with its node and task counts overridden to fit one node."""
-    job = finished(jobs, "multinode", "gbdt")
+    job = finished(jobs, "multinode")
     assert job.rc == 0, job.describe()
     facts = check_model(job.cwd / "runs" / f"gbdt-{job.id}.h5", "gbdt")
     assert facts["report"]["runtime"]["topology"] == "native"
@@ -324,7 +320,7 @@ def test_multinode_sbatch_on_one_node(jobs):
 def test_gpu_sbatch_binds_one_gpu_per_rank(jobs):
     """Slurm schedules the GPU script on the node's two pretend GPUs and gives each task its
     own; the ranks compute on CPU here (DEVICE=cpu: no CUDA on this machine)."""
-    job = finished(jobs, "gpu", "kmeans")
+    job = finished(jobs, "gpu")
     assert job.rc == 0, job.describe()
     bound = sorted(line.split("CUDA_VISIBLE_DEVICES=")[1] for line in job.output.splitlines()
                    if line.startswith("task ") and "CUDA_VISIBLE_DEVICES=" in line)
@@ -333,7 +329,7 @@ def test_gpu_sbatch_binds_one_gpu_per_rank(jobs):
 
 
 def test_sweep_array_writes_one_model_per_task(jobs):
-    job = finished(jobs, "sweep", "kmeans")
+    job = finished(jobs, "sweep")
     assert job.rc == 0, job.describe()
     assert len(list(job.cwd.glob(f"{job.name}-*_*.out"))) == 3, job.output
     assert set(job.states().values()) == {("COMPLETED", "0:0")} and len(job.states()) == 3, job.states()
@@ -350,8 +346,7 @@ def test_missing_data_fails_fast_with_message(jobs):
     assert job.rc != 0, job.describe()
     out = job.output
     assert "shardlearn: error:" in out, out
-    if model_available("kmeans"):
-        assert "no-such-data" in out, out  # the message names the missing path
+    assert "no-such-data" in out, out  # the message names the missing path
     assert "kmeans done" not in out
     assert job.seconds < FAST, job.describe()
 
@@ -360,8 +355,7 @@ def test_invalid_option_fails_fast_with_message(jobs):
     job = finished(jobs, "bad_option")
     assert job.rc != 0, job.describe()
     assert "shardlearn: error:" in job.output
-    if model_available("logistic"):
-        assert "unrecognized arguments: --no-such-option 7" in job.output, job.output
+    assert "unrecognized arguments: --no-such-option 7" in job.output, job.output
     assert "logistic done" not in job.output
     assert job.seconds < FAST, job.describe()
 

@@ -172,7 +172,7 @@ SCRIPT = r"""
 import json, os
 import numpy as np
 from sklearn.datasets import make_classification, make_friedman1
-from shardlearn.comm import block_bounds
+from shardlearn.util.blocks import block_bounds
 from shardlearn.runtime import init
 from shardlearn.models.trees.gbdt import GradientBoostingClassifier, GradientBoostingRegressor
 from shardlearn.models.trees.forest import RandomForestClassifier, RandomForestRegressor

@@ -199,7 +199,7 @@ def test_random_forest_matches_sklearn():
 
 
 def test_model_file_round_trip(tmp_path):
-    from shardlearn.models.trees.gbdt import load_estimator
+    from shardlearn.models.io import load_estimator
     from shardlearn.persist import save_model
 
     X, y = make_classification(2000, 6, n_classes=3, n_informative=4, random_state=5)
@@ -207,7 +207,7 @@ def test_model_file_round_trip(tmp_path):
     m = GradientBoostingClassifier(n_estimators=5, comm=ctx).fit(X, y)
     arrays, params, info = m.to_model()
     save_model(str(tmp_path / "m.h5"), "gbdt", arrays, params, info)
-    loaded = load_estimator(str(tmp_path / "m.h5"), ctx).est
+    loaded = load_estimator(str(tmp_path / "m.h5"), ctx)
     np.testing.assert_array_equal(loaded.predict_proba(X), m.predict_proba(X))
     doc = m.to_json()
     assert len(doc["trees"]) == 15 and "threshold" in doc["trees"][0]["nodes"][0]
@@ -218,7 +218,7 @@ def test_model_file_round_trip(tmp_path):
 SCRIPT = r"""
 import json, numpy as np
 from sklearn.datasets import make_classification, make_friedman1
-from shardlearn.comm import block_bounds
+from shardlearn.util.blocks import block_bounds
 from shardlearn.errors import ShardlearnError
 from shardlearn.runtime import init
 from shardlearn.models.trees.gbdt import GradientBoostingClassifier, GradientBoostingRegressor
@@ -349,9 +349,9 @@ def test_cli_train_predict_evaluate(tmp_path):
     run_cli(3, "predict", "--model", model, "--data", data, "--out", tmp_path / "p.h5")
     ev = run_cli(2, "evaluate", "--model", model, "--data", data)
     assert "roc_auc=" in ev.stdout and "log_loss=" in ev.stdout
-    from shardlearn.models.trees.gbdt import load_estimator
+    from shardlearn.models.io import load_estimator
 
-    est = load_estimator(str(model), ctx).est
+    est = load_estimator(str(model), ctx)
     with h5py.File(tmp_path / "p.h5") as h:
         np.testing.assert_allclose(h["proba"][:], est.predict_proba(X))
     run_cli(2, "train", "forest", "--data", data, "--out", tmp_path / "f.h5", "--n-estimators", 5,

@@ -265,7 +265,7 @@ def test_categorical_parameter_forms():
 
 # ---------------------------------------- NaN, unseen categories, model files
 def test_nan_unseen_categories_round_trip_and_json(tmp_path):
-    from shardlearn.models.trees.gbdt import load_estimator
+    from shardlearn.models.io import load_estimator
     from shardlearn.models.trees.predict import walk
     from shardlearn.persist import save_model
 
@@ -293,7 +293,7 @@ def test_nan_unseen_categories_round_trip_and_json(tmp_path):
     # model file round trip
     arrays, params, info = m.to_model()
     save_model(str(tmp_path / "m.h5"), "gbdt", arrays, params, info)
-    loaded = load_estimator(str(tmp_path / "m.h5"), ctx).est
+    loaded = load_estimator(str(tmp_path / "m.h5"), ctx)
     np.testing.assert_array_equal(loaded.predict_proba(X), m.predict_proba(X))
     np.testing.assert_array_equal(loaded.predict_proba(probe), p)
     assert loaded.categorical_features == [2, 3]
@@ -306,7 +306,7 @@ def test_nan_unseen_categories_round_trip_and_json(tmp_path):
 # ------------------------------------------------------------------ multi-rank
 SCRIPT = r"""
 import json, numpy as np
-from shardlearn.comm import block_bounds
+from shardlearn.util.blocks import block_bounds
 from shardlearn.errors import ShardlearnError
 from shardlearn.runtime import init
 from shardlearn.models.trees.gbdt import GradientBoostingClassifier, GradientBoostingRegressor
@@ -419,9 +419,9 @@ def test_cli_categorical(tmp_path):
     assert float(ev.stdout.split("roc_auc=")[1].split()[0]) > 0.75
     run_cli(2, "train", "forest", "--data", data, "--out", tmp_path / "f.h5", "--n-estimators", 4,
             "--max-depth", 6, "--categorical", "2", "--quiet")
-    from shardlearn.models.trees.gbdt import load_estimator
+    from shardlearn.models.io import load_estimator
 
-    est = load_estimator(str(tmp_path / "f.h5"), ctx).est
+    est = load_estimator(str(tmp_path / "f.h5"), ctx)
     assert est.bin_mapper_.categorical.tolist() == [2] and est.cat_l2 == 0.0
     bad = run_cli(2, "train", "gbdt", "--data", data, "--out", model, "--categorical", "9", check=False)
     assert bad.returncode != 0 and "out of range" in bad.stderr

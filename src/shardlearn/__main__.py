@@ -6,7 +6,7 @@ def main(argv=None) -> int:
     from .runtime import install_abort_hook
 
     install_abort_hook()
-    from .cli import main as cli_main
+    from .cli.main import main as cli_main
 
     return cli_main(argv)
 

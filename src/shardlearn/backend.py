@@ -1,6 +1,8 @@
 """The array module (NumPy on CPU, CuPy on GPU) and host/device moves.
 
 The CPU path never imports CuPy: :func:`get_xp` only touches it for ``device="gpu"``.
+
+Layer: above :mod:`shardlearn.util` and :mod:`shardlearn.errors` only.
 """
 from __future__ import annotations
 
@@ -10,9 +12,6 @@ import os
 import numpy as np
 
 from .errors import ShardlearnError
-
-DEVICES = ("cpu", "gpu")
-
 
 def get_xp(device: str = "cpu"):
     """Return ``numpy`` for ``"cpu"`` or ``cupy`` for ``"gpu"``."""

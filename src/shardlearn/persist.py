@@ -1,13 +1,17 @@
-"""Model files, checkpoints and per-row outputs: HDF5, written atomically.
+"""Model files, JSON documents and per-row outputs: HDF5 / JSON, written atomically.
 
-A file is written under a temporary name in the same directory, flushed and fsynced,
-then renamed over the target, so a crash never leaves a half-written model. Only
-rank 0 writes model files; per-row outputs are written by every rank in turn into
-one temporary file that rank 0 renames at the end.
+Every file goes through :func:`shardlearn.util.files.atomic_path` (temporary name, fsync,
+rename), so a crash never leaves a half-written model. Only rank 0 writes model files;
+per-row outputs are written by every rank in turn into one temporary file that rank 0
+renames at the end.
+
+A model file carries ``shardlearn_format`` (:data:`FORMAT_VERSION`); :func:`load_model`
+refuses a file of a newer format with a message saying to upgrade.
+
+Layer: above :mod:`shardlearn.util` (files); takes a Context for collective writes.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
@@ -16,50 +20,10 @@ import time
 import numpy as np
 
 from .errors import ShardlearnError
+from .util.files import atomic_path, check_output_dir, fsync_replace, tmp_name
 
+#: the model-file format this version writes; it reads this one and every older one
 FORMAT_VERSION = 1
-
-
-def tmp_name(path: str) -> str:
-    """The temporary name a file is written under before its atomic rename."""
-    d, base = os.path.split(os.path.abspath(path))
-    return os.path.join(d, f".{base}.tmp-{os.getpid()}")
-
-
-def fsync_replace(tmp: str, path: str) -> None:
-    """Flush ``tmp`` to disk and rename it over ``path`` (atomic on POSIX)."""
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
-@contextlib.contextmanager
-def atomic_h5(path: str):
-    """Open an HDF5 file for writing under a temporary name; fsync and rename on success.
-
-    On an exception inside the block the temporary is removed and ``path`` is untouched.
-    """
-    import h5py
-
-    tmp = tmp_name(path)
-    try:
-        with h5py.File(tmp, "w") as h:
-            yield h
-        fsync_replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _check_dir(path: str) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(d):
-        raise ShardlearnError(f"{path}: directory {d} does not exist")
-    if not os.access(d, os.W_OK):
-        raise ShardlearnError(f"{path}: directory {d} is not writable")
 
 
 def provenance() -> dict:
@@ -67,9 +31,7 @@ def provenance() -> dict:
     import h5py
     from mpi4py import MPI
 
-    from . import __version__
-
-    return {"shardlearn": __version__, "numpy": np.__version__, "h5py": h5py.__version__,
+    return {"shardlearn": _version(), "numpy": np.__version__, "h5py": h5py.__version__,
             "mpi": MPI.Get_library_version().splitlines()[0].strip(),
             "python": platform.python_version(), "host": platform.node(),
             "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -108,9 +70,8 @@ def save_model(path: str, estimator: str, arrays: dict, params: dict, info: dict
     """
     import h5py
 
-    _check_dir(path)
-    tmp = tmp_name(path)
-    try:
+    check_output_dir(path)
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as h:
             h.attrs["shardlearn_format"] = FORMAT_VERSION
             h.attrs["estimator"] = estimator
@@ -118,14 +79,14 @@ def save_model(path: str, estimator: str, arrays: dict, params: dict, info: dict
             h.attrs["info"] = json.dumps(info or {}, default=_jsonable)
             h.attrs["provenance"] = json.dumps(provenance())
             _write_group(h, arrays)
-        fsync_replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def load_model(path: str) -> tuple[str, dict, dict, dict]:
-    """Read a model file: ``(estimator, arrays, params, info)``."""
+    """Read a model file: ``(estimator, arrays, params, info)``.
+
+    Raises :class:`ShardlearnError` for a missing or unreadable file, a file that is not a
+    shardlearn model, or one written in a newer format than :data:`FORMAT_VERSION`.
+    """
     import h5py
 
     if not os.path.exists(path):
@@ -134,6 +95,11 @@ def load_model(path: str) -> tuple[str, dict, dict, dict]:
         with h5py.File(path, "r") as h:
             if "estimator" not in h.attrs:
                 raise ShardlearnError(f"{path}: not a shardlearn model file (no 'estimator' attribute)")
+            version = int(h.attrs.get("shardlearn_format", 1))
+            if version > FORMAT_VERSION:
+                raise ShardlearnError(
+                    f"{path}: model file format {version} was written by a newer shardlearn; this "
+                    f"version ({_version()}) reads format {FORMAT_VERSION} and older: upgrade shardlearn")
             est = str(h.attrs["estimator"])
             params = json.loads(h.attrs["params"])
             info = json.loads(h.attrs.get("info", "{}"))
@@ -146,16 +112,11 @@ def load_model(path: str) -> tuple[str, dict, dict, dict]:
 
 def write_json(path: str, obj: dict) -> None:
     """Write a JSON document atomically (call on one rank only)."""
-    _check_dir(path)
-    tmp = tmp_name(path)
-    try:
+    check_output_dir(path)
+    with atomic_path(path) as tmp:
         with open(tmp, "w") as f:
             json.dump(obj, f, indent=2, default=_jsonable)
             f.write("\n")
-        fsync_replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def write_rows(path: str, columns: dict, start: int, n_total: int, ctx) -> None:
@@ -170,7 +131,7 @@ def write_rows(path: str, columns: dict, start: int, n_total: int, ctx) -> None:
 
     with ctx.collective_errors():
         if ctx.rank == 0:
-            _check_dir(path)
+            check_output_dir(path)
     tmp = ctx.mpi_comm.bcast(tmp_name(path) if ctx.rank == 0 else None, root=0)
     shapes = {k: (np.asarray(v).shape[1:], np.asarray(v).dtype) for k, v in columns.items()}
     if ctx.rank == 0:
@@ -190,6 +151,12 @@ def write_rows(path: str, columns: dict, start: int, n_total: int, ctx) -> None:
     ctx.mpi_comm.Barrier()
     if ctx.rank == 0:
         fsync_replace(tmp, path)
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
 
 
 def _jsonable(o):

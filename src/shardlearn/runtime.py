@@ -3,42 +3,21 @@
 Every rank builds one :class:`Context` with :func:`init`; models take it (or a bare
 communicator, via :func:`context_from`) and never reach for ``COMM_WORLD`` themselves,
 so a later model-selection layer can hand each candidate a ``Comm.Split`` group.
+
+Layer: above :mod:`shardlearn.comm` and :mod:`shardlearn.backend` (a Context builds the
+collectives and binds the GPU), below data, models and the CLI.
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import sys
-import time
 import traceback
 
 from .errors import ShardlearnError
-
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-               "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
-
-
-class PhaseTimers:
-    """Wall-clock seconds summed per named phase (``compute``, ``io``, ...).
-
-    Communication time is counted by the collectives object itself, so a phase that
-    contains collectives should not be named ``communication``.
-    """
-
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-        self.start = time.perf_counter()
-
-    @contextlib.contextmanager
-    def phase(self, name: str):
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
+from .util.output import line
+from .util.threads import limit_threads
+from .util.timers import PhaseTimers
 
 
 class Context:
@@ -85,17 +64,18 @@ class Context:
         self.agree(error)
 
     # ------------------------------------------------------------------ logging
-    def log(self, msg: str) -> None:
-        """Print one whole line from rank 0 (one write, so job logs do not interleave)."""
-        if self.rank == 0 and self.verbose:
-            sys.stdout.write(msg + "\n")
-            sys.stdout.flush()
+    def log(self, msg: str, verbose: bool | None = None) -> None:
+        """Print one whole line on stdout from rank 0: the only way progress is printed.
+
+        ``verbose`` overrides the context's own setting (an estimator's ``verbose=``).
+        """
+        if self.rank == 0 and (self.verbose if verbose is None else verbose):
+            line(msg)
 
     def warn(self, msg: str) -> None:
         """A warning line on stderr from rank 0."""
         if self.rank == 0:
-            sys.stderr.write(f"shardlearn: warning: {msg}\n")
-            sys.stderr.flush()
+            line(f"shardlearn: warning: {msg}", sys.stderr)
 
     # ------------------------------------------------------------------- errors
     def agree(self, error: str | None) -> None:
@@ -138,6 +118,10 @@ class Context:
         out["total"] = round(self.timers.elapsed(), 6)
         return out
 
+    def free(self) -> None:
+        """Release the communicators the collectives duplicated (collective over the ranks)."""
+        self.coll.free()
+
     def describe(self) -> dict:
         """Facts for run reports and model provenance."""
         return {"ranks": self.size, "topology": self.topology, "device": self.device,
@@ -148,34 +132,6 @@ def _shared_type():
     from mpi4py import MPI
 
     return MPI.COMM_TYPE_SHARED
-
-
-def limit_threads(ranks_on_node: int, threads: int | None = None) -> int:
-    """Cap BLAS/OpenMP threads so ranks x threads does not exceed the node's cores.
-
-    An explicit ``threads`` wins; otherwise a user-set ``OMP_NUM_THREADS`` (or
-    ``OPENBLAS_NUM_THREADS``) is respected; otherwise each rank gets
-    ``max(1, cores // ranks_on_node)``, where cores are those this process may run on.
-    Returns the number of threads in force.
-    """
-    if threads is None:
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            if os.environ.get(var, "").isdigit():
-                return int(os.environ[var])
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # pragma: no cover - not Linux
-            cores = os.cpu_count() or 1
-        threads = max(1, min(cores, (os.cpu_count() or 1) // max(1, ranks_on_node)))
-    for var in THREAD_VARS:
-        os.environ[var] = str(threads)
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(threads)
-    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
-        pass
-    return threads
 
 
 def init(comm=None, *, device: str = "cpu", topology: str = "auto", threads: int | None = None,
@@ -198,11 +154,41 @@ def init(comm=None, *, device: str = "cpu", topology: str = "auto", threads: int
     return Context(comm, device=device, topology=topology, threads=threads, verbose=verbose)
 
 
+_CONTEXT_KEYVAL = None
+
+
+def _free_contexts(comm, keyval, contexts) -> None:
+    """Attribute delete callback: the communicator is being freed, so are its contexts."""
+    for ctx in contexts.values():
+        ctx.free()
+
+
 def context_from(comm_or_ctx=None, **kwargs) -> Context:
-    """Accept a Context, an mpi4py communicator or None (COMM_WORLD) and return a Context."""
+    """Accept a Context, an mpi4py communicator or None (COMM_WORLD) and return a Context.
+
+    A bare communicator gets one Context per set of options, cached on the communicator
+    itself as an MPI attribute: every ``fit``/``score`` on it reuses that Context (and
+    the communicators its collectives duplicated), and freeing the communicator frees
+    them. Thousands of fits on one communicator create one Context, not thousands.
+    Collective over ``comm`` the first time (it duplicates communicators).
+    """
+    global _CONTEXT_KEYVAL
     if isinstance(comm_or_ctx, Context):
         return comm_or_ctx
-    return init(comm_or_ctx, verbose=kwargs.pop("verbose", False), **kwargs)
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD if comm_or_ctx is None else comm_or_ctx
+    kwargs.setdefault("verbose", False)
+    if _CONTEXT_KEYVAL is None:
+        _CONTEXT_KEYVAL = MPI.Comm.Create_keyval(delete_fn=_free_contexts)
+    cache = comm.Get_attr(_CONTEXT_KEYVAL)
+    if cache is None:
+        cache = {}
+        comm.Set_attr(_CONTEXT_KEYVAL, cache)
+    key = tuple(sorted(kwargs.items()))
+    if key not in cache:
+        cache[key] = init(comm, **kwargs)
+    return cache[key]
 
 
 def install_abort_hook() -> None:

@@ -1,13 +1,10 @@
 """Helpers shared by the job-script tests (tests/test_slurm.py, tests/test_local_job.py)."""
 from __future__ import annotations
 
-import functools
-import importlib
 import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 JOBS = ROOT / "jobs"
@@ -42,30 +39,6 @@ def write_datasets(d: Path) -> dict:
     Xc = rng.normal(size=(300, 5))
     yc = (Xc @ np.array([1.5, -2.0, 0.5, 0.0, 1.0]) + 0.3 * rng.normal(size=300) > 0).astype(np.int64)
     return {"blobs": write("blobs", blobs, parts=2), "classification": write("classification", Xc, yc)}
-
-
-@functools.lru_cache(maxsize=None)
-def model_available(name: str) -> bool:
-    """Whether this build has the model behind ``shardlearn train NAME`` (its module imports).
-
-    A missing module is exactly the case where ``shardlearn train NAME`` stops with
-    "model NAME is not available in this build".
-    """
-    from shardlearn.cli import MODELS
-
-    try:
-        importlib.import_module(MODELS[name])
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("shardlearn"):
-            return False
-        raise
-    return True
-
-
-def need_model(name: str) -> None:
-    if not model_available(name):
-        pytest.skip(f"'shardlearn train {name}' is not available in this build "
-                    f"(no module for {name!r} yet), so its job script cannot run")
 
 
 def check_model(path: Path, estimator: str, ranks: int = 2) -> dict:

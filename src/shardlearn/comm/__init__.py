@@ -14,16 +14,19 @@ tree   : binomial-tree reduce to rank 0, then binomial-tree broadcast
          (latency-optimal: about 2*log2(P) message steps).
 auto   : per call, by message size (see :mod:`shardlearn.comm.auto`).
 
-Contract (ARCHITECTURE.md): every call returns the same result on every rank, for any
+Layer: above :mod:`shardlearn.util` and :mod:`shardlearn.errors` only; the runtime's
+``Context`` builds a Collectives object, models use it through the Context.
+
+Contract: every call returns the same result on every rank, for any
 world size, any length (also 0 or shorter than the world size), dtypes
 float32/float64/int32/int64 and ops ``sum``/``max``/``min``. Ring and tree equal native
 exactly for integers and up to floating-point reassociation for floats.
 """
 from __future__ import annotations
 
-from .base import Collectives, OPS, TOPOLOGIES, block_bounds
+from .base import Collectives, OPS, TOPOLOGIES
 
-__all__ = ["Collectives", "make_collectives", "OPS", "TOPOLOGIES", "block_bounds"]
+__all__ = ["Collectives", "make_collectives", "OPS", "TOPOLOGIES"]
 
 
 def make_collectives(mpi_comm, topology: str = "auto") -> Collectives:

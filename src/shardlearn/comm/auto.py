@@ -13,31 +13,12 @@ Every rank sees the same message size (all ranks pass the same shape), so every 
 picks the same algorithm and the per-call choice can never split a collective.
 
 How the rule was found: ``python bench/bench_comm.py --runs 3`` runs ``shardlearn
-bench-comm`` (float64 sum, 8 B .. 64 MiB) on 2 and 4 ranks of the project's 2-core
-machine (P=4 is oversubscribed there) and fits the best piecewise choice
-(``fit_rule``). The thresholds are the crossovers of the two quietest sessions
-(2026-11-24 03:54 and 03:55 UTC, load average ~3-4 from other users); medians in µs
-per call, the two sessions separated by "/":
-
-    P=2   8 KiB: native 10.3/7.9   ring 18.7/16.4   tree 18.5/14.5
-         32 KiB: native 41.3/29.9  ring 35.5/28.8   tree 29.9/20.6
-        128 KiB: native 130/84     ring 60/50       tree 74/46
-        256 KiB: native 118/69     ring 92/66       tree 136/72
-         64 MiB: native 46246/45516  ring 19596/18863  tree 31710/30068
-    P=4   8 KiB: native 64.9/57.6  ring 152/144     tree 103/96
-         32 KiB: native 167/136    ring 264/233     tree 135/115
-        128 KiB: native 342/259    ring 345/296     tree 285/190
-        256 KiB: native 889/770    ring 720/608     tree 1059/856
-          8 MiB: native 13841/12781  ring 11326/9618  tree 14551/10502
-
-Below 32 KiB native (MPICH's recursive doubling, in C) is fastest: the tree pays a
-second dependent message step and Python per step, the ring ``2(P-1)`` steps. From
-32 KiB the tree's two whole-message steps beat MPICH; from 128-256 KiB the ring's
-bandwidth wins. Between 1 and 4 MiB with P=4 the tree won one session and the ring
-the other; the rule keeps the ring (bandwidth-optimal as P grows). The current
-figures and the check "auto within 10% of the best" are in ``bench/comm.md``.
-On another cluster, run ``shardlearn bench-comm`` there and
-set ``--topology`` accordingly, or adjust :attr:`AutoCollectives.RULES`.
+bench-comm`` (float64 sum, 8 B .. 64 MiB) on 2 and 4 ranks and fits the best piecewise
+choice (``fit_rule``); the figures, the crossovers and the check "auto within 10% of the
+best" are in ``bench/comm.md``. Below 32 KiB MPI's own algorithm (recursive doubling, in
+C) wins; from there the tree's two whole-message steps, and from 128-256 KiB the ring's
+bandwidth. On another cluster, run ``shardlearn bench-comm`` there and set ``--topology``
+accordingly, or adjust :attr:`AutoCollectives.RULES`.
 """
 from __future__ import annotations
 

@@ -19,11 +19,6 @@ _DTYPE_SET = frozenset(DTYPES)
 _clock = time.perf_counter
 
 
-def block_bounds(n: int, size: int, rank: int) -> tuple[int, int]:
-    """Rows ``[rank*n//size, (rank+1)*n//size)``: the block of rank ``rank``."""
-    return rank * n // size, (rank + 1) * n // size
-
-
 #: the element-wise ufunc of each op; ring and tree reduce with ``ufunc(a, b, out=...)``
 REDUCE = {"sum": np.add, "max": np.maximum, "min": np.minimum}
 
@@ -116,7 +111,7 @@ class Collectives:
     def reduce_scatter(self, x, op: str = "sum"):
         """Reduce ``x`` over all ranks and return this rank's block of the result.
 
-        Blocks split the flattened array as :func:`block_bounds` does, so rank ``r``
+        Blocks split the flattened array as :func:`shardlearn.util.blocks.block_bounds` does, so rank ``r``
         gets elements ``[r*n//P, (r+1)*n//P)``; a rank's block may be empty.
         """
         self._check_op(op)

@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from ..errors import ShardlearnError
-from . import TOPOLOGIES, make_collectives
+from . import make_collectives
 
 _UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1024 ** 2, "MB": 1024 ** 2,
           "MIB": 1024 ** 2, "G": 1024 ** 3, "GB": 1024 ** 3, "GIB": 1024 ** 3}
@@ -125,35 +125,3 @@ def format_table(rows: list, topologies: list, size: int) -> str:
         cells = " | ".join(f"{by[t]['us']:9.1f} {by[t]['gbps']:9.3f}" for t in topologies)
         lines.append(f"{format_size(nbytes):>10} | {cells} | {best}")
     return "\n".join(lines)
-
-
-def bench_from_args(args, ctx) -> dict:
-    """Run ``shardlearn bench-comm`` (collective); returns the report dict on every rank."""
-    with ctx.collective_errors():
-        sizes = [parse_size(s) for s in str(args.sizes).split(",") if s.strip()]
-        topologies = [t.strip() for t in str(args.topologies).split(",") if t.strip()]
-        bad = [t for t in topologies if t not in TOPOLOGIES]
-        if bad:
-            raise ShardlearnError(f"bench-comm: unknown topology {bad[0]!r}: "
-                                  f"choose from {', '.join(TOPOLOGIES)}")
-        if not sizes or not topologies:
-            raise ShardlearnError("bench-comm: give at least one size and one topology")
-        if args.repeats is not None and args.repeats < 1:
-            raise ShardlearnError("bench-comm: --repeats must be at least 1")
-    rows = bench_sizes(ctx.mpi_comm, sizes, topologies, args.repeats)
-    ctx.log(format_table(rows, topologies, ctx.size))
-    report = {"command": "bench-comm", "ranks": ctx.size, "dtype": "float64", "op": "sum",
-              "timing": "median over repeats of the slowest rank's mean time per call in a "
-                        "barrier-started loop", "results": rows}
-    if "auto" in topologies:
-        from .auto import AutoCollectives
-
-        report["auto_rule"] = AutoCollectives.describe_rule(ctx.size)
-    if args.json_out:
-        from ..persist import write_json
-
-        with ctx.collective_errors():  # a bad path fails on every rank, not only rank 0
-            if ctx.rank == 0:
-                write_json(args.json_out, report)
-        ctx.log(f"results: {args.json_out}")
-    return report

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 from mpi4py import MPI
 
-from .base import Collectives, block_bounds
+from ..util.blocks import block_bounds
+from .base import Collectives
 
 MPI_OPS = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
 

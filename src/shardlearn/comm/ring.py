@@ -1,7 +1,7 @@
 """Ring collectives: reduce-scatter then allgather around a ring of ranks.
 
 The buffer of ``n`` elements is cut into ``P`` blocks ``[b*n//P, (b+1)*n//P)``
-(:func:`~shardlearn.comm.base.block_bounds`). In the reduce-scatter phase, at step ``s``
+(:func:`~shardlearn.util.blocks.block_bounds`). In the reduce-scatter phase, at step ``s``
 (``0 .. P-2``) rank ``r`` sends its partial sum of block ``(r-s-1) mod P`` to its right
 neighbour and receives block ``(r-s-2) mod P`` from its left neighbour, adding its own
 contribution; after ``P-1`` steps rank ``r`` holds the fully reduced block ``r``. The

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import glob
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from ..comm import block_bounds
+from ..util.blocks import block_bounds
 from ..errors import ShardlearnError
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -68,7 +68,6 @@ class Shard:
     y: np.ndarray | None
     start: int
     dataset: Dataset
-    extra: dict = field(default_factory=dict)
 
     @property
     def n_local(self) -> int:

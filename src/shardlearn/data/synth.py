@@ -17,7 +17,7 @@ Python API::
     gen = Generator("regression", features=8, seed=0); gen.params["coef"]  # true model
 
 Command line: ``shardlearn make-data KIND --rows N --features D --out PATH``
-(:func:`make_data_from_args`).
+(:func:`make_data`, the collective writer behind it).
 
 Generators
 ----------
@@ -50,7 +50,7 @@ import time
 import numpy as np
 
 from ..errors import ShardlearnError
-from ..persist import fsync_replace, tmp_name
+from ..util.files import atomic_h5, atomic_path
 
 #: rows per random-stream block; part of the data definition (changing it changes the data)
 BLOCK_ROWS = 65536
@@ -296,11 +296,12 @@ def generate(kind: str, rows: int, features: int, seed: int = 0, start: int = 0,
     return Generator(kind, features, seed, **opts).rows(start, stop, dtype)
 
 
-def make_data_from_args(args, ctx) -> dict:
-    """``shardlearn make-data``: write a synthetic dataset, every rank its own parts.
+def make_data(kind: str, rows: int, features: int, out: str, ctx, *, parts: int | None = None,
+              seed: int = 0, dtype="float64", **opts) -> dict:
+    """Write a synthetic dataset, every rank its own parts (collective).
 
-    ``args`` has ``kind, rows, features, out, parts, seed, dtype, centers, cluster_std,
-    classes, informative, noise, missing``. ``parts`` None means 1 for a ``.h5`` output,
+    ``opts`` are the generator options (:data:`DEFAULTS`: ``centers, cluster_std, classes,
+    informative, noise, missing``). ``parts`` None means 1 for a ``.h5`` output,
     else the number of ranks. Part ``i`` is written by rank ``i % P``, block by block
     (memory per rank: one block), under a temporary name and renamed into place. A
     one-file output under several ranks is drawn by all ranks and written by rank 0.
@@ -308,19 +309,22 @@ def make_data_from_args(args, ctx) -> dict:
     """
     from . import tools
 
-    parts = args.parts if args.parts is not None else (1 if tools.is_single_file(args.out) else ctx.size)
-    opts = {k: getattr(args, k) for k in DEFAULTS}
+    parts = parts if parts is not None else (1 if tools.is_single_file(out) else ctx.size)
+    opts = {**DEFAULTS, **opts}
     gen = None
     with ctx.collective_errors():
-        check_options(args.kind, args.features, args.seed, rows=args.rows, **opts)
-        gen = Generator(args.kind, args.features, args.seed, **opts)
-    paths = tools.prepare_output(args.out, parts, ctx)
-    dtype = np.dtype(args.dtype)
-    record = json.dumps({**gen.describe(), "rows": int(args.rows), "dtype": dtype.name})
+        unknown = sorted(set(opts) - set(DEFAULTS))
+        if unknown:
+            raise ShardlearnError(f"make-data: unknown option {unknown[0]!r}; known: {', '.join(DEFAULTS)}")
+        check_options(kind, features, seed, rows=rows, **opts)
+        gen = Generator(kind, features, seed, **opts)
+    paths = tools.prepare_output(out, parts, ctx)
+    dtype = np.dtype(dtype)
+    record = json.dumps({**gen.describe(), "rows": int(rows), "dtype": dtype.name})
     gen_seconds = [0.0]
 
     def write_one(path, i, lo, hi):
-        with tools.atomic_h5(path) as h:
+        with atomic_h5(path) as h:
             h.attrs["generator"] = record
             h.attrs.update({"part_index": i, "part_start": lo, "parts": len(paths)})
             X = h.create_dataset("X", shape=(hi - lo, gen.features), dtype=dtype)
@@ -337,18 +341,18 @@ def make_data_from_args(args, ctx) -> dict:
 
     with ctx.timers.phase("io"):
         if len(paths) == 1 and ctx.size > 1:  # one file: all ranks draw, rank 0 writes
-            nbytes, seconds = _write_one_file_pipelined(paths[0], gen, args.rows, dtype, record, ctx)
+            nbytes, seconds = _write_one_file_pipelined(paths[0], gen, rows, dtype, record, ctx)
             writers = ctx.size
         else:
-            nbytes, seconds = tools.write_parts(paths, args.rows, ctx, write_one)
+            nbytes, seconds = tools.write_parts(paths, rows, ctx, write_one)
             writers = min(ctx.size, len(paths))  # ranks that own at least one part
-    rate = args.rows / seconds / writers if seconds > 0 else float("inf")
-    ctx.log(f"make-data {args.kind}: {args.rows} rows x {args.features} features {dtype.name} -> "
-            f"{args.out} ({len(paths)} part{'s' if len(paths) > 1 else ''}, {tools._human_bytes(nbytes)}) "
+    rate = rows / seconds / writers if seconds > 0 else float("inf")
+    ctx.log(f"make-data {kind}: {rows} rows x {features} features {dtype.name} -> "
+            f"{out} ({len(paths)} part{'s' if len(paths) > 1 else ''}, {tools._human_bytes(nbytes)}) "
             f"in {seconds:.2f} s, {writers} rank{'s' if writers > 1 else ''} generating "
             f"({rate:,.0f} rows/s per rank)")
-    return {"command": "make-data", "kind": args.kind, "rows": int(args.rows), "features": int(args.features),
-            "dtype": dtype.name, "out": str(args.out), "parts": len(paths), "seed": int(args.seed),
+    return {"command": "make-data", "kind": kind, "rows": int(rows), "features": int(features),
+            "dtype": dtype.name, "out": str(out), "parts": len(paths), "seed": int(seed),
             "options": gen.options, "bytes": nbytes, "write_seconds": round(seconds, 4),
             "generating_ranks": writers, "generate_seconds_rank0": round(gen_seconds[0], 4),
             "rows_per_second_per_rank": round(rate, 1)}
@@ -365,7 +369,6 @@ def _write_one_file_pipelined(path, gen, n, dtype, record, ctx) -> tuple[int, fl
     """
     import os
 
-    import h5py
     from mpi4py import MPI
 
     comm, rank, size = ctx.mpi_comm, ctx.rank, ctx.size
@@ -378,46 +381,54 @@ def _write_one_file_pipelined(path, gen, n, dtype, record, ctx) -> tuple[int, fl
             comm.Send(X, dest=0, tag=11)
             comm.Send(y, dest=0, tag=12)
     else:
-        tmp = tmp_name(path)
-        h = None
         try:
-            try:
-                h = h5py.File(tmp, "w")
-                h.attrs["generator"] = record
-                h.attrs.update({"part_index": 0, "part_start": 0, "parts": 1})
-                h.create_dataset("X", shape=(n, gen.features), dtype=dtype)
-                h.create_dataset("y", shape=(n,), dtype=gen.y_dtype)
-            except OSError as exc:
-                error = f"{path}: cannot create ({exc})"
-            for c, (a, b) in enumerate(blocks):
-                if c % size == 0:
-                    X, y = gen.rows(a, b, dtype)
-                else:  # the sends of one rank arrive in order (MPI non-overtaking)
-                    X, y = np.empty((b - a, gen.features), dtype), np.empty(b - a, gen.y_dtype)
-                    comm.Recv(X, source=c % size, tag=11)
-                    comm.Recv(y, source=c % size, tag=12)
-                if error is None:
-                    try:
-                        h["X"].write_direct(X, dest_sel=np.s_[a:b])
-                        h["y"].write_direct(y, dest_sel=np.s_[a:b])
-                    except OSError as exc:
-                        error = f"{path}: write failed ({exc})"
-            if h is not None:
-                h.close()
-                h = None
-            if error is None:
-                fsync_replace(tmp, path)
-                nbytes = os.path.getsize(path)
+            with atomic_path(path) as tmp:
+                error = _receive_and_write(tmp, gen, blocks, dtype, record, ctx)
+                if error is not None:
+                    error = f"{path}: {error}"
+                    raise OSError(error)  # leave no file behind
+            nbytes = os.path.getsize(path)
         except OSError as exc:
-            error = f"{path}: write failed ({exc})"
-        finally:
-            if h is not None:
-                h.close()
-            if os.path.exists(tmp):
-                os.remove(tmp)
+            error = error or f"{path}: write failed ({exc})"
     ctx.agree(error)
     seconds = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
     return int(comm.bcast(nbytes, root=0)), float(seconds)
 
 
-__all__ = ["Generator", "generate", "make_data_from_args", "check_options", "BLOCK_ROWS", "KINDS"]
+def _receive_and_write(tmp, gen, blocks, dtype, record, ctx) -> str | None:
+    """Rank 0's side of :func:`_write_one_file_pipelined`: draw or receive every block in
+    order and write it to ``tmp``. Every block is received even after a write error, so
+    no sender is left blocked. Returns the first error, or None."""
+    import h5py
+
+    comm, size, n = ctx.mpi_comm, ctx.size, blocks[-1][1] if blocks else 0
+    error, h = None, None
+    try:
+        try:
+            h = h5py.File(tmp, "w")
+            h.attrs["generator"] = record
+            h.attrs.update({"part_index": 0, "part_start": 0, "parts": 1})
+            h.create_dataset("X", shape=(n, gen.features), dtype=dtype)
+            h.create_dataset("y", shape=(n,), dtype=gen.y_dtype)
+        except OSError as exc:
+            error = f"cannot create ({exc})"
+        for c, (a, b) in enumerate(blocks):
+            if c % size == 0:
+                X, y = gen.rows(a, b, dtype)
+            else:  # the sends of one rank arrive in order (MPI non-overtaking)
+                X, y = np.empty((b - a, gen.features), dtype), np.empty(b - a, gen.y_dtype)
+                comm.Recv(X, source=c % size, tag=11)
+                comm.Recv(y, source=c % size, tag=12)
+            if error is None:
+                try:
+                    h["X"].write_direct(X, dest_sel=np.s_[a:b])
+                    h["y"].write_direct(y, dest_sel=np.s_[a:b])
+                except OSError as exc:
+                    error = f"write failed ({exc})"
+    finally:
+        if h is not None:
+            h.close()
+    return error
+
+
+__all__ = ["Generator", "generate", "make_data", "check_options", "BLOCK_ROWS", "KINDS"]

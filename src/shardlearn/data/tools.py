@@ -16,9 +16,9 @@ import time
 
 import numpy as np
 
-from ..comm import block_bounds
+from ..util.blocks import block_bounds
 from ..errors import ShardlearnError
-from ..persist import atomic_h5
+from ..util.files import atomic_h5
 from .shards import _read_rows, list_parts, open_dataset
 
 PART_RE = re.compile(r"^part-(\d{5,})\.h5$")
@@ -147,17 +147,17 @@ def _source_meta(ds) -> dict:
         return {"x_dtype": np.dtype(h["X"].dtype), "attrs": attrs}
 
 
-def shard_from_args(args, ctx) -> dict:
-    """``shardlearn shard IN --out DIR --parts S``: split a dataset into ``S`` part files.
+def shard_dataset(input_path: str, out: str, parts: int, ctx) -> dict:
+    """Split a dataset into ``parts`` part files in directory ``out`` (collective).
 
     Each rank copies the parts assigned to it (part ``i`` by rank ``i % P``) in row
     chunks of about 64 MB, so memory per rank stays bounded whatever the file size.
     ``X`` keeps its stored dtype; ``y`` (if present) is copied too. The input may be a
     file or a directory of parts.
     """
-    ds = open_dataset(args.input, ctx)
+    ds = open_dataset(input_path, ctx)
     meta = ctx.mpi_comm.bcast(_source_meta(ds) if ctx.rank == 0 else None, root=0)
-    paths = prepare_output(args.out, args.parts, ctx, protect=[p.path for p in ds.parts])
+    paths = prepare_output(out, parts, ctx, protect=[p.path for p in ds.parts])
     x_dtype, y_dtype, d = meta["x_dtype"], ds.y_dtype, ds.n_features
     step = max(1, COPY_CHUNK_BYTES // max(1, d * x_dtype.itemsize))
 
@@ -179,10 +179,10 @@ def shard_from_args(args, ctx) -> dict:
                     Y.write_direct(ybuf, dest_sel=np.s_[a - lo:b - lo])
 
     nbytes, seconds = write_parts(paths, ds.n_rows, ctx, write_one)
-    ctx.log(f"shard: {ds.n_rows} rows x {d} features from {args.input} -> {args.out} "
+    ctx.log(f"shard: {ds.n_rows} rows x {d} features from {input_path} -> {out} "
             f"({len(paths)} part{'s' if len(paths) > 1 else ''}, {_human_bytes(nbytes)}) in {seconds:.2f} s "
             f"on {ctx.size} rank{'s' if ctx.size > 1 else ''}")
-    return {"command": "shard", "input": str(args.input), "out": str(args.out), "parts": len(paths),
+    return {"command": "shard", "input": str(input_path), "out": str(out), "parts": len(paths),
             "rows": ds.n_rows, "features": d, "bytes": nbytes, "write_seconds": round(seconds, 4)}
 
 
@@ -299,5 +299,5 @@ def format_info(info: dict, max_parts: int = 8) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["shard_from_args", "info", "format_info", "prepare_output", "write_parts", "atomic_h5",
+__all__ = ["shard_dataset", "info", "format_info", "prepare_output", "write_parts", "atomic_h5",
            "part_name", "list_parts"]

@@ -59,12 +59,11 @@ from __future__ import annotations
 
 import inspect
 import os
-import sys
 import time
 
 import numpy as np
 
-from ..backend import compiled_kernels, kernels_name
+from ..backend import compiled_kernels
 from ..errors import ShardlearnError
 from .base import Params
 from .. import rng as _rng
@@ -849,9 +848,7 @@ class KMeans(Params):
             data.close()
 
     def _log(self, ctx, msg):
-        if self.verbose and ctx.rank == 0:
-            sys.stdout.write(msg + "\n")
-            sys.stdout.flush()
+        ctx.log(msg, verbose=bool(self.verbose))
 
     def _lloyd(self, ctx, data, centers, labels, tol):
         """Lloyd iterations from ``centers`` (centred float64); sklearn's stopping rule."""
@@ -964,6 +961,51 @@ class KMeans(Params):
     def fit_transform(self, X, y=None):
         return self.fit(X).transform(X)
 
+    # --------------------------------------------------------- model files, CLI
+    _model_name = "kmeans"
+    evaluate_needs_y = False
+
+    def to_model(self) -> tuple[dict, dict, dict]:
+        """(arrays, params, info) for :func:`shardlearn.models.io.save_estimator`."""
+        self._check_fitted()
+        info = {"n_iter": getattr(self, "n_iter_", None), "inertia": getattr(self, "inertia_", None),
+                "init_seconds": getattr(self, "init_seconds_", None)}
+        return {"cluster_centers": self.cluster_centers_}, self.model_params(), info
+
+    @classmethod
+    def from_model(cls, arrays, params, info, comm=None) -> "KMeans":
+        """The fitted estimator a model file describes (see :mod:`shardlearn.models.io`)."""
+        if "cluster_centers" not in arrays:
+            raise KeyError("no 'cluster_centers' in this k-means model file")
+        # init may name a file of the training machine: it is not needed to predict
+        est = cls(**{k: v for k, v in params.items() if k in cls.param_names() and k not in ("init", "comm")},
+                  comm=comm)
+        est.cluster_centers_ = np.asarray(arrays["cluster_centers"])
+        est.n_features_in_ = est.cluster_centers_.shape[1]
+        return est
+
+    @property
+    def data_options(self) -> dict:
+        """How to read data to apply the model to: in the centers' dtype."""
+        return {"dtype": self.cluster_centers_.dtype}
+
+    def predict_columns(self, X) -> dict:
+        """``labels`` (int64) and ``distance`` to the nearest center, per local row."""
+        labels, d2 = self._nearest(X)
+        return {"labels": labels.astype(np.int64), "distance": np.sqrt(d2)}
+
+    def evaluate(self, X, y=None) -> dict:
+        """Inertia, mean squared distance and cluster sizes over all ranks (collective)."""
+        ctx = self._ctx()
+        with ctx.collective_errors():
+            labels, d2 = self._nearest(X)
+        k = self.cluster_centers_.shape[0]
+        local = np.concatenate((np.bincount(labels, minlength=k).astype(np.float64), [d2.sum()]))
+        tot = ctx.coll.allreduce(local)
+        sizes = tot[:k].astype(np.int64)
+        return {"inertia": float(tot[k]), "mean_sq_distance": float(tot[k] / max(1, sizes.sum())),
+                "cluster_sizes": sizes.tolist()}
+
     def score(self, X, y=None):
         """Minus the inertia of all ranks' rows (collective: every rank calls it)."""
         ctx = self._ctx()
@@ -1014,104 +1056,3 @@ def _relocate_empty(ctx, data: _Local, centers_old, labels, sums, counts) -> Non
         sums[cluster] = x
         counts[cluster] = 1.0
         counts[old] -= 1.0
-
-
-# ------------------------------------------------------------------------ CLI plug-in
-def add_train_arguments(parser, name):
-    """Options of ``shardlearn train kmeans``."""
-    g = parser.add_argument_group("k-means")
-    g.add_argument("--k", type=int, required=True, help="number of clusters")
-    g.add_argument("--init", default="k-means++", metavar="{k-means++,k-means||,random,FILE.h5}",
-                   help="initialisation: greedy k-means++ (as scikit-learn; k passes over the "
-                        "data), k-means|| (Bahmani et al.; ~init-rounds passes, better for large k), "
-                        "random rows, or an HDF5 file with initial centers")
-    g.add_argument("--init-file", default=None, metavar="FILE.h5",
-                   help="initial centers from this HDF5 file (dataset 'centers', or a k-means "
-                        "model file); overrides --init")
-    g.add_argument("--n-init", type=int, default=1, help="runs with different seeds; the lowest "
-                                                          "inertia wins")
-    g.add_argument("--max-iter", type=int, default=300, help="maximum Lloyd iterations")
-    g.add_argument("--tol", type=float, default=1e-4,
-                   help="stop when the summed squared center shift <= tol x mean feature variance")
-    g.add_argument("--init-rounds", type=int, default=5, help="k-means|| sampling rounds")
-    g.add_argument("--oversampling", type=float, default=2.0,
-                   help="k-means|| candidates per round, as a multiple of k")
-
-
-def train_from_args(name, args, ctx) -> dict:
-    """Read the data, fit, save the model on rank 0 (atomic); return report facts."""
-    from ..data import read_shard
-    from ..persist import save_model
-
-    with ctx.collective_errors():
-        out_dir = os.path.dirname(os.path.abspath(args.out))
-        if ctx.rank == 0 and not os.path.isdir(out_dir):
-            raise ShardlearnError(f"{args.out}: directory {out_dir} does not exist")
-    shard = read_shard(args.data, ctx, dtype=args.dtype)
-    init = args.init_file or args.init
-    with ctx.collective_errors():
-        if init not in INITS and not os.path.exists(init):
-            raise ShardlearnError(f"--init {init!r}: not one of {', '.join(INITS)} and no such file")
-    ctx.log(f"kmeans: {shard.n_total} rows x {shard.dataset.n_features} features "
-            f"({shard.X.dtype}) on {ctx.size} ranks, k={args.k}, init={init}, "
-            f"kernels {kernels_name(KERNELS)}")
-    km = KMeans(n_clusters=args.k, init=init, n_init=args.n_init, max_iter=args.max_iter,
-                tol=args.tol, verbose=int(ctx.verbose), random_state=args.seed, comm=ctx,
-                oversampling_factor=args.oversampling, init_rounds=args.init_rounds)
-    km.fit(shard.X)
-    sizes = ctx.coll.allreduce(np.bincount(km.labels_, minlength=args.k).astype(np.int64))
-    params = km.model_params()
-    info = {"n_iter": km.n_iter_, "inertia": km.inertia_, "cluster_sizes": sizes.tolist(),
-            "data": os.path.abspath(args.data), "rows": shard.n_total,
-            "features": shard.dataset.n_features, "dtype": str(shard.X.dtype),
-            "ranks": ctx.size, "topology": ctx.topology, "device": ctx.device,
-            "init_seconds": km.init_seconds_}
-    with ctx.collective_errors():
-        if ctx.rank == 0:
-            save_model(args.out, "kmeans", {"cluster_centers": km.cluster_centers_}, params, info)
-    ctx.log(f"model: {args.out}")
-    iters = km.iteration_log_
-    return {"params": params, "n_iter": km.n_iter_,
-            "metrics": {"inertia": km.inertia_, "cluster_sizes": sizes.tolist()},
-            "init_seconds": round(km.init_seconds_, 4),
-            "seconds_per_iteration": round(sum(i["seconds"] for i in iters) / max(1, len(iters)), 6),
-            "kernels": kernels_name(KERNELS)}
-
-
-class KMeansModel:
-    """A saved k-means model, for ``shardlearn predict`` / ``evaluate``."""
-
-    needs_y = False
-
-    def __init__(self, centers, params, ctx):
-        self.ctx = ctx
-        self.km = KMeans(**{k: v for k, v in params.items() if k in KMeans.param_names()
-                            and k not in ("init", "comm")}, comm=ctx)
-        self.km.cluster_centers_ = centers
-        self.read_options = {"dtype": centers.dtype}
-
-    def predict_columns(self, shard) -> dict:
-        labels, d2 = self.km._nearest(shard.X)
-        return {"labels": labels.astype(np.int64), "distance": np.sqrt(d2)}
-
-    def evaluate(self, shard) -> dict:
-        labels, d2 = self.km._nearest(shard.X)
-        k = self.km.cluster_centers_.shape[0]
-        local = np.concatenate((np.bincount(labels, minlength=k).astype(np.float64), [d2.sum()]))
-        tot = self.ctx.coll.allreduce(local)
-        sizes = tot[:k].astype(np.int64)
-        return {"inertia": float(tot[k]), "mean_sq_distance": float(tot[k] / max(1, sizes.sum())),
-                "cluster_sizes": sizes.tolist()}
-
-
-def load_estimator(path, ctx) -> KMeansModel:
-    """Load a k-means model file on every rank (errors agreed collectively)."""
-    from ..persist import load_model
-
-    out = None
-    with ctx.collective_errors():
-        name, arrays, params, info = load_model(path)
-        if "cluster_centers" not in arrays:
-            raise ShardlearnError(f"{path}: no 'cluster_centers' in this k-means model file")
-        out = KMeansModel(np.asarray(arrays["cluster_centers"]), params, ctx)
-    return out

@@ -29,7 +29,6 @@ See :mod:`shardlearn.models.optim`.
 """
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
@@ -232,8 +231,7 @@ class _Objective:
 class _LinearModel(Params):
     """Shared fitting machinery; see the concrete estimators for the parameters."""
 
-    _kind = "squared"          # "squared" or "logistic" (binary or multinomial by y)
-    _estimator_name = "linear"
+    _model_name = "linear"
     _default_solver = "normal"
     _solvers = SOLVERS
 
@@ -432,11 +430,10 @@ class _LinearModel(Params):
         self.loss_ = float(res.loss) if res.loss is not None else None
         self.history_ = res.history
         self.fit_seconds_ = time.perf_counter() - t_start
-        if verbose and ctx.rank == 0:
-            print(f"{self._estimator_name}: {solver} stopped after {self.n_iter_} iterations "
-                  f"({res.reason}); loss={self.loss_} in {self.fit_seconds_:.3f}s", flush=True)
+        ctx.log(f"{self._model_name}: {solver} stopped after {self.n_iter_} iterations "
+                f"({res.reason}); loss={self.loss_} in {self.fit_seconds_:.3f}s", verbose=verbose)
         if not res.converged and solver in ("lbfgs", "gd", "fista"):
-            ctx.warn(f"{self._estimator_name}: {solver} did not converge ({res.reason}); "
+            ctx.warn(f"{self._model_name}: {solver} did not converge ({res.reason}); "
                      "raise max_iter or tol, or use standardize=True")
         return self
 
@@ -561,7 +558,36 @@ class _LinearModel(Params):
     def _context(self):
         return getattr(self, "_ctx", None) or context_from(self.comm)
 
-    # -------------------------------------------------------------- persistence
+    # -------------------------------------------------------------- model files, CLI
+    evaluate_needs_y = True
+    data_options: dict = {}  # read data in its own dtype
+
+    def to_model(self) -> tuple[dict, dict, dict]:
+        """(arrays, params, info) for :func:`shardlearn.models.io.save_estimator`."""
+        self._check_fitted()
+        info = {k: getattr(self, a, None) for k, a in (("n_iter", "n_iter_"), ("loss", "loss_"),
+                ("converged", "converged_"), ("stop_reason", "stop_reason_"), ("fit_seconds", "fit_seconds_"))}
+        return self.to_arrays(), self.model_params(), info
+
+    @classmethod
+    def from_model(cls, arrays, params, info, comm=None):
+        """The fitted estimator a model file describes (see :mod:`shardlearn.models.io`)."""
+        est = cls(**{k: v for k, v in params.items() if k in cls.param_names() and k != "comm"}, comm=comm)
+        return est.from_arrays(arrays, info)
+
+    def predict_columns(self, X) -> dict:
+        """``prediction`` per local row."""
+        return {"prediction": self.predict(X)}
+
+    def evaluate(self, X, y) -> dict:
+        """R^2 and RMSE over every rank's rows (collective)."""
+        from .. import metrics
+
+        ctx = self._context()
+        pred = self.predict(X)
+        y = np.asarray(y, dtype=np.float64)
+        return {"r2": float(metrics.r2(ctx, y, pred)), "rmse": float(metrics.rmse(ctx, y, pred))}
+
     def to_arrays(self) -> dict:
         return {"coef": np.atleast_2d(self.coef_), "intercept": np.atleast_1d(np.asarray(self.intercept_, dtype=np.float64))}
 
@@ -663,7 +689,7 @@ class LinearRegression(_LinearModel):
         Per-iteration loss, gradient norm, step and seconds.
     """
 
-    _estimator_name = "linear"
+    _model_name = "linear"
 
     def __init__(self, *, fit_intercept=True, solver="normal", standardize=False, **kwargs):
         super().__init__(fit_intercept=fit_intercept, solver=solver, standardize=standardize, **kwargs)
@@ -680,7 +706,7 @@ class Ridge(_LinearModel):
     Other parameters as :class:`LinearRegression`.
     """
 
-    _estimator_name = "ridge"
+    _model_name = "ridge"
 
     def __init__(self, alpha=1.0, *, fit_intercept=True, solver="normal", standardize=False, **kwargs):
         super().__init__(fit_intercept=fit_intercept, solver=solver, standardize=standardize, **kwargs)
@@ -717,7 +743,7 @@ class Lasso(_LinearModel):
     Other parameters as :class:`LinearRegression`.
     """
 
-    _estimator_name = "lasso"
+    _model_name = "lasso"
     _default_solver = "fista"
     _solvers = ("fista", "gd", "sgd")
 
@@ -770,7 +796,7 @@ class LogisticRegression(_LinearModel):
     """
 
     _kind = "logistic"
-    _estimator_name = "logistic"
+    _model_name = "logistic"
     _default_solver = "lbfgs"
     _solvers = ("lbfgs", "gd", "fista", "sgd")
 
@@ -913,6 +939,28 @@ class LogisticRegression(_LinearModel):
                                       f"[{', '.join(_fmt(c) for c in self.classes_)}]")
         return idx
 
+    def predict_columns(self, X) -> dict:
+        """``label`` and class probabilities ``proba`` per local row."""
+        proba = self.predict_proba(X)
+        idx = proba.argmax(axis=1) if proba.shape[0] else np.zeros(0, dtype=np.int64)
+        return {"label": self.classes_[idx], "proba": proba}
+
+    def evaluate(self, X, y) -> dict:
+        """Accuracy, log-loss and (binary) ROC AUC over every rank's rows (collective)."""
+        from .. import metrics
+
+        ctx = self._context()
+        yi = self.class_index(y, ctx)
+        proba = self.predict_proba(X)
+        pred = proba.argmax(axis=1) if proba.shape[0] else np.zeros(0, dtype=np.int64)
+        out = {"accuracy": float(metrics.accuracy(ctx, yi, pred))}
+        if proba.shape[1] == 2:
+            out["log_loss"] = float(metrics.log_loss(ctx, yi, proba[:, 1]))
+            out["roc_auc"] = float(metrics.roc_auc(ctx, yi, proba[:, 1]))
+        else:
+            out["log_loss"] = float(metrics.log_loss(ctx, yi, proba))
+        return out
+
     def to_arrays(self) -> dict:
         return {"coef": self.coef_, "intercept": np.atleast_1d(self.intercept_), "classes": self.classes_}
 
@@ -928,186 +976,3 @@ class LogisticRegression(_LinearModel):
 def _fmt(v) -> str:
     v = float(v)
     return str(int(v)) if v == int(v) else repr(v)
-
-
-ESTIMATORS = {"linear": LinearRegression, "ridge": Ridge, "lasso": Lasso, "logistic": LogisticRegression}
-
-
-# ============================================================================ CLI plug-in
-def _class_weight_arg(text: str):
-    """``balanced``, ``none``, JSON ``{"0": 1, "1": 5}`` or ``0:1,1:5``."""
-    if text is None or text.lower() == "none":
-        return None
-    if text == "balanced":
-        return "balanced"
-    try:
-        if text.lstrip().startswith("{"):
-            d = json.loads(text)
-        else:
-            d = dict(item.split(":") for item in text.split(","))
-        return {float(k): float(v) for k, v in d.items()}
-    except (ValueError, TypeError) as exc:
-        import argparse
-
-        raise argparse.ArgumentTypeError(
-            f"--class-weight {text!r}: expected 'balanced', 'none', LABEL:WEIGHT,... or a JSON object") from exc
-
-
-def add_train_arguments(parser, name: str) -> None:
-    """Options of ``shardlearn train linear|ridge|lasso|logistic``."""
-    import argparse
-
-    solvers = ESTIMATORS[name]._solvers
-    default = ESTIMATORS[name]._default_solver
-    g = parser.add_argument_group(f"{name} model")
-    solver_help = {"normal": "allreduce X^T X and X^T y once and solve by Cholesky (exact, one pass)",
-                   "lbfgs": "quasi-Newton, one allreduce per loss+gradient evaluation",
-                   "gd": "gradient descent with backtracking (proximal for L1)",
-                   "fista": "accelerated proximal gradient with adaptive restart",
-                   "sgd": "synchronous mini-batch SGD; batches keyed by global row, the same for any rank count"}
-    g.add_argument("--solver", choices=solvers, default=default,
-                   help="; ".join(f"{s}: {solver_help[s]}" for s in solvers))
-    if name in ("ridge", "lasso"):
-        g.add_argument("--alpha", type=float, default=1.0,
-                       help="penalty strength, scikit-learn's scaling: minimise " +
-                            ("||y - Xw - b||^2 + alpha ||w||^2" if name == "ridge"
-                             else "1/(2n) ||y - Xw - b||^2 + alpha ||w||_1"))
-    if name == "logistic":
-        g.add_argument("--C", type=float, default=1.0, dest="C",
-                       help="inverse regularisation strength: minimise C * sum(log-loss) + penalty")
-        g.add_argument("--penalty", choices=["l2", "l1", "none"], default="l2",
-                       help="l2: 1/2 ||w||^2; l1: ||w||_1 (needs --solver gd, fista or sgd); none")
-        g.add_argument("--class-weight", type=_class_weight_arg, default=None, metavar="balanced|LABEL:W,...",
-                       help="reweigh classes: 'balanced' uses n/(K n_k) from global class counts; "
-                            "or explicit weights like 0:1,1:5")
-    g.add_argument("--fit-intercept", action=argparse.BooleanOptionalAction, default=True,
-                   help="fit an unpenalised intercept")
-    g.add_argument("--standardize", action="store_true",
-                   help="scale features by their global standard deviation while solving (one allreduce); "
-                        "coefficients are stored on the original scale; penalties then apply to the "
-                        "standardised coefficients")
-    it = parser.add_argument_group("iterative solvers (lbfgs, gd, fista, sgd)")
-    it.add_argument("--max-iter", type=int, default=None,
-                    help="maximum iterations; unset: 100 for lbfgs, 1000 for gd/fista (sgd uses --epochs)")
-    it.add_argument("--tol", type=float, default=1e-4,
-                    help="stop when the max-norm of the gradient (mapping) of the loss divided by the "
-                         "total sample weight falls below this; sgd: minimum improvement per epoch")
-    it.add_argument("--validation-fraction", type=float, default=0.0,
-                    help="hold out this fraction of rows (chosen by global row index and --seed) and stop "
-                         "when their loss stops improving; the best model on them is kept")
-    it.add_argument("--n-iter-no-change", type=int, default=5,
-                    help="iterations (sgd: epochs) without improvement before stopping")
-    it.add_argument("--lbfgs-memory", type=int, default=10, help="L-BFGS correction pairs kept")
-    sg = parser.add_argument_group("sgd")
-    sg.add_argument("--batch-size", type=int, default=256, help="global mini-batch size (rows over all ranks)")
-    sg.add_argument("--learning-rate", type=float, default=0.01,
-                    help="initial step size eta0 (gd: a fixed step if --fixed-step)")
-    sg.add_argument("--schedule", choices=list(optim.SCHEDULES), default="invscaling",
-                    help="step size: constant eta0; invscaling eta0/(t+1)^power_t; cosine decay to 0 over all steps")
-    sg.add_argument("--power-t", type=float, default=0.5, help="exponent of the invscaling schedule")
-    sg.add_argument("--momentum", type=float, default=0.0, help="heavy-ball momentum in [0, 1)")
-    sg.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
-    sg.add_argument("--epochs", type=int, default=10, help="maximum passes over the training rows")
-    sg.add_argument("--fixed-step", action="store_true",
-                    help="gd: use --learning-rate as a fixed step instead of backtracking")
-
-
-def _build(name: str, args, ctx):
-    common = dict(fit_intercept=args.fit_intercept, standardize=args.standardize, solver=args.solver,
-                  max_iter=args.max_iter, tol=args.tol, batch_size=args.batch_size,
-                  learning_rate=args.learning_rate, schedule=args.schedule, power_t=args.power_t,
-                  momentum=args.momentum, nesterov=args.nesterov, epochs=args.epochs,
-                  validation_fraction=args.validation_fraction, n_iter_no_change=args.n_iter_no_change,
-                  lbfgs_memory=args.lbfgs_memory, fixed_step=args.fixed_step, random_state=args.seed, comm=ctx)
-    if name == "linear":
-        est = LinearRegression(**common)
-    elif name == "ridge":
-        est = Ridge(alpha=args.alpha, **common)
-    elif name == "lasso":
-        est = Lasso(alpha=args.alpha, **common)
-    else:
-        est = LogisticRegression(C=args.C, penalty=None if args.penalty == "none" else args.penalty,
-                                 class_weight=args.class_weight, **common)
-    return est
-
-
-def train_from_args(name: str, args, ctx) -> dict:
-    """``shardlearn train linear|ridge|lasso|logistic``: read, fit, save, report."""
-    from ..data import read_shard
-    from ..persist import save_model
-
-    shard = read_shard(args.data, ctx, dtype=args.dtype, need_y=True)
-    est = _build(name, args, ctx)
-    with ctx.timers.phase("fit"):
-        est.fit(shard.X, shard.y, row_offset=shard.start)
-    wrapper = _Loaded(name, est, ctx)
-    metrics = wrapper.evaluate(shard)
-    params = est.model_params()
-    info = {"n_iter": est.n_iter_, "loss": est.loss_, "converged": est.converged_,
-            "stop_reason": est.stop_reason_, "rows": shard.n_total, "features": est.n_features_in_,
-            "data": args.data, "train_metrics": metrics, "fit_seconds": est.fit_seconds_, **ctx.describe()}
-    with ctx.collective_errors():
-        if ctx.rank == 0:
-            save_model(args.out, name, est.to_arrays(), params, info)
-    ctx.log(f"{name}: wrote {args.out}; training " +
-            " ".join(f"{k}={v:.6g}" for k, v in metrics.items()))
-    return {"params": params, "n_iter": est.n_iter_, "loss": est.loss_, "converged": est.converged_,
-            "stop_reason": est.stop_reason_, "metrics": metrics, "fit_seconds": est.fit_seconds_}
-
-
-class _Loaded:
-    """A fitted estimator wrapped for ``predict``/``evaluate`` (see cli.py)."""
-
-    read_options: dict = {}
-
-    def __init__(self, name, est, ctx):
-        self.name, self.est, self.ctx = name, est, ctx
-        self.read_options = {}
-
-    def predict_columns(self, shard) -> dict:
-        if self.name == "logistic":
-            proba = self.est.predict_proba(shard.X)
-            idx = proba.argmax(axis=1) if proba.shape[0] else np.zeros(0, dtype=np.int64)
-            return {"label": self.est.classes_[idx], "proba": proba}
-        return {"prediction": self.est.predict(shard.X)}
-
-    def evaluate(self, shard) -> dict:
-        from .. import metrics
-
-        ctx = self.ctx
-        if self.name == "logistic":
-            yi = self.est.class_index(shard.y, ctx)
-            proba = self.est.predict_proba(shard.X)
-            pred = proba.argmax(axis=1) if proba.shape[0] else np.zeros(0, dtype=np.int64)
-            out = {"accuracy": float(metrics.accuracy(ctx, yi, pred))}
-            if proba.shape[1] == 2:
-                out["log_loss"] = float(metrics.log_loss(ctx, yi, proba[:, 1]))
-                out["roc_auc"] = float(metrics.roc_auc(ctx, yi, proba[:, 1]))
-            else:
-                out["log_loss"] = float(metrics.log_loss(ctx, yi, proba))
-            return out
-        pred = self.est.predict(shard.X)
-        y = np.asarray(shard.y, dtype=np.float64)
-        return {"r2": float(metrics.r2(ctx, y, pred)), "rmse": float(metrics.rmse(ctx, y, pred))}
-
-
-def load_estimator(path: str, ctx):
-    """Load a linear/ridge/lasso/logistic model file (rank 0 reads, all ranks receive)."""
-    from ..persist import load_model
-
-    got = None
-    if ctx.rank == 0:
-        try:
-            got = load_model(path)
-        except ShardlearnError as exc:
-            got = exc
-    got = ctx.coll.bcast_obj(got, root=0)
-    if isinstance(got, ShardlearnError):
-        raise ShardlearnError(str(got))
-    name, arrays, params, info = got
-    cls = ESTIMATORS[name]
-    kwargs = {k: v for k, v in params.items() if k in cls.param_names()}
-    est = cls(**kwargs, comm=ctx) if "comm" not in kwargs else cls(**kwargs)
-    est.from_arrays(arrays, info)
-    est._ctx = ctx
-    return _Loaded(name, est, ctx)

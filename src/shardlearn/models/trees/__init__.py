@@ -7,5 +7,14 @@ One job per module, as in scikit-learn's hist-gradient-boosting:
 - :mod:`.split` — vectorised best-split search on (combined) histograms;
 - :mod:`.grower` — grows one tree (leaf-wise or depth-wise), combining each step's
   histograms across ranks with one ``allreduce`` (or ``reduce_scatter`` by feature blocks);
-- :mod:`.predict` — the tree ensemble as flat arrays and its vectorised prediction.
+- :mod:`.predict` — the tree ensemble as flat arrays and its vectorised prediction;
+- :mod:`.categorical` — LightGBM's categorical splits (one-vs-rest, sorted many-vs-many);
+- :mod:`.common` — what both estimators share: input checks, labels, applying a fitted model;
+- :mod:`.io` — model files and the readable JSON dump, for both estimators;
+- :mod:`.gbdt`, :mod:`.forest` — the estimators.
 """
+from .forest import RandomForestClassifier, RandomForestRegressor
+from .gbdt import GradientBoostingClassifier, GradientBoostingRegressor
+
+__all__ = ["GradientBoostingClassifier", "GradientBoostingRegressor", "RandomForestClassifier",
+           "RandomForestRegressor"]

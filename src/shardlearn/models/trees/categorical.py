@@ -36,6 +36,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...backend import compiled_kernels
+from ...errors import ShardlearnError
 from .split import TIE_RTOL, SplitParams, node_score
 
 #: up to this many (node, scan order) rows, the min_data_per_group scan runs in plain Python
@@ -53,6 +54,21 @@ class CatParams:
         self.cat_l2 = float(cat_l2)
         self.max_cat_threshold = int(max_cat_threshold)
         self.min_data_per_group = int(min_data_per_group)
+
+
+def check_categorical_params(est) -> None:
+    """Range checks of an estimator's categorical split parameters (raise ShardlearnError)."""
+    if not est.cat_smooth >= 0 or not est.cat_l2 >= 0:
+        raise ShardlearnError(f"cat_smooth and cat_l2 must be >= 0, got {est.cat_smooth} and {est.cat_l2}")
+    for name in ("max_cat_threshold", "min_data_per_group", "max_cat_to_onehot"):
+        if int(getattr(est, name)) < 1:
+            raise ShardlearnError(f"{name} must be >= 1, got {getattr(est, name)}")
+
+
+def cat_params(est, features) -> CatParams:
+    """The :class:`CatParams` of an estimator's categorical parameters for ``features``."""
+    return CatParams(features, est.max_cat_to_onehot, est.cat_smooth, est.cat_l2, est.max_cat_threshold,
+                     est.min_data_per_group)
 
 
 def _first_best(scores: np.ndarray):

@@ -159,9 +159,40 @@ class FittedEnsemble:
         s = imp.sum()
         return imp / s if s > 0 else imp
 
-    def _classes_array(self) -> dict:
-        """``{"classes": ...}`` for the model file (HDF5 stores text as bytes), or {}."""
-        if self.classes_ is None:
-            return {}
-        cl = np.asarray(self.classes_)
-        return {"classes": cl.astype("S") if cl.dtype.kind == "U" else cl}
+    # ---------------------------------------------------- applying a fitted model
+    evaluate_needs_y = True
+    data_options = {"allow_nan": True}  # NaN is a missing value
+
+    def predict_columns(self, X) -> dict:
+        """``prediction`` per local row, and ``proba`` (class probabilities) for classifiers.
+
+        A classifier's ``prediction`` is the class label, or its index when labels are text.
+        """
+        if getattr(self, "classes_", None) is None:
+            return {"prediction": self.predict(X)}
+        proba = self.predict_proba(X)
+        pred = np.asarray(self.classes_)[np.argmax(proba, axis=1)] if len(proba) else np.empty(0)
+        if pred.dtype.kind in "US":
+            pred = np.searchsorted(self.classes_, pred)
+        return {"prediction": pred, "proba": proba}
+
+    def evaluate(self, X, y) -> dict:
+        """RMSE and R^2 (regression), or accuracy, log-loss and binary ROC AUC (collective)."""
+        from ... import metrics
+
+        ctx = context_from(self.comm)
+        if getattr(self, "classes_", None) is None:
+            pred = self.predict(X)
+            return {"rmse": metrics.rmse(ctx, y, pred), "r2": metrics.r2(ctx, y, pred)}
+        classes = np.asarray(self.classes_)
+        with ctx.collective_errors():
+            idx = np.searchsorted(classes, y)
+            idx = np.clip(idx, 0, len(classes) - 1)
+            if len(y) and not np.array_equal(classes[idx], y.astype(classes.dtype)):
+                raise ShardlearnError("labels in the data that the model never saw in training")
+        proba = self.predict_proba(X)
+        out = {"accuracy": metrics.accuracy(ctx, idx, np.argmax(proba, axis=1) if len(proba) else idx),
+               "log_loss": metrics.log_loss(ctx, idx, proba[:, 1] if proba.shape[1] == 2 else proba)}
+        if proba.shape[1] == 2:
+            out["roc_auc"] = metrics.roc_auc(ctx, idx, proba[:, 1])
+        return out

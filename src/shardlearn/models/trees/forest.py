@@ -28,10 +28,10 @@ from ... import rng
 from ...data.binning import BinMapper
 from ...errors import ShardlearnError
 from ..base import Params
+from .categorical import cat_params, check_categorical_params
 from .common import FittedEnsemble, class_labels, diff, phase_snapshot, prepare, resolve_categorical
-from .gbdt import (LoadedModel, _HelpFormatter, _save, add_tree_arguments, cat_params, categorical_kwargs,
-                   check_categorical_params, model_json)
 from .grower import HIST_REDUCE, GrowParams, TreeGrower
+from .io import ensemble_arrays, model_json, restore_ensemble
 from .predict import Ensemble
 from .split import SplitParams
 
@@ -72,7 +72,9 @@ class _RandomForest(FittedEnsemble, Params):
         LightGBM's categorical split parameters (defaults 4, 10, 32, 100).
     cat_l2 : float
         Extra L2 penalty of many-vs-many splits; 0 by default (leaf values stay frequencies).
-    seed : int
+    random_state : int
+        Seed of the bootstrap weights, the per-node feature draws and the binning sample;
+        draws are keyed by global row, so the model does not depend on P.
     comm : mpi4py communicator or shardlearn Context, optional
     verbose : bool
     """
@@ -80,7 +82,7 @@ class _RandomForest(FittedEnsemble, Params):
     def __init__(self, *, n_estimators=100, max_depth=None, num_leaves=None, min_child_samples=1,
                  max_features="sqrt", bootstrap=True, max_bin=255, min_gain_to_split=0.0,
                  hist_reduce="allreduce", categorical_features=None, max_cat_to_onehot=4, cat_smooth=10.0,
-                 cat_l2=0.0, max_cat_threshold=32, min_data_per_group=100, seed=0, comm=None, verbose=False):
+                 cat_l2=0.0, max_cat_threshold=32, min_data_per_group=100, random_state=0, comm=None, verbose=False):
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.num_leaves = num_leaves
@@ -96,7 +98,7 @@ class _RandomForest(FittedEnsemble, Params):
         self.cat_l2 = cat_l2
         self.max_cat_threshold = max_cat_threshold
         self.min_data_per_group = min_data_per_group
-        self.seed = seed
+        self.random_state = random_state
         self.comm = comm
         self.verbose = verbose
 
@@ -146,7 +148,7 @@ class _RandomForest(FittedEnsemble, Params):
             cat = resolve_categorical(self.categorical_features, d)
         t0 = time.perf_counter()
         with ctx.timers.phase("binning"):
-            mapper = BinMapper(self.max_bin, seed=self.seed, categorical=cat)
+            mapper = BinMapper(self.max_bin, seed=self.random_state, categorical=cat)
             codes = mapper.fit_transform(X, grows, n_total, ctx)
         self.binning_seconds_ = time.perf_counter() - t0
         self.bin_mapper_ = mapper
@@ -163,7 +165,7 @@ class _RandomForest(FittedEnsemble, Params):
             snap = phase_snapshot(ctx)
             wire0, ncoll0 = grower.wire_bytes, grower.hist_collectives
             if self.bootstrap:
-                w = poisson1(rng.row_uniform(self.seed, rng.stream_id("bootstrap", t), grows))
+                w = poisson1(rng.row_uniform(self.random_state, rng.stream_id("bootstrap", t), grows))
             else:
                 w = np.ones(len(X))
             rows = np.flatnonzero(w > 0)
@@ -179,7 +181,7 @@ class _RandomForest(FittedEnsemble, Params):
                 # feature), identical on every rank
                 if m >= d:
                     return np.ones((len(ids), d), dtype=bool)
-                keys = rng.row_bits(self.seed, rng.stream_id("forest-features", t),
+                keys = rng.row_bits(self.random_state, rng.stream_id("forest-features", t),
                                     (ids[:, None] * d + np.arange(d)[None, :]).ravel()).reshape(len(ids), d)
                 pick = np.argsort(keys, axis=1, kind="stable")[:, :m]
                 mask = np.zeros((len(ids), d), dtype=bool)
@@ -206,13 +208,22 @@ class _RandomForest(FittedEnsemble, Params):
     def _average(self, X):
         return self.ensemble_.raw_sum(self._check_X(X), self.ensemble_.n_out, average=True)
 
-    def to_model(self):
+    _model_name = "forest"
+
+    def to_model(self) -> tuple[dict, dict, dict]:
+        """(arrays, params, info) for :func:`shardlearn.models.io.save_estimator`."""
         self._check_fitted()
-        arrays = {"trees": self.ensemble_.to_arrays(), "bins": self.bin_mapper_.to_arrays(),
-                  **self._classes_array()}
         info = {"class": type(self).__name__, "n_features": self.n_features_in_,
                 "n_trees": self.ensemble_.n_trees}
-        return arrays, self.model_params(), info
+        return ensemble_arrays(self), self.model_params(), info
+
+    @classmethod
+    def from_model(cls, arrays, params, info, comm=None):
+        """The fitted estimator a model file describes (see :mod:`shardlearn.models.io`)."""
+        klass = RandomForestClassifier if info["class"] == "RandomForestClassifier" else RandomForestRegressor
+        est = restore_ensemble(klass, arrays, params, info, comm)
+        est.n_trees_per_iteration_ = 1
+        return est
 
     def to_json(self) -> dict:
         self._check_fitted()
@@ -251,71 +262,4 @@ class RandomForestRegressor(_RandomForest):
         return self._average(X)[:, 0]
 
 
-def from_model(arrays, params, info):
-    cls = RandomForestClassifier if info["class"] == "RandomForestClassifier" else RandomForestRegressor
-    est = cls(**params)
-    est.ensemble_ = Ensemble.from_arrays(arrays["trees"])
-    est.bin_mapper_ = BinMapper.from_arrays(arrays["bins"])
-    est.classes_ = np.asarray(arrays["classes"]) if "classes" in arrays else None
-    if est.classes_ is not None and est.classes_.dtype.kind in "SO":
-        est.classes_ = est.classes_.astype(str)
-    est.n_features_in_ = int(info["n_features"])
-    est.n_trees_per_iteration_ = 1
-    return est
-
-
-# ======================================================================= CLI plug-in
-def add_train_arguments(parser, name: str) -> None:
-    """Options of ``shardlearn train forest``."""
-    parser.formatter_class = _HelpFormatter
-    parser.epilog = """\
-examples:
-  mpiexec -n 4 shardlearn train forest --data data/c --n-estimators 200 --max-depth 16 --out runs/rf.h5
-  mpiexec -n 4 shardlearn train forest --data data/r --objective regression --max-features 0.5 \\
-      --min-child-samples 5 --out runs/rfr.h5
-Trees grow depth-wise (one histogram collective per level); with --max-depth unset on
-large data the trees get very deep: set --max-depth or --num-leaves."""
-    g = parser.add_argument_group("random forest")
-    g.add_argument("--objective", default="classification", choices=["classification", "regression"],
-                   help="Gini classification (any number of classes) or variance-reduction regression")
-    g.add_argument("--num-class", type=int, default=None,
-                   help="classification: labels must be integers 0..NUM_CLASS-1 (None: the distinct labels)")
-    g.add_argument("--n-estimators", type=int, default=100, help="number of trees")
-    g.add_argument("--num-leaves", type=int, default=None, help="leaves per tree at most (None: no limit)")
-    g.add_argument("--max-features", default=None,
-                   help="features drawn per node: sqrt, log2, a count or a fraction "
-                        "(None: sqrt for classification, all for regression)")
-    g.add_argument("--no-bootstrap", action="store_true",
-                   help="use every row in every tree instead of Poisson(1) bootstrap weights")
-    add_tree_arguments(parser)
-    parser.set_defaults(min_child_samples=1)
-
-
-def train_from_args(name: str, args, ctx) -> dict:
-    from ...data.shards import read_shard
-
-    shard = read_shard(args.data, ctx, need_y=True, allow_nan=True)
-    mf = args.max_features
-    if mf is not None and mf not in ("sqrt", "log2"):
-        mf = float(mf) if "." in mf else int(mf)
-    kw = dict(n_estimators=args.n_estimators, max_depth=args.max_depth, num_leaves=args.num_leaves,
-              min_child_samples=args.min_child_samples, bootstrap=not args.no_bootstrap,
-              max_bin=args.max_bin, min_gain_to_split=args.min_gain_to_split,
-              hist_reduce=args.hist_reduce, seed=args.seed, comm=ctx, **categorical_kwargs(args))
-    if args.objective == "regression":
-        est = RandomForestRegressor(max_features=1.0 if mf is None else mf, **kw)
-        est.fit(shard.X, shard.y)
-    else:
-        est = RandomForestClassifier(max_features="sqrt" if mf is None else mf, **kw)
-        est.fit(shard.X, shard.y, n_classes=args.num_class)
-    ctx.log(f"forest: {shard.n_total} rows x {shard.dataset.n_features} features on {ctx.size} ranks")
-    return _save(est, "forest", args, ctx, shard)
-
-
-def load_estimator(path: str, ctx):
-    from .gbdt import load_estimator as load
-
-    return load(path, ctx)
-
-
-__all__ = ["RandomForestClassifier", "RandomForestRegressor", "LoadedModel"]
+__all__ = ["RandomForestClassifier", "RandomForestRegressor"]

@@ -19,7 +19,6 @@ against the rest or by gradient-ratio-sorted sets of categories (:mod:`.categori
 """
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
@@ -29,10 +28,11 @@ from ... import metrics, rng
 from ...data.binning import BinMapper
 from ...errors import ShardlearnError
 from ..base import Params
-from .categorical import CatParams
+from .categorical import cat_params, check_categorical_params
 from .common import (FittedEnsemble, class_labels, diff, phase_snapshot, prepare, resolve_categorical,
                      sample_features)
 from .grower import GROWTH, HIST_REDUCE, GrowParams, TreeGrower
+from .io import ensemble_arrays, model_json, restore_ensemble
 from .predict import Ensemble, tree_values
 from .split import SplitParams
 
@@ -104,20 +104,20 @@ class _GradientBoosting(FittedEnsemble, Params):
         Categories in the left set of a many-vs-many split at most.
     min_data_per_group : int
         Rows per group of categories at least (and on the right side of the split).
-    seed : int
+    random_state : int
+        Seed of every random draw (validation split, bagging, feature fraction, binning
+        sample); draws are keyed by global row, so the model does not depend on P.
     comm : mpi4py communicator or shardlearn Context, optional (default COMM_WORLD)
     verbose : bool
         Rank 0 logs one line per iteration.
     """
-
-    _objectives: tuple = ()
 
     def __init__(self, *, n_estimators=100, learning_rate=0.1, num_leaves=31, max_depth=None,
                  growth="leafwise", max_bin=255, min_child_samples=20, min_sum_hessian=1e-3,
                  lambda_l2=0.0, min_gain_to_split=0.0, feature_fraction=1.0, bagging_fraction=1.0,
                  bagging_freq=0, validation_fraction=0.0, early_stopping_rounds=None, metric=None,
                  hist_reduce="allreduce", categorical_features=None, max_cat_to_onehot=4, cat_smooth=10.0,
-                 cat_l2=10.0, max_cat_threshold=32, min_data_per_group=100, seed=0, comm=None, verbose=False):
+                 cat_l2=10.0, max_cat_threshold=32, min_data_per_group=100, random_state=0, comm=None, verbose=False):
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
@@ -141,7 +141,7 @@ class _GradientBoosting(FittedEnsemble, Params):
         self.cat_l2 = cat_l2
         self.max_cat_threshold = max_cat_threshold
         self.min_data_per_group = min_data_per_group
-        self.seed = seed
+        self.random_state = random_state
         self.comm = comm
         self.verbose = verbose
 
@@ -203,7 +203,7 @@ class _GradientBoosting(FittedEnsemble, Params):
         self.metric_ = metric
         # validation rows: keyed by global row index
         if self.validation_fraction > 0:
-            is_val = rng.row_uniform(self.seed, rng.stream_id("validation"), grows) < self.validation_fraction
+            is_val = rng.row_uniform(self.random_state, rng.stream_id("validation"), grows) < self.validation_fraction
         else:
             is_val = np.zeros(len(X), dtype=bool)
         Xtr, ytr, gtr = X[~is_val], yk[~is_val], grows[~is_val]
@@ -214,7 +214,7 @@ class _GradientBoosting(FittedEnsemble, Params):
                 raise ShardlearnError("no training rows left after the validation hold-out")
         t0 = time.perf_counter()
         with ctx.timers.phase("binning"):
-            mapper = BinMapper(self.max_bin, seed=self.seed, categorical=cat)
+            mapper = BinMapper(self.max_bin, seed=self.random_state, categorical=cat)
             codes = mapper.fit_transform(Xtr, gtr, n_train, ctx)
         self.binning_seconds_ = time.perf_counter() - t0
         self.bin_mapper_ = mapper
@@ -271,10 +271,10 @@ class _GradientBoosting(FittedEnsemble, Params):
                     G = (p - Ytr).T
                     H = (K / (K - 1.0)) * (p * (1.0 - p)).T
             if self.bagging_freq and self.bagging_fraction < 1 and it % self.bagging_freq == 0:
-                u = rng.row_uniform(self.seed, rng.stream_id("bagging", it // self.bagging_freq), gtr)
+                u = rng.row_uniform(self.random_state, rng.stream_id("bagging", it // self.bagging_freq), gtr)
                 in_bag = u < self.bagging_fraction
                 rows = np.flatnonzero(in_bag)
-            feats = sample_features(self.seed, ("feature_fraction", it), d, self.feature_fraction)
+            feats = sample_features(self.random_state, ("feature_fraction", it), d, self.feature_fraction)
             mask = None
             if len(feats) < d:
                 m = np.zeros(d, dtype=bool)
@@ -347,11 +347,12 @@ class _GradientBoosting(FittedEnsemble, Params):
         return self.init_score_[None, :] + self.ensemble_.raw_sum(X, self.n_trees_per_iteration_)
 
     # ---------------------------------------------------------- persistence
+    _model_name = "gbdt"
+
     def to_model(self) -> tuple[dict, dict, dict]:
         """(arrays, params, info) for :func:`shardlearn.persist.save_model`."""
         self._check_fitted()
-        arrays = {"trees": self.ensemble_.to_arrays(), "bins": self.bin_mapper_.to_arrays(),
-                  "init_score": self.init_score_, **self._classes_array()}
+        arrays = {**ensemble_arrays(self), "init_score": self.init_score_}
         info = {"objective": self.objective_, "n_features": self.n_features_in_,
                 "n_iter": self.n_iter_, "best_iteration": self.best_iteration_,
                 "n_trees": self.ensemble_.n_trees, "metric": self.metric_,
@@ -359,17 +360,13 @@ class _GradientBoosting(FittedEnsemble, Params):
         return arrays, self.model_params(), info
 
     @classmethod
-    def from_model(cls, arrays, params, info):
-        est = (GradientBoostingClassifier if info["class"] == "GradientBoostingClassifier"
-               else GradientBoostingRegressor)(**params)
-        est.ensemble_ = Ensemble.from_arrays(arrays["trees"])
-        est.bin_mapper_ = BinMapper.from_arrays(arrays["bins"])
+    def from_model(cls, arrays, params, info, comm=None):
+        """The fitted estimator a model file describes (see :mod:`shardlearn.models.io`)."""
+        klass = (GradientBoostingClassifier if info["class"] == "GradientBoostingClassifier"
+                 else GradientBoostingRegressor)
+        est = restore_ensemble(klass, arrays, params, info, comm)
         est.init_score_ = np.asarray(arrays["init_score"], dtype=np.float64)
-        est.classes_ = np.asarray(arrays["classes"]) if "classes" in arrays else None
-        if est.classes_ is not None and est.classes_.dtype.kind in "SO":
-            est.classes_ = est.classes_.astype(str)
         est.objective_ = info["objective"]
-        est.n_features_in_ = int(info["n_features"])
         est.n_iter_, est.best_iteration_ = info["n_iter"], info["best_iteration"]
         est.metric_ = info["metric"]
         est.n_trees_per_iteration_ = int(info["K"])
@@ -381,51 +378,6 @@ class _GradientBoosting(FittedEnsemble, Params):
         return model_json(self.ensemble_, self.bin_mapper_, self.model_params(),
                           {"objective": self.objective_, "init_score": self.init_score_.tolist(),
                            "classes": None if self.classes_ is None else self.classes_.tolist()})
-
-
-def model_json(ens: Ensemble, mapper: BinMapper, params: dict, head: dict) -> dict:
-    """Readable dump. A categorical node lists the ``categories`` going left (the
-    others, missing and unseen ones go right) instead of a threshold."""
-    from .categorical import in_bitset
-
-    trees = []
-    for t, k in zip(ens.trees, ens.tree_class):
-        nodes = []
-        ci = t.get("cat_index")
-        for i in range(len(t["feature"])):
-            n = {"id": i, "depth": int(t["depth"][i]), "count": float(t["count"][i]),
-                 "value": [float(v) for v in t["value"][i]]}
-            f = int(t["feature"][i])
-            if f >= 0 and ci is not None and ci[i] >= 0:
-                cats = mapper.categories_[f]
-                left = in_bitset(t["cat_bits"], int(ci[i]), np.arange(len(cats)))
-                n.update(feature=f, categories=[int(c) for c in cats[left]], missing_left=False,
-                         gain=float(t["gain"][i]), left=int(t["left"][i]), right=int(t["right"][i]))
-            elif f >= 0:
-                n.update(feature=f, threshold=float(t["threshold"][i]),
-                         bin=int(t["bin"][i]), missing_left=bool(t["missing_left"][i]),
-                         gain=float(t["gain"][i]), left=int(t["left"][i]), right=int(t["right"][i]))
-            nodes.append(n)
-        trees.append({"class": int(k), "nodes": nodes})
-    out = {**head, "params": params, "n_bins": mapper.n_bins_.tolist(), "trees": trees}
-    if len(mapper.categorical):
-        out["categorical_features"] = mapper.categorical.tolist()
-        out["categories"] = {str(f): c.tolist() for f, c in mapper.categories_.items()}
-    return out
-
-
-def check_categorical_params(est) -> None:
-    """Range checks of the categorical split parameters (raise ShardlearnError)."""
-    if not est.cat_smooth >= 0 or not est.cat_l2 >= 0:
-        raise ShardlearnError(f"cat_smooth and cat_l2 must be >= 0, got {est.cat_smooth} and {est.cat_l2}")
-    for name in ("max_cat_threshold", "min_data_per_group", "max_cat_to_onehot"):
-        if int(getattr(est, name)) < 1:
-            raise ShardlearnError(f"{name} must be >= 1, got {getattr(est, name)}")
-
-
-def cat_params(est, features) -> CatParams:
-    return CatParams(features, est.max_cat_to_onehot, est.cat_smooth, est.cat_l2, est.max_cat_threshold,
-                     est.min_data_per_group)
 
 
 def _format_line(rec, metric):
@@ -479,193 +431,3 @@ class GradientBoostingClassifier(_GradientBoosting):
 
     def predict(self, X) -> np.ndarray:
         return np.asarray(self.classes_)[np.argmax(self.predict_proba(X), axis=1)]
-
-
-# ======================================================================= CLI plug-in
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown, examples kept as written."""
-
-
-GBDT_EXAMPLES = """\
-examples:
-  mpiexec -n 4 shardlearn train gbdt --data data/higgs --objective binary --out runs/gbdt.h5
-  mpiexec -n 4 shardlearn train gbdt --data data/c --objective multiclass --num-class 5 \\
-      --validation-fraction 0.1 --early-stopping-rounds 20 --metric logloss --out runs/mc.h5
-  mpiexec -n 4 shardlearn train gbdt --data data/r --objective regression --hist-reduce reduce_scatter \\
-      --json-dump runs/trees.json --out runs/reg.h5
-  mpiexec -n 4 shardlearn train gbdt --data data/adult --categorical 1,3,5 --out runs/cat.h5
-  mpiexec -n 4 shardlearn evaluate --model runs/gbdt.h5 --data data/higgs-test
-Missing values (NaN) in X are fine: each split learns which side they go to.
-Categorical columns (--categorical 3,7) hold integer codes; their splits send a set of
-categories left, found as LightGBM does (one-vs-rest, or sorted gradient statistics)."""
-
-
-def add_train_arguments(parser, name: str) -> None:
-    """Options of ``shardlearn train gbdt``."""
-    parser.formatter_class = _HelpFormatter
-    parser.epilog = GBDT_EXAMPLES
-    g = parser.add_argument_group("gradient boosting")
-    g.add_argument("--objective", default="binary", choices=["regression", "binary", "multiclass"],
-                   help="loss: L2 regression, binary log-loss (2 classes) or multiclass softmax")
-    g.add_argument("--num-class", type=int, default=None,
-                   help="multiclass: labels must be integers 0..NUM_CLASS-1 (None: the distinct labels)")
-    add_tree_arguments(parser)
-    g.add_argument("--n-estimators", type=int, default=100, help="boosting iterations")
-    g.add_argument("--learning-rate", type=float, default=0.1, help="shrinkage of each tree")
-    g.add_argument("--num-leaves", type=int, default=31, help="leaves per tree (leaf-wise growth)")
-    g.add_argument("--growth", default="leafwise", choices=list(GROWTH),
-                   help="leafwise: split the best leaf first (LightGBM); depthwise: a level at a time")
-    g.add_argument("--lambda-l2", type=float, default=0.0, help="L2 penalty on leaf values")
-    g.add_argument("--min-sum-hessian", type=float, default=1e-3, help="minimum hessian sum per leaf")
-    g.add_argument("--feature-fraction", type=float, default=1.0, help="features drawn per tree")
-    g.add_argument("--bagging-fraction", type=float, default=1.0,
-                   help="rows drawn per bagging round (keyed by global row index)")
-    g.add_argument("--bagging-freq", type=int, default=0, help="re-draw rows every N iterations (0: off)")
-    g.add_argument("--validation-fraction", type=float, default=0.0,
-                   help="rows held out (by global row index) for validation metrics")
-    g.add_argument("--early-stopping-rounds", type=int, default=None,
-                   help="stop when the validation metric stalls this many iterations")
-    g.add_argument("--metric", default=None, choices=["logloss", "auc", "rmse"],
-                   help="validation metric (None: logloss, or rmse for regression)")
-
-
-def add_tree_arguments(parser) -> None:
-    """Options shared by gbdt and forest."""
-    g = parser.add_argument_group("trees")
-    g.add_argument("--max-depth", type=int, default=None, help="depth limit (None: unlimited)")
-    g.add_argument("--max-bin", type=int, default=255, help="value bins per feature (<= 255)")
-    g.add_argument("--min-child-samples", type=int, default=20, help="minimum rows per leaf")
-    g.add_argument("--min-gain-to-split", type=float, default=0.0, help="minimum gain of a split")
-    g.add_argument("--hist-reduce", default="allreduce", choices=list(HIST_REDUCE),
-                   help="combine histograms by allreduce, or reduce-scatter by feature blocks with "
-                        "the best split per block allgathered (less traffic)")
-    g.add_argument("--json-dump", default=None, metavar="FILE.json",
-                   help="also write the trees as human-readable JSON")
-    c = parser.add_argument_group("categorical features (LightGBM's parameters and defaults)")
-    c.add_argument("--categorical", default=None, metavar="COLS",
-                   help="comma-separated column indices holding integer category codes, e.g. 3,7 "
-                        "(NaN: missing; categories unseen in training go with missing values)")
-    c.add_argument("--max-cat-to-onehot", type=int, default=4, metavar="N",
-                   help="at most this many bins (categories + missing): split one category vs the rest")
-    c.add_argument("--cat-smooth", type=float, default=10.0, metavar="X",
-                   help="categories are sorted by G/(H+cat_smooth); those with fewer rows are left out")
-    c.add_argument("--cat-l2", type=float, default=None, metavar="X",
-                   help="extra L2 penalty of many-vs-many splits (None: 10 for gbdt, 0 for forest)")
-    c.add_argument("--max-cat-threshold", type=int, default=32, metavar="N",
-                   help="categories in the left set of a split at most")
-    c.add_argument("--min-data-per-group", type=int, default=100, metavar="N",
-                   help="rows per group of categories at least")
-
-
-def categorical_kwargs(args) -> dict:
-    """Estimator keyword arguments of the categorical options (cat_l2 only when given)."""
-    kw = dict(categorical_features=args.categorical, max_cat_to_onehot=args.max_cat_to_onehot,
-              cat_smooth=args.cat_smooth, max_cat_threshold=args.max_cat_threshold,
-              min_data_per_group=args.min_data_per_group)
-    if args.cat_l2 is not None:
-        kw["cat_l2"] = args.cat_l2
-    return kw
-
-
-def train_from_args(name: str, args, ctx) -> dict:
-    from ...data.shards import read_shard
-
-    shard = read_shard(args.data, ctx, dtype=None, need_y=True, allow_nan=True)
-    kw = dict(n_estimators=args.n_estimators, learning_rate=args.learning_rate, num_leaves=args.num_leaves,
-              max_depth=args.max_depth, growth=args.growth, max_bin=args.max_bin,
-              min_child_samples=args.min_child_samples, min_sum_hessian=args.min_sum_hessian,
-              lambda_l2=args.lambda_l2, min_gain_to_split=args.min_gain_to_split,
-              feature_fraction=args.feature_fraction, bagging_fraction=args.bagging_fraction,
-              bagging_freq=args.bagging_freq, validation_fraction=args.validation_fraction,
-              early_stopping_rounds=args.early_stopping_rounds, metric=args.metric,
-              hist_reduce=args.hist_reduce, seed=args.seed, comm=ctx, **categorical_kwargs(args))
-    if args.objective == "regression":
-        est = GradientBoostingRegressor(**kw)
-    else:
-        # binary: labels must be 0/1; multiclass: 0..num_class-1 when given, else any labels
-        n_cls = args.num_class if args.objective == "multiclass" else 2
-        est = GradientBoostingClassifier(n_classes=n_cls, **kw)
-    ctx.log(f"gbdt: {shard.n_total} rows x {shard.dataset.n_features} features on {ctx.size} ranks, "
-            f"objective {args.objective}")
-    est.fit(shard.X, shard.y)
-    return _save(est, "gbdt", args, ctx, shard)
-
-
-def _save(est, estimator_name, args, ctx, shard):
-    from ...persist import save_model, write_json
-
-    arrays, params, info = est.to_model()
-    info.update(data=args.data, ranks=ctx.size)
-    with ctx.collective_errors():
-        if ctx.rank == 0:
-            save_model(args.out, estimator_name, arrays, params, info)
-            if args.json_dump:
-                write_json(args.json_dump, est.to_json())
-    hist = est.history_
-    tot = {k: float(sum(r[k] for r in hist)) for k in ("histogram", "communication", "split_search", "partition")}
-    n_trees = max(1, sum(1 for _ in hist) * est.n_trees_per_iteration_)
-    ctx.log(f"model: {args.out} ({est.ensemble_.n_trees} trees)")
-    last = hist[-1] if hist else {}
-    return {"params": params, "n_iter": est.n_iter_, "best_iteration": est.best_iteration_,
-            "n_trees": est.ensemble_.n_trees,
-            "metrics": {k: v for k, v in last.items() if k.startswith(("train_", "valid_"))},
-            "tree_seconds": tot, "binning_seconds": est.binning_seconds_, "fit_seconds": est.fit_seconds_,
-            "bytes_sent_per_tree": float(sum(r["bytes_sent"] for r in hist)) / n_trees,
-            "wire_bytes_per_tree": float(sum(r.get("wire_bytes", 0) for r in hist)) / n_trees,
-            "collectives_per_tree": float(sum(r.get("hist_collectives", 0) for r in hist)) / n_trees}
-
-
-class LoadedModel:
-    """What ``predict``/``evaluate`` use: a fitted tree model and its data options."""
-
-    read_options = {"allow_nan": True}
-
-    def __init__(self, est, ctx):
-        self.est, self.ctx = est, ctx
-
-    def predict_columns(self, shard) -> dict:
-        est = self.est
-        if getattr(est, "classes_", None) is None:
-            return {"prediction": est.predict(shard.X)}
-        proba = est.predict_proba(shard.X)
-        pred = np.asarray(est.classes_)[np.argmax(proba, axis=1)] if len(proba) else np.empty(0)
-        if pred.dtype.kind in "US":
-            pred = np.searchsorted(est.classes_, pred)
-        return {"prediction": pred, "proba": proba}
-
-    def evaluate(self, shard) -> dict:
-        est, ctx = self.est, self.ctx
-        y = shard.y
-        if getattr(est, "classes_", None) is None:
-            pred = est.predict(shard.X)
-            return {"rmse": metrics.rmse(ctx, y, pred), "r2": metrics.r2(ctx, y, pred)}
-        classes = np.asarray(est.classes_)
-        with ctx.collective_errors():
-            idx = np.searchsorted(classes, y)
-            idx = np.clip(idx, 0, len(classes) - 1)
-            if len(y) and not np.array_equal(classes[idx], y.astype(classes.dtype)):
-                raise ShardlearnError("labels in the data that the model never saw in training")
-        proba = est.predict_proba(shard.X)
-        out = {"accuracy": metrics.accuracy(ctx, idx, np.argmax(proba, axis=1) if len(proba) else idx),
-               "log_loss": metrics.log_loss(ctx, idx, proba[:, 1] if proba.shape[1] == 2 else proba)}
-        if proba.shape[1] == 2:
-            out["roc_auc"] = metrics.roc_auc(ctx, idx, proba[:, 1])
-        return out
-
-
-def load_estimator(path: str, ctx):
-    """Read a gbdt/forest model file on rank 0 and share it with every rank."""
-    from ...persist import load_model
-
-    loaded = None
-    with ctx.collective_errors():
-        if ctx.rank == 0:
-            loaded = load_model(path)
-    name, arrays, params, info = ctx.coll.bcast_obj(loaded, root=0)
-    if name == "forest":
-        from .forest import from_model as forest_from_model
-
-        est = forest_from_model(arrays, params, info)
-    else:
-        est = _GradientBoosting.from_model(arrays, params, info)
-    return LoadedModel(est, ctx)

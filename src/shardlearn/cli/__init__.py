@@ -1,0 +1,18 @@
+"""The command line: argument parsing and wiring only, the top layer.
+
+- :mod:`.main`         ``shardlearn`` itself: the parser, dispatch, errors, run reports
+- :mod:`.options`      options every command shares (runtime: topology, device, threads...)
+- :mod:`.data`         ``make-data``, ``shard``, ``info``
+- :mod:`.bench_comm`   ``bench-comm``
+- :mod:`.train`        ``train MODEL``: the options and steps every model shares
+- :mod:`.train_kmeans`, :mod:`.train_linear`, :mod:`.train_trees`: each model family's
+  options and how they become an estimator
+- :mod:`.apply`        ``predict`` and ``evaluate`` with a saved model
+
+Building the parser imports no model module, no SciPy and no h5py: ``shardlearn --help``
+and ``shardlearn info`` stay fast on every rank of a large job. A command imports what it
+needs when it runs.
+"""
+from .main import main
+
+__all__ = ["main"]

@@ -1,0 +1,44 @@
+"""``shardlearn predict`` and ``evaluate``: apply a saved model to a dataset."""
+from __future__ import annotations
+
+from .options import add_runtime_options
+
+
+def add_parsers(sub) -> None:
+    pr = sub.add_parser("predict", help="apply a model to a dataset; outputs in global row order")
+    pr.add_argument("--model", required=True)
+    pr.add_argument("--data", required=True)
+    pr.add_argument("--out", required=True, help="HDF5 file for the predictions")
+    add_runtime_options(pr)
+    pr.set_defaults(run=run_predict)
+
+    ev = sub.add_parser("evaluate", help="score a model on a (labelled) dataset")
+    ev.add_argument("--model", required=True)
+    ev.add_argument("--data", required=True)
+    add_runtime_options(ev)
+    ev.set_defaults(run=run_evaluate)
+
+
+def _load(args, ctx, need_y: bool):
+    from ..data import read_shard
+    from ..models.io import load_estimator
+
+    est = load_estimator(args.model, ctx)
+    shard = read_shard(args.data, ctx, need_y=need_y and est.evaluate_needs_y, **est.data_options)
+    return est, shard
+
+
+def run_predict(args, ctx) -> dict:
+    from ..persist import write_rows
+
+    est, shard = _load(args, ctx, need_y=False)
+    write_rows(args.out, est.predict_columns(shard.X), shard.start, shard.n_total, ctx)
+    ctx.log(f"predictions for {shard.n_total} rows: {args.out}")
+    return {"command": "predict", "model": args.model, "data": args.data, "out": args.out}
+
+
+def run_evaluate(args, ctx) -> dict:
+    est, shard = _load(args, ctx, need_y=True)
+    metrics = est.evaluate(shard.X, shard.y)
+    ctx.log(" ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+    return {"command": "evaluate", "model": args.model, "data": args.data, "metrics": metrics}

@@ -1,0 +1,89 @@
+"""``shardlearn``: the parser, dispatch, error handling and run reports.
+
+Each command module adds its parsers (``add_parsers(sub)``) and sets ``run(args, ctx)`` as
+the parsed command's handler; ``main`` builds the SPMD context, runs it, writes the report.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import __version__
+from ..errors import ShardlearnError
+from . import apply, bench_comm, data, train
+
+EPILOG = """\
+Run every command under MPI, the same on every rank:
+  mpiexec -n 4 shardlearn make-data blobs --rows 1000000 --features 32 --centers 16 --out data/blobs
+  mpiexec -n 4 shardlearn train kmeans --data data/blobs --k 16 --out runs/km.h5
+  mpiexec -n 4 shardlearn predict --model runs/km.h5 --data data/blobs --out runs/labels.h5
+  mpiexec -n 4 shardlearn evaluate --model runs/km.h5 --data data/blobs
+Under Slurm use 'srun --mpi=pmi2 shardlearn ...' (see jobs/README.md).
+On one workstation with the pip MPICH, export UCX_NET_DEVICES=lo to keep traffic on loopback.
+'shardlearn COMMAND --help' explains each command's options."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="shardlearn",
+        description="Train classic ML models on HDF5 data sharded across MPI ranks: each rank "
+                    "reads only its block of rows; the ranks agree on the model with "
+                    "allreduce and broadcast.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"shardlearn {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    data.add_parsers(sub)
+    bench_comm.add_parsers(sub)
+    train.add_parsers(sub)
+    apply.add_parsers(sub)
+    return p
+
+
+def write_report(ctx, path: str | None, report: dict) -> None:
+    """Add the runtime facts and the slowest rank's seconds per phase; rank 0 writes it."""
+    import numpy as np
+
+    from ..persist import write_json
+
+    report = dict(report)
+    report["runtime"] = ctx.describe()
+    local = ctx.timings()
+    # ranks may have timed different phases: take the union of names, then one MAX
+    keys = sorted(set().union(*ctx.mpi_comm.allgather(sorted(local))))
+    mx = ctx.coll.allreduce(np.array([local.get(k, 0.0) for k in keys], dtype=np.float64), op="max")
+    report["seconds"] = {k: round(float(v), 4) for k, v in zip(keys, mx)}
+    if path:
+        with ctx.collective_errors():
+            if ctx.rank == 0:
+                write_json(path, report)
+        ctx.log(f"report: {path}")
+
+
+def main(argv=None) -> int:
+    """Entry point: parse, build the SPMD context, run, report; errors end every rank."""
+    args = build_parser().parse_args(argv)
+    from ..runtime import init
+
+    try:
+        ctx = init(device=args.device, topology=args.topology, threads=args.threads,
+                   verbose=not args.quiet)
+        report = args.run(args, ctx)
+        if report is not None:
+            write_report(ctx, args.report, report)
+    except ShardlearnError as exc:
+        from mpi4py import MPI
+
+        world = MPI.COMM_WORLD
+        if getattr(exc, "agreed", False):
+            # raised on every rank alike (collective agreement): print once, exit on all
+            if world.Get_rank() == 0:
+                sys.stderr.write(f"shardlearn: error: {exc}\n")
+                sys.stderr.flush()
+            return 2
+        # raised on this rank alone: the others may be waiting in a collective
+        sys.stderr.write(f"shardlearn: error: {exc}\n")
+        sys.stderr.flush()
+        if world.Get_size() > 1:
+            world.Abort(2)
+        return 2
+    return 0

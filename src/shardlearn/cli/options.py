@@ -1,0 +1,27 @@
+"""Options and help formatting shared by every command."""
+from __future__ import annotations
+
+import argparse
+
+TOPOLOGIES = ("native", "ring", "tree", "auto")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each option, descriptions and examples kept as written."""
+
+
+def add_runtime_options(p: argparse.ArgumentParser) -> None:
+    """``--topology --device --threads --report --quiet``: how the ranks run, for every command."""
+    g = p.add_argument_group("runtime")
+    g.add_argument("--topology", default="auto", choices=TOPOLOGIES,
+                   help="collective algorithm: MPI's own, ring (bandwidth-optimal), "
+                        "tree (latency-optimal) or auto by message size (default: auto)")
+    g.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
+                   help="compute with NumPy on CPU or CuPy on GPU; each rank binds to GPU "
+                        "local_rank %% n_gpus (default: cpu)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="BLAS/OpenMP threads per rank (default: the node's cores divided by "
+                        "the ranks on the node, or OMP_NUM_THREADS if set)")
+    g.add_argument("--report", default=None, metavar="FILE.json",
+                   help="write a JSON run report here (train: default OUT with .json)")
+    g.add_argument("--quiet", action="store_true", help="no progress lines")

@@ -1,0 +1,84 @@
+"""``shardlearn train MODEL``: what every model shares.
+
+Each family module (:mod:`.train_kmeans`, :mod:`.train_linear`, :mod:`.train_trees`) defines
+
+    MODELS = {name: help}                  # the ``train`` subcommands it serves
+    add_arguments(parser, name)            # its own options (argparse only: imports no model)
+    fit(name, args, ctx) -> (estimator, shard, facts)
+        # read args.data, build the estimator from the options, fit it; facts are the
+        # run-report entries of this family (iterations, metrics, seconds ...)
+
+and this module does the rest alike for all: the options every model takes, checking
+every output location before the first step, saving the model (atomically, rank 0),
+the ``--json-dump`` of tree models and the run report.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+
+from .options import HelpFormatter, add_runtime_options
+
+FAMILIES = ("shardlearn.cli.train_kmeans", "shardlearn.cli.train_linear", "shardlearn.cli.train_trees")
+
+
+def _family(module: str):
+    return importlib.import_module(module)
+
+
+def add_parsers(sub) -> None:
+    tr = sub.add_parser("train", help="train a model; 'train NAME --help' for its options",
+                        description="Train a model on a sharded dataset and write it (HDF5, "
+                                    "atomically) plus a JSON run report.")
+    trs = tr.add_subparsers(dest="model", metavar="MODEL", required=True)
+    for module in FAMILIES:
+        fam = _family(module)
+        for name, help_text in fam.MODELS.items():
+            mp = trs.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
+            mp.add_argument("--data", required=True, help="HDF5 file or directory of part files")
+            mp.add_argument("--out", required=True, help="model file to write (.h5)")
+            mp.add_argument("--seed", type=int, default=0,
+                            help="random seed (the estimators' random_state)")
+            mp.add_argument("--dtype", default=None, choices=["float32", "float64"],
+                            help="compute dtype (default: the data's)")
+            add_runtime_options(mp)
+            fam.add_arguments(mp, name)
+            mp.set_defaults(run=run, family=module)
+
+
+def report_path(args) -> str:
+    """``--report``, or the model path with ``.json`` instead of ``.h5``."""
+    if args.report is not None:
+        return args.report
+    return (args.out[:-3] if args.out.endswith(".h5") else args.out) + ".json"
+
+
+def run(args, ctx) -> dict:
+    """Check outputs, fit, save the model (and JSON dump), return the run report."""
+    from ..errors import ShardlearnError
+    from ..models.io import save_estimator
+    from ..persist import write_json
+    from ..util.files import check_output_dir
+
+    args.report = report_path(args)
+    outputs = [args.out, args.report] + ([args.json_dump] if getattr(args, "json_dump", None) else [])
+    with ctx.collective_errors():  # before the first step, not after hours of training
+        if ctx.rank == 0:
+            for path in outputs:
+                check_output_dir(path)
+                if os.path.isdir(path):
+                    raise ShardlearnError(f"{path}: is a directory; give a file name")
+    if ctx.device == "gpu":
+        ctx.warn(f"{args.model} has no GPU path yet: it computes with NumPy on the CPU "
+                 "(--device gpu only binds the rank to a GPU)")
+    est, shard, facts = _family(args.family).fit(args.model, args, ctx)
+    info = {"data": args.data, "rows": shard.n_total, "features": shard.dataset.n_features,
+            **ctx.describe(), **{k: v for k, v in facts.items() if k not in ("params",)}}
+    save_estimator(est, args.out, ctx, info=info)
+    if getattr(args, "json_dump", None):
+        with ctx.collective_errors():
+            if ctx.rank == 0:
+                write_json(args.json_dump, est.to_json())
+    ctx.log(f"model: {args.out}")
+    return {"command": "train", "model": args.model, "data": args.data, "out": args.out,
+            "params": est.model_params(), **facts}

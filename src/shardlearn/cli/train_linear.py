@@ -1,0 +1,126 @@
+"""``shardlearn train linear|ridge|lasso|logistic``."""
+from __future__ import annotations
+
+import argparse
+import json
+
+MODELS = {
+    "linear": "least-squares linear regression (normal equations, GD, SGD or L-BFGS)",
+    "ridge": "L2-penalised least squares",
+    "lasso": "L1-penalised least squares (proximal gradient)",
+    "logistic": "logistic regression, binary or multinomial (L-BFGS, GD or SGD)",
+}
+#: solvers each model accepts, the default first (the estimators check the same lists)
+SOLVERS = {
+    "linear": ("normal", "lbfgs", "gd", "fista", "sgd"),
+    "ridge": ("normal", "lbfgs", "gd", "fista", "sgd"),
+    "lasso": ("fista", "gd", "sgd"),
+    "logistic": ("lbfgs", "gd", "fista", "sgd"),
+}
+SCHEDULES = ("constant", "invscaling", "cosine")
+SOLVER_HELP = {"normal": "allreduce X^T X and X^T y once and solve by Cholesky (exact, one pass)",
+               "lbfgs": "quasi-Newton, one allreduce per loss+gradient evaluation",
+               "gd": "gradient descent with backtracking (proximal for L1)",
+               "fista": "accelerated proximal gradient with adaptive restart",
+               "sgd": "synchronous mini-batch SGD; batches keyed by global row, the same for any rank count"}
+
+
+def class_weight_arg(text: str):
+    """``balanced``, ``none``, JSON ``{"0": 1, "1": 5}`` or ``0:1,1:5``."""
+    if text is None or text.lower() == "none":
+        return None
+    if text == "balanced":
+        return "balanced"
+    try:
+        if text.lstrip().startswith("{"):
+            d = json.loads(text)
+        else:
+            d = dict(item.split(":") for item in text.split(","))
+        return {float(k): float(v) for k, v in d.items()}
+    except (ValueError, TypeError) as exc:
+        raise argparse.ArgumentTypeError(
+            f"--class-weight {text!r}: expected 'balanced', 'none', LABEL:WEIGHT,... or a JSON object") from exc
+
+
+def add_arguments(parser, name: str) -> None:
+    solvers = SOLVERS[name]
+    g = parser.add_argument_group(f"{name} model")
+    g.add_argument("--solver", choices=solvers, default=solvers[0],
+                   help="; ".join(f"{s}: {SOLVER_HELP[s]}" for s in solvers))
+    if name in ("ridge", "lasso"):
+        g.add_argument("--alpha", type=float, default=1.0,
+                       help="penalty strength, scikit-learn's scaling: minimise " +
+                            ("||y - Xw - b||^2 + alpha ||w||^2" if name == "ridge"
+                             else "1/(2n) ||y - Xw - b||^2 + alpha ||w||_1"))
+    if name == "logistic":
+        g.add_argument("--C", type=float, default=1.0, dest="C",
+                       help="inverse regularisation strength: minimise C * sum(log-loss) + penalty")
+        g.add_argument("--penalty", choices=["l2", "l1", "none"], default="l2",
+                       help="l2: 1/2 ||w||^2; l1: ||w||_1 (needs --solver gd, fista or sgd); none")
+        g.add_argument("--class-weight", type=class_weight_arg, default=None, metavar="balanced|LABEL:W,...",
+                       help="reweigh classes: 'balanced' uses n/(K n_k) from global class counts; "
+                            "or explicit weights like 0:1,1:5")
+    g.add_argument("--fit-intercept", action=argparse.BooleanOptionalAction, default=True,
+                   help="fit an unpenalised intercept")
+    g.add_argument("--standardize", action="store_true",
+                   help="scale features by their global standard deviation while solving (one allreduce); "
+                        "coefficients are stored on the original scale; penalties then apply to the "
+                        "standardised coefficients")
+    it = parser.add_argument_group("iterative solvers (lbfgs, gd, fista, sgd)")
+    it.add_argument("--max-iter", type=int, default=None,
+                    help="maximum iterations; unset: 100 for lbfgs, 1000 for gd/fista (sgd uses --epochs)")
+    it.add_argument("--tol", type=float, default=1e-4,
+                    help="stop when the max-norm of the gradient (mapping) of the loss divided by the "
+                         "total sample weight falls below this; sgd: minimum improvement per epoch")
+    it.add_argument("--validation-fraction", type=float, default=0.0,
+                    help="hold out this fraction of rows (chosen by global row index and --seed) and stop "
+                         "when their loss stops improving; the best model on them is kept")
+    it.add_argument("--n-iter-no-change", type=int, default=5,
+                    help="iterations (sgd: epochs) without improvement before stopping")
+    it.add_argument("--lbfgs-memory", type=int, default=10, help="L-BFGS correction pairs kept")
+    sg = parser.add_argument_group("sgd")
+    sg.add_argument("--batch-size", type=int, default=256, help="global mini-batch size (rows over all ranks)")
+    sg.add_argument("--learning-rate", type=float, default=0.01,
+                    help="initial step size eta0 (gd: a fixed step if --fixed-step)")
+    sg.add_argument("--schedule", choices=SCHEDULES, default="invscaling",
+                    help="step size: constant eta0; invscaling eta0/(t+1)^power_t; cosine decay to 0 over all steps")
+    sg.add_argument("--power-t", type=float, default=0.5, help="exponent of the invscaling schedule")
+    sg.add_argument("--momentum", type=float, default=0.0, help="heavy-ball momentum in [0, 1)")
+    sg.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
+    sg.add_argument("--epochs", type=int, default=10, help="maximum passes over the training rows")
+    sg.add_argument("--fixed-step", action="store_true",
+                    help="gd: use --learning-rate as a fixed step instead of backtracking")
+
+
+def build(name: str, args, ctx):
+    """The estimator the options describe (not fitted)."""
+    from ..models.linear import Lasso, LinearRegression, LogisticRegression, Ridge
+
+    common = dict(fit_intercept=args.fit_intercept, standardize=args.standardize, solver=args.solver,
+                  max_iter=args.max_iter, tol=args.tol, batch_size=args.batch_size,
+                  learning_rate=args.learning_rate, schedule=args.schedule, power_t=args.power_t,
+                  momentum=args.momentum, nesterov=args.nesterov, epochs=args.epochs,
+                  validation_fraction=args.validation_fraction, n_iter_no_change=args.n_iter_no_change,
+                  lbfgs_memory=args.lbfgs_memory, fixed_step=args.fixed_step, random_state=args.seed, comm=ctx)
+    if name == "linear":
+        return LinearRegression(**common)
+    if name == "ridge":
+        return Ridge(alpha=args.alpha, **common)
+    if name == "lasso":
+        return Lasso(alpha=args.alpha, **common)
+    return LogisticRegression(C=args.C, penalty=None if args.penalty == "none" else args.penalty,
+                              class_weight=args.class_weight, **common)
+
+
+def fit(name: str, args, ctx):
+    """Read the data, fit; return (estimator, shard, report facts)."""
+    from ..data import read_shard
+
+    shard = read_shard(args.data, ctx, dtype=args.dtype, need_y=True)
+    est = build(name, args, ctx)
+    with ctx.timers.phase("fit"):
+        est.fit(shard.X, shard.y, row_offset=shard.start)
+    metrics = est.evaluate(shard.X, shard.y)
+    ctx.log(f"{name}: training " + " ".join(f"{k}={v:.6g}" for k, v in metrics.items()))
+    return est, shard, {"n_iter": est.n_iter_, "loss": est.loss_, "converged": est.converged_,
+                        "stop_reason": est.stop_reason_, "metrics": metrics, "fit_seconds": est.fit_seconds_}
