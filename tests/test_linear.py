@@ -142,7 +142,12 @@ def test_least_squares_match_sklearn(runs, data):
         assert r["ridge_score"] == pytest.approx(ridge.score(X, y), rel=1e-10)
 
 
-def test_solvers_reach_same_optimum(runs):
+def mean_log_loss(data, fit) -> float:
+    z = data["Xb"] @ np.array(fit["coef"]) + fit["intercept"][0]
+    return float(np.mean(np.logaddexp(0.0, z) - data["yb"] * z))
+
+
+def test_solvers_reach_same_optimum(runs, data):
     # lbfgs, gd and fista agree to 1e-9 in the objective and 1e-4 in the parameters;
     # SGD (40 epochs, momentum, cosine decay to 0) to 2e-2 in the parameters (measured 5e-3),
     # proximal SGD for the lasso to 5e-3 (measured 2e-4) with the same zero pattern
@@ -158,7 +163,11 @@ def test_solvers_reach_same_optimum(runs):
         # trains on 80% of the rows) the full-data optimum
         for name in ("sgd_val", "lbfgs_val"):
             assert "improve" in r[name]["reason"], (P, name, r[name]["reason"])
-            assert rel(params(r[name]), params(r["bin"])) < 0.3, (P, name)
+        assert rel(params(r["lbfgs_val"]), params(r["bin"])) < 0.3, P
+        # SGD stopped early still takes big steps (cosine decay over 40 epochs): how far its
+        # parameters land depends on the held-out rows (0.12-0.69 relative over 12 seeds), its
+        # full-data log-loss much less (1.01-1.17x the optimum's): check that
+        assert mean_log_loss(data, r["sgd_val"]) < 1.2 * mean_log_loss(data, r["bin"]), P
         assert r["sgd_val"]["n_iter"] < 40 and r["lbfgs_val"]["n_iter"] < 20
 
 

@@ -6,6 +6,8 @@ its own rows without knowing how the table is split.
 """
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -36,9 +38,16 @@ def row_uniform(seed: int, stream: int, rows) -> np.ndarray:
 
 
 def stream_id(*parts) -> int:
-    """A stable stream number from small integers or strings (e.g. ('sgd', epoch, step))."""
+    """A stable stream number from integers or strings (e.g. ('sgd', epoch, step)).
+
+    A string contributes a 64-bit BLAKE2b hash of all its bytes, so names that share a
+    prefix ("feature_fraction", "feature_bagging") get unrelated streams.
+    """
     h = np.array([0x12345], dtype=np.uint64)
     for p in parts:
-        v = int.from_bytes(p.encode(), "little") % (1 << 63) if isinstance(p, str) else int(p)
+        if isinstance(p, str):
+            v = int.from_bytes(hashlib.blake2b(p.encode(), digest_size=8).digest(), "little")
+        else:
+            v = int(p)
         h = _mix(h ^ np.uint64(v & 0xFFFFFFFFFFFFFFFF))
     return int(h[0])
