@@ -1,13 +1,16 @@
 """Launch multi-rank runs from tests: ``mpiexec -n P`` as a subprocess with a timeout.
 
-A deadlock fails the test (TimeoutExpired) instead of hanging CI. All MPI traffic stays
-on loopback (UCX_NET_DEVICES=lo, HYDRA_IFACE=lo), and each rank uses one BLAS thread.
+A deadlock fails the test (TimeoutExpired) instead of hanging CI: ``mpiexec`` starts in a
+process group of its own, and on a timeout the whole group (launcher, proxies and every
+rank) is killed, so no rank is left spinning. All MPI traffic stays on loopback
+(UCX_NET_DEVICES=lo, HYDRA_IFACE=lo), and each rank uses one BLAS thread.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -80,11 +83,39 @@ def _owned_and_old(path: Path, uid: int, before: float) -> bool:
     return st.st_uid == uid and st.st_mtime < before
 
 
+def run_group(cmd: list, *, timeout: float, env: dict, cwd=None) -> subprocess.CompletedProcess:
+    """``subprocess.run(cmd, capture_output=True, text=True, timeout=...)`` with the command
+    in a new process group (session) that is killed whole on a timeout, before
+    ``TimeoutExpired`` is raised."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=cwd, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        out, err = proc.communicate()
+        remove_stale_mpich_shm(min_age=0)
+        raise subprocess.TimeoutExpired(cmd, timeout, output=out, stderr=err) from None
+    except BaseException:
+        kill_group(proc)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the process group ``proc`` leads (it was started with start_new_session)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def run_cli(nprocs: int, *args, timeout: float = 120, check: bool = True, env: dict | None = None,
             cwd=None) -> subprocess.CompletedProcess:
     """``mpiexec -n nprocs python -m shardlearn ARGS``; returns the finished process."""
     cmd = [mpiexec(), "-n", str(nprocs), sys.executable, "-m", "shardlearn", *map(str, args)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=mpi_env(env), cwd=cwd)
+    proc = run_group(cmd, timeout=timeout, env=mpi_env(env), cwd=cwd)
     if proc.returncode != 0:
         remove_stale_mpich_shm(min_age=0)  # an aborted world leaks its segments
     if check and proc.returncode != 0:
@@ -111,7 +142,7 @@ def run_script(nprocs: int, code: str, tmp_path, *, timeout: float = 120, check:
     script = Path(tmp_path) / f"script_{abs(hash(code)) % 10**8}.py"
     script.write_text(PRELUDE + textwrap.dedent(code))
     cmd = [mpiexec(), "-n", str(nprocs), sys.executable, str(script)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=mpi_env(env))
+    proc = run_group(cmd, timeout=timeout, env=mpi_env(env))
     if proc.returncode != 0:
         remove_stale_mpich_shm(min_age=0)  # an aborted world leaks its segments
     if check and proc.returncode != 0:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 
-from mpirun import mpi_env
+from mpirun import mpi_env, run_group
 from slurm.jobkit import JOBS, arrays_with_shape, check_model, write_datasets
 
 LOCAL = JOBS / "local.sh"
@@ -18,8 +18,7 @@ def run_local(*args, env=None, cwd, timeout=120) -> subprocess.CompletedProcess:
     run_env = mpi_env(env)
     run_env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + run_env.get("PATH", "")
     run_env.pop("OMP_NUM_THREADS", None)  # local.sh sets threads per rank itself
-    return subprocess.run(["bash", str(LOCAL), *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=run_env, cwd=cwd)
+    return run_group(["bash", str(LOCAL), *map(str, args)], timeout=timeout, env=run_env, cwd=cwd)
 
 
 def test_local_kmeans_writes_model_and_report(tmp_path):

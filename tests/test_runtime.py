@@ -132,3 +132,69 @@ def test_gpu_without_cupy_is_one_clear_error(tmp_path):
     proc = run_cli(2, "evaluate", "--model", "m.h5", "--data", tmp_path, "--device", "gpu", check=False)
     assert proc.returncode == 2
     assert proc.stderr.count("shardlearn: error:") == 1 and "needs CuPy" in proc.stderr
+
+
+def test_context_from_reuses_and_frees_its_context(tmp_path):
+    """A bare communicator gets one cached Context; freeing the communicator frees the
+    communicators its collectives duplicated (a sweep of fits leaks nothing)."""
+    code = """
+    import numpy as np
+    from mpi4py import MPI
+    from shardlearn.runtime import context_from
+    from shardlearn.models.linear import Ridge
+    world = MPI.COMM_WORLD
+    X = np.random.default_rng(world.Get_rank()).normal(size=(50, 3)); y = X.sum(axis=1)
+    sub = world.Split(0, world.Get_rank())
+    ctx = context_from(sub)
+    same = all(context_from(sub) is ctx for _ in range(3))
+    for _ in range(200):   # each fit and score reuses the cached context
+        Ridge(alpha=1.0, comm=sub).fit(X, y).score(X, y)
+    still = context_from(sub) is ctx
+    dups = [ctx.coll.ring.p2p, ctx.coll.tree.p2p]
+    sub.Free()
+    freed = ctx.coll.ring.p2p is None and ctx.coll.tree.p2p is None and all(d == MPI.COMM_NULL for d in dups)
+    other = context_from(world) is not ctx
+    emit([same, still, freed, other])
+    """
+    res = json_lines(run_script(2, code, tmp_path).stdout)
+    assert res == [[True, True, True, True]] * 2
+
+
+def test_newer_model_format_is_refused(tmp_path):
+    from shardlearn.errors import ShardlearnError
+    from shardlearn.persist import FORMAT_VERSION, load_model, save_model
+
+    path = str(tmp_path / "m.h5")
+    save_model(path, "kmeans", {"cluster_centers": np.zeros((2, 2))}, {"n_clusters": 2})
+    assert load_model(path)[0] == "kmeans"
+    with h5py.File(path, "r+") as h:
+        assert h.attrs["shardlearn_format"] == FORMAT_VERSION
+        h.attrs["shardlearn_format"] = FORMAT_VERSION + 1
+    with pytest.raises(ShardlearnError, match="written by a newer shardlearn.*upgrade"):
+        load_model(path)
+
+
+def test_timeout_kills_every_rank(tmp_path):
+    """tests/mpirun.py: a hung job fails its test and leaves no rank behind."""
+    import subprocess
+    import time
+
+    marker = f"spin-{os.getpid()}-{time.time_ns()}"
+    code = f"""
+    import time
+    MARK = {marker!r}
+    while True:
+        time.sleep(0.05)
+    """
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_script(2, code, tmp_path, timeout=3)
+    time.sleep(0.5)
+    left = subprocess.run(["pgrep", "-f", "script_"], capture_output=True, text=True).stdout.split()
+    cmdlines = []
+    for pid in left:
+        try:
+            cmdlines.append(open(f"/proc/{pid}/cmdline").read())
+        except OSError:
+            pass
+    script = next(tmp_path.glob("script_*.py")).name
+    assert not [c for c in cmdlines if script in c], cmdlines

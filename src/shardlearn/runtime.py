@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import traceback
 
 from .errors import ShardlearnError
 from .util.output import line
@@ -201,6 +200,8 @@ def install_abort_hook() -> None:
     previous = sys.excepthook
 
     def hook(exc_type, exc, tb):
+        import traceback
+
         try:
             from mpi4py import MPI
 
