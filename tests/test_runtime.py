@@ -198,3 +198,27 @@ def test_timeout_kills_every_rank(tmp_path):
             pass
     script = next(tmp_path.glob("script_*.py")).name
     assert not [c for c in cmdlines if script in c], cmdlines
+
+
+def test_write_rows_failing_rank_leaves_nothing(tmp_path):
+    """A rank that cannot write its rows: every rank gets the same error, no file is left."""
+    code = f"""
+    import os
+    import numpy as np
+    from shardlearn.errors import ShardlearnError
+    from shardlearn.persist import write_rows
+    from shardlearn.runtime import init
+    ctx = init(topology="native", verbose=False)
+    cols = {{"a": np.arange(4, dtype=np.int64) if ctx.rank != 1 else np.array(["x"] * 4, dtype=object)}}
+    try:
+        write_rows({str(tmp_path / "out.h5")!r}, cols, 4 * ctx.rank, 12, ctx)
+        emit("written")
+    except ShardlearnError as exc:
+        emit(str(exc))
+    ctx.coll.allreduce(np.ones(2))  # nobody hangs
+    emit(sorted(os.listdir({str(tmp_path)!r})))
+    """
+    res = json_lines(run_script(3, code, tmp_path).stdout)
+    errors = [r for r in res if isinstance(r, str)]
+    assert len(errors) == 3 and len(set(errors)) == 1 and "rank 1 could not write its rows" in errors[0], res
+    assert all(not any(n.startswith(".out.h5") or n == "out.h5" for n in r) for r in res if isinstance(r, list))

@@ -125,32 +125,50 @@ def write_rows(path: str, columns: dict, start: int, n_total: int, ctx) -> None:
     Each rank passes its local rows of every column and the global index of its first
     row. Rank 0 creates a temporary file with full-size datasets, the ranks write
     their slices one after another (a token passed in rank order, so memory per rank
-    stays O(local rows)), and rank 0 renames the file into place.
+    stays O(local rows)), and rank 0 renames the file into place. If any rank fails to
+    write, every rank raises the same :class:`ShardlearnError`, the temporary file is
+    removed and ``path`` is untouched.
     """
     import h5py
 
+    comm = ctx.mpi_comm
     with ctx.collective_errors():
         if ctx.rank == 0:
             check_output_dir(path)
-    tmp = ctx.mpi_comm.bcast(tmp_name(path) if ctx.rank == 0 else None, root=0)
-    shapes = {k: (np.asarray(v).shape[1:], np.asarray(v).dtype) for k, v in columns.items()}
+    tmp = comm.bcast(tmp_name(path) if ctx.rank == 0 else None, root=0)
+    error = None
     if ctx.rank == 0:
-        with h5py.File(tmp, "w") as h:
-            h.attrs["rows"] = n_total
-            for k, (tail, dt) in shapes.items():
-                h.create_dataset(k, shape=(n_total,) + tail, dtype=dt)
-    if ctx.rank > 0:
-        ctx.mpi_comm.recv(source=ctx.rank - 1, tag=77)
+        try:
+            with h5py.File(tmp, "w") as h:
+                h.attrs["rows"] = n_total
+                for k, v in columns.items():
+                    v = np.asarray(v)
+                    h.create_dataset(k, shape=(n_total,) + v.shape[1:], dtype=v.dtype)
+        except Exception as exc:  # noqa: BLE001 - any failure: agreed below, file removed
+            error = f"{path}: cannot create the output ({type(exc).__name__}: {exc})"
+    else:
+        error = comm.recv(source=ctx.rank - 1, tag=77)  # the token: the first error so far
     n_local = len(next(iter(columns.values()))) if columns else 0
-    if n_local:
-        with h5py.File(tmp, "r+") as h:
-            for k, v in columns.items():
-                h[k][start:start + n_local] = np.asarray(v)
+    if error is None and n_local:
+        try:
+            with h5py.File(tmp, "r+") as h:
+                for k, v in columns.items():
+                    h[k][start:start + n_local] = np.asarray(v)
+        except Exception as exc:  # noqa: BLE001
+            error = f"{path}: rank {ctx.rank} could not write its rows ({type(exc).__name__}: {exc})"
     if ctx.rank < ctx.size - 1:
-        ctx.mpi_comm.send(True, dest=ctx.rank + 1, tag=77)
-    ctx.mpi_comm.Barrier()
-    if ctx.rank == 0:
-        fsync_replace(tmp, path)
+        comm.send(error, dest=ctx.rank + 1, tag=77)
+    try:
+        ctx.agree(error)
+        if ctx.rank == 0:
+            try:
+                fsync_replace(tmp, path)
+            except OSError as exc:
+                error = f"{path}: cannot move the output into place ({exc})"
+        ctx.agree(error)
+    finally:
+        if ctx.rank == 0 and os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def _version() -> str:
