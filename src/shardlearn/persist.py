@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from .errors import ShardlearnError
-from .util.files import atomic_path, check_output_dir, fsync_replace, tmp_name
+from .util.files import atomic_path, check_output_dir, fsync_replace, remove_stale_temps, tmp_name
 
 #: the model-file format this version writes; it reads this one and every older one
 FORMAT_VERSION = 1
@@ -135,6 +135,7 @@ def write_rows(path: str, columns: dict, start: int, n_total: int, ctx) -> None:
     with ctx.collective_errors():
         if ctx.rank == 0:
             check_output_dir(path)
+            remove_stale_temps(path)
     tmp = comm.bcast(tmp_name(path) if ctx.rank == 0 else None, root=0)
     error = None
     if ctx.rank == 0:

@@ -210,12 +210,17 @@ def install_abort_hook() -> None:
         except Exception:  # pragma: no cover - mpi4py broken
             previous(exc_type, exc, tb)
             return
-        text = "".join(traceback.format_exception(exc_type, exc, tb))
-        sys.stderr.write(f"shardlearn: rank {rank}: unexpected error, aborting all {size} ranks\n"
-                         + "".join(f"[rank {rank}] {line}\n" for line in text.splitlines()))
-        sys.stderr.flush()
+        if issubclass(exc_type, KeyboardInterrupt):
+            line(f"shardlearn: rank {rank}: interrupted (SIGINT / Ctrl-C); stopping all {size} ranks",
+                 sys.stderr)
+        else:
+            text = "".join(traceback.format_exception(exc_type, exc, tb))
+            sys.stderr.write(f"shardlearn: rank {rank}: unexpected error, aborting all {size} ranks\n"
+                             + "".join(f"[rank {rank}] {ln}\n" for ln in text.splitlines()))
+            sys.stderr.flush()
+        code = 130 if issubclass(exc_type, KeyboardInterrupt) else 1  # 128 + SIGINT, as shells do
         if size > 1 and not MPI.Is_finalized():
-            MPI.COMM_WORLD.Abort(1)
-        sys.exit(1)
+            MPI.COMM_WORLD.Abort(code)
+        sys.exit(code)
 
     sys.excepthook = hook

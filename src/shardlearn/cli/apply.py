@@ -21,18 +21,32 @@ def add_parsers(sub) -> None:
 
 def _load(args, ctx, need_y: bool):
     from ..data import read_shard
+    from ..errors import ShardlearnError
     from ..models.io import load_estimator
 
     est = load_estimator(args.model, ctx)
     shard = read_shard(args.data, ctx, need_y=need_y and est.evaluate_needs_y, **est.data_options)
+    with ctx.collective_errors():
+        if shard.dataset.n_features != est.n_features_in_:
+            raise ShardlearnError(f"{args.data} has {shard.dataset.n_features} features but the model "
+                                  f"{args.model} was trained on {est.n_features_in_}")
     return est, shard
 
 
 def run_predict(args, ctx) -> dict:
     from ..persist import write_rows
+    from ..util.files import check_output_dir, refuse_inputs_as_outputs
 
+    with ctx.collective_errors():  # before reading anything
+        if ctx.rank == 0:
+            refuse_inputs_as_outputs({"--out": args.out, "--report": args.report},
+                                     {"--data": args.data, "--model": args.model})
+            for path in filter(None, (args.out, args.report)):
+                check_output_dir(path)
     est, shard = _load(args, ctx, need_y=False)
-    write_rows(args.out, est.predict_columns(shard.X), shard.start, shard.n_total, ctx)
+    with ctx.collective_errors():  # e.g. data of another feature count: one message, every rank
+        columns = est.predict_columns(shard.X)
+    write_rows(args.out, columns, shard.start, shard.n_total, ctx)
     ctx.log(f"predictions for {shard.n_total} rows: {args.out}")
     return {"command": "predict", "model": args.model, "data": args.data, "out": args.out}
 

@@ -58,13 +58,14 @@ def run(args, ctx) -> dict:
     from ..errors import ShardlearnError
     from ..models.io import save_estimator
     from ..persist import write_json
-    from ..util.files import check_output_dir
+    from ..util.files import check_output_dir, refuse_inputs_as_outputs
 
     args.report = report_path(args)
-    outputs = [args.out, args.report] + ([args.json_dump] if getattr(args, "json_dump", None) else [])
+    outputs = {"--out": args.out, "--report": args.report, "--json-dump": getattr(args, "json_dump", None)}
     with ctx.collective_errors():  # before the first step, not after hours of training
         if ctx.rank == 0:
-            for path in outputs:
+            refuse_inputs_as_outputs(outputs, {"--data": args.data, "--init-file": getattr(args, "init_file", None)})
+            for path in filter(None, outputs.values()):
                 check_output_dir(path)
                 if os.path.isdir(path):
                     raise ShardlearnError(f"{path}: is a directory; give a file name")

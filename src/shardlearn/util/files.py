@@ -8,14 +8,55 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 
 from ..errors import ShardlearnError
 
 
 def tmp_name(path: str) -> str:
-    """The temporary name a file is written under before its atomic rename."""
+    """The temporary name a file is written under before its atomic rename:
+    ``.NAME.tmp-HOST-PID`` beside it (host and PID say whose it is)."""
     d, base = os.path.split(os.path.abspath(path))
-    return os.path.join(d, f".{base}.tmp-{os.getpid()}")
+    return os.path.join(d, f".{base}.tmp-{_host()}-{os.getpid()}")
+
+
+def _host() -> str:
+    return socket.gethostname().split(".")[0].replace("-", "_") or "host"
+
+
+def remove_stale_temps(path: str) -> list:
+    """Remove temporary files of ``path`` left by killed writers on this host.
+
+    Only files named as :func:`tmp_name` names them, written on this host by a process that
+    no longer exists, are removed (a live writer's, or another node's, are left alone).
+    Returns the removed paths.
+    """
+    d, base = os.path.split(os.path.abspath(path))
+    prefix = f".{base}.tmp-{_host()}-"
+    removed = []
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return removed
+    for name in names:
+        pid = name[len(prefix):]
+        if name.startswith(prefix) and pid.isdigit() and not _alive(int(pid)):
+            try:
+                os.remove(os.path.join(d, name))
+                removed.append(os.path.join(d, name))
+            except OSError:
+                pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def fsync_replace(tmp: str, path: str) -> None:
@@ -35,6 +76,7 @@ def atomic_path(path: str, tmp: str | None = None):
     On an exception inside the block the temporary is removed and ``path`` is untouched.
     ``tmp`` overrides the temporary name (when several ranks must agree on it).
     """
+    remove_stale_temps(path)
     tmp = tmp_name(path) if tmp is None else tmp
     try:
         yield tmp
@@ -61,3 +103,23 @@ def check_output_dir(path: str) -> None:
         raise ShardlearnError(f"{path}: directory {d} does not exist")
     if not os.access(d, os.W_OK):
         raise ShardlearnError(f"{path}: directory {d} is not writable")
+
+
+def refuse_inputs_as_outputs(outputs: dict, inputs: dict) -> None:
+    """Raise :class:`ShardlearnError` if an output would replace an input file.
+
+    ``outputs`` and ``inputs`` map option names (``"--out"``) to paths; an input that is a
+    directory stands for every file in it. Paths are compared after resolving links.
+    """
+    seen = {}
+    for opt, path in inputs.items():
+        if not path:
+            continue
+        real = os.path.realpath(path)
+        files = [os.path.join(real, f) for f in os.listdir(real)] if os.path.isdir(real) else [real]
+        for f in files:
+            seen[os.path.realpath(f)] = opt
+    for opt, path in outputs.items():
+        if path and os.path.realpath(path) in seen:
+            raise ShardlearnError(f"{opt} {path} is also the input {seen[os.path.realpath(path)]}: "
+                                  "writing it would destroy the input; choose another path")

@@ -1,0 +1,54 @@
+"""The command line as a new user meets it: outputs checked before work starts, inputs never
+overwritten, one message per error (not one per rank)."""
+import h5py
+import numpy as np
+import pytest
+
+from mpirun import run_cli
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 4))
+    with h5py.File(d / "train.h5", "w") as h:
+        h["X"], h["y"] = X, (X[:, 0] > 0).astype(np.int64)
+    with h5py.File(d / "wide.h5", "w") as h:
+        h["X"], h["y"] = rng.normal(size=(50, 6)), np.zeros(50, dtype=np.int64)
+    run_cli(2, "train", "logistic", "--data", d / "train.h5", "--out", d / "m.h5", "--quiet")
+    return d
+
+
+def digest(path):
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "kmeans", "--k", "2", "--data", "{d}/train.h5", "--out", "{d}/train.h5"],
+    ["train", "logistic", "--data", "{d}/train.h5", "--out", "{d}/x.h5", "--report", "{d}/train.h5"],
+    ["predict", "--model", "{d}/m.h5", "--data", "{d}/train.h5", "--out", "{d}/train.h5"],
+    ["predict", "--model", "{d}/m.h5", "--data", "{d}/train.h5", "--out", "{d}/m.h5"],
+])
+def test_an_output_that_is_an_input_is_refused(data, argv):
+    before = {p.name: digest(p) for p in data.glob("*.h5")}
+    p = run_cli(2, *[a.format(d=data) for a in argv], check=False, timeout=60)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.count("shardlearn: error:") == 1 and "is also the input" in p.stderr, p.stderr
+    assert {p.name: digest(p) for p in data.glob("*.h5")} == before
+
+
+def test_unwritable_report_is_found_before_training(data, tmp_path):
+    p = run_cli(2, "train", "logistic", "--data", data / "train.h5", "--out", tmp_path / "m.h5",
+                "--report", tmp_path / "no" / "such" / "r.json", check=False, timeout=60)
+    assert p.returncode == 2 and p.stderr.count("does not exist") == 1, p.stderr
+    assert "iter" not in p.stdout and not (tmp_path / "m.h5").exists()
+
+
+@pytest.mark.parametrize("cmd", ["predict", "evaluate"])
+def test_data_of_another_feature_count_is_one_message(data, tmp_path, cmd):
+    extra = ["--out", tmp_path / "p.h5"] if cmd == "predict" else []
+    p = run_cli(2, cmd, "--model", data / "m.h5", "--data", data / "wide.h5", *extra, check=False, timeout=60)
+    assert p.returncode == 2
+    assert p.stderr.count("shardlearn: error:") == 1 and "has 6 features but the model" in p.stderr, p.stderr
+    assert "Abort" not in p.stderr and not (tmp_path / "p.h5").exists()
