@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from mpirun import run_cli
+from mpirun import json_lines, run_script
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "models_v1"
 DATA = {"kmeans": "blobs", "kmeans32": "blobs", "linear": "reg", "ridge": "reg", "lasso": "reg",
@@ -19,21 +19,35 @@ DATA = {"kmeans": "blobs", "kmeans32": "blobs", "linear": "reg", "ridge": "reg",
         "gbdt_reg": "reg", "gbdt_cat": "cat", "forest_cls": "cls_nan", "forest_reg": "reg"}
 
 
+SCRIPT = """
+import contextlib, io
+from shardlearn.cli.main import main
+out = {{}}
+for model, data in {cases!r}:
+    assert main(["predict", "--model", f"{tmp}/{{model}}.h5", "--data", f"{tmp}/{{data}}.h5",
+                 "--out", f"{tmp}/new_{{model}}.h5", "--quiet"]) == 0
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["evaluate", "--model", f"{tmp}/{{model}}.h5", "--data", f"{tmp}/{{data}}.h5"]) == 0
+    out[model] = buf.getvalue()
+from mpi4py import MPI
+if MPI.COMM_WORLD.Get_rank() == 0:
+    emit(out)
+"""
+
+
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory):
-    """predict and evaluate with today's code, 2 ranks, for every fixture model."""
+    """predict and evaluate with today's code, 2 ranks, for every fixture model (one launch)."""
     tmp = tmp_path_factory.mktemp("v1")
     for f in FIXTURES.glob("*.h5"):
         shutil.copy(f, tmp / f.name)
-    out = {}
-    for model, data in DATA.items():
-        run_cli(2, "predict", "--model", tmp / f"{model}.h5", "--data", tmp / f"{data}.h5",
-                "--out", tmp / f"new_{model}.h5", "--quiet")
-        ev = run_cli(2, "evaluate", "--model", tmp / f"{model}.h5", "--data", tmp / f"{data}.h5")
-        out[model] = (tmp / f"new_{model}.h5", ev.stdout)
-    return out
+    proc = run_script(2, SCRIPT.format(cases=sorted(DATA.items()), tmp=tmp), tmp, timeout=300)
+    evals = json_lines(proc.stdout)[0]
+    return {model: (tmp / f"new_{model}.h5", evals[model]) for model in DATA}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", sorted(DATA))
 def test_old_model_file_predicts_same_bits(outputs, model):
     new_path, ev = outputs[model]

@@ -218,6 +218,7 @@ for name, fit in cases.items():
 
 
 @needs_kernels
+@pytest.mark.slow
 @pytest.mark.parametrize("P", [1, 3])
 def test_fits_give_identical_trees_with_and_without_kernels(tmp_path, P):
     rows = json_lines(run_script(P, SCRIPT, tmp_path, timeout=240).stdout)

@@ -302,6 +302,7 @@ def _by_case(rows):
     return {r["case"]: r for r in rows if "feature" in r}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("P", [2, 3, 4])
 def test_same_trees_and_predictions_for_any_rank_count(worlds, P):
     ref, got = _by_case(worlds[1]), _by_case(worlds[P])
@@ -331,6 +332,7 @@ def test_multi_rank_edge_cases_and_errors(worlds):
 
 
 # ----------------------------------------------------------------------- CLI
+@pytest.mark.slow
 def test_cli_train_predict_evaluate(tmp_path):
     X, y = make_classification(3000, 6, n_informative=4, random_state=11)
     X[::7, 0] = np.nan

@@ -378,6 +378,7 @@ def _models(rows):
     return {r["case"]: r for r in rows if "feature" in r}
 
 
+@pytest.mark.slow
 def test_same_categorical_trees_for_any_rank_count(worlds):
     ref = _models(worlds[1])
     assert len(ref) == 5
@@ -404,6 +405,7 @@ def test_bad_category_values_fail_on_every_rank(worlds):
 
 
 # ----------------------------------------------------------------------- CLI
+@pytest.mark.slow
 def test_cli_categorical(tmp_path):
     X, y, _ = make_data(3000, seed=5)
     data = tmp_path / "d.h5"
