@@ -17,7 +17,7 @@ import numpy as np
 from shardlearn.runtime import init
 from shardlearn.util.blocks import block_bounds
 from shardlearn.models.linear import LinearRegression, Ridge, Lasso, LogisticRegression
-from shardlearn.models import optim
+from shardlearn.models.linear import _solvers
 ctx = init(topology="native", verbose=False)
 D = np.load({path!r})
 def part(a):
@@ -55,7 +55,7 @@ put("lasso_sgd", Lasso(alpha=2.0, solver="sgd", learning_rate=0.3, schedule="cos
 # the global batches of epoch 1, gathered: must not depend on P
 lo, hi = block_bounds(Xb.shape[0] and D["Xb"].shape[0], ctx.size, ctx.rank)
 rows = np.arange(lo, hi)
-mine = [rows[bt].tolist() for bt in optim.epoch_batches(0, 1, rows, np.arange(rows.size), 8)]
+mine = [rows[bt].tolist() for bt in _solvers.epoch_batches(0, 1, rows, np.arange(rows.size), 8)]
 gathered = ctx.coll.allgather_obj(mine)
 out["batches"] = [sorted(sum((g[s] for g in gathered), [])) for s in range(8)]
 m = LogisticRegression(comm=ctx).fit(Xm, ym)

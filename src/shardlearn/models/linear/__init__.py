@@ -25,7 +25,7 @@ scale. With ``standardize=True`` the penalty applies to the standardised coeffic
 Solvers: ``normal`` (least squares: allreduce ``X^T S X`` and ``X^T S y`` once, Cholesky),
 ``lbfgs``, ``gd`` (backtracking or fixed step; proximal for L1), ``fista`` (accelerated
 proximal gradient), ``sgd`` (synchronous mini-batch; batches keyed by global row index).
-See :mod:`shardlearn.models.optim`.
+See :mod:`shardlearn.models.linear._solvers`.
 """
 from __future__ import annotations
 
@@ -33,11 +33,11 @@ import time
 
 import numpy as np
 
-from .. import rng
-from ..errors import ShardlearnError
-from ..runtime import context_from
-from . import optim
-from .base import Params
+from ... import rng
+from ...errors import ShardlearnError
+from ...runtime import context_from
+from ..base import Params
+from . import _solvers
 
 SOLVERS = ("normal", "lbfgs", "gd", "fista", "sgd")
 MAX_CLASSES = 1000
@@ -276,8 +276,8 @@ class _LinearModel(Params):
                 raise ShardlearnError(f"batch_size must be >= 1, got {self.batch_size}")
             if not float(self.learning_rate) > 0:
                 raise ShardlearnError(f"learning_rate must be > 0, got {self.learning_rate}")
-            if self.schedule not in optim.SCHEDULES:
-                raise ShardlearnError(f"schedule {self.schedule!r}: choose one of {', '.join(optim.SCHEDULES)}")
+            if self.schedule not in _solvers.SCHEDULES:
+                raise ShardlearnError(f"schedule {self.schedule!r}: choose one of {', '.join(_solvers.SCHEDULES)}")
             if not 0.0 <= float(self.momentum) < 1.0:
                 raise ShardlearnError(f"momentum must be in [0, 1), got {self.momentum}")
             if int(self.epochs) < 1:
@@ -439,28 +439,28 @@ class _LinearModel(Params):
 
     def _run_solver(self, ctx, solver, obj, l1, grows, train, n_train, early, verbose):
         w0 = np.zeros(obj.p)
-        prog = optim.Progress(ctx, solver, verbose)
+        prog = _solvers.Progress(ctx, solver, verbose)
         tol = 1e-4 if self.tol is None else float(self.tol)
         if solver == "lbfgs":
             if l1 > 0:
                 raise ShardlearnError("penalty='l1' needs a proximal solver: gd, fista or sgd")  # pragma: no cover - checked earlier
-            return optim.lbfgs(obj, w0, max_iter=int(self.max_iter or 100), tol=tol,
-                               m=int(self.lbfgs_memory), early_stopping=early,
-                               n_iter_no_change=int(self.n_iter_no_change), progress=prog)
+            return _solvers.lbfgs(obj, w0, max_iter=int(self.max_iter or 100), tol=tol,
+                                  m=int(self.lbfgs_memory), early_stopping=early,
+                                  n_iter_no_change=int(self.n_iter_no_change), progress=prog)
         if solver in ("gd", "fista"):
             step = None
             if solver == "gd" and self.fixed_step:
                 step = float(self.learning_rate)
-            return optim.gd(obj, w0, step=step, max_iter=int(self.max_iter or 1000), tol=tol, l1=l1,
-                            l1_mask=obj.l1_mask, accelerated=(solver == "fista"), early_stopping=early,
-                            n_iter_no_change=int(self.n_iter_no_change), progress=prog)
-        return optim.sgd(obj.batch, w0, global_rows=grows, train_local=np.flatnonzero(train),
-                         n_train_total=n_train, seed=int(self.random_state), batch_size=int(self.batch_size),
-                         epochs=int(self.epochs), learning_rate=float(self.learning_rate),
-                         schedule=self.schedule, power_t=float(self.power_t), momentum=float(self.momentum),
-                         nesterov=bool(self.nesterov), l1=l1, l1_mask=obj.l1_mask, tol=self.tol,
-                         n_iter_no_change=int(self.n_iter_no_change),
-                         validation=obj.validation if early else None, progress=prog)
+            return _solvers.gd(obj, w0, step=step, max_iter=int(self.max_iter or 1000), tol=tol, l1=l1,
+                               l1_mask=obj.l1_mask, accelerated=(solver == "fista"), early_stopping=early,
+                               n_iter_no_change=int(self.n_iter_no_change), progress=prog)
+        return _solvers.sgd(obj.batch, w0, global_rows=grows, train_local=np.flatnonzero(train),
+                            n_train_total=n_train, seed=int(self.random_state), batch_size=int(self.batch_size),
+                            epochs=int(self.epochs), learning_rate=float(self.learning_rate),
+                            schedule=self.schedule, power_t=float(self.power_t), momentum=float(self.momentum),
+                            nesterov=bool(self.nesterov), l1=l1, l1_mask=obj.l1_mask, tol=self.tol,
+                            n_iter_no_change=int(self.n_iter_no_change),
+                            validation=obj.validation if early else None, progress=prog)
 
     # ----- normal equations (least squares only)
     def _fit_normal(self, ctx, X, y, s, W, sigma):
@@ -490,7 +490,7 @@ class _LinearModel(Params):
         self._set_coef(coef[None, :], np.array([intercept]))
         loss = (0.5 * rss + 0.5 * alpha * float(v @ v)) / W
         hist = [{"iter": 1, "loss": loss, "seconds": 0.0, "comm_seconds": ctx.coll.comm_seconds}]
-        return optim.OptimResult(coef, loss, 0.0, 1, 1, True, "solved the normal equations", hist)
+        return _solvers.OptimResult(coef, loss, 0.0, 1, 1, True, "solved the normal equations", hist)
 
     def _ridge_alpha(self):
         return 0.0
@@ -550,7 +550,7 @@ class _LinearModel(Params):
 
     def score(self, X, y, sample_weight=None):
         """Global R^2 over every rank's rows (collective)."""
-        from .. import metrics
+        from ... import metrics
 
         return float(metrics.r2(self._context(), np.asarray(y, dtype=np.float64), self.predict(X),
                                 sample_weight=sample_weight))
@@ -581,7 +581,7 @@ class _LinearModel(Params):
 
     def evaluate(self, X, y) -> dict:
         """R^2 and RMSE over every rank's rows (collective)."""
-        from .. import metrics
+        from ... import metrics
 
         ctx = self._context()
         pred = self.predict(X)
@@ -666,7 +666,7 @@ class LinearRegression(_LinearModel):
         ``coef_``).
     max_iter, tol, batch_size, learning_rate, schedule, power_t, momentum, nesterov,
     epochs, validation_fraction, n_iter_no_change, lbfgs_memory
-        Iterative solver settings; see :mod:`shardlearn.models.optim`.
+        Iterative solver settings; see :mod:`shardlearn.models.linear._solvers`.
         ``validation_fraction`` holds out rows with ``row_uniform(random_state,
         stream_id("validation"), row) < fraction`` for early stopping.
     fixed_step : bool, default False
@@ -922,7 +922,7 @@ class LogisticRegression(_LinearModel):
 
     def score(self, X, y, sample_weight=None):
         """Global accuracy over every rank's rows (collective)."""
-        from .. import metrics
+        from ... import metrics
 
         return float(metrics.accuracy(self._context(), np.asarray(y), self.predict(X),
                                       sample_weight=sample_weight))
@@ -947,7 +947,7 @@ class LogisticRegression(_LinearModel):
 
     def evaluate(self, X, y) -> dict:
         """Accuracy, log-loss and (binary) ROC AUC over every rank's rows (collective)."""
-        from .. import metrics
+        from ... import metrics
 
         ctx = self._context()
         yi = self.class_index(y, ctx)
