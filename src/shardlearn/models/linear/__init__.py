@@ -37,12 +37,12 @@ from ... import rng
 from ...errors import ShardlearnError
 from ...runtime import context_from
 from ..base import Params
-from . import _solvers
+from . import _normal, _solvers
+from ._normal import _colsumsq
 from ._objective import _Objective
 
 SOLVERS = ("normal", "lbfgs", "gd", "fista", "sgd")
 MAX_CLASSES = 1000
-_CHUNK = 65536
 
 
 # ============================================================================ helpers
@@ -240,7 +240,10 @@ class _LinearModel(Params):
         # ---- solve
         verbose = ctx.verbose if self.verbose is None else bool(self.verbose)
         if solver == "normal":
-            res = self._fit_normal(ctx, X, t, s_train, W_train, sigma)
+            coef, intercept, res = _normal.normal_equations(ctx, X, t, s_train, W_train, sigma,
+                                                            fit_intercept=self.fit_intercept,
+                                                            alpha=self._ridge_alpha())
+            self._set_coef(coef[None, :], np.array([intercept]))
         else:
             lam, l1 = self._strengths(W_train)
             obj = _Objective(ctx, X, t, s_train, s_val, kind=self._loss_kind(K), K=K, lam=lam,
@@ -287,36 +290,7 @@ class _LinearModel(Params):
                             n_iter_no_change=int(self.n_iter_no_change),
                             validation=obj.validation if early else None, progress=prog)
 
-    # ----- normal equations (least squares only)
-    def _fit_normal(self, ctx, X, y, s, W, sigma):
-        d = X.shape[1]
-        with ctx.timers.phase("compute"):
-            G, Xty, Xs, sy, syy = _gram(X, y, s)
-            buf = np.concatenate([G.ravel(), Xty, Xs, [s.sum(), sy, syy]])
-        buf = ctx.coll.allreduce(buf)
-        G = buf[:d * d].reshape(d, d)
-        Xty, Xs = buf[d * d:d * d + d], buf[d * d + d:d * d + 2 * d]
-        Wt, sy, syy = buf[-3:]
-        if self.fit_intercept:
-            mx, my = Xs / Wt, sy / Wt
-            G = G - Wt * np.outer(mx, mx)
-            Xty = Xty - Wt * mx * my
-            syy = syy - Wt * my * my
-        else:
-            mx, my = np.zeros(d), 0.0
-        alpha = self._ridge_alpha()
-        Gs = G / np.outer(sigma, sigma)
-        bs = Xty / sigma
-        with ctx.collective_errors():  # identical matrices on every rank: identical verdicts
-            v = _cholesky_solve(Gs, bs, alpha)
-        coef = v / sigma
-        intercept = my - float(mx @ coef) if self.fit_intercept else 0.0
-        rss = syy - 2.0 * float(coef @ Xty) + float(coef @ G @ coef)
-        self._set_coef(coef[None, :], np.array([intercept]))
-        loss = (0.5 * rss + 0.5 * alpha * float(v @ v)) / W
-        hist = [{"iter": 1, "loss": loss, "seconds": 0.0, "comm_seconds": ctx.coll.comm_seconds}]
-        return _solvers.OptimResult(coef, loss, 0.0, 1, 1, True, "solved the normal equations", hist)
-
+    # ----- penalties (the estimators override)
     def _ridge_alpha(self):
         return 0.0
 
@@ -424,57 +398,6 @@ class _LinearModel(Params):
         self.n_features_in_ = coef.shape[1]
         self.n_iter_ = info.get("n_iter")
         return self
-
-
-def _colsumsq(X):
-    out = np.zeros(X.shape[1])
-    for i in range(0, X.shape[0], _CHUNK):
-        blk = X[i:i + _CHUNK].astype(np.float64, copy=False)
-        out += np.einsum("ij,ij->j", blk, blk)
-    return out
-
-
-def _gram(X, y, s):
-    """Local ``X^T S X``, ``X^T S y``, ``X^T s``, ``s.y``, ``s.y^2`` in float64."""
-    d = X.shape[1]
-    unweighted = bool(np.all(s == 1.0))
-    if X.dtype == np.float64 and unweighted:
-        G = X.T @ X  # one SYRK call
-        return G, X.T @ y, X.sum(axis=0), float(y.sum()), float(y @ y)
-    G = np.zeros((d, d))
-    Xty, Xs = np.zeros(d), np.zeros(d)
-    for i in range(0, X.shape[0], _CHUNK):
-        blk = X[i:i + _CHUNK].astype(np.float64, copy=False)
-        sb = s[i:i + _CHUNK]
-        sq = np.sqrt(sb)
-        wb = blk * sq[:, None]
-        G += wb.T @ wb
-        Xty += blk.T @ (sb * y[i:i + _CHUNK])
-        Xs += blk.T @ sb
-    return G, Xty, Xs, float(s @ y), float(s @ (y * y))
-
-
-def _cholesky_solve(G, b, alpha):
-    """Solve ``(G + alpha I) v = b`` by Cholesky; clear error when singular."""
-    import scipy.linalg
-
-    d = G.shape[0]
-    A = G + alpha * np.eye(d)
-    scale = float(np.max(np.abs(np.diag(A)))) if d else 1.0
-    hint = ("the normal equations are singular (collinear or constant features, or fewer "
-            "rows than features): use ridge with alpha > 0, or standardize/drop columns")
-    if d == 0:
-        return np.zeros(0)
-    if not scale > 0:
-        raise ShardlearnError(hint)
-    try:
-        c, low = scipy.linalg.cho_factor(A, lower=True, check_finite=True)
-    except (np.linalg.LinAlgError, scipy.linalg.LinAlgError, ValueError):
-        raise ShardlearnError(hint) from None
-    piv = np.diag(c) ** 2
-    if float(piv.min()) <= 1e3 * d * np.finfo(float).eps * scale:
-        raise ShardlearnError(hint + f" (smallest pivot {piv.min():.3g} vs largest diagonal {scale:.3g})")
-    return scipy.linalg.cho_solve((c, low), b)
 
 
 class LinearRegression(_LinearModel):
