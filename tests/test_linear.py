@@ -286,3 +286,20 @@ def test_cli_train_predict_evaluate(tmp_path, data):
     assert "r2=" in p.stdout and "rmse=" in p.stdout
     p = run_cli(1, "train", "logistic", "--help")
     assert "--class-weight" in p.stdout and "--solver" in p.stdout
+
+
+def test_cli_lists_match_the_estimators():
+    # the CLI keeps literal solver and schedule lists (a fast --help imports no model):
+    # they must name what the estimators accept, the default first
+    import inspect
+
+    from shardlearn.cli import train_linear
+    from shardlearn.models.linear import Lasso, LinearRegression, LogisticRegression, Ridge, _solvers
+
+    models = {"linear": LinearRegression, "ridge": Ridge, "lasso": Lasso, "logistic": LogisticRegression}
+    assert set(train_linear.SOLVERS) == set(train_linear.MODELS) == set(models)
+    for name, cls in models.items():
+        cli = train_linear.SOLVERS[name]
+        assert cli == tuple(cls._solvers), (name, cli, cls._solvers)
+        assert cli[0] == cls._default_solver == inspect.signature(cls).parameters["solver"].default, name
+    assert train_linear.SCHEDULES == _solvers.SCHEDULES
