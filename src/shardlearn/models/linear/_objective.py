@@ -17,6 +17,7 @@ import numpy as np
 
 # row block of the fused loss+gradient pass: 2 MiB of float64 (1 MiB of float32) stays in
 # cache between the two BLAS calls, and is small enough that OpenBLAS runs them on one thread
+# (bench/bench_linear.py times this pass against two whole-array passes: bench/linear.md)
 CHUNK_ELEMENTS = 1 << 18
 
 
