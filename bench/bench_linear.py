@@ -63,7 +63,7 @@ def worker(args) -> None:
                      "reach_iter": next((h["iter"] for h in hist if h["loss"] <= target), None)})
     out["logistic"] = runs
     # one bare loss+gradient evaluation, timed in isolation
-    from shardlearn.models.linear import _Objective
+    from shardlearn.models.linear._objective import _Objective
 
     obj = _Objective(ctx, shard.X, shard.y.astype(np.float64), np.ones(shard.n_local), None,
                      kind="logistic", K=1, lam=1.0, mu=np.zeros(shard.X.shape[1]),
@@ -79,16 +79,16 @@ def worker(args) -> None:
     out["eval_seconds"] = statistics.median(e[0] for e in ev)
     out["eval_comm_seconds"] = statistics.median(e[1] for e in ev)
     # the same evaluation as two whole-array passes (X @ a, then X.T @ r), for comparison
-    import shardlearn.models.linear as linear_mod
+    import shardlearn.models.linear._objective as objective_mod
 
-    saved, linear_mod.CHUNK_ELEMENTS = linear_mod.CHUNK_ELEMENTS, 1 << 62
+    saved, objective_mod.CHUNK_ELEMENTS = objective_mod.CHUNK_ELEMENTS, 1 << 62
     ev2 = []
     for _ in range(10):
         ctx.mpi_comm.Barrier()
         t0 = time.perf_counter()
         obj(w)
         ev2.append(time.perf_counter() - t0)
-    linear_mod.CHUNK_ELEMENTS = saved
+    objective_mod.CHUNK_ELEMENTS = saved
     out["eval_two_pass_seconds"] = statistics.median(ev2)
     # the same fit on float32 X (half the bytes per pass; float64 accumulation)
     X32 = shard.X.astype(np.float32)

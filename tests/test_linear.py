@@ -17,7 +17,7 @@ import numpy as np
 from shardlearn.runtime import init
 from shardlearn.util.blocks import block_bounds
 from shardlearn.models.linear import LinearRegression, Ridge, Lasso, LogisticRegression
-from shardlearn.models import optim
+from shardlearn.models.linear import _solvers
 ctx = init(topology="native", verbose=False)
 D = np.load({path!r})
 def part(a):
@@ -55,7 +55,7 @@ put("lasso_sgd", Lasso(alpha=2.0, solver="sgd", learning_rate=0.3, schedule="cos
 # the global batches of epoch 1, gathered: must not depend on P
 lo, hi = block_bounds(Xb.shape[0] and D["Xb"].shape[0], ctx.size, ctx.rank)
 rows = np.arange(lo, hi)
-mine = [rows[bt].tolist() for bt in optim.epoch_batches(0, 1, rows, np.arange(rows.size), 8)]
+mine = [rows[bt].tolist() for bt in _solvers.epoch_batches(0, 1, rows, np.arange(rows.size), 8)]
 gathered = ctx.coll.allgather_obj(mine)
 out["batches"] = [sorted(sum((g[s] for g in gathered), [])) for s in range(8)]
 m = LogisticRegression(comm=ctx).fit(Xm, ym)
@@ -295,3 +295,20 @@ def test_cli_train_predict_evaluate(tmp_path, data):
     assert "r2=" in p.stdout and "rmse=" in p.stdout
     p = run_cli(1, "train", "logistic", "--help")
     assert "--class-weight" in p.stdout and "--solver" in p.stdout
+
+
+def test_cli_lists_match_the_estimators():
+    # the CLI keeps literal solver and schedule lists (a fast --help imports no model):
+    # they must name what the estimators accept, the default first
+    import inspect
+
+    from shardlearn.cli import train_linear
+    from shardlearn.models.linear import Lasso, LinearRegression, LogisticRegression, Ridge, _solvers
+
+    models = {"linear": LinearRegression, "ridge": Ridge, "lasso": Lasso, "logistic": LogisticRegression}
+    assert set(train_linear.SOLVERS) == set(train_linear.MODELS) == set(models)
+    for name, cls in models.items():
+        cli = train_linear.SOLVERS[name]
+        assert cli == tuple(cls._solvers), (name, cli, cls._solvers)
+        assert cli[0] == cls._default_solver == inspect.signature(cls).parameters["solver"].default, name
+    assert train_linear.SCHEDULES == _solvers.SCHEDULES

@@ -1,8 +1,8 @@
-"""Solvers in shardlearn.models.optim on serial oracles with known answers (no MPI)."""
+"""Solvers in shardlearn.models.linear._solvers on serial oracles with known answers (no MPI)."""
 import numpy as np
 import pytest
 
-from shardlearn.models import optim
+from shardlearn.models.linear import _solvers
 
 
 def quadratic(seed=0, p=6, cond=50.0):
@@ -20,7 +20,7 @@ def quadratic(seed=0, p=6, cond=50.0):
 
 def test_lbfgs_quadratic_and_rosenbrock():
     fun, A, b, w_star = quadratic()
-    res = optim.lbfgs(fun, np.zeros(6), tol=1e-10, max_iter=200)
+    res = _solvers.lbfgs(fun, np.zeros(6), tol=1e-10, max_iter=200)
     assert res.converged and np.allclose(res.w, w_star, rtol=1e-8, atol=1e-9)
     assert res.n_evals >= res.n_iter and len(res.history) == res.n_iter + 1
 
@@ -30,7 +30,7 @@ def test_lbfgs_quadratic_and_rosenbrock():
         g = np.array([-2 * (1 - x) - 400 * x * (y - x * x), 200 * (y - x * x)])
         return f, g, None
 
-    res = optim.lbfgs(rosen, np.array([-1.2, 1.0]), tol=1e-9, max_iter=500)
+    res = _solvers.lbfgs(rosen, np.array([-1.2, 1.0]), tol=1e-9, max_iter=500)
     assert np.allclose(res.w, [1.0, 1.0], atol=1e-6), res
 
 
@@ -41,7 +41,7 @@ def test_wolfe_line_search_conditions():
 
     f0, d0 = phi(0.0)[:2]
     for step0 in (0.01, 1.0, 10.0):
-        a, f, payload, n = optim.line_search_wolfe(phi, f0, d0, step0)
+        a, f, payload, n = _solvers.line_search_wolfe(phi, f0, d0, step0)
         assert a is not None and payload == a
         fa, da, _ = phi(a)
         assert fa <= f0 + 1e-4 * a * d0            # sufficient decrease
@@ -59,18 +59,18 @@ def test_gd_fista_lasso_closed_form():
 
     want = np.sign(c) * np.maximum(np.abs(c) - l1 / h, 0)
     for acc in (False, True):
-        res = optim.gd(fun, np.zeros(5), l1=l1, accelerated=acc, tol=1e-10, ftol=0.0, max_iter=2000)
+        res = _solvers.gd(fun, np.zeros(5), l1=l1, accelerated=acc, tol=1e-10, ftol=0.0, max_iter=2000)
         assert res.converged and np.allclose(res.w, want, rtol=0, atol=1e-7), (acc, res.w, want)
     # the mask leaves the last entry (an "intercept") unpenalised
     mask = np.array([True] * 4 + [False])
-    res = optim.gd(fun, np.zeros(5), l1=l1, l1_mask=mask, accelerated=True, tol=1e-10, ftol=0.0, max_iter=2000)
+    res = _solvers.gd(fun, np.zeros(5), l1=l1, l1_mask=mask, accelerated=True, tol=1e-10, ftol=0.0, max_iter=2000)
     assert np.allclose(res.w[:4], want[:4], rtol=0, atol=1e-7) and res.w[4] == pytest.approx(c[4], abs=1e-7)
 
 
 def test_gd_fixed_step_and_armijo_reach_optimum():
     fun, A, b, w_star = quadratic(1)
     for step in (None, 1.0 / 50.0):
-        res = optim.gd(fun, np.zeros(6), step=step, tol=1e-9, max_iter=20000)
+        res = _solvers.gd(fun, np.zeros(6), step=step, tol=1e-9, max_iter=20000)
         assert res.converged and np.allclose(res.w, w_star, atol=1e-7), step
 
 
@@ -78,7 +78,7 @@ def test_epoch_batches_partition_and_rank_independence():
     n, steps = 1000, 7
     rows = np.arange(n, dtype=np.int64)
     train = rows[(rows % 10) != 3]  # some rows held out
-    full = optim.epoch_batches(5, 2, rows, train, steps)
+    full = _solvers.epoch_batches(5, 2, rows, train, steps)
     got = np.sort(np.concatenate(full))
     assert np.array_equal(got, train)                       # a partition of the training rows
     assert max(b.size for b in full) < 2 * train.size / steps
@@ -88,21 +88,21 @@ def test_epoch_batches_partition_and_rank_independence():
         for r in range(P):
             g = rows[bounds[r]:bounds[r + 1]]
             tr = np.flatnonzero((g % 10) != 3)
-            per_rank.append([g[b] for b in optim.epoch_batches(5, 2, g, tr, steps)])
+            per_rank.append([g[b] for b in _solvers.epoch_batches(5, 2, g, tr, steps)])
         for s in range(steps):
             assert np.array_equal(np.sort(np.concatenate([pr[s] for pr in per_rank])), full[s])
-    other = optim.epoch_batches(5, 3, rows, train, steps)    # a new permutation each epoch
+    other = _solvers.epoch_batches(5, 3, rows, train, steps)    # a new permutation each epoch
     assert not np.array_equal(other[0], full[0])
 
 
 def test_learning_rate_schedules():
-    assert optim.learning_rate_at("constant", 0.1, 50, 100) == 0.1
-    assert optim.learning_rate_at("invscaling", 0.1, 3, 100, 0.5) == pytest.approx(0.05)
-    assert optim.learning_rate_at("cosine", 0.1, 0, 100) == pytest.approx(0.1)
-    assert optim.learning_rate_at("cosine", 0.1, 50, 100) == pytest.approx(0.05)
-    assert optim.learning_rate_at("cosine", 0.1, 100, 100) == pytest.approx(0.0, abs=1e-15)
+    assert _solvers.learning_rate_at("constant", 0.1, 50, 100) == 0.1
+    assert _solvers.learning_rate_at("invscaling", 0.1, 3, 100, 0.5) == pytest.approx(0.05)
+    assert _solvers.learning_rate_at("cosine", 0.1, 0, 100) == pytest.approx(0.1)
+    assert _solvers.learning_rate_at("cosine", 0.1, 50, 100) == pytest.approx(0.05)
+    assert _solvers.learning_rate_at("cosine", 0.1, 100, 100) == pytest.approx(0.0, abs=1e-15)
     with pytest.raises(ValueError):
-        optim.learning_rate_at("bogus", 0.1, 0, 1)
+        _solvers.learning_rate_at("bogus", 0.1, 0, 1)
 
 
 def test_sgd_least_squares_converges_and_is_deterministic():
@@ -119,11 +119,11 @@ def test_sgd_least_squares_converges_and_is_deterministic():
 
     kw = dict(global_rows=np.arange(n), train_local=np.arange(n), n_train_total=n, seed=3,
               batch_size=50, epochs=15, learning_rate=0.05, schedule="cosine", tol=None)
-    a = optim.sgd(batch_fun, np.zeros(p), momentum=0.9, nesterov=True, **kw)
-    b = optim.sgd(batch_fun, np.zeros(p), momentum=0.9, nesterov=True, **kw)
+    a = _solvers.sgd(batch_fun, np.zeros(p), momentum=0.9, nesterov=True, **kw)
+    b = _solvers.sgd(batch_fun, np.zeros(p), momentum=0.9, nesterov=True, **kw)
     assert np.allclose(a.w, w_true, atol=5e-3)
     assert np.array_equal(a.w, b.w) and a.n_evals == 15 * 40
-    c = optim.sgd(batch_fun, np.zeros(p), **kw)
+    c = _solvers.sgd(batch_fun, np.zeros(p), **kw)
     assert np.allclose(c.w, w_true, atol=5e-3)
 
 
@@ -136,7 +136,7 @@ def test_early_stopping_returns_best():
         calls.append(w.copy())
         return f, g, -float(np.linalg.norm(w)) if len(calls) < 4 else float(len(calls))
 
-    res = optim.lbfgs(fun, np.zeros(6), tol=1e-12, early_stopping=True, n_iter_no_change=3)
+    res = _solvers.lbfgs(fun, np.zeros(6), tol=1e-12, early_stopping=True, n_iter_no_change=3)
     assert res.converged and "validation" in res.reason
     best = min(range(len(res.history)), key=lambda i: res.history[i]["val_loss"])
     assert res.n_iter < 20 and best < res.n_iter

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import rng
+from ... import rng
 
 EPS = np.finfo(np.float64).eps
 

@@ -1,0 +1,49 @@
+"""Linear and logistic regression on row-sharded data (scikit-learn names and scaling).
+
+Every rank calls ``fit(X_local, y_local)`` with its own rows. Each loss+gradient
+evaluation walks the rank's rows once, in cache-sized blocks (``z = X_b @ a``, loss and
+residual, ``X_b.T @ r`` while the block is still in cache; float32 blocks are widened to
+float64 there), and combines the partial sums with ONE packed float64 allreduce
+(``[loss, val_loss, X^T r, sum r]``); every rank then takes the same optimizer step.
+
+Objectives (``s_i``: sample weight times class weight; ``W = sum s_i`` over training rows)
+
+=================  =============================================================
+LinearRegression   ``sum s (y - Xw - b)^2``
+Ridge(alpha)       ``sum s (y - Xw - b)^2 + alpha ||w||^2``          (sklearn Ridge)
+Lasso(alpha)       ``1/(2W) sum s (y - Xw - b)^2 + alpha ||w||_1``   (sklearn Lasso)
+LogisticRegression ``C sum s logloss + 1/2 ||w||^2`` (l2), ``C sum s logloss + ||w||_1`` (l1)
+=================  =============================================================
+
+The solvers minimise these divided by ``W`` (same optimum, O(1) gradients). The
+intercept is never penalised. Internally the features are centred (and, with
+``standardize=True``, scaled) *virtually*: ``(X - mu)/sigma @ v = X @ (v/sigma) - mu.(v/sigma)``,
+so no copy of X is made; the stored ``coef_`` and ``intercept_`` are on the original
+scale. With ``standardize=True`` the penalty applies to the standardised coefficients
+(glmnet's convention); without it the optimum is scikit-learn's.
+
+Solvers: ``normal`` (least squares: allreduce ``X^T S X`` and ``X^T S y`` once, Cholesky),
+``lbfgs``, ``gd`` (backtracking or fixed step; proximal for L1), ``fista`` (accelerated
+proximal gradient), ``sgd`` (synchronous mini-batch; batches keyed by global row index).
+See :mod:`._solvers`.
+
+Modules, one job each; imports point down this list only:
+
+- :mod:`.regression` — :class:`LinearRegression`, :class:`Ridge`, :class:`Lasso`: their
+  penalties and the solvers they accept;
+- :mod:`.logistic` — :class:`LogisticRegression`: classes agreed over ranks, class
+  weights, probabilities and classification metrics;
+- :mod:`._base` — what the estimators share: parameter checks, ``fit`` (input checks,
+  validation split, global statistics, one solver), local prediction, model files;
+- :mod:`._objective` — the distributed loss+gradient oracle: one blocked pass over the
+  rank's rows and one packed allreduce per evaluation (also the SGD mini-batch and
+  validation losses);
+- :mod:`._normal` — the normal-equations path of least squares: ``X^T S X`` in one pass,
+  one allreduce, Cholesky;
+- :mod:`._solvers` — L-BFGS with a strong-Wolfe line search, (proximal) GD and FISTA,
+  mini-batch SGD and its step-size schedules, on any such oracle.
+"""
+from .logistic import LogisticRegression
+from .regression import Lasso, LinearRegression, Ridge
+
+__all__ = ["Lasso", "LinearRegression", "LogisticRegression", "Ridge"]
