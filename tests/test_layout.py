@@ -5,7 +5,7 @@ Layers, bottom to top (a module may import its own layer and the layers below):
     0  shardlearn (version), errors, rng, util/       low-level pieces
     1  backend, comm/                                  array module, collectives
     2  runtime                                         Context: comm + backend + threads
-    3  data/, persist, metrics                         datasets, files, metrics (take a Context)
+    3  data/, persist, checkpoint, metrics             datasets, files, checkpoints, metrics
     4  models/                                         the estimators
     5  cli/, __main__                                  the command line
 
@@ -26,7 +26,7 @@ LAYERS = [
     (0, ("shardlearn", "shardlearn.errors", "shardlearn.rng", "shardlearn.util")),
     (1, ("shardlearn.backend", "shardlearn.comm")),
     (2, ("shardlearn.runtime",)),
-    (3, ("shardlearn.data", "shardlearn.persist", "shardlearn.metrics")),
+    (3, ("shardlearn.data", "shardlearn.persist", "shardlearn.checkpoint", "shardlearn.metrics")),
     (4, ("shardlearn.models",)),
     (5, ("shardlearn.cli", "shardlearn.__main__")),
 ]

@@ -6,3 +6,17 @@ class ShardlearnError(Exception):
 
     The CLI prints its message once (from rank 0) and exits with status 2 on every rank.
     """
+
+
+class TrainingInterrupted(ShardlearnError):
+    """A fit stopped on request (a signal on some rank) after writing a checkpoint.
+
+    Raised on every rank alike; the CLI exits with status 3 (:data:`EXIT_INTERRUPTED`) and
+    says how to resume.
+    """
+
+    agreed = True
+
+
+#: exit status of a run stopped by a signal after writing its checkpoint
+EXIT_INTERRUPTED = 3

@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from .. import __version__
-from ..errors import ShardlearnError
+from ..errors import EXIT_INTERRUPTED, ShardlearnError, TrainingInterrupted
 from . import apply, bench_comm, data, train
 
 EPILOG = """\
@@ -77,9 +77,10 @@ def main(argv=None) -> int:
         if getattr(exc, "agreed", False):
             # raised on every rank alike (collective agreement): print once, exit on all
             if world.Get_rank() == 0:
-                sys.stderr.write(f"shardlearn: error: {exc}\n")
+                kind = "stopped" if isinstance(exc, TrainingInterrupted) else "error"
+                sys.stderr.write(f"shardlearn: {kind}: {exc}\n")
                 sys.stderr.flush()
-            return 2
+            return EXIT_INTERRUPTED if isinstance(exc, TrainingInterrupted) else 2
         # raised on this rank alone: the others may be waiting in a collective
         sys.stderr.write(f"shardlearn: error: {exc}\n")
         sys.stderr.flush()

@@ -4,9 +4,10 @@ Each family module (:mod:`.train_kmeans`, :mod:`.train_linear`, :mod:`.train_tre
 
     MODELS = {name: help}                  # the ``train`` subcommands it serves
     add_arguments(parser, name)            # its own options (argparse only: imports no model)
-    fit(name, args, ctx) -> (estimator, shard, facts)
-        # read args.data, build the estimator from the options, fit it; facts are the
-        # run-report entries of this family (iterations, metrics, seconds ...)
+    fit(name, args, ctx, checkpoint_for) -> (estimator, shard, facts)
+        # read args.data, build the estimator from the options, fit it with
+        # checkpoint=checkpoint_for(shard); facts are the run-report entries of this
+        # family (iterations, metrics, seconds ...)
 
 and this module does the rest alike for all: the options every model takes, checking
 every output location before the first step, saving the model (atomically, rank 0),
@@ -42,8 +43,40 @@ def add_parsers(sub) -> None:
             mp.add_argument("--dtype", default=None, choices=["float32", "float64"],
                             help="compute dtype (default: the data's)")
             add_runtime_options(mp)
+            add_checkpoint_options(mp)
             fam.add_arguments(mp, name)
             mp.set_defaults(run=run, family=module)
+
+
+def add_checkpoint_options(p) -> None:
+    g = p.add_argument_group("checkpoints (survive time limits, pre-emption and crashes)")
+    g.add_argument("--checkpoint", default=None, metavar="DIR",
+                   help="write the training state to DIR (collectively, atomically, the last two kept); "
+                        "SIGTERM, SIGUSR1 or SIGINT on any rank then stop every rank at the next step "
+                        "with a checkpoint and exit status 3")
+    g.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                   help="save every N steps (k-means/solver iterations, SGD epochs, trees)")
+    g.add_argument("--checkpoint-seconds", type=float, default=None, metavar="S",
+                   help="save when S seconds have passed since the last save")
+    g.add_argument("--resume", action="store_true",
+                   help="continue from the newest checkpoint in --checkpoint DIR (same options and data; "
+                        "any number of ranks); without one, start afresh")
+
+
+def make_checkpoint(args, shard):
+    """The Checkpoint the options ask for (None without --checkpoint)."""
+    from ..checkpoint import Checkpoint
+    from ..errors import ShardlearnError
+
+    if args.checkpoint is None:
+        if args.resume or args.checkpoint_every or args.checkpoint_seconds:
+            raise ShardlearnError("--resume, --checkpoint-every and --checkpoint-seconds need --checkpoint DIR")
+        return None
+    ds = shard.dataset
+    data = {"paths": [os.path.abspath(p.path) for p in ds.parts], "part_rows": [p.rows for p in ds.parts],
+            "dtype_stored": str(ds.dtype), "compute_dtype": str(shard.X.dtype)}
+    return Checkpoint(args.checkpoint, every=args.checkpoint_every, seconds=args.checkpoint_seconds,
+                      resume=args.resume, data=data)
 
 
 def report_path(args) -> str:
@@ -72,7 +105,20 @@ def run(args, ctx) -> dict:
     if ctx.device == "gpu":
         ctx.warn(f"{args.model} has no GPU path yet: it computes with NumPy on the CPU "
                  "(--device gpu only binds the rank to a GPU)")
-    est, shard, facts = _family(args.family).fit(args.model, args, ctx)
+    checkpoints = []
+
+    def checkpoint_for(shard):
+        ckpt = None
+        with ctx.collective_errors():
+            ckpt = make_checkpoint(args, shard)
+        checkpoints.append(ckpt)
+        return ckpt
+
+    est, shard, facts = _family(args.family).fit(args.model, args, ctx, checkpoint_for)
+    ckpt = checkpoints[0] if checkpoints else None
+    if ckpt is not None:
+        facts = {**facts, "checkpoint": {"directory": ckpt.directory, "resumed_from_step": ckpt.resumed_from,
+                                         "saved": len(ckpt.saved)}}
     info = {"data": args.data, "rows": shard.n_total, "features": shard.dataset.n_features,
             **ctx.describe(), **{k: v for k, v in facts.items() if k not in ("params",)}}
     save_estimator(est, args.out, ctx, info=info)

@@ -27,7 +27,7 @@ def add_arguments(parser, name) -> None:
                    help="k-means|| candidates per round, as a multiple of k")
 
 
-def fit(name, args, ctx):
+def fit(name, args, ctx, checkpoint_for):
     """Read the data, fit k-means; return (estimator, shard, report facts)."""
     import os
 
@@ -49,6 +49,8 @@ def fit(name, args, ctx):
     km = KMeans(n_clusters=args.k, init=init, n_init=args.n_init, max_iter=args.max_iter,
                 tol=args.tol, verbose=int(ctx.verbose), random_state=args.seed, comm=ctx,
                 oversampling_factor=args.oversampling, init_rounds=args.init_rounds)
+    if checkpoint_for(shard) is not None:
+        raise ShardlearnError("--checkpoint: k-means does not checkpoint yet")
     km.fit(shard.X)
     sizes = ctx.coll.allreduce(np.bincount(km.labels_, minlength=args.k).astype(np.int64))
     iters = km.iteration_log_

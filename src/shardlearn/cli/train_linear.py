@@ -112,12 +112,16 @@ def build(name: str, args, ctx):
                               class_weight=args.class_weight, **common)
 
 
-def fit(name: str, args, ctx):
+def fit(name: str, args, ctx, checkpoint_for):
     """Read the data, fit; return (estimator, shard, report facts)."""
     from ..data import read_shard
 
     shard = read_shard(args.data, ctx, dtype=args.dtype, need_y=True)
     est = build(name, args, ctx)
+    if checkpoint_for(shard) is not None:
+        from ..errors import ShardlearnError
+
+        raise ShardlearnError(f"--checkpoint: {name} does not checkpoint yet")
     with ctx.timers.phase("fit"):
         est.fit(shard.X, shard.y, row_offset=shard.start)
     metrics = est.evaluate(shard.X, shard.y)

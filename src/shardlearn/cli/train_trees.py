@@ -121,12 +121,17 @@ def _categorical_kwargs(args) -> dict:
     return kw
 
 
-def fit(name: str, args, ctx):
+def fit(name: str, args, ctx, checkpoint_for):
     """Read the data (NaN allowed: missing values), fit; return (estimator, shard, facts)."""
     from ..data import read_shard
 
     shard = read_shard(args.data, ctx, dtype=None, need_y=True, allow_nan=True)
-    est = _fit_gbdt(args, ctx, shard) if name == "gbdt" else _fit_forest(args, ctx, shard)
+    ckpt = checkpoint_for(shard)
+    if ckpt is not None:
+        from ..errors import ShardlearnError
+
+        raise ShardlearnError(f"--checkpoint: {name} does not checkpoint yet")
+    est = _fit_gbdt(args, ctx, shard, ckpt) if name == "gbdt" else _fit_forest(args, ctx, shard, ckpt)
     hist = est.history_
     tot = {k: float(sum(r[k] for r in hist)) for k in ("histogram", "communication", "split_search", "partition")}
     n_trees = max(1, len(hist) * est.n_trees_per_iteration_)
@@ -141,7 +146,7 @@ def fit(name: str, args, ctx):
         "collectives_per_tree": float(sum(r.get("hist_collectives", 0) for r in hist)) / n_trees}
 
 
-def _fit_gbdt(args, ctx, shard):
+def _fit_gbdt(args, ctx, shard, checkpoint):
     from ..models.trees import GradientBoostingClassifier, GradientBoostingRegressor
 
     kw = dict(n_estimators=args.n_estimators, learning_rate=args.learning_rate, num_leaves=args.num_leaves,
@@ -163,7 +168,7 @@ def _fit_gbdt(args, ctx, shard):
     return est.fit(shard.X, shard.y)
 
 
-def _fit_forest(args, ctx, shard):
+def _fit_forest(args, ctx, shard, checkpoint):
     from ..models.trees import RandomForestClassifier, RandomForestRegressor
 
     mf = args.max_features
