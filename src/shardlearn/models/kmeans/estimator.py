@@ -63,10 +63,10 @@ import time
 
 import numpy as np
 
-from ..backend import compiled_kernels
-from ..errors import ShardlearnError
-from .base import Params
-from .. import rng as _rng
+from ...backend import compiled_kernels
+from ...errors import ShardlearnError
+from ..base import Params
+from ... import rng as _rng
 
 import scipy.sparse as _sparse
 
@@ -76,7 +76,7 @@ except ImportError:  # pragma: no cover - private SciPy API moved: use the publi
     _csc_matvecs = None
 
 INITS = ("k-means++", "k-means||", "random")
-KERNELS = "models._kmeans_kernels"  # compiled loops (see _kmeans_kernels.c); None: NumPy
+KERNELS = "models.kmeans._kmeans_kernels"  # compiled loops (see _kmeans_kernels.c); None: NumPy
 #: the tiled kernel (dot products in registers) beats BLAS GEMM + one pass while
 #: padded k x d is at most this (500k rows, one thread: d=32,k=16 f64 28 vs 36 ms,
 #: f32 16.5 vs 19.8; d=64,k=16 108 vs 151; d=16,k=64 60 vs 64; but d=64,k=64 184 vs
@@ -674,7 +674,7 @@ class KMeans(Params):
                                   f"an HDF5 file of centers; {init!r} is none of these")
 
     def _ctx(self):
-        from ..runtime import context_from
+        from ...runtime import context_from
 
         return context_from(self.comm)
 
