@@ -10,7 +10,7 @@ import pytest
 
 from shardlearn.backend import compiled_kernels
 from shardlearn.models import kmeans as km
-from shardlearn.models.kmeans import estimator as lloyd
+from shardlearn.models.kmeans import _lloyd as lloyd
 
 K = compiled_kernels(km.KERNELS)
 pytestmark = pytest.mark.skipif(K is None, reason="compiled k-means kernels not built")
