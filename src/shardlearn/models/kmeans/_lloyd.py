@@ -19,9 +19,8 @@ except ImportError:  # pragma: no cover - private SciPy API moved: use the publi
     _csc_matvecs = None
 
 #: the tiled kernel (dot products in registers) beats BLAS GEMM + one pass while
-#: padded k x d is at most this (500k rows, one thread: d=32,k=16 f64 28 vs 36 ms,
-#: f32 16.5 vs 19.8; d=64,k=16 108 vs 151; d=16,k=64 60 vs 64; but d=64,k=64 184 vs
-#: 156 and d=128,k=32 f64 237 vs 194: bench/kmeans.md)
+#: padded k x d is at most this; for larger k x d BLAS's GEMM wins (the crossover
+#: measurements: bench/kmeans.md)
 TILED_MAX_KD = 2048
 
 
@@ -106,7 +105,7 @@ def _lloyd_pass(data: _Local, centers: np.ndarray, labels: np.ndarray, buf: np.n
     With ``data.threads`` > 1 the rows are split into that many contiguous blocks run
     by a thread pool (NumPy, BLAS and SciPy's sparse kernels release the GIL) with
     single-threaded BLAS: the per-chunk GEMMs are too small for BLAS's own threads,
-    which made one rank with 2 BLAS threads several times slower than with one. Block
+    which made one rank with 2 BLAS threads slower than with one (bench/kmeans.md). Block
     results are combined in block order, so the result is deterministic for a given
     thread count.
     """
@@ -156,8 +155,8 @@ def _lloyd_block(data: _Local, c_neg2_t, cc, labels, lo_block, hi_block):
         out[-1] = changed
         return out
     dbuf = np.empty((rows, k), dtype=dt)
-    # NumPy's argmin over short float32 rows is about 2x slower than over float64 ones
-    # (measured, k=16); the float32 -> float64 widening is exact, so labels are unchanged
+    # NumPy's argmin over short float32 rows is slower than over float64 ones (k=16:
+    # bench/kmeans.md); the float32 -> float64 widening is exact, so labels are unchanged
     widen = dt == np.float32 and k <= 32
     wbuf = np.empty((rows, k)) if widen else None
     ones = np.ones(rows, dtype=dt)
