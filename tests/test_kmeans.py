@@ -229,7 +229,7 @@ def test_kmeanspp_quality_matches_sklearn():
 def test_kmeanspp_memory_paths_agree(monkeypatch):
     # k-means++ keeps the n x trials candidate distances or recomputes the winner's
     # (memory near the shard size): the same draws, the same centers up to rounding
-    from shardlearn.models import kmeans as mod
+    from shardlearn.models.kmeans import _init as mod
 
     X, _ = make_blobs(2000, 5, centers=6, random_state=2)
     out = []

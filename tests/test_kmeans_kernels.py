@@ -1,4 +1,4 @@
-"""The compiled k-means loops (models/_kmeans_kernels.c) against the NumPy definition.
+"""The compiled k-means loops (models/kmeans/_kmeans_kernels.c) against the NumPy definition.
 
 Both kernel forms (tiled dot products, and BLAS GEMM + one pass) must give the labels of
 ``argmin_j (-2 x.c_j + |c_j|^2)`` with numpy.argmin's first-minimum rule, the per-cluster
@@ -10,6 +10,7 @@ import pytest
 
 from shardlearn.backend import compiled_kernels
 from shardlearn.models import kmeans as km
+from shardlearn.models.kmeans import _lloyd as lloyd
 
 K = compiled_kernels(km.KERNELS)
 pytestmark = pytest.mark.skipif(K is None, reason="compiled k-means kernels not built")
@@ -34,10 +35,10 @@ def test_labels_sums_counts_match_numpy(monkeypatch, dtype, tiled, r, k, d):
     # integer-valued data: dot products are exact in both dtypes, so labels must be equal
     x = rng.integers(-8, 9, size=(r, d)).astype(dtype)
     c = rng.integers(-8, 9, size=(k, d)).astype(dtype)
-    monkeypatch.setattr(km, "TILED_MAX_KD", 1 << 30 if tiled else 0)
+    monkeypatch.setattr(lloyd, "TILED_MAX_KD", 1 << 30 if tiled else 0)
     c_neg2_t = np.ascontiguousarray((-2.0 * c).T)
     cc = np.einsum("ij,ij->i", c, c)
-    label = km._Labeler(K, c_neg2_t, cc, chunk=max(r, 1))
+    label = lloyd._Labeler(K, c_neg2_t, cc, chunk=max(r, 1))
     assert label.tiled == tiled
     labels = np.full(r, -1, dtype=np.int32)
     labels[: r // 2] = 0
@@ -58,10 +59,10 @@ def test_labels_sums_counts_match_numpy(monkeypatch, dtype, tiled, r, k, d):
 
 @pytest.mark.parametrize("tiled", [True, False])
 def test_ties_pick_the_first_center(monkeypatch, tiled):
-    monkeypatch.setattr(km, "TILED_MAX_KD", 1 << 30 if tiled else 0)
+    monkeypatch.setattr(lloyd, "TILED_MAX_KD", 1 << 30 if tiled else 0)
     c = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]] * 5)  # k=20: 3 tiles
     x = np.array([[1.0, 1.0], [2.0, 0.0], [0.0, 2.0], [0.5, 0.5], [1.0, 0.0]])
-    label = km._Labeler(K, np.ascontiguousarray((-2.0 * c).T), np.einsum("ij,ij->i", c, c), 8)
+    label = lloyd._Labeler(K, np.ascontiguousarray((-2.0 * c).T), np.einsum("ij,ij->i", c, c), 8)
     labels = np.zeros(len(x), dtype=np.int32)
     label(x, labels)
     np.testing.assert_array_equal(labels, [0, 0, 1, 0, 0])

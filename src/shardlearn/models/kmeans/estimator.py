@@ -1,0 +1,463 @@
+"""The :class:`KMeans` estimator: scikit-learn's API over MPI ranks (parameter checks,
+the fit loop with scikit-learn's stopping rule, inference, model files).
+
+The passes over the rows are in :mod:`._lloyd`, the initialisations in :mod:`._init`.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import time
+
+import numpy as np
+
+from ...backend import compiled_kernels
+from ...errors import ShardlearnError
+from ..base import Params
+from ._data import KERNELS, _chunk_rows, _Local
+from ._init import INITS, _fetch_rows, _init_kmeans_parallel, _init_kmeanspp, _read_centers_file
+from ._lloyd import _Labeler, _assign, _inertia_from_sums, _lloyd_pass, _relocate_empty
+
+
+class KMeans(Params):
+    """K-means clustering on rows spread over MPI ranks (Lloyd's algorithm).
+
+    Every rank constructs the estimator with the same parameters and calls
+    :meth:`fit` with its own block of rows; blocks are taken to be in rank order
+    (rank 0 holds the first rows of the global table, and so on), which is what
+    :func:`shardlearn.data.read_shard` gives. Ranks may hold zero rows.
+
+    Parameters
+    ----------
+    n_clusters : int, default=8
+        Number of clusters k (at most the global number of rows).
+    init : {"k-means++", "k-means||", "random"}, array of shape (k, d) or str path, default="k-means++"
+        Initialisation. ``"k-means++"``: scikit-learn's greedy k-means++, exactly as on
+        one process. ``"k-means||"``: Bahmani et al.'s scalable variant, a fixed number
+        of passes whatever k (better for large k). ``"random"``: k distinct rows. An
+        array or the path of an HDF5 file (a k-means model file or a file holding a
+        ``centers`` dataset) gives the initial centers.
+    n_init : int, default=1
+        Number of runs with different initialisations; the lowest inertia wins.
+    max_iter : int, default=300
+        Maximum number of Lloyd iterations per run.
+    tol : float, default=1e-4
+        Relative tolerance: stop when the squared center shift summed over clusters is
+        at most ``tol`` times the mean of the per-feature variances of the (global) data.
+    verbose : int, default=0
+        Print one line per iteration on rank 0 (inertia, center shift, seconds split into
+        compute and communication).
+    random_state : int or None, default=None
+        Seed. The same seed, data and rank count give bit-identical centers; None draws
+        a seed on rank 0 and shares it.
+    comm : mpi4py communicator, shardlearn Context or None, default=None
+        Where the ranks meet (None: ``MPI.COMM_WORLD``).
+    oversampling_factor : float, default=2.0
+        k-means||: candidates drawn per round = ``oversampling_factor * k`` in expectation.
+    init_rounds : int, default=5
+        k-means||: number of sampling rounds.
+    chunk_rows : int or None, default=None
+        Rows per chunk of the distance computation (None: sized so the temporaries take
+        about 2 MiB).
+
+    Attributes
+    ----------
+    cluster_centers_ : ndarray (k, d)
+        Centers, in the data's dtype, identical on every rank.
+    labels_ : ndarray (n_local,) int32
+        Cluster of each of this rank's rows.
+    inertia_ : float
+        Sum of squared distances of all rows (all ranks) to their centers.
+    n_iter_ : int
+        Lloyd iterations run (by the best run).
+    n_features_in_ : int
+    init_seconds_ : float
+        Seconds spent in initialisation (best run).
+    iteration_log_ : list of dict
+        Per iteration: inertia, center shift, seconds, communication seconds.
+    """
+
+    def __init__(self, n_clusters=8, *, init="k-means++", n_init=1, max_iter=300, tol=1e-4,
+                 verbose=0, random_state=None, comm=None, oversampling_factor=2.0,
+                 init_rounds=5, chunk_rows=None):
+        self.n_clusters = n_clusters
+        self.init = init
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.verbose = verbose
+        self.random_state = random_state
+        self.comm = comm
+        self.oversampling_factor = oversampling_factor
+        self.init_rounds = init_rounds
+        self.chunk_rows = chunk_rows
+
+    # ---------------------------------------------------------------- sklearn API
+    def __repr__(self):
+        defaults = inspect.signature(type(self).__init__).parameters
+        changed = [f"{k}={v!r}" for k, v in self.get_params().items()
+                   if not (isinstance(v, np.ndarray) or v is defaults[k].default or
+                           (not isinstance(defaults[k].default, np.ndarray) and v == defaults[k].default))]
+        return f"KMeans({', '.join(changed)})"
+
+    # ------------------------------------------------------------------- checks
+    def _check_params(self):
+        k = self.n_clusters
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+            raise ShardlearnError(f"n_clusters must be a positive integer, got {k!r}")
+        for name, lo in (("max_iter", 1), ("n_init", 1), ("init_rounds", 1)):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < lo:
+                raise ShardlearnError(f"{name} must be an integer >= {lo}, got {v!r}")
+        if not (isinstance(self.tol, (int, float, np.floating)) and self.tol >= 0):
+            raise ShardlearnError(f"tol must be a number >= 0, got {self.tol!r}")
+        if not (isinstance(self.oversampling_factor, (int, float, np.floating))
+                and self.oversampling_factor > 0):
+            raise ShardlearnError(f"oversampling_factor must be > 0, got {self.oversampling_factor!r}")
+        if self.random_state is not None and not isinstance(self.random_state, (int, np.integer)):
+            raise ShardlearnError("random_state must be an int or None "
+                                  f"(got {type(self.random_state).__name__})")
+        init = self.init
+        if isinstance(init, str) and init not in INITS and not os.path.exists(init):
+            raise ShardlearnError(f"init must be one of {', '.join(INITS)}, an array of centers or "
+                                  f"an HDF5 file of centers; {init!r} is none of these")
+
+    def _ctx(self):
+        from ...runtime import context_from
+
+        return context_from(self.comm)
+
+    def _prepare(self, ctx, X):
+        """Validate collectively; return (local X in the agreed dtype, _Local-less facts)."""
+        with ctx.collective_errors():
+            self._check_params()
+            X = np.asarray(X)
+            if X.ndim != 2:
+                raise ShardlearnError(f"X must be 2-D (rows x features); rank {ctx.rank} passed "
+                                      f"an array of shape {X.shape}")
+            if X.dtype.kind not in "fiub":
+                raise ShardlearnError(f"X must hold numbers; rank {ctx.rank} passed dtype {X.dtype}")
+            if X.dtype.kind == "f":
+                step = 65536
+                bad = sum(int((~np.isfinite(X[i:i + step])).any(axis=1).sum())
+                          for i in range(0, X.shape[0], step))
+                if bad:
+                    raise ShardlearnError(
+                        f"X holds NaN or infinite values in {bad} rows on rank {ctx.rank}; k-means "
+                        "needs finite values: impute or drop those rows first")
+        meta = ctx.coll.allgather_obj((int(X.shape[0]), int(X.shape[1]), X.dtype.str))
+        sizes = [m[0] for m in meta]
+        n_total = sum(sizes)
+        widths = {m[1] for m in meta if m[0] > 0}
+        error = None
+        if n_total == 0:
+            error = "X has no rows on any rank: nothing to cluster"
+        elif len(widths) > 1:
+            error = ("ranks passed different numbers of features: "
+                     + ", ".join(f"rank {r}: {m[1]}" for r, m in enumerate(meta)))
+        elif self.n_clusters > n_total:
+            error = (f"n_clusters={self.n_clusters} is larger than the number of rows "
+                     f"({n_total} over {ctx.size} ranks): choose k <= n")
+        ctx.agree(error)
+        d = widths.pop()
+        if X.shape[0] == 0 and X.shape[1] != d:
+            X = np.empty((0, d), dtype=X.dtype)
+        all_f32 = all(np.dtype(m[2]) == np.float32 for m in meta)
+        dtype = np.dtype(np.float32 if all_f32 else np.float64)
+        X = np.ascontiguousarray(X, dtype=dtype)
+        offset = sum(sizes[:ctx.rank])
+        return X, offset, n_total
+
+    def _initial_centers(self, ctx):
+        """Centers given by the user (array or file), as float64 (k x d), on every rank."""
+        init = self.init
+        if isinstance(init, str) and init in INITS:
+            return None
+        if isinstance(init, (str, os.PathLike)):
+            centers, error = None, None
+            if ctx.rank == 0:
+                try:
+                    centers = _read_centers_file(str(init))
+                except ShardlearnError as exc:
+                    error = str(exc)
+            ctx.agree(error)
+            return ctx.coll.bcast_obj(centers, root=0)
+        return np.array(init, dtype=np.float64)
+
+    # ---------------------------------------------------------------------- fit
+    def fit(self, X, y=None):
+        """Cluster the rows of all ranks (collective: every rank calls it with its rows).
+
+        Parameters
+        ----------
+        X : array-like (n_local, d)
+            This rank's rows (may be empty). float32 stays float32 for distances; sums are
+            accumulated in float64.
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        ctx = self._ctx()
+        X, offset, n_total = self._prepare(ctx, X)
+        k = int(self.n_clusters)
+        d = X.shape[1]
+        given = self._initial_centers(ctx)
+        error = None
+        if given is not None:
+            if given.shape != (k, d):
+                error = f"initial centers have shape {given.shape}; expected (n_clusters, n_features) = ({k}, {d})"
+            elif not np.isfinite(given).all():
+                error = "initial centers hold NaN or infinite values"
+        ctx.agree(error)
+        seed = self.random_state
+        if seed is None:
+            seed = ctx.coll.bcast_obj(int(np.random.SeedSequence().entropy % (2 ** 63)) if ctx.rank == 0 else None)
+        rng = np.random.default_rng(int(seed))
+
+        # global mean (for centring) and mean feature variance (for tol): two reductions
+        chunk = _chunk_rows(d, k, X.dtype.itemsize, self.chunk_rows)
+        s = np.zeros(d)
+        for i in range(0, X.shape[0], 65536):
+            s += X[i:i + 65536].sum(axis=0, dtype=np.float64)
+        mean = ctx.coll.allreduce(s) / n_total
+        data = _Local(X, mean, offset, n_total, chunk)
+        sq = np.zeros(d)
+        for lo, hi in data.chunks():
+            xc = X[lo:hi] - mean
+            sq += np.einsum("ij,ij->j", xc, xc)
+        var = ctx.coll.allreduce(sq) / n_total
+        tol = float(np.mean(var) * self.tol) if self.tol else 0.0
+        self._total_ss = float(var.sum() * n_total)
+        # Centre rows chunk by chunk only where it buys accuracy: when the mean is large
+        # next to the spread, the GEMM form loses digits to cancellation (scikit-learn
+        # always centres for this reason). Otherwise skip that pass (see _lloyd_pass).
+        data.centre_rows = bool(float(mean @ mean) > float(var.sum()))
+
+        n_init = int(self.n_init)
+        if given is not None and n_init != 1:
+            if ctx.rank == 0:
+                ctx.warn(f"explicit initial centers given: running n_init=1 instead of {n_init}")
+            n_init = 1
+        best = None
+        labels = np.empty(X.shape[0], dtype=np.int32)
+        for run in range(n_init):
+            t0 = time.perf_counter()
+            centers = self._init_run(ctx, data, k, rng, given)
+            t_init = time.perf_counter() - t0
+            labels.fill(-1)
+            centers, inertia, n_iter, log = self._lloyd_threads(ctx, data, centers, labels, tol)
+            if best is None or inertia < best[1]:
+                best = (centers, inertia, n_iter, labels.copy() if n_init > 1 else labels, log, t_init)
+        centers, inertia, n_iter, labels, log, t_init = best
+        self.cluster_centers_ = (centers + data.mean_t.astype(np.float64)).astype(X.dtype)
+        self.labels_ = labels
+        self.inertia_ = float(inertia)
+        self.n_iter_ = int(n_iter)
+        self.n_features_in_ = d
+        self.init_seconds_ = t_init
+        self.iteration_log_ = log
+        self.n_rows_total_ = n_total
+        self._dtype = X.dtype
+        return self
+
+    def _init_run(self, ctx, data, k, rng, given):
+        if given is not None:
+            return given - data.mean_t.astype(np.float64)
+        try:
+            return self._init_draw(ctx, data, k, rng)
+        finally:
+            data._xx = None  # the row norms are for the init passes only
+
+    def _init_draw(self, ctx, data, k, rng):
+        with ctx.timers.phase("init"):
+            if self.init == "random":
+                ids = np.sort(rng.choice(data.n_total, size=k, replace=False))
+                return _fetch_rows(ctx, data, ids)
+            if self.init == "k-means||":
+                centers = _init_kmeans_parallel(ctx, data, k, rng, int(self.init_rounds),
+                                                float(self.oversampling_factor))
+                if centers is not None:
+                    return centers
+                self._log(ctx, "k-means||: fewer than k distinct candidates; using k-means++")
+            return _init_kmeanspp(ctx, data, k, rng)
+
+    def _lloyd_threads(self, ctx, data, centers, labels, tol):
+        """Run :meth:`_lloyd` with this rank's threads on row blocks, BLAS single-threaded."""
+        data.threads = max(1, int(getattr(ctx, "threads", 1) or 1))
+        if data.threads == 1:
+            return self._lloyd(ctx, data, centers, labels, tol)
+        from threadpoolctl import threadpool_limits
+
+        try:
+            with threadpool_limits(limits=1, user_api="blas"):
+                return self._lloyd(ctx, data, centers, labels, tol)
+        finally:
+            data.close()
+
+    def _log(self, ctx, msg):
+        ctx.log(msg, verbose=bool(self.verbose))
+
+    def _lloyd(self, ctx, data, centers, labels, tol):
+        """Lloyd iterations from ``centers`` (centred float64); sklearn's stopping rule."""
+        k, d = centers.shape
+        buf = np.empty(k * d + k + 1)
+        strict = False
+        log = []
+        n_iter = 0
+        for it in range(int(self.max_iter)):
+            t0, c0 = time.perf_counter(), ctx.coll.comm_seconds
+            with ctx.timers.phase("compute"):
+                _lloyd_pass(data, centers, labels, buf)
+            tot = ctx.coll.allreduce(buf)  # THE collective of the iteration
+            with ctx.timers.phase("compute"):
+                sums = tot[:k * d].reshape(k, d)
+                counts = tot[k * d:k * d + k].copy()
+                changed = int(tot[-1])
+                used = centers.astype(data.dtype).astype(np.float64)
+                inertia = _inertia_from_sums(self._total_ss, used, sums, counts)
+            if (counts == 0).any():
+                _relocate_empty(ctx, data, used, labels, sums, counts)
+            new = centers.copy()
+            filled = counts > 0
+            new[filled] = sums[filled] / counts[filled, None]
+            shift = float(((new - used) ** 2).sum())
+            centers = new
+            n_iter = it + 1
+            dt, dc = time.perf_counter() - t0, ctx.coll.comm_seconds - c0
+            log.append({"iter": n_iter, "inertia": inertia, "center_shift": shift,
+                        "changed": changed, "seconds": dt, "comm_seconds": dc})
+            self._log(ctx, f"kmeans iter {n_iter:3d}  inertia {inertia:.8g}  center shift² "
+                           f"{shift:.3g} (tol {tol:.3g})  labels changed {changed}  "
+                           f"{dt:.3f}s (compute {dt - dc:.3f}s, comm {dc:.4f}s)")
+            if changed == 0:
+                strict = True
+                break
+            if shift <= tol:
+                break
+        t0 = time.perf_counter()
+        with ctx.timers.phase("compute"):
+            local = _assign(data, centers, labels, relabel=not strict)
+        inertia = float(ctx.coll.allreduce(np.array([local]))[0])
+        self._log(ctx, f"kmeans {'converged (labels stable)' if strict else 'stopped'} after "
+                       f"{n_iter} iterations: inertia {inertia:.8g} ({time.perf_counter() - t0:.3f}s final pass)")
+        return centers, inertia, n_iter, log
+
+    # ------------------------------------------------------------------ inference
+    def _check_fitted(self):
+        if not hasattr(self, "cluster_centers_"):
+            raise ShardlearnError("this KMeans is not fitted yet: call fit first")
+
+    def _local_X(self, X):
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.cluster_centers_.shape[1]:
+            raise ShardlearnError(f"X has shape {X.shape}; expected (n, {self.cluster_centers_.shape[1]})")
+        dt = self.cluster_centers_.dtype
+        return np.ascontiguousarray(X, dtype=dt if X.dtype != np.float64 or dt == np.float64 else X.dtype)
+
+    def _nearest(self, X):
+        """(labels int32, squared distance float64) of local rows; no communication."""
+        self._check_fitted()
+        X = self._local_X(X)
+        c = self.cluster_centers_.astype(X.dtype)
+        c_neg2_t = np.ascontiguousarray((-2.0 * c).T)
+        cc = np.einsum("ij,ij->i", c, c)
+        labels = np.empty(X.shape[0], dtype=np.int32)
+        d2 = np.empty(X.shape[0])
+        step = _chunk_rows(X.shape[1], c.shape[0], X.dtype.itemsize, self.chunk_rows)
+        kernels = compiled_kernels(KERNELS)
+        label = _Labeler(kernels, c_neg2_t, cc, step) if kernels is not None else None
+        for i in range(0, X.shape[0], step):
+            xs = X[i:i + step]
+            if label is not None:
+                lab = labels[i:i + step]
+                label(xs, lab)
+            else:
+                dist = xs @ c_neg2_t
+                dist += cc
+                lab = dist.argmin(axis=1)
+                labels[i:i + step] = lab
+            diff = xs - c[lab]
+            d2[i:i + step] = np.einsum("ij,ij->i", diff, diff)
+        return labels, d2
+
+    def predict(self, X):
+        """Index of the nearest center for each local row (int32; no communication)."""
+        return self._nearest(X)[0]
+
+    def fit_predict(self, X, y=None):
+        """Fit, then return this rank's labels."""
+        return self.fit(X).labels_
+
+    def transform(self, X):
+        """Euclidean distances (n_local x k) of local rows to every center (no communication)."""
+        self._check_fitted()
+        X = self._local_X(X)
+        c = self.cluster_centers_.astype(X.dtype)
+        out = np.empty((X.shape[0], c.shape[0]), dtype=X.dtype)
+        step = _chunk_rows(X.shape[1], c.shape[0], X.dtype.itemsize, self.chunk_rows)
+        cc = np.einsum("ij,ij->i", c, c)
+        for i in range(0, X.shape[0], step):
+            xs = X[i:i + step]
+            dist = xs @ (-2.0 * c).T
+            dist += cc
+            dist += np.einsum("ij,ij->i", xs, xs)[:, None]
+            np.maximum(dist, 0, out=dist)
+            out[i:i + step] = np.sqrt(dist)
+        return out
+
+    def fit_transform(self, X, y=None):
+        return self.fit(X).transform(X)
+
+    # --------------------------------------------------------- model files, CLI
+    _model_name = "kmeans"
+    evaluate_needs_y = False
+
+    def to_model(self) -> tuple[dict, dict, dict]:
+        """(arrays, params, info) for :func:`shardlearn.models.io.save_estimator`."""
+        self._check_fitted()
+        info = {"n_iter": getattr(self, "n_iter_", None), "inertia": getattr(self, "inertia_", None),
+                "init_seconds": getattr(self, "init_seconds_", None)}
+        return {"cluster_centers": self.cluster_centers_}, self.model_params(), info
+
+    @classmethod
+    def from_model(cls, arrays, params, info, comm=None) -> "KMeans":
+        """The fitted estimator a model file describes (see :mod:`shardlearn.models.io`)."""
+        if "cluster_centers" not in arrays:
+            raise KeyError("no 'cluster_centers' in this k-means model file")
+        # init may name a file of the training machine: it is not needed to predict
+        est = cls(**{k: v for k, v in params.items() if k in cls.param_names() and k not in ("init", "comm")},
+                  comm=comm)
+        est.cluster_centers_ = np.asarray(arrays["cluster_centers"])
+        est.n_features_in_ = est.cluster_centers_.shape[1]
+        return est
+
+    @property
+    def data_options(self) -> dict:
+        """How to read data to apply the model to: in the centers' dtype."""
+        return {"dtype": self.cluster_centers_.dtype}
+
+    def predict_columns(self, X) -> dict:
+        """``labels`` (int64) and ``distance`` to the nearest center, per local row."""
+        labels, d2 = self._nearest(X)
+        return {"labels": labels.astype(np.int64), "distance": np.sqrt(d2)}
+
+    def evaluate(self, X, y=None) -> dict:
+        """Inertia, mean squared distance and cluster sizes over all ranks (collective)."""
+        ctx = self._ctx()
+        with ctx.collective_errors():
+            labels, d2 = self._nearest(X)
+        k = self.cluster_centers_.shape[0]
+        local = np.concatenate((np.bincount(labels, minlength=k).astype(np.float64), [d2.sum()]))
+        tot = ctx.coll.allreduce(local)
+        sizes = tot[:k].astype(np.int64)
+        return {"inertia": float(tot[k]), "mean_sq_distance": float(tot[k] / max(1, sizes.sum())),
+                "cluster_sizes": sizes.tolist()}
+
+    def score(self, X, y=None):
+        """Minus the inertia of all ranks' rows (collective: every rank calls it)."""
+        ctx = self._ctx()
+        with ctx.collective_errors():
+            _, d2 = self._nearest(X)
+        return -float(ctx.coll.allreduce(np.array([d2.sum()]))[0])
