@@ -1,7 +1,7 @@
 """Build shardlearn's compiled kernels; everything else about the package is in pyproject.toml.
 
 Every ``src/shardlearn/**/_*_kernels.c`` becomes an extension module next to its source
-(``models/_kmeans_kernels.c`` -> ``shardlearn.models._kmeans_kernels``). They are plain C99
+(``models/kmeans/_kmeans_kernels.c`` -> ``shardlearn.models.kmeans._kmeans_kernels``). They are plain C99
 against the CPython buffer protocol (no NumPy headers), built with the machine's C compiler
 at ``pip install`` time. They are optional: without a compiler the install still succeeds and
 the models use their NumPy code paths, which give the same results, only slower
