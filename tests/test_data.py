@@ -158,7 +158,8 @@ def _run_make(P, jobs, tmp_path, tag):
 
 
 def _read_all(path):
-    files = [path] if path.endswith(".h5") else sorted(os.path.join(path, f) for f in os.listdir(path))
+    files = [path] if path.endswith(".h5") else sorted(os.path.join(path, f) for f in os.listdir(path)
+                                                        if f.endswith(".h5"))
     Xs, ys = [], []
     for f in files:
         with h5py.File(f, "r") as h:
@@ -339,3 +340,29 @@ for name in ("nolabel.h5", "reg.h5"):
     assert abs(b["y"]["mean"] - np.nanmean(yr)) < 1e-12
     text = format_info(b)
     assert "more than 32 distinct values" in text and "1 NaN" in text
+
+
+def test_shard_in_place_and_a_failing_rank_leaves_the_old_dataset(tmp_path):
+    """Outputs go to a staging directory and are swapped in whole: re-sharding a directory
+    into itself works, and a rank that fails mid-write leaves the old parts untouched."""
+    src = str(tmp_path / "c.h5")
+    X, y = generate("regression", 501, 3, seed=1)
+    with h5py.File(src, "w") as h:
+        h["X"], h["y"] = X, y
+    out = tmp_path / "ds"
+    run_cli(2, "shard", src, "--out", out, "--parts", "4", "--quiet")
+    (out / "NOTES.txt").write_text("kept")
+    run_cli(3, "shard", out, "--out", out, "--parts", "3", "--quiet")   # in place
+    assert sorted(os.listdir(out)) == ["NOTES.txt", "part-00000.h5", "part-00001.h5", "part-00002.h5"]
+    np.testing.assert_array_equal(_read_all(str(out))[0], X)
+    before = {n: (out / n).read_bytes() for n in os.listdir(out)}
+    p = run_cli(3, "shard", out, "--out", out, "--parts", "6", check=False,
+                env={"SHARDLEARN_FAULT": "write-part@2"})
+    assert p.returncode == 2 and p.stderr.count("shardlearn: error:") == 1, p.stderr
+    assert "No space left on device" in p.stderr
+    assert {n: (out / n).read_bytes() for n in os.listdir(out)} == before
+    assert not [n for n in os.listdir(tmp_path) if ".tmp-" in n], os.listdir(tmp_path)
+    p = run_cli(2, "make-data", "blobs", "--rows", "300", "--features", "2", "--out", tmp_path / "m",
+                check=False, env={"SHARDLEARN_FAULT": "write-part@1"})
+    assert p.returncode == 2 and not (tmp_path / "m").exists()
+    assert not [n for n in os.listdir(tmp_path) if ".tmp-" in n], os.listdir(tmp_path)

@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 from .errors import ShardlearnError, TrainingInterrupted
-from .util import signals
+from .util import faults, signals
 from .util.files import atomic_path, remove_stale_temps
 
 FORMAT_VERSION = 1
@@ -115,6 +115,7 @@ class Checkpoint:
         any rank received a stop signal.
         """
         ctx = self._ctx
+        faults.check("step")
         due_clock = self.seconds is not None and time.monotonic() - self._last >= self.seconds
         flags = ctx.coll.allreduce(np.array([signals.requested(), int(due_clock)], dtype=np.int64), op="max")
         stop, due_clock = int(flags[0]), bool(flags[1])
@@ -155,6 +156,7 @@ class Checkpoint:
 
         remove_stale_temps(path)
         with atomic_path(path) as tmp:
+            faults.check("checkpoint")
             with h5py.File(tmp, "w") as h:
                 h.attrs.update({"checkpoint_format": FORMAT_VERSION, "estimator": self.estimator,
                                 "params_hash": self.params_hash, "data_hash": self.data_hash,

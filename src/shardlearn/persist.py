@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from .errors import ShardlearnError
+from .util import faults
 from .util.files import atomic_path, check_output_dir, fsync_replace, remove_stale_temps, tmp_name
 
 #: the model-file format this version writes; it reads this one and every older one
@@ -72,6 +73,7 @@ def save_model(path: str, estimator: str, arrays: dict, params: dict, info: dict
 
     check_output_dir(path)
     with atomic_path(path) as tmp:
+        faults.check("save")
         with h5py.File(tmp, "w") as h:
             h.attrs["shardlearn_format"] = FORMAT_VERSION
             h.attrs["estimator"] = estimator
@@ -114,6 +116,7 @@ def write_json(path: str, obj: dict) -> None:
     """Write a JSON document atomically (call on one rank only)."""
     check_output_dir(path)
     with atomic_path(path) as tmp:
+        faults.check("save")
         with open(tmp, "w") as f:
             json.dump(obj, f, indent=2, default=_jsonable)
             f.write("\n")
@@ -152,6 +155,7 @@ def write_rows(path: str, columns: dict, start: int, n_total: int, ctx) -> None:
     n_local = len(next(iter(columns.values()))) if columns else 0
     if error is None and n_local:
         try:
+            faults.check("write-rows")
             with h5py.File(tmp, "r+") as h:
                 for k, v in columns.items():
                     h[k][start:start + n_local] = np.asarray(v)

@@ -97,17 +97,50 @@ class Context:
 
     @contextlib.contextmanager
     def collective_errors(self):
-        """Run a block of local checks, then agree on the outcome across ranks.
+        """Run a block of local work, then agree on the outcome across ranks.
 
-        A :class:`ShardlearnError` raised inside the block on any rank is re-raised
-        on every rank after the block; other exceptions propagate (and abort).
+        Any exception raised inside the block on any rank (a :class:`ShardlearnError`
+        for bad input, but also an ``OSError`` from a full disk or a ``MemoryError``) is
+        re-raised on every rank after the block as the same :class:`ShardlearnError`,
+        naming the rank and the error; nobody is left waiting in a later collective. The
+        block must not itself call collectives.
         """
         error = None
         try:
             yield
         except ShardlearnError as exc:
             error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - every local failure must reach every rank
+            error = f"rank {self.rank}: {type(exc).__name__}: {exc}"
         self.agree(error)
+
+    @contextlib.contextmanager
+    def guard(self, what: str):
+        """Abort the whole world with one clear message if the block fails on this rank alone.
+
+        For computations that interleave with collectives (a fit, a prediction): an
+        exception on one rank would leave the others blocked in the next collective
+        forever, so it ends the job instead (``Abort``), after printing which rank failed,
+        where and why. Agreed errors (:class:`ShardlearnError` raised on every rank) pass
+        through unchanged.
+        """
+        try:
+            yield
+        except ShardlearnError:
+            raise
+        except BaseException as exc:
+            if self.size == 1 or isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            import traceback
+
+            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            line(f"shardlearn: rank {self.rank}: {type(exc).__name__} in {what}: {exc}; aborting all "
+                 f"{self.size} ranks (the others would wait for it forever)\n"
+                 + "".join(f"[rank {self.rank}] {ln}\n" for ln in text.splitlines()).rstrip("\n"),
+                 sys.stderr)
+            from mpi4py import MPI
+
+            MPI.COMM_WORLD.Abort(1)
 
     # ------------------------------------------------------------------ timings
     def timings(self) -> dict:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..util import faults
 from ..util.blocks import block_bounds
 from ..errors import ShardlearnError
 
@@ -243,13 +244,18 @@ def read_shard(path, ctx, *, dtype=None, need_y: bool = False, allow_nan: bool =
     ds = open_dataset(path, ctx, need_y=need_y)
     dtype = np.dtype(dtype) if dtype is not None else ds.dtype
     lo, hi = block_bounds(ds.n_rows, ctx.size, ctx.rank)
-    with ctx.timers.phase("io"):
-        X = np.empty((hi - lo, ds.n_features), dtype=dtype)
-        _read_rows(ds.parts, "X", lo, hi, X)
-        y = None
-        if ds.has_y:
-            y = np.empty(hi - lo, dtype=np.dtype(y_dtype) if y_dtype is not None else np.float64)
-            _read_rows(ds.parts, "y", lo, hi, y)
+    X = y = None
+    with ctx.timers.phase("io"), ctx.collective_errors():  # a failed read on one rank ends every rank
+        try:
+            faults.check("read")
+            X = np.empty((hi - lo, ds.n_features), dtype=dtype)
+            _read_rows(ds.parts, "X", lo, hi, X)
+            if ds.has_y:
+                y = np.empty(hi - lo, dtype=np.dtype(y_dtype) if y_dtype is not None else np.float64)
+                _read_rows(ds.parts, "y", lo, hi, y)
+        except (OSError, MemoryError) as exc:
+            raise ShardlearnError(f"{path}: rank {ctx.rank} could not read its rows [{lo}, {hi}) "
+                                  f"({type(exc).__name__}: {exc})") from None
     # values: each rank checks its block; one allreduce of per-part bad-row counts (X, then y)
     starts = np.array([p.start for p in ds.parts], dtype=np.int64)
     counts = np.zeros(2 * len(ds.parts), dtype=np.int64)

@@ -318,34 +318,34 @@ def make_data(kind: str, rows: int, features: int, out: str, ctx, *, parts: int 
             raise ShardlearnError(f"make-data: unknown option {unknown[0]!r}; known: {', '.join(DEFAULTS)}")
         check_options(kind, features, seed, rows=rows, **opts)
         gen = Generator(kind, features, seed, **opts)
-    paths = tools.prepare_output(out, parts, ctx)
     dtype = np.dtype(dtype)
     record = json.dumps({**gen.describe(), "rows": int(rows), "dtype": dtype.name})
     gen_seconds = [0.0]
 
-    def write_one(path, i, lo, hi):
-        with atomic_h5(path) as h:
-            h.attrs["generator"] = record
-            h.attrs.update({"part_index": i, "part_start": lo, "parts": len(paths)})
-            X = h.create_dataset("X", shape=(hi - lo, gen.features), dtype=dtype)
-            Y = h.create_dataset("y", shape=(hi - lo,), dtype=gen.y_dtype)
-            a = lo
-            while a < hi:  # block-aligned chunks: each block is drawn once
-                b = min(hi, (a // BLOCK_ROWS + 1) * BLOCK_ROWS)
-                t0 = time.perf_counter()
-                Xc, yc = gen.rows(a, b, dtype)
-                gen_seconds[0] += time.perf_counter() - t0
-                X.write_direct(Xc, dest_sel=np.s_[a - lo:b - lo])
-                Y.write_direct(yc, dest_sel=np.s_[a - lo:b - lo])
-                a = b
+    with tools.staged_output(out, parts, ctx) as paths:
+        def write_one(path, i, lo, hi):
+            with atomic_h5(path) as h:
+                h.attrs["generator"] = record
+                h.attrs.update({"part_index": i, "part_start": lo, "parts": len(paths)})
+                X = h.create_dataset("X", shape=(hi - lo, gen.features), dtype=dtype)
+                Y = h.create_dataset("y", shape=(hi - lo,), dtype=gen.y_dtype)
+                a = lo
+                while a < hi:  # block-aligned chunks: each block is drawn once
+                    b = min(hi, (a // BLOCK_ROWS + 1) * BLOCK_ROWS)
+                    t0 = time.perf_counter()
+                    Xc, yc = gen.rows(a, b, dtype)
+                    gen_seconds[0] += time.perf_counter() - t0
+                    X.write_direct(Xc, dest_sel=np.s_[a - lo:b - lo])
+                    Y.write_direct(yc, dest_sel=np.s_[a - lo:b - lo])
+                    a = b
 
-    with ctx.timers.phase("io"):
-        if len(paths) == 1 and ctx.size > 1:  # one file: all ranks draw, rank 0 writes
-            nbytes, seconds = _write_one_file_pipelined(paths[0], gen, rows, dtype, record, ctx)
-            writers = ctx.size
-        else:
-            nbytes, seconds = tools.write_parts(paths, rows, ctx, write_one)
-            writers = min(ctx.size, len(paths))  # ranks that own at least one part
+        with ctx.timers.phase("io"):
+            if len(paths) == 1 and ctx.size > 1:  # one file: all ranks draw, rank 0 writes
+                nbytes, seconds = _write_one_file_pipelined(paths[0], gen, rows, dtype, record, ctx)
+                writers = ctx.size
+            else:
+                nbytes, seconds = tools.write_parts(paths, rows, ctx, write_one)
+                writers = min(ctx.size, len(paths))  # ranks that own at least one part
     rate = rows / seconds / writers if seconds > 0 else float("inf")
     ctx.log(f"make-data {kind}: {rows} rows x {features} features {dtype.name} -> "
             f"{out} ({len(paths)} part{'s' if len(paths) > 1 else ''}, {tools._human_bytes(nbytes)}) "

@@ -9,16 +9,19 @@ sees a half-written part and a crash leaves no file that looks like data.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
 import time
 
 import numpy as np
 
 from ..util.blocks import block_bounds
 from ..errors import ShardlearnError
-from ..util.files import atomic_h5
+from ..util import faults
+from ..util.files import atomic_h5, remove_stale_temps, tmp_name
 from .shards import _read_rows, list_parts, open_dataset
 
 PART_RE = re.compile(r"^part-(\d{5,})\.h5$")
@@ -46,15 +49,21 @@ def output_paths(out: str, parts: int) -> list[str]:
     return [os.path.join(str(out), part_name(i)) for i in range(parts)]
 
 
-def prepare_output(out: str, parts: int, ctx, *, protect=()) -> list[str]:
-    """Check and create the output location on rank 0; every rank gets the part paths.
+@contextlib.contextmanager
+def staged_output(out: str, parts: int, ctx, *, protect=()):
+    """Check the output location, yield the paths to write the parts to, and put the whole
+    dataset in place at the end, or nothing (collective).
 
-    A file output (``*.h5``) holds exactly one part. A directory is created if needed;
-    old ``part-NNNNN.h5`` files beyond the new part count are removed (the reader
-    would otherwise take them as more rows), and any other ``.h5`` file in it is an
-    error. ``protect`` lists input files that must not be overwritten or removed.
-    Collective: raises the same :class:`ShardlearnError` on every rank.
+    A file output (``*.h5``) holds exactly one part, written through
+    :func:`~shardlearn.util.files.atomic_h5` to its own path. A directory output is
+    written into a staging directory beside it (``.NAME.tmp-HOST-PID``) and swapped in
+    only after every rank has written its parts: a failure on any rank removes the
+    staging directory and leaves ``out`` as it was, so a half-written dataset can never
+    be read as a whole one (and ``shard DIR --out DIR`` re-shards in place safely).
+    Files in ``out`` that are not parts are kept. ``protect`` lists input files that a
+    file output must not replace. Raises the same :class:`ShardlearnError` on every rank.
     """
+    staging = None
     with ctx.collective_errors():
         if not 1 <= parts <= MAX_PARTS:  # 5-digit names keep name order = row order
             raise ShardlearnError(f"--parts must be between 1 and {MAX_PARTS} (got {parts})")
@@ -63,14 +72,28 @@ def prepare_output(out: str, parts: int, ctx, *, protect=()) -> list[str]:
                                   f"(e.g. --out {os.path.splitext(out)[0]}) to write {parts} parts")
         if ctx.rank == 0:
             try:
-                _prepare_on_root(str(out), parts, {os.path.realpath(p) for p in protect})
-            except OSError as exc:  # e.g. a stale part that cannot be removed
+                staging = _prepare_on_root(str(out), {os.path.realpath(p) for p in protect})
+            except OSError as exc:
                 raise ShardlearnError(f"{out}: cannot prepare the output ({exc})") from None
-    return output_paths(out, parts)
+    staging = ctx.mpi_comm.bcast(staging, root=0)
+    if staging is None:
+        yield output_paths(out, parts)
+        return
+    try:
+        yield output_paths(staging, parts)
+        with ctx.collective_errors():
+            if ctx.rank == 0:
+                try:
+                    _swap_in(staging, str(out))
+                except OSError as exc:
+                    raise ShardlearnError(f"{out}: cannot move the new parts into place ({exc})") from None
+    finally:
+        if ctx.rank == 0 and os.path.isdir(staging):
+            shutil.rmtree(staging, ignore_errors=True)
 
 
-def _prepare_on_root(out: str, parts: int, protect: set) -> None:
-    targets = output_paths(out, parts)
+def _prepare_on_root(out: str, protect: set):
+    """Check the output; for a directory, create and return its staging directory."""
     if is_single_file(out):
         parent = os.path.dirname(os.path.abspath(out))
         if not os.path.isdir(parent):
@@ -79,30 +102,45 @@ def _prepare_on_root(out: str, parts: int, protect: set) -> None:
             raise ShardlearnError(f"{out}: is a directory; give a new file name or a directory without .h5")
         if not os.access(parent, os.W_OK):
             raise ShardlearnError(f"{out}: directory {parent} is not writable")
-        stale = []
-    else:
-        if os.path.exists(out) and not os.path.isdir(out):
-            raise ShardlearnError(f"{out}: exists and is not a directory")
-        try:
-            os.makedirs(out, exist_ok=True)
-        except OSError as exc:
-            raise ShardlearnError(f"{out}: cannot create the output directory ({exc.strerror})") from None
-        if not os.access(out, os.W_OK):
-            raise ShardlearnError(f"{out}: directory is not writable")
+        if os.path.realpath(out) in protect:
+            raise ShardlearnError(f"{out}: is an input of this command and would be overwritten; "
+                                  "write to another file")
+        return None
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ShardlearnError(f"{out}: exists and is not a directory")
+    parent = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(parent):
+        raise ShardlearnError(f"{out}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (os.path.isdir(out) and not os.access(out, os.W_OK)):
+        raise ShardlearnError(f"{out}: directory is not writable")
+    if os.path.isdir(out):
         names = sorted(os.listdir(out))
         foreign = [n for n in names if n.lower().endswith((".h5", ".hdf5")) and not PART_RE.match(n)]
         if foreign:
             raise ShardlearnError(f"{out}: holds other HDF5 files ({', '.join(foreign[:3])}"
                                   f"{', ...' if len(foreign) > 3 else ''}) that would be read as part of "
                                   "the dataset; choose an empty or new directory")
-        stale = [os.path.join(out, n) for n in names
-                 if PART_RE.match(n) and int(PART_RE.match(n).group(1)) >= parts]
-    clash = [p for p in targets + stale if os.path.realpath(p) in protect]
-    if clash:
-        raise ShardlearnError(f"{clash[0]}: is an input of this command and would be overwritten; "
-                              "write to another directory")
-    for p in stale:
-        os.remove(p)
+    remove_stale_temps(out)
+    staging = tmp_name(out)
+    try:
+        os.mkdir(staging)
+    except OSError as exc:
+        raise ShardlearnError(f"{out}: cannot create the output directory ({exc.strerror})") from None
+    return staging
+
+
+def _swap_in(staging: str, out: str) -> None:
+    """Put the staging directory in place of ``out``, keeping ``out``'s files that are not parts."""
+    if not os.path.isdir(out):
+        os.rename(staging, out)
+        return
+    for name in os.listdir(out):
+        if not PART_RE.match(name):
+            os.rename(os.path.join(out, name), os.path.join(staging, name))
+    old = tmp_name(out) + "-old"
+    os.rename(out, old)
+    os.rename(staging, out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_parts(paths: list[str], n_rows: int, ctx, write_one) -> tuple[int, float]:
@@ -121,6 +159,7 @@ def write_parts(paths: list[str], n_rows: int, ctx, write_one) -> tuple[int, flo
         for i in range(ctx.rank, len(paths), ctx.size):
             lo, hi = block_bounds(n_rows, len(paths), i)
             try:
+                faults.check("write-part")
                 write_one(paths[i], i, lo, hi)
                 nbytes += os.path.getsize(paths[i])
             except OSError as exc:
@@ -157,28 +196,29 @@ def shard_dataset(input_path: str, out: str, parts: int, ctx) -> dict:
     """
     ds = open_dataset(input_path, ctx)
     meta = ctx.mpi_comm.bcast(_source_meta(ds) if ctx.rank == 0 else None, root=0)
-    paths = prepare_output(out, parts, ctx, protect=[p.path for p in ds.parts])
     x_dtype, y_dtype, d = meta["x_dtype"], ds.y_dtype, ds.n_features
     step = max(1, COPY_CHUNK_BYTES // max(1, d * x_dtype.itemsize))
+    protect = [p.path for p in ds.parts]
 
-    def write_one(path, i, lo, hi):
-        with atomic_h5(path) as h:
-            for k, v in meta["attrs"].items():
-                h.attrs[k] = v
-            h.attrs.update({"part_index": i, "part_start": lo, "parts": len(paths)})
-            X = h.create_dataset("X", shape=(hi - lo, d), dtype=x_dtype)
-            Y = h.create_dataset("y", shape=(hi - lo,), dtype=y_dtype) if ds.has_y else None
-            for a in range(lo, hi, step):
-                b = min(hi, a + step)
-                buf = np.empty((b - a, d), dtype=x_dtype)
-                _read_rows(ds.parts, "X", a, b, buf)
-                X.write_direct(buf, dest_sel=np.s_[a - lo:b - lo])
-                if Y is not None:
-                    ybuf = np.empty(b - a, dtype=y_dtype)
-                    _read_rows(ds.parts, "y", a, b, ybuf)
-                    Y.write_direct(ybuf, dest_sel=np.s_[a - lo:b - lo])
+    with staged_output(out, parts, ctx, protect=protect) as paths:
+        def write_one(path, i, lo, hi):
+            with atomic_h5(path) as h:
+                for k, v in meta["attrs"].items():
+                    h.attrs[k] = v
+                h.attrs.update({"part_index": i, "part_start": lo, "parts": len(paths)})
+                X = h.create_dataset("X", shape=(hi - lo, d), dtype=x_dtype)
+                Y = h.create_dataset("y", shape=(hi - lo,), dtype=y_dtype) if ds.has_y else None
+                for a in range(lo, hi, step):
+                    b = min(hi, a + step)
+                    buf = np.empty((b - a, d), dtype=x_dtype)
+                    _read_rows(ds.parts, "X", a, b, buf)
+                    X.write_direct(buf, dest_sel=np.s_[a - lo:b - lo])
+                    if Y is not None:
+                        ybuf = np.empty(b - a, dtype=y_dtype)
+                        _read_rows(ds.parts, "y", a, b, ybuf)
+                        Y.write_direct(ybuf, dest_sel=np.s_[a - lo:b - lo])
 
-    nbytes, seconds = write_parts(paths, ds.n_rows, ctx, write_one)
+        nbytes, seconds = write_parts(paths, ds.n_rows, ctx, write_one)
     ctx.log(f"shard: {ds.n_rows} rows x {d} features from {input_path} -> {out} "
             f"({len(paths)} part{'s' if len(paths) > 1 else ''}, {_human_bytes(nbytes)}) in {seconds:.2f} s "
             f"on {ctx.size} rank{'s' if ctx.size > 1 else ''}")
@@ -299,5 +339,5 @@ def format_info(info: dict, max_parts: int = 8) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["shard_dataset", "info", "format_info", "prepare_output", "write_parts", "atomic_h5",
+__all__ = ["shard_dataset", "info", "format_info", "staged_output", "write_parts", "atomic_h5",
            "part_name", "list_parts"]

@@ -1,0 +1,52 @@
+"""Injected faults, for testing that a failure on one rank never hangs the others.
+
+``SHARDLEARN_FAULT="SITE@RANK[:KIND][,...]"`` makes :func:`check` fail at the named site
+on that world rank: ``oserror`` (default: "No space left on device"), ``memory``
+(MemoryError) or ``kill`` (SIGKILL, a rank dying). Sites in the package:
+
+- ``read``       a rank reading its block of a dataset (data/shards.py)
+- ``write-part`` a rank writing a part file (make-data, shard)
+- ``save``       rank 0 writing a model file, report or JSON document (persist.py)
+- ``write-rows`` a rank writing its rows of a predictions file (persist.write_rows)
+- ``checkpoint`` rank 0 writing a checkpoint
+- ``step``       a training step boundary (inside every model's fit loop)
+
+Without the variable :func:`check` costs one dictionary lookup.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+
+_SPEC = None
+
+
+def _parse() -> dict:
+    out = {}
+    for item in os.environ.get("SHARDLEARN_FAULT", "").split(","):
+        site, _, rest = item.strip().partition("@")
+        if not site or not rest:
+            continue
+        rank, _, kind = rest.partition(":")
+        out[site] = (int(rank), kind or "oserror")
+    return out
+
+
+def check(site: str) -> None:
+    """Fail here if ``SHARDLEARN_FAULT`` names this site and this process's world rank."""
+    global _SPEC
+    if _SPEC is None:
+        _SPEC = _parse()
+    if site not in _SPEC:
+        return
+    rank, kind = _SPEC[site]
+    from mpi4py import MPI
+
+    if MPI.COMM_WORLD.Get_rank() != rank:
+        return
+    if kind == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if kind == "memory":
+        raise MemoryError(f"injected at {site} on rank {rank}")
+    raise OSError(errno.ENOSPC, f"No space left on device (injected at {site} on rank {rank})")
