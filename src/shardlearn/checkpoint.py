@@ -115,7 +115,6 @@ class Checkpoint:
         any rank received a stop signal.
         """
         ctx = self._ctx
-        faults.check("step")
         due_clock = self.seconds is not None and time.monotonic() - self._last >= self.seconds
         flags = ctx.coll.allreduce(np.array([signals.requested(), int(due_clock)], dtype=np.int64), op="max")
         stop, due_clock = int(flags[0]), bool(flags[1])

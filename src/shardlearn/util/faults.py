@@ -9,7 +9,7 @@ on that world rank: ``oserror`` (default: "No space left on device"), ``memory``
 - ``save``       rank 0 writing a model file, report or JSON document (persist.py)
 - ``write-rows`` a rank writing its rows of a predictions file (persist.write_rows)
 - ``checkpoint`` rank 0 writing a checkpoint
-- ``step``       a training step boundary (inside every model's fit loop)
+- ``step``       a training step boundary (every model's fit loop calls it once per step)
 
 Without the variable :func:`check` costs one dictionary lookup.
 """
