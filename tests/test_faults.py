@@ -63,3 +63,21 @@ def test_fault_on_one_rank_ends_every_rank_with_one_error(tmp_path, case):
     assert len(errors) == 3 and len(set(errors)) == 1 and want in errors[0], res
     listings = [r for r in res if isinstance(r, list)]
     assert len(listings) == 3 and all(r == ["d.h5"] for r in listings), listings
+
+
+def test_fault_fires_at_the_nth_call_only(tmp_path):
+    code = """
+    import numpy as np
+    from shardlearn.util import faults
+    from mpi4py import MPI
+    got = []
+    for i in range(4):
+        try:
+            faults.check("step")
+            got.append("ok")
+        except OSError as exc:
+            got.append("fail")
+    emit([MPI.COMM_WORLD.Get_rank(), got])
+    """
+    res = sorted(json_lines(run_script(2, code, tmp_path, env={"SHARDLEARN_FAULT": "step@1#3"}).stdout))
+    assert res == [[0, ["ok"] * 4], [1, ["ok", "ok", "fail", "ok"]]]

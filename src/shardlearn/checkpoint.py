@@ -123,6 +123,7 @@ class Checkpoint:
             self.save(step, state_fn())
         if stop:
             signals.clear()
+            self.finish()  # the fit ends here: Ctrl-C must work again in the caller's program
             where = self.saved[-1] if self.saved else self.directory
             raise TrainingInterrupted(
                 f"stopped by {signals.name(stop)} at step {step}; checkpoint {where}: run the same "
@@ -145,7 +146,7 @@ class Checkpoint:
         return path
 
     def finish(self) -> None:
-        """The fit ended normally: stop listening for signals."""
+        """The fit ended: stop listening for signals (idempotent; safe in a ``finally``)."""
         if self.signals:
             signals.uninstall()
 

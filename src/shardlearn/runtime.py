@@ -246,6 +246,11 @@ def install_abort_hook() -> None:
         if issubclass(exc_type, KeyboardInterrupt):
             line(f"shardlearn: rank {rank}: interrupted (SIGINT / Ctrl-C); stopping all {size} ranks",
                  sys.stderr)
+        elif issubclass(exc_type, MPI.Exception):
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc_type.__name__
+            line(f"shardlearn: rank {rank}: communication with the other ranks failed: another rank "
+                 f"probably died (killed, out of memory, node failure); stopping all {size} ranks "
+                 f"(MPI: {first[:200]})", sys.stderr)
         else:
             text = "".join(traceback.format_exception(exc_type, exc, tb))
             sys.stderr.write(f"shardlearn: rank {rank}: unexpected error, aborting all {size} ranks\n"

@@ -1,8 +1,9 @@
 """Injected faults, for testing that a failure on one rank never hangs the others.
 
-``SHARDLEARN_FAULT="SITE@RANK[:KIND][,...]"`` makes :func:`check` fail at the named site
-on that world rank: ``oserror`` (default: "No space left on device"), ``memory``
-(MemoryError) or ``kill`` (SIGKILL, a rank dying). Sites in the package:
+``SHARDLEARN_FAULT="SITE@RANK[:KIND][#N][,...]"`` makes :func:`check` fail at the named
+site on that world rank, at its ``N``-th call there (default: the first): ``oserror``
+(default: "No space left on device"), ``memory`` (MemoryError) or ``kill`` (SIGKILL, a
+rank dying). Sites in the package:
 
 - ``read``       a rank reading its block of a dataset (data/shards.py)
 - ``write-part`` a rank writing a part file (make-data, shard)
@@ -20,6 +21,7 @@ import os
 import signal
 
 _SPEC = None
+_CALLS: dict = {}
 
 
 def _parse() -> dict:
@@ -28,8 +30,9 @@ def _parse() -> dict:
         site, _, rest = item.strip().partition("@")
         if not site or not rest:
             continue
+        rest, _, nth = rest.partition("#")
         rank, _, kind = rest.partition(":")
-        out[site] = (int(rank), kind or "oserror")
+        out[site] = (int(rank), kind or "oserror", int(nth or 1))
     return out
 
 
@@ -40,10 +43,13 @@ def check(site: str) -> None:
         _SPEC = _parse()
     if site not in _SPEC:
         return
-    rank, kind = _SPEC[site]
+    rank, kind, nth = _SPEC[site]
     from mpi4py import MPI
 
     if MPI.COMM_WORLD.Get_rank() != rank:
+        return
+    _CALLS[site] = _CALLS.get(site, 0) + 1
+    if _CALLS[site] != nth:
         return
     if kind == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
