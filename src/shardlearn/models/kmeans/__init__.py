@@ -83,6 +83,11 @@ Checkpoints (``fit(X, checkpoint=...)``, the CLI's ``--checkpoint DIR``)
     initialisation, and the best finished run (its labels recomputed at the end). A
     resume never redoes an initialisation and takes the same decisions as the
     uninterrupted run: on the same number of ranks the model is bit-identical.
+
+Inference
+    ``predict``, ``transform`` and ``predict_columns`` (local) and ``score``, ``evaluate``
+    (collective: the same error on every rank) refuse rows holding NaN or infinities, as
+    ``fit`` does.
 """
 from ._data import KERNELS
 from .estimator import KMeans

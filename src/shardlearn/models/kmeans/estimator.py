@@ -140,14 +140,11 @@ class KMeans(Params):
                                       f"an array of shape {X.shape}")
             if X.dtype.kind not in "fiub":
                 raise ShardlearnError(f"X must hold numbers; rank {ctx.rank} passed dtype {X.dtype}")
-            if X.dtype.kind == "f":
-                step = 65536
-                bad = sum(int((~np.isfinite(X[i:i + step])).any(axis=1).sum())
-                          for i in range(0, X.shape[0], step))
-                if bad:
-                    raise ShardlearnError(
-                        f"X holds NaN or infinite values in {bad} rows on rank {ctx.rank}; k-means "
-                        "needs finite values: impute or drop those rows first")
+            bad = _nonfinite_rows(X)
+            if bad:
+                raise ShardlearnError(
+                    f"X holds NaN or infinite values in {bad} rows on rank {ctx.rank}; k-means "
+                    "needs finite values: impute or drop those rows first")
         meta = ctx.coll.allgather_obj((int(X.shape[0]), int(X.shape[1]), X.dtype.str))
         sizes = [m[0] for m in meta]
         n_total = sum(sizes)
@@ -445,17 +442,36 @@ class KMeans(Params):
         if not hasattr(self, "cluster_centers_"):
             raise ShardlearnError("this KMeans is not fitted yet: call fit first")
 
-    def _local_X(self, X):
+    def _local_X(self, X, where=None):
+        """This rank's rows for inference, checked as :meth:`fit` checks them (finite
+        numbers, the model's width); no communication. ``where`` (" on rank R") is for
+        the messages."""
         X = np.asarray(X)
+        where = self._where() if where is None else where
         if X.ndim != 2 or X.shape[1] != self.cluster_centers_.shape[1]:
-            raise ShardlearnError(f"X has shape {X.shape}; expected (n, {self.cluster_centers_.shape[1]})")
+            raise ShardlearnError(f"X has shape {X.shape}{where}; expected (n, {self.cluster_centers_.shape[1]})")
+        if X.dtype.kind not in "fiub":
+            raise ShardlearnError(f"X must hold numbers; got dtype {X.dtype}{where}")
         dt = self.cluster_centers_.dtype
-        return np.ascontiguousarray(X, dtype=dt if X.dtype != np.float64 or dt == np.float64 else X.dtype)
+        X = np.ascontiguousarray(X, dtype=dt if X.dtype != np.float64 or dt == np.float64 else X.dtype)
+        bad = _nonfinite_rows(X)
+        if bad:
+            raise ShardlearnError(f"X holds NaN or infinite values in {bad} rows{where}; k-means needs finite "
+                                  "values: impute or drop those rows first")
+        return X
 
-    def _nearest(self, X):
+    def _where(self) -> str:
+        """" on rank R" when this estimator's communicator says (no communication)."""
+        comm = self.comm
+        rank = getattr(comm, "rank", None)
+        if rank is None and hasattr(comm, "Get_rank"):
+            rank = comm.Get_rank()
+        return "" if rank is None else f" on rank {int(rank)}"
+
+    def _nearest(self, X, where=None):
         """(labels int32, squared distance float64) of local rows; no communication."""
         self._check_fitted()
-        X = self._local_X(X)
+        X = self._local_X(X, where)
         c = self.cluster_centers_.astype(X.dtype)
         c_neg2_t = np.ascontiguousarray((-2.0 * c).T)
         cc = np.einsum("ij,ij->i", c, c)
@@ -479,7 +495,10 @@ class KMeans(Params):
         return labels, d2
 
     def predict(self, X):
-        """Index of the nearest center for each local row (int32; no communication)."""
+        """Index of the nearest center for each local row (int32; no communication).
+
+        Raises :class:`~shardlearn.errors.ShardlearnError` for rows holding NaN or infinite
+        values (on this rank only: wrap it in ``ctx.collective_errors()`` to agree)."""
         return self._nearest(X)[0]
 
     def fit_predict(self, X, y=None):
@@ -487,7 +506,9 @@ class KMeans(Params):
         return self.fit(X).labels_
 
     def transform(self, X):
-        """Euclidean distances (n_local x k) of local rows to every center (no communication)."""
+        """Euclidean distances (n_local x k) of local rows to every center (no communication).
+
+        Non-finite rows raise :class:`~shardlearn.errors.ShardlearnError`, as in :meth:`predict`."""
         self._check_fitted()
         X = self._local_X(X)
         c = self.cluster_centers_.astype(X.dtype)
@@ -542,18 +563,32 @@ class KMeans(Params):
     def evaluate(self, X, y=None) -> dict:
         """Inertia, mean squared distance and cluster sizes over all ranks (collective)."""
         ctx = self._ctx()
-        with ctx.collective_errors():
-            labels, d2 = self._nearest(X)
-        k = self.cluster_centers_.shape[0]
-        local = np.concatenate((np.bincount(labels, minlength=k).astype(np.float64), [d2.sum()]))
-        tot = ctx.coll.allreduce(local)
+        with ctx.guard(f"{type(self).__name__}.evaluate"):
+            with ctx.collective_errors():  # bad rows on one rank: the same error on every rank
+                labels, d2 = self._nearest(X, f" on rank {ctx.rank}")
+            k = self.cluster_centers_.shape[0]
+            local = np.concatenate((np.bincount(labels, minlength=k).astype(np.float64), [d2.sum()]))
+            tot = ctx.coll.allreduce(local)
         sizes = tot[:k].astype(np.int64)
         return {"inertia": float(tot[k]), "mean_sq_distance": float(tot[k] / max(1, sizes.sum())),
                 "cluster_sizes": sizes.tolist()}
 
     def score(self, X, y=None):
-        """Minus the inertia of all ranks' rows (collective: every rank calls it)."""
+        """Minus the inertia of all ranks' rows (collective: every rank calls it).
+
+        Rows that hold NaN or infinite values on any rank raise the same
+        :class:`~shardlearn.errors.ShardlearnError` on every rank, as in :meth:`fit`.
+        """
         ctx = self._ctx()
-        with ctx.collective_errors():
-            _, d2 = self._nearest(X)
-        return -float(ctx.coll.allreduce(np.array([d2.sum()]))[0])
+        with ctx.guard(f"{type(self).__name__}.score"):
+            with ctx.collective_errors():  # bad rows on one rank: the same error on every rank
+                _, d2 = self._nearest(X, f" on rank {ctx.rank}")
+            return -float(ctx.coll.allreduce(np.array([d2.sum()]))[0])
+
+
+def _nonfinite_rows(X: np.ndarray) -> int:
+    """How many rows of ``X`` hold NaN or an infinity (by blocks: no n x d temporary)."""
+    if X.dtype.kind != "f":
+        return 0
+    step = 65536
+    return sum(int((~np.isfinite(X[i:i + step])).any(axis=1).sum()) for i in range(0, X.shape[0], step))
