@@ -25,7 +25,7 @@ import json
 
 import numpy as np
 
-#: the columns of an iteration log saved as an array (an HDF5 attribute holds 64 KiB)
+#: the columns of an iteration log saved as an array (one dataset, not max_iter JSON dicts)
 LOG_FIELDS = ("iter", "inertia", "center_shift", "changed", "seconds", "comm_seconds")
 _INT_FIELDS = ("iter", "changed")
 
