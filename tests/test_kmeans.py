@@ -106,6 +106,9 @@ Xn = X.copy(); Xn[len(X) - 1, 2] = np.nan  # on the last rank only
 err("nan", lambda: KMeans(3, comm=ctx).fit(block(Xn)))
 err("bad_k", lambda: KMeans(0, comm=ctx).fit(block(X)))
 err("bad_init", lambda: KMeans(3, init=np.zeros((2, 4)), comm=ctx).fit(block(X)))
+# inference refuses NaN as fit does: score and evaluate (collective) on every rank alike
+err("score_nan", lambda: s.score(block(Xn)))
+err("evaluate_nan", lambda: s.evaluate(block(Xn)))
 # still in step after the errors
 km = KMeans(2, init=X[:2], comm=ctx).fit(block(X))
 out("after_errors", inertia=km.inertia_)
@@ -202,7 +205,8 @@ def test_edge_cases(runs):
 
 @pytest.mark.parametrize("case,needle", [("k_gt_n", "larger than the number of rows"),
                                          ("nan", "NaN"), ("bad_k", "n_clusters"),
-                                         ("bad_init", "shape")])
+                                         ("bad_init", "shape"), ("score_nan", "NaN"),
+                                         ("evaluate_nan", "NaN")])
 def test_errors_on_every_rank(runs, case, needle):
     for P, rows in runs.items():
         errs = _case(rows, case)[0]["errors"]
@@ -210,6 +214,30 @@ def test_errors_on_every_rank(runs, case, needle):
         msgs = set(errs)
         assert len(msgs) == 1 and None not in msgs, (P, msgs)
         assert needle in msgs.pop()
+
+
+def test_score_refuses_nan_on_one_rank_naming_it(runs):
+    # the NaN row is on the last rank; scikit-learn-style score used to return nan there
+    for P, rows in runs.items():
+        for case in ("score_nan", "evaluate_nan"):
+            msg = _case(rows, case)[0]["errors"][0]
+            assert f"in 1 rows on rank {P - 1}" in msg and "finite" in msg, (P, case, msg)
+
+
+def test_local_inference_refuses_non_finite_rows():
+    X, _ = make_blobs(200, 3, centers=3, random_state=0)
+    km = KMeans(3, random_state=0).fit(X)
+    for bad in (np.nan, np.inf, -np.inf):
+        Xb = X.copy()
+        Xb[5, 1] = bad
+        for method in (km.predict, km.transform, km.predict_columns, km.score, km.evaluate):
+            with pytest.raises(ShardlearnError, match="NaN or infinite values in 1 rows"):
+                method(Xb)
+        with pytest.raises(ShardlearnError, match="NaN or infinite"):
+            km.predict(Xb.astype(np.float32))
+    assert np.array_equal(km.predict(X.astype(np.int64)), km.predict(X.astype(np.int64).astype(np.float64)))
+    with pytest.raises(ShardlearnError, match="must hold numbers"):
+        km.predict(np.array([["a", "b", "c"]]))
 
 
 def test_kmeanspp_quality_matches_sklearn():

@@ -49,9 +49,7 @@ def fit(name, args, ctx, checkpoint_for):
     km = KMeans(n_clusters=args.k, init=init, n_init=args.n_init, max_iter=args.max_iter,
                 tol=args.tol, verbose=int(ctx.verbose), random_state=args.seed, comm=ctx,
                 oversampling_factor=args.oversampling, init_rounds=args.init_rounds)
-    if checkpoint_for(shard) is not None:
-        raise ShardlearnError("--checkpoint: k-means does not checkpoint yet")
-    km.fit(shard.X)
+    km.fit(shard.X, checkpoint=checkpoint_for(shard))
     sizes = ctx.coll.allreduce(np.bincount(km.labels_, minlength=args.k).astype(np.int64))
     iters = km.iteration_log_
     return km, shard, {

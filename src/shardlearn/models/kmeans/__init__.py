@@ -1,7 +1,7 @@
 """Distributed k-means: Lloyd iterations with k-means++ or k-means|| initialisation.
 
 One job per module; imports point one way, :mod:`.estimator` -> :mod:`._init` /
-:mod:`._lloyd` -> :mod:`._data`:
+:mod:`._lloyd` / :mod:`._state` -> :mod:`._data`:
 
 - :mod:`._data` -- this rank's rows as every pass sees them (``_Local``: global mean,
   centring, chunking, thread blocks, squared norms) and the chunk size;
@@ -11,8 +11,10 @@ One job per module; imports point one way, :mod:`.estimator` -> :mod:`._init` /
 - :mod:`._init` -- the initialisations: k-means++ (distributed D² draws), k-means||
   (with its local k-means++ and Lloyd on the candidates), rows for ``"random"``, centers
   from an HDF5 file, and the float64 distance helpers they share;
+- :mod:`._state` -- the fit's global state at a step boundary: what a checkpoint saves and
+  how a resume restores it;
 - :mod:`.estimator` -- :class:`KMeans`: scikit-learn's API, the fit loop and its stopping
-  rule, inference, model files;
+  rule, checkpoints, inference, model files;
 - ``_kmeans_kernels.c`` -- the compiled inner loops (extension
   ``shardlearn.models.kmeans._kmeans_kernels``, :data:`KERNELS`); without them the NumPy
   paths give the same results.
@@ -70,6 +72,22 @@ Empty clusters
     Re-seeded as in scikit-learn: each empty cluster takes the row farthest from its
     assigned (old) center, chosen globally (allgather of each rank's local top
     candidates, ties broken by global row index), identically on every rank.
+
+Checkpoints (``fit(X, checkpoint=...)``, the CLI's ``--checkpoint DIR``)
+    Steps are each run's initialisation (step 0 for the first run) and its Lloyd
+    iterations, numbered on across the ``n_init`` runs; the last iteration of a run
+    includes its final pass and the choice of the best run. The saved state is global:
+    the mean and variances, the run's centers and the centers its last iteration labelled
+    with (the labels that the next changed-label count compares against are recomputed
+    from them, on any number of ranks), the random generator's state after the run's
+    initialisation, and the best finished run (its labels recomputed at the end). A
+    resume never redoes an initialisation and takes the same decisions as the
+    uninterrupted run: on the same number of ranks the model is bit-identical.
+
+Inference
+    ``predict``, ``transform`` and ``predict_columns`` (local) and ``score``, ``evaluate``
+    (collective: the same error on every rank) refuse rows holding NaN or infinities, as
+    ``fit`` does.
 """
 from ._data import KERNELS
 from .estimator import KMeans

@@ -1,10 +1,11 @@
 """The :class:`KMeans` estimator: scikit-learn's API over MPI ranks (parameter checks,
-the fit loop with scikit-learn's stopping rule, inference, model files).
+the fit loop with scikit-learn's stopping rule and its checkpoints, inference, model files).
 
 The passes over the rows are in :mod:`._lloyd`, the initialisations in :mod:`._init`.
 """
 from __future__ import annotations
 
+import hashlib
 import inspect
 import os
 import time
@@ -13,10 +14,12 @@ import numpy as np
 
 from ...backend import compiled_kernels
 from ...errors import ShardlearnError
+from ...util import faults
 from ..base import Params
 from ._data import KERNELS, _chunk_rows, _Local
 from ._init import INITS, _fetch_rows, _init_kmeans_parallel, _init_kmeanspp, _read_centers_file
 from ._lloyd import _Labeler, _assign, _inertia_from_sums, _lloyd_pass, _relocate_empty
+from ._state import _FitState
 
 
 class KMeans(Params):
@@ -137,14 +140,11 @@ class KMeans(Params):
                                       f"an array of shape {X.shape}")
             if X.dtype.kind not in "fiub":
                 raise ShardlearnError(f"X must hold numbers; rank {ctx.rank} passed dtype {X.dtype}")
-            if X.dtype.kind == "f":
-                step = 65536
-                bad = sum(int((~np.isfinite(X[i:i + step])).any(axis=1).sum())
-                          for i in range(0, X.shape[0], step))
-                if bad:
-                    raise ShardlearnError(
-                        f"X holds NaN or infinite values in {bad} rows on rank {ctx.rank}; k-means "
-                        "needs finite values: impute or drop those rows first")
+            bad = _nonfinite_rows(X)
+            if bad:
+                raise ShardlearnError(
+                    f"X holds NaN or infinite values in {bad} rows on rank {ctx.rank}; k-means "
+                    "needs finite values: impute or drop those rows first")
         meta = ctx.coll.allgather_obj((int(X.shape[0]), int(X.shape[1]), X.dtype.str))
         sizes = [m[0] for m in meta]
         n_total = sum(sizes)
@@ -185,7 +185,7 @@ class KMeans(Params):
         return np.array(init, dtype=np.float64)
 
     # ---------------------------------------------------------------------- fit
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, *, checkpoint=None):
         """Cluster the rows of all ranks (collective: every rank calls it with its rows).
 
         Parameters
@@ -194,12 +194,26 @@ class KMeans(Params):
             This rank's rows (may be empty). float32 stays float32 for distances; sums are
             accumulated in float64.
         y : ignored
+        checkpoint : shardlearn.checkpoint.Checkpoint or None, keyword-only
+            Save the fit's state at step boundaries and resume from it (the CLI's
+            ``--checkpoint DIR``). Step 0 of a run is its initialisation, each Lloyd
+            iteration is a step, and the last iteration of a run includes its final pass
+            (global step numbers count on across the ``n_init`` runs). A stop signal on any
+            rank ends the fit on every rank with :class:`~shardlearn.errors.TrainingInterrupted`
+            after saving. With ``resume=True`` the fit continues from the newest checkpoint
+            (initialisation is not redone) and ends with the centers an uninterrupted run
+            on the same number of ranks gives, bit for bit; on another number of ranks,
+            up to the rounding of the reduced sums. None: no checkpoints.
 
         Returns
         -------
         self
         """
         ctx = self._ctx()
+        with ctx.guard(f"{type(self).__name__}.fit"):
+            return self._fit(ctx, X, checkpoint)
+
+    def _fit(self, ctx, X, checkpoint):
         X, offset, n_total = self._prepare(ctx, X)
         k = int(self.n_clusters)
         d = X.shape[1]
@@ -215,19 +229,32 @@ class KMeans(Params):
         if seed is None:
             seed = ctx.coll.bcast_obj(int(np.random.SeedSequence().entropy % (2 ** 63)) if ctx.rank == 0 else None)
         rng = np.random.default_rng(int(seed))
+        state = None
+        if checkpoint is not None:
+            # the initial centers' values, not only the file's name, must match on resume
+            extra = None if given is None else {
+                "init_centers_sha256": hashlib.sha256(np.ascontiguousarray(given).tobytes()).hexdigest()[:16]}
+            state = checkpoint.start(ctx, self._model_name, self.model_params(), X, extra_fingerprint=extra)
 
         # global mean (for centring) and mean feature variance (for tol): two reductions
+        # (on resume, the ones of the interrupted run: the same coordinates and tolerance)
         chunk = _chunk_rows(d, k, X.dtype.itemsize, self.chunk_rows)
-        s = np.zeros(d)
-        for i in range(0, X.shape[0], 65536):
-            s += X[i:i + 65536].sum(axis=0, dtype=np.float64)
-        mean = ctx.coll.allreduce(s) / n_total
+        if state is None:
+            s = np.zeros(d)
+            for i in range(0, X.shape[0], 65536):
+                s += X[i:i + 65536].sum(axis=0, dtype=np.float64)
+            mean = ctx.coll.allreduce(s) / n_total
+        else:
+            mean = np.asarray(state["mean"], dtype=np.float64)
         data = _Local(X, mean, offset, n_total, chunk)
-        sq = np.zeros(d)
-        for lo, hi in data.chunks():
-            xc = X[lo:hi] - mean
-            sq += np.einsum("ij,ij->j", xc, xc)
-        var = ctx.coll.allreduce(sq) / n_total
+        if state is None:
+            sq = np.zeros(d)
+            for lo, hi in data.chunks():
+                xc = X[lo:hi] - mean
+                sq += np.einsum("ij,ij->j", xc, xc)
+            var = ctx.coll.allreduce(sq) / n_total
+        else:
+            var = np.asarray(state["var"], dtype=np.float64)
         tol = float(np.mean(var) * self.tol) if self.tol else 0.0
         self._total_ss = float(var.sum() * n_total)
         # Centre rows chunk by chunk only where it buys accuracy: when the mean is large
@@ -240,27 +267,79 @@ class KMeans(Params):
             if ctx.rank == 0:
                 ctx.warn(f"explicit initial centers given: running n_init=1 instead of {n_init}")
             n_init = 1
-        best = None
+        fit = _FitState(mean, var, n_init)
         labels = np.empty(X.shape[0], dtype=np.int32)
-        for run in range(n_init):
-            t0 = time.perf_counter()
-            centers = self._init_run(ctx, data, k, rng, given)
-            t_init = time.perf_counter() - t0
-            labels.fill(-1)
-            centers, inertia, n_iter, log = self._lloyd_threads(ctx, data, centers, labels, tol)
-            if best is None or inertia < best[1]:
-                best = (centers, inertia, n_iter, labels.copy() if n_init > 1 else labels, log, t_init)
-        centers, inertia, n_iter, labels, log, t_init = best
-        self.cluster_centers_ = (centers + data.mean_t.astype(np.float64)).astype(X.dtype)
-        self.labels_ = labels
-        self.inertia_ = float(inertia)
-        self.n_iter_ = int(n_iter)
+        resume = None
+        if state is not None:
+            resume = fit.restore(state, rng)
+            self._log(ctx, f"kmeans: resuming from checkpoint step {fit.step}: " + (
+                f"run {fit.run + 1} of {n_init} after {resume['iter']} iterations"
+                if resume is not None else f"{fit.run + 1} of {n_init} runs done"))
+
+        def boundary(state_fn):
+            """A step is complete: count it, save if due, stop if asked, inject faults."""
+            fit.step += 1
+            if checkpoint is not None:
+                checkpoint.step(fit.step, state_fn)
+            faults.check("step")
+
+        for run in range(fit.first_run, n_init):
+            fit.run = run
+            if resume is not None:  # in the middle of this run's Lloyd iterations
+                centers, it, log, t_init = resume["centers"], resume["iter"], resume["log"], resume["t_init"]
+                labels.fill(-1)
+                if it > 0:  # the previous iteration's labels, for its changed-label count
+                    self._with_threads(ctx, data, lambda: _lloyd_pass(
+                        data, resume["prev"], labels, np.empty(k * d + k + 1)))
+                resume = None
+            else:
+                t0 = time.perf_counter()
+                centers = self._init_run(ctx, data, k, rng, given)
+                t_init = time.perf_counter() - t0
+                labels.fill(-1)
+                it, log = 0, []
+                c0 = centers
+                boundary(lambda: fit.state(rng, run=run, iter=0, centers=c0, log=[], t_init=t_init))
+
+            def on_iter(n_iter, centers, used, log, t_init=t_init, run=run):
+                boundary(lambda: fit.state(rng, run=run, iter=n_iter, centers=centers, prev=used,
+                                           log=log, t_init=t_init))
+
+            centers, inertia, n_iter, log, strict, used = self._lloyd_threads(
+                ctx, data, centers, labels, tol, start=it, log=log, on_iter=on_iter)
+            if fit.best is None or inertia < fit.best["inertia"]:
+                fit.best = {"centers": centers, "inertia": inertia, "n_iter": n_iter, "log": log,
+                            "t_init": t_init, "strict": strict, "used": used,
+                            "labels": labels.copy() if n_init > 1 else labels}
+            boundary(lambda: fit.state(rng, run=run, done=True))
+        best = fit.best
+        if best["labels"] is None:  # the best run ended before the resume: its labels again
+            labels = np.empty(X.shape[0], dtype=np.int32)
+            self._best_labels(ctx, data, best, labels)
+            best["labels"] = labels
+        if checkpoint is not None:
+            checkpoint.finish()
+        self.cluster_centers_ = (best["centers"] + data.mean_t.astype(np.float64)).astype(X.dtype)
+        self.labels_ = best["labels"]
+        self.inertia_ = float(best["inertia"])
+        self.n_iter_ = int(best["n_iter"])
         self.n_features_in_ = d
-        self.init_seconds_ = t_init
-        self.iteration_log_ = log
+        self.init_seconds_ = best["t_init"]
+        self.iteration_log_ = best["log"]
         self.n_rows_total_ = n_total
         self._dtype = X.dtype
         return self
+
+    def _best_labels(self, ctx, data, best, labels):
+        """The labels a finished run ended with, from its global state (no communication):
+        the last Lloyd pass's on strict convergence, else the final pass's."""
+        labels.fill(-1)
+        if best["strict"]:
+            k, d = best["used"].shape
+            self._with_threads(ctx, data, lambda: _lloyd_pass(data, best["used"], labels,
+                                                              np.empty(k * d + k + 1)))
+        else:
+            self._with_threads(ctx, data, lambda: _assign(data, best["centers"], labels, relabel=True))
 
     def _init_run(self, ctx, data, k, rng, given):
         if given is not None:
@@ -283,30 +362,42 @@ class KMeans(Params):
                 self._log(ctx, "k-means||: fewer than k distinct candidates; using k-means++")
             return _init_kmeanspp(ctx, data, k, rng)
 
-    def _lloyd_threads(self, ctx, data, centers, labels, tol):
+    def _lloyd_threads(self, ctx, data, centers, labels, tol, **kwargs):
         """Run :meth:`_lloyd` with this rank's threads on row blocks, BLAS single-threaded."""
+        return self._with_threads(ctx, data, lambda: self._lloyd(ctx, data, centers, labels, tol, **kwargs))
+
+    def _with_threads(self, ctx, data, fn):
+        """``fn()`` with this rank's threads on row blocks, BLAS single-threaded."""
         data.threads = max(1, int(getattr(ctx, "threads", 1) or 1))
         if data.threads == 1:
-            return self._lloyd(ctx, data, centers, labels, tol)
+            return fn()
         from threadpoolctl import threadpool_limits
 
         try:
             with threadpool_limits(limits=1, user_api="blas"):
-                return self._lloyd(ctx, data, centers, labels, tol)
+                return fn()
         finally:
             data.close()
 
     def _log(self, ctx, msg):
         ctx.log(msg, verbose=bool(self.verbose))
 
-    def _lloyd(self, ctx, data, centers, labels, tol):
-        """Lloyd iterations from ``centers`` (centred float64); sklearn's stopping rule."""
+    def _lloyd(self, ctx, data, centers, labels, tol, start=0, log=None, on_iter=None):
+        """Lloyd iterations from ``centers`` (centred float64); sklearn's stopping rule.
+
+        ``start`` iterations are already done (a resumed run: ``labels`` hold the last
+        one's, ``log`` its entries). ``on_iter(n_iter, centers, used, log)`` is called
+        after each iteration that does not end the loop, ``used`` being the centers that
+        iteration labelled the rows with (from which its labels can be recomputed).
+        Returns (centers, inertia, n_iter, log, strict, used of the last iteration).
+        """
         k, d = centers.shape
         buf = np.empty(k * d + k + 1)
         strict = False
-        log = []
-        n_iter = 0
-        for it in range(int(self.max_iter)):
+        log = [] if log is None else log
+        n_iter = start
+        used = None
+        for it in range(start, int(self.max_iter)):
             t0, c0 = time.perf_counter(), ctx.coll.comm_seconds
             with ctx.timers.phase("compute"):
                 _lloyd_pass(data, centers, labels, buf)
@@ -336,30 +427,51 @@ class KMeans(Params):
                 break
             if shift <= tol:
                 break
+            if on_iter is not None and n_iter < int(self.max_iter):
+                on_iter(n_iter, centers, used, log)
         t0 = time.perf_counter()
         with ctx.timers.phase("compute"):
             local = _assign(data, centers, labels, relabel=not strict)
         inertia = float(ctx.coll.allreduce(np.array([local]))[0])
         self._log(ctx, f"kmeans {'converged (labels stable)' if strict else 'stopped'} after "
                        f"{n_iter} iterations: inertia {inertia:.8g} ({time.perf_counter() - t0:.3f}s final pass)")
-        return centers, inertia, n_iter, log
+        return centers, inertia, n_iter, log, strict, used
 
     # ------------------------------------------------------------------ inference
     def _check_fitted(self):
         if not hasattr(self, "cluster_centers_"):
             raise ShardlearnError("this KMeans is not fitted yet: call fit first")
 
-    def _local_X(self, X):
+    def _local_X(self, X, where=None):
+        """This rank's rows for inference, checked as :meth:`fit` checks them (finite
+        numbers, the model's width); no communication. ``where`` (" on rank R") is for
+        the messages."""
         X = np.asarray(X)
+        where = self._where() if where is None else where
         if X.ndim != 2 or X.shape[1] != self.cluster_centers_.shape[1]:
-            raise ShardlearnError(f"X has shape {X.shape}; expected (n, {self.cluster_centers_.shape[1]})")
+            raise ShardlearnError(f"X has shape {X.shape}{where}; expected (n, {self.cluster_centers_.shape[1]})")
+        if X.dtype.kind not in "fiub":
+            raise ShardlearnError(f"X must hold numbers; got dtype {X.dtype}{where}")
         dt = self.cluster_centers_.dtype
-        return np.ascontiguousarray(X, dtype=dt if X.dtype != np.float64 or dt == np.float64 else X.dtype)
+        X = np.ascontiguousarray(X, dtype=dt if X.dtype != np.float64 or dt == np.float64 else X.dtype)
+        bad = _nonfinite_rows(X)
+        if bad:
+            raise ShardlearnError(f"X holds NaN or infinite values in {bad} rows{where}; k-means needs finite "
+                                  "values: impute or drop those rows first")
+        return X
 
-    def _nearest(self, X):
+    def _where(self) -> str:
+        """" on rank R" when this estimator's communicator says (no communication)."""
+        comm = self.comm
+        rank = getattr(comm, "rank", None)
+        if rank is None and hasattr(comm, "Get_rank"):
+            rank = comm.Get_rank()
+        return "" if rank is None else f" on rank {int(rank)}"
+
+    def _nearest(self, X, where=None):
         """(labels int32, squared distance float64) of local rows; no communication."""
         self._check_fitted()
-        X = self._local_X(X)
+        X = self._local_X(X, where)
         c = self.cluster_centers_.astype(X.dtype)
         c_neg2_t = np.ascontiguousarray((-2.0 * c).T)
         cc = np.einsum("ij,ij->i", c, c)
@@ -383,7 +495,10 @@ class KMeans(Params):
         return labels, d2
 
     def predict(self, X):
-        """Index of the nearest center for each local row (int32; no communication)."""
+        """Index of the nearest center for each local row (int32; no communication).
+
+        Raises :class:`~shardlearn.errors.ShardlearnError` for rows holding NaN or infinite
+        values (on this rank only: wrap it in ``ctx.collective_errors()`` to agree)."""
         return self._nearest(X)[0]
 
     def fit_predict(self, X, y=None):
@@ -391,7 +506,9 @@ class KMeans(Params):
         return self.fit(X).labels_
 
     def transform(self, X):
-        """Euclidean distances (n_local x k) of local rows to every center (no communication)."""
+        """Euclidean distances (n_local x k) of local rows to every center (no communication).
+
+        Non-finite rows raise :class:`~shardlearn.errors.ShardlearnError`, as in :meth:`predict`."""
         self._check_fitted()
         X = self._local_X(X)
         c = self.cluster_centers_.astype(X.dtype)
@@ -446,18 +563,32 @@ class KMeans(Params):
     def evaluate(self, X, y=None) -> dict:
         """Inertia, mean squared distance and cluster sizes over all ranks (collective)."""
         ctx = self._ctx()
-        with ctx.collective_errors():
-            labels, d2 = self._nearest(X)
-        k = self.cluster_centers_.shape[0]
-        local = np.concatenate((np.bincount(labels, minlength=k).astype(np.float64), [d2.sum()]))
-        tot = ctx.coll.allreduce(local)
+        with ctx.guard(f"{type(self).__name__}.evaluate"):
+            with ctx.collective_errors():  # bad rows on one rank: the same error on every rank
+                labels, d2 = self._nearest(X, f" on rank {ctx.rank}")
+            k = self.cluster_centers_.shape[0]
+            local = np.concatenate((np.bincount(labels, minlength=k).astype(np.float64), [d2.sum()]))
+            tot = ctx.coll.allreduce(local)
         sizes = tot[:k].astype(np.int64)
         return {"inertia": float(tot[k]), "mean_sq_distance": float(tot[k] / max(1, sizes.sum())),
                 "cluster_sizes": sizes.tolist()}
 
     def score(self, X, y=None):
-        """Minus the inertia of all ranks' rows (collective: every rank calls it)."""
+        """Minus the inertia of all ranks' rows (collective: every rank calls it).
+
+        Rows that hold NaN or infinite values on any rank raise the same
+        :class:`~shardlearn.errors.ShardlearnError` on every rank, as in :meth:`fit`.
+        """
         ctx = self._ctx()
-        with ctx.collective_errors():
-            _, d2 = self._nearest(X)
-        return -float(ctx.coll.allreduce(np.array([d2.sum()]))[0])
+        with ctx.guard(f"{type(self).__name__}.score"):
+            with ctx.collective_errors():  # bad rows on one rank: the same error on every rank
+                _, d2 = self._nearest(X, f" on rank {ctx.rank}")
+            return -float(ctx.coll.allreduce(np.array([d2.sum()]))[0])
+
+
+def _nonfinite_rows(X: np.ndarray) -> int:
+    """How many rows of ``X`` hold NaN or an infinity (by blocks: no n x d temporary)."""
+    if X.dtype.kind != "f":
+        return 0
+    step = 65536
+    return sum(int((~np.isfinite(X[i:i + step])).any(axis=1).sum()) for i in range(0, X.shape[0], step))
