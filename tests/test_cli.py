@@ -52,3 +52,29 @@ def test_data_of_another_feature_count_is_one_message(data, tmp_path, cmd):
     assert p.returncode == 2
     assert p.stderr.count("shardlearn: error:") == 1 and "has 6 features but the model" in p.stderr, p.stderr
     assert "Abort" not in p.stderr and not (tmp_path / "p.h5").exists()
+
+
+def test_integer_X_is_read_as_float64_everywhere(tmp_path):
+    """int8 X: the reader, every estimator and the CLI give what float64 X gives."""
+    from shardlearn import (GradientBoostingClassifier, KMeans, LogisticRegression,
+                            RandomForestClassifier, Ridge)
+    from shardlearn.runtime import init
+
+    ctx = init(verbose=False)
+    rng = np.random.default_rng(1)
+    Xi = rng.integers(-5, 6, size=(120, 3)).astype(np.int8)
+    y = (Xi[:, 0] + Xi[:, 1] > 0).astype(np.int64)
+    Xf = Xi.astype(np.float64)
+    for make, fit_args in ((lambda: KMeans(3, random_state=0, comm=ctx), ()),
+                           (lambda: LogisticRegression(comm=ctx), (y,)),
+                           (lambda: Ridge(comm=ctx), (y.astype(float),)),
+                           (lambda: GradientBoostingClassifier(n_estimators=3, comm=ctx), (y,)),
+                           (lambda: RandomForestClassifier(n_estimators=3, comm=ctx), (y,))):
+        a, b = make().fit(Xi, *fit_args), make().fit(Xf, *fit_args)
+        np.testing.assert_array_equal(a.predict(Xi), b.predict(Xf))
+    with h5py.File(tmp_path / "i.h5", "w") as h:
+        h["X"], h["y"] = Xi, y
+    run_cli(2, "train", "gbdt", "--data", tmp_path / "i.h5", "--n-estimators", "3", "--out", tmp_path / "m.h5",
+            "--quiet")
+    ev = run_cli(2, "evaluate", "--model", tmp_path / "m.h5", "--data", tmp_path / "i.h5")
+    assert "accuracy=" in ev.stdout

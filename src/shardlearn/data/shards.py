@@ -1,6 +1,7 @@
 """Open a dataset, assign rows to ranks, read this rank's block, validate it.
 
-Format (see data/README.md): an HDF5 file with ``X`` (n x d, float32 or float64) and
+Format (see data/README.md): an HDF5 file with ``X`` (n x d, float32 or float64; integer
+and boolean columns are read as float64) and
 optionally ``y`` (n,), or a directory of such files (``part-00000.h5``, ...) read in
 name order as one table. Rank ``r`` of ``P`` gets global rows ``[r*n//P, (r+1)*n//P)``,
 read with hyperslabs from whichever parts hold them; a rank may get zero rows.
@@ -115,7 +116,8 @@ def _scan(path: str, need_y: bool) -> Dataset:
             if X.ndim != 2:
                 raise ShardlearnError(f"{f}: 'X' has shape {X.shape}; expected 2-D (rows x features)")
             if X.dtype.kind not in "fiub":
-                raise ShardlearnError(f"{f}: 'X' has dtype {X.dtype}; expected float32 or float64")
+                raise ShardlearnError(f"{f}: 'X' has dtype {X.dtype}; expected numbers (float32 or float64; "
+                                      "integers and booleans are read as float64)")
             if X.shape[1] == 0:
                 raise ShardlearnError(f"{f}: 'X' has shape {X.shape}: no features")
             if d is None:
