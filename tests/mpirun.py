@@ -34,8 +34,9 @@ def mpiexec() -> str:
 
 def mpi_env(extra: dict | None = None) -> dict:
     env = dict(os.environ)
+    # the stall watchdog is on in the tests: a hang prints every rank's stack and ends
     env.update({"UCX_NET_DEVICES": "lo", "HYDRA_IFACE": "lo", "OMP_NUM_THREADS": "1",
-                "OPENBLAS_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+                "OPENBLAS_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "SHARDLEARN_STALL_TIMEOUT": "90",
                 "PYTHONPATH": str(SRC) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")})
     if extra:
         env.update(extra)

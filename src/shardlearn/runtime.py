@@ -38,7 +38,8 @@ class Context:
     timers : PhaseTimers
     """
 
-    def __init__(self, mpi_comm, *, device="cpu", topology="auto", threads=None, verbose=True):
+    def __init__(self, mpi_comm, *, device="cpu", topology="auto", threads=None, verbose=True,
+                 stall_timeout=None):
         from . import backend
         from .comm import make_collectives
 
@@ -61,6 +62,9 @@ class Context:
         except ShardlearnError as exc:
             error = str(exc)
         self.agree(error)
+        if stall_timeout is None and os.environ.get("SHARDLEARN_STALL_TIMEOUT", "").strip():
+            stall_timeout = float(os.environ["SHARDLEARN_STALL_TIMEOUT"])
+        self.watchdog = StallWatchdog(self, stall_timeout) if stall_timeout else None
 
     # ------------------------------------------------------------------ logging
     def log(self, msg: str, verbose: bool | None = None) -> None:
@@ -152,12 +156,128 @@ class Context:
 
     def free(self) -> None:
         """Release the communicators the collectives duplicated (collective over the ranks)."""
+        if self.watchdog is not None:
+            self.watchdog.stop()
+            self.watchdog = None
         self.coll.free()
 
     def describe(self) -> dict:
         """Facts for run reports and model provenance."""
         return {"ranks": self.size, "topology": self.topology, "device": self.device,
                 "threads_per_rank": self.threads, "ranks_on_node_0": self.local_size}
+
+
+class StallWatchdog:
+    """``--stall-timeout S``: when this rank has completed no collective for S seconds,
+    every rank prints its Python stack (faulthandler) and where it is, and the job aborts
+    with one message naming the stalled rank.
+
+    A daemon thread per rank watches the collectives' counters (``ctx.coll.entered`` /
+    ``ctx.coll.calls``). On a stall each rank sends its state to rank 0 on a communicator
+    of its own (MPI_THREAD_MULTIPLE); rank 0 names the ranks that are not inside a
+    collective (computing or blocked elsewhere), or are behind the others, or did not
+    answer, then calls ``Abort``. Set S above the longest step of the run (reading a
+    large shard or binning counts as one step).
+    """
+
+    EXIT_STALLED = 4
+
+    def __init__(self, ctx, seconds: float):
+        import threading
+
+        from mpi4py import MPI
+
+        import atexit
+
+        self.ctx, self.seconds = ctx, float(seconds)
+        self.comm = ctx.mpi_comm.Dup()
+        self.multiple = MPI.Query_thread() == MPI.THREAD_MULTIPLE
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="shardlearn-stall-watchdog", daemon=True)
+        self.thread.start()
+        atexit.register(self._stop.set)  # runs before mpi4py finalizes MPI (atexit is LIFO)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(timeout=5)
+        self.comm.Free()
+
+    def _run(self) -> None:
+        import time
+
+        coll = self.ctx.coll
+        seen, since = (coll.entered, coll.calls), time.monotonic()
+        while not self._stop.wait(min(1.0, self.seconds / 4)):
+            now = (coll.entered, coll.calls)
+            if now != seen:
+                seen, since = now, time.monotonic()
+            elif time.monotonic() - since >= self.seconds:
+                from mpi4py import MPI
+
+                if not MPI.Is_finalized() and not self._stop.is_set():
+                    self._fire(time.monotonic() - since)
+                return
+
+    def _state(self) -> dict:
+        coll = self.ctx.coll
+        waiting = coll.entered > coll.calls
+        return {"rank": self.ctx.rank, "entered": coll.entered, "completed": coll.calls,
+                "in": coll.current if waiting else None}
+
+    def _fire(self, idle: float) -> None:
+        import faulthandler
+        import time
+
+        from mpi4py import MPI
+
+        me = self._state()
+        where = (f"waiting in collective #{me['entered']} ({me['in']})" if me["in"]
+                 else f"not in a collective (last completed #{me['completed']})")
+        line(f"shardlearn: rank {self.ctx.rank}: no progress for {idle:.0f} s, {where}; Python stack:",
+             sys.stderr)
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        sys.stderr.flush()
+        if self.multiple and self.ctx.size > 1:
+            if self.ctx.rank != 0:
+                self.comm.isend(me, dest=0, tag=9)
+                time.sleep(5.0)  # rank 0 names the stalled rank and aborts; if it cannot, we do
+            else:
+                states, deadline = {0: me}, time.monotonic() + 3.0
+                while len(states) < self.ctx.size and time.monotonic() < deadline:
+                    if self.comm.iprobe(source=MPI.ANY_SOURCE, tag=9):
+                        st = self.comm.recv(source=MPI.ANY_SOURCE, tag=9)
+                        states[st["rank"]] = st
+                    else:
+                        time.sleep(0.05)
+                line(f"shardlearn: stalled: {self._verdict(states)}; aborting all {self.ctx.size} ranks "
+                     f"(--stall-timeout {self.seconds:g})", sys.stderr)
+        else:
+            line(f"shardlearn: stalled: rank {self.ctx.rank} {where}; aborting", sys.stderr)
+        MPI.COMM_WORLD.Abort(self.EXIT_STALLED)
+
+    def _verdict(self, states: dict) -> str:
+        silent = [r for r in range(self.ctx.size) if r not in states]
+        outside = [r for r, st in sorted(states.items()) if st["in"] is None]
+        waiting = {r: st for r, st in states.items() if st["in"] is not None}
+        parts = []
+        if outside:
+            parts.append(f"rank{'s' if len(outside) > 1 else ''} {', '.join(map(str, outside))} "
+                         "made no progress outside any collective (computing, or blocked on I/O)")
+        if silent:
+            parts.append(f"rank{'s' if len(silent) > 1 else ''} {', '.join(map(str, silent))} did not answer "
+                         "(stuck in compiled code, or dead)")
+        if waiting and not outside and not silent:
+            low = min(st["entered"] for st in waiting.values())
+            behind = sorted(r for r, st in waiting.items() if st["entered"] == low)
+            if len(behind) < len(waiting):
+                parts.append(f"rank{'s' if len(behind) > 1 else ''} {', '.join(map(str, behind))} "
+                             f"wait in an earlier collective (#{low}) than the others")
+            else:
+                parts.append(f"every rank waits in collective #{low}: ranks called it with different "
+                             "arguments, or MPI itself is stuck (rerun with SHARDLEARN_CHECK_COLLECTIVES=1)")
+        if waiting and (outside or silent):
+            parts.append("the others wait in " + ", ".join(sorted({st["in"] for st in waiting.values()})))
+        return "; ".join(parts)
 
 
 def _shared_type():
@@ -167,7 +287,7 @@ def _shared_type():
 
 
 def init(comm=None, *, device: str = "cpu", topology: str = "auto", threads: int | None = None,
-         verbose: bool = True) -> Context:
+         verbose: bool = True, stall_timeout: float | None = None) -> Context:
     """Build the SPMD context on ``comm`` (default ``MPI.COMM_WORLD``).
 
     Refuses a Slurm step that started several tasks which each see a world of size 1
@@ -183,7 +303,8 @@ def init(comm=None, *, device: str = "cpu", topology: str = "auto", threads: int
             f"Slurm started {step_tasks} tasks but each sees an MPI world of size 1: the tasks "
             "are not connected. Launch with 'srun --mpi=pmi2' (or set MpiDefault=pmi2), or use "
             "mpiexec inside the allocation.")
-    return Context(comm, device=device, topology=topology, threads=threads, verbose=verbose)
+    return Context(comm, device=device, topology=topology, threads=threads, verbose=verbose,
+                   stall_timeout=stall_timeout)
 
 
 _CONTEXT_KEYVAL = None

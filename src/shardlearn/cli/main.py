@@ -66,7 +66,7 @@ def main(argv=None) -> int:
 
     try:
         ctx = init(device=args.device, topology=args.topology, threads=args.threads,
-                   verbose=not args.quiet)
+                   verbose=not args.quiet, stall_timeout=args.stall_timeout)
         report = args.run(args, ctx)
         if report is not None:
             write_report(ctx, args.report, report)

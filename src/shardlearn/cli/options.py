@@ -25,3 +25,7 @@ def add_runtime_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--report", default=None, metavar="FILE.json",
                    help="write a JSON run report here (train: default OUT with .json)")
     g.add_argument("--quiet", action="store_true", help="no progress lines")
+    g.add_argument("--stall-timeout", type=float, default=None, metavar="S",
+                   help="if no collective completes for S seconds, every rank prints its Python stack "
+                        "and the job aborts naming the stalled rank (default: off, or "
+                        "SHARDLEARN_STALL_TIMEOUT)")

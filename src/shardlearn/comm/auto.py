@@ -95,6 +95,7 @@ class AutoCollectives(Collectives):
         """Release the communicators of the three algorithm objects (collective)."""
         for algo in (self.native, self.ring, self.tree):
             algo.free()
+        super().free()
 
     def _allreduce(self, x, op):
         if x.nbytes < self._first_bound:

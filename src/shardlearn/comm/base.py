@@ -35,6 +35,15 @@ class Collectives:
         Wall time spent inside collectives since creation (the "communication" phase).
     bytes_sent : int
         Bytes this rank handed to MPI as payload (an estimate for native).
+    entered, calls : int
+        Collectives this rank has entered and completed; ``entered > calls`` while it
+        waits inside ``current``. The stall watchdog (:mod:`shardlearn.runtime`) reads them.
+    current : str
+        The collective entered last (name and bytes).
+
+    With ``SHARDLEARN_CHECK_COLLECTIVES=1`` every call first checks, on a communicator of
+    its own, that all ranks entered the same collective with the same length and dtype,
+    and raises the same ``ShardlearnError`` on every rank naming the first that did not.
     """
 
     topology = "base"
@@ -46,6 +55,9 @@ class Collectives:
         self.comm_seconds = 0.0
         self.bytes_sent = 0
         self.calls = 0
+        self.entered = 0
+        self.current = ""
+        self._checker = _CollectiveChecker(mpi_comm) if _check_enabled() else None
 
     # ----------------------------------------------------------------- public API
     def allreduce(self, x, op: str = "sum"):
@@ -55,6 +67,10 @@ class Collectives:
         """
         if op not in OPS:
             self._check_op(op)
+        self.entered += 1
+        self.current = "allreduce"
+        if self._checker is not None:
+            self._checker.check(f"allreduce({op})", x)
         if type(x) is np.ndarray and x.dtype.type in _DTYPE_SET:
             # fast path for host arrays: small allreduces are latency-bound, so the
             # wrapper's own overhead matters (see bench/comm.md)
@@ -78,6 +94,7 @@ class Collectives:
         Every rank passes an array of the same shape and dtype (the values on ranks
         other than ``root`` are ignored).
         """
+        self._enter("bcast", x, f"root={root}")
         host, back = self._to_host(x)
         t0 = time.perf_counter()
         out = self._bcast(host.copy(), root) if host.size and self.size > 1 else host.copy()
@@ -90,6 +107,7 @@ class Collectives:
         The ranks may pass different numbers of rows (also 0); trailing dimensions
         and dtype must agree.
         """
+        self._enter("allgather", None, f"dtype={np.asarray(x).dtype} row={np.shape(x)[1:]}")
         host, back = self._to_host(x)
         t0 = time.perf_counter()
         row = int(np.prod(host.shape[1:], dtype=np.int64)) if host.ndim > 1 else 1
@@ -115,6 +133,7 @@ class Collectives:
         gets elements ``[r*n//P, (r+1)*n//P)``; a rank's block may be empty.
         """
         self._check_op(op)
+        self._enter(f"reduce_scatter({op})", x)
         host, back = self._to_host(x)
         t0 = time.perf_counter()
         flat = host.reshape(-1)
@@ -128,14 +147,22 @@ class Collectives:
     # small pickled helpers: control data, never on the hot path
     def bcast_obj(self, obj, root: int = 0):
         """Broadcast a small Python object (pickled)."""
-        return self.comm.bcast(obj, root=root)
+        self._enter("bcast_obj", None, f"root={root}")
+        out = self.comm.bcast(obj, root=root)
+        self.calls += 1
+        return out
 
     def allgather_obj(self, obj) -> list:
         """Gather a small Python object from every rank, in rank order (pickled)."""
-        return self.comm.allgather(obj)
+        self._enter("allgather_obj", None)
+        out = self.comm.allgather(obj)
+        self.calls += 1
+        return out
 
     def barrier(self) -> None:
+        self._enter("barrier", None)
         self.comm.Barrier()
+        self.calls += 1
 
     def free(self) -> None:
         """Release communicators this object duplicated (collective; optional)."""
@@ -143,6 +170,9 @@ class Collectives:
         if p2p is not None and p2p is not self.comm:
             p2p.Free()
             self.p2p = None
+        if self._checker is not None:
+            self._checker.free()
+            self._checker = None
 
     # ------------------------------------------------------------ implementation
     def _allreduce(self, x: np.ndarray, op: str) -> np.ndarray:
@@ -163,6 +193,12 @@ class Collectives:
         if op not in OPS:
             raise ValueError(f"unknown reduction op {op!r}: choose one of {', '.join(OPS)}")
 
+    def _enter(self, what: str, x, extra: str = "") -> None:
+        self.entered += 1
+        self.current = what
+        if self._checker is not None:
+            self._checker.check(what + (f" {extra}" if extra else ""), x)
+
     def _account(self, t0: float) -> None:
         self.comm_seconds += time.perf_counter() - t0
         self.calls += 1
@@ -181,3 +217,43 @@ class Collectives:
             raise TypeError(
                 f"collectives take float32, float64, int32 or int64 arrays, not {arr.dtype}")
         return np.ascontiguousarray(arr), (lambda a: a)
+
+
+def _check_enabled() -> bool:
+    import os
+
+    return os.environ.get("SHARDLEARN_CHECK_COLLECTIVES", "").strip() not in ("", "0")
+
+
+class _CollectiveChecker:
+    """Debug mode: before each collective, every rank shows what it is about to call.
+
+    One pickled allgather on a duplicated communicator per call (slow: for debugging a
+    hang or a wrong result, not for production). A mismatch raises the same error on
+    every rank, naming the first rank whose call differs from rank 0's.
+    """
+
+    def __init__(self, mpi_comm):
+        self.comm = mpi_comm.Dup() if mpi_comm.Get_size() > 1 else None
+        self.n = 0
+
+    def check(self, what: str, x) -> None:
+        if self.comm is None:
+            return
+        self.n += 1
+        mine = what if x is None else f"{what} shape={tuple(np.shape(x))} dtype={np.asarray(x).dtype}"
+        seen = self.comm.allgather(mine)
+        bad = [r for r, s in enumerate(seen) if s != seen[0]]
+        if bad:
+            from ..errors import ShardlearnError
+
+            exc = ShardlearnError(
+                f"SHARDLEARN_CHECK_COLLECTIVES: collective #{self.n}: rank {bad[0]} called {seen[bad[0]]} "
+                f"but rank 0 called {seen[0]}" + ("" if len(bad) == 1 else f" (ranks {bad} differ)"))
+            exc.agreed = True
+            raise exc
+
+    def free(self) -> None:
+        if self.comm is not None:
+            self.comm.Free()
+            self.comm = None
