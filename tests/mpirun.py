@@ -105,11 +105,37 @@ def run_group(cmd: list, *, timeout: float, env: dict, cwd=None) -> subprocess.C
 
 
 def kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL the process group ``proc`` leads (it was started with start_new_session)."""
+    """SIGKILL ``proc``'s process group and every descendant of ``proc``.
+
+    Hydra's proxies and the ranks start sessions of their own, so the group alone does not
+    reach them: the descendants are found by walking /proc (parent pids) first.
+    """
+    for pid in [*descendants(proc.pid), proc.pid]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def descendants(root: int) -> list:
+    """Pids of every process below ``root`` (children first found, then theirs)."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [root]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
 
 
 def run_cli(nprocs: int, *args, timeout: float = 120, check: bool = True, env: dict | None = None,

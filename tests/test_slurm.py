@@ -11,6 +11,7 @@ apt-get) the tests skip with the start script's reason; any other start failure 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import subprocess
@@ -30,6 +31,7 @@ pytestmark = pytest.mark.slurm
 ROOT = Path(__file__).resolve().parents[1]
 START = ROOT / "tests" / "slurm" / "start_local_slurm.sh"
 STOP = ROOT / "tests" / "slurm" / "stop_local_slurm.sh"
+KM_ARGS = ("--tol", "0", "--max-iter", "30", "--seed", "3")  # k=8 on 300 random rows: many iterations
 JOB_TIMEOUT = 150  # seconds from submission until a job counts as hung (then it is cancelled)
 FAST = 60          # a failing job must end within this many seconds (all jobs run at once)
 _names = itertools.count()
@@ -74,7 +76,9 @@ class Slurm:
                str(script), *map(str, args)]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=run_env, cwd=cwd)
-        return Job(self, name, proc, Path(cwd))
+        job = Job(self, name, proc, Path(cwd))
+        job.env = dict(env or {})
+        return job
 
 
 class Job:
@@ -214,6 +218,13 @@ def jobs(slurm, tmp_path_factory):
                            {"VALUES": "2 3 4"}),
         "failing_rank": (None, "fail.sbatch", (), [], {}),
         "plain_srun": (None, "plain.sbatch", (), [], {}),
+        # checkpoints: the same k-means run uninterrupted, stopped by SIGUSR1 (as Slurm sends
+        # before a time limit) and requeued, and with a rank SIGKILLed (resumed by the test)
+        "ckpt_plain": (None, JOBS / "kmeans.sbatch", KM_ARGS, ["--ntasks=2"], {"DATA": clf, "K": "8"}),
+        "ckpt_requeue": (None, "requeue.sbatch", KM_ARGS, ["--requeue"],
+                         {"DATA": clf, "K": "8", "CHECKPOINT": "ckpt", "REQUEUE": "1"}),
+        "ckpt_killed": (None, "killed.sbatch", KM_ARGS + ("--checkpoint-every", "1"), [],
+                        {"DATA": clf, "K": "8", "CHECKPOINT": "ckpt", "OUT": "runs/km.h5"}),
     }
     submitted = {}
     for label, (model, script, args, sbatch, env) in specs.items():
@@ -228,6 +239,13 @@ def jobs(slurm, tmp_path_factory):
                                               "srun python -m shardlearn make-data blobs --rows 10 "
                                               "--features 2 --out x.h5\n"
                                               "echo not reached\n")
+        elif label == "ckpt_requeue":  # the first start stops at its 3rd step boundary; the requeued one resumes
+            script = _job_script(cwd, script, 'if [[ -z ${SLURM_RESTART_COUNT:-} ]]; then '
+                                              'export SHARDLEARN_FAULT="step@1:usr1#3"; fi\n'
+                                              f'bash {JOBS / "kmeans.sbatch"} "$@"\n')
+        elif label == "ckpt_killed":
+            script = _job_script(cwd, script, 'SHARDLEARN_FAULT="step@1:kill#4" '
+                                              f'bash {JOBS / "kmeans.sbatch"} "$@"\n')
         env = {k: v.format(cwd=cwd) for k, v in env.items()}
         submitted[label] = slurm.submit(script, *args, sbatch=sbatch, env=env, cwd=cwd)
     try:
@@ -393,3 +411,45 @@ def test_srun_pmi2_connects_and_plain_srun_is_refused(jobs):
     assert "allreduce float64 sum, 2 ranks" in out, out    # bench-comm, as jobs/README.md says
     assert "Slurm started 2 tasks but each sees an MPI world of size 1" in out, out
     assert "srun --mpi=pmi2" in out and "not reached" not in out
+
+
+# ------------------------------------------------------------------------ checkpoints
+def _centers(path):
+    import h5py
+
+    with h5py.File(path) as h:
+        return h["cluster_centers"][()]
+
+
+def test_time_limit_signal_checkpoints_requeues_and_resumes(jobs):
+    """SIGUSR1 on one rank (what --signal=USR1@120 sends): every rank checkpoints, the job
+    exits 3 and requeues itself (REQUEUE=1), the restarted job resumes, and the model equals
+    the uninterrupted run's bit for bit."""
+    plain = finished(jobs, "ckpt_plain")
+    job = finished(jobs, "ckpt_requeue")
+    assert plain.rc == 0 and job.rc == 0, job.describe()
+    out = job.output
+    assert "shardlearn: stopped: stopped by SIGUSR1 at step 3" in out, out
+    assert f"shardlearn: requeued Slurm job {job.id}" in out, out
+    assert f"kmeans done: model runs/kmeans-{job.id}.h5" in out
+    report = json.loads((job.cwd / "runs" / f"kmeans-{job.id}.json").read_text())
+    assert report["checkpoint"]["resumed_from_step"] == 3, report["checkpoint"]
+    np.testing.assert_array_equal(_centers(job.cwd / "runs" / f"kmeans-{job.id}.h5").view(np.uint8),
+                                  _centers(plain.cwd / "runs" / f"kmeans-{plain.id}.h5").view(np.uint8))
+
+
+def test_killed_rank_ends_the_job_and_a_resubmitted_job_resumes(jobs, slurm):
+    """SIGKILL of one rank under srun: the step ends within seconds, no model is written,
+    and the same job submitted again resumes from the last checkpoint to the same model."""
+    plain = finished(jobs, "ckpt_plain")
+    job = finished(jobs, "ckpt_killed")
+    assert job.rc != 0 and job.seconds < FAST, job.describe()
+    assert not (job.cwd / "runs" / "km.h5").exists()
+    assert sorted(p.name for p in (job.cwd / "ckpt").iterdir()) == ["ckpt-00000002.h5", "ckpt-00000003.h5"]
+    again = slurm.submit(JOBS / "kmeans.sbatch", *KM_ARGS, "--checkpoint-every", "1", sbatch=["--ntasks=2"],
+                         env=job.env, cwd=job.cwd).wait()
+    assert again.rc == 0, again.describe()
+    report = json.loads((job.cwd / "runs" / "km.json").read_text())
+    assert report["checkpoint"]["resumed_from_step"] == 3
+    np.testing.assert_array_equal(_centers(job.cwd / "runs" / "km.h5").view(np.uint8),
+                                  _centers(plain.cwd / "runs" / f"kmeans-{plain.id}.h5").view(np.uint8))

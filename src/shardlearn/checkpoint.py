@@ -1,7 +1,8 @@
 """Checkpoints: a fit's state written collectively and atomically, and resumed bit for bit.
 
 A :class:`Checkpoint` is handed to ``fit(..., checkpoint=...)`` (the CLI's ``--checkpoint
-DIR``). The estimator calls :meth:`Checkpoint.start` once, which returns the state to
+DIR``); in Python, ``with Checkpoint(DIR, every=10) as ck: est.fit(X, y, checkpoint=ck)``
+restores the signal handlers however the fit ends. The estimator calls :meth:`Checkpoint.start` once, which returns the state to
 resume from (or None), and :meth:`Checkpoint.step` at every step boundary (a Lloyd
 iteration, a solver iteration or SGD epoch, a tree), passing a function that returns its
 state. ``step`` costs one 8-byte allreduce: the ranks OR their stop requests (a signal on
@@ -146,9 +147,17 @@ class Checkpoint:
         return path
 
     def finish(self) -> None:
-        """The fit ended: stop listening for signals (idempotent; safe in a ``finally``)."""
+        """The fit ended: stop listening for signals and forget a late one (idempotent;
+        safe in a ``finally``). Using the checkpoint as a context manager calls it."""
         if self.signals:
             signals.uninstall()
+            signals.clear()
+
+    def __enter__(self) -> "Checkpoint":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.finish()
 
     # ------------------------------------------------------------ file format
     def _write(self, path, step, state) -> None:

@@ -59,6 +59,25 @@ def write_report(ctx, path: str | None, report: dict) -> None:
         ctx.log(f"report: {path}")
 
 
+def requeue_slurm_job() -> None:
+    """``scontrol requeue $SLURM_JOB_ID`` (rank 0, after a checkpointed stop); says what happened."""
+    import os
+    import subprocess
+
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        sys.stderr.write("shardlearn: warning: --requeue: not inside a Slurm job; nothing requeued\n")
+        return
+    try:
+        proc = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+        ok, why = proc.returncode == 0, proc.stderr.strip()
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        ok, why = False, str(exc)
+    sys.stderr.write(f"shardlearn: requeued Slurm job {job}: it resumes from the checkpoint when it starts "
+                     "again\n" if ok else f"shardlearn: warning: could not requeue job {job} ({why})\n")
+    sys.stderr.flush()
+
+
 def main(argv=None) -> int:
     """Entry point: parse, build the SPMD context, run, report; errors end every rank."""
     args = build_parser().parse_args(argv)
@@ -80,6 +99,8 @@ def main(argv=None) -> int:
                 kind = "stopped" if isinstance(exc, TrainingInterrupted) else "error"
                 sys.stderr.write(f"shardlearn: {kind}: {exc}\n")
                 sys.stderr.flush()
+                if isinstance(exc, TrainingInterrupted) and getattr(args, "requeue", False):
+                    requeue_slurm_job()
             return EXIT_INTERRUPTED if isinstance(exc, TrainingInterrupted) else 2
         # raised on this rank alone: the others may be waiting in a collective
         sys.stderr.write(f"shardlearn: error: {exc}\n")

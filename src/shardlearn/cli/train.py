@@ -61,6 +61,10 @@ def add_checkpoint_options(p) -> None:
     g.add_argument("--resume", action="store_true",
                    help="continue from the newest checkpoint in --checkpoint DIR (same options and data; "
                         "any number of ranks); without one, start afresh")
+    g.add_argument("--requeue", action="store_true",
+                   help="under Slurm: when a signal stopped the run after its checkpoint, requeue this job "
+                        "(scontrol requeue $SLURM_JOB_ID); with --resume the next start continues from the "
+                        "checkpoint (jobs/README.md: time limits and pre-emption)")
 
 
 def make_checkpoint(args, shard):
@@ -69,8 +73,9 @@ def make_checkpoint(args, shard):
     from ..errors import ShardlearnError
 
     if args.checkpoint is None:
-        if args.resume or args.checkpoint_every or args.checkpoint_seconds:
-            raise ShardlearnError("--resume, --checkpoint-every and --checkpoint-seconds need --checkpoint DIR")
+        if args.resume or args.checkpoint_every or args.checkpoint_seconds or args.requeue:
+            raise ShardlearnError("--resume, --requeue, --checkpoint-every and --checkpoint-seconds need "
+                                  "--checkpoint DIR")
         return None
     ds = shard.dataset
     data = {"paths": [os.path.abspath(p.path) for p in ds.parts], "part_rows": [p.rows for p in ds.parts],
@@ -114,7 +119,11 @@ def run(args, ctx) -> dict:
         checkpoints.append(ckpt)
         return ckpt
 
-    est, shard, facts = _family(args.family).fit(args.model, args, ctx, checkpoint_for)
+    try:
+        est, shard, facts = _family(args.family).fit(args.model, args, ctx, checkpoint_for)
+    finally:
+        for ckpt in filter(None, checkpoints):
+            ckpt.finish()
     ckpt = checkpoints[0] if checkpoints else None
     if ckpt is not None:
         facts = {**facts, "checkpoint": {"directory": ckpt.directory, "resumed_from_step": ckpt.resumed_from,

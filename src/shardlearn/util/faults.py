@@ -2,8 +2,9 @@
 
 ``SHARDLEARN_FAULT="SITE@RANK[:KIND][#N][,...]"`` makes :func:`check` fail at the named
 site on that world rank, at its ``N``-th call there (default: the first): ``oserror``
-(default: "No space left on device"), ``memory`` (MemoryError) or ``kill`` (SIGKILL, a
-rank dying). Sites in the package:
+(default: "No space left on device"), ``memory`` (MemoryError), ``kill`` (SIGKILL, a
+rank dying) or ``usr1`` (SIGUSR1 to itself, as Slurm sends before a time limit).
+Sites in the package:
 
 - ``read``       a rank reading its block of a dataset (data/shards.py)
 - ``write-part`` a rank writing a part file (make-data, shard)
@@ -53,6 +54,9 @@ def check(site: str) -> None:
         return
     if kind == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    if kind == "usr1":
+        os.kill(os.getpid(), signal.SIGUSR1)
+        return
     if kind == "memory":
         raise MemoryError(f"injected at {site} on rank {rank}")
     raise OSError(errno.ENOSPC, f"No space left on device (injected at {site} on rank {rank})")
