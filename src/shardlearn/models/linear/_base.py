@@ -18,6 +18,7 @@ import numpy as np
 from ... import rng
 from ...errors import ShardlearnError
 from ...runtime import context_from
+from ...util import faults
 from ..base import Params
 from . import _normal, _solvers
 from ._normal import _colsumsq
@@ -85,7 +86,7 @@ class _LinearModel(Params):
         return solver
 
     # -------------------------------------------------------------- fit
-    def fit(self, X, y, sample_weight=None, *, row_offset=None):
+    def fit(self, X, y, sample_weight=None, *, row_offset=None, checkpoint=None):
         """Fit on this rank's rows; every rank of the communicator must call it.
 
         Parameters
@@ -100,6 +101,16 @@ class _LinearModel(Params):
             Global index of this rank's first row (default: rows are in rank order,
             as :func:`shardlearn.data.read_shard` hands them out). Used to key the
             validation split and the SGD batches by global row.
+        checkpoint : shardlearn.checkpoint.Checkpoint, optional
+            Save the solver state at step boundaries and resume from it. Steps are
+            solver iterations (``lbfgs``, ``gd``, ``fista``) or epochs (``sgd``);
+            ``normal`` finishes in one step (step 1: the solved coefficients). A run
+            resumed with ``Checkpoint(..., resume=True)`` on the same data, parameters
+            and number of ranks ends with the same model bit for bit (same ``coef_``,
+            ``intercept_``, ``n_iter_``, ``loss_`` and ``history_`` apart from its
+            seconds); on another number of ranks it continues from the same state, and
+            differs only by the order of the floating-point sums. A stop signal raises
+            :class:`shardlearn.errors.TrainingInterrupted` on every rank after saving.
 
         Returns
         -------
@@ -112,6 +123,10 @@ class _LinearModel(Params):
         """
         ctx = context_from(self.comm)
         self._ctx = ctx
+        with ctx.guard(f"{type(self).__name__}.fit"):
+            return self._fit(ctx, X, y, sample_weight, row_offset, checkpoint)
+
+    def _fit(self, ctx, X, y, sample_weight, row_offset, checkpoint):
         t_start = time.perf_counter()
         # ---- local checks, agreed by every rank
         with ctx.collective_errors():
@@ -210,19 +225,43 @@ class _LinearModel(Params):
                 sigma[sigma <= 1e-12 * np.maximum(1.0, np.abs(mean))] = 1.0
         self.n_features_in_ = d
         self._n_total = n_total
-        # ---- solve
         verbose = ctx.verbose if self.verbose is None else bool(self.verbose)
+        # ---- checkpoint: bind, maybe resume (the state is global: any rank count)
+        state = None
+        if checkpoint is not None:
+            state = checkpoint.start(ctx, self._model_name, self.model_params(), X,
+                                     extra_fingerprint={"training_rows": int(n_train), **self._fingerprint()})
+            if state is not None:
+                ctx.log(f"{self._model_name}: resuming {solver} from the checkpoint of step {state['_step']} "
+                        f"in {checkpoint.directory}", verbose=verbose)
+
+        def on_step(step, state_fn):
+            # a step boundary: save if due / stop if asked (every rank), then the fault site
+            if checkpoint is not None:
+                checkpoint.step(step, lambda: {"solver": solver, **state_fn()})
+            faults.check("step")
+
+        # ---- solve
         if solver == "normal":
-            coef, intercept, res = _normal.normal_equations(ctx, X, t, s_train, W_train, sigma,
-                                                            fit_intercept=self.fit_intercept,
-                                                            alpha=self._ridge_alpha())
+            if state is None:
+                coef, intercept, res = _normal.normal_equations(ctx, X, t, s_train, W_train, sigma,
+                                                                fit_intercept=self.fit_intercept,
+                                                                alpha=self._ridge_alpha())
+                # one step: the solution itself is the state
+                on_step(1, lambda: {"coef": coef.copy(), "intercept": float(intercept), "loss": float(res.loss),
+                                    "progress": {"history": _solvers.pack_json(res.history)}})
+            else:
+                coef, intercept = np.array(state["coef"], dtype=np.float64), float(state["intercept"])
+                res = _solvers.OptimResult(coef, float(state["loss"]), 0.0, 1, 1, True, "solved the normal equations",
+                                           _solvers.unpack_json(state["progress"]["history"]))
             self._set_coef(coef[None, :], np.array([intercept]))
         else:
             lam, l1 = self._strengths(W_train)
             obj = _Objective(ctx, X, t, s_train, s_val, kind=self._loss_kind(K), K=K, lam=lam,
                              mu=mu, sigma=sigma, fit_intercept=bool(self.fit_intercept),
                              W_train=W_train, W_val=W_val)
-            res = self._run_solver(ctx, solver, obj, l1, grows, train, int(n_train), frac > 0, verbose)
+            res = self._run_solver(ctx, solver, obj, l1, grows, train, int(n_train), frac > 0, verbose,
+                                   state=state, callback=on_step)
             A, b = obj.affine(res.w)
             self._set_coef(A.T.copy(), b.copy())
         self.n_iter_ = int(res.n_iter)
@@ -236,9 +275,12 @@ class _LinearModel(Params):
         if not res.converged and solver in ("lbfgs", "gd", "fista"):
             ctx.warn(f"{self._model_name}: {solver} did not converge ({res.reason}); "
                      "raise max_iter or tol, or use standardize=True")
+        if checkpoint is not None:
+            checkpoint.finish()
         return self
 
-    def _run_solver(self, ctx, solver, obj, l1, grows, train, n_train, early, verbose):
+    def _run_solver(self, ctx, solver, obj, l1, grows, train, n_train, early, verbose, *, state=None,
+                    callback=None):
         w0 = np.zeros(obj.p)
         prog = _solvers.Progress(ctx, solver, verbose)
         tol = 1e-4 if self.tol is None else float(self.tol)
@@ -247,21 +289,24 @@ class _LinearModel(Params):
                 raise ShardlearnError("penalty='l1' needs a proximal solver: gd, fista or sgd")  # pragma: no cover - checked earlier
             return _solvers.lbfgs(obj, w0, max_iter=int(self.max_iter or 100), tol=tol,
                                   m=int(self.lbfgs_memory), early_stopping=early,
-                                  n_iter_no_change=int(self.n_iter_no_change), progress=prog)
+                                  n_iter_no_change=int(self.n_iter_no_change), progress=prog,
+                                  state=state, callback=callback)
         if solver in ("gd", "fista"):
             step = None
             if solver == "gd" and self.fixed_step:
                 step = float(self.learning_rate)
             return _solvers.gd(obj, w0, step=step, max_iter=int(self.max_iter or 1000), tol=tol, l1=l1,
                                l1_mask=obj.l1_mask, accelerated=(solver == "fista"), early_stopping=early,
-                               n_iter_no_change=int(self.n_iter_no_change), progress=prog)
+                               n_iter_no_change=int(self.n_iter_no_change), progress=prog,
+                               state=state, callback=callback)
         return _solvers.sgd(obj.batch, w0, global_rows=grows, train_local=np.flatnonzero(train),
                             n_train_total=n_train, seed=int(self.random_state), batch_size=int(self.batch_size),
                             epochs=int(self.epochs), learning_rate=float(self.learning_rate),
                             schedule=self.schedule, power_t=float(self.power_t), momentum=float(self.momentum),
                             nesterov=bool(self.nesterov), l1=l1, l1_mask=obj.l1_mask, tol=self.tol,
                             n_iter_no_change=int(self.n_iter_no_change),
-                            validation=obj.validation if early else None, progress=prog)
+                            validation=obj.validation if early else None, progress=prog,
+                            state=state, callback=callback)
 
     # ----- penalties (the estimators override)
     def _ridge_alpha(self):
@@ -273,6 +318,10 @@ class _LinearModel(Params):
         return 0.0, 0.0
 
     # ----- targets (regression; the classifier overrides)
+    def _fingerprint(self) -> dict:
+        """Facts of the fitted targets a resumed checkpoint must match (the classes)."""
+        return {}
+
     def _label_summary(self, y):
         return None
 

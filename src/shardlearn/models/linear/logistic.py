@@ -157,6 +157,9 @@ class LogisticRegression(_LinearModel):
         self.coef_ = coef
         self.intercept_ = intercept if self.fit_intercept else np.zeros(coef.shape[0])
 
+    def _fingerprint(self) -> dict:
+        return {"classes": self.classes_.tolist()}
+
     def decision_function(self, X):
         """Local decision values: (n,) for binary, (n, K) for multinomial."""
         X = self._check_X(X)
