@@ -347,34 +347,83 @@ class _LinearModel(Params):
         if not hasattr(self, "coef_"):
             raise ShardlearnError(f"{type(self).__name__} is not fitted yet: call fit first")
 
-    def _check_X(self, X):
+    def _check_X(self, X, rank=None):
+        """X as a float array of the model's width, finite; ShardlearnError otherwise (local:
+        the collective methods agree on it). ``rank`` goes into the messages."""
         self._check_fitted()
+        where = "" if rank is None else f"rank {rank}: "
         X = np.asarray(X)
         if X.dtype not in (np.float32, np.float64):
-            X = X.astype(np.float64)
+            try:
+                X = X.astype(np.float64)
+            except (TypeError, ValueError):
+                raise ShardlearnError(f"X must be numeric ({where}dtype {X.dtype})") from None
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
             if X.ndim == 2 and X.shape[0] == 0:
                 return X.reshape(0, self.n_features_in_)
-            raise ShardlearnError(f"X has shape {X.shape}; the model expects {self.n_features_in_} features")
+            on = "" if rank is None else f" on rank {rank}"
+            raise ShardlearnError(f"X has shape {X.shape}{on}; the model expects {self.n_features_in_} features")
+        # the sum of finite values is finite unless it overflows: the full test only then
+        if X.size and not np.isfinite(X.sum(dtype=np.float64)) and not np.all(np.isfinite(X)):
+            bad = int((~np.isfinite(X).all(axis=1)).sum())
+            raise ShardlearnError(f"X holds NaN or infinite values ({where}{bad} rows); "
+                                  "impute or drop them first")
         return X
 
-    def decision_function(self, X):
-        """Local ``X @ coef_.T + intercept_`` (no communication)."""
-        X = self._check_X(X)
+    def _check_y(self, y, n, rank, *, regression=True):
+        """y as a 1-D array of ``n`` values (float64 and finite for regression)."""
+        y = np.asarray(y)
+        if y.ndim != 1 or y.shape[0] != n:
+            raise ShardlearnError(f"y has shape {y.shape} but X has {n} rows (rank {rank}); expected ({n},)")
+        if regression:
+            if y.dtype.kind not in "biuf":
+                raise ShardlearnError(f"y must be numeric, got dtype {y.dtype} (rank {rank})")
+            y = y.astype(np.float64, copy=False)
+            if not np.all(np.isfinite(y)):
+                raise ShardlearnError(f"y holds NaN or infinite values (rank {rank}: "
+                                      f"{int((~np.isfinite(y)).sum())} rows)")
+        return y
+
+    @staticmethod
+    def _check_weights(sample_weight, n, rank):
+        if sample_weight is None:
+            return None
+        sw = np.asarray(sample_weight, dtype=np.float64)
+        if sw.shape != (n,):
+            raise ShardlearnError(f"sample_weight has shape {sw.shape}; expected ({n},) (rank {rank})")
+        if not np.all(np.isfinite(sw)) or np.any(sw < 0):
+            raise ShardlearnError(f"sample_weight must be finite and non-negative (rank {rank})")
+        return sw
+
+    def _decision(self, X):
+        """``X @ coef_.T + intercept_`` on a checked X: (n,) or (n, K)."""
         coef = np.atleast_2d(self.coef_)
         Z = (X @ coef.T.astype(X.dtype, copy=False)).astype(np.float64, copy=False) + self.intercept_
         return Z[:, 0] if Z.shape[1] == 1 else Z
+
+    def decision_function(self, X):
+        """Local ``X @ coef_.T + intercept_`` (no communication)."""
+        return self._decision(self._check_X(X))
 
     def predict(self, X):
         """Predictions for the local rows (no communication)."""
         return self.decision_function(X)
 
     def score(self, X, y, sample_weight=None):
-        """Global R^2 over every rank's rows (collective)."""
+        """Global R^2 over every rank's rows (collective).
+
+        Bad input on any rank (another feature count, NaN or infinite values, a ``y`` of
+        another length) raises the same ShardlearnError on every rank.
+        """
         from ... import metrics
 
-        return float(metrics.r2(self._context(), np.asarray(y, dtype=np.float64), self.predict(X),
-                                sample_weight=sample_weight))
+        ctx = self._context()
+        with ctx.collective_errors():
+            pred = self._decision(self._check_X(X, ctx.rank))
+            y = self._check_y(y, pred.shape[0], ctx.rank)
+            sw = self._check_weights(sample_weight, pred.shape[0], ctx.rank)
+        with ctx.guard(f"{type(self).__name__}.score"):
+            return float(metrics.r2(ctx, y, pred, sample_weight=sw))
 
     def _context(self):
         return getattr(self, "_ctx", None) or context_from(self.comm)
@@ -401,13 +450,16 @@ class _LinearModel(Params):
         return {"prediction": self.predict(X)}
 
     def evaluate(self, X, y) -> dict:
-        """R^2 and RMSE over every rank's rows (collective)."""
+        """R^2 and RMSE over every rank's rows (collective; bad input on any rank raises
+        the same ShardlearnError on every rank, as :meth:`score`)."""
         from ... import metrics
 
         ctx = self._context()
-        pred = self.predict(X)
-        y = np.asarray(y, dtype=np.float64)
-        return {"r2": float(metrics.r2(ctx, y, pred)), "rmse": float(metrics.rmse(ctx, y, pred))}
+        with ctx.collective_errors():
+            pred = self._decision(self._check_X(X, ctx.rank))
+            y = self._check_y(y, pred.shape[0], ctx.rank)
+        with ctx.guard(f"{type(self).__name__}.evaluate"):
+            return {"r2": float(metrics.r2(ctx, y, pred)), "rmse": float(metrics.rmse(ctx, y, pred))}
 
     def to_arrays(self) -> dict:
         return {"coef": np.atleast_2d(self.coef_), "intercept": np.atleast_1d(np.asarray(self.intercept_, dtype=np.float64))}
