@@ -255,6 +255,66 @@ def test_bad_input_errors_on_every_rank(tmp_path):
     assert m["tiny_ridge"] is None and m["tiny_sgd"] is None and m["tiny_logistic"] is None
 
 
+SCORE_ERRORS_SCRIPT = """
+import numpy as np
+from shardlearn.errors import ShardlearnError
+from shardlearn.runtime import init
+from shardlearn.models.linear import LinearRegression, LogisticRegression
+ctx = init(topology="native", verbose=False)
+r = ctx.rank
+X = np.random.default_rng(r).normal(size=(30, 3)); yr = X @ [1.0, 2.0, 3.0]; yb = (X[:, 0] > 0).astype(float)
+lin = LinearRegression(comm=ctx).fit(X, yr)
+log = LogisticRegression(comm=ctx).fit(X, yb)
+msgs, local = {}, {}
+def case(name, fn, into=msgs):
+    try:
+        fn()
+        into[name] = None
+    except ShardlearnError as exc:
+        into[name] = str(exc)
+Xw = np.column_stack([X, X[:, 0]]) if r == 1 else X          # rank 1: another column count
+Xn = X.copy()
+if r == 2: Xn[4, 2] = np.nan                                  # rank 2: a NaN
+Xi = X.copy()
+if r == 1: Xi[7, 0] = np.inf                                  # rank 1: an infinity
+for tag, XX in (("cols", Xw), ("nan", Xn), ("inf", Xi)):
+    case("lin_score_" + tag, lambda: lin.score(XX, yr))
+    case("lin_evaluate_" + tag, lambda: lin.evaluate(XX, yr))
+    case("log_score_" + tag, lambda: log.score(XX, yb))
+    case("log_evaluate_" + tag, lambda: log.evaluate(XX, yb))
+case("y_length", lambda: lin.score(X, yr[:-1] if r == 0 else yr))
+case("y_nan", lambda: lin.evaluate(X, np.where(np.arange(30) == 3, np.nan, yr) if r == 2 else yr))
+case("weights", lambda: log.score(X, yb, sample_weight=-np.ones(30) if r == 2 else None))
+# local methods refuse non-finite X too, on the rank that has it
+case("lin_predict_nan", lambda: lin.predict(Xn), local)
+case("log_predict_proba_nan", lambda: log.predict_proba(Xn), local)
+case("log_predict_inf", lambda: log.predict(Xi), local)
+emit({"rank": r, "msgs": msgs, "local": local, "r2": lin.score(X, yr), "acc": log.score(X, yb)})
+"""
+
+
+def test_score_and_evaluate_agree_on_bad_input_on_one_rank(tmp_path):
+    # one rank with another column count or a NaN used to raise alone while the others
+    # waited in the metric's allreduce (a hang), or to return a number for NaN input
+    res = json_lines(run_script(3, SCORE_ERRORS_SCRIPT, tmp_path, timeout=60).stdout)
+    assert len(res) == 3 and all(r["msgs"] == res[0]["msgs"] for r in res)  # the same error everywhere
+    m = res[0]["msgs"]
+    for what in ("lin_score", "lin_evaluate", "log_score", "log_evaluate"):
+        assert "rank 1" in m[what + "_cols"] and "expects 3 features" in m[what + "_cols"], (what, m)
+        assert "NaN or infinite" in m[what + "_nan"] and "rank 2: 1 rows" in m[what + "_nan"], (what, m)
+        assert "NaN or infinite" in m[what + "_inf"] and "rank 1: 1 rows" in m[what + "_inf"], (what, m)
+    assert "y has shape (29,)" in m["y_length"] and "rank 0" in m["y_length"]
+    assert "y holds NaN" in m["y_nan"] and "rank 2" in m["y_nan"]
+    assert "non-negative" in m["weights"] and "rank 2" in m["weights"]
+    for out in res:
+        r, loc = out["rank"], out["local"]
+        assert (loc["lin_predict_nan"] is not None) == (r == 2) and (loc["log_predict_proba_nan"] is not None) == (r == 2)
+        assert (loc["log_predict_inf"] is not None) == (r == 1)
+        if r == 2:
+            assert "NaN or infinite" in loc["lin_predict_nan"]
+    assert res[0]["r2"] == pytest.approx(1.0) and res[0]["acc"] > 0.9
+
+
 def write_h5(path, X, y):
     with h5py.File(path, "w") as h:
         h["X"] = X

@@ -140,3 +140,86 @@ def test_early_stopping_returns_best():
     assert res.converged and "validation" in res.reason
     best = min(range(len(res.history)), key=lambda i: res.history[i]["val_loss"])
     assert res.n_iter < 20 and best < res.n_iter
+
+
+# ------------------------------------------------------------- resumable solvers
+def logistic_oracles(seed=4, n=400, p=5):
+    """A serial logistic problem (L2) with held-out rows: full, mini-batch and validation oracles."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, p))
+    y = (X @ rng.normal(size=p) + 0.8 * rng.normal(size=n) > 0).astype(float)
+    tr, va = np.arange(n) % 5 != 0, np.arange(n) % 5 == 0
+
+    def loss_grad(w, rows):
+        z = X[rows] @ w
+        m = max(rows.size, 1)
+        f = float(np.sum(np.logaddexp(0.0, z) - y[rows] * z)) / m + 5e-3 * float(w @ w)
+        return f, X[rows].T @ (1.0 / (1.0 + np.exp(-z)) - y[rows]) / m + 1e-2 * w
+
+    def fun(w):
+        f, g = loss_grad(w, np.flatnonzero(tr))
+        return f, g, loss_grad(w, np.flatnonzero(va))[0]
+
+    return fun, loss_grad, np.flatnonzero(tr), (lambda w: loss_grad(w, np.flatnonzero(va))[0])
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _through_checkpoint_file(state, tmp_path):
+    """The state as a checkpoint file gives it back (HDF5 datasets, groups, JSON)."""
+    import h5py
+
+    from shardlearn.checkpoint import _read_state, _write_state
+
+    with h5py.File(tmp_path / "state.h5", "w") as h:
+        _write_state(h.create_group("state"), state)
+    with h5py.File(tmp_path / "state.h5") as h:
+        return _read_state(h["state"])
+
+
+def _bits(x):
+    return np.ascontiguousarray(np.asarray(x, dtype=np.float64)).view(np.uint8)
+
+
+def _no_seconds(history):
+    return [{k: v for k, v in e.items() if k not in ("seconds", "comm_seconds")} for e in history]
+
+
+RESUMABLE = {
+    # one solver each, with everything that carries state between iterations switched on
+    "lbfgs_early_stop": lambda o, **kw: _solvers.lbfgs(o[0], np.zeros(5), tol=1e-12, m=3, early_stopping=True,
+                                                       n_iter_no_change=4, val_tol=1e-6, max_iter=40, **kw),
+    "gd_backtracking": lambda o, **kw: _solvers.gd(o[0], np.zeros(5), tol=1e-12, max_iter=40, **kw),
+    "fista_l1_restart": lambda o, **kw: _solvers.gd(o[0], np.zeros(5), tol=1e-12, max_iter=40, l1=2e-2,
+                                                    accelerated=True, early_stopping=True, n_iter_no_change=5, **kw),
+    "sgd_momentum_val": lambda o, **kw: _solvers.sgd(
+        o[1], np.zeros(5), global_rows=np.arange(400), train_local=o[2], n_train_total=o[2].size, seed=7,
+        batch_size=32, epochs=12, learning_rate=0.5, schedule="cosine", momentum=0.8, nesterov=True,
+        l1=1e-3, tol=1e-9, n_iter_no_change=8, validation=o[3], **kw),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RESUMABLE))
+@pytest.mark.parametrize("at", [1, 3, 7])
+def test_solver_resumed_from_its_state_is_bit_identical(tmp_path, name, at):
+    run, oracles = RESUMABLE[name], logistic_oracles()
+    steps = []
+    ref = run(oracles, callback=lambda it, state_fn: steps.append(it))
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) > at, (name, steps)
+    saved = {}
+
+    def stop_at(it, state_fn):
+        if it == at:
+            saved["state"] = _through_checkpoint_file(state_fn(), tmp_path)
+            raise _Stopped
+
+    with pytest.raises(_Stopped):
+        run(oracles, callback=stop_at)
+    got = run(oracles, state=saved["state"])
+    assert np.array_equal(_bits(got.w), _bits(ref.w)), name
+    assert np.array_equal(_bits(got.loss), _bits(ref.loss)), name
+    assert (got.n_iter, got.n_evals, got.converged, got.reason) == (ref.n_iter, ref.n_evals, ref.converged, ref.reason)
+    assert _no_seconds(got.history) == _no_seconds(ref.history) and len(got.history) == len(ref.history)
+    assert [e["seconds"] for e in got.history] == sorted(e["seconds"] for e in got.history)  # time goes on

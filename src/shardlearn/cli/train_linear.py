@@ -118,12 +118,10 @@ def fit(name: str, args, ctx, checkpoint_for):
 
     shard = read_shard(args.data, ctx, dtype=args.dtype, need_y=True)
     est = build(name, args, ctx)
-    if checkpoint_for(shard) is not None:
-        from ..errors import ShardlearnError
-
-        raise ShardlearnError(f"--checkpoint: {name} does not checkpoint yet")
+    # steps: solver iterations (lbfgs, gd, fista), epochs (sgd); normal: one step
+    checkpoint = checkpoint_for(shard)
     with ctx.timers.phase("fit"):
-        est.fit(shard.X, shard.y, row_offset=shard.start)
+        est.fit(shard.X, shard.y, row_offset=shard.start, checkpoint=checkpoint)
     metrics = est.evaluate(shard.X, shard.y)
     ctx.log(f"{name}: training " + " ".join(f"{k}={v:.6g}" for k, v in metrics.items()))
     return est, shard, {"n_iter": est.n_iter_, "loss": est.loss_, "converged": est.converged_,

@@ -27,6 +27,13 @@ Solvers: ``normal`` (least squares: allreduce ``X^T S X`` and ``X^T S y`` once, 
 proximal gradient), ``sgd`` (synchronous mini-batch; batches keyed by global row index).
 See :mod:`._solvers`.
 
+Checkpoints (``fit(..., checkpoint=Checkpoint(...))``, the CLI's ``--checkpoint``): a step
+is a solver iteration (``lbfgs``, ``gd``, ``fista``) or an SGD epoch; ``normal`` finishes
+in one step. The saved state is global (the solver's whole state and the history), so a
+stopped fit resumes bit for bit on the same ranks and on any other number of ranks up to
+the order of the sums. ``score`` and ``evaluate`` agree over the ranks on bad input (another
+feature count, NaN or infinite values) and raise the same error everywhere.
+
 Modules, one job each; imports point down this list only:
 
 - :mod:`.regression` — :class:`LinearRegression`, :class:`Ridge`, :class:`Lasso`: their

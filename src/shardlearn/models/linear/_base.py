@@ -18,6 +18,7 @@ import numpy as np
 from ... import rng
 from ...errors import ShardlearnError
 from ...runtime import context_from
+from ...util import faults
 from ..base import Params
 from . import _normal, _solvers
 from ._normal import _colsumsq
@@ -85,7 +86,7 @@ class _LinearModel(Params):
         return solver
 
     # -------------------------------------------------------------- fit
-    def fit(self, X, y, sample_weight=None, *, row_offset=None):
+    def fit(self, X, y, sample_weight=None, *, row_offset=None, checkpoint=None):
         """Fit on this rank's rows; every rank of the communicator must call it.
 
         Parameters
@@ -100,6 +101,16 @@ class _LinearModel(Params):
             Global index of this rank's first row (default: rows are in rank order,
             as :func:`shardlearn.data.read_shard` hands them out). Used to key the
             validation split and the SGD batches by global row.
+        checkpoint : shardlearn.checkpoint.Checkpoint, optional
+            Save the solver state at step boundaries and resume from it. Steps are
+            solver iterations (``lbfgs``, ``gd``, ``fista``) or epochs (``sgd``);
+            ``normal`` finishes in one step (step 1: the solved coefficients). A run
+            resumed with ``Checkpoint(..., resume=True)`` on the same data, parameters
+            and number of ranks ends with the same model bit for bit (same ``coef_``,
+            ``intercept_``, ``n_iter_``, ``loss_`` and ``history_`` apart from its
+            seconds); on another number of ranks it continues from the same state, and
+            differs only by the order of the floating-point sums. A stop signal raises
+            :class:`shardlearn.errors.TrainingInterrupted` on every rank after saving.
 
         Returns
         -------
@@ -112,6 +123,10 @@ class _LinearModel(Params):
         """
         ctx = context_from(self.comm)
         self._ctx = ctx
+        with ctx.guard(f"{type(self).__name__}.fit"):
+            return self._fit(ctx, X, y, sample_weight, row_offset, checkpoint)
+
+    def _fit(self, ctx, X, y, sample_weight, row_offset, checkpoint):
         t_start = time.perf_counter()
         # ---- local checks, agreed by every rank
         with ctx.collective_errors():
@@ -210,19 +225,43 @@ class _LinearModel(Params):
                 sigma[sigma <= 1e-12 * np.maximum(1.0, np.abs(mean))] = 1.0
         self.n_features_in_ = d
         self._n_total = n_total
-        # ---- solve
         verbose = ctx.verbose if self.verbose is None else bool(self.verbose)
+        # ---- checkpoint: bind, maybe resume (the state is global: any rank count)
+        state = None
+        if checkpoint is not None:
+            state = checkpoint.start(ctx, self._model_name, self.model_params(), X,
+                                     extra_fingerprint={"training_rows": int(n_train), **self._fingerprint()})
+            if state is not None:
+                ctx.log(f"{self._model_name}: resuming {solver} from the checkpoint of step {state['_step']} "
+                        f"in {checkpoint.directory}", verbose=verbose)
+
+        def on_step(step, state_fn):
+            # a step boundary: save if due / stop if asked (every rank), then the fault site
+            if checkpoint is not None:
+                checkpoint.step(step, lambda: {"solver": solver, **state_fn()})
+            faults.check("step")
+
+        # ---- solve
         if solver == "normal":
-            coef, intercept, res = _normal.normal_equations(ctx, X, t, s_train, W_train, sigma,
-                                                            fit_intercept=self.fit_intercept,
-                                                            alpha=self._ridge_alpha())
+            if state is None:
+                coef, intercept, res = _normal.normal_equations(ctx, X, t, s_train, W_train, sigma,
+                                                                fit_intercept=self.fit_intercept,
+                                                                alpha=self._ridge_alpha())
+                # one step: the solution itself is the state
+                on_step(1, lambda: {"coef": coef.copy(), "intercept": float(intercept), "loss": float(res.loss),
+                                    "progress": {"history": _solvers.pack_json(res.history)}})
+            else:
+                coef, intercept = np.array(state["coef"], dtype=np.float64), float(state["intercept"])
+                res = _solvers.OptimResult(coef, float(state["loss"]), 0.0, 1, 1, True, "solved the normal equations",
+                                           _solvers.unpack_json(state["progress"]["history"]))
             self._set_coef(coef[None, :], np.array([intercept]))
         else:
             lam, l1 = self._strengths(W_train)
             obj = _Objective(ctx, X, t, s_train, s_val, kind=self._loss_kind(K), K=K, lam=lam,
                              mu=mu, sigma=sigma, fit_intercept=bool(self.fit_intercept),
                              W_train=W_train, W_val=W_val)
-            res = self._run_solver(ctx, solver, obj, l1, grows, train, int(n_train), frac > 0, verbose)
+            res = self._run_solver(ctx, solver, obj, l1, grows, train, int(n_train), frac > 0, verbose,
+                                   state=state, callback=on_step)
             A, b = obj.affine(res.w)
             self._set_coef(A.T.copy(), b.copy())
         self.n_iter_ = int(res.n_iter)
@@ -236,9 +275,12 @@ class _LinearModel(Params):
         if not res.converged and solver in ("lbfgs", "gd", "fista"):
             ctx.warn(f"{self._model_name}: {solver} did not converge ({res.reason}); "
                      "raise max_iter or tol, or use standardize=True")
+        if checkpoint is not None:
+            checkpoint.finish()
         return self
 
-    def _run_solver(self, ctx, solver, obj, l1, grows, train, n_train, early, verbose):
+    def _run_solver(self, ctx, solver, obj, l1, grows, train, n_train, early, verbose, *, state=None,
+                    callback=None):
         w0 = np.zeros(obj.p)
         prog = _solvers.Progress(ctx, solver, verbose)
         tol = 1e-4 if self.tol is None else float(self.tol)
@@ -247,21 +289,24 @@ class _LinearModel(Params):
                 raise ShardlearnError("penalty='l1' needs a proximal solver: gd, fista or sgd")  # pragma: no cover - checked earlier
             return _solvers.lbfgs(obj, w0, max_iter=int(self.max_iter or 100), tol=tol,
                                   m=int(self.lbfgs_memory), early_stopping=early,
-                                  n_iter_no_change=int(self.n_iter_no_change), progress=prog)
+                                  n_iter_no_change=int(self.n_iter_no_change), progress=prog,
+                                  state=state, callback=callback)
         if solver in ("gd", "fista"):
             step = None
             if solver == "gd" and self.fixed_step:
                 step = float(self.learning_rate)
             return _solvers.gd(obj, w0, step=step, max_iter=int(self.max_iter or 1000), tol=tol, l1=l1,
                                l1_mask=obj.l1_mask, accelerated=(solver == "fista"), early_stopping=early,
-                               n_iter_no_change=int(self.n_iter_no_change), progress=prog)
+                               n_iter_no_change=int(self.n_iter_no_change), progress=prog,
+                               state=state, callback=callback)
         return _solvers.sgd(obj.batch, w0, global_rows=grows, train_local=np.flatnonzero(train),
                             n_train_total=n_train, seed=int(self.random_state), batch_size=int(self.batch_size),
                             epochs=int(self.epochs), learning_rate=float(self.learning_rate),
                             schedule=self.schedule, power_t=float(self.power_t), momentum=float(self.momentum),
                             nesterov=bool(self.nesterov), l1=l1, l1_mask=obj.l1_mask, tol=self.tol,
                             n_iter_no_change=int(self.n_iter_no_change),
-                            validation=obj.validation if early else None, progress=prog)
+                            validation=obj.validation if early else None, progress=prog,
+                            state=state, callback=callback)
 
     # ----- penalties (the estimators override)
     def _ridge_alpha(self):
@@ -273,6 +318,10 @@ class _LinearModel(Params):
         return 0.0, 0.0
 
     # ----- targets (regression; the classifier overrides)
+    def _fingerprint(self) -> dict:
+        """Facts of the fitted targets a resumed checkpoint must match (the classes)."""
+        return {}
+
     def _label_summary(self, y):
         return None
 
@@ -298,34 +347,83 @@ class _LinearModel(Params):
         if not hasattr(self, "coef_"):
             raise ShardlearnError(f"{type(self).__name__} is not fitted yet: call fit first")
 
-    def _check_X(self, X):
+    def _check_X(self, X, rank=None):
+        """X as a float array of the model's width, finite; ShardlearnError otherwise (local:
+        the collective methods agree on it). ``rank`` goes into the messages."""
         self._check_fitted()
+        where = "" if rank is None else f"rank {rank}: "
         X = np.asarray(X)
         if X.dtype not in (np.float32, np.float64):
-            X = X.astype(np.float64)
+            try:
+                X = X.astype(np.float64)
+            except (TypeError, ValueError):
+                raise ShardlearnError(f"X must be numeric ({where}dtype {X.dtype})") from None
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
             if X.ndim == 2 and X.shape[0] == 0:
                 return X.reshape(0, self.n_features_in_)
-            raise ShardlearnError(f"X has shape {X.shape}; the model expects {self.n_features_in_} features")
+            on = "" if rank is None else f" on rank {rank}"
+            raise ShardlearnError(f"X has shape {X.shape}{on}; the model expects {self.n_features_in_} features")
+        # the sum of finite values is finite unless it overflows: the full test only then
+        if X.size and not np.isfinite(X.sum(dtype=np.float64)) and not np.all(np.isfinite(X)):
+            bad = int((~np.isfinite(X).all(axis=1)).sum())
+            raise ShardlearnError(f"X holds NaN or infinite values ({where}{bad} rows); "
+                                  "impute or drop them first")
         return X
 
-    def decision_function(self, X):
-        """Local ``X @ coef_.T + intercept_`` (no communication)."""
-        X = self._check_X(X)
+    def _check_y(self, y, n, rank, *, regression=True):
+        """y as a 1-D array of ``n`` values (float64 and finite for regression)."""
+        y = np.asarray(y)
+        if y.ndim != 1 or y.shape[0] != n:
+            raise ShardlearnError(f"y has shape {y.shape} but X has {n} rows (rank {rank}); expected ({n},)")
+        if regression:
+            if y.dtype.kind not in "biuf":
+                raise ShardlearnError(f"y must be numeric, got dtype {y.dtype} (rank {rank})")
+            y = y.astype(np.float64, copy=False)
+            if not np.all(np.isfinite(y)):
+                raise ShardlearnError(f"y holds NaN or infinite values (rank {rank}: "
+                                      f"{int((~np.isfinite(y)).sum())} rows)")
+        return y
+
+    @staticmethod
+    def _check_weights(sample_weight, n, rank):
+        if sample_weight is None:
+            return None
+        sw = np.asarray(sample_weight, dtype=np.float64)
+        if sw.shape != (n,):
+            raise ShardlearnError(f"sample_weight has shape {sw.shape}; expected ({n},) (rank {rank})")
+        if not np.all(np.isfinite(sw)) or np.any(sw < 0):
+            raise ShardlearnError(f"sample_weight must be finite and non-negative (rank {rank})")
+        return sw
+
+    def _decision(self, X):
+        """``X @ coef_.T + intercept_`` on a checked X: (n,) or (n, K)."""
         coef = np.atleast_2d(self.coef_)
         Z = (X @ coef.T.astype(X.dtype, copy=False)).astype(np.float64, copy=False) + self.intercept_
         return Z[:, 0] if Z.shape[1] == 1 else Z
+
+    def decision_function(self, X):
+        """Local ``X @ coef_.T + intercept_`` (no communication)."""
+        return self._decision(self._check_X(X))
 
     def predict(self, X):
         """Predictions for the local rows (no communication)."""
         return self.decision_function(X)
 
     def score(self, X, y, sample_weight=None):
-        """Global R^2 over every rank's rows (collective)."""
+        """Global R^2 over every rank's rows (collective).
+
+        Bad input on any rank (another feature count, NaN or infinite values, a ``y`` of
+        another length) raises the same ShardlearnError on every rank.
+        """
         from ... import metrics
 
-        return float(metrics.r2(self._context(), np.asarray(y, dtype=np.float64), self.predict(X),
-                                sample_weight=sample_weight))
+        ctx = self._context()
+        with ctx.collective_errors():
+            pred = self._decision(self._check_X(X, ctx.rank))
+            y = self._check_y(y, pred.shape[0], ctx.rank)
+            sw = self._check_weights(sample_weight, pred.shape[0], ctx.rank)
+        with ctx.guard(f"{type(self).__name__}.score"):
+            return float(metrics.r2(ctx, y, pred, sample_weight=sw))
 
     def _context(self):
         return getattr(self, "_ctx", None) or context_from(self.comm)
@@ -352,13 +450,16 @@ class _LinearModel(Params):
         return {"prediction": self.predict(X)}
 
     def evaluate(self, X, y) -> dict:
-        """R^2 and RMSE over every rank's rows (collective)."""
+        """R^2 and RMSE over every rank's rows (collective; bad input on any rank raises
+        the same ShardlearnError on every rank, as :meth:`score`)."""
         from ... import metrics
 
         ctx = self._context()
-        pred = self.predict(X)
-        y = np.asarray(y, dtype=np.float64)
-        return {"r2": float(metrics.r2(ctx, y, pred)), "rmse": float(metrics.rmse(ctx, y, pred))}
+        with ctx.collective_errors():
+            pred = self._decision(self._check_X(X, ctx.rank))
+            y = self._check_y(y, pred.shape[0], ctx.rank)
+        with ctx.guard(f"{type(self).__name__}.evaluate"):
+            return {"r2": float(metrics.r2(ctx, y, pred)), "rmse": float(metrics.rmse(ctx, y, pred))}
 
     def to_arrays(self) -> dict:
         return {"coef": np.atleast_2d(self.coef_), "intercept": np.atleast_1d(np.asarray(self.intercept_, dtype=np.float64))}

@@ -16,9 +16,20 @@ the number of ranks.
 All solvers return an :class:`OptimResult`, and log one line per iteration (epoch for
 SGD) through a :class:`Progress`: loss, gradient norm, step, and seconds split into
 compute and communication.
+
+Resumable: every solver takes ``callback(step, state_fn)``, called at the end of each
+iteration (SGD: epoch) after which it goes on, and ``state=``. ``state_fn()`` returns
+everything that influences later iterations (iterate, gradient, L-BFGS pairs in order,
+FISTA momentum point and ``theta``, backtracking step, SGD velocity and global step
+counter, early-stopping best/patience, the history so far) as a dict of NumPy arrays,
+nested dicts and JSON values; passing such a dict back as ``state=`` continues with the
+next iteration exactly as the uninterrupted run would have (bit for bit with the same
+oracle). The model turns the callback into checkpoints
+(:class:`shardlearn.checkpoint.Checkpoint`).
 """
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -109,6 +120,28 @@ class Progress:
                          f"step={step:.3e}{val}{more} time={dt * 1e3:.1f}ms "
                          f"(compute {max(dt - dc, 0.0) * 1e3:.1f}ms, comm {dc * 1e3:.1f}ms)")
 
+    def state(self) -> dict:
+        """The history so far, for a checkpoint."""
+        return {"history": pack_json(self.history)}
+
+    def restore(self, state: dict) -> None:
+        """Continue the history of :meth:`state`; seconds go on from its last entry."""
+        self.history = unpack_json(state["history"])
+        now, comm = time.perf_counter(), self._comm()
+        if self.history:
+            self.t0 = now - self.history[-1]["seconds"]
+            self.c0 = comm - self.history[-1]["comm_seconds"]
+        self.t_last, self.c_last = now, comm
+
+
+def pack_json(obj) -> np.ndarray:
+    """``obj`` as JSON text in a uint8 array (a checkpoint dataset: any length, exact floats)."""
+    return np.frombuffer(json.dumps(obj).encode(), dtype=np.uint8).copy()
+
+
+def unpack_json(arr):
+    return json.loads(np.asarray(arr, dtype=np.uint8).tobytes().decode())
+
 
 class _EarlyStop:
     """Track the best validation loss; stop after ``patience`` iterations without
@@ -129,6 +162,21 @@ class _EarlyStop:
         if val_loss < self.best:
             self.best, self.best_w, self.best_f = float(val_loss), w.copy(), float(f)
         return self.bad >= self.patience
+
+    def state(self) -> dict:
+        out = {"best": float(self.best), "best_f": float(self.best_f), "bad": int(self.bad)}
+        if self.best_w is not None:
+            out["best_w"] = self.best_w.copy()
+        return out
+
+    def restore(self, state: dict) -> None:
+        self.best, self.best_f, self.bad = float(state["best"]), float(state["best_f"]), int(state["bad"])
+        self.best_w = np.array(state["best_w"], dtype=np.float64) if "best_w" in state else None
+
+
+def _stack(vectors: list, p: int) -> np.ndarray:
+    """L-BFGS pairs as rows of one array, oldest first (``(0, p)`` without any)."""
+    return np.array(vectors, dtype=np.float64).reshape(len(vectors), p)
 
 
 def _rel_change(f_old: float, f_new: float) -> float:
@@ -232,7 +280,7 @@ def _phi(fun, w, d):
 
 def lbfgs(fun, w0, *, max_iter: int = 100, tol: float = 1e-4, ftol: float = 64 * EPS, m: int = 10,
           early_stopping: bool = False, n_iter_no_change: int = 5, val_tol: float = 1e-4,
-          progress: Progress | None = None) -> OptimResult:
+          progress: Progress | None = None, state: dict | None = None, callback=None) -> OptimResult:
     """Limited-memory BFGS with a strong-Wolfe line search.
 
     Parameters
@@ -251,27 +299,54 @@ def lbfgs(fun, w0, *, max_iter: int = 100, tol: float = 1e-4, ftol: float = 64 *
         Stop when ``val_loss`` has not improved by ``val_tol`` for ``n_iter_no_change``
         iterations, and return the best-on-validation parameters.
     progress : Progress, optional
+    state : dict, optional
+        A ``state_fn()`` result of an earlier run with the same settings: continue after
+        its iteration ``it`` (``w0`` is then ignored and ``fun`` is not evaluated at start).
+    callback : callable, optional
+        ``callback(it, state_fn)`` after every iteration the solver goes on from:
+        ``state_fn()`` returns the state (iterate ``w``, ``f``, ``g``, the correction
+        pairs ``S``, ``Y``, ``RHO`` oldest first, evaluation count, early-stopping
+        record, history). The line search carries nothing over between iterations (its
+        first step follows from the pairs and ``g``).
 
     Returns
     -------
     OptimResult
     """
     progress = progress or Progress(None)
-    w = np.array(w0, dtype=np.float64)
-    f, g, val = fun(w)
-    evals = 1
-    S, Y, RHO = [], [], []
     stop = _EarlyStop(n_iter_no_change, val_tol) if early_stopping else None
-    if stop is not None:
-        stop.update(val, w, f)
-    gnorm = float(np.max(np.abs(g))) if g.size else 0.0
-    progress.record(0, f, gnorm, 0.0, val)
-    reason, converged, it = "max_iter reached", False, 0
-    if not np.isfinite(f):
-        return OptimResult(w, f, gnorm, 0, evals, False, "objective is not finite at the start", progress.history)
-    if gnorm <= tol:
-        return OptimResult(w, f, gnorm, 0, evals, True, "gradient norm below tol", progress.history)
-    for it in range(1, max_iter + 1):
+    reason, converged = "max_iter reached", False
+    if state is None:
+        w = np.array(w0, dtype=np.float64)
+        f, g, val = fun(w)
+        evals, it = 1, 0
+        S, Y, RHO = [], [], []
+        if stop is not None:
+            stop.update(val, w, f)
+        gnorm = float(np.max(np.abs(g))) if g.size else 0.0
+        progress.record(0, f, gnorm, 0.0, val)
+        if not np.isfinite(f):
+            return OptimResult(w, f, gnorm, 0, evals, False, "objective is not finite at the start", progress.history)
+        if gnorm <= tol:
+            return OptimResult(w, f, gnorm, 0, evals, True, "gradient norm below tol", progress.history)
+    else:
+        w, g = np.array(state["w"], dtype=np.float64), np.array(state["g"], dtype=np.float64)
+        f, val, gnorm = float(state["f"]), state["val"], float(state["gnorm"])
+        evals, it = int(state["evals"]), int(state["it"])
+        S = [np.array(v) for v in state["S"]]
+        Y = [np.array(v) for v in state["Y"]]
+        RHO = [float(r) for r in state["RHO"]]
+        if stop is not None:
+            stop.restore(state["stop"])
+        progress.restore(state["progress"])
+
+    def snapshot():
+        return {"it": it, "w": w.copy(), "f": float(f), "g": g.copy(), "gnorm": gnorm,
+                "val": None if val is None else float(val), "evals": evals,
+                "S": _stack(S, w.size), "Y": _stack(Y, w.size), "RHO": np.array(RHO, dtype=np.float64),
+                "stop": stop.state() if stop is not None else None, "progress": progress.state()}
+
+    for it in range(it + 1, max_iter + 1):
         # two-loop recursion: d = -H g
         q = g.copy()
         alphas = []
@@ -330,6 +405,8 @@ def lbfgs(fun, w0, *, max_iter: int = 100, tol: float = 1e-4, ftol: float = 64 *
         if _rel_change(f_old, f) <= ftol:
             reason, converged = "relative loss change below ftol", True
             break
+        if callback is not None:
+            callback(it, snapshot)
     if stop is not None and stop.best_w is not None and reason == "max_iter reached":
         w, f = stop.best_w, stop.best_f
     return OptimResult(w, f, gnorm, it, evals, converged, reason, progress.history)
@@ -349,7 +426,8 @@ def soft_threshold(w: np.ndarray, thresh: float, mask: np.ndarray | None) -> np.
 def gd(fun, w0, *, step: float | None = None, max_iter: int = 1000, tol: float = 1e-4,
        ftol: float = 64 * EPS, l1: float = 0.0, l1_mask: np.ndarray | None = None,
        accelerated: bool = False, early_stopping: bool = False, n_iter_no_change: int = 5,
-       val_tol: float = 1e-4, progress: Progress | None = None) -> OptimResult:
+       val_tol: float = 1e-4, progress: Progress | None = None, state: dict | None = None,
+       callback=None) -> OptimResult:
     """Full-batch (proximal) gradient descent, optionally accelerated (FISTA).
 
     Minimises ``f(w) + l1 * ||w[l1_mask]||_1`` where ``fun`` gives ``f`` and its gradient.
@@ -375,42 +453,64 @@ def gd(fun, w0, *, step: float | None = None, max_iter: int = 1000, tol: float =
         FISTA momentum with gradient-based adaptive restart (O'Donoghue & Candes 2015).
     early_stopping, n_iter_no_change, val_tol
         As for :func:`lbfgs`.
+    state, callback
+        As for :func:`lbfgs`; the state holds the iterate ``x`` (its ``f``, ``g``), the
+        momentum point ``y`` (its ``f``, ``g``), FISTA's ``theta``, the backtracking step
+        ``t``, the last gradient-mapping norm, the evaluation count, the early-stopping
+        record and the history.
 
     Returns
     -------
     OptimResult
     """
     progress = progress or Progress(None, "gd")
-    x = np.array(w0, dtype=np.float64)
 
     def F(f, w):
         if l1 <= 0:
             return f
         return f + l1 * float(np.abs(w if l1_mask is None else w[l1_mask]).sum())
 
-    f_x, g_x, val = fun(x)
-    evals = 1
-    y, f_y, g_y = x, f_x, g_x
-    theta = 1.0
-    t = step
-    if step is None:
-        # probe one small step and take 1/L from the observed gradient change (a
-        # Barzilai-Borwein estimate, L_est <= L): backtracking only ever shrinks it
-        t0 = 1e-3 / max(float(np.linalg.norm(g_x)), EPS)
-        x1 = x - t0 * g_x
-        _, g1, _ = fun(x1)
-        evals += 1
-        dg = float(np.linalg.norm(g1 - g_x))
-        t = t0 * 1e3 if not dg > 0 else float(np.linalg.norm(x1 - x)) / dg
     stop = _EarlyStop(n_iter_no_change, val_tol) if early_stopping else None
-    if stop is not None:
-        stop.update(val, x, F(f_x, x))
-    gmap = float(np.max(np.abs(g_x))) if l1 <= 0 else np.nan
-    progress.record(0, F(f_x, x), gmap if np.isfinite(gmap) else 0.0, 0.0, val)
-    reason, converged, it = "max_iter reached", False, 0
-    if not np.isfinite(f_x):
-        return OptimResult(x, f_x, np.inf, 0, evals, False, "objective is not finite at the start", progress.history)
-    for it in range(1, max_iter + 1):
+    reason, converged = "max_iter reached", False
+    if state is None:
+        x = np.array(w0, dtype=np.float64)
+        f_x, g_x, val = fun(x)
+        evals, it = 1, 0
+        y, f_y, g_y = x, f_x, g_x
+        theta = 1.0
+        t = step
+        if step is None:
+            # probe one small step and take 1/L from the observed gradient change (a
+            # Barzilai-Borwein estimate, L_est <= L): backtracking only ever shrinks it
+            t0 = 1e-3 / max(float(np.linalg.norm(g_x)), EPS)
+            x1 = x - t0 * g_x
+            _, g1, _ = fun(x1)
+            evals += 1
+            dg = float(np.linalg.norm(g1 - g_x))
+            t = t0 * 1e3 if not dg > 0 else float(np.linalg.norm(x1 - x)) / dg
+        if stop is not None:
+            stop.update(val, x, F(f_x, x))
+        gmap = float(np.max(np.abs(g_x))) if l1 <= 0 else np.nan
+        progress.record(0, F(f_x, x), gmap if np.isfinite(gmap) else 0.0, 0.0, val)
+        if not np.isfinite(f_x):
+            return OptimResult(x, f_x, np.inf, 0, evals, False, "objective is not finite at the start", progress.history)
+    else:
+        x, g_x = np.array(state["x"], dtype=np.float64), np.array(state["g_x"], dtype=np.float64)
+        y, g_y = np.array(state["y"], dtype=np.float64), np.array(state["g_y"], dtype=np.float64)
+        f_x, f_y, val = float(state["f_x"]), float(state["f_y"]), state["val"]
+        theta, t, gmap = float(state["theta"]), float(state["t"]), float(state["gmap"])
+        evals, it = int(state["evals"]), int(state["it"])
+        if stop is not None:
+            stop.restore(state["stop"])
+        progress.restore(state["progress"])
+
+    def snapshot():
+        return {"it": it, "x": x.copy(), "f_x": float(f_x), "g_x": g_x.copy(), "y": y.copy(),
+                "f_y": float(f_y), "g_y": g_y.copy(), "val": None if val is None else float(val),
+                "theta": float(theta), "t": float(t), "gmap": float(gmap), "evals": evals,
+                "stop": stop.state() if stop is not None else None, "progress": progress.state()}
+
+    for it in range(it + 1, max_iter + 1):
         if step is None and not accelerated:
             t *= 2.0  # let the step grow again; backtracking shrinks it when needed
         while True:
@@ -460,6 +560,8 @@ def gd(fun, w0, *, step: float | None = None, max_iter: int = 1000, tol: float =
                 y, f_y, g_y = x, f_x, g_x
         else:
             y, f_y, g_y = x, f_x, g_x
+        if callback is not None:
+            callback(it, snapshot)
     if stop is not None and stop.best_w is not None and reason == "max_iter reached":
         x = stop.best_w
     F_out = stop.best_f if stop is not None and x is stop.best_w else F(f_x, x)
@@ -510,7 +612,7 @@ def sgd(batch_fun, w0, *, global_rows: np.ndarray, train_local: np.ndarray, n_tr
         schedule: str = "invscaling", power_t: float = 0.5, momentum: float = 0.0,
         nesterov: bool = False, l1: float = 0.0, l1_mask: np.ndarray | None = None,
         tol: float | None = 1e-4, n_iter_no_change: int = 5, validation=None,
-        progress: Progress | None = None) -> OptimResult:
+        progress: Progress | None = None, state: dict | None = None, callback=None) -> OptimResult:
     """Synchronous data-parallel mini-batch SGD (momentum, Nesterov, L1 proximal step).
 
     Parameters
@@ -541,19 +643,38 @@ def sgd(batch_fun, w0, *, global_rows: np.ndarray, train_local: np.ndarray, n_tr
     validation : callable, optional
         ``validation(w) -> loss`` on the held-out rows (one allreduce); the best
         parameters on it are returned.
+    state, callback
+        As for :func:`lbfgs`, per EPOCH (the steps of a checkpoint are epochs; an
+        epoch's batches follow from the seed and the epoch number, so nothing of a
+        half-done epoch is kept): the weights, the momentum velocity, the global step
+        counter ``t`` the schedule follows, the epoch, its mean loss, the
+        early-stopping best weights, best loss and patience count, and the history.
 
     Returns
     -------
     OptimResult
     """
     progress = progress or Progress(None, "sgd")
-    w = np.array(w0, dtype=np.float64)
-    vel = np.zeros_like(w)
     n_steps = max(1, -(-int(n_train_total) // int(batch_size)))
     total = n_steps * epochs
     stop = _EarlyStop(n_iter_no_change, tol if tol is not None else -np.inf)
-    t, evals, reason, converged, ep, loss_epoch = 0, 0, "epochs exhausted", False, 0, np.nan
-    for ep in range(1, epochs + 1):
+    reason, converged = "epochs exhausted", False
+    if state is None:
+        w = np.array(w0, dtype=np.float64)
+        vel = np.zeros_like(w)
+        t, evals, ep, loss_epoch = 0, 0, 0, np.nan
+    else:
+        w, vel = np.array(state["w"], dtype=np.float64), np.array(state["vel"], dtype=np.float64)
+        t, evals, ep = int(state["t"]), int(state["evals"]), int(state["ep"])
+        loss_epoch = float(state["loss_epoch"])
+        stop.restore(state["stop"])
+        progress.restore(state["progress"])
+
+    def snapshot():
+        return {"ep": ep, "w": w.copy(), "vel": vel.copy(), "t": t, "evals": evals,
+                "loss_epoch": float(loss_epoch), "stop": stop.state(), "progress": progress.state()}
+
+    for ep in range(ep + 1, epochs + 1):
         batches = epoch_batches(seed, ep, global_rows, train_local, n_steps)
         acc, gmax = 0.0, 0.0
         for rows in batches:
@@ -579,6 +700,8 @@ def sgd(batch_fun, w0, *, global_rows: np.ndarray, train_local: np.ndarray, n_tr
         if tol is not None and stop.update(monitored, w):
             reason, converged = f"monitored loss did not improve by tol for {n_iter_no_change} epochs", True
             break
+        if callback is not None:
+            callback(ep, snapshot)
     if validation is not None and stop.best_w is not None:
         w = stop.best_w
     return OptimResult(w, float(loss_epoch), np.nan, ep, evals, converged, reason, progress.history)

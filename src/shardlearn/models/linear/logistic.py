@@ -157,15 +157,11 @@ class LogisticRegression(_LinearModel):
         self.coef_ = coef
         self.intercept_ = intercept if self.fit_intercept else np.zeros(coef.shape[0])
 
-    def decision_function(self, X):
-        """Local decision values: (n,) for binary, (n, K) for multinomial."""
-        X = self._check_X(X)
-        Z = (X @ self.coef_.T.astype(X.dtype, copy=False)).astype(np.float64, copy=False) + self.intercept_
-        return Z[:, 0] if Z.shape[1] == 1 else Z
+    def _fingerprint(self) -> dict:
+        return {"classes": self.classes_.tolist()}
 
-    def predict_proba(self, X):
-        """Local class probabilities (n, K), columns in ``classes_`` order."""
-        Z = self.decision_function(X)
+    def _proba(self, Z):
+        """Class probabilities (n, K) from decision values."""
         if Z.ndim == 1:
             p = _expit(Z)
             return np.column_stack([1.0 - p, p])
@@ -173,29 +169,53 @@ class LogisticRegression(_LinearModel):
         E = np.exp(Z)
         return E / E.sum(axis=1, keepdims=True)
 
-    def predict(self, X):
-        """Local predicted labels (values from ``classes_``)."""
-        Z = self.decision_function(X)
+    def _labels(self, Z):
         idx = (Z > 0).astype(np.int64) if Z.ndim == 1 else Z.argmax(axis=1)
         return self.classes_[idx]
 
+    def decision_function(self, X):
+        """Local decision values: (n,) for binary, (n, K) for multinomial."""
+        return self._decision(self._check_X(X))
+
+    def predict_proba(self, X):
+        """Local class probabilities (n, K), columns in ``classes_`` order."""
+        return self._proba(self.decision_function(X))
+
+    def predict(self, X):
+        """Local predicted labels (values from ``classes_``)."""
+        return self._labels(self.decision_function(X))
+
     def score(self, X, y, sample_weight=None):
-        """Global accuracy over every rank's rows (collective)."""
+        """Global accuracy over every rank's rows (collective).
+
+        Bad input on any rank (another feature count, NaN or infinite values, a ``y`` of
+        another length) raises the same ShardlearnError on every rank.
+        """
         from ... import metrics
 
-        return float(metrics.accuracy(self._context(), np.asarray(y), self.predict(X),
-                                      sample_weight=sample_weight))
+        ctx = self._context()
+        with ctx.collective_errors():
+            pred = self._labels(self._decision(self._check_X(X, ctx.rank)))
+            y = self._check_y(y, pred.shape[0], ctx.rank, regression=False)
+            sw = self._check_weights(sample_weight, pred.shape[0], ctx.rank)
+        with ctx.guard(f"{type(self).__name__}.score"):
+            return float(metrics.accuracy(ctx, y, pred, sample_weight=sw))
 
-    def class_index(self, y, ctx):
-        """Class indices of labels ``y``; ShardlearnError on every rank for an unknown label."""
+    def _class_index(self, y):
+        """Class indices of labels ``y`` (local); ShardlearnError for an unknown label."""
         y = np.asarray(y, dtype=np.float64)
         idx = np.searchsorted(self.classes_, y)
         idx = np.minimum(idx, self.classes_.size - 1)
+        bad = self.classes_[idx] != y
+        if np.any(bad):
+            raise ShardlearnError(f"label {_fmt(y[bad][0])} is not one of the model's classes "
+                                  f"[{', '.join(_fmt(c) for c in self.classes_)}]")
+        return idx
+
+    def class_index(self, y, ctx):
+        """Class indices of labels ``y``; ShardlearnError on every rank for an unknown label."""
         with ctx.collective_errors():
-            bad = self.classes_[idx] != y
-            if np.any(bad):
-                raise ShardlearnError(f"label {_fmt(y[bad][0])} is not one of the model's classes "
-                                      f"[{', '.join(_fmt(c) for c in self.classes_)}]")
+            idx = self._class_index(y)
         return idx
 
     def predict_columns(self, X) -> dict:
@@ -205,19 +225,22 @@ class LogisticRegression(_LinearModel):
         return {"label": self.classes_[idx], "proba": proba}
 
     def evaluate(self, X, y) -> dict:
-        """Accuracy, log-loss and (binary) ROC AUC over every rank's rows (collective)."""
+        """Accuracy, log-loss and (binary) ROC AUC over every rank's rows (collective; bad
+        input or an unknown label on any rank raises the same ShardlearnError on every rank)."""
         from ... import metrics
 
         ctx = self._context()
-        yi = self.class_index(y, ctx)
-        proba = self.predict_proba(X)
+        with ctx.collective_errors():
+            proba = self._proba(self._decision(self._check_X(X, ctx.rank)))
+            yi = self._class_index(self._check_y(y, proba.shape[0], ctx.rank, regression=False))
         pred = proba.argmax(axis=1) if proba.shape[0] else np.zeros(0, dtype=np.int64)
-        out = {"accuracy": float(metrics.accuracy(ctx, yi, pred))}
-        if proba.shape[1] == 2:
-            out["log_loss"] = float(metrics.log_loss(ctx, yi, proba[:, 1]))
-            out["roc_auc"] = float(metrics.roc_auc(ctx, yi, proba[:, 1]))
-        else:
-            out["log_loss"] = float(metrics.log_loss(ctx, yi, proba))
+        with ctx.guard(f"{type(self).__name__}.evaluate"):
+            out = {"accuracy": float(metrics.accuracy(ctx, yi, pred))}
+            if proba.shape[1] == 2:
+                out["log_loss"] = float(metrics.log_loss(ctx, yi, proba[:, 1]))
+                out["roc_auc"] = float(metrics.roc_auc(ctx, yi, proba[:, 1]))
+            else:
+                out["log_loss"] = float(metrics.log_loss(ctx, yi, proba))
         return out
 
     def to_arrays(self) -> dict:
