@@ -12,7 +12,6 @@ rank, a signal (exit status 3), a refused --resume and an injected MemoryError.
 """
 import json
 import os
-import shutil
 import signal
 import time
 
@@ -405,4 +404,3 @@ def test_stop_signals_get_their_handlers_back_after_a_fit(tmp_path):
     m = RandomForestRegressor(n_estimators=4, max_depth=3, comm=ctx).fit(
         X, X[:, 0], checkpoint=Checkpoint(tmp_path, resume=True))
     assert signal.getsignal(signal.SIGINT) is before and m.n_iter_ == 4
-    shutil.rmtree(tmp_path)
