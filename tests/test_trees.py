@@ -266,6 +266,25 @@ from shardlearn.models.trees.forest import RandomForestClassifier
 s = local(len(Xm))
 m = RandomForestClassifier(n_estimators=3, max_depth=6, comm=ctx).fit(Xm[s], ym[s])
 emit("forest", m, Xm[:200])
+# score(): scikit-learn's accuracy / R^2 over all ranks' rows, the same value on every rank;
+# a bad X on the last rank alone fails on every rank
+from sklearn.metrics import accuracy_score, r2_score
+sr = local(len(Xr))
+reg = GradientBoostingRegressor(n_estimators=5, comm=ctx).fit(Xr[sr], yr[sr])
+for case, est, Xa, ya, metric in (("score-forest", m, Xm, ym, accuracy_score),
+                                  ("score-gbdt-regression", reg, Xr, yr, r2_score)):
+    sl = local(len(Xa))
+    scores = ctx.coll.allgather_obj(est.score(Xa[sl], ya[sl]))
+    pred = np.concatenate(ctx.coll.allgather_obj(est.predict(Xa[sl])))
+    try:
+        est.score(Xa[sl][:, :3] if r == P - 1 else Xa[sl], ya[sl])
+        err = None
+    except ShardlearnError as exc:
+        err = str(exc)
+    errors = ctx.coll.allgather_obj(err)
+    if r == 0:
+        print("RESULT " + json.dumps({"case": case, "scores": scores, "sklearn": metric(ya, pred),
+                                      "errors": errors}), flush=True)
 # tiny worlds: P rows (one row per rank) and 2 rows (ranks with zero rows)
 for name, n in (("one-row-per-rank", P), ("rows-2", 2)):
     s = local(n)
@@ -329,6 +348,85 @@ def test_multi_rank_edge_cases_and_errors(worlds):
     for P in (2, 3, 4):
         c = _by_case(worlds[P])
         assert c["binary-reduce_scatter"]["bytes"] > 0 and c["binary-allreduce"]["bytes"] > 0
+
+
+def test_score_is_global_and_its_errors_agree(worlds):
+    for P, rows in worlds.items():
+        for case in ("score-forest", "score-gbdt-regression"):
+            row = [r for r in rows if r["case"] == case]
+            assert len(row) == 1, (P, case)
+            row = row[0]
+            assert len(row["scores"]) == P and len(set(row["scores"])) == 1, row   # the same on every rank
+            assert row["scores"][0] == pytest.approx(row["sklearn"], rel=1e-12, abs=1e-12), row
+            assert len(row["errors"]) == P and len(set(row["errors"])) == 1, row
+            assert "X must have 6 features" in row["errors"][0], row
+
+
+def test_score_as_scikit_learn():
+    """score(): accuracy for classifiers (unseen labels count as wrong), R^2 for regressors."""
+    from sklearn.metrics import accuracy_score, r2_score
+
+    from shardlearn.models.trees import RandomForestClassifier, RandomForestRegressor
+
+    X, y = make_classification(1200, 6, n_informative=4, n_classes=3, random_state=3)
+    Xt, yt, Xv, yv = split(X, y, 900)
+    names = np.array(["ant", "bee", "cat"])
+    for m, labels in ((GradientBoostingClassifier(n_estimators=10, comm=ctx), yt),
+                      (RandomForestClassifier(n_estimators=5, max_depth=6, comm=ctx), names[yt])):
+        m.fit(Xt, labels)
+        truth = yv if labels is yt else names[yv]
+        assert m.score(Xv, truth) == pytest.approx(accuracy_score(truth, m.predict(Xv)), abs=1e-15)
+        w = np.linspace(0.5, 2.0, len(yv))
+        assert m.score(Xv, truth, sample_weight=w) == pytest.approx(
+            accuracy_score(truth, m.predict(Xv), sample_weight=w), abs=1e-14)
+        unseen = truth.copy()
+        unseen[:30] = 7 if labels is yt else "dog"
+        assert m.score(Xv, unseen) == pytest.approx(accuracy_score(unseen, m.predict(Xv)), abs=1e-15)
+        with pytest.raises(ShardlearnError, match="one value per row"):
+            m.score(Xv, truth[:-1])
+    Xr, yr = make_friedman1(1200, 6, random_state=3)
+    Xt, yt, Xv, yv = split(Xr, yr, 900)
+    for m in (GradientBoostingRegressor(n_estimators=20, comm=ctx), RandomForestRegressor(n_estimators=5, comm=ctx)):
+        m.fit(Xt, yt)
+        assert m.score(Xv, yv) == pytest.approx(r2_score(yv, m.predict(Xv)), rel=1e-12)
+        assert m.score(Xv, yv) > 0.5
+    with pytest.raises(ShardlearnError, match="not fitted"):
+        GradientBoostingRegressor(comm=ctx).score(Xv, yv)
+
+
+def test_classifier_refuses_a_regression_target(tmp_path):
+    """scikit-learn's diabetes data (309 training rows, 181 distinct whole-number targets)
+    is no 181-class problem: the classifiers refuse it and name the regressor to use."""
+    from sklearn.datasets import load_diabetes
+    from sklearn.model_selection import train_test_split
+
+    from shardlearn.models.trees import RandomForestClassifier, RandomForestRegressor
+
+    X, y = load_diabetes(return_X_y=True)
+    Xt, Xv, yt, yv = train_test_split(X, y, test_size=0.3, random_state=0)
+    assert len(yt) == 309 and len(np.unique(yt)) == 181
+    for est, regressor in ((RandomForestClassifier(n_estimators=3, comm=ctx), "RandomForestRegressor"),
+                           (GradientBoostingClassifier(n_estimators=3, comm=ctx), "GradientBoostingRegressor")):
+        with pytest.raises(ShardlearnError) as exc:
+            est.fit(Xt, yt)
+        msg = str(exc.value)
+        assert "181 distinct values over 309 rows" in msg and "regression target" in msg, msg
+        assert "--objective regression" in msg and regressor in msg and "max(20, rows/5)" in msg, msg
+    assert RandomForestRegressor(n_estimators=30, comm=ctx).fit(Xt, yt).score(Xv, yv) > 0.3
+    # many classes with enough rows each are classes; told the number of classes, it trains
+    X600, y30 = np.tile(X, (2, 1))[:600], np.arange(600) % 30          # 30 classes, 20 rows each
+    assert len(RandomForestClassifier(n_estimators=2, comm=ctx).fit(X600, y30).classes_) == 30
+    ys = np.searchsorted(np.unique(yt), yt)
+    assert len(RandomForestClassifier(n_estimators=2, comm=ctx).fit(Xt, ys, n_classes=181).classes_) == 181
+    # the command line: one line, exit status 2 on every rank, naming --objective regression
+    data = tmp_path / "diabetes.h5"
+    with h5py.File(data, "w") as h:
+        h["X"], h["y"] = Xt, yt
+    bad = run_cli(2, "train", "forest", "--data", data, "--out", tmp_path / "f.h5", check=False)
+    assert bad.returncode == 2, bad.stdout + bad.stderr
+    err = [ln for ln in bad.stderr.splitlines() if ln.strip()]
+    assert len(err) == 1 and "--objective regression" in err[0] and "regression target" in err[0], err
+    assert not (tmp_path / "f.h5").exists()
 
 
 # ----------------------------------------------------------------------- CLI

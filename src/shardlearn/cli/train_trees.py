@@ -17,6 +17,8 @@ examples:
   mpiexec -n 4 shardlearn train gbdt --data data/r --objective regression --hist-reduce reduce_scatter \\
       --json-dump runs/trees.json --out runs/reg.h5
   mpiexec -n 4 shardlearn train gbdt --data data/adult --categorical 1,3,5 --out runs/cat.h5
+  mpiexec -n 4 shardlearn train gbdt --data data/higgs --checkpoint runs/ck --checkpoint-every 10 \\
+      --out runs/gbdt.h5          # stopped or killed: the same command with --resume continues
   mpiexec -n 4 shardlearn evaluate --model runs/gbdt.h5 --data data/higgs-test
 Missing values (NaN) in X are fine: each split learns which side they go to.
 Categorical columns (--categorical 3,7) hold integer codes; their splits send a set of
@@ -126,11 +128,7 @@ def fit(name: str, args, ctx, checkpoint_for):
     from ..data import read_shard
 
     shard = read_shard(args.data, ctx, dtype=None, need_y=True, allow_nan=True)
-    ckpt = checkpoint_for(shard)
-    if ckpt is not None:
-        from ..errors import ShardlearnError
-
-        raise ShardlearnError(f"--checkpoint: {name} does not checkpoint yet")
+    ckpt = checkpoint_for(shard)   # a step: one boosting iteration (gbdt), one tree (forest)
     est = _fit_gbdt(args, ctx, shard, ckpt) if name == "gbdt" else _fit_forest(args, ctx, shard, ckpt)
     hist = est.history_
     tot = {k: float(sum(r[k] for r in hist)) for k in ("histogram", "communication", "split_search", "partition")}
@@ -165,7 +163,7 @@ def _fit_gbdt(args, ctx, shard, checkpoint):
         est = GradientBoostingClassifier(n_classes=n_cls, **kw)
     ctx.log(f"gbdt: {shard.n_total} rows x {shard.dataset.n_features} features on {ctx.size} ranks, "
             f"objective {args.objective}")
-    return est.fit(shard.X, shard.y)
+    return est.fit(shard.X, shard.y, checkpoint=checkpoint)
 
 
 def _fit_forest(args, ctx, shard, checkpoint):
@@ -180,6 +178,7 @@ def _fit_forest(args, ctx, shard, checkpoint):
               hist_reduce=args.hist_reduce, random_state=args.seed, comm=ctx, **_categorical_kwargs(args))
     ctx.log(f"forest: {shard.n_total} rows x {shard.dataset.n_features} features on {ctx.size} ranks")
     if args.objective == "regression":
-        return RandomForestRegressor(max_features=1.0 if mf is None else mf, **kw).fit(shard.X, shard.y)
+        return RandomForestRegressor(max_features=1.0 if mf is None else mf, **kw).fit(
+            shard.X, shard.y, checkpoint=checkpoint)
     est = RandomForestClassifier(max_features="sqrt" if mf is None else mf, **kw)
-    return est.fit(shard.X, shard.y, n_classes=args.num_class)
+    return est.fit(shard.X, shard.y, n_classes=args.num_class, checkpoint=checkpoint)

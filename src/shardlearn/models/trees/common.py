@@ -1,6 +1,9 @@
 """Shared fit plumbing for the tree models: input checks, global row indices, labels."""
 from __future__ import annotations
 
+import contextlib
+import os
+
 import numpy as np
 
 from ...errors import ShardlearnError
@@ -40,10 +43,20 @@ def prepare(comm, X, y, verbose=False):
     return ctx, X, y, np.arange(start, start + len(X), dtype=np.int64), int(counts[:, 0].sum())
 
 
-def class_labels(ctx, y, n_classes=None):
+#: a classifier refuses y with more distinct values than max(MANY_CLASSES, rows / MIN_ROWS_PER_CLASS)
+#: unless told the number of classes: that is a regression target (scikit-learn's diabetes
+#: data, 200+ distinct whole numbers over 309 rows), not class labels
+MANY_CLASSES = 20
+MIN_ROWS_PER_CLASS = 5
+
+
+def class_labels(ctx, y, n_classes=None, n_total=None, regressor=None):
     """Sorted classes over all ranks, and the local labels as class indices (collective).
 
-    With ``n_classes`` set, labels must already be integers ``0..n_classes-1``.
+    With ``n_classes`` set, labels must already be integers ``0..n_classes-1``. Without,
+    and with ``n_total`` (rows over all ranks), y with more than ``max(MANY_CLASSES,
+    n_total / MIN_ROWS_PER_CLASS)`` distinct values is refused as a regression target;
+    the message names ``--objective regression`` and the ``regressor`` class.
     """
     with ctx.collective_errors():
         if n_classes is not None:
@@ -64,7 +77,33 @@ def class_labels(ctx, y, n_classes=None):
         if len(classes) < 2:
             raise ShardlearnError(
                 f"only one class ({classes[0] if len(classes) else 'none'}) in y: a classifier needs at least two")
+        k = len(classes)
+        if n_classes is None and n_total is not None and k > max(MANY_CLASSES, n_total / MIN_ROWS_PER_CLASS):
+            raise ShardlearnError(
+                f"y has {k} distinct values over {n_total} rows ({n_total / k:.1f} rows per class): that looks "
+                f"like a regression target, not class labels (a classifier takes at most "
+                f"max({MANY_CLASSES}, rows/{MIN_ROWS_PER_CLASS}) classes unless told their number). Train a "
+                f"regressor: --objective regression on the command line"
+                + (f", {regressor} in Python" if regressor else "")
+                + f"; if these really are {k} classes, label them 0..{k - 1} and pass --num-class {k} "
+                  f"(n_classes={k})")
     return classes, np.searchsorted(classes, y).astype(np.int64)
+
+
+@contextlib.contextmanager
+def guarded(ctx, what: str):
+    """``ctx.guard(what)`` that never lets this rank go on after it aborted the world.
+
+    ``MPI_Abort`` returns at once and the launcher ends the processes a moment later: in
+    between, the caller would carry on with no model (and print a second, misleading
+    error). After an abort this rank leaves at once instead.
+    """
+    aborted = True
+    with ctx.guard(what):
+        yield
+        aborted = False
+    if aborted:
+        os._exit(1)
 
 
 def resolve_categorical(spec, d: int) -> np.ndarray:
@@ -181,18 +220,46 @@ class FittedEnsemble:
         from ... import metrics
 
         ctx = context_from(self.comm)
-        if getattr(self, "classes_", None) is None:
-            pred = self.predict(X)
-            return {"rmse": metrics.rmse(ctx, y, pred), "r2": metrics.r2(ctx, y, pred)}
-        classes = np.asarray(self.classes_)
-        with ctx.collective_errors():
-            idx = np.searchsorted(classes, y)
-            idx = np.clip(idx, 0, len(classes) - 1)
-            if len(y) and not np.array_equal(classes[idx], y.astype(classes.dtype)):
-                raise ShardlearnError("labels in the data that the model never saw in training")
-        proba = self.predict_proba(X)
-        out = {"accuracy": metrics.accuracy(ctx, idx, np.argmax(proba, axis=1) if len(proba) else idx),
-               "log_loss": metrics.log_loss(ctx, idx, proba[:, 1] if proba.shape[1] == 2 else proba)}
-        if proba.shape[1] == 2:
-            out["roc_auc"] = metrics.roc_auc(ctx, idx, proba[:, 1])
-        return out
+        with guarded(ctx, f"{type(self).__name__}.evaluate"):
+            if getattr(self, "classes_", None) is None:
+                with ctx.collective_errors():
+                    pred = self.predict(X)
+                return {"rmse": metrics.rmse(ctx, y, pred), "r2": metrics.r2(ctx, y, pred)}
+            classes = np.asarray(self.classes_)
+            with ctx.collective_errors():
+                idx = np.searchsorted(classes, y)
+                idx = np.clip(idx, 0, len(classes) - 1)
+                if len(y) and not np.array_equal(classes[idx], y.astype(classes.dtype)):
+                    raise ShardlearnError("labels in the data that the model never saw in training")
+                proba = self.predict_proba(X)
+            out = {"accuracy": metrics.accuracy(ctx, idx, np.argmax(proba, axis=1) if len(proba) else idx),
+                   "log_loss": metrics.log_loss(ctx, idx, proba[:, 1] if proba.shape[1] == 2 else proba)}
+            if proba.shape[1] == 2:
+                out["roc_auc"] = metrics.roc_auc(ctx, idx, proba[:, 1])
+            return out
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """Accuracy (classifiers) or R^2 (regressors) over every rank's rows, as scikit-learn (collective).
+
+        Every rank passes its own rows ``X``, ``y`` (and ``sample_weight``); every rank gets
+        the global value. Bad input on any rank raises the same error on every rank. A
+        classifier counts labels it never saw in training as wrong, as scikit-learn does.
+        """
+        from ... import metrics
+
+        ctx = context_from(self.comm)
+        with guarded(ctx, f"{type(self).__name__}.score"):
+            with ctx.collective_errors():
+                y = np.asarray(y)
+                pred = self.predict(X)
+                if y.ndim != 1 or len(y) != len(pred):
+                    raise ShardlearnError(f"y must be 1-D with one value per row of X: X has {len(pred)} rows, "
+                                          f"y shape {y.shape}")
+                if sample_weight is not None and np.shape(sample_weight) != y.shape:
+                    raise ShardlearnError(f"sample_weight must have one weight per row: {len(y)} rows, "
+                                          f"sample_weight shape {np.shape(sample_weight)}")
+                if getattr(self, "classes_", None) is None and y.dtype.kind not in "iufb":
+                    raise ShardlearnError(f"a regressor's y must be numeric, got dtype {y.dtype}")
+            if getattr(self, "classes_", None) is None:
+                return float(metrics.r2(ctx, y, pred, sample_weight=sample_weight))
+            return float(metrics.accuracy(ctx, y, pred, sample_weight=sample_weight))

@@ -27,9 +27,10 @@ import numpy as np
 from ... import rng
 from ...data.binning import BinMapper
 from ...errors import ShardlearnError
+from ...util import faults
 from ..base import Params
 from .categorical import cat_params, check_categorical_params
-from .common import FittedEnsemble, class_labels, diff, phase_snapshot, prepare, resolve_categorical
+from .common import FittedEnsemble, class_labels, diff, guarded, phase_snapshot, prepare, resolve_categorical
 from .grower import HIST_REDUCE, GrowParams, TreeGrower
 from .io import ensemble_arrays, model_json, restore_ensemble
 from .predict import Ensemble
@@ -132,13 +133,31 @@ class _RandomForest(FittedEnsemble, Params):
             raise ShardlearnError(f"max_features must be 'sqrt', 'log2', a count or a fraction, got {mf!r}")
         check_categorical_params(self)
 
-    def _fit(self, X, y, classification, n_classes=None):
+    def _fit(self, X, y, classification, n_classes=None, checkpoint=None):
+        """Fit (collective). ``checkpoint``: a :class:`shardlearn.checkpoint.Checkpoint`, or None.
+
+        With a checkpoint, a step is one tree. The state saved is global: the trees so
+        far, the bins (a resumed fit reuses them instead of binning again) and the
+        per-tree history; the classes are part of the fingerprint. Bootstrap weights and
+        feature draws are keyed by tree index, so nothing else is needed: a fit resumed
+        on the same number of ranks ends with the same model bit for bit, and on another
+        number of ranks with the same model up to the rounding of histogram sums.
+        """
         t_start = time.perf_counter()
         ctx, X, y, grows, n_total = prepare(self.comm, X, y, self.verbose)
+        with guarded(ctx, f"{type(self).__name__}.fit"):
+            try:
+                return self._fit_ranks(ctx, X, y, grows, n_total, classification, n_classes, checkpoint, t_start)
+            finally:
+                if checkpoint is not None:
+                    checkpoint.finish()     # the stop signals get their handlers back, also after a stop
+
+    def _fit_ranks(self, ctx, X, y, grows, n_total, classification, n_classes, checkpoint, t_start):
+        """The collective part of fit, after the input checks of :func:`.common.prepare`."""
         with ctx.collective_errors():
             self._check_params()
         if classification:
-            self.classes_, yk = class_labels(ctx, y, n_classes)
+            self.classes_, yk = class_labels(ctx, y, n_classes, n_total=n_total, regressor="RandomForestRegressor")
             K = len(self.classes_)
         else:
             self.classes_, yk, K = None, y.astype(np.float64), 1
@@ -146,10 +165,18 @@ class _RandomForest(FittedEnsemble, Params):
         self.n_features_in_ = d
         with ctx.collective_errors():
             cat = resolve_categorical(self.categorical_features, d)
+        state = None
+        if checkpoint is not None:
+            state = checkpoint.start(ctx, type(self).__name__, self.model_params(), X, extra_fingerprint={
+                "classes": None if self.classes_ is None else self.classes_.tolist()})
         t0 = time.perf_counter()
         with ctx.timers.phase("binning"):
-            mapper = BinMapper(self.max_bin, seed=self.random_state, categorical=cat)
-            codes = mapper.fit_transform(X, grows, n_total, ctx)
+            if state is None:
+                mapper = BinMapper(self.max_bin, seed=self.random_state, categorical=cat)
+                codes = mapper.fit_transform(X, grows, n_total, ctx)
+            else:  # the saved bins: no sample, no collective, the same codes
+                mapper = BinMapper.from_arrays(state["bins"])
+                codes = mapper.transform(X)
         self.binning_seconds_ = time.perf_counter() - t0
         self.bin_mapper_ = mapper
         grow = GrowParams(num_leaves=self.num_leaves, max_depth=self.max_depth, growth="depthwise",
@@ -159,8 +186,13 @@ class _RandomForest(FittedEnsemble, Params):
         grower = TreeGrower(ctx, codes, mapper.n_bins_, mapper.n_slots, grow)
         ens = Ensemble(K)
         m = self._n_features_per_node(d)
-        history = []
-        for t in range(int(self.n_estimators)):
+        history, first = [], 0
+        if state is not None:
+            ens = Ensemble.from_arrays(state["trees"])
+            ens._flat = None                # rebuilt from the trees, as in an uninterrupted fit
+            history, first = list(state["history"]), int(state["_step"])
+            ctx.log(f"resuming from tree {first} of {int(self.n_estimators)} ({checkpoint.directory})")
+        for t in range(first, int(self.n_estimators)):
             t_it = time.perf_counter()
             snap = phase_snapshot(ctx)
             wire0, ncoll0 = grower.wire_bytes, grower.hist_collectives
@@ -198,6 +230,10 @@ class _RandomForest(FittedEnsemble, Params):
                 ctx.log(f"tree {t + 1:4d}  leaves={rec['leaves']}  {rec['seconds'] * 1e3:.1f} ms (hist "
                         f"{rec['histogram'] * 1e3:.1f}, comm {rec['communication'] * 1e3:.1f}, split "
                         f"{rec['split_search'] * 1e3:.1f}, partition {rec['partition'] * 1e3:.1f})")
+            if checkpoint is not None:
+                checkpoint.step(t + 1, lambda: {"trees": ens.to_arrays(), "bins": mapper.to_arrays(),
+                                                "history": history})
+            faults.check("step")
         self.ensemble_ = ens
         self.history_ = history
         self.n_iter_ = self.best_iteration_ = len(history)
@@ -236,9 +272,13 @@ class RandomForestClassifier(_RandomForest):
     __doc__ = ("Histogram random forest for classification (Gini), trained across MPI ranks.\n"
                + _RandomForest.__doc__.split("\n", 2)[2])
 
-    def fit(self, X, y, n_classes=None):
-        """Fit on this rank's rows (collective); ``n_classes`` checks labels are 0..n_classes-1."""
-        return self._fit(X, y, True, n_classes)
+    def fit(self, X, y, n_classes=None, *, checkpoint=None):
+        """Fit on this rank's rows (collective); ``n_classes`` checks labels are 0..n_classes-1.
+
+        ``checkpoint``: a :class:`shardlearn.checkpoint.Checkpoint` to save the state to
+        (every few trees, and on a stop signal) and resume from (see :meth:`_RandomForest._fit`).
+        """
+        return self._fit(X, y, True, n_classes, checkpoint=checkpoint)
 
     def predict_proba(self, X) -> np.ndarray:
         return self._average(X)
@@ -254,9 +294,13 @@ class RandomForestRegressor(_RandomForest):
     def __init__(self, *, max_features=1.0, **kwargs):
         super().__init__(max_features=max_features, **kwargs)
 
-    def fit(self, X, y):
-        """Fit on this rank's rows (collective)."""
-        return self._fit(X, y, False)
+    def fit(self, X, y, *, checkpoint=None):
+        """Fit on this rank's rows (collective).
+
+        ``checkpoint``: a :class:`shardlearn.checkpoint.Checkpoint` to save the state to
+        (every few trees, and on a stop signal) and resume from (see :meth:`_RandomForest._fit`).
+        """
+        return self._fit(X, y, False, checkpoint=checkpoint)
 
     def predict(self, X) -> np.ndarray:
         return self._average(X)[:, 0]

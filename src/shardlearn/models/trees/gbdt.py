@@ -27,13 +27,14 @@ from scipy.special import expit
 from ... import metrics, rng
 from ...data.binning import BinMapper
 from ...errors import ShardlearnError
+from ...util import faults
 from ..base import Params
 from .categorical import cat_params, check_categorical_params
-from .common import (FittedEnsemble, class_labels, diff, phase_snapshot, prepare, resolve_categorical,
-                     sample_features)
+from .common import (FittedEnsemble, class_labels, diff, guarded, phase_snapshot, prepare,
+                     resolve_categorical, sample_features)
 from .grower import GROWTH, HIST_REDUCE, GrowParams, TreeGrower
 from .io import ensemble_arrays, model_json, restore_ensemble
-from .predict import Ensemble, tree_values
+from .predict import Ensemble, replay_scores, tree_values
 from .split import SplitParams
 
 METRICS = {"regression": ("rmse",), "binary": ("logloss", "auc"), "multiclass": ("logloss",)}
@@ -177,10 +178,31 @@ class _GradientBoosting(FittedEnsemble, Params):
         check_categorical_params(self)
 
     # ------------------------------------------------------------------ fit
-    def _fit(self, X, y, objective, n_classes=None):
+    def _fit(self, X, y, objective, n_classes=None, checkpoint=None):
+        """Fit (collective). ``checkpoint``: a :class:`shardlearn.checkpoint.Checkpoint`, or None.
+
+        With a checkpoint, a step is one boosting iteration (its K trees). The state saved
+        is global: the trees so far, the bins (a resumed fit reuses them instead of
+        binning again), the initial score, and the early-stopping state (best value and
+        iteration, iterations since, the per-iteration history); the classes and the
+        objective are part of the fingerprint. The per-row boosting scores are rebuilt
+        from the trees (:func:`.predict.replay_scores`, bit-identical to the accumulated
+        ones), and bagging and feature draws are keyed by (seed, iteration), so a fit
+        resumed on the same number of ranks ends with the same model bit for bit, and on
+        another number of ranks with the same model up to the rounding of histogram sums.
+        """
         t_start = time.perf_counter()
         ctx, X, y, grows, n_total = prepare(self.comm, X, y, self.verbose)
         self.ctx_ = ctx
+        with guarded(ctx, f"{type(self).__name__}.fit"):
+            try:
+                return self._fit_ranks(ctx, X, y, grows, n_total, objective, n_classes, checkpoint, t_start)
+            finally:
+                if checkpoint is not None:
+                    checkpoint.finish()     # the stop signals get their handlers back, also after a stop
+
+    def _fit_ranks(self, ctx, X, y, grows, n_total, objective, n_classes, checkpoint, t_start):
+        """The collective part of fit, after the input checks of :func:`.common.prepare`."""
         with ctx.collective_errors():
             self._check_params(objective)
         if objective == "regression":
@@ -188,7 +210,8 @@ class _GradientBoosting(FittedEnsemble, Params):
             yk = y.astype(np.float64)
             self.classes_ = None
         else:
-            self.classes_, yk = class_labels(ctx, y, n_classes)
+            self.classes_, yk = class_labels(ctx, y, n_classes, n_total=n_total,
+                                             regressor="GradientBoostingRegressor")
             K = 1 if len(self.classes_) == 2 else len(self.classes_)
             if objective == "binary" and len(self.classes_) > 2:
                 with ctx.collective_errors():
@@ -212,18 +235,28 @@ class _GradientBoosting(FittedEnsemble, Params):
         with ctx.collective_errors():
             if n_train == 0:
                 raise ShardlearnError("no training rows left after the validation hold-out")
+        state = None
+        if checkpoint is not None:
+            state = checkpoint.start(ctx, type(self).__name__, self.model_params(), X, extra_fingerprint={
+                "objective": objective, "classes": None if self.classes_ is None else self.classes_.tolist()})
         t0 = time.perf_counter()
         with ctx.timers.phase("binning"):
-            mapper = BinMapper(self.max_bin, seed=self.random_state, categorical=cat)
-            codes = mapper.fit_transform(Xtr, gtr, n_train, ctx)
+            if state is None:
+                mapper = BinMapper(self.max_bin, seed=self.random_state, categorical=cat)
+                codes = mapper.fit_transform(Xtr, gtr, n_train, ctx)
+            else:  # the saved bins: no sample, no collective, the same codes
+                mapper = BinMapper.from_arrays(state["bins"])
+                codes = mapper.transform(Xtr)
         self.binning_seconds_ = time.perf_counter() - t0
         self.bin_mapper_ = mapper
         # what tree prediction reads: categorical columns as bin codes (X itself without any)
         Xva = mapper.encode(Xva)
         bagged = self.bagging_freq and self.bagging_fraction < 1
         Xtr_pred = mapper.encode(Xtr) if bagged else None
-        # initial score
-        if objective == "regression":
+        # initial score (saved in checkpoints: a sum over ranks, so it depends on P in the last bits)
+        if state is not None:
+            init = np.asarray(state["init_score"], dtype=np.float64)
+        elif objective == "regression":
             s = ctx.coll.allreduce(np.array([ytr.sum(), len(ytr)], dtype=np.float64))
             init = np.array([s[0] / s[1]])
         else:
@@ -234,6 +267,18 @@ class _GradientBoosting(FittedEnsemble, Params):
         self.init_score_ = init
         F = np.tile(init, (len(Xtr), 1))
         Fva = np.tile(init, (len(Xva), 1))
+        ens = Ensemble(1)
+        history, best, best_iter, since_best, first = [], None, 0, 0, 0
+        if state is not None:
+            # per-row state from the global one: the boosting scores, tree by tree in fit order
+            ens = Ensemble.from_arrays(state["trees"])
+            ens._flat = None                # rebuilt from the trees, as in an uninterrupted fit
+            replay_scores(ens, Xtr_pred if bagged else mapper.encode(Xtr), F)
+            replay_scores(ens, Xva, Fva)
+            history = list(state["history"])
+            best, best_iter, since_best = state["best"], int(state["best_iter"]), int(state["since_best"])
+            first = int(state["_step"])
+            ctx.log(f"resuming from iteration {first} of {int(self.n_estimators)} ({checkpoint.directory})")
         Ytr = None if objective != "multiclass" else (ytr[:, None] == np.arange(K)[None, :])
 
         grow = GrowParams(num_leaves=self.num_leaves,
@@ -244,16 +289,14 @@ class _GradientBoosting(FittedEnsemble, Params):
                                             self.min_gain_to_split),
                           categorical=cat_params(self, cat))
         grower = TreeGrower(ctx, codes, mapper.n_bins_, mapper.n_slots, grow)
-        ens = Ensemble(1)
         all_rows = np.arange(len(Xtr), dtype=np.int64)
         rows = all_rows
         in_bag = None
         d = X.shape[1]
-        history, best, best_iter, since_best = [], None, 0, 0
         log_metrics = ctx.verbose and ctx.rank == 0 or self.verbose
         log_metrics = bool(ctx.coll.allreduce(np.array([int(log_metrics)], dtype=np.int64), op="max")[0])
         self.tree_stats_ = []
-        for it in range(int(self.n_estimators)):
+        for it in range(first, int(self.n_estimators)):
             t_it = time.perf_counter()
             snap = phase_snapshot(ctx)
             wire0, ncoll0 = grower.wire_bytes, grower.hist_collectives
@@ -270,7 +313,7 @@ class _GradientBoosting(FittedEnsemble, Params):
                     p = _softmax(F)
                     G = (p - Ytr).T
                     H = (K / (K - 1.0)) * (p * (1.0 - p)).T
-            if self.bagging_freq and self.bagging_fraction < 1 and it % self.bagging_freq == 0:
+            if bagged and (it % self.bagging_freq == 0 or in_bag is None):   # None: resumed mid-round
                 u = rng.row_uniform(self.random_state, rng.stream_id("bagging", it // self.bagging_freq), gtr)
                 in_bag = u < self.bagging_fraction
                 rows = np.flatnonzero(in_bag)
@@ -319,6 +362,11 @@ class _GradientBoosting(FittedEnsemble, Params):
                         ctx.log(f"early stopping: no {metric} improvement for {since_best} iterations; "
                                 f"best iteration {best_iter} ({metric}={best:.6g})")
                         break
+            if checkpoint is not None:
+                checkpoint.step(it + 1, lambda: {
+                    "trees": ens.to_arrays(), "bins": mapper.to_arrays(), "init_score": init,
+                    "history": history, "best": best, "best_iter": best_iter, "since_best": since_best})
+            faults.check("step")
         if self.early_stopping_rounds and best_iter:
             ens.truncate(best_iter * K)
             self.best_iteration_ = best_iter
@@ -396,9 +444,12 @@ class GradientBoostingRegressor(_GradientBoosting):
     __doc__ = "Histogram gradient boosting for regression (L2 loss), trained across MPI ranks.\n" + \
         _GradientBoosting.__doc__.split("\n", 2)[2]
 
-    def fit(self, X, y):
-        """Fit on this rank's rows ``X`` (n_local, d) and targets ``y`` (collective)."""
-        return self._fit(X, y, "regression")
+    def fit(self, X, y, *, checkpoint=None):
+        """Fit on this rank's rows ``X`` (n_local, d) and targets ``y`` (collective).
+
+        ``checkpoint``: a :class:`shardlearn.checkpoint.Checkpoint` (see :meth:`_GradientBoosting._fit`).
+        """
+        return self._fit(X, y, "regression", checkpoint=checkpoint)
 
     def predict(self, X) -> np.ndarray:
         return self.raw_predict(X)[:, 0]
@@ -414,10 +465,13 @@ class GradientBoostingClassifier(_GradientBoosting):
         super().__init__(**kwargs)
         self.n_classes = n_classes
 
-    def fit(self, X, y):
-        """Fit on this rank's rows ``X`` (n_local, d) and labels ``y`` (collective)."""
+    def fit(self, X, y, *, checkpoint=None):
+        """Fit on this rank's rows ``X`` (n_local, d) and labels ``y`` (collective).
+
+        ``checkpoint``: a :class:`shardlearn.checkpoint.Checkpoint` (see :meth:`_GradientBoosting._fit`).
+        """
         return self._fit(X, y, "multiclass" if self.n_classes and self.n_classes > 2 else "binary_or_multi",
-                         self.n_classes)
+                         self.n_classes, checkpoint=checkpoint)
 
     def _check_params(self, objective):
         super()._check_params("binary" if objective == "binary_or_multi" else objective)

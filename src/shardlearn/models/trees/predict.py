@@ -299,3 +299,17 @@ def tree_values(tree: dict, X: np.ndarray) -> np.ndarray:
     out = np.zeros((X.shape[0], tree["value"].shape[1]))
     add_tree(tree, 0, np.ascontiguousarray(np.asarray(X, dtype=np.float64).T), out, tree["value"])
     return out
+
+
+def replay_scores(ens: Ensemble, X: np.ndarray, F: np.ndarray) -> None:
+    """``F[:, k] += values`` of every tree of ``ens`` for rows ``X``, one tree after the other.
+
+    Rebuilds a fit's per-row boosting scores from its trees when it resumes from a
+    checkpoint: ``F`` starts at the initial score and each tree's leaf value is added in
+    the order the fit added it, so the scores are bit-identical to the accumulated ones
+    (:meth:`Ensemble.raw_sum` sums the trees first and adds the initial score last, which
+    rounds differently). ``X``: raw features, categorical columns as bin codes.
+    """
+    for t, k in zip(ens.trees, ens.tree_class):
+        F[:, k] += tree_values(t, X)[:, 0]
+
