@@ -145,6 +145,7 @@ class Context:
             from mpi4py import MPI
 
             MPI.COMM_WORLD.Abort(1)
+            os._exit(1)  # Abort may return before the launcher ends us: never go on without a model
 
     # ------------------------------------------------------------------ timings
     def timings(self) -> dict:

@@ -1,8 +1,6 @@
 """Shared fit plumbing for the tree models: input checks, global row indices, labels."""
 from __future__ import annotations
 
-import contextlib
-import os
 
 import numpy as np
 
@@ -88,22 +86,6 @@ def class_labels(ctx, y, n_classes=None, n_total=None, regressor=None):
                 + f"; if these really are {k} classes, label them 0..{k - 1} and pass --num-class {k} "
                   f"(n_classes={k})")
     return classes, np.searchsorted(classes, y).astype(np.int64)
-
-
-@contextlib.contextmanager
-def guarded(ctx, what: str):
-    """``ctx.guard(what)`` that never lets this rank go on after it aborted the world.
-
-    ``MPI_Abort`` returns at once and the launcher ends the processes a moment later: in
-    between, the caller would carry on with no model (and print a second, misleading
-    error). After an abort this rank leaves at once instead.
-    """
-    aborted = True
-    with ctx.guard(what):
-        yield
-        aborted = False
-    if aborted:
-        os._exit(1)
 
 
 def resolve_categorical(spec, d: int) -> np.ndarray:
@@ -220,7 +202,7 @@ class FittedEnsemble:
         from ... import metrics
 
         ctx = context_from(self.comm)
-        with guarded(ctx, f"{type(self).__name__}.evaluate"):
+        with ctx.guard(f"{type(self).__name__}.evaluate"):
             if getattr(self, "classes_", None) is None:
                 with ctx.collective_errors():
                     pred = self.predict(X)
@@ -248,7 +230,7 @@ class FittedEnsemble:
         from ... import metrics
 
         ctx = context_from(self.comm)
-        with guarded(ctx, f"{type(self).__name__}.score"):
+        with ctx.guard(f"{type(self).__name__}.score"):
             with ctx.collective_errors():
                 y = np.asarray(y)
                 pred = self.predict(X)

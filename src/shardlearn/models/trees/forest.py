@@ -30,7 +30,7 @@ from ...errors import ShardlearnError
 from ...util import faults
 from ..base import Params
 from .categorical import cat_params, check_categorical_params
-from .common import FittedEnsemble, class_labels, diff, guarded, phase_snapshot, prepare, resolve_categorical
+from .common import FittedEnsemble, class_labels, diff, phase_snapshot, prepare, resolve_categorical
 from .grower import HIST_REDUCE, GrowParams, TreeGrower
 from .io import ensemble_arrays, model_json, restore_ensemble
 from .predict import Ensemble
@@ -145,7 +145,7 @@ class _RandomForest(FittedEnsemble, Params):
         """
         t_start = time.perf_counter()
         ctx, X, y, grows, n_total = prepare(self.comm, X, y, self.verbose)
-        with guarded(ctx, f"{type(self).__name__}.fit"):
+        with ctx.guard(f"{type(self).__name__}.fit"):
             try:
                 return self._fit_ranks(ctx, X, y, grows, n_total, classification, n_classes, checkpoint, t_start)
             finally:

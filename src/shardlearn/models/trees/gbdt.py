@@ -30,7 +30,7 @@ from ...errors import ShardlearnError
 from ...util import faults
 from ..base import Params
 from .categorical import cat_params, check_categorical_params
-from .common import (FittedEnsemble, class_labels, diff, guarded, phase_snapshot, prepare,
+from .common import (FittedEnsemble, class_labels, diff, phase_snapshot, prepare,
                      resolve_categorical, sample_features)
 from .grower import GROWTH, HIST_REDUCE, GrowParams, TreeGrower
 from .io import ensemble_arrays, model_json, restore_ensemble
@@ -194,7 +194,7 @@ class _GradientBoosting(FittedEnsemble, Params):
         t_start = time.perf_counter()
         ctx, X, y, grows, n_total = prepare(self.comm, X, y, self.verbose)
         self.ctx_ = ctx
-        with guarded(ctx, f"{type(self).__name__}.fit"):
+        with ctx.guard(f"{type(self).__name__}.fit"):
             try:
                 return self._fit_ranks(ctx, X, y, grows, n_total, objective, n_classes, checkpoint, t_start)
             finally:
