@@ -99,8 +99,17 @@ def main(argv=None) -> int:
                 kind = "stopped" if isinstance(exc, TrainingInterrupted) else "error"
                 sys.stderr.write(f"shardlearn: {kind}: {exc}\n")
                 sys.stderr.flush()
-                if isinstance(exc, TrainingInterrupted) and getattr(args, "requeue", False):
+            if isinstance(exc, TrainingInterrupted) and getattr(args, "requeue", False):
+                # every rank is here. Slurm answers the requeue by signalling the job at once:
+                # ignore SIGTERM so that every rank still leaves MPI cleanly (a rank killed
+                # inside MPI leaves shared memory that the restarted job would trip on)
+                import signal
+
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                if world.Get_rank() == 0:
                     requeue_slurm_job()
+                world.Barrier()
+                MPI.Finalize()
             return EXIT_INTERRUPTED if isinstance(exc, TrainingInterrupted) else 2
         # raised on this rank alone: the others may be waiting in a collective
         sys.stderr.write(f"shardlearn: error: {exc}\n")
