@@ -78,3 +78,31 @@ def test_integer_X_is_read_as_float64_everywhere(tmp_path):
             "--quiet")
     ev = run_cli(2, "evaluate", "--model", tmp_path / "m.h5", "--data", tmp_path / "i.h5")
     assert "accuracy=" in ev.stdout
+
+
+def test_ctrl_c_on_mpiexec_is_one_line(tmp_path):
+    """Ctrl-C (SIGINT to mpiexec) mid-training: one line saying so, status 130, no traceback,
+    no model file."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from mpirun import kill_group, mpi_env, mpiexec
+
+    run_cli(1, "make-data", "blobs", "--rows", "100000", "--features", "8", "--out", tmp_path / "b.h5", "--quiet")
+    cmd = [mpiexec(), "-n", "2", sys.executable, "-m", "shardlearn", "train", "forest", "--data",
+           str(tmp_path / "b.h5"), "--n-estimators", "2000", "--out", str(tmp_path / "m.h5")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=mpi_env(),
+                            start_new_session=True)
+    try:
+        for line in proc.stdout:   # wait until training runs
+            if line.startswith("forest:"):
+                break
+        os.kill(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        kill_group(proc)
+    assert proc.returncode == 130, err
+    assert err.count("interrupted (SIGINT / Ctrl-C)") == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "m.h5").exists()

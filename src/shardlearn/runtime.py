@@ -366,6 +366,12 @@ def install_abort_hook() -> None:
             previous(exc_type, exc, tb)
             return
         if issubclass(exc_type, KeyboardInterrupt):
+            if rank > 0 and size > 1:
+                # Ctrl-C on mpiexec reaches every rank: rank 0 says it once and aborts; this
+                # rank speaks only if rank 0 did not (it alone was interrupted)
+                import time
+
+                time.sleep(1.0)
             line(f"shardlearn: rank {rank}: interrupted (SIGINT / Ctrl-C); stopping all {size} ranks",
                  sys.stderr)
         elif issubclass(exc_type, MPI.Exception):

@@ -78,12 +78,41 @@ def atomic_path(path: str, tmp: str | None = None):
     """
     remove_stale_temps(path)
     tmp = tmp_name(path) if tmp is None else tmp
+    restore = _remove_on_sigterm(tmp)
     try:
         yield tmp
         fsync_replace(tmp, path)
     finally:
+        restore()
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _remove_on_sigterm(tmp: str):
+    """While ``tmp`` is being written, a SIGTERM that would kill the process removes it first.
+
+    A handler already in place (a checkpointing fit turns SIGTERM into a stop request) is
+    left to do its job. Returns the function that restores the previous handler.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous not in (signal.SIG_DFL, None):
+        return lambda: None
+
+    def handler(signum, frame):
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
