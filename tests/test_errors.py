@@ -81,7 +81,7 @@ CLI_CASES = [
     ("no X", ["info", "{t}/noX.h5"], ["noX.h5: no dataset 'X'", "found: Z, y"]),
     ("X 1-D", ["info", "{t}/x1d.h5"], ["x1d.h5: 'X' has shape (8,); expected 2-D"]),
     ("X 3-D", ["info", "{t}/x3d.h5"], ["'X' has shape (2, 3, 4); expected 2-D"]),
-    ("X strings", ["info", "{t}/strings.h5"], ["strings.h5: 'X' has dtype |S1; expected float32 or float64"]),
+    ("X strings", ["info", "{t}/strings.h5"], ["strings.h5: 'X' has dtype |S1; expected numbers (float32 or float64"]),
     ("X group", ["info", "{t}/xgroup.h5"], ["'X' is a group"]),
     ("y length", ["info", "{t}/ylen.h5"], ["ylen.h5: 'y' has shape (7,) but 'X' has 8 rows"]),
     ("y 2-D", ["info", "{t}/y2d.h5"], ["'y' has shape (8, 1)"]),
