@@ -23,6 +23,11 @@ On one workstation with the pip MPICH, export UCX_NET_DEVICES=lo to keep traffic
 'shardlearn COMMAND --help' explains each command's options."""
 
 
+def one_line(text: str) -> str:
+    """A message as one line (HDF5's own messages span several)."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="shardlearn",
@@ -78,11 +83,11 @@ def main(argv=None) -> int:
             # raised on every rank alike (collective agreement): print once, exit on all
             if world.Get_rank() == 0:
                 kind = "stopped" if isinstance(exc, TrainingInterrupted) else "error"
-                sys.stderr.write(f"shardlearn: {kind}: {exc}\n")
+                sys.stderr.write(f"shardlearn: {kind}: {one_line(exc)}\n")
                 sys.stderr.flush()
             return EXIT_INTERRUPTED if isinstance(exc, TrainingInterrupted) else 2
         # raised on this rank alone: the others may be waiting in a collective
-        sys.stderr.write(f"shardlearn: error: {exc}\n")
+        sys.stderr.write(f"shardlearn: error: {one_line(exc)}\n")
         sys.stderr.flush()
         if world.Get_size() > 1:
             world.Abort(2)
