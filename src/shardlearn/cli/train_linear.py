@@ -119,9 +119,8 @@ def fit(name: str, args, ctx, checkpoint_for):
     shard = read_shard(args.data, ctx, dtype=args.dtype, need_y=True)
     est = build(name, args, ctx)
     if checkpoint_for(shard) is not None:
-        from ..errors import ShardlearnError
-
-        raise ShardlearnError(f"--checkpoint: {name} does not checkpoint yet")
+        # every rank gets here alike: an agreed error (printed once), not a per-rank one (MPI Abort)
+        ctx.agree(f"--checkpoint: {name} does not checkpoint yet")
     with ctx.timers.phase("fit"):
         est.fit(shard.X, shard.y, row_offset=shard.start)
     metrics = est.evaluate(shard.X, shard.y)

@@ -140,9 +140,8 @@ def fit(name: str, args, ctx, checkpoint_for):
     shard = read_shard(args.data, ctx, dtype=None, need_y=True, allow_nan=True)
     ckpt = checkpoint_for(shard)
     if ckpt is not None:
-        from ..errors import ShardlearnError
-
-        raise ShardlearnError(f"--checkpoint: {name} does not checkpoint yet")
+        # every rank gets here alike: an agreed error (printed once), not a per-rank one (MPI Abort)
+        ctx.agree(f"--checkpoint: {name} does not checkpoint yet")
     est = _fit_gbdt(args, ctx, shard, ckpt) if name == "gbdt" else _fit_forest(args, ctx, shard, ckpt)
     hist = est.history_
     tot = {k: float(sum(r[k] for r in hist)) for k in ("histogram", "communication", "split_search", "partition")}
