@@ -6,6 +6,7 @@ the parsed command's handler; ``main`` builds the SPMD context, runs it, writes 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .. import __version__
@@ -23,8 +24,44 @@ On one workstation with the pip MPICH, export UCX_NET_DEVICES=lo to keep traffic
 'shardlearn COMMAND --help' explains each command's options."""
 
 
+def _launch_rank() -> int:
+    """This process's rank: from MPI if it already runs, else from the launcher's environment
+    (parsing happens before MPI starts), else 0."""
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
+        return mpi.COMM_WORLD.Get_rank()
+    for var in ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK", "SLURM_PROCID"):
+        value = os.environ.get(var, "")
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse for SPMD: every rank parses the same command line, so only rank 0 prints.
+
+    Help, usage and version appear once; a command-line error is one line
+    ``shardlearn: error: ...`` (as every other error) and every rank exits with status 2.
+    Subcommand parsers inherit this class.
+    """
+
+    def _print_message(self, message, file=None):
+        if _launch_rank() == 0:
+            super()._print_message(message, file)
+
+    def error(self, message):
+        command = self.prog.partition(" ")[2]
+        self.exit(2, f"shardlearn: error: {command + ': ' if command else ''}{message} "
+                     f"(see '{self.prog} --help')\n")
+
+
+def one_line(text: str) -> str:
+    """A message as one line (HDF5's own messages span several)."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="shardlearn",
         description="Train classic ML models on HDF5 data sharded across MPI ranks: each rank "
                     "reads only its block of rows; the ranks agree on the model with "
@@ -97,7 +134,7 @@ def main(argv=None) -> int:
             # raised on every rank alike (collective agreement): print once, exit on all
             if world.Get_rank() == 0:
                 kind = "stopped" if isinstance(exc, TrainingInterrupted) else "error"
-                sys.stderr.write(f"shardlearn: {kind}: {exc}\n")
+                sys.stderr.write(f"shardlearn: {kind}: {one_line(exc)}\n")
                 sys.stderr.flush()
             if isinstance(exc, TrainingInterrupted) and getattr(args, "requeue", False):
                 # every rank is here. Slurm answers the requeue by signalling the job at once:
@@ -112,7 +149,7 @@ def main(argv=None) -> int:
                 MPI.Finalize()
             return EXIT_INTERRUPTED if isinstance(exc, TrainingInterrupted) else 2
         # raised on this rank alone: the others may be waiting in a collective
-        sys.stderr.write(f"shardlearn: error: {exc}\n")
+        sys.stderr.write(f"shardlearn: error: {one_line(exc)}\n")
         sys.stderr.flush()
         if world.Get_size() > 1:
             world.Abort(2)

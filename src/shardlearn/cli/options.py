@@ -6,6 +6,21 @@ import argparse
 TOPOLOGIES = ("native", "ring", "tree", "auto")
 
 
+def int_at_least(low: int):
+    """An argparse ``type``: an integer >= ``low``; anything else is a usage error (printed once)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low} (got {value})")
+        return value
+
+    return parse
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Defaults shown after each option, descriptions and examples kept as written."""
 
@@ -19,7 +34,7 @@ def add_runtime_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
                    help="compute with NumPy on CPU or CuPy on GPU; each rank binds to GPU "
                         "local_rank %% n_gpus (default: cpu)")
-    g.add_argument("--threads", type=int, default=None,
+    g.add_argument("--threads", type=int_at_least(1), default=None,
                    help="BLAS/OpenMP threads per rank (default: the node's cores divided by "
                         "the ranks on the node, or OMP_NUM_THREADS if set)")
     g.add_argument("--report", default=None, metavar="FILE.json",

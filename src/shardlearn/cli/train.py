@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 import os
 
-from .options import HelpFormatter, add_runtime_options
+from .options import HelpFormatter, add_runtime_options, int_at_least
 
 FAMILIES = ("shardlearn.cli.train_kmeans", "shardlearn.cli.train_linear", "shardlearn.cli.train_trees")
 
@@ -38,8 +38,8 @@ def add_parsers(sub) -> None:
             mp = trs.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
             mp.add_argument("--data", required=True, help="HDF5 file or directory of part files")
             mp.add_argument("--out", required=True, help="model file to write (.h5)")
-            mp.add_argument("--seed", type=int, default=0,
-                            help="random seed (the estimators' random_state)")
+            mp.add_argument("--seed", type=int_at_least(0), default=0,
+                            help="random seed, non-negative (the estimators' random_state)")
             mp.add_argument("--dtype", default=None, choices=["float32", "float64"],
                             help="compute dtype (default: the data's)")
             add_runtime_options(mp)

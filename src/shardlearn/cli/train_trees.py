@@ -1,6 +1,8 @@
 """``shardlearn train gbdt`` and ``train forest``: histogram tree ensembles."""
 from __future__ import annotations
 
+import argparse
+
 MODELS = {
     "gbdt": "histogram gradient-boosted trees (regression, binary, multiclass)",
     "forest": "histogram random forest (classification or regression)",
@@ -76,13 +78,23 @@ def _add_forest_arguments(parser) -> None:
                    help="classification: labels must be integers 0..NUM_CLASS-1 (None: the distinct labels)")
     g.add_argument("--n-estimators", type=int, default=100, help="number of trees")
     g.add_argument("--num-leaves", type=int, default=None, help="leaves per tree at most (None: no limit)")
-    g.add_argument("--max-features", default=None,
+    g.add_argument("--max-features", default=None, type=max_features_arg,
                    help="features drawn per node: sqrt, log2, a count or a fraction "
                         "(None: sqrt for classification, all for regression)")
     g.add_argument("--no-bootstrap", action="store_true",
                    help="use every row in every tree instead of Poisson(1) bootstrap weights")
     _add_tree_arguments(parser)
     parser.set_defaults(min_child_samples=1)
+
+
+def max_features_arg(text: str):
+    """``sqrt``, ``log2``, a count (``3``) or a fraction (``0.5``)."""
+    if text in ("sqrt", "log2"):
+        return text
+    try:
+        return float(text) if "." in text else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sqrt, log2, a count or a fraction, got {text!r}") from None
 
 
 def _add_tree_arguments(parser) -> None:
@@ -169,9 +181,7 @@ def _fit_gbdt(args, ctx, shard, checkpoint):
 def _fit_forest(args, ctx, shard, checkpoint):
     from ..models.trees import RandomForestClassifier, RandomForestRegressor
 
-    mf = args.max_features
-    if mf is not None and mf not in ("sqrt", "log2"):
-        mf = float(mf) if "." in mf else int(mf)
+    mf = args.max_features  # sqrt, log2, an int or a float (max_features_arg)
     kw = dict(n_estimators=args.n_estimators, max_depth=args.max_depth, num_leaves=args.num_leaves,
               min_child_samples=args.min_child_samples, bootstrap=not args.no_bootstrap,
               max_bin=args.max_bin, min_gain_to_split=args.min_gain_to_split,
