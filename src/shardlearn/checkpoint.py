@@ -72,6 +72,10 @@ class Checkpoint:
         self.saved: list[str] = []
         self.resumed_from = None
         self._ctx = None
+        if self.every is not None and self.every < 1:
+            raise ShardlearnError(f"checkpoint every must be >= 1, got {self.every}")
+        if self.seconds is not None and not self.seconds > 0:
+            raise ShardlearnError(f"checkpoint seconds must be > 0, got {self.seconds}")
 
     # --------------------------------------------------------------- start
     def start(self, ctx, estimator: str, params: dict, X, extra_fingerprint: dict | None = None):
@@ -80,10 +84,6 @@ class Checkpoint:
         ``X`` is this rank's block (for the global shape); ``extra_fingerprint`` adds
         facts that must match on resume (e.g. the labels' classes).
         """
-        if self.every is not None and self.every < 1:
-            raise ShardlearnError(f"checkpoint every must be >= 1, got {self.every}")
-        if self.seconds is not None and not self.seconds > 0:
-            raise ShardlearnError(f"checkpoint seconds must be > 0, got {self.seconds}")
         self._ctx = ctx
         n = int(ctx.coll.allreduce(np.array([np.shape(X)[0]], dtype=np.int64))[0])
         desc = {"rows": n, "features": int(np.shape(X)[1]) if np.ndim(X) == 2 else None,
@@ -95,6 +95,8 @@ class Checkpoint:
         state = None
         with ctx.collective_errors():
             if ctx.rank == 0:
+                if os.path.exists(self.directory) and not os.path.isdir(self.directory):
+                    raise ShardlearnError(f"checkpoint directory {self.directory} exists and is not a directory")
                 os.makedirs(self.directory, exist_ok=True)
                 if not os.access(self.directory, os.W_OK):
                     raise ShardlearnError(f"checkpoint directory {self.directory} is not writable")

@@ -8,6 +8,14 @@ class ShardlearnError(Exception):
     """
 
 
+def agreed(message: str) -> ShardlearnError:
+    """A :class:`ShardlearnError` that every rank raises alike (decided from collective
+    results): the CLI prints it once and exits 2 on every rank, with no abort."""
+    exc = ShardlearnError(message)
+    exc.agreed = True
+    return exc
+
+
 class TrainingInterrupted(ShardlearnError):
     """A fit stopped on request (a signal on some rank) after writing a checkpoint.
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import to_host
-from .errors import ShardlearnError
+from .errors import agreed
 
 #: above this many rows (all ranks), ROC AUC uses a 2**20-bin score histogram instead of
 #: an exact global sort (the error is bounded by the pairs that share a bin)
@@ -101,7 +101,7 @@ def roc_auc(ctx, y, score) -> float:
     hi = float(s.max()) if s.size else -np.inf
     n, n_pos = _sums(ctx, float(len(y)), float(y.sum()))
     if n_pos == 0 or n_pos == n:
-        raise ShardlearnError("ROC AUC needs both classes in y; only one is present")
+        raise agreed("ROC AUC needs both classes in y; only one is present")  # n, n_pos: global
     if n <= AUC_EXACT_MAX_ROWS:
         all_s = ctx.coll.allgather(s)
         all_y = ctx.coll.allgather(y)

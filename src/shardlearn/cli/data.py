@@ -78,10 +78,10 @@ def run_shard(args, ctx) -> dict:
     return shard_dataset(args.input, args.out, args.parts, ctx)
 
 
-def run_info(args, ctx) -> None:
+def run_info(args, ctx) -> dict:
     from ..data import tools
 
     info = tools.info(args.path, ctx)
     if ctx.rank == 0:
         print(json.dumps(info, indent=2) if args.json else tools.format_info(info))
-    return None
+    return {"command": "info", **info}  # written only with --report

@@ -120,6 +120,8 @@ class KMeans(Params):
         if self.random_state is not None and not isinstance(self.random_state, (int, np.integer)):
             raise ShardlearnError("random_state must be an int or None "
                                   f"(got {type(self.random_state).__name__})")
+        if self.random_state is not None and self.random_state < 0:
+            raise ShardlearnError(f"random_state must be >= 0 (a seed), got {self.random_state}")
         init = self.init
         if isinstance(init, str) and init not in INITS and not os.path.exists(init):
             raise ShardlearnError(f"init must be one of {', '.join(INITS)}, an array of centers or "

@@ -68,6 +68,12 @@ class _LinearModel(Params):
             raise ShardlearnError(f"tol must be >= 0, got {self.tol}")
         if self.max_iter is not None and int(self.max_iter) < 1:
             raise ShardlearnError(f"max_iter must be >= 1, got {self.max_iter}")
+        if int(self.lbfgs_memory) < 1:
+            raise ShardlearnError(f"lbfgs_memory must be >= 1, got {self.lbfgs_memory}")
+        if int(self.n_iter_no_change) < 1:
+            raise ShardlearnError(f"n_iter_no_change must be >= 1, got {self.n_iter_no_change}")
+        if self.random_state is not None and int(self.random_state) < 0:
+            raise ShardlearnError(f"random_state must be >= 0, got {self.random_state}")
         if not 0.0 <= float(self.validation_fraction) < 1.0:
             raise ShardlearnError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
         if solver == "sgd":

@@ -68,13 +68,12 @@ def class_labels(ctx, y, n_classes=None, n_total=None, regressor=None):
                 raise ShardlearnError(
                     f"class labels must be integers 0..{n_classes - 1} (num_class={n_classes}); found {bad.item()!r}")
     local = np.unique(y) if len(y) else np.empty(0, dtype=y.dtype)
-    classes = np.unique(np.concatenate([np.asarray(c) for c in ctx.coll.allgather_obj(local)]))
-    if n_classes is not None:
-        classes = np.arange(n_classes)
+    present = np.unique(np.concatenate([np.asarray(c) for c in ctx.coll.allgather_obj(local)]))
+    classes = np.arange(n_classes) if n_classes is not None else present
     with ctx.collective_errors():
-        if len(classes) < 2:
+        if len(present) < 2:  # also with the class count given: one class cannot be learnt
             raise ShardlearnError(
-                f"only one class ({classes[0] if len(classes) else 'none'}) in y: a classifier needs at least two")
+                f"only one class ({present[0] if len(present) else 'none'}) in y: a classifier needs at least two")
         k = len(classes)
         if n_classes is None and n_total is not None and k > max(MANY_CLASSES, n_total / MIN_ROWS_PER_CLASS):
             raise ShardlearnError(

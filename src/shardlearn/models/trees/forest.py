@@ -53,7 +53,7 @@ class _RandomForest(FittedEnsemble, Params):
     n_estimators : int
         Number of trees.
     max_depth : int or None
-        Depth limit (None: grow until leaves are pure or too small).
+        Depth limit (None or <= 0, as LightGBM: grow until leaves are pure or too small).
     num_leaves : int or None
         Leaves per tree at most (None: no limit).
     min_child_samples : int
@@ -122,6 +122,12 @@ class _RandomForest(FittedEnsemble, Params):
             raise ShardlearnError(f"hist_reduce must be one of {HIST_REDUCE}, got {self.hist_reduce!r}")
         if self.num_leaves is not None and int(self.num_leaves) < 2:
             raise ShardlearnError(f"num_leaves must be >= 2, got {self.num_leaves}")
+        if not 2 <= int(self.max_bin) <= 255:
+            raise ShardlearnError(f"max_bin must be in 2..255, got {self.max_bin}")
+        if int(self.min_child_samples) < 0:
+            raise ShardlearnError(f"min_child_samples must be >= 0, got {self.min_child_samples}")
+        if self.min_gain_to_split < 0:
+            raise ShardlearnError(f"min_gain_to_split must be >= 0, got {self.min_gain_to_split}")
         mf = self.max_features
         ok = mf in ("sqrt", "log2", None) or (isinstance(mf, (int, float)) and mf > 0)
         if isinstance(mf, str) and mf not in ("sqrt", "log2"):
@@ -179,7 +185,8 @@ class _RandomForest(FittedEnsemble, Params):
                 codes = mapper.transform(X)
         self.binning_seconds_ = time.perf_counter() - t0
         self.bin_mapper_ = mapper
-        grow = GrowParams(num_leaves=self.num_leaves, max_depth=self.max_depth, growth="depthwise",
+        depth = None if self.max_depth is None or int(self.max_depth) <= 0 else int(self.max_depth)
+        grow = GrowParams(num_leaves=self.num_leaves, max_depth=depth, growth="depthwise",
                           hist_reduce=self.hist_reduce, learning_rate=1.0,
                           split=SplitParams(0.0, self.min_child_samples, 1e-12, self.min_gain_to_split),
                           categorical=cat_params(self, cat))

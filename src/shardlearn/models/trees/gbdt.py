@@ -167,6 +167,8 @@ class _GradientBoosting(FittedEnsemble, Params):
             v = getattr(self, name)
             if not 0 < v <= 1:
                 bad(f"{name} must be in (0, 1], got {v}")
+        if int(self.bagging_freq) < 0:
+            bad(f"bagging_freq must be >= 0 (0: no bagging), got {self.bagging_freq}")
         if not 0 <= self.validation_fraction < 1:
             bad(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
         if self.lambda_l2 < 0 or self.min_sum_hessian < 0 or self.min_child_samples < 0:
