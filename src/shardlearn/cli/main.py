@@ -98,7 +98,6 @@ def write_report(ctx, path: str | None, report: dict) -> None:
 
 def requeue_slurm_job() -> None:
     """``scontrol requeue $SLURM_JOB_ID`` (rank 0, after a checkpointed stop); says what happened."""
-    import os
     import subprocess
 
     job = os.environ.get("SLURM_JOB_ID")
