@@ -36,6 +36,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "../_kernel_args.h"
+
 #define TABLE 255
 #define BLOCK 512
 
@@ -80,35 +82,42 @@ DEFINE_BIN_BLOCK(bin_block_f64, double)
 DEFINE_BIN_BLOCK(bin_block_f32, float)
 
 static PyObject *bin_columns(PyObject *self, PyObject *args) {
-    Py_buffer xb, tb, sb, ob, nb;
+    PyObject *ox, *otable, *os0, *oout, *onan;
     Py_ssize_t n, d, rs, cs;
     int is_f32, missing;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*nnnnpy*y*iw*w*", &xb, &n, &d, &rs, &cs, &is_f32, &tb, &sb, &missing,
-                          &ob, &nb))
+    if (!PyArg_ParseTuple(args, "OnnnnpOOiOO", &ox, &n, &d, &rs, &cs, &is_f32, &otable, &os0, &missing, &oout,
+                          &onan))
         return NULL;
+    /* Checks (O(d) per call): X float32 or float64 as is_f32 says, C-contiguous, holding the
+       largest element read, (n-1)*rs + (d-1)*cs (strides are non-negative: the wrapper
+       passes C- or F-ordered views); table (d*TABLE float64), s0 (d int64, each -1, 0 or a
+       power of two <= 128: the search then reads t[0 .. 2*s0 - 2] < TABLE); out (n*d uint8)
+       and nan_flags (d) written and disjoint; 0 <= missing <= 255. */
+    KA_CALL(K, "bin_columns");
     PyObject *result = NULL;
-    Py_ssize_t itemsize = is_f32 ? 4 : 8;
-    /* the largest element index read is (n-1)*rs + (d-1)*cs; check it fits the buffer
-       (strides are non-negative: the wrapper passes C- or F-ordered views) */
-    if (n < 0 || d < 0 || rs < 0 || cs < 0 || missing < 0 || missing > 255
-        || (n > 0 && (d > PY_SSIZE_T_MAX / n || rs > PY_SSIZE_T_MAX / 16 / n))   /* no overflow below */
-        || (d > 0 && (d > PY_SSIZE_T_MAX / TABLE / 8 || cs > PY_SSIZE_T_MAX / 16 / d))
-        || (n > 0 && d > 0 && ((n - 1) * rs + (d - 1) * cs + 1) * itemsize > xb.len)
-        || tb.len < (Py_ssize_t)sizeof(double) * d * TABLE || sb.len < (Py_ssize_t)sizeof(int64_t) * d
-        || ob.len < n * d || nb.len < d) {
-        PyErr_SetString(PyExc_ValueError, "bin_columns: buffer sizes do not match the shapes");
+    Py_buffer *xb, *tb, *sb, *ob, *nb;
+    if (!(xb = ka_buffer(&K, "X", ox, is_f32 ? KA_F32 : KA_F64, KA_IN))
+        || !(tb = ka_buffer(&K, "table", otable, KA_F64, KA_IN)) || !(sb = ka_buffer(&K, "s0", os0, KA_I64, KA_IN))
+        || !(ob = ka_buffer(&K, "out", oout, KA_U8, KA_OUT)) || !(nb = ka_buffer(&K, "nan_flags", onan, KA_FLAG, KA_OUT)))
         goto done;
-    }
-    const double *table = tb.buf;
-    const int64_t *s0 = sb.buf;
+    if (ka_at_least(&K, "n", n, 0) || ka_at_least(&K, "d", d, 0) || ka_at_least(&K, "rs", rs, 0)
+        || ka_at_least(&K, "cs", cs, 0) || ka_between(&K, "missing", missing, 0, 255)
+        || (n > 0 && d > 0
+            && ka_need(&K, xb, ka_add(ka_add(ka_mul(n - 1, rs), ka_mul(d - 1, cs)), 1), "(n-1)*rs + (d-1)*cs + 1"))
+        || ka_need(&K, tb, ka_mul(d, TABLE), "d*255") || ka_need(&K, sb, d, "d") || ka_need(&K, ob, ka_mul(n, d), "n*d")
+        || ka_need(&K, nb, d, "d") || ka_disjoint(&K))
+        goto done;
+    const double *table = tb->buf;
+    const int64_t *s0 = sb->buf;
     for (Py_ssize_t f = 0; f < d; f++) {
         if (s0[f] > 128 || (s0[f] & (s0[f] - 1) && s0[f] > 0)) {  /* 2 * s0 - 1 must fit TABLE */
-            PyErr_SetString(PyExc_ValueError, "bin_columns: s0 must be -1, 0 or a power of two <= 128");
+            PyErr_Format(PyExc_ValueError, "bin_columns: s0: s0 must be -1, 0 or a power of two <= 128, got %lld "
+                         "at %zd", (long long)s0[f], f);
             goto done;
         }
     }
-    uint8_t *out = ob.buf, *nan_flags = nb.buf;
+    uint8_t *out = ob->buf, *nan_flags = nb->buf;
     Py_BEGIN_ALLOW_THREADS
     uint8_t buf[BLOCK];
     for (Py_ssize_t i0 = 0; i0 < n; i0 += BLOCK) {
@@ -117,8 +126,8 @@ static PyObject *bin_columns(PyObject *self, PyObject *args) {
             if (s0[f] < 0) continue;
             const double *t = table + f * TABLE;
             int any_nan = is_f32
-                ? bin_block_f32((const float *)xb.buf + f * cs, rs, i0, i1, t, s0[f], (uint8_t)missing, buf)
-                : bin_block_f64((const double *)xb.buf + f * cs, rs, i0, i1, t, s0[f], (uint8_t)missing, buf);
+                ? bin_block_f32((const float *)xb->buf + f * cs, rs, i0, i1, t, s0[f], (uint8_t)missing, buf)
+                : bin_block_f64((const double *)xb->buf + f * cs, rs, i0, i1, t, s0[f], (uint8_t)missing, buf);
             if (any_nan) nan_flags[f] = 1;
             memcpy(out + f * n + i0, buf, (size_t)(i1 - i0));
         }
@@ -127,11 +136,7 @@ static PyObject *bin_columns(PyObject *self, PyObject *args) {
     result = Py_None;
     Py_INCREF(result);
 done:
-    PyBuffer_Release(&xb);
-    PyBuffer_Release(&tb);
-    PyBuffer_Release(&sb);
-    PyBuffer_Release(&ob);
-    PyBuffer_Release(&nb);
+    ka_release(&K);
     return result;
 }
 
