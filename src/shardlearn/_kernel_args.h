@@ -44,6 +44,13 @@
 
 #define KA_MAX_BUFFERS 16
 
+/* An index check in a loop: the branch is never taken with valid arguments. */
+#if defined(__GNUC__) || defined(__clang__)
+#define KA_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#else
+#define KA_UNLIKELY(x) (x)
+#endif
+
 /* A dtype: the struct format letters that denote it and its item size. int64 is 'l' on
  * LP64 and 'q' everywhere (NumPy exports 'l' for int64 on Linux); a letter whose native
  * size differs from itemsize is rejected by the item size check. */

@@ -72,68 +72,44 @@ static void zero_acc(double *acc, const int64_t *feats, Py_ssize_t nf, Py_ssize_
  *
  * Checks: codes (n*d uint8), channels (n*cin float64), rows and feats int64, acc (d*S*A
  * float64, A accumulators per bin) and out ((cin+1)*d*S float64) written and disjoint from
- * the rest; feats in [0, d) (a pre-pass: d entries at most); every row in [0, n) and every
- * code of the accumulated (row, feature) below S, checked in the loop just before the
- * access: one compare and a branch that is never taken per row and per code. */
+ * the rest; feats in [0, d) (a pre-pass: d entries at most); every row in [0, n), checked
+ * in the loop before its codes are read (one compare and a never-taken branch per row,
+ * against d features' accumulation), and every code of an accumulated (row, feature)
+ * below S, also in the loop, as it addresses the accumulators. With S >= 256 (max_bin 255,
+ * the default) no uint8 code can reach S: accumulate() is compiled twice, and that copy has
+ * no code check at all. */
+typedef struct {
+    int what;                                         /* 0: fine, 1: a row, 2: a code out of range */
+    Py_ssize_t at, f, value;
+} hist_bad;
+
 #define ROW_CHECKED(i)                                                                  \
     Py_ssize_t r = all_rows ? (i) : (Py_ssize_t)rw[i];                                  \
-    if ((size_t)r >= (size_t)n) {                                                       \
-        bad = 1; bad_at = (i); bad_value = r;                                           \
-        goto stop;                                                                      \
+    if (KA_UNLIKELY((size_t)r >= (size_t)n)) {                                                       \
+        bad->what = 1; bad->at = (i); bad->value = r;                                   \
+        return;                                                                         \
     }
-#define CODE_CHECKED(code, c, f)                                                        \
-    Py_ssize_t code = (c)[f];                                                           \
-    if (code >= S) {                                                                    \
-        bad = 2; bad_at = r; bad_f = (f); bad_value = code;                             \
-        goto stop;                                                                      \
+#define CODE_CHECKED(code, row_codes, feature)                                          \
+    Py_ssize_t code = (row_codes)[feature];                                             \
+    if (check_codes && KA_UNLIKELY(code >= S)) {                                                     \
+        bad->what = 2; bad->at = r; bad->f = (feature); bad->value = code;              \
+        return;                                                                         \
     }
 
-static PyObject *histogram(PyObject *self, PyObject *args)
+#if defined(__GNUC__) || defined(__clang__)
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define ALWAYS_INLINE inline
+#endif
+
+/* The accumulation passes of histogram() (zeroed accumulators in, stops at the first bad
+ * row or code); check_codes is a constant at both call sites. */
+static ALWAYS_INLINE void accumulate(const uint8_t *cd, const double *w, const int64_t *rw, const int64_t *fs,
+                                     double *acc, Py_ssize_t n, Py_ssize_t d, Py_ssize_t cin, Py_ssize_t m,
+                                     Py_ssize_t nf, Py_ssize_t S, Py_ssize_t A, Py_ssize_t ng, int all_rows,
+                                     int with_count, const int check_codes, hist_bad *bad)
 {
-    PyObject *ocodes, *och, *orows, *ofeats, *oacc, *oout;
-    Py_ssize_t n, d, cin, S;
-    int all_rows, hess_is_count, with_count;
-    if (!PyArg_ParseTuple(args, "OnnOnOiOnOOii", &ocodes, &n, &d, &och, &cin, &orows, &all_rows, &ofeats, &S,
-                          &oacc, &oout, &hess_is_count, &with_count))
-        return NULL;
-    KA_CALL(K, "histogram");
-    Py_buffer *codes, *ch, *rows, *feats, *acc_buf, *out;
-    if (!(codes = ka_buffer(&K, "codes", ocodes, KA_U8, KA_IN))
-        || !(ch = ka_buffer(&K, "channels", och, KA_F64, KA_IN))
-        || !(rows = ka_buffer(&K, "rows", orows, KA_I64, KA_IN))
-        || !(feats = ka_buffer(&K, "feats", ofeats, KA_I64, KA_IN))
-        || !(acc_buf = ka_buffer(&K, "acc", oacc, KA_F64, KA_OUT))
-        || !(out = ka_buffer(&K, "out", oout, KA_F64, KA_OUT)))
-        goto fail;
-    hess_is_count = hess_is_count != 0;
-    with_count = with_count != 0;
-    if (ka_at_least(&K, "n", n, 0) || ka_at_least(&K, "d", d, 0) || ka_at_least(&K, "S", S, 1)
-        || ka_at_least(&K, hess_is_count ? "cin (with hess_is_count)" : "cin", cin, 1 + hess_is_count))
-        goto fail;
-    const uint8_t *cd = (const uint8_t *)codes->buf;
-    const double *w = (const double *)ch->buf;
-    const int64_t *rw = (const int64_t *)rows->buf;
-    const int64_t *fs = (const int64_t *)feats->buf;
-    double *acc = (double *)acc_buf->buf;
-    double *o = (double *)out->buf;
-    Py_ssize_t m = all_rows ? n : ka_items(rows);
-    Py_ssize_t nf = ka_items(feats);
-    Py_ssize_t ng = hess_is_count ? cin - 1 : cin;  /* channels summed from the data */
-    /* ... plus the count, unless the caller knows it (the root of an unbagged tree has
-       the same counts every tree: one accumulator less per row and feature) */
-    Py_ssize_t A = ng + with_count;
-    Py_ssize_t C = cin + 1;                           /* channels of the output */
     int dense = nf == d;                              /* all features: no indirection */
-    if (ka_need(&K, codes, ka_mul(n, d), "n*d") || ka_need(&K, ch, ka_mul(n, cin), "n*cin")
-        || ka_need(&K, acc_buf, ka_mul(ka_mul(d, S), A), "d*S*(cin - hess_is_count + with_count)")
-        || ka_need(&K, out, ka_mul(ka_mul(C, d), S), "(cin+1)*d*S")
-        || ka_check_range(&K, "feats", fs, nf, 0, d) || ka_disjoint(&K))
-        goto fail;
-    int bad = 0;                                      /* 1: a row, 2: a code out of range */
-    Py_ssize_t bad_at = 0, bad_f = 0, bad_value = 0;
-
-    Py_BEGIN_ALLOW_THREADS
-    zero_acc(acc, fs, nf, S, A);
     if (A == 3 && with_count) {
         /* one gradient channel, hessian, count: the boosting case */
         for (Py_ssize_t i = 0; i < m; i++) {
@@ -206,6 +182,58 @@ static PyObject *histogram(PyObject *self, PyObject *args)
             }
         }
     }
+}
+
+static PyObject *histogram(PyObject *self, PyObject *args)
+{
+    PyObject *ocodes, *och, *orows, *ofeats, *oacc, *oout;
+    Py_ssize_t n, d, cin, S;
+    int all_rows, hess_is_count, with_count;
+    if (!PyArg_ParseTuple(args, "OnnOnOiOnOOii", &ocodes, &n, &d, &och, &cin, &orows, &all_rows, &ofeats, &S,
+                          &oacc, &oout, &hess_is_count, &with_count))
+        return NULL;
+    KA_CALL(K, "histogram");
+    Py_buffer *codes, *ch, *rows, *feats, *acc_buf, *out;
+    if (!(codes = ka_buffer(&K, "codes", ocodes, KA_U8, KA_IN))
+        || !(ch = ka_buffer(&K, "channels", och, KA_F64, KA_IN))
+        || !(rows = ka_buffer(&K, "rows", orows, KA_I64, KA_IN))
+        || !(feats = ka_buffer(&K, "feats", ofeats, KA_I64, KA_IN))
+        || !(acc_buf = ka_buffer(&K, "acc", oacc, KA_F64, KA_OUT))
+        || !(out = ka_buffer(&K, "out", oout, KA_F64, KA_OUT)))
+        goto fail;
+    hess_is_count = hess_is_count != 0;
+    with_count = with_count != 0;
+    if (ka_at_least(&K, "n", n, 0) || ka_at_least(&K, "d", d, 0) || ka_at_least(&K, "S", S, 1)
+        || ka_at_least(&K, hess_is_count ? "cin (with hess_is_count)" : "cin", cin, 1 + hess_is_count))
+        goto fail;
+    const uint8_t *cd = (const uint8_t *)codes->buf;
+    const double *w = (const double *)ch->buf;
+    const int64_t *rw = (const int64_t *)rows->buf;
+    const int64_t *fs = (const int64_t *)feats->buf;
+    double *acc = (double *)acc_buf->buf;
+    double *o = (double *)out->buf;
+    Py_ssize_t m = all_rows ? n : ka_items(rows);
+    Py_ssize_t nf = ka_items(feats);
+    Py_ssize_t ng = hess_is_count ? cin - 1 : cin;  /* channels summed from the data */
+    /* ... plus the count, unless the caller knows it (the root of an unbagged tree has
+       the same counts every tree: one accumulator less per row and feature) */
+    Py_ssize_t A = ng + with_count;
+    Py_ssize_t C = cin + 1;                           /* channels of the output */
+    if (ka_need(&K, codes, ka_mul(n, d), "n*d") || ka_need(&K, ch, ka_mul(n, cin), "n*cin")
+        || ka_need(&K, acc_buf, ka_mul(ka_mul(d, S), A), "d*S*(cin - hess_is_count + with_count)")
+        || ka_need(&K, out, ka_mul(ka_mul(C, d), S), "(cin+1)*d*S")
+        || ka_check_range(&K, "feats", fs, nf, 0, d) || ka_disjoint(&K))
+        goto fail;
+    hist_bad bad = {0, 0, 0, 0};
+
+    Py_BEGIN_ALLOW_THREADS
+    zero_acc(acc, fs, nf, S, A);
+    if (S >= 256)
+        accumulate(cd, w, rw, fs, acc, n, d, cin, m, nf, S, A, ng, all_rows, with_count, 0, &bad);
+    else
+        accumulate(cd, w, rw, fs, acc, n, d, cin, m, nf, S, A, ng, all_rows, with_count, 1, &bad);
+    if (bad.what)
+        goto stop;
     /* scatter the interleaved accumulators to out[channel, feature, slot] */
     for (Py_ssize_t j = 0; j < nf; j++) {
         Py_ssize_t f = fs[j];
@@ -226,13 +254,13 @@ static PyObject *histogram(PyObject *self, PyObject *args)
 stop:
     Py_END_ALLOW_THREADS
 
-    if (bad == 1) {
-        ka_index_error(&K, "rows", bad_at, bad_value, 0, n);
+    if (bad.what == 1) {
+        ka_index_error(&K, "rows", bad.at, bad.value, 0, n);
         goto fail;
     }
-    if (bad == 2) {
+    if (bad.what == 2) {
         PyErr_Format(PyExc_ValueError, "histogram: codes: code %zd of row %zd, feature %zd is out of range "
-                     "[0, %zd) (S slots)", bad_value, bad_at, bad_f, S);
+                     "[0, %zd) (S slots)", bad.value, bad.at, bad.f, S);
         goto fail;
     }
     ka_release(&K);
@@ -280,7 +308,7 @@ static PyObject *partition(PyObject *self, PyObject *args)
        position), right rows go to the scratch and are appended after: stable, no sort */
     for (Py_ssize_t i = 0; i < m; i++) {
         int64_t row = r[i];
-        if ((uint64_t)row >= (uint64_t)n) {
+        if (KA_UNLIKELY((uint64_t)row >= (uint64_t)n)) {
             bad = i;
             break;
         }
@@ -322,12 +350,20 @@ static PyObject *partition_table(PyObject *self, PyObject *args)
         || !(table = ka_buffer(&K, "table", otable, KA_FLAG, KA_IN)) || ka_need(&K, table, 256, "256"))
         goto fail;
     const uint8_t *lut = (const uint8_t *)table->buf;   /* 256 bytes, each 0 or 1 */
-    for (int q = 0; q < 256; q++)
-        if (lut[q] > 1) {
-            PyErr_Format(PyExc_ValueError, "partition_table: table: entries must be 0 or 1, got %d at %d",
-                         (int)lut[q], q);
-            goto fail;
-        }
+    uint64_t high = 0;                                  /* bits other than each byte's lowest */
+    for (int q = 0; q < 256; q += 8) {
+        uint64_t word;
+        memcpy(&word, lut + q, sizeof word);
+        high |= word & ~(uint64_t)0x0101010101010101ULL;
+    }
+    if (high) {
+        int q = 0;
+        while (lut[q] <= 1)
+            q++;
+        PyErr_Format(PyExc_ValueError, "partition_table: table: entries must be 0 or 1, got %d at %d", (int)lut[q],
+                     q);
+        goto fail;
+    }
     const uint8_t *c = (const uint8_t *)col->buf;   /* one feature's codes of all local rows */
     int64_t *r = (int64_t *)rows->buf;              /* the node's rows */
     int64_t *t = (int64_t *)tmp->buf;               /* scratch for the right rows */
@@ -336,7 +372,7 @@ static PyObject *partition_table(PyObject *self, PyObject *args)
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < m; i++) {
         int64_t row = r[i];
-        if ((uint64_t)row >= (uint64_t)n) {
+        if (KA_UNLIKELY((uint64_t)row >= (uint64_t)n)) {
             bad = i;
             break;
         }
@@ -382,7 +418,7 @@ static PyObject *add_leaf_value(PyObject *self, PyObject *args)
     Py_ssize_t m = ka_items(rows), n = ka_items(scores) / Kc, bad = -1;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < m; i++) {
-        if ((uint64_t)r[i] >= (uint64_t)n) {
+        if (KA_UNLIKELY((uint64_t)r[i] >= (uint64_t)n)) {
             bad = i;
             break;
         }
