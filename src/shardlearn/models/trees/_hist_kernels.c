@@ -454,61 +454,16 @@ fail:
  * and decoded: feat[i], bin[i], miss_left[i] (dir == 1; when the node has no missing value
  * in the feature, the side with more rows, split.py's rule, as (left count >= right count)).
  * Features outside the (k, d) mask (if given) have no candidates and are not scanned. */
-static PyObject *best_splits(PyObject *self, PyObject *args)
+/* The search of best_splits() on checked arguments (the sizes as the caller validated them;
+ * cum: C*d*(S-1) + d*(S-1)*n_dir + 1 doubles of scratch). A function of its own, so the
+ * loops compile as they did before the argument checks were added in front of them. */
+static void best_splits_loop(const double *H, const double *T, const int64_t *NB, int nb_per_node,
+                             const uint8_t *MASK, Py_ssize_t k, Py_ssize_t C, Py_ssize_t d, Py_ssize_t S,
+                             Py_ssize_t n_dir, double lam, double min_hess, double tie_rtol, double mcs, double *cum,
+                             int64_t *BEST, double *BG, double *LEFT, int64_t *FEAT, int64_t *BIN, uint8_t *ML)
 {
-    PyObject *ohist, *ototals, *onbins, *omask, *obest, *ogain, *oleft, *ofeat, *obin, *oml;
-    Py_ssize_t k, C, d, S, n_dir, min_child;
-    double lam, min_hess, tie_rtol;
-    int nb_per_node;
-    if (!PyArg_ParseTuple(args, "OOOiOnnnnndddnOOOOOO", &ohist, &ototals, &onbins, &nb_per_node, &omask, &k, &C, &d,
-                          &S, &n_dir, &lam, &min_hess, &tie_rtol, &min_child, &obest, &ogain, &oleft, &ofeat, &obin,
-                          &oml))
-        return NULL;
-    /* Checks: the sizes (k >= 0, C >= 3, d >= 0, S >= 2, n_dir 1 or 2), hist (k*C*d*S),
-       totals (k*C), n_bins ((k*)d, only compared: no index) and mask (empty or k*d) with
-       their dtypes; the outputs written, disjoint, k entries each (left k*C). O(1). */
-    KA_CALL(K, "best_splits");
-    double *cum = NULL;
-    Py_buffer *hist, *totals, *nbins, *mask, *best_b, *gain_b, *left_b, *feat_b, *bin_b, *ml_b;
-    if (!(hist = ka_buffer(&K, "hist", ohist, KA_F64, KA_IN))
-        || !(totals = ka_buffer(&K, "totals", ototals, KA_F64, KA_IN))
-        || !(nbins = ka_buffer(&K, "n_bins", onbins, KA_I64, KA_IN))
-        || !(mask = ka_buffer(&K, "mask", omask, KA_FLAG, KA_IN))
-        || !(best_b = ka_buffer(&K, "best", obest, KA_I64, KA_OUT))
-        || !(gain_b = ka_buffer(&K, "best_gain", ogain, KA_F64, KA_OUT))
-        || !(left_b = ka_buffer(&K, "left", oleft, KA_F64, KA_OUT))
-        || !(feat_b = ka_buffer(&K, "feat", ofeat, KA_I64, KA_OUT))
-        || !(bin_b = ka_buffer(&K, "bin", obin, KA_I64, KA_OUT))
-        || !(ml_b = ka_buffer(&K, "miss_left", oml, KA_FLAG, KA_OUT)))
-        goto fail;
-    if (ka_at_least(&K, "k", k, 0) || ka_at_least(&K, "C", C, 3) || ka_at_least(&K, "d", d, 0)
-        || ka_at_least(&K, "S", S, 2) || ka_between(&K, "n_dir", n_dir, 1, 2))
-        goto fail;
-    Py_ssize_t per_node_hist = ka_mul(ka_mul(C, d), S);
-    Py_ssize_t V = S - 1, ng = C - 2, n_cand = ka_mul(ka_mul(d, V), n_dir);
-    /* scratch: cumulative sums (C, d, V) and one node's gains (n_cand), + 1 */
-    Py_ssize_t n_scratch = ka_add(ka_add(ka_mul(ka_mul(C, d), V), n_cand), 1);
-    if (ka_need(&K, hist, ka_mul(k, per_node_hist), "k*C*d*S")
-        || ka_need(&K, totals, ka_mul(k, C), "k*C")
-        || ka_need(&K, nbins, nb_per_node ? ka_mul(k, d) : d, nb_per_node ? "k*d" : "d")
-        || (mask->len && ka_need(&K, mask, ka_mul(k, d), "k*d (or empty: no mask)"))
-        || ka_need(&K, best_b, k, "k") || ka_need(&K, gain_b, k, "k") || ka_need(&K, left_b, ka_mul(k, C), "k*C")
-        || ka_need(&K, feat_b, k, "k") || ka_need(&K, bin_b, k, "k") || ka_need(&K, ml_b, k, "k")
-        || ka_disjoint(&K))
-        goto fail;
-    const double *H = (const double *)hist->buf;
-    const double *T = (const double *)totals->buf;
-    const int64_t *NB = (const int64_t *)nbins->buf;
-    const uint8_t *MASK = mask->len ? (const uint8_t *)mask->buf : NULL;
-    int64_t *BEST = (int64_t *)best_b->buf;
-    double *BG = (double *)gain_b->buf, *LEFT = (double *)left_b->buf;
-    int64_t *FEAT = (int64_t *)feat_b->buf, *BIN = (int64_t *)bin_b->buf;
-    uint8_t *ML = (uint8_t *)ml_b->buf;
-    double mcs = (double)min_child;
-    if (!(cum = ka_malloc(&K, n_scratch, sizeof(double), "C*d*(S-1) + d*(S-1)*n_dir + 1")))
-        goto fail;
+    Py_ssize_t V = S - 1, ng = C - 2, n_cand = d * V * n_dir;
     double *g = cum + C * d * V;                       /* gains of one node, (d, V, n_dir) */
-    Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < k; i++) {
         const double *t = T + i * C;
         const double *Hi = H + i * C * d * S;
@@ -606,6 +561,64 @@ static PyObject *best_splits(PyObject *self, PyObject *args)
         int node_has_miss = n_cand && Hi[((C - 1) * d + bf) * S + V] > 0;   /* no feature: no read */
         ML[i] = node_has_miss ? (brest % n_dir == 1) : (li[C - 1] >= t[C - 1] - li[C - 1]);
     }
+}
+
+static PyObject *best_splits(PyObject *self, PyObject *args)
+{
+    PyObject *ohist, *ototals, *onbins, *omask, *obest, *ogain, *oleft, *ofeat, *obin, *oml;
+    Py_ssize_t k, C, d, S, n_dir, min_child;
+    double lam, min_hess, tie_rtol;
+    int nb_per_node;
+    if (!PyArg_ParseTuple(args, "OOOiOnnnnndddnOOOOOO", &ohist, &ototals, &onbins, &nb_per_node, &omask, &k, &C, &d,
+                          &S, &n_dir, &lam, &min_hess, &tie_rtol, &min_child, &obest, &ogain, &oleft, &ofeat, &obin,
+                          &oml))
+        return NULL;
+    /* Checks: the sizes (k >= 0, C >= 3, d >= 0, S >= 2, n_dir 1 or 2), hist (k*C*d*S),
+       totals (k*C), n_bins ((k*)d, only compared: no index) and mask (empty or k*d) with
+       their dtypes; the outputs written, disjoint, k entries each (left k*C). O(1). */
+    KA_CALL(K, "best_splits");
+    double *cum = NULL;
+    Py_buffer *hist, *totals, *nbins, *mask, *best_b, *gain_b, *left_b, *feat_b, *bin_b, *ml_b;
+    if (!(hist = ka_buffer(&K, "hist", ohist, KA_F64, KA_IN))
+        || !(totals = ka_buffer(&K, "totals", ototals, KA_F64, KA_IN))
+        || !(nbins = ka_buffer(&K, "n_bins", onbins, KA_I64, KA_IN))
+        || !(mask = ka_buffer(&K, "mask", omask, KA_FLAG, KA_IN))
+        || !(best_b = ka_buffer(&K, "best", obest, KA_I64, KA_OUT))
+        || !(gain_b = ka_buffer(&K, "best_gain", ogain, KA_F64, KA_OUT))
+        || !(left_b = ka_buffer(&K, "left", oleft, KA_F64, KA_OUT))
+        || !(feat_b = ka_buffer(&K, "feat", ofeat, KA_I64, KA_OUT))
+        || !(bin_b = ka_buffer(&K, "bin", obin, KA_I64, KA_OUT))
+        || !(ml_b = ka_buffer(&K, "miss_left", oml, KA_FLAG, KA_OUT)))
+        goto fail;
+    if (ka_at_least(&K, "k", k, 0) || ka_at_least(&K, "C", C, 3) || ka_at_least(&K, "d", d, 0)
+        || ka_at_least(&K, "S", S, 2) || ka_between(&K, "n_dir", n_dir, 1, 2))
+        goto fail;
+    Py_ssize_t per_node_hist = ka_mul(ka_mul(C, d), S);
+    Py_ssize_t V = S - 1, n_cand = ka_mul(ka_mul(d, V), n_dir);
+    /* scratch: cumulative sums (C, d, V) and one node's gains (n_cand), + 1 */
+    Py_ssize_t n_scratch = ka_add(ka_add(ka_mul(ka_mul(C, d), V), n_cand), 1);
+    if (ka_need(&K, hist, ka_mul(k, per_node_hist), "k*C*d*S")
+        || ka_need(&K, totals, ka_mul(k, C), "k*C")
+        || ka_need(&K, nbins, nb_per_node ? ka_mul(k, d) : d, nb_per_node ? "k*d" : "d")
+        || (mask->len && ka_need(&K, mask, ka_mul(k, d), "k*d (or empty: no mask)"))
+        || ka_need(&K, best_b, k, "k") || ka_need(&K, gain_b, k, "k") || ka_need(&K, left_b, ka_mul(k, C), "k*C")
+        || ka_need(&K, feat_b, k, "k") || ka_need(&K, bin_b, k, "k") || ka_need(&K, ml_b, k, "k")
+        || ka_disjoint(&K))
+        goto fail;
+    const double *H = (const double *)hist->buf;
+    const double *T = (const double *)totals->buf;
+    const int64_t *NB = (const int64_t *)nbins->buf;
+    const uint8_t *MASK = mask->len ? (const uint8_t *)mask->buf : NULL;
+    int64_t *BEST = (int64_t *)best_b->buf;
+    double *BG = (double *)gain_b->buf, *LEFT = (double *)left_b->buf;
+    int64_t *FEAT = (int64_t *)feat_b->buf, *BIN = (int64_t *)bin_b->buf;
+    uint8_t *ML = (uint8_t *)ml_b->buf;
+    double mcs = (double)min_child;
+    if (!(cum = ka_malloc(&K, n_scratch, sizeof(double), "C*d*(S-1) + d*(S-1)*n_dir + 1")))
+        goto fail;
+    Py_BEGIN_ALLOW_THREADS
+    best_splits_loop(H, T, NB, nb_per_node, MASK, k, C, d, S, n_dir, lam, min_hess, tie_rtol, mcs, cum, BEST, BG, LEFT,
+                     FEAT, BIN, ML);
     Py_END_ALLOW_THREADS
     free(cum);
     ka_release(&K);
