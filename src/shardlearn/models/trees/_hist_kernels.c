@@ -286,6 +286,46 @@ static int partition_args(ka_call *K, PyObject *ocol, PyObject *orows, PyObject 
     return ka_need(K, *tmp, ka_items(*rows), "len(rows)") || ka_disjoint(K) ? -1 : 0;
 }
 
+/* The stable in-place partition of partition() and partition_table(): rows whose code c has
+ * lut[c] = 1 first. Left rows are written back in place (the write position never passes
+ * the read position), right rows go to the scratch and are appended after: stable, no sort;
+ * branch-free, storing to both sides and advancing one (the side is unpredictable). Each
+ * row is checked against n before its code is read: at the first bad one the loop stops,
+ * *bad is its position (else -1), and rows is still a permutation of its input. */
+#if defined(__GNUC__) || defined(__clang__)
+#define COLD __attribute__((cold, noinline))
+#else
+#define COLD
+#endif
+
+/* partition_rows() at a bad row: append the right rows found so far, as at the end. */
+static COLD Py_ssize_t partition_stop(int64_t *r, const int64_t *t, Py_ssize_t nl, Py_ssize_t nr, Py_ssize_t i,
+                                      Py_ssize_t *bad)
+{
+    memcpy(r + nl, t, (size_t)nr * sizeof(int64_t));
+    *bad = i;
+    return nl;
+}
+
+static Py_ssize_t partition_rows(const uint8_t *c, Py_ssize_t n, int64_t *r, int64_t *t, Py_ssize_t m,
+                                 const uint8_t *lut, Py_ssize_t *bad)
+{
+    Py_ssize_t nl = 0, nr = 0;
+    *bad = -1;
+    for (Py_ssize_t i = 0; i < m; i++) {
+        int64_t row = r[i];
+        if (KA_UNLIKELY((uint64_t)row >= (uint64_t)n))
+            return partition_stop(r, t, nl, nr, i, bad);     /* (its own exit: none of its work in the loop) */
+        Py_ssize_t left = lut[c[row]];
+        r[nl] = row;
+        t[nr] = row;
+        nl += left;
+        nr += 1 - left;
+    }
+    memcpy(r + nl, t, (size_t)nr * sizeof(int64_t));
+    return nl;
+}
+
 static PyObject *partition(PyObject *self, PyObject *args)
 {
     PyObject *ocol, *orows, *otmp;
@@ -300,27 +340,19 @@ static PyObject *partition(PyObject *self, PyObject *args)
     const uint8_t *c = (const uint8_t *)col->buf;   /* one feature's codes of all local rows */
     int64_t *r = (int64_t *)rows->buf;              /* the node's rows, ascending */
     int64_t *t = (int64_t *)tmp->buf;               /* scratch for the right rows */
-    Py_ssize_t m = ka_items(rows), n = ka_items(col);
-    Py_ssize_t nl = 0, nr = 0, bad = -1;
-    missing_left = missing_left != 0;
+    Py_ssize_t m = ka_items(rows), n = ka_items(col), nl, bad;
+    /* "goes left" of every uint8 code (code <= thr, or the missing slot when missing_left),
+       as partition_table's table: one L1 load per row instead of two compares. With the
+       row check, 200k rows measured 12% slower than before with the compares, 15% faster
+       with the table (two memsets per call) */
+    uint8_t lut[256];
+    Py_ssize_t n_low = thr < 0 ? 0 : thr > 255 ? 256 : thr + 1;     /* codes 0 .. thr */
+    memset(lut, 1, (size_t)n_low);
+    memset(lut + n_low, 0, (size_t)(256 - n_low));
+    if (missing_left && miss_slot >= 0 && miss_slot < 256)
+        lut[miss_slot] = 1;
     Py_BEGIN_ALLOW_THREADS
-    /* left rows are written back in place (the write position never passes the read
-       position), right rows go to the scratch and are appended after: stable, no sort */
-    for (Py_ssize_t i = 0; i < m; i++) {
-        int64_t row = r[i];
-        if (KA_UNLIKELY((uint64_t)row >= (uint64_t)n)) {
-            bad = i;
-            break;
-        }
-        Py_ssize_t code = c[row];
-        int left = (code <= thr) | (missing_left & (code == miss_slot));  /* no branch */
-        /* branch-free: store to both sides, advance one (the side is unpredictable) */
-        r[nl] = row;
-        t[nr] = row;
-        nl += left;
-        nr += !left;
-    }
-    memcpy(r + nl, t, (size_t)nr * sizeof(int64_t));
+    nl = partition_rows(c, n, r, t, m, lut, &bad);
     Py_END_ALLOW_THREADS
     if (bad >= 0) {
         ka_index_error(&K, "rows", bad, r[bad], 0, n);
@@ -367,22 +399,9 @@ static PyObject *partition_table(PyObject *self, PyObject *args)
     const uint8_t *c = (const uint8_t *)col->buf;   /* one feature's codes of all local rows */
     int64_t *r = (int64_t *)rows->buf;              /* the node's rows */
     int64_t *t = (int64_t *)tmp->buf;               /* scratch for the right rows */
-    Py_ssize_t m = ka_items(rows), n = ka_items(col);
-    Py_ssize_t nl = 0, nr = 0, bad = -1;
+    Py_ssize_t m = ka_items(rows), n = ka_items(col), nl, bad;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < m; i++) {
-        int64_t row = r[i];
-        if (KA_UNLIKELY((uint64_t)row >= (uint64_t)n)) {
-            bad = i;
-            break;
-        }
-        Py_ssize_t left = lut[c[row]];
-        r[nl] = row;                               /* branch-free, as in partition() */
-        t[nr] = row;
-        nl += left;
-        nr += 1 - left;
-    }
-    memcpy(r + nl, t, (size_t)nr * sizeof(int64_t));
+    nl = partition_rows(c, n, r, t, m, lut, &bad);
     Py_END_ALLOW_THREADS
     if (bad >= 0) {
         ka_index_error(&K, "rows", bad, r[bad], 0, n);
