@@ -24,7 +24,13 @@
  * F-contiguous float32 / float64 matrices need no copy; a float32 value is widened to
  * double before the comparison, as NumPy's searchsorted does (float64 thresholds).
  *
- * Buffers (validated by the Python wrapper, sizes re-checked here):
+ * Arguments: bin_columns checks its buffers (dtype, X's matching is_f32, C-contiguity, byte
+ * lengths from overflow-checked sizes, outputs writable and disjoint) and s0, and raises
+ * TypeError / ValueError instead of reading or writing out of bounds (../_kernel_args.h:
+ * how, and why checked buffer protocol rather than Cython). O(d) per call: +0.02%
+ * instructions on 20k x 28, time within noise (11 us for 100 x 28, 43 ms for 400k x 28).
+ *
+ * Buffers (checked here):
  *   X: n*d values (float32 if is_f32 else float64) at X[i*rs + f*cs]
  *   table: (d, TABLE) float64; s0: (d,) int64, -1 = skip the feature (categorical: the
  *   wrapper fills it), 0 = no thresholds (every value code 0, NaN missing)
