@@ -887,7 +887,7 @@ fail:
 
 static PyMethodDef methods[] = {
     {"histogram", histogram, METH_VARARGS,
-     "histogram(codes_rm, n, d, channels_rm, cin, rows, all_rows, feats, S, acc, out, hess_is_count)"},
+     "histogram(codes_rm, n, d, channels_rm, cin, rows, all_rows, feats, S, acc, out, hess_is_count, with_count)"},
     {"partition", partition, METH_VARARGS,
      "partition(codes_of_feature, rows, scratch, thr_bin, missing_slot, missing_left) -> n_left"},
     {"partition_table", partition_table, METH_VARARGS,
