@@ -87,6 +87,26 @@
 DEFINE_BIN_BLOCK(bin_block_f64, double)
 DEFINE_BIN_BLOCK(bin_block_f32, float)
 
+/* The blocks of bin_columns() on checked arguments: a function of its own, so the search
+ * loops compile as they did before the checks were added in front of them (inline there,
+ * the same instructions ran 3-4% slower: 10.4 against 10.0 ms on 100k x 28 float32). */
+static void bin_loop(const void *X, Py_ssize_t n, Py_ssize_t d, Py_ssize_t rs, Py_ssize_t cs, int is_f32,
+                     const double *table, const int64_t *s0, uint8_t missing, uint8_t *out, uint8_t *nan_flags) {
+    uint8_t buf[BLOCK];
+    for (Py_ssize_t i0 = 0; i0 < n; i0 += BLOCK) {
+        Py_ssize_t i1 = i0 + BLOCK < n ? i0 + BLOCK : n;
+        for (Py_ssize_t f = 0; f < d; f++) {
+            if (s0[f] < 0) continue;
+            const double *t = table + f * TABLE;
+            int any_nan = is_f32
+                ? bin_block_f32((const float *)X + f * cs, rs, i0, i1, t, s0[f], missing, buf)
+                : bin_block_f64((const double *)X + f * cs, rs, i0, i1, t, s0[f], missing, buf);
+            if (any_nan) nan_flags[f] = 1;
+            memcpy(out + f * n + i0, buf, (size_t)(i1 - i0));
+        }
+    }
+}
+
 static PyObject *bin_columns(PyObject *self, PyObject *args) {
     PyObject *ox, *otable, *os0, *oout, *onan;
     Py_ssize_t n, d, rs, cs;
@@ -125,19 +145,7 @@ static PyObject *bin_columns(PyObject *self, PyObject *args) {
     }
     uint8_t *out = ob->buf, *nan_flags = nb->buf;
     Py_BEGIN_ALLOW_THREADS
-    uint8_t buf[BLOCK];
-    for (Py_ssize_t i0 = 0; i0 < n; i0 += BLOCK) {
-        Py_ssize_t i1 = i0 + BLOCK < n ? i0 + BLOCK : n;
-        for (Py_ssize_t f = 0; f < d; f++) {
-            if (s0[f] < 0) continue;
-            const double *t = table + f * TABLE;
-            int any_nan = is_f32
-                ? bin_block_f32((const float *)xb->buf + f * cs, rs, i0, i1, t, s0[f], (uint8_t)missing, buf)
-                : bin_block_f64((const double *)xb->buf + f * cs, rs, i0, i1, t, s0[f], (uint8_t)missing, buf);
-            if (any_nan) nan_flags[f] = 1;
-            memcpy(out + f * n + i0, buf, (size_t)(i1 - i0));
-        }
-    }
+    bin_loop(xb->buf, n, d, rs, cs, is_f32, table, s0, (uint8_t)missing, out, nan_flags);
     Py_END_ALLOW_THREADS
     result = Py_None;
     Py_INCREF(result);
