@@ -39,14 +39,16 @@
  *   - per call, acquiring the buffers with their formats: +70 ns (add_leaf_value, 2
  *     buffers) to +0.1-0.15 us (partition, histogram, 3-6 buffers), +0.25-0.4 us
  *     (best_splits, 10 buffers) and +0.4-0.9 us (predict_raw, 15 buffers, plus its pass
- *     and loop search over the nodes); against calls of 0.3-250 us, each behind several
- *     us of Python wrapper;
+ *     over the nodes); against calls of 0.3-250 us, each behind several us of Python
+ *     wrapper;
  *   - in the loops: histogram +1.5% instructions (a row check, 50k of 100k rows, d = 28,
- *     S = 256), +16% with S = 64 (then every code is checked too), time within noise
- *     (+-3%: the loop waits on memory); partition and partition_table +2 instructions per
- *     row, 187 us for 200k rows as before (partition, now table-driven: 290 -> 184 us);
- *     add_leaf_value +2 instructions per row (~+6% of ~90 us per 200k rows); best_splits
- *     +0.14% instructions, predict_raw +0.16% (20 trees of 61 nodes, 20k rows).
+ *     S = 256), +16% with S = 64 (then every code is checked too, 3-6% slower); partition
+ *     and partition_table +2 instructions per row, 187 us for 200k rows as before
+ *     (partition, now table-driven: 290 -> 184 us); add_leaf_value +2 instructions per
+ *     row (within noise, ~85 us per 200k rows);
+ *     best_splits +0.14% instructions, same time; predict_raw's pass over the nodes, ~2-3
+ *     ns per node (+1-1.4% for 100 trees of 61 nodes on 2000 rows, less on more rows);
+ *     histogram's loops, recompiled per case, as fast as before or faster (see there).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -845,7 +847,17 @@ static PyObject *predict_raw(PyObject *self, PyObject *args)
     int64_t *idx = (int64_t *)idx_b->buf, *tmp = (int64_t *)tmp_b->buf, *stack = (int64_t *)stack_b->buf;
     if (ka_check_range(&K, "roots", ro, T, 0, n_nodes) || (n_out == 1 && ka_check_range(&K, "cols", co, T, 0, n_cols)))
         goto fail;
+    /* one branch-free pass (leaves and splits alternate: a branch per node mispredicts),
+       then, only if it found something, the pass that says what */
+    int64_t bad = 0, backward = 0;       /* backward: a child at or before its parent */
+    int64_t check_cat = ci != NULL && cat_bytes > 0;
     for (Py_ssize_t i = 0; i < n_nodes; i++) {
+        int64_t split = fe[i] >= 0;
+        bad |= split & ((fe[i] >= d) | ((uint64_t)lf[i] >= (uint64_t)n_nodes)
+                        | ((uint64_t)rt[i] >= (uint64_t)n_nodes) | (check_cat & (ci[check_cat ? i : 0] >= n_cat)));
+        backward |= split & ((lf[i] <= i) | (rt[i] <= i));
+    }
+    for (Py_ssize_t i = 0; i < n_nodes && bad; i++) {
         if (fe[i] < 0)
             continue;                                     /* a leaf: only its value is read */
         if (fe[i] >= d) {
@@ -862,7 +874,13 @@ static PyObject *predict_raw(PyObject *self, PyObject *args)
             goto fail;
         }
     }
-    if (has_cycle(&K, fe, lf, rt, n_nodes))
+    if (bad) {                           /* (not reached: the second pass names the culprit) */
+        PyErr_SetString(PyExc_ValueError, "predict_raw: tree arrays out of range");
+        goto fail;
+    }
+    /* children after their parents (as the grower stores them) cannot loop: indices grow
+       along every path; otherwise search the links for a loop */
+    if (backward && has_cycle(&K, fe, lf, rt, n_nodes))
         goto fail;
     int malformed = 0;                   /* (a stack too small for the tree) */
     Py_BEGIN_ALLOW_THREADS
