@@ -850,13 +850,15 @@ static PyObject *predict_raw(PyObject *self, PyObject *args)
     /* one branch-free pass (leaves and splits alternate: a branch per node mispredicts),
        then, only if it found something, the pass that says what */
     int64_t bad = 0, backward = 0;       /* backward: a child at or before its parent */
-    int64_t check_cat = ci != NULL && cat_bytes > 0;
     for (Py_ssize_t i = 0; i < n_nodes; i++) {
         int64_t split = fe[i] >= 0;
         bad |= split & ((fe[i] >= d) | ((uint64_t)lf[i] >= (uint64_t)n_nodes)
-                        | ((uint64_t)rt[i] >= (uint64_t)n_nodes) | (check_cat & (ci[check_cat ? i : 0] >= n_cat)));
+                        | ((uint64_t)rt[i] >= (uint64_t)n_nodes));
         backward |= split & ((lf[i] <= i) | (rt[i] <= i));
     }
+    if (ci && cat_bytes > 0)             /* cat_bytes 0: no bit is ever read */
+        for (Py_ssize_t i = 0; i < n_nodes; i++)
+            bad |= (fe[i] >= 0) & (ci[i] >= n_cat);
     for (Py_ssize_t i = 0; i < n_nodes && bad; i++) {
         if (fe[i] < 0)
             continue;                                     /* a leaf: only its value is read */
