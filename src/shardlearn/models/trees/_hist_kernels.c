@@ -47,7 +47,7 @@
  *     (partition, now table-driven: 290 -> 184 us); add_leaf_value +2 instructions per
  *     row (within noise, ~85 us per 200k rows);
  *     best_splits +0.14% instructions, same time; predict_raw's pass over the nodes, ~2-3
- *     ns per node (+1-1.4% for 100 trees of 61 nodes on 2000 rows, less on more rows);
+ *     ns per node (+1-2% for 100 trees of 61 nodes on 2000 rows, less on more rows);
  *     histogram's loops, recompiled per case, as fast as before or faster (see there).
  */
 #define PY_SSIZE_T_CLEAN
