@@ -19,10 +19,13 @@ COMPILE_ARGS = ["-O3", "-std=c99", "-ffp-contract=fast"]
 
 
 def kernel_extensions():
+    # the headers the kernels include (_kernel_args.h: their argument checks): a changed
+    # header rebuilds them, and setuptools ships these `depends` in the sdist
+    headers = [h.relative_to(ROOT).as_posix() for h in sorted((ROOT / "src").glob("shardlearn/**/_*.h"))]
     exts = []
     for source in sorted((ROOT / "src").glob("shardlearn/**/_*_kernels.c")):
         module = ".".join(source.relative_to(ROOT / "src").with_suffix("").parts)
-        exts.append(Extension(module, [source.relative_to(ROOT).as_posix()],
+        exts.append(Extension(module, [source.relative_to(ROOT).as_posix()], depends=headers,
                               extra_compile_args=COMPILE_ARGS, optional=True))
     return exts
 

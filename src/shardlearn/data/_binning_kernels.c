@@ -24,7 +24,13 @@
  * F-contiguous float32 / float64 matrices need no copy; a float32 value is widened to
  * double before the comparison, as NumPy's searchsorted does (float64 thresholds).
  *
- * Buffers (validated by the Python wrapper, sizes re-checked here):
+ * Arguments: bin_columns checks its buffers (dtype, X's matching is_f32, C-contiguity, byte
+ * lengths from overflow-checked sizes, outputs writable and disjoint) and s0, and raises
+ * TypeError / ValueError instead of reading or writing out of bounds (../_kernel_args.h:
+ * how, and why checked buffer protocol rather than Cython). O(d) per call: +0.02%
+ * instructions on 20k x 28, time within noise (11 us for 100 x 28, 43 ms for 400k x 28).
+ *
+ * Buffers (checked here):
  *   X: n*d values (float32 if is_f32 else float64) at X[i*rs + f*cs]
  *   table: (d, TABLE) float64; s0: (d,) int64, -1 = skip the feature (categorical: the
  *   wrapper fills it), 0 = no thresholds (every value code 0, NaN missing)
@@ -35,6 +41,8 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "../_kernel_args.h"
 
 #define TABLE 255
 #define BLOCK 512
@@ -79,37 +87,11 @@
 DEFINE_BIN_BLOCK(bin_block_f64, double)
 DEFINE_BIN_BLOCK(bin_block_f32, float)
 
-static PyObject *bin_columns(PyObject *self, PyObject *args) {
-    Py_buffer xb, tb, sb, ob, nb;
-    Py_ssize_t n, d, rs, cs;
-    int is_f32, missing;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "y*nnnnpy*y*iw*w*", &xb, &n, &d, &rs, &cs, &is_f32, &tb, &sb, &missing,
-                          &ob, &nb))
-        return NULL;
-    PyObject *result = NULL;
-    Py_ssize_t itemsize = is_f32 ? 4 : 8;
-    /* the largest element index read is (n-1)*rs + (d-1)*cs; check it fits the buffer
-       (strides are non-negative: the wrapper passes C- or F-ordered views) */
-    if (n < 0 || d < 0 || rs < 0 || cs < 0 || missing < 0 || missing > 255
-        || (n > 0 && (d > PY_SSIZE_T_MAX / n || rs > PY_SSIZE_T_MAX / 16 / n))   /* no overflow below */
-        || (d > 0 && (d > PY_SSIZE_T_MAX / TABLE / 8 || cs > PY_SSIZE_T_MAX / 16 / d))
-        || (n > 0 && d > 0 && ((n - 1) * rs + (d - 1) * cs + 1) * itemsize > xb.len)
-        || tb.len < (Py_ssize_t)sizeof(double) * d * TABLE || sb.len < (Py_ssize_t)sizeof(int64_t) * d
-        || ob.len < n * d || nb.len < d) {
-        PyErr_SetString(PyExc_ValueError, "bin_columns: buffer sizes do not match the shapes");
-        goto done;
-    }
-    const double *table = tb.buf;
-    const int64_t *s0 = sb.buf;
-    for (Py_ssize_t f = 0; f < d; f++) {
-        if (s0[f] > 128 || (s0[f] & (s0[f] - 1) && s0[f] > 0)) {  /* 2 * s0 - 1 must fit TABLE */
-            PyErr_SetString(PyExc_ValueError, "bin_columns: s0 must be -1, 0 or a power of two <= 128");
-            goto done;
-        }
-    }
-    uint8_t *out = ob.buf, *nan_flags = nb.buf;
-    Py_BEGIN_ALLOW_THREADS
+/* The blocks of bin_columns() on checked arguments: a function of its own, so the search
+ * loops compile as they did before the checks were added in front of them (inline there,
+ * the same instructions ran 3-4% slower: 10.4 against 10.0 ms on 100k x 28 float32). */
+static void bin_loop(const void *X, Py_ssize_t n, Py_ssize_t d, Py_ssize_t rs, Py_ssize_t cs, int is_f32,
+                     const double *table, const int64_t *s0, uint8_t missing, uint8_t *out, uint8_t *nan_flags) {
     uint8_t buf[BLOCK];
     for (Py_ssize_t i0 = 0; i0 < n; i0 += BLOCK) {
         Py_ssize_t i1 = i0 + BLOCK < n ? i0 + BLOCK : n;
@@ -117,21 +99,58 @@ static PyObject *bin_columns(PyObject *self, PyObject *args) {
             if (s0[f] < 0) continue;
             const double *t = table + f * TABLE;
             int any_nan = is_f32
-                ? bin_block_f32((const float *)xb.buf + f * cs, rs, i0, i1, t, s0[f], (uint8_t)missing, buf)
-                : bin_block_f64((const double *)xb.buf + f * cs, rs, i0, i1, t, s0[f], (uint8_t)missing, buf);
+                ? bin_block_f32((const float *)X + f * cs, rs, i0, i1, t, s0[f], missing, buf)
+                : bin_block_f64((const double *)X + f * cs, rs, i0, i1, t, s0[f], missing, buf);
             if (any_nan) nan_flags[f] = 1;
             memcpy(out + f * n + i0, buf, (size_t)(i1 - i0));
         }
     }
+}
+
+static PyObject *bin_columns(PyObject *self, PyObject *args) {
+    PyObject *ox, *otable, *os0, *oout, *onan;
+    Py_ssize_t n, d, rs, cs;
+    int is_f32, missing;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OnnnnpOOiOO", &ox, &n, &d, &rs, &cs, &is_f32, &otable, &os0, &missing, &oout,
+                          &onan))
+        return NULL;
+    /* Checks (O(d) per call): X float32 or float64 as is_f32 says, C-contiguous, holding the
+       largest element read, (n-1)*rs + (d-1)*cs (strides are non-negative: the wrapper
+       passes C- or F-ordered views); table (d*TABLE float64), s0 (d int64, each -1, 0 or a
+       power of two <= 128: the search then reads t[0 .. 2*s0 - 2] < TABLE); out (n*d uint8)
+       and nan_flags (d) written and disjoint; 0 <= missing <= 255. */
+    KA_CALL(K, "bin_columns");
+    PyObject *result = NULL;
+    Py_buffer *xb, *tb, *sb, *ob, *nb;
+    if (!(xb = ka_buffer(&K, "X", ox, is_f32 ? KA_F32 : KA_F64, KA_IN))
+        || !(tb = ka_buffer(&K, "table", otable, KA_F64, KA_IN)) || !(sb = ka_buffer(&K, "s0", os0, KA_I64, KA_IN))
+        || !(ob = ka_buffer(&K, "out", oout, KA_U8, KA_OUT)) || !(nb = ka_buffer(&K, "nan_flags", onan, KA_FLAG, KA_OUT)))
+        goto done;
+    if (ka_at_least(&K, "n", n, 0) || ka_at_least(&K, "d", d, 0) || ka_at_least(&K, "rs", rs, 0)
+        || ka_at_least(&K, "cs", cs, 0) || ka_between(&K, "missing", missing, 0, 255)
+        || (n > 0 && d > 0
+            && ka_need(&K, xb, ka_add(ka_add(ka_mul(n - 1, rs), ka_mul(d - 1, cs)), 1), "(n-1)*rs + (d-1)*cs + 1"))
+        || ka_need(&K, tb, ka_mul(d, TABLE), "d*255") || ka_need(&K, sb, d, "d") || ka_need(&K, ob, ka_mul(n, d), "n*d")
+        || ka_need(&K, nb, d, "d") || ka_disjoint(&K))
+        goto done;
+    const double *table = tb->buf;
+    const int64_t *s0 = sb->buf;
+    for (Py_ssize_t f = 0; f < d; f++) {
+        if (s0[f] > 128 || (s0[f] & (s0[f] - 1) && s0[f] > 0)) {  /* 2 * s0 - 1 must fit TABLE */
+            PyErr_Format(PyExc_ValueError, "bin_columns: s0: s0 must be -1, 0 or a power of two <= 128, got %lld "
+                         "at %zd", (long long)s0[f], f);
+            goto done;
+        }
+    }
+    uint8_t *out = ob->buf, *nan_flags = nb->buf;
+    Py_BEGIN_ALLOW_THREADS
+    bin_loop(xb->buf, n, d, rs, cs, is_f32, table, s0, (uint8_t)missing, out, nan_flags);
     Py_END_ALLOW_THREADS
     result = Py_None;
     Py_INCREF(result);
 done:
-    PyBuffer_Release(&xb);
-    PyBuffer_Release(&tb);
-    PyBuffer_Release(&sb);
-    PyBuffer_Release(&ob);
-    PyBuffer_Release(&nb);
+    ka_release(&K);
     return result;
 }
 
