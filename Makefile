@@ -25,7 +25,7 @@ help:
 setup: $(VENV)/.installed
 
 # re-install when the package metadata or a C kernel changes (pip builds the kernels)
-KERNELS := $(shell find src -name '_*_kernels.c')
+KERNELS := $(shell find src -name '_*_kernels.c' -o -name '_kernel_args.h')
 $(VENV)/.installed: pyproject.toml setup.py $(KERNELS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip

@@ -28,7 +28,7 @@ import pytest
 
 from shardlearn.backend import compiled_kernels
 
-MODULES = {"kmeans": compiled_kernels("models._kmeans_kernels"),
+MODULES = {"kmeans": compiled_kernels("models.kmeans._kmeans_kernels"),
            "hist": compiled_kernels("models.trees._hist_kernels"),
            "cat": compiled_kernels("models.trees._cat_kernels"),
            "binning": compiled_kernels("data._binning_kernels")}

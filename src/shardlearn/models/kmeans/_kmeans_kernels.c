@@ -11,7 +11,7 @@
  *       computes the dot products itself, 4 rows x TILE centers at a time held in
  *       vector registers, so the distance matrix never exists. For small k*d the
  *       BLAS GEMM of a narrow (k-column) product runs far below the machine's peak
- *       and this is faster; kmeans.py picks the form (the measurements are there).
+ *       and this is faster; _lloyd.py picks the form (bench/kmeans.md has the measurements).
  *       ct is (-2 C)^T padded to kp = a multiple of TILE columns with zeros, cc is
  *       padded with +inf, so padded centers never win.
  *
@@ -30,10 +30,10 @@
  *
  * Arguments: each entry point checks the dtypes, contiguity and lengths of its buffers
  * against r, k (kp) and d before the loop runs, and raises TypeError / ValueError instead
- * of reading or writing out of bounds (../_kernel_args.h says how, and why this is checked
+ * of reading or writing out of bounds (../../_kernel_args.h says how, and why this is checked
  * buffer protocol rather than Cython). The checks are O(1) per call (+ the < TILE padding
  * entries of cc), +0.1-0.2 us on a call of a 256-row chunk (9.1 us tiled, 256 x 32, k =
- * 16; 5.1 us GEMM form, 256 x 64, k = 64), with chunks of ~2 MiB in kmeans.py; the loops
+ * 16; 5.1 us GEMM form, 256 x 64, k = 64), with chunks of ~2 MiB (_data.py); the loops
  * are their own functions and unchanged.
  */
 #define PY_SSIZE_T_CLEAN
@@ -42,7 +42,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "../_kernel_args.h"
+#include "../../_kernel_args.h"
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #include <immintrin.h>
 #endif
@@ -278,7 +278,7 @@ static int use_avx2(void)
  * < k, so sums needs k*d and counts k; the tiled form is given only the padded kp, so its k
  * is taken from counts (k = min(len(counts), kp)) and cc[k:kp] must be +inf, which no
  * distance beats (dist + inf is inf or NaN, never < the running minimum): labels stay < k.
- * Without accumulate sums and counts are not touched (kmeans.py then passes one small
+ * Without accumulate sums and counts are not touched (_lloyd.py then passes one small
  * array as both). All of it is O(1) per call, plus the < TILE padding entries. */
 #define DEFINE_WRAPPER(NAME, KIND, TILED, TILE, LOOP_AVX2, LOOP_BASE)                    \
     static PyObject *NAME(PyObject *self, PyObject *args)                              \
