@@ -82,9 +82,9 @@ PREDICT = r"""
 import json, sys, time, h5py, numpy as np
 from sklearn.metrics import roc_auc_score
 from shardlearn.runtime import init
-from shardlearn.models.trees.gbdt import load_estimator
+from shardlearn.models.io import load_estimator
 ctx = init(verbose=False)
-est = load_estimator(sys.argv[1], ctx).est
+est = load_estimator(sys.argv[1], ctx)
 with h5py.File(sys.argv[2]) as h:
     X, y = h["X"][:], h["y"][:]
 ts = []

@@ -86,19 +86,19 @@ def ours(d: Path, nprocs: int, trees: int, categorical: bool, tag: str) -> dict:
 def auc_of_model(model: str, Xte, yte) -> float:
     from sklearn.metrics import roc_auc_score
 
-    from shardlearn.models.trees.gbdt import load_estimator
+    from shardlearn.models.io import load_estimator
     from shardlearn.runtime import init
 
-    est = load_estimator(model, init(topology="native", verbose=False)).est
+    est = load_estimator(model, init(topology="native", verbose=False))
     return float(roc_auc_score(yte, est.predict_proba(Xte)[:, 1]))
 
 
 def predict_rates(model: str, Xte, lgb_model, threads: int) -> dict:
     """Rows per second of predict_proba on Xte: ours compiled, ours NumPy, LightGBM."""
-    from shardlearn.models.trees.gbdt import load_estimator
+    from shardlearn.models.io import load_estimator
     from shardlearn.runtime import init
 
-    est = load_estimator(model, init(topology="native", verbose=False)).est
+    est = load_estimator(model, init(topology="native", verbose=False))
 
     def rate(fn):
         ts = []
