@@ -11,6 +11,7 @@ reader's own cost (HDF5 hyperslab copy + NaN/inf validation), not the disk.
 """
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -60,6 +61,9 @@ def main():
     ctx = init(verbose=True)
     comm = ctx.mpi_comm
     out = f"{a.dir}/blobs-{a.rows}x{a.features}"
+    if ctx.rank == 0:
+        os.makedirs(a.dir, exist_ok=True)  # make-data creates the dataset, not its parent
+    comm.Barrier()
     make = [synth.make_data("blobs", a.rows, a.features, out, ctx, seed=0, dtype="float64",
                             centers=16)["rows_per_second_per_rank"] for _ in range(a.repeats)]
     res = {"ranks": ctx.size, "rows": a.rows, "features": a.features,
