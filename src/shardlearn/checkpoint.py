@@ -32,6 +32,7 @@ import time
 import numpy as np
 
 from .errors import ShardlearnError, TrainingInterrupted
+from .persist import jsonable
 from .util import faults, signals
 from .util.files import atomic_path, remove_stale_temps
 
@@ -171,8 +172,8 @@ class Checkpoint:
             with h5py.File(tmp, "w") as h:
                 h.attrs.update({"checkpoint_format": FORMAT_VERSION, "estimator": self.estimator,
                                 "params_hash": self.params_hash, "data_hash": self.data_hash,
-                                "params": json.dumps(self._params, default=_jsonable),
-                                "data": json.dumps(self._desc, default=_jsonable), "step": int(step),
+                                "params": json.dumps(self._params, default=jsonable),
+                                "data": json.dumps(self._desc, default=jsonable), "step": int(step),
                                 "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
                 _write_state(h.create_group("state"), state)
         _fsync_dir(self.directory)
@@ -219,7 +220,7 @@ def _write_state(g, state: dict) -> None:
             g.create_dataset(k, data=v)
         else:
             meta[k] = v
-    g.attrs["json"] = json.dumps(meta, default=_jsonable)
+    g.attrs["json"] = json.dumps(meta, default=jsonable)
 
 
 def _read_state(g) -> dict:
@@ -232,22 +233,14 @@ def _read_state(g) -> dict:
 
 
 def _hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=_jsonable).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=jsonable).encode()).hexdigest()[:16]
 
 
 def _diff(old: dict, new: dict) -> str:
     keys = sorted(set(old) | set(new), key=str)
     changed = [f"{k}: {old.get(k)!r} then, {new.get(k)!r} now" for k in keys
-               if json.dumps(old.get(k), default=_jsonable) != json.dumps(new.get(k), default=_jsonable)]
+               if json.dumps(old.get(k), default=jsonable) != json.dumps(new.get(k), default=jsonable)]
     return "; ".join(changed[:3]) or "details differ"
-
-
-def _jsonable(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def _fsync_dir(directory: str) -> None:

@@ -77,8 +77,8 @@ def save_model(path: str, estimator: str, arrays: dict, params: dict, info: dict
         with h5py.File(tmp, "w") as h:
             h.attrs["shardlearn_format"] = FORMAT_VERSION
             h.attrs["estimator"] = estimator
-            h.attrs["params"] = json.dumps(params, default=_jsonable)
-            h.attrs["info"] = json.dumps(info or {}, default=_jsonable)
+            h.attrs["params"] = json.dumps(params, default=jsonable)
+            h.attrs["info"] = json.dumps(info or {}, default=jsonable)
             h.attrs["provenance"] = json.dumps(provenance())
             _write_group(h, arrays)
 
@@ -118,7 +118,7 @@ def write_json(path: str, obj: dict) -> None:
     with atomic_path(path) as tmp:
         faults.check("save")
         with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, default=_jsonable)
+            json.dump(obj, f, indent=2, default=jsonable)
             f.write("\n")
 
 
@@ -182,7 +182,8 @@ def _version() -> str:
     return __version__
 
 
-def _jsonable(o):
+def jsonable(o):
+    """``json.dumps(..., default=jsonable)``: NumPy scalars and arrays as Python values."""
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, np.ndarray):
