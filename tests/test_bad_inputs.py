@@ -799,8 +799,8 @@ def _params():
                 continue
             xfail = case.xfail and P in case.xfail_ps
             marks = [pytest.mark.xfail(strict=True, reason=case.xfail)] if xfail else []
-            if P == 3:
-                marks.append(pytest.mark.slow)  # 3 ranks on a 2-core machine: the slowest batch
+            if P > 1:
+                marks.append(pytest.mark.slow)  # test-fast: P=1 only; make test runs P=2 and 3 too
             yield pytest.param(i, P, id=f"P{P}: {case.id}", marks=marks)
 
 
@@ -811,7 +811,7 @@ def test_case(corpus, index, P):
     assert not problems, " || ".join(problems)
 
 
-@pytest.mark.parametrize("P", [pytest.param(P, marks=[pytest.mark.slow] if P == 3 else []) for P in PS])
+@pytest.mark.parametrize("P", [pytest.param(P, marks=[pytest.mark.slow] if P > 1 else []) for P in PS])
 def test_nothing_left_behind_and_inputs_untouched(corpus, P):
     records, paths = corpus.run(P)
     known = {os.path.relpath(out, paths["e"]) for case in CASES if case.xfail and P in case.xfail_ps
