@@ -156,6 +156,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--work", default=str(HERE / "results" / "trees"))
     ap.add_argument("--out", default=str(HERE / "trees.md"))
+    ap.add_argument("--json-out", default=str(HERE / "results" / "trees.json"))
     a = ap.parse_args()
     d = Path(a.work)
     d.mkdir(parents=True, exist_ok=True)
@@ -179,8 +180,8 @@ def main():
     pred["predict_seconds_numpy"] = pred_np["predict_seconds"]
     print("predict", pred, flush=True)
     res = {"args": vars(a), "runs": runs, "ours_predict": pred, "same_trees": same}
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "trees.json").write_text(json.dumps(res, indent=1))
+    Path(a.json_out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.json_out).write_text(json.dumps(res, indent=1))
     write_md(a, runs, pred, same)
 
 

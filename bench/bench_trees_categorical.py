@@ -130,6 +130,8 @@ def main():
     ap.add_argument("--np", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--dir", default=str(ROOT / "data" / "bench-trees-categorical"))
+    ap.add_argument("--out", default=str(HERE / "trees_categorical.md"))
+    ap.add_argument("--json-out", default=str(HERE / "results" / "trees_categorical.json"))
     ap.add_argument("--data-only", action="store_true",
                     help="only write DIR/train.h5 and DIR/test.h5 (categorical columns 10 and 11), e.g. for the demo")
     args = ap.parse_args()
@@ -167,8 +169,8 @@ def main():
     out = {"rows": args.rows, "trees": args.trees, "np": args.np, "repeats": args.repeats, "fit_median": med,
            "fits": {k: [r["fit"] for r in v] for k, v in runs.items()}, "auc": auc, "phases": phases, "predict_rows_per_s": pred,
            "load": load}
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "trees_categorical.json").write_text(json.dumps(out, indent=1))
+    Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json_out).write_text(json.dumps(out, indent=1))
     ms = 1e3 / args.trees
     lines = [
         "# Trees benchmark: categorical features vs LightGBM", "",
@@ -192,7 +194,7 @@ def main():
               f"{pred['c']:,.0f}, shardlearn NumPy path {pred['numpy']:,.0f}, LightGBM ({args.np} threads) "
               f"{pred['lgb']:,.0f}; compiled / LightGBM = {pred['c'] / pred['lgb']:.2f}x."]
     lines += ["", "All fits (s): " + json.dumps({k: [round(x, 2) for x in v] for k, v in out["fits"].items()})]
-    (HERE / "trees_categorical.md").write_text("\n".join(lines) + "\n")
+    Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
