@@ -11,7 +11,7 @@ export HYDRA_IFACE ?= lo
 MPIRUN := $(BIN)/mpiexec
 SL     := $(BIN)/shardlearn
 
-.PHONY: setup demo test test-fast data bench lint clean help
+.PHONY: setup demo test test-fast data bench bench-quick lint clean help
 
 help:
 	@echo "make demo   - set up, generate data, train on $(NP) ranks (NP=4 make demo for more)"
@@ -19,6 +19,7 @@ help:
 	@echo "make setup  - create $(VENV) with mpi4py, numpy, h5py and the MPICH wheel"
 	@echo "make data   - generate the demo datasets under data/"
 	@echo "make bench  - benchmarks against scikit-learn / LightGBM / XGBoost (bench/README.md)"
+	@echo "make bench-quick - every benchmark end to end on tiny sizes (~1 min), outputs in a temp dir"
 	@echo "make lint   - byte-compile and check style"
 	@echo "make clean  - remove generated data, runs and caches (keeps $(VENV))"
 
@@ -66,6 +67,10 @@ test-fast: setup
 bench: setup
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python bench/run_all.py
+
+# a smoke run, not a measurement: the committed bench/*.md reports are not touched
+bench-quick: setup
+	$(BIN)/python bench/run_all.py --quick
 
 lint: setup
 	$(BIN)/python -m pip install -q ruff

@@ -105,6 +105,7 @@ def main():
     ap.add_argument("--rows", type=int, default=800_000)
     ap.add_argument("--np", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--json-out", default=str(HERE / "results" / "binning.json"))
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
@@ -126,8 +127,8 @@ def main():
           + " after " + str([round(v * 1e3) for v in res["times"]["after"]]))
     for k, v in res["parts"].items():
         print(f"  after, rank 0: {k} {v * 1e3:.0f} ms")
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "binning.json").write_text(json.dumps(res, indent=1))
+    Path(a.json_out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.json_out).write_text(json.dumps(res, indent=1))
     return 0 if res["same"] else 1
 
 

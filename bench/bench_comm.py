@@ -180,9 +180,11 @@ def main(argv=None) -> int:
     ap.add_argument("--reuse", default="",
                     help="world sizes whose figures are read back from bench/results/comm-P*.json "
                          "instead of measured again (e.g. to rerun only P=4 when the machine is quiet)")
+    ap.add_argument("--results", default=str(HERE / "results"),
+                    help="directory of the per-run JSON figures (comm-P*.json)")
     args = ap.parse_args(argv)
-    res_dir = HERE / "results"
-    res_dir.mkdir(exist_ok=True)
+    res_dir = Path(args.results)
+    res_dir.mkdir(parents=True, exist_ok=True)
     results, loads, whens = {}, [], []
     reuse = {int(p) for p in args.reuse.split(",") if p}
     for nprocs in [int(p) for p in args.ranks.split(",")]:

@@ -171,15 +171,15 @@ def worker_limits(a) -> None:
     ctx = init(threads=a.threads, verbose=False)
     out = {"ranks": ctx.size}
     for dt in ("float64", "float32"):
-        A = np.random.default_rng(ctx.rank).standard_normal((2048, 2048)).astype(dt)
+        A = np.random.default_rng(ctx.rank).standard_normal((a.limits_size, a.limits_size)).astype(dt)
         best = 1e9
         for _ in range(3):
             ctx.mpi_comm.Barrier()
             t = time.perf_counter()
             A @ A
             best = min(best, float(ctx.coll.allreduce(np.array([time.perf_counter() - t]), op="max")[0]))
-        out[f"gemm_gflops_{dt}"] = ctx.size * 2 * 2048 ** 3 / best / 1e9
-    big = np.ones(256 * 2 ** 20 // 8)
+        out[f"gemm_gflops_{dt}"] = ctx.size * 2 * a.limits_size ** 3 / best / 1e9
+    big = np.ones(8 * a.limits_size ** 2)
     best = 1e9
     for _ in range(5):
         ctx.mpi_comm.Barrier()
@@ -213,6 +213,10 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--inits", action="store_true", help="also time k-means++ / k-means|| fits")
     p.add_argument("--quick", action="store_true", help="only the 200k x 64 case")
+    p.add_argument("--cases", help="data sets as NxDkK, comma-separated (default: "
+                   + ",".join(f"{n}x{d}k{k}" for n, d, k in CASES) + ")")
+    p.add_argument("--limits-size", type=int, default=2048,
+                   help="machine floors: n x n GEMM, read bandwidth over 64 n^2 bytes (2048: 256 MiB)")
     p.add_argument("--data-dir", default="/tmp/shardlearn-bench-kmeans")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "kmeans.json"))
     a = p.parse_args()
@@ -222,14 +226,17 @@ def main() -> None:
 
     ddir = Path(a.data_dir)
     ddir.mkdir(parents=True, exist_ok=True)
-    cmd = [mpiexec(), "-n", "2", sys.executable, __file__, "--worker", "limits"]
+    cmd = [mpiexec(), "-n", "2", sys.executable, __file__, "--worker", "limits", "--limits-size", str(a.limits_size)]
     limits2 = result(subprocess.run(cmd, capture_output=True, text=True, env=env(1), timeout=600))
     cmd[2] = "1"
     limits1 = result(subprocess.run(cmd, capture_output=True, text=True, env=env(1), timeout=600))
     print(f"machine, 2 ranks x 1 thread: {json.dumps(limits2)}\n         1 rank x 1 thread: {json.dumps(limits1)}",
           flush=True)
     rows = []
-    for n, d, k in CASES[1:] if a.quick else CASES:
+    cases = CASES[1:] if a.quick else CASES
+    if a.cases:
+        cases = [tuple(int(v) for v in c.replace("k", "x").split("x")) for c in a.cases.split(",")]
+    for n, d, k in cases:
         for dt in ("float64", "float32"):
             path = ddir / f"blobs_{n}x{d}_k{k}_{dt}.h5"
             make_data(path, n, d, k, dt)
