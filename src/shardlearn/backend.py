@@ -28,8 +28,18 @@ def get_xp(device: str = "cpu"):
     raise ShardlearnError(f"unknown device {device!r}: choose cpu or gpu")
 
 
+def gpu_for(local_rank: int, n_gpus: int) -> int:
+    """The GPU a rank binds to: ``local_rank % n_gpus`` (``n_gpus`` >= 1, this node's count).
+
+    Pure arithmetic, so the per-node binding is testable without CuPy or GPUs.
+    """
+    if n_gpus < 1:
+        raise ValueError(f"n_gpus must be >= 1, got {n_gpus}")
+    return local_rank % n_gpus
+
+
 def bind_gpu(local_rank: int) -> int:
-    """Bind this process to GPU ``local_rank % n_gpus``; return the device id."""
+    """Bind this process to GPU ``gpu_for(local_rank, n_gpus)``; return the device id."""
     import cupy
 
     try:
@@ -39,7 +49,7 @@ def bind_gpu(local_rank: int) -> int:
     if n == 0:  # pragma: no cover - depends on the machine
         raise ShardlearnError("--device gpu: no CUDA device is visible on this node "
                               "(check CUDA_VISIBLE_DEVICES and the job's GPU request)")
-    dev = local_rank % n
+    dev = gpu_for(local_rank, n)
     cupy.cuda.Device(dev).use()
     return dev
 
