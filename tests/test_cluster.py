@@ -183,23 +183,34 @@ def test_collectives_match_numpy_and_agree_across_ranks(probes, layout):
     assert not bad, bad[:20]
 
 
-def test_ring_and_tree_collectives_are_the_same_bits_on_2x2_and_1x4(probes):
-    two, one = by_key(probes[(2, 2)]["coll"]), by_key(probes[(4,)]["coll"])
-    assert two.keys() == one.keys()
-    for key in two:
+@pytest.mark.parametrize("layout", [lay for lay in LAYOUTS if lay != (4,)], ids=hosts)
+def test_ring_and_tree_collectives_are_the_same_bits_as_on_one_node(probes, layout):
+    """Ring and tree fix the summation order by rank: the node layout cannot change it."""
+    many, one = by_key(probes[layout]["coll"]), by_key(probes[(4,)]["coll"])
+    assert many.keys() == one.keys()
+    for key in many:
         if key.split("/")[0] in ("ring", "tree"):
-            assert two[key][0][1] == one[key][0][1], key
+            assert many[key][0][1] == one[key][0][1], key
 
 
-def test_report_native_float_sums_across_layouts(probes, capsys):
-    """Measured, not assumed: do MPICH's own float sums on 2 nodes x 2 ranks equal 1 x 4?"""
-    two, one = by_key(probes[(2, 2)]["coll"]), by_key(probes[(4,)]["coll"])
-    differ = sorted(k for k in two if k.startswith("native/") and two[k][0][1] != one[k][0][1])
+@pytest.mark.parametrize("layout", [lay for lay in LAYOUTS if lay != (4,)], ids=hosts)
+def test_native_collectives_across_nodes_measured(probes, layout, capsys):
+    """Measured with MPICH 5.0.2: on node0:2,node1:2 and on four one-rank nodes MPICH's own
+    collectives give the same bits as on one node of 4 (the node-aware order (a+b)+(c+d)
+    is the one recursive doubling uses anyway); on node0:3,node1:1 its float
+    ``allreduce`` sums differ in the last bits (a node-aware order), still within the
+    reassociation bound checked above. Integers, max/min, bcast, allgather and
+    reduce_scatter were bitwise equal on every layout. Only float sums may differ;
+    the even layouts must not."""
+    many, one = by_key(probes[layout]["coll"]), by_key(probes[(4,)]["coll"])
+    differ = sorted(k for k in many if k.split("/")[0] in ("native", "auto")
+                    and many[k][0][1] != one[k][0][1])
     with capsys.disabled():
-        print(f"\nnative collectives differing bitwise between node0:2,node1:2 and node0:4: "
+        print(f"\n{hosts(layout)}: native/auto collectives differing bitwise from node0:4: "
               f"{json.dumps(differ) if differ else 'none'}")
-    # integers, max/min, bcast and allgather are exact on both, so only float sums may differ
-    assert all("/sum/" in k and "/float" in k for k in differ), differ
+    assert all("/sum/float" in k for k in differ), differ
+    if len(set(layout)) == 1:
+        assert not differ, differ
 
 
 # --------------------------------------------------------------------------- models
@@ -258,22 +269,32 @@ def h5_arrays(path) -> dict:
     return out
 
 
+def train_layout(root, layout):
+    d = root / hosts(layout).replace(":", "-").replace(",", "_")
+    d.mkdir()
+    code = TRAIN.format(d=str(d), models={k: list(v) for k, v in MODELS.items()}, topologies=MODEL_TOPOLOGIES)
+    proc = run_script_nodes(layout, code, d, timeout=300)
+    res = json_lines(proc.stdout)
+    assert len(res) == sum(layout) and not any(r["failed"] for r in res), proc.stdout + proc.stderr
+    return d
+
+
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """layout -> directory with every model trained, applied and evaluated per topology."""
+def model_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     write_model_data(root)
-    out = {}
-    for layout in [(2, 2), (4,)]:
-        d = root / hosts(layout).replace(":", "-").replace(",", "_")
-        d.mkdir()
-        code = TRAIN.format(d=str(d), models={k: list(v) for k, v in MODELS.items()},
-                            topologies=MODEL_TOPOLOGIES)
-        proc = run_script_nodes(layout, code, d, timeout=300)
-        res = json_lines(proc.stdout)
-        assert len(res) == sum(layout) and not any(r["failed"] for r in res), proc.stdout + proc.stderr
-        out[layout] = d
-    return out
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(model_root):
+    """layout -> directory with every model trained, applied and evaluated per topology."""
+    return {layout: train_layout(model_root, layout) for layout in [(2, 2), (4,)]}
+
+
+@pytest.fixture(scope="module")
+def trained_uneven(model_root, trained):
+    return {**trained, (3, 1): train_layout(model_root, (3, 1))}
 
 
 def compare(a: dict, b: dict) -> dict:
@@ -304,8 +325,10 @@ def test_model_on_2x2_nodes_equals_1x4_bit_for_bit(trained, model, topology):
 
 @pytest.mark.parametrize("model", sorted(MODELS))
 def test_model_native_2x2_vs_1x4_measured(trained, model, capsys):
-    """With --topology native MPICH may sum floats in a node-aware order: report the
-    largest difference found and assert only what was measured (see the module report)."""
+    """With --topology native MPICH may sum floats in a node-aware order. Measured with
+    MPICH 5.0.2 on node0:2,node1:2: every model, prediction and metric is bit-identical
+    to node0:4 (the collectives were too, see above); that is what is asserted. An MPICH
+    that picks another algorithm for 2 x 2 may break this, as 3 + 1 already does."""
     two, one = trained[(2, 2)], trained[(4,)]
     diff = compare(h5_arrays(two / f"native-{model}.h5"), h5_arrays(one / f"native-{model}.h5"))
     pred = compare(h5_arrays(two / f"native-{model}-pred.h5"), h5_arrays(one / f"native-{model}-pred.h5"))
@@ -313,3 +336,30 @@ def test_model_native_2x2_vs_1x4_measured(trained, model, capsys):
     with capsys.disabled():
         print(f"\nnative {model}: 2x2 vs 1x4 max |difference| {worst!r}")
     assert worst == 0.0, (diff, pred)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_model_on_uneven_nodes(trained_uneven, model, capsys):
+    """node0:3,node1:1: ring and tree give the 1 x 4 model bit for bit; native is measured."""
+    three, one = trained_uneven[(3, 1)], trained_uneven[(4,)]
+    for topology in ("ring", "tree"):
+        for suffix in (".h5", "-pred.h5"):
+            diff = compare(h5_arrays(three / f"{topology}-{model}{suffix}"),
+                           h5_arrays(one / f"{topology}-{model}{suffix}"))
+            assert all(v == 0.0 for v in diff.values()), (topology, suffix, diff)
+    diff = compare(h5_arrays(three / f"native-{model}.h5"), h5_arrays(one / f"native-{model}.h5"))
+    pred = compare(h5_arrays(three / f"native-{model}-pred.h5"), h5_arrays(one / f"native-{model}-pred.h5"))
+    with capsys.disabled():
+        print(f"\nnative {model} node0:3,node1:1 vs node0:4: model {diff} predictions {pred}")
+    # measured (MPICH 5.0.2): MPICH sums floats in another order on 3+1, so float arrays of
+    # the gradient-based and boosted models differ in the last bits (<= 3e-14 here) while
+    # every integer array (tree structure, split features and bins, labels) is identical
+    a, b = {**h5_arrays(three / f"native-{model}.h5"), **h5_arrays(three / f"native-{model}-pred.h5")}, \
+        {**h5_arrays(one / f"native-{model}.h5"), **h5_arrays(one / f"native-{model}-pred.h5")}
+    for key, x in a.items():
+        x, y = np.asarray(x), np.asarray(b[key])
+        if x.dtype.kind == "f":
+            assert np.allclose(x, y, rtol=1e-12, atol=1e-12 * max(1.0, float(np.max(np.abs(y), initial=0)))), key
+        else:
+            assert np.array_equal(x, y), key
