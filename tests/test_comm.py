@@ -1,4 +1,4 @@
-"""Collectives (native, ring, tree, auto) against exact references, and ``bench-comm``.
+"""Collectives (native, ring, tree, hierarchical, auto) against exact references, and ``bench-comm``.
 
 One mpiexec launch per world size runs every case and prints ``RESULT`` lines; the
 tests below only read them. Each rank builds every rank's input from a seed, so it
@@ -19,6 +19,7 @@ from mpi4py import MPI
 from shardlearn.comm import make_collectives
 from shardlearn.comm.ring import RingCollectives
 from shardlearn.comm.tree import TreeCollectives
+from shardlearn.comm.hierarchical import HierarchicalCollectives
 
 comm = MPI.COMM_WORLD
 rank, P = comm.Get_rank(), comm.Get_size()
@@ -30,12 +31,14 @@ if P > 5:  # 7 ranks on 2 cores: a lighter pass (one float and one integer type)
     LENGTHS = sorted({0, 1, P - 1, P + 1, 37, 5003})
 BIG = 70001  # > 512 KiB in float64: the tree's chunked path; checked for the float sums only
 
-colls = {t: make_collectives(comm, t) for t in ("native", "ring", "tree", "auto")}
+colls = {t: make_collectives(comm, t) for t in ("native", "ring", "tree", "hierarchical", "auto")}
 # tiny pieces: exercises the chunked (pipelined) code paths on small data
 small_ring = RingCollectives(comm); small_ring.chunk_bytes = 64
 small_tree = TreeCollectives(comm); small_tree.chunk_bytes = 64
 colls["ring-chunked"] = small_ring
 colls["tree-chunked"] = small_tree
+small_hier = HierarchicalCollectives(comm); small_hier.chunk_bytes = 64
+colls["hierarchical-chunked"] = small_hier
 failures, checks = [], 0
 digest = {t: hashlib.sha256() for t in colls}
 
@@ -167,6 +170,8 @@ for t, c in colls.items():
         except ValueError:
             pass
     c.barrier()
+for c in colls.values():
+    c.free()
 
 report = {"rank": rank, "checks": checks, "failures": failures[:20], "n_failures": len(failures)}
 reports = comm.gather(report, root=0)  # one line from rank 0: ranks' lines could interleave

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-TOPOLOGIES = ("native", "ring", "tree", "auto")
+TOPOLOGIES = ("native", "ring", "tree", "hierarchical", "auto")
 
 
 def int_at_least(low: int):
@@ -30,7 +30,9 @@ def add_runtime_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("runtime")
     g.add_argument("--topology", default="auto", choices=TOPOLOGIES,
                    help="collective algorithm: MPI's own, ring (bandwidth-optimal), "
-                        "tree (latency-optimal) or auto by message size (default: auto)")
+                        "tree (latency-optimal), hierarchical (node-aware: reduce within "
+                        "each node, allreduce among nodes, broadcast within each node) or "
+                        "auto by message size (default: auto)")
     g.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
                    help="compute with NumPy on CPU or CuPy on GPU; each rank binds to GPU "
                         "local_rank %% n_gpus (default: cpu)")

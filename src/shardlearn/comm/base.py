@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 OPS = ("sum", "max", "min")
-TOPOLOGIES = ("native", "ring", "tree", "auto")
+TOPOLOGIES = ("native", "ring", "tree", "hierarchical", "auto")
 DTYPES = (np.float32, np.float64, np.int32, np.int64)
 _DTYPE_SET = frozenset(DTYPES)
 _clock = time.perf_counter
