@@ -16,7 +16,7 @@ from cluster import hosts, run_script_nodes
 from mpirun import json_lines
 
 LAYOUTS = [(2, 2), (3, 1), (1, 1, 1, 1), (4,)]
-TOPOLOGIES = ("native", "ring", "tree", "auto")
+TOPOLOGIES = ("native", "ring", "tree", "hierarchical", "auto")
 
 PROBE = r"""
 import hashlib, os
@@ -67,7 +67,7 @@ def check(key, out, ref, scale=None):
     rows.append([key, hashlib.sha1(out.tobytes()).hexdigest(), exact, err, str(out.dtype), list(out.shape)])
 
 rows = []
-for topo in ("native", "ring", "tree", "auto"):
+for topo in ("native", "ring", "tree", "hierarchical", "auto"):
     coll = make_collectives(world, topo)
     for dt in ("float32", "float64", "int32", "int64"):
         for n in (0, 3, 1001, 40000):
@@ -87,7 +87,20 @@ for topo in ("native", "ring", "tree", "auto"):
             parts = [data(q, (q * 7 + n) % 50, dt).reshape(-1, 1) for q in range(P)]
             check(f"{topo}/allgather/{dt}/{n}", coll.allgather(parts[r]), np.concatenate(parts))
     coll.free()
-emit({"kind": "coll", "rank": r, "rows": rows})
+    # one line per topology: one line for all of them outgrew what hydra forwards unbroken
+    emit({"kind": "coll", "rank": r, "rows": rows})
+    rows = []
+
+# hierarchical again, on a fresh object: the same bits as the first time
+# (40000 float64 = 320 KB: the leaders' ring; float32 and 1001: the leaders' tree)
+rows = []
+coll = make_collectives(world, "hierarchical")
+for dt in ("float32", "float64"):
+    for n in (1001, 40000):
+        xs = [data(q, n, dt) for q in range(P)]
+        check(f"hierarchical/allreduce/sum/{dt}/{n}", coll.allreduce(xs[r].copy(), "sum"), reduce(xs, "sum"))
+coll.free()
+emit({"kind": "again", "rank": r, "rows": rows})
 ctx.free()
 """
 
@@ -100,7 +113,10 @@ def probes(tmp_path_factory):
         proc = run_script_nodes(layout, PROBE, tmp_path_factory.mktemp("probe"), timeout=120)
         res = defaultdict(list)
         for obj in sorted(json_lines(proc.stdout), key=lambda o: o["rank"]):
-            res[obj["kind"]].append(obj)
+            if obj["kind"] == "coll" and res["coll"] and res["coll"][-1]["rank"] == obj["rank"]:
+                res["coll"][-1]["rows"] += obj["rows"]  # the same rank's next topology
+            else:
+                res[obj["kind"]].append(obj)
         assert len(res["info"]) == len(res["coll"]) == sum(layout), proc.stdout + proc.stderr
         out[layout] = res
     return out
@@ -183,6 +199,16 @@ def test_collectives_match_numpy_and_agree_across_ranks(probes, layout):
     assert not bad, bad[:20]
 
 
+@pytest.mark.parametrize("layout", LAYOUTS, ids=hosts)
+def test_hierarchical_allreduce_repeats_bit_for_bit(probes, layout):
+    """A second hierarchical object gives the same bits (within-node order is fixed)."""
+    first = by_key(probes[layout]["coll"])
+    again = by_key(probes[layout]["again"])
+    assert len(again) == 4
+    for key, rs in again.items():
+        assert [row[1] for row in rs] == [row[1] for row in first[key]], key
+
+
 @pytest.mark.parametrize("layout", [lay for lay in LAYOUTS if lay != (4,)], ids=hosts)
 def test_ring_and_tree_collectives_are_the_same_bits_as_on_one_node(probes, layout):
     """Ring and tree fix the summation order by rank: the node layout cannot change it."""
@@ -227,11 +253,11 @@ TRAIN = r"""
 import json
 from shardlearn.cli.main import main
 
-d, models, topologies = {d!r}, {models!r}, {topologies!r}
+d, models, runs = {d!r}, {models!r}, {runs!r}
 failed = []
-for topo in topologies:
-    for name, (data, extra) in models.items():
-        out = f"{{d}}/{{topo}}-{{name}}"
+for topo, name, label in runs:
+        data, extra = models[name]
+        out = f"{{d}}/{{label}}"
         for argv in (["train", name, "--data", f"{{d}}/../{{data}}.h5", "--out", out + ".h5", *extra],
                      ["predict", "--model", out + ".h5", "--data", f"{{d}}/../{{data}}.h5", "--out", out + "-pred.h5"],
                      ["evaluate", "--model", out + ".h5", "--data", f"{{d}}/../{{data}}.h5", "--report", out + "-eval.json"]):
@@ -269,10 +295,17 @@ def h5_arrays(path) -> dict:
     return out
 
 
+#: (2, 2) also trains these twice with --topology hierarchical (labels -a and -b)
+HIER_MODELS = ("gbdt", "kmeans")
+
+
 def train_layout(root, layout):
     d = root / hosts(layout).replace(":", "-").replace(",", "_")
     d.mkdir()
-    code = TRAIN.format(d=str(d), models={k: list(v) for k, v in MODELS.items()}, topologies=MODEL_TOPOLOGIES)
+    runs = [(t, m, f"{t}-{m}") for t in MODEL_TOPOLOGIES for m in MODELS]
+    if layout == (2, 2):
+        runs += [("hierarchical", m, f"hierarchical-{m}-{ab}") for ab in "ab" for m in HIER_MODELS]
+    code = TRAIN.format(d=str(d), models={k: list(v) for k, v in MODELS.items()}, runs=runs)
     proc = run_script_nodes(layout, code, d, timeout=300)
     res = json_lines(proc.stdout)
     assert len(res) == sum(layout) and not any(r["failed"] for r in res), proc.stdout + proc.stderr
@@ -321,6 +354,18 @@ def test_model_on_2x2_nodes_equals_1x4_bit_for_bit(trained, model, topology):
     m2 = json.loads((two / f"{topology}-{model}-eval.json").read_text())["metrics"]
     m1 = json.loads((one / f"{topology}-{model}-eval.json").read_text())["metrics"]
     assert m2 == m1
+
+
+@pytest.mark.parametrize("model", HIER_MODELS)
+def test_hierarchical_model_on_2x2_is_the_same_bits_run_after_run(trained, model):
+    two = trained[(2, 2)]
+    for suffix in (".h5", "-pred.h5"):
+        a = h5_arrays(two / f"hierarchical-{model}-a{suffix}")
+        diff = compare(a, h5_arrays(two / f"hierarchical-{model}-b{suffix}"))
+        assert a and all(v == 0.0 for v in diff.values()), (suffix, diff)
+    ma = json.loads((two / f"hierarchical-{model}-a-eval.json").read_text())["metrics"]
+    mb = json.loads((two / f"hierarchical-{model}-b-eval.json").read_text())["metrics"]
+    assert ma == mb
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
