@@ -97,7 +97,7 @@ from shardlearn.runtime import init
 comm = MPI.COMM_WORLD
 rank = comm.Get_rank()
 ctx = init(verbose=False)
-COLLS = {t: make_collectives(comm, t) for t in ("native", "ring", "tree", "auto")}
+COLLS = {t: make_collectives(comm, t) for t in ("native", "ring", "tree", "auto", "hierarchical")}
 PIECES = {}
 
 
@@ -234,7 +234,7 @@ def job(request, tmp_path_factory):
 
 
 # ------------------------------------------------------------------ collectives
-TOPOLOGIES = ("native", "ring", "tree", "auto")
+TOPOLOGIES = ("native", "ring", "tree", "auto", "hierarchical")
 DTYPES = ("float32", "float64", "int32", "int64")
 
 
