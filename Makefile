@@ -16,6 +16,7 @@ SL     := $(BIN)/shardlearn
 help:
 	@echo "make demo   - set up, generate data, train on $(NP) ranks (NP=4 make demo for more)"
 	@echo "make test   - run the whole test suite (multi-rank tests included)"
+	@echo "make test-fast - the suite without the slow and Slurm tests, stopping at the first failure"
 	@echo "make setup  - create $(VENV) with mpi4py, numpy, h5py and the MPICH wheel"
 	@echo "make data   - generate the demo datasets under data/"
 	@echo "make bench  - benchmarks against scikit-learn / LightGBM / XGBoost (bench/README.md)"
