@@ -12,6 +12,7 @@ import sys
 from .. import __version__
 from ..errors import EXIT_INTERRUPTED, ShardlearnError, TrainingInterrupted
 from . import apply, bench_comm, data, train
+from . import report as report_cmd
 
 EPILOG = """\
 Run every command under MPI, the same on every rank:
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_comm.add_parsers(sub)
     train.add_parsers(sub)
     apply.add_parsers(sub)
+    report_cmd.add_parsers(sub)
     return p
 
 
@@ -142,6 +144,12 @@ def requeue_slurm_job() -> None:
 def main(argv=None) -> int:
     """Entry point: parse, build the SPMD context, run, report; errors end every rank."""
     args = build_parser().parse_args(argv)
+    if not getattr(args, "needs_mpi", True):
+        # a one-process command (report): no Context, no collectives; under mpiexec only
+        # rank 0 runs it
+        if _launch_rank() != 0:
+            return 0
+        return args.run(args)
     from ..runtime import init
 
     try:
