@@ -129,7 +129,7 @@ print("HEAVY", heavy)
 """
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["train", "gbdt", "--help"], ["info", "{data}"]])
+@pytest.mark.parametrize("argv", [["--help"], ["train", "gbdt", "--help"], ["info", "{data}"], ["report", "--help"]])
 def test_help_and_info_import_no_model_and_no_scipy(tmp_path, argv):
     import h5py
     import numpy as np

@@ -8,6 +8,7 @@
 - :mod:`.train_kmeans`, :mod:`.train_linear`, :mod:`.train_trees`: each model family's
   options and how they become an estimator
 - :mod:`.apply`        ``predict`` and ``evaluate`` with a saved model
+- :mod:`.report`       ``report``: a run report's summary and plots (one process, no MPI)
 
 Building the parser imports no model module, no SciPy and no h5py: ``shardlearn --help``
 and ``shardlearn info`` stay fast on every rank of a large job. A command imports what it

@@ -12,6 +12,7 @@ import sys
 from .. import __version__
 from ..errors import EXIT_INTERRUPTED, ShardlearnError, TrainingInterrupted
 from . import apply, bench_comm, data, train
+from . import report as report_cmd
 
 EPILOG = """\
 Run every command under MPI, the same on every rank:
@@ -73,11 +74,22 @@ def build_parser() -> argparse.ArgumentParser:
     bench_comm.add_parsers(sub)
     train.add_parsers(sub)
     apply.add_parsers(sub)
+    report_cmd.add_parsers(sub)
     return p
 
 
 def write_report(ctx, path: str | None, report: dict) -> None:
-    """Add the runtime facts and the slowest rank's seconds per phase; rank 0 writes it."""
+    """Add the runtime facts, the slowest rank's seconds per phase and each rank's times;
+    rank 0 writes it.
+
+    ``seconds``: per phase, the slowest rank's (one MAX allreduce). ``ranks``: one entry per
+    rank, gathered once here at the end (one allgather, which also brings the phase names),
+    never per step: ``io`` (reading data), ``communication`` (inside collectives),
+    ``compute`` (the rest of the rank's wall time: total - io - communication), ``total``
+    (wall time since the context started) and ``waiting`` = this rank's communication time
+    minus the smallest communication time of any rank: an estimate of the time it sat in
+    collectives waiting for slower ranks (the fastest-communicating rank counts as 0).
+    """
     import numpy as np
 
     from ..persist import write_json
@@ -86,14 +98,29 @@ def write_report(ctx, path: str | None, report: dict) -> None:
     report["runtime"] = ctx.describe()
     local = ctx.timings()
     # ranks may have timed different phases: take the union of names, then one MAX
-    keys = sorted(set().union(*ctx.mpi_comm.allgather(sorted(local))))
+    every = ctx.mpi_comm.allgather(local)
+    keys = sorted(set().union(*every))
     mx = ctx.coll.allreduce(np.array([local.get(k, 0.0) for k in keys], dtype=np.float64), op="max")
     report["seconds"] = {k: round(float(v), 4) for k, v in zip(keys, mx)}
+    report["ranks"] = rank_times(every)
     if path:
         with ctx.collective_errors():
             if ctx.rank == 0:
                 write_json(path, report)
         ctx.log(f"report: {path}")
+
+
+def rank_times(every: list) -> list:
+    """Per-rank ``{rank, compute, io, communication, waiting, total}`` from each rank's
+    ``ctx.timings()`` (see :func:`write_report` for what each means)."""
+    fastest_comm = min((t.get("communication", 0.0) for t in every), default=0.0)
+    out = []
+    for rank, t in enumerate(every):
+        io, comm, total = t.get("io", 0.0), t.get("communication", 0.0), t.get("total", 0.0)
+        out.append({"rank": rank, "compute": round(max(0.0, total - io - comm), 4), "io": round(io, 4),
+                    "communication": round(comm, 4), "waiting": round(comm - fastest_comm, 4),
+                    "total": round(total, 4)})
+    return out
 
 
 def requeue_slurm_job() -> None:
@@ -117,6 +144,12 @@ def requeue_slurm_job() -> None:
 def main(argv=None) -> int:
     """Entry point: parse, build the SPMD context, run, report; errors end every rank."""
     args = build_parser().parse_args(argv)
+    if not getattr(args, "needs_mpi", True):
+        # a one-process command (report): no Context, no collectives; under mpiexec only
+        # rank 0 runs it
+        if _launch_rank() != 0:
+            return 0
+        return args.run(args)
     from ..runtime import init
 
     try:

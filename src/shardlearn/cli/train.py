@@ -84,6 +84,26 @@ def make_checkpoint(args, shard):
                       resume=args.resume, data=data)
 
 
+def compact_history(records) -> list:
+    """Per-iteration (or per-tree) records for the run report: only the numbers of each
+    record (bool as 0/1; lists, strings and None left out), floats to 6 significant digits."""
+    import math
+    import numbers
+
+    out = []
+    for rec in records or ():
+        row = {}
+        for k, v in rec.items():
+            if isinstance(v, bool):
+                row[k] = int(v)
+            elif isinstance(v, numbers.Integral):
+                row[k] = int(v)
+            elif isinstance(v, numbers.Real) and math.isfinite(float(v)):
+                row[k] = float(f"{float(v):.6g}")
+        out.append(row)
+    return out
+
+
 def report_path(args) -> str:
     """``--report``, or the model path with ``.json`` instead of ``.h5``."""
     if args.report is not None:

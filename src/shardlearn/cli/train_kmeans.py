@@ -35,6 +35,7 @@ def fit(name, args, ctx, checkpoint_for):
 
     from ..backend import kernels_name
     from ..data import read_shard
+    from .train import compact_history
     from ..errors import ShardlearnError
     from ..models.kmeans import KERNELS, KMeans
 
@@ -56,4 +57,4 @@ def fit(name, args, ctx, checkpoint_for):
         "n_iter": km.n_iter_, "metrics": {"inertia": km.inertia_, "cluster_sizes": sizes.tolist()},
         "dtype": str(shard.X.dtype), "init_seconds": round(km.init_seconds_, 4),
         "seconds_per_iteration": round(sum(i["seconds"] for i in iters) / max(1, len(iters)), 6),
-        "kernels": kernels_name(KERNELS)}
+        "kernels": kernels_name(KERNELS), "history": compact_history(iters)}

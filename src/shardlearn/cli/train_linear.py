@@ -115,6 +115,7 @@ def build(name: str, args, ctx):
 def fit(name: str, args, ctx, checkpoint_for):
     """Read the data, fit; return (estimator, shard, report facts)."""
     from ..data import read_shard
+    from .train import compact_history
 
     shard = read_shard(args.data, ctx, dtype=args.dtype, need_y=True)
     est = build(name, args, ctx)
@@ -125,4 +126,5 @@ def fit(name: str, args, ctx, checkpoint_for):
     metrics = est.evaluate(shard.X, shard.y)
     ctx.log(f"{name}: training " + " ".join(f"{k}={v:.6g}" for k, v in metrics.items()))
     return est, shard, {"n_iter": est.n_iter_, "loss": est.loss_, "converged": est.converged_,
-                        "stop_reason": est.stop_reason_, "metrics": metrics, "fit_seconds": est.fit_seconds_}
+                        "stop_reason": est.stop_reason_, "metrics": metrics, "fit_seconds": est.fit_seconds_,
+                        "history": compact_history(est.history_)}

@@ -138,6 +138,7 @@ def _categorical_kwargs(args) -> dict:
 def fit(name: str, args, ctx, checkpoint_for):
     """Read the data (NaN allowed: missing values), fit; return (estimator, shard, facts)."""
     from ..data import read_shard
+    from .train import compact_history
 
     shard = read_shard(args.data, ctx, dtype=None, need_y=True, allow_nan=True)
     ckpt = checkpoint_for(shard)   # a step: one boosting iteration (gbdt), one tree (forest)
@@ -153,7 +154,8 @@ def fit(name: str, args, ctx, checkpoint_for):
         "tree_seconds": tot, "binning_seconds": est.binning_seconds_, "fit_seconds": est.fit_seconds_,
         "bytes_sent_per_tree": float(sum(r["bytes_sent"] for r in hist)) / n_trees,
         "wire_bytes_per_tree": float(sum(r.get("wire_bytes", 0) for r in hist)) / n_trees,
-        "collectives_per_tree": float(sum(r.get("hist_collectives", 0) for r in hist)) / n_trees}
+        "collectives_per_tree": float(sum(r.get("hist_collectives", 0) for r in hist)) / n_trees,
+        "history": compact_history(hist)}
 
 
 def _fit_gbdt(args, ctx, shard, checkpoint):
