@@ -13,7 +13,7 @@ import contextlib
 import os
 import sys
 
-from .errors import ShardlearnError
+from .errors import ShardlearnError, agreed
 from .util.output import line
 from .util.threads import limit_threads
 from .util.timers import PhaseTimers
@@ -94,10 +94,8 @@ class Context:
         first = self.mpi_comm.allreduce(flag, op=MPI.MIN)
         if first == self.size:
             return
-        msg = self.mpi_comm.bcast(error, root=first)
-        exc = ShardlearnError(msg)
-        exc.agreed = True  # every rank raises it: the CLI exits cleanly, no abort needed
-        raise exc
+        # every rank raises it: the CLI exits cleanly, no abort needed
+        raise agreed(self.mpi_comm.bcast(error, root=first))
 
     @contextlib.contextmanager
     def collective_errors(self):

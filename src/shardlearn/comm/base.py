@@ -245,13 +245,11 @@ class _CollectiveChecker:
         seen = self.comm.allgather(mine)
         bad = [r for r, s in enumerate(seen) if s != seen[0]]
         if bad:
-            from ..errors import ShardlearnError
+            from ..errors import agreed
 
-            exc = ShardlearnError(
+            raise agreed(
                 f"SHARDLEARN_CHECK_COLLECTIVES: collective #{self.n}: rank {bad[0]} called {seen[bad[0]]} "
                 f"but rank 0 called {seen[0]}" + ("" if len(bad) == 1 else f" (ranks {bad} differ)"))
-            exc.agreed = True
-            raise exc
 
     def free(self) -> None:
         if self.comm is not None:
