@@ -82,26 +82,22 @@ def write_report(ctx, path: str | None, report: dict) -> None:
     """Add the runtime facts, the slowest rank's seconds per phase and each rank's times;
     rank 0 writes it.
 
-    ``seconds``: per phase, the slowest rank's (one MAX allreduce). ``ranks``: one entry per
-    rank, gathered once here at the end (one allgather, which also brings the phase names),
-    never per step: ``io`` (reading data), ``communication`` (inside collectives),
+    ``seconds``: per phase, the slowest rank's. ``ranks``: one entry per rank. Both come from
+    one allgather of every rank's timings here at the end, never per step: ``io`` (reading data), ``communication`` (inside collectives),
     ``compute`` (the rest of the rank's wall time: total - io - communication), ``total``
     (wall time since the context started) and ``waiting`` = this rank's communication time
     minus the smallest communication time of any rank: an estimate of the time it sat in
     collectives waiting for slower ranks (the fastest-communicating rank counts as 0).
     """
-    import numpy as np
-
     from ..persist import write_json
 
     report = dict(report)
     report["runtime"] = ctx.describe()
-    local = ctx.timings()
-    # ranks may have timed different phases: take the union of names, then one MAX
-    every = ctx.mpi_comm.allgather(local)
+    # every rank's timings (ranks may have timed different phases): the slowest per phase
+    # and the per-rank table both come from this one gather
+    every = ctx.mpi_comm.allgather(ctx.timings())
     keys = sorted(set().union(*every))
-    mx = ctx.coll.allreduce(np.array([local.get(k, 0.0) for k in keys], dtype=np.float64), op="max")
-    report["seconds"] = {k: round(float(v), 4) for k, v in zip(keys, mx)}
+    report["seconds"] = {k: round(float(max(t.get(k, 0.0) for t in every)), 4) for k in keys}
     report["ranks"] = rank_times(every)
     if path:
         with ctx.collective_errors():
