@@ -21,7 +21,7 @@ import numpy as np
 from ..util.blocks import block_bounds
 from ..errors import ShardlearnError
 from ..util import faults
-from ..util.files import atomic_h5, remove_stale_temps, tmp_name
+from ..util.files import atomic_h5, check_output_dir, remove_stale_temps, tmp_name
 from .shards import _read_rows, list_parts, open_dataset
 
 PART_RE = re.compile(r"^part-(\d{5,})\.h5$")
@@ -95,23 +95,17 @@ def staged_output(out: str, parts: int, ctx, *, protect=()):
 def _prepare_on_root(out: str, protect: set):
     """Check the output; for a directory, create and return its staging directory."""
     if is_single_file(out):
-        parent = os.path.dirname(os.path.abspath(out))
-        if not os.path.isdir(parent):
-            raise ShardlearnError(f"{out}: directory {parent} does not exist")
         if os.path.isdir(out):
             raise ShardlearnError(f"{out}: is a directory; give a new file name or a directory without .h5")
-        if not os.access(parent, os.W_OK):
-            raise ShardlearnError(f"{out}: directory {parent} is not writable")
+        check_output_dir(out)
         if os.path.realpath(out) in protect:
             raise ShardlearnError(f"{out}: is an input of this command and would be overwritten; "
                                   "write to another file")
         return None
     if os.path.exists(out) and not os.path.isdir(out):
         raise ShardlearnError(f"{out}: exists and is not a directory")
-    parent = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(parent):
-        raise ShardlearnError(f"{out}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK) or (os.path.isdir(out) and not os.access(out, os.W_OK)):
+    check_output_dir(out)  # the parent: the staging directory is created beside out
+    if os.path.isdir(out) and not os.access(out, os.W_OK):
         raise ShardlearnError(f"{out}: directory is not writable")
     if os.path.isdir(out):
         names = sorted(os.listdir(out))
