@@ -1,7 +1,7 @@
 """``shardlearn predict`` and ``evaluate``: apply a saved model to a dataset."""
 from __future__ import annotations
 
-from .options import add_runtime_options
+from .options import add_runtime_options, check_outputs
 
 
 def add_parsers(sub) -> None:
@@ -35,14 +35,8 @@ def _load(args, ctx, need_y: bool):
 
 def run_predict(args, ctx) -> dict:
     from ..persist import write_rows
-    from ..util.files import check_output_dir, refuse_inputs_as_outputs
-
-    with ctx.collective_errors():  # before reading anything
-        if ctx.rank == 0:
-            refuse_inputs_as_outputs({"--out": args.out, "--report": args.report},
-                                     {"--data": args.data, "--model": args.model})
-            for path in filter(None, (args.out, args.report)):
-                check_output_dir(path)
+    check_outputs(ctx, {"--out": args.out, "--report": args.report},  # before reading anything
+                  {"--data": args.data, "--model": args.model})
     est, shard = _load(args, ctx, need_y=False)
     with ctx.collective_errors():  # e.g. data of another feature count: one message, every rank
         columns = est.predict_columns(shard.X)

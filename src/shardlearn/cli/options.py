@@ -46,3 +46,20 @@ def add_runtime_options(p: argparse.ArgumentParser) -> None:
                    help="if no collective completes for S seconds, every rank prints its Python stack "
                         "and the job aborts naming the stalled rank (default: off, or "
                         "SHARDLEARN_STALL_TIMEOUT)")
+
+
+def check_outputs(ctx, outputs: dict, inputs: dict) -> None:
+    """Before any work, on every rank alike: no output may replace an input, and each output
+    (option -> path or None) must be a file name in an existing, writable directory."""
+    import os
+
+    from ..errors import ShardlearnError
+    from ..util.files import check_output_dir, refuse_inputs_as_outputs
+
+    with ctx.collective_errors():
+        if ctx.rank == 0:
+            refuse_inputs_as_outputs(outputs, inputs)
+            for path in filter(None, outputs.values()):
+                check_output_dir(path)
+                if os.path.isdir(path):
+                    raise ShardlearnError(f"{path}: is a directory; give a file name")

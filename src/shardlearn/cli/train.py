@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 import os
 
-from .options import HelpFormatter, add_runtime_options, int_at_least
+from .options import HelpFormatter, add_runtime_options, check_outputs, int_at_least
 
 FAMILIES = ("shardlearn.cli.train_kmeans", "shardlearn.cli.train_linear", "shardlearn.cli.train_trees")
 
@@ -113,20 +113,13 @@ def report_path(args) -> str:
 
 def run(args, ctx) -> dict:
     """Check outputs, fit, save the model (and JSON dump), return the run report."""
-    from ..errors import ShardlearnError
     from ..models.io import save_estimator
     from ..persist import write_json
-    from ..util.files import check_output_dir, refuse_inputs_as_outputs
 
     args.report = report_path(args)
-    outputs = {"--out": args.out, "--report": args.report, "--json-dump": getattr(args, "json_dump", None)}
-    with ctx.collective_errors():  # before the first step, not after hours of training
-        if ctx.rank == 0:
-            refuse_inputs_as_outputs(outputs, {"--data": args.data, "--init-file": getattr(args, "init_file", None)})
-            for path in filter(None, outputs.values()):
-                check_output_dir(path)
-                if os.path.isdir(path):
-                    raise ShardlearnError(f"{path}: is a directory; give a file name")
+    # before the first step, not after hours of training
+    check_outputs(ctx, {"--out": args.out, "--report": args.report, "--json-dump": getattr(args, "json_dump", None)},
+                  {"--data": args.data, "--init-file": getattr(args, "init_file", None)})
     if ctx.device == "gpu":
         ctx.warn(f"{args.model} has no GPU path yet: it computes with NumPy on the CPU "
                  "(--device gpu only binds the rank to a GPU)")
