@@ -128,7 +128,6 @@ class _LinearModel(Params):
             On every rank, for bad parameters or data on any rank.
         """
         ctx = context_from(self.comm)
-        self._ctx = ctx
         with ctx.guard(f"{type(self).__name__}.fit"):
             return self._fit(ctx, X, y, sample_weight, row_offset, checkpoint)
 
@@ -432,7 +431,7 @@ class _LinearModel(Params):
             return float(metrics.r2(ctx, y, pred, sample_weight=sw))
 
     def _context(self):
-        return getattr(self, "_ctx", None) or context_from(self.comm)
+        return context_from(self.comm)  # cached on the communicator: the fit's own Context
 
     # -------------------------------------------------------------- model files, CLI
     evaluate_needs_y = True
