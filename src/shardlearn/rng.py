@@ -23,11 +23,19 @@ def _mix(z: np.ndarray) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
+def stream_key(seed: int, stream: int) -> int:
+    """The 64-bit key of (seed, stream): row ``r`` draws ``mix(r * GOLDEN + key)`` (mod 2**64).
+
+    Public so that a compiled kernel can draw the same bits as :func:`row_bits`.
+    """
+    key = _mix(np.array([(int(seed) & 0xFFFFFFFFFFFFFFFF)], dtype=np.uint64) ^ _GOLDEN)
+    return int(_mix(key ^ np.uint64(int(stream) & 0xFFFFFFFFFFFFFFFF))[0])
+
+
 def row_bits(seed: int, stream: int, rows) -> np.ndarray:
     """64 random bits per row for the given (seed, stream); rows are global indices."""
     rows = np.asarray(rows, dtype=np.uint64)
-    key = _mix(np.array([(int(seed) & 0xFFFFFFFFFFFFFFFF)], dtype=np.uint64) ^ _GOLDEN)
-    key = _mix(key ^ np.uint64(int(stream) & 0xFFFFFFFFFFFFFFFF))
+    key = np.uint64(stream_key(seed, stream))
     with np.errstate(over="ignore"):
         return _mix(rows * _GOLDEN + key)
 

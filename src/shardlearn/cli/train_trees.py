@@ -67,6 +67,16 @@ def _add_gbdt_arguments(parser) -> None:
                    help="stop when the validation metric stalls this many iterations")
     g.add_argument("--metric", default=None, choices=["logloss", "auc", "rmse"],
                    help="validation metric (None: logloss, or rmse for regression)")
+    q = parser.add_argument_group("quantized gradients (LightGBM's use_quantized_grad)")
+    q.add_argument("--quantized-grad", action="store_true",
+                   help="round gradients and hessians stochastically to 2**GRAD_BITS levels and sum them as "
+                        "integers: faster histograms, a third of the bytes on the wire, and the same model "
+                        "bytes for any number of ranks, topology and --hist-reduce")
+    q.add_argument("--grad-bits", type=int, default=2, metavar="B",
+                   help="2..16: 2**B levels per tree (LightGBM's num_grad_quant_bins = 2**B; default 2 = its 4)")
+    q.add_argument("--no-renew-leaf", dest="quant_train_renew_leaf", action="store_false",
+                   help="keep the leaf values of the quantized sums (LightGBM's default) instead of renewing them "
+                        "from the exact gradients (exact fixed-point sums, one small collective per tree)")
 
 
 def _add_forest_arguments(parser) -> None:
@@ -168,7 +178,9 @@ def _fit_gbdt(args, ctx, shard, checkpoint):
               feature_fraction=args.feature_fraction, bagging_fraction=args.bagging_fraction,
               bagging_freq=args.bagging_freq, validation_fraction=args.validation_fraction,
               early_stopping_rounds=args.early_stopping_rounds, metric=args.metric,
-              hist_reduce=args.hist_reduce, random_state=args.seed, comm=ctx, **_categorical_kwargs(args))
+              hist_reduce=args.hist_reduce, quantized_grad=args.quantized_grad, grad_bits=args.grad_bits,
+              quant_train_renew_leaf=args.quant_train_renew_leaf,
+              random_state=args.seed, comm=ctx, **_categorical_kwargs(args))
     if args.objective == "regression":
         est = GradientBoostingRegressor(**kw)
     else:

@@ -9,6 +9,8 @@ One job per module, as in scikit-learn's hist-gradient-boosting:
   histograms across ranks with one ``allreduce`` (or ``reduce_scatter`` by feature blocks);
 - :mod:`.predict` — the tree ensemble as flat arrays and its vectorised prediction;
 - :mod:`.categorical` — LightGBM's categorical splits (one-vs-rest, sorted many-vs-many);
+- :mod:`.quantize` — quantized gradients: stochastic rounding, packed integer histograms,
+  exact fixed-point sums (the same model for any number of ranks);
 - :mod:`.common` — what both estimators share: input checks, labels, applying a fitted model;
 - :mod:`.io` — model files and the readable JSON dump, for both estimators;
 - :mod:`.gbdt`, :mod:`.forest` — the estimators.

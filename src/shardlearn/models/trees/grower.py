@@ -24,6 +24,7 @@ import numpy as np
 from ...backend import compiled_kernels
 from .categorical import CatParams, find_best_categorical_splits, merge_splits, pack_bits
 from .histogram import CompiledHistogram, build_histogram, is_all_rows, pair_codes
+from .quantize import decode, narrow
 from .split import TIE_RTOL, SplitParams, find_best_splits
 
 HIST_REDUCE = ("allreduce", "reduce_scatter")
@@ -90,6 +91,11 @@ class TreeGrower:
         #: count channel of the root over all local rows: the same for every unbagged
         #: tree of the fit (the codes do not change), so it is counted once
         self._root_count = None
+        #: the quantized statistics of the tree being grown (:mod:`.quantize`), or None
+        self._quant = None
+        #: per-node L2 penalty of the last tree grown (children of many-vs-many categorical
+        #: splits carry ``cat_l2`` too): what renewing its leaf values needs
+        self.last_l2 = None
         #: bytes each rank would put on the wire for histograms and split candidates with
         #: bandwidth-optimal algorithms (ring allreduce / reduce-scatter / allgather)
         self.wire_bytes = 0
@@ -127,11 +133,23 @@ class TreeGrower:
             self.wire_bytes += 2 * (P - 1) * local.nbytes // P
             return coll.allreduce(local)
         k, C, d, S = local.shape
-        buf = np.zeros((self.d_pad, k, C, S))
+        buf = np.zeros((self.d_pad, k, C, S), dtype=local.dtype)
         buf[:d] = local.transpose(2, 0, 1, 3)
         self.wire_bytes += (P - 1) * buf.nbytes // P       # reduce-scatter: (P-1)/P
         mine = coll.reduce_scatter(buf).reshape(self.block, k, C, S)
         return np.ascontiguousarray(mine.transpose(1, 2, 0, 3))
+
+    def _combine_packed(self, local: np.ndarray, max_rows: int) -> np.ndarray:
+        """(k, d, S) packed int64 local histograms -> (k, 3, block, S) real global sums.
+
+        Sent as int32 when the fields of sums over ``max_rows`` rows (the largest global row
+        count of the k nodes) fit 32 bits, else as the int64 sums; exact either way."""
+        q = self._quant
+        small, p = narrow(local, q.packing, max_rows)
+        sent = local if small is None else small
+        got = self._combine(sent[:, None])[:, 0]
+        hist = decode(got, q.packing if small is None else p)      # (k, block, S, 3)
+        return q.scale_hist(np.ascontiguousarray(hist.transpose(0, 3, 1, 2)))
 
     def _search(self, hists, totals, masks):
         """Best split per node, identical on every rank."""
@@ -189,7 +207,7 @@ class TreeGrower:
 
     # ---------------------------------------------------------------- grow
     def grow(self, channels: np.ndarray, rows: np.ndarray, hess_is_count=False,
-             hist_features=None, node_mask=None):
+             hist_features=None, node_mask=None, quant=None):
         """Grow one tree.
 
         Parameters
@@ -204,6 +222,9 @@ class TreeGrower:
             Features whose histograms are built (per-tree feature sampling).
         node_mask : callable(node_ids) -> (k, d) bool, optional
             Features allowed at each of the given nodes (per-node feature sampling).
+        quant : :class:`.quantize.TreeQuant`, optional
+            Quantized gradients: the histograms sum its integers (exact for any P) and are
+            scaled to real sums before the split search; ``channels`` is then ignored.
 
         Returns
         -------
@@ -212,7 +233,11 @@ class TreeGrower:
         """
         ctx, p = self.ctx, self.params
         sp = p.split
-        C = channels.shape[0] + 1
+        self._quant = quant
+        packed = quant is not None and quant.packed is not None
+        if quant is not None:
+            channels = quant.channels           # None on the packed path
+        C = 3 if packed else channels.shape[0] + 1
         nodes = _NodeList(C - 2)
         timers = ctx.timers
         if self.rs:
@@ -223,20 +248,33 @@ class TreeGrower:
                 # the tree's row permutation: every node's rows stay a contiguous range of
                 # it (partitioned in place), as in LightGBM's DataPartition
                 rows = np.array(rows, dtype=np.int64)
+            if packed:
+                local = self.chist.build_packed(quant.kernels, quant.packed, rows, hist_features)
+            elif self.chist is not None:
                 self.chist.set_channels(channels)
                 local = self.chist.build(rows, hist_features, hess_is_count,
                                          count=self._root_count if full else None)
             else:
                 local = build_histogram(self.codes, channels, rows, self.n_slots, hist_features, hess_is_count,
                                         pairs=self.pairs, count=self._root_count if full else None)
-            if full and self._root_count is None and hist_features is None:
+            if full and self._root_count is None and hist_features is None and not packed:
                 self._root_count = local[C - 1].copy()
-            local_tot = np.empty(C)
-            sel = channels if full else np.take(channels, rows, axis=1)   # no copy of all rows
-            local_tot[:C - 1] = sel.sum(axis=1) if len(rows) else 0.0
-            local_tot[C - 1] = len(rows)
-        root_hist = self._combine(local[None])[0]
-        totals = ctx.coll.allreduce(local_tot)
+            if packed:   # the packed sum of the rows: every field's total at once, exact
+                local_tot = np.array([quant.packed.sum() if full else quant.packed[rows].sum()], dtype=np.int64)
+            else:
+                local_tot = np.empty(C)
+                sel = channels if full else np.take(channels, rows, axis=1)   # no copy of all rows
+                local_tot[:C - 1] = sel.sum(axis=1) if len(rows) else 0.0
+                local_tot[C - 1] = len(rows)
+        if packed:
+            root_hist = self._combine_packed(local[None], (1 << quant.packing.L) - 1)[0]
+            totals = quant.scale_totals(decode(ctx.coll.allreduce(local_tot), quant.packing)[0])
+        else:
+            root_hist = self._combine(local[None])[0]
+            totals = ctx.coll.allreduce(local_tot)
+            if quant is not None:   # sums of integers: exact in float64 for any order; now scaled
+                quant.scale_hist(root_hist)
+                quant.scale_totals(totals)
         leaves = {0: _Leaf(rows, root_hist, totals, 0)}
         nodes.add(totals, 0, p, sp.lambda_l2)
         n_leaves = 1
@@ -280,6 +318,8 @@ class TreeGrower:
                 self._child_histograms(pairs[b0:b0 + GROW_BATCH], leaves, channels, C, hist_features,
                                        hess_is_count, n_leaves, node_mask)
         leaf_rows = [(i, lf.rows) for i, lf in sorted(leaves.items())]
+        self._quant = None
+        self.last_l2 = np.array(nodes.lam, dtype=np.float64)
         return nodes.arrays(), leaf_rows
 
     def add_leaf_values(self, scores: np.ndarray, k: int, values: np.ndarray, leaf_rows) -> None:
@@ -333,19 +373,33 @@ class TreeGrower:
     def _child_histograms(self, pairs, leaves, channels, C, hist_features, hess_is_count, n_leaves,
                           node_mask):
         """Histograms of the children of ``pairs`` (one collective), then their best splits."""
+        q = self._quant
+        packed = q is not None and q.packed is not None
         with self.ctx.timers.phase("histogram"):
-            local = np.empty((len(pairs), C, self.d, self.n_slots))
+            if packed:
+                local = np.empty((len(pairs), self.d, self.n_slots), dtype=np.int64)
+            else:
+                local = np.empty((len(pairs), C, self.d, self.n_slots))
             small_left = []
+            max_rows = 0
             for j, (lf, li, ri) in enumerate(pairs):
                 sl = leaves[li].totals[C - 1] <= leaves[ri].totals[C - 1]
                 small_left.append(sl)
                 small = leaves[li] if sl else leaves[ri]
-                if self.chist is not None:
+                max_rows = max(max_rows, int(small.totals[C - 1]))
+                if packed:
+                    self.chist.build_packed(q.kernels, q.packed, small.rows, hist_features, out=local[j])
+                elif self.chist is not None:
                     self.chist.build(small.rows, hist_features, hess_is_count, out=local[j])
                 else:
                     build_histogram(self.codes, channels, small.rows, self.n_slots, hist_features,
                                     hess_is_count, out=local[j], pairs=self.pairs)
-        combined = self._combine(local)
+        if packed:
+            combined = self._combine_packed(local, max_rows)
+        else:
+            combined = self._combine(local)
+            if q is not None:
+                q.scale_hist(combined)
         todo, ids = [], []
         for j, (lf, li, ri) in enumerate(pairs):
             small, big = (li, ri) if small_left[j] else (ri, li)
@@ -405,6 +459,7 @@ class _NodeList:
         self.feature, self.bin, self.missing_left = [], [], []
         self.cat_sets = {}   # node -> bool (S,) bins going left, for categorical splits
         self.left, self.right, self.value, self.gain, self.count, self.hess, self.depth = [], [], [], [], [], [], []
+        self.lam = []        # each node's L2 penalty (not saved: leaf renewal reads it)
 
     def add(self, totals, depth, p: GrowParams, lam) -> int:
         C = len(totals)
@@ -421,6 +476,7 @@ class _NodeList:
         self.count.append(totals[C - 1])
         self.hess.append(h)
         self.depth.append(depth)
+        self.lam.append(lam)
         return i
 
     def set_split(self, i, s, li, ri):

@@ -266,6 +266,20 @@ class CompiledHistogram:
                 out[C - 2, feats] = count[feats]
         return out
 
+    def build_packed(self, kernels, vals: np.ndarray, rows, features=None, out=None) -> np.ndarray:
+        """Packed int64 histogram ``(d, n_slots)`` of ``rows`` through
+        ``_quant_kernels.histogram_packed``: ``vals`` (n,) int64 is each row's packed
+        quantized statistics (:mod:`.quantize`); features not in ``features`` are zero."""
+        if out is None:
+            out = np.empty((self.d, self.n_slots), dtype=np.int64)
+        all_rows = rows is None or is_all_rows(rows, self.n)
+        rows = self._scratch[:0] if all_rows else np.ascontiguousarray(rows, dtype=np.int64)
+        feats = self.all_features if features is None else np.ascontiguousarray(features, dtype=np.int64)
+        if out.shape != (self.d, self.n_slots) or out.dtype != np.int64 or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous int64 array of shape {(self.d, self.n_slots)}")
+        kernels.histogram_packed(self.codes_rm, self.n, self.d, vals, rows, int(all_rows), feats, self.n_slots, out)
+        return out
+
     def partition(self, rows: np.ndarray, feature: int, bin_: int, missing_left: bool) -> int:
         """Reorder ``rows`` (a contiguous int64 view, ascending) in place: rows going left
         (code ``<= bin_``, or the missing slot when ``missing_left``) first, both sides in

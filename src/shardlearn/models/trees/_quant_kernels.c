@@ -1,0 +1,261 @@
+/* Quantized-gradient boosting kernels: stochastic rounding and packed integer histograms.
+ *
+ * quantize(g, h, grows, key, inv_g, inv_h, bits, shift_g, shift_h, packed, channels)
+ *     Per row r: 64 random bits z = SplitMix64(grows[r] * GOLDEN + key) (the bits of
+ *     shardlearn.rng.row_bits for the stream whose key is `key`), u1 = (z >> 32) * 2^-32,
+ *     u2 = (z & 0xffffffff) * 2^-32, then
+ *         gi = clamp(floor(g[r] * inv_g + u1), -2^(bits-1), 2^(bits-1))
+ *         hi = clamp(floor(h[r] * inv_h + u2), 0, 2^bits)      (1 when h is empty)
+ *     and either packed[r] = gi << shift_g | hi << shift_h | 1 (shift_g >= 0; no hessian
+ *     field when h is empty) or channels[0, r] = gi, channels[1, r] = hi as float64.
+ *     The reference is quantize.quantize_numpy: the same two roundings (product, then sum).
+ *     This function is compiled without floating-point contraction (see QUANT_NO_CONTRACT),
+ *     so no fused multiply-add changes a rounding; baseline x86-64 has no FMA anyway.
+ *
+ * histogram_packed(codes_rm, n, d, vals, rows, all_rows, feats, S, out)
+ *     out[f * S + codes_rm[r * d + f]] += vals[r] for every row r of `rows` (all n rows
+ *     when all_rows) and feature f of `feats`; out (d * S) int64 is zeroed first. One int64
+ *     add per row and feature where the float histogram does three float64 adds (gradient,
+ *     hessian, count), and a third of the accumulator bytes (8 per bin instead of 24), so
+ *     one feature's bins stay in fewer cache lines. The sums are exact integers: the order
+ *     of the rows does not matter (quantize.py explains the packing and why fields cannot
+ *     carry into each other).
+ *
+ * Argument checks: _kernel_args.h. Row indices are checked in the loop (one compare per
+ * row); codes against S when S < 256 (one compare per code; with S >= 256 no uint8 code
+ * can be out of range).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "../../_kernel_args.h"
+
+#if defined(__GNUC__) && !defined(__clang__)
+#define QUANT_NO_CONTRACT __attribute__((optimize("fp-contract=off")))
+#else
+#define QUANT_NO_CONTRACT
+#endif
+
+#define GOLDEN 0x9E3779B97F4A7C15ULL
+#define M1 0xBF58476D1CE4E5B9ULL
+#define M2 0x94D049BB133111EBULL
+
+static inline uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * M1;
+    z = (z ^ (z >> 27)) * M2;
+    return z ^ (z >> 31);
+}
+
+QUANT_NO_CONTRACT
+static void quantize_loop(const double *g, const double *h, const int64_t *grows, Py_ssize_t n, uint64_t key,
+                          double inv_g, double inv_h, int bits, Py_ssize_t shift_g, Py_ssize_t shift_h,
+                          int64_t *packed, double *ch)
+{
+    const double gtop = (double)(1LL << (bits - 1)), htop = (double)(1LL << bits);
+    const double unit = 1.0 / 4294967296.0;  /* 2^-32 */
+    for (Py_ssize_t r = 0; r < n; r++) {
+        uint64_t z = mix64((uint64_t)grows[r] * GOLDEN + key);
+        double u1 = (double)(z >> 32) * unit;
+        volatile double prod = g[r] * inv_g;   /* its own rounding, as NumPy's g * inv_g */
+        double gi = floor(prod + u1);
+        gi = gi < -gtop ? -gtop : (gi > gtop ? gtop : gi);
+        double hi = 1.0;
+        if (h != NULL) {
+            double u2 = (double)(z & 0xFFFFFFFFULL) * unit;
+            volatile double hp = h[r] * inv_h;
+            hi = floor(hp + u2);
+            hi = hi < 0.0 ? 0.0 : (hi > htop ? htop : hi);
+        }
+        if (packed != NULL) {
+            uint64_t v = (uint64_t)(int64_t)gi << shift_g;
+            if (h != NULL)
+                v += (uint64_t)(int64_t)hi << shift_h;
+            packed[r] = (int64_t)(v + 1);
+        } else {
+            ch[r] = gi;
+            ch[n + r] = hi;
+        }
+    }
+}
+
+static PyObject *quantize(PyObject *self, PyObject *args)
+{
+    PyObject *og, *oh, *orows, *opacked, *och;
+    unsigned long long key;
+    double inv_g, inv_h;
+    int bits;
+    Py_ssize_t shift_g, shift_h;
+    if (!PyArg_ParseTuple(args, "OOOKddinnOO", &og, &oh, &orows, &key, &inv_g, &inv_h, &bits, &shift_g, &shift_h,
+                          &opacked, &och))
+        return NULL;
+    KA_CALL(K, "quantize");
+    Py_buffer *g, *h, *rows, *packed, *ch;
+    if (!(g = ka_buffer(&K, "g", og, KA_F64, KA_IN)) || !(h = ka_buffer(&K, "h", oh, KA_F64, KA_IN))
+        || !(rows = ka_buffer(&K, "grows", orows, KA_I64, KA_IN))
+        || !(packed = ka_buffer(&K, "packed", opacked, KA_I64, KA_OUT))
+        || !(ch = ka_buffer(&K, "channels", och, KA_F64, KA_OUT)))
+        goto fail;
+    Py_ssize_t n = ka_items(g);
+    int with_h = ka_items(h) > 0;
+    int to_packed = shift_g >= 0;
+    if (ka_between(&K, "bits", bits, 2, 16) || ka_need(&K, rows, n, "len(g)")
+        || (with_h && ka_need(&K, h, n, "len(g)")))
+        goto fail;
+    if (to_packed) {
+        /* the fields of one row: gradient at shift_g (bits - 1 magnitude bits and a sign),
+           hessian (bits + 1 bits) at shift_h below it */
+        if (ka_between(&K, "shift_g", shift_g, 1, 62 - bits)
+            || (with_h && ka_between(&K, "shift_h", shift_h, 1, shift_g - bits - 1))
+            || ka_need(&K, packed, n, "len(g)"))
+            goto fail;
+    } else if (ka_need(&K, ch, ka_mul(2, n), "2*len(g)")) {
+        goto fail;
+    }
+    if (ka_disjoint(&K))
+        goto fail;
+    Py_BEGIN_ALLOW_THREADS
+    quantize_loop((const double *)g->buf, with_h ? (const double *)h->buf : NULL, (const int64_t *)rows->buf, n,
+                  (uint64_t)key, inv_g, inv_h, bits, shift_g, shift_h, to_packed ? (int64_t *)packed->buf : NULL,
+                  to_packed ? NULL : (double *)ch->buf);
+    Py_END_ALLOW_THREADS
+    ka_release(&K);
+    Py_RETURN_NONE;
+fail:
+    ka_release(&K);
+    return NULL;
+}
+
+#if defined(__GNUC__) || defined(__clang__)
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#define PREFETCH(p) __builtin_prefetch(p)
+#else
+#define ALWAYS_INLINE inline
+#define PREFETCH(p) ((void)0)
+#endif
+#define PREFETCH_AHEAD 16
+
+typedef struct {
+    int what;          /* 0 ok, 1 bad row, 2 bad code */
+    Py_ssize_t at, value, f;
+} quant_bad;
+
+static ALWAYS_INLINE void packed_loop(const uint8_t *cd, const int64_t *vals, const int64_t *rw, const int64_t *fs,
+                                      int64_t *out, Py_ssize_t n, Py_ssize_t d, Py_ssize_t m, Py_ssize_t nf,
+                                      Py_ssize_t S, const int all_rows, const int dense, const int check_codes,
+                                      quant_bad *bad)
+{
+    for (Py_ssize_t i = 0; i < m; i++) {
+        Py_ssize_t r = all_rows ? i : (Py_ssize_t)rw[i];
+        if (!all_rows) {
+            if (KA_UNLIKELY(r < 0 || r >= n)) {
+                bad->what = 1, bad->at = i, bad->value = r;
+                return;
+            }
+            if (i + PREFETCH_AHEAD < m) {
+                int64_t ra = rw[i + PREFETCH_AHEAD];
+                if (ra >= 0 && ra < n) {
+                    PREFETCH(cd + ra * d);
+                    PREFETCH(vals + ra);
+                }
+            }
+        }
+        const uint8_t *c = cd + r * d;
+        const int64_t v = vals[r];
+        if (dense) {
+            int64_t *a = out;
+            for (Py_ssize_t f = 0; f < d; f++, a += S) {
+                Py_ssize_t code = c[f];
+                if (check_codes && KA_UNLIKELY(code >= S)) {
+                    bad->what = 2, bad->at = r, bad->value = code, bad->f = f;
+                    return;
+                }
+                a[code] += v;
+            }
+        } else {
+            for (Py_ssize_t j = 0; j < nf; j++) {
+                Py_ssize_t f = fs[j], code = c[f];
+                if (check_codes && KA_UNLIKELY(code >= S)) {
+                    bad->what = 2, bad->at = r, bad->value = code, bad->f = f;
+                    return;
+                }
+                out[f * S + code] += v;
+            }
+        }
+    }
+}
+
+static PyObject *histogram_packed(PyObject *self, PyObject *args)
+{
+    PyObject *ocodes, *ovals, *orows, *ofeats, *oout;
+    Py_ssize_t n, d, S;
+    int all_rows;
+    if (!PyArg_ParseTuple(args, "OnnOOiOnO", &ocodes, &n, &d, &ovals, &orows, &all_rows, &ofeats, &S, &oout))
+        return NULL;
+    KA_CALL(K, "histogram_packed");
+    Py_buffer *codes, *vals, *rows, *feats, *out;
+    if (!(codes = ka_buffer(&K, "codes", ocodes, KA_U8, KA_IN))
+        || !(vals = ka_buffer(&K, "vals", ovals, KA_I64, KA_IN))
+        || !(rows = ka_buffer(&K, "rows", orows, KA_I64, KA_IN))
+        || !(feats = ka_buffer(&K, "feats", ofeats, KA_I64, KA_IN))
+        || !(out = ka_buffer(&K, "out", oout, KA_I64, KA_OUT)))
+        goto fail;
+    if (ka_at_least(&K, "n", n, 0) || ka_at_least(&K, "d", d, 0) || ka_between(&K, "S", S, 1, 256))
+        goto fail;
+    const int64_t *fs = (const int64_t *)feats->buf;
+    Py_ssize_t nf = ka_items(feats);
+    if (ka_need(&K, codes, ka_mul(n, d), "n*d") || ka_need(&K, vals, n, "n")
+        || ka_need(&K, out, ka_mul(d, S), "d*S") || ka_check_range(&K, "feats", fs, nf, 0, d) || ka_disjoint(&K))
+        goto fail;
+    const uint8_t *cd = (const uint8_t *)codes->buf;
+    const int64_t *v = (const int64_t *)vals->buf, *rw = (const int64_t *)rows->buf;
+    int64_t *o = (int64_t *)out->buf;
+    Py_ssize_t m = all_rows ? n : ka_items(rows);
+    quant_bad bad = {0, 0, 0, 0};
+    int dense = nf == d;
+    Py_BEGIN_ALLOW_THREADS
+    memset(o, 0, (size_t)(d * S) * sizeof(int64_t));
+#define LOOP(ALL, DENSE, CHECK) packed_loop(cd, v, rw, fs, o, n, d, m, nf, S, ALL, DENSE, CHECK, &bad)
+    if (S >= 256) {
+        if (all_rows)
+            dense ? LOOP(1, 1, 0) : LOOP(1, 0, 0);
+        else
+            dense ? LOOP(0, 1, 0) : LOOP(0, 0, 0);
+    } else {
+        if (all_rows)
+            dense ? LOOP(1, 1, 1) : LOOP(1, 0, 1);
+        else
+            dense ? LOOP(0, 1, 1) : LOOP(0, 0, 1);
+    }
+#undef LOOP
+    Py_END_ALLOW_THREADS
+    if (bad.what == 1) {
+        ka_index_error(&K, "rows", bad.at, bad.value, 0, n);
+        goto fail;
+    }
+    if (bad.what == 2) {
+        PyErr_Format(PyExc_ValueError, "histogram_packed: codes: code %zd of row %zd, feature %zd is out of range "
+                     "[0, %zd) (S slots)", bad.value, bad.at, bad.f, S);
+        goto fail;
+    }
+    ka_release(&K);
+    Py_RETURN_NONE;
+fail:
+    ka_release(&K);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"quantize", quantize, METH_VARARGS,
+     "quantize(g, h, grows, key, inv_g, inv_h, bits, shift_g, shift_h, packed, channels)"},
+    {"histogram_packed", histogram_packed, METH_VARARGS,
+     "histogram_packed(codes_rm, n, d, vals, rows, all_rows, feats, S, out)"},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_quant_kernels",
+                                    "Quantized-gradient kernels (see the C source).", -1, methods};
+
+PyMODINIT_FUNC PyInit__quant_kernels(void) { return PyModule_Create(&module); }
