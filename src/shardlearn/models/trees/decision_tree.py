@@ -37,7 +37,7 @@ import numpy as np
 from ...data.binning import BinMapper
 from ...errors import ShardlearnError
 from ..base import Params
-from .common import FittedEnsemble, class_labels, diff, phase_snapshot, prepare
+from .common import FittedEnsemble, check_sample_weight, class_labels, diff, phase_snapshot, prepare
 from .criterion import CRITERIA, find_best_splits_entropy
 from .grower import HIST_REDUCE, GrowParams, TreeGrower
 from .io import ensemble_arrays, model_json, restore_ensemble
@@ -134,7 +134,7 @@ class _DecisionTree(FittedEnsemble, Params):
     def _fit_ranks(self, ctx, X, y, grows, n_total, classification, sample_weight, t_start):
         with ctx.collective_errors():
             self._check_params()
-            w = _check_weights(sample_weight, len(X))
+            w = np.ones(len(X)) if sample_weight is None else check_sample_weight(sample_weight, len(X))
         if classification:
             self.classes_, yk = class_labels(ctx, y, None, n_total=n_total, regressor="DecisionTreeRegressor")
             K = len(self.classes_)
@@ -342,17 +342,6 @@ def export_text(tree: _DecisionTree, feature_names=None, decimals: int = 2, max_
 
     rec(0, 0)
     return "\n".join(lines) + "\n"
-
-
-def _check_weights(sample_weight, n) -> np.ndarray:
-    if sample_weight is None:
-        return np.ones(n)
-    w = np.asarray(sample_weight, dtype=np.float64)
-    if w.shape != (n,):
-        raise ShardlearnError(f"sample_weight has shape {w.shape}; expected ({n},), one weight per row")
-    if not np.all(np.isfinite(w)) or np.any(w < 0):
-        raise ShardlearnError("sample_weight must be finite and non-negative")
-    return w
 
 
 def _class_position(classes: np.ndarray, key):
