@@ -215,7 +215,8 @@ class _DecisionTree(FittedEnsemble, Params):
 
     # -------------------------------------------------------------- predict
     def _values(self, X):
-        return self.ensemble_.raw_sum(self._check_X(X), self.ensemble_.n_out)
+        X = self._check_X(X)
+        return self.ensemble_.raw_sum(X, self.ensemble_.n_out)
 
     def apply(self, X) -> np.ndarray:
         """Index of the leaf each local row ends in (no communication)."""
@@ -271,7 +272,8 @@ class DecisionTreeClassifier(_DecisionTree):
         return self._values(X)
 
     def predict(self, X) -> np.ndarray:
-        return np.asarray(self.classes_)[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)
+        return np.asarray(self.classes_)[np.argmax(proba, axis=1)]
 
 
 class DecisionTreeRegressor(_DecisionTree):
