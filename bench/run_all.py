@@ -38,6 +38,8 @@ def quick_args(name: str, w: Path) -> list | None:
         "data": ["--rows", "20000", "--features", "8", "--repeats", "1", "--dir", w / "data", "--peers"],
         "kmeans": ["--cases", "20000x16k8", "--repeats", "1", "--limits-size", "256",
                    "--data-dir", w / "kmeans", "--out", w / "kmeans.json"],
+        "knn": ["--train", "20000", "--queries", "1000", "--work", w / "knn", "--out", w / "knn.md",
+                "--json-out", w / "knn.json"],
         "linear": ["--rows", "20000", "--repeats", "1", "--workdir", w / "linear", "--out", w / "linear.md"],
         "trees": ["--rows", "20000", "--trees", "5", "--repeats", "1", "--work", w / "trees",
                   "--out", w / "trees.md", "--json-out", w / "trees.json"],
