@@ -40,6 +40,7 @@ def quick_args(name: str, w: Path) -> list | None:
                    "--data-dir", w / "kmeans", "--out", w / "kmeans.json"],
         "knn": ["--train", "20000", "--queries", "1000", "--work", w / "knn", "--out", w / "knn.md",
                 "--json-out", w / "knn.json"],
+        "resample": ["--rows", "6000", "--trees", "3", "--out", w / "resample.md", "--json-out", w / "resample.json"],
         "linear": ["--rows", "20000", "--repeats", "1", "--workdir", w / "linear", "--out", w / "linear.md"],
         "trees": ["--rows", "20000", "--trees", "5", "--repeats", "1", "--work", w / "trees",
                   "--out", w / "trees.md", "--json-out", w / "trees.json"],

@@ -38,7 +38,7 @@ def test_accuracy_within_half_a_percent_of_scikit_learn(criterion):
     The issue's bar is 0.5 %; this guard allows 1 %: on 4500 continuous rows the binned
     splits measured -0.2 % to -0.8 % (deep nodes hold fewer rows than one bin,
     4500 / 255 = 18, and cannot split inside it as scikit-learn's exact thresholds do;
-    bench/resample.md has the figures and README the explanation)."""
+    README.md, "Decision trees", has the figures and the explanation)."""
     for kw in ({}, {"max_depth": 8}, {"max_leaf_nodes": 40}):
         ours, ref = [], []
         for seed in range(3):
