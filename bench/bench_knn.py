@@ -138,7 +138,7 @@ def main() -> None:
            "sklearn_seconds": sk["seconds"], "ours": rows, "loadavg_before": load_before, "loadavg_after": load_after}
     Path(a.json_out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.json_out).write_text(json.dumps(out, indent=2) + "\n")
-    lines = [f"# k nearest neighbours: shardlearn vs scikit-learn brute force\n",
+    lines = ["# k nearest neighbours: shardlearn vs scikit-learn brute force\n",
              f"`python bench/bench_knn.py --train {a.train} --queries {a.queries}` "
              f"({a.features} features, k = {a.k}): shardlearn on {a.ranks} ranks x 1 BLAS thread, "
              f"scikit-learn `KNeighborsClassifier(algorithm=\"brute\", n_jobs={a.ranks})` with {a.ranks} threads; "
