@@ -22,9 +22,10 @@ from .options import HelpFormatter, add_runtime_options, check_outputs, int_at_l
 
 FAMILIES = ("shardlearn.cli.train_kmeans", "shardlearn.cli.train_linear", "shardlearn.cli.train_trees",
             "shardlearn.cli.train_tree", "shardlearn.cli.train_knn")
-#: the classifiers that take ``--resample`` (gbdt, forest and tree when classifying); a family
-#: module listed here passes :func:`resample_weights_for`'s weights to its fit as sample_weight
-RESAMPLE_MODELS = ("logistic", "gbdt", "forest", "tree", "knn", "svm")
+#: the classifiers that take ``--resample`` (gbdt, forest and tree when classifying): their family
+#: module passes :func:`resample_weights_for`'s weights to fit as sample_weight. Not knn: its
+#: model refers to the training data and votes by row; a weight would have to travel with it
+RESAMPLE_MODELS = ("logistic", "gbdt", "forest", "tree")
 
 
 def _family(module: str):
