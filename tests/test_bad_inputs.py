@@ -44,7 +44,7 @@ SUPERVISED = MODELS[1:]
 #: options that make each model train in a blink on the corpus' small datasets
 FAST = {"kmeans": ["--k", "2"], "linear": [], "ridge": [], "lasso": [], "logistic": [],
         "gbdt": ["--n-estimators", "3", "--min-child-samples", "1"],
-        "forest": ["--n-estimators", "3"]}
+        "forest": ["--n-estimators", "3"], "tree": ["--max-depth", "3"], "knn": ["--n-neighbors", "1"]}
 #: options for 2 rows (more ranks than rows): the normal equations of 2 rows x 3 features are
 #: singular, so plain least squares uses L-BFGS there
 TINY = {**FAST, "linear": ["--solver", "lbfgs"]}
@@ -551,6 +551,45 @@ def build_cases() -> list[Case]:
         else:
             add(f"1 row | evaluate {model}", ["evaluate", "--model", f"{{m}}/{model}.h5", "--data", "{d}/tiny1.h5"],
                 expect="ok")
+    # --- the decision tree and k nearest neighbours (issue 15): the same corpus, row by row
+    for model in ("tree", "knn"):
+        add(f"inf in X | train {model}", _train(model, "{d}/inf.h5", case="inf"), ["inf.h5", "infinite", "1 rows"])
+        add(f"NaN in y | train {model}", _train(model, "{d}/ynan.h5", case="ynan"), ["ynan.h5", "in y"])
+        add(f"no y | train {model}", _train(model, "{d}/noy.h5", case="noy"), ["noy.h5", "no dataset 'y'"])
+        add(f"no rows | train {model}", _train(model, "{d}/rows0.h5", case="rows0"), ["rows"])
+        add(f"single class | train {model}", _train(model, "{d}/one.h5", case="one"), ["one class"])
+        add(f"output dir missing | train {model}", _train(model, c, out=f"{nodir}/m.h5"),
+            ["no-such-dir", "does not exist"])
+        add(f"other feature count | predict {model}",
+            ["predict", "--model", f"{{m}}/{model}.h5", "--data", "{d}/f4.h5", "--out", f"{{e}}/f4-{model}.h5"],
+            ["f4.h5", "4 features", "trained on 3"])
+        add(f"unseen label on the last rank only | evaluate {model}",
+            ["evaluate", "--model", f"{{m}}/{model}.h5", "--data", "{d}/ylast5.h5"], ["never saw"])
+        add(f"no y | evaluate {model}", ["evaluate", "--model", f"{{m}}/{model}.h5", "--data", "{d}/noy.h5"],
+            ["noy.h5", "'y'"])
+        out = f"{{o}}/tiny2-{model}.h5"
+        add(f"2 rows | train {model}", ["train", model, "--data", t2, "--out", out, *FAST[model]],
+            expect="ok", outputs=[out, out[:-3] + ".json"])
+        add(f"2 rows | predict {model}", ["predict", "--model", f"{{m}}/{model}.h5", "--data", t2,
+                                          "--out", f"{{o}}/tiny2-pred-{model}.h5"], expect="ok",
+            outputs=[f"{{o}}/tiny2-pred-{model}.h5"])
+        add(f"zero-row part | train {model}", _train(model, "{d}/zeropart", out=f"{{o}}/zeropart-{model}.h5"),
+            expect="ok", outputs=[f"{{o}}/zeropart-{model}.h5"])
+        add(f"1 row | predict {model}", ["predict", "--model", f"{{m}}/{model}.h5", "--data", "{d}/tiny1.h5",
+                                         "--out", f"{{o}}/tiny1-pred-{model}.h5"], expect="ok",
+            outputs=[f"{{o}}/tiny1-pred-{model}.h5"])
+    add("NaN in X | train tree", _train("tree", "{d}/nan.h5", out="{o}/nan-tree.h5"), expect="ok",
+        outputs=["{o}/nan-tree.h5"])
+    add("NaN in X | train knn", _train("knn", "{d}/nan.h5", case="nan"), ["nan.h5", "NaN", "2 rows"])
+    add("NaN in X | predict knn", ["predict", "--model", "{m}/knn.h5", "--data", "{d}/nan.h5",
+                                   "--out", "{e}/nan-pred-knn.h5"], ["NaN"])
+    add("more neighbours than rows | train knn", _train("knn", t2, "--n-neighbors", "5", case="k5"),
+        ["n_neighbors=5", "2 training rows"])
+    add("regression target | train tree --resample", _train("tree", c, "--objective", "regression", "--resample",
+                                                             "under", case="resample-reg"), ["for classifiers"])
+    add("bad ratio | train tree --resample", _train("tree", c, "--resample", "over:0.5", case="resample-ratio"),
+        ["RATIO"])
+
     # --- the command line itself: argparse errors are bad input too
     for case, argv, want in [
         ("k not a number", ["train", "kmeans", "--data", c, "--out", "{e}/argk.h5", "--k", "two"], ["--k", "two"]),

@@ -31,7 +31,8 @@ from shardlearn.backend import compiled_kernels
 MODULES = {"kmeans": compiled_kernels("models.kmeans._kmeans_kernels"),
            "hist": compiled_kernels("models.trees._hist_kernels"),
            "cat": compiled_kernels("models.trees._cat_kernels"),
-           "binning": compiled_kernels("data._binning_kernels")}
+           "binning": compiled_kernels("data._binning_kernels"),
+           "knn": compiled_kernels("models.knn._knn_kernels")}
 ERRORS = (ValueError, TypeError)
 
 
@@ -296,6 +297,27 @@ SPECS += [
          bad_indices=(("s0 not a power of two", _set("s0", 1, 3)), ("s0 past the table", _set("s0", 0, 256)),
                       ("missing code > 255", _assign("missing", 256)),
                       ("a column stride past X", _assign("cs", 7)))),
+]
+
+
+# -------------------------------------------------------------------------------- k-NN
+def _topk():
+    g = np.random.default_rng(5)
+    B, m, k = 4, 9, 3
+    return {"g": g.standard_normal((B, m)), "s": np.full(m, -2.0), "xx": g.random(m), "base": 10, "B": B, "m": m,
+            "k": k, "best_d": np.full((B, k), np.inf), "best_i": np.full((B, k), np.iinfo(np.int64).max)}
+
+
+def _topk_check(a, result):
+    v = a["xx"] + a["s"] * a["g"]
+    order = np.argsort(v, axis=1, kind="stable")[:, :a["k"]]
+    np.testing.assert_array_equal(a["best_i"], order + a["base"])
+    np.testing.assert_array_equal(a["best_d"], np.take_along_axis(v, order, axis=1))
+
+
+SPECS += [
+    Spec("knn", "topk_update", _topk, outputs=("best_d", "best_i"), sizes=("B", "m", "k"), check=_topk_check,
+         bad_indices=(("negative base row", _assign("base", -1)), ("k = 0", _assign("k", 0)))),
 ]
 
 

@@ -154,3 +154,15 @@ def test_cli_choices_match_the_estimators():
     assert tuple(train_kmeans.INITS) == tuple(kmeans.INITS)
     assert tuple(train_trees.HIST_REDUCE) == tuple(grower.HIST_REDUCE)
     assert tuple(train_trees.GROWTH) == tuple(grower.GROWTH)
+
+
+def test_cli_choices_match_the_tree_and_knn_estimators():
+    from shardlearn.cli import train_knn, train_tree
+    from shardlearn.models.knn import _local, _search, estimator
+    from shardlearn.models.trees import criterion, decision_tree
+
+    assert tuple(train_tree.CRITERIA) == tuple(criterion.CRITERIA)
+    assert tuple(train_tree.GROWTHS) == tuple(decision_tree.GROWTHS)
+    assert tuple(train_knn.METRICS) == tuple(_local.METRICS)
+    assert tuple(train_knn.STRATEGIES) == tuple(_search.STRATEGIES)
+    assert tuple(train_knn.WEIGHTS) == tuple(estimator.WEIGHTS)

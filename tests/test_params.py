@@ -5,7 +5,8 @@ import shardlearn
 
 NAMES = ["KMeans", "LinearRegression", "Ridge", "Lasso", "LogisticRegression",
          "GradientBoostingClassifier", "GradientBoostingRegressor",
-         "RandomForestClassifier", "RandomForestRegressor"]
+         "RandomForestClassifier", "RandomForestRegressor", "DecisionTreeClassifier", "DecisionTreeRegressor",
+         "KNeighborsClassifier", "KNeighborsRegressor"]
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -19,6 +19,10 @@ _LAZY = {
     "GradientBoostingRegressor": "shardlearn.models.trees.gbdt",
     "RandomForestClassifier": "shardlearn.models.trees.forest",
     "RandomForestRegressor": "shardlearn.models.trees.forest",
+    "DecisionTreeClassifier": "shardlearn.models.trees.decision_tree",
+    "DecisionTreeRegressor": "shardlearn.models.trees.decision_tree",
+    "KNeighborsClassifier": "shardlearn.models.knn",
+    "KNeighborsRegressor": "shardlearn.models.knn",
 }
 
 

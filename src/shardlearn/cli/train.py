@@ -20,7 +20,12 @@ import os
 
 from .options import HelpFormatter, add_runtime_options, check_outputs, int_at_least
 
-FAMILIES = ("shardlearn.cli.train_kmeans", "shardlearn.cli.train_linear", "shardlearn.cli.train_trees")
+FAMILIES = ("shardlearn.cli.train_kmeans", "shardlearn.cli.train_linear", "shardlearn.cli.train_trees",
+            "shardlearn.cli.train_tree", "shardlearn.cli.train_knn")
+#: the classifiers that take ``--resample`` (gbdt, forest and tree when classifying): their family
+#: module passes :func:`resample_weights_for`'s weights to fit as sample_weight. Not knn: its
+#: model refers to the training data and votes by row; a weight would have to travel with it
+RESAMPLE_MODELS = ("logistic", "gbdt", "forest", "tree")
 
 
 def _family(module: str):
@@ -44,6 +49,8 @@ def add_parsers(sub) -> None:
                             help="compute dtype (default: the data's)")
             add_runtime_options(mp)
             add_checkpoint_options(mp)
+            if name in RESAMPLE_MODELS:
+                add_resample_option(mp)
             fam.add_arguments(mp, name)
             mp.set_defaults(run=run, family=module)
 
@@ -65,6 +72,36 @@ def add_checkpoint_options(p) -> None:
                    help="under Slurm: when a signal stopped the run after its checkpoint, requeue this job "
                         "(scontrol requeue $SLURM_JOB_ID); with --resume the next start continues from the "
                         "checkpoint (jobs/README.md: time limits and pre-emption)")
+
+
+def add_resample_option(p) -> None:
+    p.add_argument_group("imbalanced labels").add_argument(
+        "--resample", default=None, metavar="under|over[:RATIO]",
+        help="resample the classes by per-row integer weights drawn per global row (no row moves; the "
+             "same for any number of ranks): 'under' keeps a class's rows with probability "
+             "min(1, RATIO*n_min/n_c) (Bernoulli), 'over' adds Poisson(n_max/(RATIO*n_c) - 1) copies of "
+             "each row of the smaller classes; RATIO (default 1: balanced) is the largest majority:minority "
+             "ratio left. Beside --class-weight balanced, which reweighs without drawing")
+
+
+def resample_weights_for(args, ctx, shard, classifier: bool = True):
+    """The ``--resample`` row weights of this rank's rows (collective), or None without it."""
+    import numpy as np
+
+    from ..errors import ShardlearnError
+    from ..models.resample import parse_resample, resample_weights
+
+    spec = getattr(args, "resample", None)
+    if spec is None:
+        return None
+    with ctx.collective_errors():
+        if not classifier:
+            raise ShardlearnError("--resample is for classifiers (a regression target has no classes)")
+        kind, ratio = parse_resample(spec)
+    w = resample_weights(ctx, shard.y, kind, ratio, seed=args.seed, row_offset=shard.start)
+    kept = ctx.coll.allreduce(np.array([w.sum(), float(np.count_nonzero(w))]))
+    ctx.log(f"resample {spec}: {int(kept[0])} weighted rows ({int(kept[1])} of {shard.n_total} rows kept)")
+    return w
 
 
 def make_checkpoint(args, shard):

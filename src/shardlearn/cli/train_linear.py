@@ -115,14 +115,15 @@ def build(name: str, args, ctx):
 def fit(name: str, args, ctx, checkpoint_for):
     """Read the data, fit; return (estimator, shard, report facts)."""
     from ..data import read_shard
-    from .train import compact_history
+    from .train import compact_history, resample_weights_for
 
     shard = read_shard(args.data, ctx, dtype=args.dtype, need_y=True)
     est = build(name, args, ctx)
+    sw = resample_weights_for(args, ctx, shard)   # --resample: logistic only
     # steps: solver iterations (lbfgs, gd, fista), epochs (sgd); normal: one step
     checkpoint = checkpoint_for(shard)
     with ctx.timers.phase("fit"):
-        est.fit(shard.X, shard.y, row_offset=shard.start, checkpoint=checkpoint)
+        est.fit(shard.X, shard.y, sw, row_offset=shard.start, checkpoint=checkpoint)
     metrics = est.evaluate(shard.X, shard.y)
     ctx.log(f"{name}: training " + " ".join(f"{k}={v:.6g}" for k, v in metrics.items()))
     return est, shard, {"n_iter": est.n_iter_, "loss": est.loss_, "converged": est.converged_,

@@ -148,10 +148,11 @@ def _categorical_kwargs(args) -> dict:
 def fit(name: str, args, ctx, checkpoint_for):
     """Read the data (NaN allowed: missing values), fit; return (estimator, shard, facts)."""
     from ..data import read_shard
-    from .train import compact_history
+    from .train import compact_history, resample_weights_for
 
     shard = read_shard(args.data, ctx, dtype=None, need_y=True, allow_nan=True)
     ckpt = checkpoint_for(shard)   # a step: one boosting iteration (gbdt), one tree (forest)
+    args.sample_weight = resample_weights_for(args, ctx, shard, classifier=args.objective != "regression")
     est = _fit_gbdt(args, ctx, shard, ckpt) if name == "gbdt" else _fit_forest(args, ctx, shard, ckpt)
     hist = est.history_
     tot = {k: float(sum(r[k] for r in hist)) for k in ("histogram", "communication", "split_search", "partition")}
@@ -189,7 +190,7 @@ def _fit_gbdt(args, ctx, shard, checkpoint):
         est = GradientBoostingClassifier(n_classes=n_cls, **kw)
     ctx.log(f"gbdt: {shard.n_total} rows x {shard.dataset.n_features} features on {ctx.size} ranks, "
             f"objective {args.objective}")
-    return est.fit(shard.X, shard.y, checkpoint=checkpoint)
+    return est.fit(shard.X, shard.y, args.sample_weight, checkpoint=checkpoint)
 
 
 def _fit_forest(args, ctx, shard, checkpoint):
@@ -203,6 +204,7 @@ def _fit_forest(args, ctx, shard, checkpoint):
     ctx.log(f"forest: {shard.n_total} rows x {shard.dataset.n_features} features on {ctx.size} ranks")
     if args.objective == "regression":
         return RandomForestRegressor(max_features=1.0 if mf is None else mf, **kw).fit(
-            shard.X, shard.y, checkpoint=checkpoint)
+            shard.X, shard.y, args.sample_weight, checkpoint=checkpoint)
     est = RandomForestClassifier(max_features="sqrt" if mf is None else mf, **kw)
-    return est.fit(shard.X, shard.y, n_classes=args.num_class, checkpoint=checkpoint)
+    return est.fit(shard.X, shard.y, n_classes=args.num_class, sample_weight=args.sample_weight,
+                   checkpoint=checkpoint)

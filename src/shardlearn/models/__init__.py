@@ -4,7 +4,9 @@
 - :mod:`.io`      — estimators to and from model files (one registry, collective save/load)
 - :mod:`.kmeans`  — k-means (Lloyd, k-means++ and k-means|| init)
 - :mod:`.linear`  — linear, ridge, lasso and logistic regression and their solvers
-- :mod:`.trees`   — histogram gradient boosting and random forests
+- :mod:`.trees`   — histogram gradient boosting, random forests and single decision trees
+- :mod:`.knn`     — k-nearest neighbours over sharded training rows
+- :mod:`.resample` — under/over-sampling of imbalanced classes as per-row integer weights
 
 Each package's own docstring lists its files. The command line that drives them is
 :mod:`shardlearn.cli` (one module per model family).

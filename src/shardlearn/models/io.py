@@ -32,6 +32,8 @@ ESTIMATORS = {
     "logistic": ("shardlearn.models.linear", "LogisticRegression"),
     "gbdt": ("shardlearn.models.trees.gbdt", "_GradientBoosting"),
     "forest": ("shardlearn.models.trees.forest", "_RandomForest"),
+    "tree": ("shardlearn.models.trees.decision_tree", "_DecisionTree"),
+    "knn": ("shardlearn.models.knn", "_KNeighbors"),
 }
 
 

@@ -13,10 +13,12 @@ One job per module, as in scikit-learn's hist-gradient-boosting:
   exact fixed-point sums (the same model for any number of ranks);
 - :mod:`.common` — what both estimators share: input checks, labels, applying a fitted model;
 - :mod:`.io` — model files and the readable JSON dump, for both estimators;
-- :mod:`.gbdt`, :mod:`.forest` — the estimators.
+- :mod:`.criterion` — the entropy split search (gini and squared error are :mod:`.split`'s gain);
+- :mod:`.gbdt`, :mod:`.forest`, :mod:`.decision_tree` — the estimators.
 """
+from .decision_tree import DecisionTreeClassifier, DecisionTreeRegressor, export_text
 from .forest import RandomForestClassifier, RandomForestRegressor
 from .gbdt import GradientBoostingClassifier, GradientBoostingRegressor
 
-__all__ = ["GradientBoostingClassifier", "GradientBoostingRegressor", "RandomForestClassifier",
+__all__ = ["DecisionTreeClassifier", "DecisionTreeRegressor", "export_text", "GradientBoostingClassifier", "GradientBoostingRegressor", "RandomForestClassifier",
            "RandomForestRegressor"]

@@ -41,6 +41,16 @@ def prepare(comm, X, y, verbose=False):
     return ctx, X, y, np.arange(start, start + len(X), dtype=np.int64), int(counts[:, 0].sum())
 
 
+def check_sample_weight(sample_weight, n) -> np.ndarray:
+    """``sample_weight`` as float64 (n,), finite and non-negative; ShardlearnError otherwise (local)."""
+    w = np.asarray(sample_weight, dtype=np.float64)
+    if w.shape != (n,):
+        raise ShardlearnError(f"sample_weight has shape {w.shape}; expected ({n},), one weight per row")
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ShardlearnError("sample_weight must be finite and non-negative")
+    return w
+
+
 #: a classifier refuses y with more distinct values than max(MANY_CLASSES, rows / MIN_ROWS_PER_CLASS)
 #: unless told the number of classes: that is a regression target (scikit-learn's diabetes
 #: data, 200+ distinct whole numbers over 309 rows), not class labels

@@ -30,7 +30,8 @@ from ...errors import ShardlearnError
 from ...util import faults
 from ..base import Params
 from .categorical import cat_params, check_categorical_params
-from .common import FittedEnsemble, class_labels, diff, phase_snapshot, prepare, resolve_categorical
+from .common import (FittedEnsemble, check_sample_weight, class_labels, diff, phase_snapshot, prepare,
+                     resolve_categorical)
 from .grower import HIST_REDUCE, GrowParams, TreeGrower
 from .io import ensemble_arrays, model_json, restore_ensemble
 from .predict import Ensemble
@@ -139,7 +140,7 @@ class _RandomForest(FittedEnsemble, Params):
             raise ShardlearnError(f"max_features must be 'sqrt', 'log2', a count or a fraction, got {mf!r}")
         check_categorical_params(self)
 
-    def _fit(self, X, y, classification, n_classes=None, checkpoint=None):
+    def _fit(self, X, y, classification, n_classes=None, checkpoint=None, sample_weight=None):
         """Fit (collective). ``checkpoint``: a :class:`shardlearn.checkpoint.Checkpoint`, or None.
 
         With a checkpoint, a step is one tree. The state saved is global: the trees so
@@ -153,15 +154,19 @@ class _RandomForest(FittedEnsemble, Params):
         ctx, X, y, grows, n_total = prepare(self.comm, X, y, self.verbose)
         with ctx.guard(f"{type(self).__name__}.fit"):
             try:
-                return self._fit_ranks(ctx, X, y, grows, n_total, classification, n_classes, checkpoint, t_start)
+                return self._fit_ranks(ctx, X, y, grows, n_total, classification, n_classes, checkpoint, t_start,
+                                       sample_weight)
             finally:
                 if checkpoint is not None:
                     checkpoint.finish()     # the stop signals get their handlers back, also after a stop
 
-    def _fit_ranks(self, ctx, X, y, grows, n_total, classification, n_classes, checkpoint, t_start):
-        """The collective part of fit, after the input checks of :func:`.common.prepare`."""
+    def _fit_ranks(self, ctx, X, y, grows, n_total, classification, n_classes, checkpoint, t_start,
+                   sample_weight=None):
+        """The collective part of fit, after the input checks of :func:`.common.prepare`.
+        ``sample_weight`` multiplies each row's bootstrap weight."""
         with ctx.collective_errors():
             self._check_params()
+            sw = None if sample_weight is None else check_sample_weight(sample_weight, len(X))
         if classification:
             self.classes_, yk = class_labels(ctx, y, n_classes, n_total=n_total, regressor="RandomForestRegressor")
             K = len(self.classes_)
@@ -207,6 +212,8 @@ class _RandomForest(FittedEnsemble, Params):
                 w = poisson1(rng.row_uniform(self.random_state, rng.stream_id("bootstrap", t), grows))
             else:
                 w = np.ones(len(X))
+            if sw is not None:
+                w = w * sw
             rows = np.flatnonzero(w > 0)
             ch = np.empty((K + 1, len(X)))
             if classification:
@@ -279,13 +286,14 @@ class RandomForestClassifier(_RandomForest):
     __doc__ = ("Histogram random forest for classification (Gini), trained across MPI ranks.\n"
                + _RandomForest.__doc__.split("\n", 2)[2])
 
-    def fit(self, X, y, n_classes=None, *, checkpoint=None):
-        """Fit on this rank's rows (collective); ``n_classes`` checks labels are 0..n_classes-1.
+    def fit(self, X, y, n_classes=None, *, sample_weight=None, checkpoint=None):
+        """Fit on this rank's rows (collective); ``n_classes`` checks labels are 0..n_classes-1;
+        ``sample_weight`` (keyword: the third position is ``n_classes``) weighs each row.
 
         ``checkpoint``: a :class:`shardlearn.checkpoint.Checkpoint` to save the state to
         (every few trees, and on a stop signal) and resume from (see :meth:`_RandomForest._fit`).
         """
-        return self._fit(X, y, True, n_classes, checkpoint=checkpoint)
+        return self._fit(X, y, True, n_classes, checkpoint=checkpoint, sample_weight=sample_weight)
 
     def predict_proba(self, X) -> np.ndarray:
         return self._average(X)
@@ -301,13 +309,13 @@ class RandomForestRegressor(_RandomForest):
     def __init__(self, *, max_features=1.0, **kwargs):
         super().__init__(max_features=max_features, **kwargs)
 
-    def fit(self, X, y, *, checkpoint=None):
-        """Fit on this rank's rows (collective).
+    def fit(self, X, y, sample_weight=None, *, checkpoint=None):
+        """Fit on this rank's rows (collective), optionally weighted by ``sample_weight``.
 
         ``checkpoint``: a :class:`shardlearn.checkpoint.Checkpoint` to save the state to
         (every few trees, and on a stop signal) and resume from (see :meth:`_RandomForest._fit`).
         """
-        return self._fit(X, y, False, checkpoint=checkpoint)
+        return self._fit(X, y, False, checkpoint=checkpoint, sample_weight=sample_weight)
 
     def predict(self, X) -> np.ndarray:
         return self._average(X)[:, 0]

@@ -31,7 +31,7 @@ from ...errors import ShardlearnError
 from ...util import faults
 from ..base import Params
 from .categorical import cat_params, check_categorical_params
-from .common import (FittedEnsemble, class_labels, diff, phase_snapshot, prepare,
+from .common import (FittedEnsemble, check_sample_weight, class_labels, diff, phase_snapshot, prepare,
                      resolve_categorical, sample_features)
 from .grower import GROWTH, HIST_REDUCE, GrowParams, TreeGrower
 from .io import ensemble_arrays, model_json, restore_ensemble
@@ -201,7 +201,7 @@ class _GradientBoosting(FittedEnsemble, Params):
         check_categorical_params(self)
 
     # ------------------------------------------------------------------ fit
-    def _fit(self, X, y, objective, n_classes=None, checkpoint=None):
+    def _fit(self, X, y, objective, n_classes=None, checkpoint=None, sample_weight=None):
         """Fit (collective). ``checkpoint``: a :class:`shardlearn.checkpoint.Checkpoint`, or None.
 
         With a checkpoint, a step is one boosting iteration (its K trees). The state saved
@@ -219,15 +219,22 @@ class _GradientBoosting(FittedEnsemble, Params):
         self.ctx_ = ctx
         with ctx.guard(f"{type(self).__name__}.fit"):
             try:
-                return self._fit_ranks(ctx, X, y, grows, n_total, objective, n_classes, checkpoint, t_start)
+                return self._fit_ranks(ctx, X, y, grows, n_total, objective, n_classes, checkpoint, t_start,
+                                       sample_weight)
             finally:
                 if checkpoint is not None:
                     checkpoint.finish()     # the stop signals get their handlers back, also after a stop
 
-    def _fit_ranks(self, ctx, X, y, grows, n_total, objective, n_classes, checkpoint, t_start):
-        """The collective part of fit, after the input checks of :func:`.common.prepare`."""
+    def _fit_ranks(self, ctx, X, y, grows, n_total, objective, n_classes, checkpoint, t_start,
+                   sample_weight=None):
+        """The collective part of fit, after the input checks of :func:`.common.prepare`.
+
+        ``sample_weight`` multiplies every row's gradient and hessian (and weighs the initial
+        score); rows of weight 0 grow no tree and have their scores updated like out-of-bag rows.
+        """
         with ctx.collective_errors():
             self._check_params(objective)
+            sw = None if sample_weight is None else check_sample_weight(sample_weight, len(X))
         if objective == "regression":
             K = 1
             yk = y.astype(np.float64)
@@ -253,6 +260,7 @@ class _GradientBoosting(FittedEnsemble, Params):
         else:
             is_val = np.zeros(len(X), dtype=bool)
         Xtr, ytr, gtr = X[~is_val], yk[~is_val], grows[~is_val]
+        swtr = None if sw is None else sw[~is_val]
         Xva, yva = X[is_val], yk[is_val]
         n_train = int(ctx.coll.allreduce(np.array([len(Xtr)], dtype=np.int64))[0])
         with ctx.collective_errors():
@@ -275,18 +283,21 @@ class _GradientBoosting(FittedEnsemble, Params):
         # what tree prediction reads: categorical columns as bin codes (X itself without any)
         Xva = mapper.encode(Xva)
         bagged = self.bagging_freq and self.bagging_fraction < 1
-        Xtr_pred = mapper.encode(Xtr) if bagged else None
+        keep = None if swtr is None or (swtr > 0).all() else swtr > 0   # rows of weight 0 grow no tree
+        partial = bagged or keep is not None
+        Xtr_pred = mapper.encode(Xtr) if partial else None
         # initial score (saved in checkpoints: a sum over ranks, so it depends on P in the last bits)
         if state is not None:
             init = np.asarray(state["init_score"], dtype=np.float64)
         elif objective == "regression" and self.quantized_grad:
             init = np.array([exact_mean(ctx, ytr, n_train)])     # the same bits for any P
         elif objective == "regression":
-            s = ctx.coll.allreduce(np.array([ytr.sum(), len(ytr)], dtype=np.float64))
+            wsum = float(len(ytr)) if swtr is None else swtr.sum()
+            s = ctx.coll.allreduce(np.array([ytr.sum() if swtr is None else swtr @ ytr, wsum], dtype=np.float64))
             init = np.array([s[0] / s[1]])
         else:
             n_cls = 2 if K == 1 else K
-            cnt = ctx.coll.allreduce(np.bincount(ytr, minlength=n_cls).astype(np.float64))
+            cnt = ctx.coll.allreduce(np.bincount(ytr, weights=swtr, minlength=n_cls).astype(np.float64))
             prior = np.clip(cnt / cnt.sum(), 1e-15, 1 - 1e-15)
             init = np.array([np.log(prior[1] / prior[0])]) if K == 1 else np.log(prior)
         self.init_score_ = init
@@ -298,7 +309,7 @@ class _GradientBoosting(FittedEnsemble, Params):
             # per-row state from the global one: the boosting scores, tree by tree in fit order
             ens = Ensemble.from_arrays(state["trees"])
             ens._flat = None                # rebuilt from the trees, as in an uninterrupted fit
-            replay_scores(ens, Xtr_pred if bagged else mapper.encode(Xtr), F)
+            replay_scores(ens, Xtr_pred if partial else mapper.encode(Xtr), F)
             replay_scores(ens, Xva, Fva)
             history = list(state["history"])
             best, best_iter, since_best = state["best"], int(state["best_iter"]), int(state["since_best"])
@@ -319,8 +330,9 @@ class _GradientBoosting(FittedEnsemble, Params):
             qk = compiled_kernels("models.trees._quant_kernels") if grower.chist is not None else None
             quantizer = Quantizer(self.grad_bits, self.random_state, n_train, objective == "regression", qk)
         all_rows = np.arange(len(Xtr), dtype=np.int64)
-        rows = all_rows
+        rows = all_rows if keep is None else np.flatnonzero(keep)
         in_bag = None
+        grown = keep                    # rows the trees grow on (None: all)
         d = X.shape[1]
         log_metrics = ctx.verbose and ctx.rank == 0 or self.verbose
         log_metrics = bool(ctx.coll.allreduce(np.array([int(log_metrics)], dtype=np.int64), op="max")[0])
@@ -342,10 +354,14 @@ class _GradientBoosting(FittedEnsemble, Params):
                     p = _softmax(F)
                     G = (p - Ytr).T
                     H = (K / (K - 1.0)) * (p * (1.0 - p)).T
+                if swtr is not None:
+                    G = G * swtr[None]
+                    H = np.broadcast_to(swtr[None], G.shape) if H is None else H * swtr[None]
             if bagged and (it % self.bagging_freq == 0 or in_bag is None):   # None: resumed mid-round
                 u = rng.row_uniform(self.random_state, rng.stream_id("bagging", it // self.bagging_freq), gtr)
                 in_bag = u < self.bagging_fraction
-                rows = np.flatnonzero(in_bag)
+                grown = in_bag if keep is None else in_bag & keep
+                rows = np.flatnonzero(grown)
             feats = sample_features(self.random_state, ("feature_fraction", it), d, self.feature_fraction)
             mask = None
             if len(feats) < d:
@@ -374,8 +390,8 @@ class _GradientBoosting(FittedEnsemble, Params):
                 t = ens.trees[-1]
                 with ctx.timers.phase("update"):
                     grower.add_leaf_values(F, k, tree["value"][:, 0], leaf_rows)
-                    if in_bag is not None and not in_bag.all():
-                        oob = np.flatnonzero(~in_bag)
+                    if grown is not None and not grown.all():
+                        oob = np.flatnonzero(~grown)
                         F[oob, k] += tree_values(t, Xtr_pred[oob])[:, 0]
                     if len(Xva):
                         Fva[:, k] += tree_values(t, Xva)[:, 0]
@@ -484,12 +500,13 @@ class GradientBoostingRegressor(_GradientBoosting):
     __doc__ = "Histogram gradient boosting for regression (L2 loss), trained across MPI ranks.\n" + \
         _GradientBoosting.__doc__.split("\n", 2)[2]
 
-    def fit(self, X, y, *, checkpoint=None):
-        """Fit on this rank's rows ``X`` (n_local, d) and targets ``y`` (collective).
+    def fit(self, X, y, sample_weight=None, *, checkpoint=None):
+        """Fit on this rank's rows ``X`` (n_local, d), targets ``y`` and optional ``sample_weight``
+        (collective).
 
         ``checkpoint``: a :class:`shardlearn.checkpoint.Checkpoint` (see :meth:`_GradientBoosting._fit`).
         """
-        return self._fit(X, y, "regression", checkpoint=checkpoint)
+        return self._fit(X, y, "regression", checkpoint=checkpoint, sample_weight=sample_weight)
 
     def predict(self, X) -> np.ndarray:
         return self.raw_predict(X)[:, 0]
@@ -505,13 +522,14 @@ class GradientBoostingClassifier(_GradientBoosting):
         super().__init__(**kwargs)
         self.n_classes = n_classes
 
-    def fit(self, X, y, *, checkpoint=None):
-        """Fit on this rank's rows ``X`` (n_local, d) and labels ``y`` (collective).
+    def fit(self, X, y, sample_weight=None, *, checkpoint=None):
+        """Fit on this rank's rows ``X`` (n_local, d), labels ``y`` and optional ``sample_weight``
+        (collective).
 
         ``checkpoint``: a :class:`shardlearn.checkpoint.Checkpoint` (see :meth:`_GradientBoosting._fit`).
         """
         return self._fit(X, y, "multiclass" if self.n_classes and self.n_classes > 2 else "binary_or_multi",
-                         self.n_classes, checkpoint=checkpoint)
+                         self.n_classes, checkpoint=checkpoint, sample_weight=sample_weight)
 
     def _check_params(self, objective):
         super()._check_params("binary" if objective == "binary_or_multi" else objective)
