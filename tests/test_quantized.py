@@ -278,3 +278,28 @@ def test_cli_flags(tmp_path):
     bad = run_cli(2, "train", "gbdt", "--data", tmp_path / "d.h5", "--out", tmp_path / "m2.h5",
                   "--quantized-grad", "--grad-bits", "1", check=False)
     assert bad.returncode == 2 and "grad_bits must be an integer in 2..16" in bad.stderr
+
+
+def test_sample_weights_keep_the_model_independent_of_p(tmp_path):
+    code = r"""
+import hashlib, numpy as np
+from mpi4py import MPI
+from sklearn.datasets import make_classification, make_friedman1
+from shardlearn.util.blocks import block_bounds
+from shardlearn.models.trees.gbdt import GradientBoostingClassifier, GradientBoostingRegressor
+P, r = MPI.COMM_WORLD.size, MPI.COMM_WORLD.rank
+X, y = make_classification(900, 6, random_state=1)
+Xr, yr = make_friedman1(900, 6, random_state=2)
+w = np.random.default_rng(3).uniform(0, 2, 900)
+w[::9] = 0.0                                     # rows that grow no tree
+s = slice(*block_bounds(900, P, r))
+for name, est, X_, y_ in (("cls", GradientBoostingClassifier, X, y), ("reg", GradientBoostingRegressor, Xr, yr)):
+    m = est(n_estimators=4, quantized_grad=True, min_child_samples=5).fit(X_[s], y_[s], sample_weight=w[s])
+    a = m.ensemble_.to_arrays()
+    h = hashlib.sha256(b"".join(np.ascontiguousarray(a[k]).tobytes() for k in sorted(a)) + m.init_score_.tobytes())
+    if r == 0:
+        emit({"case": name, "digest": h.hexdigest()})
+"""
+    got = {P: {row["case"]: row["digest"] for row in json_lines(run_script(P, code, tmp_path, timeout=180).stdout)}
+           for P in (1, 3)}
+    assert got[1] == got[3] and len(got[1]) == 2

@@ -36,7 +36,7 @@ from .common import (FittedEnsemble, check_sample_weight, class_labels, diff, ph
 from .grower import GROWTH, HIST_REDUCE, GrowParams, TreeGrower
 from .io import ensemble_arrays, model_json, restore_ensemble
 from .predict import Ensemble, replay_scores, tree_values
-from .quantize import GRAD_BITS, Quantizer, agree_max, exact_mean, renew_leaf_values
+from .quantize import GRAD_BITS, Quantizer, agree_max, exact_class_weights, exact_mean, renew_leaf_values
 from .split import SplitParams
 
 METRICS = {"regression": ("rmse",), "binary": ("logloss", "auc"), "multiclass": ("logloss",)}
@@ -290,14 +290,17 @@ class _GradientBoosting(FittedEnsemble, Params):
         if state is not None:
             init = np.asarray(state["init_score"], dtype=np.float64)
         elif objective == "regression" and self.quantized_grad:
-            init = np.array([exact_mean(ctx, ytr, n_train)])     # the same bits for any P
+            init = np.array([exact_mean(ctx, ytr, n_train, swtr)])     # the same bits for any P
         elif objective == "regression":
             wsum = float(len(ytr)) if swtr is None else swtr.sum()
             s = ctx.coll.allreduce(np.array([ytr.sum() if swtr is None else swtr @ ytr, wsum], dtype=np.float64))
             init = np.array([s[0] / s[1]])
         else:
             n_cls = 2 if K == 1 else K
-            cnt = ctx.coll.allreduce(np.bincount(ytr, weights=swtr, minlength=n_cls).astype(np.float64))
+            if self.quantized_grad and swtr is not None:    # weighted class sums, the same bits for any P
+                cnt = exact_class_weights(ctx, ytr, swtr, n_cls, n_train)
+            else:
+                cnt = ctx.coll.allreduce(np.bincount(ytr, weights=swtr, minlength=n_cls).astype(np.float64))
             prior = np.clip(cnt / cnt.sum(), 1e-15, 1 - 1e-15)
             init = np.array([np.log(prior[1] / prior[0])]) if K == 1 else np.log(prior)
         self.init_score_ = init
@@ -328,7 +331,9 @@ class _GradientBoosting(FittedEnsemble, Params):
         quantizer = None
         if self.quantized_grad:
             qk = compiled_kernels("models.trees._quant_kernels") if grower.chist is not None else None
-            quantizer = Quantizer(self.grad_bits, self.random_state, n_train, objective == "regression", qk)
+            # a constant hessian (no hessian field in the packing): unweighted L2 only
+            quantizer = Quantizer(self.grad_bits, self.random_state, n_train,
+                                  objective == "regression" and swtr is None, qk)
         all_rows = np.arange(len(Xtr), dtype=np.int64)
         rows = all_rows if keep is None else np.flatnonzero(keep)
         in_bag = None

@@ -271,10 +271,30 @@ def exact_sums(ctx, columns, groups, n_rows: int) -> np.ndarray:
     return np.ldexp(tot.astype(np.float64), np.array(exps, dtype=np.int64)[:, None])
 
 
-def exact_mean(ctx, y: np.ndarray, n_total: int) -> float:
-    """The mean of ``y`` over every rank, the same bits for any P (two small collectives)."""
-    ymax = float(ctx.coll.allreduce(np.array([np.abs(y).max() if len(y) else 0.0]), op="max")[0])
-    return float(exact_sums(ctx, [(y, ymax)], [np.arange(len(y))], n_total)[0, 0]) / n_total
+def _agreed_max(ctx, *columns) -> np.ndarray:
+    loc = np.array([np.abs(c).max() if len(c) else 0.0 for c in columns])
+    return ctx.coll.allreduce(loc, op="max")
+
+
+def exact_mean(ctx, y: np.ndarray, n_total: int, w: np.ndarray | None = None) -> float:
+    """The (``w``-weighted) mean of ``y`` over every rank, the same bits for any P (two
+    small collectives)."""
+    rows = [np.arange(len(y))]
+    if w is None:
+        ymax = float(_agreed_max(ctx, y)[0])
+        return float(exact_sums(ctx, [(y, ymax)], rows, n_total)[0, 0]) / n_total
+    wy = w * y
+    m = _agreed_max(ctx, wy, w)
+    s = exact_sums(ctx, [(wy, float(m[0])), (w, float(m[1]))], rows, n_total)
+    return float(s[0, 0] / s[1, 0])
+
+
+def exact_class_weights(ctx, y: np.ndarray, w: np.ndarray, n_classes: int, n_total: int) -> np.ndarray:
+    """Sum of the weights ``w`` of each class ``0..n_classes-1`` over every rank, the same
+    bits for any P (two small collectives)."""
+    wmax = float(_agreed_max(ctx, w)[0])
+    groups = [np.flatnonzero(y == c) for c in range(n_classes)]
+    return exact_sums(ctx, [(w, wmax)], groups, n_total)[0]
 
 
 def renew_leaf_values(ctx, values, leaf_rows, g, h, l2, learning_rate, gmax, hmax, n_rows):
