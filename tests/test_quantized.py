@@ -9,7 +9,6 @@
 - quality: held-out AUC / RMSE close to the unquantized learner and to LightGBM's own
   quantized training.
 """
-import hashlib
 
 import numpy as np
 import pytest
