@@ -42,6 +42,8 @@ def quick_args(name: str, w: Path) -> list | None:
                 "--json-out", w / "knn.json"],
         "resample": ["--rows", "6000", "--trees", "3", "--out", w / "resample.md", "--json-out", w / "resample.json"],
         "linear": ["--rows", "20000", "--repeats", "1", "--workdir", w / "linear", "--out", w / "linear.md"],
+        "exact_reduce": ["--repeats", "1", "--scale", "0.02", "--out", w / "exact_reduce.md",
+                         "--json-out", w / "exact_reduce.json"],
         "quantized": ["--rows", "20000", "--trees", "5", "--repeats", "1", "--work", w / "quantized",
                       "--out", w / "quantized.md", "--json-out", w / "quantized.json"],
         "trees": ["--rows", "20000", "--trees", "5", "--repeats", "1", "--work", w / "trees",
