@@ -1,0 +1,287 @@
+"""Tree growing on the device: node histograms and row partitions with the array module
+``xp`` (CuPy on a GPU; NumPy under ``SHARDLEARN_FAKE_GPU=1``, which is how CI runs them).
+
+:class:`DeviceHistogram` has the interface of :class:`.histogram.CompiledHistogram`, so
+:class:`.grower.TreeGrower` uses it unchanged: the bin codes go to the device once per
+fit (row-major for the histogram, feature-major for the partition), each tree's
+gradient and hessian once per tree, and the tree's row permutation lives on the device;
+every node's rows stay a contiguous range of it (partitioned in place, stably, as the
+CPU path does). Only the node histograms (``C x d x S`` numbers) come back to the host,
+where the ranks combine them and the split search runs (it reads histograms, not rows).
+Leaf values are added to the scores on the host from one download of the leaf of each
+row per tree (:meth:`DeviceHistogram.add_leaf_values`).
+
+**The histogram kernel** (:data:`KERNEL_SOURCE`, ``node_histogram``; the pattern of
+LightGBM's CUDA histogram constructor and XGBoost's ``gpu_hist``): a 2-D grid; each
+block takes a group of features (``blockIdx.y``) and a grid-stride share of the node's
+rows, accumulates a per-block histogram of that feature group in shared memory, and adds
+it to the global histogram once. Accumulation is **fixed point**: each gradient and
+hessian is scaled by a power of two per channel (:func:`channel_scales`, from this
+rank's largest magnitude and row count, so no int64 sum can overflow) and rounded once;
+integer atomics commute, so the histogram has the same bits whatever order the threads
+run in, and converting it back (``/ scale``) gives float64 sums within ``2^-40`` of the
+largest gradient per row summed. The CPU path sums float64 in row order, so the two
+agree to ~1e-12 relative, not bit for bit: the split search already treats gains within
+``TIE_RTOL`` as ties (for the same reason across rank counts), so the trees are the same
+unless two candidates' gains differ by less than that (``tests/test_gpu_trees.py``
+compares whole models with the CPU path's).
+
+Kernels and how CI covers them: :func:`node_histogram` runs the CUDA kernel on CuPy
+arrays and :func:`node_histogram_reference` (plain NumPy, the same fixed-point
+arithmetic, integer sums) on NumPy arrays; CI runs the device path with the reference
+and compares the trees with the CPU path's; ``tests/test_gpu_kernels.py`` compares
+kernel and reference bit for bit on a GPU (random inputs, an empty node, one row, every
+row in one bin, the missing slot).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+#: bits of headroom: |fixed sums| stay below 2^FIXED_BITS
+FIXED_BITS = 62
+SHARED_LIMIT = 48 * 1024
+THREADS = 256
+
+KERNEL_SOURCE = r"""
+extern "C" __global__ void node_histogram(
+        const unsigned char* __restrict__ codes,    /* n x d, row-major */
+        const double* __restrict__ ch,              /* n x cin, row-major */
+        const double* __restrict__ scale,           /* cin */
+        const long long* __restrict__ rows,         /* m local rows; unused when all_rows */
+        long long m, int all_rows, int d, int cin, int S, int fg, int use_shared,
+        unsigned long long* __restrict__ out)       /* (cin + 1) x d x S */
+{
+    extern __shared__ unsigned long long sh[];      /* (cin + 1) x fg x S */
+    const int C = cin + 1;
+    const int f0 = blockIdx.y * fg;
+    const int nf = min(fg, d - f0);
+    const long long cells = (long long)C * fg * S;
+    if (use_shared) {
+        for (long long c = threadIdx.x; c < cells; c += blockDim.x) sh[c] = 0ULL;
+        __syncthreads();
+    }
+    const long long step = (long long)gridDim.x * blockDim.x;
+    for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < m; j += step) {
+        const long long i = all_rows ? j : rows[j];
+        const unsigned char* ci = codes + i * d + f0;
+        for (int c = 0; c <= cin; ++c) {
+            unsigned long long q = 1ULL;            /* the count channel */
+            if (c < cin) q = (unsigned long long)llrint(ch[i * cin + c] * scale[c]);
+            if (q == 0ULL) continue;
+            for (int f = 0; f < nf; ++f) {
+                if (use_shared) atomicAdd(&sh[((long long)c * fg + f) * S + ci[f]], q);
+                else atomicAdd(&out[((long long)c * d + f0 + f) * S + ci[f]], q);
+            }
+        }
+    }
+    if (use_shared) {
+        __syncthreads();
+        for (long long c = threadIdx.x; c < cells; c += blockDim.x) {
+            const unsigned long long v = sh[c];
+            if (v == 0ULL) continue;
+            const int chn = (int)(c / ((long long)fg * S));
+            const long long rem = c % ((long long)fg * S);
+            const int f = (int)(rem / S), b = (int)(rem % S);
+            if (f < nf) atomicAdd(&out[((long long)chn * d + f0 + f) * S + b], v);
+        }
+    }
+}
+"""
+
+_MODULE = None
+
+
+def _kernel():
+    global _MODULE
+    import cupy
+
+    if _MODULE is None:
+        _MODULE = cupy.RawModule(code=KERNEL_SOURCE, options=("--std=c++11",))
+    return _MODULE.get_function("node_histogram")
+
+
+def _host(a) -> np.ndarray:
+    return a if isinstance(a, np.ndarray) else a.get()
+
+
+def _xp(a):
+    from ...backend import array_module
+
+    return array_module(a)
+
+
+def channel_scales(bound, n_rows: int) -> np.ndarray:
+    """Per channel, the power of two that maps values of magnitude <= ``bound`` to int64
+    fixed point with no overflow when ``n_rows`` of them are summed."""
+    bound = np.asarray(bound, dtype=np.float64)
+    rows_bits = int(np.ceil(np.log2(max(2, int(n_rows)))))
+    e = np.zeros(bound.shape, dtype=np.int64)
+    pos = bound > 0
+    e[pos] = FIXED_BITS - 1 - rows_bits - np.ceil(np.log2(bound[pos])).astype(np.int64)
+    return np.ldexp(1.0, np.clip(e, -1000, 1000))
+
+
+def features_per_block(C: int, S: int) -> int:
+    """Features per block so that its ``C x fg x S`` int64 histogram fits shared memory
+    (0: not even one feature fits; the kernel then adds to global memory directly)."""
+    return SHARED_LIMIT // (C * S * 8)
+
+
+def node_histogram_reference(codes_rm, ch_rm, scale, rows, S) -> np.ndarray:
+    """The kernel in NumPy: int64 ``(cin + 1, d, S)`` fixed-point sums of the rows
+    ``rows`` (None: all rows); the last channel counts rows."""
+    n, d = codes_rm.shape
+    cin = ch_rm.shape[1]
+    out = np.zeros((cin + 1, d, S), dtype=np.int64)
+    if rows is not None:
+        codes_rm, ch_rm = codes_rm[rows], ch_rm[rows]
+    if codes_rm.shape[0] == 0:
+        return out
+    q = np.rint(ch_rm * scale).astype(np.int64)            # (m, cin)
+    flat = (np.arange(d, dtype=np.int64) * S + codes_rm.astype(np.int64))  # (m, d)
+    for c in range(cin):
+        np.add.at(out[c].reshape(-1), flat.ravel(), np.repeat(q[:, c], d))
+    out[cin] = np.bincount(flat.ravel(), minlength=d * S).reshape(d, S)
+    return out
+
+
+def node_histogram(codes_rm, ch_rm, scale, rows, S):
+    """Fixed-point node histogram: the CUDA kernel on CuPy arrays, the reference on NumPy
+    arrays (bit for bit the same int64 sums)."""
+    if isinstance(codes_rm, np.ndarray):
+        return node_histogram_reference(codes_rm, ch_rm, scale, rows, S)
+    xp = _xp(codes_rm)
+    n, d = codes_rm.shape
+    cin = ch_rm.shape[1]
+    C = cin + 1
+    out = xp.zeros((C, d, S), dtype=np.int64)
+    m = n if rows is None else int(rows.shape[0])
+    if m == 0 or d == 0:
+        return out
+    fg = features_per_block(C, S)
+    shared = fg >= 1
+    fg = max(1, min(fg, d)) if shared else d
+    groups = -(-d // fg)
+    blocks_x = int(max(1, min(-(-m // THREADS), max(1, 1024 // groups))))
+    rows_arg = rows if rows is not None else xp.zeros(1, dtype=np.int64)
+    _kernel()((blocks_x, groups), (THREADS,),
+              (codes_rm, ch_rm, scale, rows_arg, np.int64(m), np.int32(rows is None), np.int32(d),
+               np.int32(cin), np.int32(S), np.int32(fg), np.int32(1 if shared else 0), out.view(np.uint64)),
+              shared_mem=C * fg * S * 8 if shared else 0)
+    return out
+
+
+class DeviceHistogram:
+    """:class:`.histogram.CompiledHistogram`'s interface on the device (see the module
+    docstring). ``rows`` arguments are device int64 arrays (views of the tree's row
+    permutation, made by :meth:`rows_array`)."""
+
+    k = None  # no compiled host kernels: TreeGrower.add_leaf_values defers to ours
+
+    def __init__(self, xp, codes: np.ndarray, n_slots: int):
+        from ...backend import to_device
+
+        self.xp = xp
+        self.d, self.n = codes.shape
+        self.n_slots = n_slots
+        self.codes = to_device(xp, np.ascontiguousarray(codes, dtype=np.uint8))   # (d, n)
+        self.codes_rm = xp.ascontiguousarray(self.codes.T)                        # (n, d)
+        self.ch = None
+        self.scale = None
+        self.cin = 0
+
+    def rows_array(self, rows) -> object:
+        """The tree's row permutation on the device (int64, a fresh array)."""
+        return self.xp.asarray(np.asarray(rows, dtype=np.int64)).copy()
+
+    def set_channels(self, channels: np.ndarray) -> None:
+        """This tree's ``(C - 1, n)`` statistics: to the device, row-major, with their
+        fixed-point scales (from this rank's largest magnitude per channel)."""
+        cin, n = channels.shape
+        if n != self.n or cin < 1:
+            raise ValueError(f"channels must be (C - 1, {self.n}), got {channels.shape}")
+        host = np.ascontiguousarray(np.asarray(channels, dtype=np.float64).T)
+        bound = np.abs(host).max(axis=0) if n else np.zeros(cin)
+        if not np.all(np.isfinite(bound)):
+            raise ValueError("gradients or hessians hold NaN or infinite values")
+        self.scale_host = channel_scales(bound, n)
+        self.scale = self.xp.asarray(self.scale_host)
+        self.ch = self.xp.asarray(host)
+        self.cin = cin
+
+    def build(self, rows, features=None, hess_is_count=False, out=None, count=None) -> np.ndarray:
+        """Host float64 histogram ``(C, d, n_slots)`` of ``rows`` (device int64, or None:
+        all rows); features not in ``features`` are zero, as on the CPU."""
+        C = self.cin + 1
+        if out is None:
+            out = np.zeros((C, self.d, self.n_slots))
+        n_rows = self.n if rows is None else int(rows.shape[0])
+        all_rows = rows is None or n_rows == self.n and bool(_is_identity(self.xp, rows))
+        fixed = _host(node_histogram(self.codes_rm, self.ch, self.scale, None if all_rows else rows, self.n_slots))
+        out[:C - 1] = fixed[:C - 1] / self.scale_host[:, None, None]
+        out[C - 1] = fixed[C - 1]
+        if features is not None:
+            keep = np.zeros(self.d, dtype=bool)
+            keep[np.asarray(features, dtype=np.int64)] = True
+            out[:, ~keep] = 0.0
+        return out
+
+    def totals(self, rows) -> np.ndarray:
+        """Per-channel sums of ``rows`` (host float64, length C - 1)."""
+        if rows is None:
+            return _host(self.ch.sum(axis=0))
+        if int(rows.shape[0]) == 0:
+            return np.zeros(self.cin)
+        return _host(self.ch[rows].sum(axis=0))
+
+    def _apply(self, rows, go_left) -> int:
+        """Reorder ``rows`` in place: ``go_left`` rows first, both sides in order."""
+        left = rows[go_left]
+        right = rows[~go_left]
+        n_left = int(left.shape[0])
+        rows[:n_left] = left
+        rows[n_left:] = right
+        return n_left
+
+    def partition(self, rows, feature: int, bin_: int, missing_left: bool) -> int:
+        if int(rows.shape[0]) == 0:
+            return 0
+        c = self.codes[int(feature)][rows]
+        go_left = c <= bin_
+        if missing_left:
+            go_left |= c == self.n_slots - 1
+        return self._apply(rows, go_left)
+
+    def partition_table(self, rows, feature: int, cat_left: np.ndarray) -> int:
+        if int(rows.shape[0]) == 0:
+            return 0
+        table = np.zeros(256, dtype=bool)
+        cat_left = np.asarray(cat_left, dtype=bool).ravel()
+        table[:len(cat_left)] = cat_left
+        go_left = self.xp.asarray(table)[self.codes[int(feature)][rows]]
+        return self._apply(rows, go_left)
+
+    def add_leaf_values(self, scores: np.ndarray, k: int, values: np.ndarray, leaf_rows) -> None:
+        """``scores[rows, k] += values[node]`` for every leaf: the leaf of each row is
+        scattered on the device and downloaded once."""
+        xp = self.xp
+        leaf = xp.full(self.n, -1, dtype=np.int32)
+        for node, r in leaf_rows:
+            if int(r.shape[0]):
+                leaf[r] = node
+        leaf = _host(leaf)
+        hit = leaf >= 0
+        scores[hit, k] += np.asarray(values)[leaf[hit]]
+
+
+def _is_identity(xp, rows) -> bool:
+    n = int(rows.shape[0])
+    return n == 0 or bool((rows == xp.arange(n)).all())
+
+
+def device_histogram(ctx, codes, n_slots):
+    """A :class:`DeviceHistogram` when the fit computes on the device (a gpu Context),
+    else None."""
+    if getattr(ctx, "device", "cpu") != "gpu" or codes.dtype != np.uint8 or n_slots > 256:
+        return None
+    return DeviceHistogram(ctx.xp, codes, n_slots)
