@@ -218,6 +218,7 @@ class KMeans(Params):
             return self._fit(ctx, X, checkpoint)
 
     def _fit(self, ctx, X, checkpoint):
+        X_in = X
         X, offset, n_total = self._prepare(ctx, X)
         k = int(self.n_clusters)
         d = X.shape[1]
@@ -328,7 +329,8 @@ class KMeans(Params):
         if checkpoint is not None:
             checkpoint.finish()
         self.cluster_centers_ = (best["centers"] + data.mean_t.astype(np.float64)).astype(X.dtype)
-        self.labels_ = best["labels"]
+        # labels stay on the device for CuPy input; host input gets host labels
+        self.labels_ = best["labels"] if is_device_array(X_in) else to_host(best["labels"])
         self.inertia_ = float(best["inertia"])
         self.n_iter_ = int(best["n_iter"])
         self.n_features_in_ = d

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# The GPU check of issue 12 on a bare GPU machine, as one command: install what the
+# machine lacks, run `make test-gpu` and `bench/bench_gpu.py`, log everything to ONE file.
+# Sized to finish in under 8 minutes on one H200 (16 cores): each step has its own time
+# limit and the script ends by itself at 460 s, whatever hangs.
+#
+# The machine is expected to have Python 3.12 with CuPy for its CUDA (cupy-cuda12x or
+# cupy-cuda13x), NumPy, SciPy, h5py, scikit-learn, pytest (and pytest-xdist) and a C
+# compiler, but no MPI library and no registry to install one from. What it lacks travels
+# as wheels in .whl/ (ignored by git), fetched beforehand on a machine with pip:
+#
+#   jobs/gpu_check.sh fetch        # here, in the repository root: mpich, mpi4py, lightgbm
+#                                  # for CPython 3.12 x86-64 into .whl/ (about 18 MB)
+#   bash jobs/gpu_check.sh         # there, in the repository root (the device tool: carry
+#                                  # [".whl"], timeout_s 540)
+#
+# The log goes to $OUT/gpu_check.log when OUT is set (the device tool brings $OUT back),
+# else ./gpu_check.log; the benchmark's figures to $OUT/gpu.md and $OUT/gpu.json beside it.
+# Exit status: 0 when every step passed, else 1 (the summary at the end says which).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+WHEELS=(mpich==5.0.2 mpi4py==4.1.2 lightgbm==4.7.0)
+if [[ ${1:-} == fetch ]]; then
+    mkdir -p .whl
+    grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> "$(git rev-parse --git-path info/exclude)"
+    plats=()
+    for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64; do
+        plats+=(--platform "$p")
+    done
+    for w in "${WHEELS[@]}"; do
+        python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+            "${plats[@]}" -d .whl "$w" || exit 1
+    done
+    ls -l .whl
+    exit 0
+fi
+
+OUTDIR=${OUT:-.}
+LOG=$OUTDIR/gpu_check.log
+exec > >(tee -a "$LOG") 2>&1
+T0=$SECONDS
+DEADLINE=${GPU_CHECK_SECONDS:-460}
+left() { echo $(( DEADLINE - (SECONDS - T0) )); }
+declare -A STATUS
+step() {  # step NAME LIMIT_SECONDS CMD...: run with a time limit, record the exit status
+    local name=$1 limit=$2; shift 2
+    local l; l=$(left)
+    (( limit > l )) && limit=$l
+    if (( limit < 10 )); then
+        echo "== $name: skipped, $(left) s left of $DEADLINE"; STATUS[$name]=skipped; return
+    fi
+    echo "== $name (limit ${limit} s, $(( SECONDS - T0 )) s elapsed): $*"
+    local t=$SECONDS
+    timeout --kill-after=10 "$limit" "$@"
+    local rc=$?
+    STATUS[$name]=$rc
+    echo "== $name: exit $rc after $(( SECONDS - t )) s"
+}
+
+echo "== gpu_check $(date -u +%FT%TZ) on $(hostname), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+nvidia-smi -L || true
+nproc; cat /proc/loadavg
+
+# ---- what the machine lacks: an MPI library (mpich wheel, unpacked), mpi4py built for the
+# MPI ABI, lightgbm (the benchmark's peer); installed under /tmp, nothing system-wide
+if compgen -G ".whl/*.whl" >/dev/null; then
+    rm -rf /tmp/mpich /tmp/site && mkdir -p /tmp/mpich /tmp/site
+    python3 -m zipfile -e .whl/mpich-*.whl /tmp/mpich
+    MPICH=$(echo /tmp/mpich/mpich-*.data/data)
+    chmod +x "$MPICH"/bin/*
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        $(ls .whl/*.whl | grep -v /mpich-) || echo "gpu_check: pip install of the carried wheels failed"
+    export PATH=$MPICH/bin:$PATH
+    export LD_LIBRARY_PATH=$MPICH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    export MPI4PY_LIBMPI=$MPICH/lib/libmpi.so.12
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+else
+    echo "gpu_check: no .whl/ here: using the machine's own MPI, mpi4py and lightgbm (if any)"
+fi
+export UCX_NET_DEVICES=lo HYDRA_IFACE=lo PYTHONUNBUFFERED=1
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
+export MPIEXEC=$(command -v mpiexec || true)
+python3 - <<'EOF'
+import sys
+print("python", sys.version.split()[0])
+for name in ("numpy", "scipy", "h5py", "sklearn", "lightgbm", "mpi4py", "cupy", "pytest", "xdist"):
+    try:
+        mod = __import__(name)
+        print(f"  {name} {getattr(mod, '__version__', '?')}")
+    except Exception as exc:
+        print(f"  {name}: MISSING ({type(exc).__name__}: {exc})")
+try:
+    import cupy
+    p = cupy.cuda.runtime.getDeviceProperties(0)
+    print("  GPU:", p["name"].decode(), f"{p['totalGlobalMem'] / 2**30:.0f} GiB, CUDA runtime",
+          cupy.cuda.runtime.runtimeGetVersion())
+except Exception as exc:
+    print("  no GPU through CuPy:", exc)
+from mpi4py import MPI
+print("  MPI:", MPI.Get_library_version().splitlines()[0],
+      "| Query_cuda_support:", getattr(MPI, "Query_cuda_support", lambda: "not in this mpi4py")())
+EOF
+
+# ---- the package's C kernels for this Python (the CPU path the benchmark compares with);
+# without them the models run their NumPy code (same results, slower) and the log says so
+step kernels 90 python3 setup.py -q build_ext --inplace
+python3 -c "from shardlearn.backend import kernels_name as k; print('kernels:', k('models.kmeans._kmeans_kernels'), k('models.trees._hist_kernels'))"
+
+# ---- the model suite on the GPU (1..4 ranks of each test share the one GPU) + GPU-only tests
+XDIST=""
+python3 -c "import xdist" 2>/dev/null && XDIST="-n 8"
+step test-gpu 200 make --no-print-directory test-gpu GPU_PY=python3 PYTEST_ARGS="-p no:cacheprovider $XDIST"
+
+# ---- the benchmark (its own data, under /tmp): figures to $OUT/gpu.md and gpu.json
+step bench-gpu 330 python3 bench/bench_gpu.py --workdir /tmp/bench-gpu \
+    --out "$OUTDIR/gpu.md" --json-out "$OUTDIR/gpu.json"
+cp /tmp/bench-gpu/bench_gpu.log "$OUTDIR/bench_gpu_commands.log" 2>/dev/null || true
+
+echo "== summary after $(( SECONDS - T0 )) s:"
+rc=0
+for name in kernels test-gpu bench-gpu; do
+    echo "   $name: ${STATUS[$name]:-not run}"
+    [[ ${STATUS[$name]:-1} == 0 ]] || rc=1
+done
+exit $rc
