@@ -43,7 +43,8 @@ def get_xp(device: str = "cpu"):
             import cupy
         except ImportError as exc:  # pragma: no cover - depends on the machine
             raise ShardlearnError(
-                "--device gpu needs CuPy: pip install 'shardlearn[gpu]' (cupy-cuda12x), "
+                "--device gpu needs CuPy for your CUDA: pip install 'shardlearn[gpu]' (CUDA 12, "
+                "cupy-cuda12x) or 'shardlearn[gpu-cuda13]' (CUDA 13, cupy-cuda13x), "
                 "or run with --device cpu") from exc
         return cupy
     raise ShardlearnError(f"unknown device {device!r}: choose cpu or gpu")
