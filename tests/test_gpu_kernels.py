@@ -197,3 +197,117 @@ def test_device_partition_is_stable_and_matches_the_cpu():
     go = (c <= 10) | (c == 31)
     assert n_left == go.sum()
     assert np.array_equal(rows.get(), np.concatenate([host[go], host[~go]]))
+
+
+# ----------------------------------------------- the CUDA C source, emulated on the CPU
+EMULATION = r"""
+#include <math.h>
+#include <string.h>
+typedef struct { unsigned x, y, z; } dim3s;
+static dim3s threadIdx, blockIdx, blockDim, gridDim;
+static unsigned long long shared_mem[1 << 17];
+#define __global__
+#define __restrict__
+#define min(a, b) ((a) < (b) ? (a) : (b))
+static unsigned long long atomicAdd(unsigned long long* a, unsigned long long v) { unsigned long long o = *a; *a += v; return o; }
+static void __syncthreads(void) {}
+static float __int_as_float(int i) { float f; memcpy(&f, &i, sizeof f); return f; }
+static double __longlong_as_double(long long i) { double f; memcpy(&f, &i, sizeof f); return f; }
+"""
+
+DRIVERS = r"""
+#define LAUNCH(grid_x, grid_y, call) do { gridDim.x = (grid_x); gridDim.y = (grid_y); blockDim.x = 1;    \
+    threadIdx.x = 0; for (unsigned by = 0; by < gridDim.y; ++by) for (unsigned bx = 0; bx < gridDim.x; ++bx) \
+    { blockIdx.x = bx; blockIdx.y = by; call; } } while (0)
+void run_lloyd_f32(const float* X, const float* mean, const float* dist, const float* cc, const double* scale,
+                   int* labels, unsigned long long* out, long long r, int k, int d, int use_shared, int grid)
+{ LAUNCH(grid, 1, lloyd_accumulate_f32(X, mean, dist, cc, scale, labels, out, r, k, d, use_shared)); }
+void run_lloyd_f64(const double* X, const double* mean, const double* dist, const double* cc, const double* scale,
+                   int* labels, unsigned long long* out, long long r, int k, int d, int use_shared, int grid)
+{ LAUNCH(grid, 1, lloyd_accumulate_f64(X, mean, dist, cc, scale, labels, out, r, k, d, use_shared)); }
+void run_hist(const unsigned char* codes, const double* ch, const double* scale, const long long* rows,
+              long long m, int all_rows, int d, int cin, int S, int fg, int use_shared,
+              unsigned long long* out, int grid_x, int grid_y)
+{ LAUNCH(grid_x, grid_y, node_histogram(codes, ch, scale, rows, m, all_rows, d, cin, S, fg, use_shared, out)); }
+"""
+
+
+@pytest.fixture(scope="module")
+def emulated(tmp_path_factory):
+    """The kernels' CUDA C, compiled by the host C compiler against a tiny emulation of the
+    CUDA built-ins and run one thread per block, every block in turn: the kernels' index
+    arithmetic, argmin, fixed-point rounding, shared/global accumulation and feature groups
+    run in CI (only the parallel interleaving of the atomics does not, and integer sums do
+    not depend on it)."""
+    import ctypes
+    import shutil
+    import subprocess
+    import sysconfig
+
+    cc = shutil.which(sysconfig.get_config_var("CC").split()[0] if sysconfig.get_config_var("CC") else "cc") \
+        or shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler to emulate the CUDA kernels with")
+    src = EMULATION
+    for kernel in (km.KERNEL_SOURCE, tr.KERNEL_SOURCE):
+        src += kernel.replace('extern "C" ', "").replace(
+            "extern __shared__ unsigned long long sh[];", "unsigned long long* sh = shared_mem;")
+    src += DRIVERS
+    d = tmp_path_factory.mktemp("emulated")
+    (d / "k.c").write_text(src)
+    subprocess.run([cc, "-std=c99", "-O1", "-shared", "-fPIC", "-o", str(d / "k.so"), str(d / "k.c"), "-lm"],
+                   check=True, capture_output=True)
+    return ctypes.CDLL(str(d / "k.so"))
+
+
+def _ptr(a):
+    import ctypes
+
+    return a.ctypes.data_as(ctypes.c_void_p)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()))
+@pytest.mark.parametrize("grid", [1, 3])
+def test_kmeans_cuda_source_emulated_equals_reference(emulated, case, dtype, grid):
+    import ctypes
+
+    rng = np.random.default_rng(7)
+    X, mean, dist, cc, scale, labels = kmeans_case(rng, dtype=dtype, **case)
+    k, d, r = case["k"], case["d"], case["r"]
+    ref_out, ref_lab = np.zeros(k * d + k + 1, dtype=np.int64), labels.copy()
+    km.lloyd_accumulate_reference(X, mean, dist, cc, scale, ref_lab, ref_out)
+    out, lab = np.zeros(k * d + k + 1, dtype=np.uint64), labels.copy()
+    shared = int((k * d + k + 1) * 8 <= km.SHARED_LIMIT)
+    fn = emulated.run_lloyd_f32 if dtype == np.float32 else emulated.run_lloyd_f64
+    Xc = np.ascontiguousarray(X, dtype=dtype)
+    fn(_ptr(Xc), _ptr(mean), _ptr(dist), _ptr(cc), _ptr(scale), _ptr(lab), _ptr(out), ctypes.c_longlong(r),
+       ctypes.c_int(k), ctypes.c_int(d), ctypes.c_int(shared), ctypes.c_int(grid))
+    assert np.array_equal(lab, ref_lab)
+    assert np.array_equal(out.view(np.int64), ref_out)
+
+
+@pytest.mark.parametrize("case", TREE_CASES, ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()))
+@pytest.mark.parametrize("grid", [1, 4])
+def test_tree_cuda_source_emulated_equals_reference(emulated, case, grid):
+    import ctypes
+
+    rng = np.random.default_rng(8)
+    codes, ch, rows = tree_case(rng, **case)
+    S = case["S"]
+    scale = tr.channel_scales(np.abs(ch).max(axis=1), codes.shape[1])
+    crm, chrm = np.ascontiguousarray(codes.T), np.ascontiguousarray(ch.T)
+    ref = tr.node_histogram_reference(crm, chrm, scale, rows, S)
+    n, d = crm.shape
+    cin = chrm.shape[1]
+    fg = tr.features_per_block(cin + 1, S)
+    shared = fg >= 1
+    fg = max(1, min(fg, d)) if shared else d
+    out = np.zeros((cin + 1, d, S), dtype=np.uint64)
+    m = n if rows is None else len(rows)
+    rows_arg = rows if rows is not None else np.zeros(1, dtype=np.int64)
+    emulated.run_hist(_ptr(crm), _ptr(chrm), _ptr(scale), _ptr(rows_arg), ctypes.c_longlong(m),
+                      ctypes.c_int(rows is None), ctypes.c_int(d), ctypes.c_int(cin), ctypes.c_int(S),
+                      ctypes.c_int(fg), ctypes.c_int(int(shared)), _ptr(out), ctypes.c_int(grid),
+                      ctypes.c_int(-(-d // fg)))
+    assert np.array_equal(out.view(np.int64), ref)

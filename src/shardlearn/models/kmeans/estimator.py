@@ -543,7 +543,7 @@ class KMeans(Params):
 
         Non-finite rows raise :class:`~shardlearn.errors.ShardlearnError`, as in :meth:`predict`."""
         self._check_fitted()
-        X = self._local_X(X)
+        X = self._local_X(to_host(X))  # CuPy input: distances on the host (not a hot path)
         c = self.cluster_centers_.astype(X.dtype)
         out = np.empty((X.shape[0], c.shape[0]), dtype=X.dtype)
         step = _chunk_rows(X.shape[1], c.shape[0], X.dtype.itemsize, self.chunk_rows)
