@@ -160,7 +160,7 @@ def test_tree_reference_matches_the_cpu_histogram(case):
     S = case["S"]
     bound = np.abs(ch).max(axis=1)
     scale = tr.channel_scales(bound, codes.shape[1])
-    fixed = tr.node_histogram_reference(np.ascontiguousarray(codes.T), np.ascontiguousarray(ch.T), scale, rows, S)
+    fixed = tr.node_histogram_reference(np.ascontiguousarray(codes.T), ch, scale, rows, S)
     cpu = build_histogram(codes, ch, np.arange(codes.shape[1]) if rows is None else rows, S)
     assert np.array_equal(fixed[-1], cpu[-1])                      # counts: exact
     got = fixed[:-1] / scale[:, None, None]
@@ -177,9 +177,9 @@ def test_tree_kernel_equals_reference(case):
     codes, ch, rows = tree_case(rng, **case)
     S = case["S"]
     scale = tr.channel_scales(np.abs(ch).max(axis=1), codes.shape[1])
-    crm, chrm = np.ascontiguousarray(codes.T), np.ascontiguousarray(ch.T)
-    ref = tr.node_histogram_reference(crm, chrm, scale, rows, S)
-    dev = tr.node_histogram(cp.asarray(crm), cp.asarray(chrm), cp.asarray(scale),
+    crm, chc = np.ascontiguousarray(codes.T), np.ascontiguousarray(ch)
+    ref = tr.node_histogram_reference(crm, chc, scale, rows, S)
+    dev = tr.node_histogram(cp.asarray(crm), cp.asarray(chc), cp.asarray(scale),
                             None if rows is None else cp.asarray(rows), S)
     assert np.array_equal(dev.get(), ref)
 
@@ -226,9 +226,9 @@ void run_lloyd_f64(const double* X, const double* mean, const double* dist, cons
                    int* labels, unsigned long long* out, long long r, int k, int d, int use_shared, int grid)
 { LAUNCH(grid, 1, lloyd_accumulate_f64(X, mean, dist, cc, scale, labels, out, r, k, d, use_shared)); }
 void run_hist(const unsigned char* codes, const double* ch, const double* scale, const long long* rows,
-              long long m, int all_rows, int d, int cin, int S, int fg, int use_shared,
+              long long n, long long m, int all_rows, int d, int cin, int S, int fg, int use_shared,
               unsigned long long* out, int grid_x, int grid_y)
-{ LAUNCH(grid_x, grid_y, node_histogram(codes, ch, scale, rows, m, all_rows, d, cin, S, fg, use_shared, out)); }
+{ LAUNCH(grid_x, grid_y, node_histogram(codes, ch, scale, rows, n, m, all_rows, d, cin, S, fg, use_shared, out)); }
 """
 
 
@@ -296,17 +296,17 @@ def test_tree_cuda_source_emulated_equals_reference(emulated, case, grid):
     codes, ch, rows = tree_case(rng, **case)
     S = case["S"]
     scale = tr.channel_scales(np.abs(ch).max(axis=1), codes.shape[1])
-    crm, chrm = np.ascontiguousarray(codes.T), np.ascontiguousarray(ch.T)
-    ref = tr.node_histogram_reference(crm, chrm, scale, rows, S)
+    crm, chc = np.ascontiguousarray(codes.T), np.ascontiguousarray(ch)
+    ref = tr.node_histogram_reference(crm, chc, scale, rows, S)
     n, d = crm.shape
-    cin = chrm.shape[1]
+    cin = chc.shape[0]
     fg = tr.features_per_block(cin + 1, S)
     shared = fg >= 1
     fg = max(1, min(fg, d)) if shared else d
     out = np.zeros((cin + 1, d, S), dtype=np.uint64)
     m = n if rows is None else len(rows)
     rows_arg = rows if rows is not None else np.zeros(1, dtype=np.int64)
-    emulated.run_hist(_ptr(crm), _ptr(chrm), _ptr(scale), _ptr(rows_arg), ctypes.c_longlong(m),
+    emulated.run_hist(_ptr(crm), _ptr(chc), _ptr(scale), _ptr(rows_arg), ctypes.c_longlong(n), ctypes.c_longlong(m),
                       ctypes.c_int(rows is None), ctypes.c_int(d), ctypes.c_int(cin), ctypes.c_int(S),
                       ctypes.c_int(fg), ctypes.c_int(int(shared)), _ptr(out), ctypes.c_int(grid),
                       ctypes.c_int(-(-d // fg)))

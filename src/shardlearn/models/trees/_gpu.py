@@ -50,10 +50,10 @@ THREADS = 256
 KERNEL_SOURCE = r"""
 extern "C" __global__ void node_histogram(
         const unsigned char* __restrict__ codes,    /* n x d, row-major */
-        const double* __restrict__ ch,              /* n x cin, row-major */
+        const double* __restrict__ ch,              /* cin x n, one channel after another */
         const double* __restrict__ scale,           /* cin */
         const long long* __restrict__ rows,         /* m local rows; unused when all_rows */
-        long long m, int all_rows, int d, int cin, int S, int fg, int use_shared,
+        long long n, long long m, int all_rows, int d, int cin, int S, int fg, int use_shared,
         unsigned long long* __restrict__ out)       /* (cin + 1) x d x S */
 {
     extern __shared__ unsigned long long sh[];      /* (cin + 1) x fg x S */
@@ -71,7 +71,7 @@ extern "C" __global__ void node_histogram(
         const unsigned char* ci = codes + i * d + f0;
         for (int c = 0; c <= cin; ++c) {
             unsigned long long q = 1ULL;            /* the count channel */
-            if (c < cin) q = (unsigned long long)llrint(ch[i * cin + c] * scale[c]);
+            if (c < cin) q = (unsigned long long)llrint(ch[(long long)c * n + i] * scale[c]);
             if (q == 0ULL) continue;
             for (int f = 0; f < nf; ++f) {
                 if (use_shared) atomicAdd(&sh[((long long)c * fg + f) * S + ci[f]], q);
@@ -132,12 +132,14 @@ def features_per_block(C: int, S: int) -> int:
     return SHARED_LIMIT // (C * S * 8)
 
 
-def node_histogram_reference(codes_rm, ch_rm, scale, rows, S) -> np.ndarray:
+def node_histogram_reference(codes_rm, ch, scale, rows, S) -> np.ndarray:
     """The kernel in NumPy: int64 ``(cin + 1, d, S)`` fixed-point sums of the rows
-    ``rows`` (None: all rows); the last channel counts rows."""
+    ``rows`` (None: all rows) of ``codes_rm`` (n x d) and ``ch`` (cin x n); the last
+    channel counts rows."""
     n, d = codes_rm.shape
-    cin = ch_rm.shape[1]
+    cin = ch.shape[0]
     out = np.zeros((cin + 1, d, S), dtype=np.int64)
+    ch_rm = ch.T
     if rows is not None:
         codes_rm, ch_rm = codes_rm[rows], ch_rm[rows]
     if codes_rm.shape[0] == 0:
@@ -150,14 +152,15 @@ def node_histogram_reference(codes_rm, ch_rm, scale, rows, S) -> np.ndarray:
     return out
 
 
-def node_histogram(codes_rm, ch_rm, scale, rows, S):
+def node_histogram(codes_rm, ch, scale, rows, S):
     """Fixed-point node histogram: the CUDA kernel on CuPy arrays, the reference on NumPy
-    arrays (bit for bit the same int64 sums)."""
+    arrays (bit for bit the same int64 sums). ``codes_rm`` (n x d) uint8, ``ch`` (cin x n)
+    float64, ``scale`` (cin), ``rows`` int64 local rows or None (all)."""
     if isinstance(codes_rm, np.ndarray):
-        return node_histogram_reference(codes_rm, ch_rm, scale, rows, S)
+        return node_histogram_reference(codes_rm, ch, scale, rows, S)
     xp = _xp(codes_rm)
     n, d = codes_rm.shape
-    cin = ch_rm.shape[1]
+    cin = ch.shape[0]
     C = cin + 1
     out = xp.zeros((C, d, S), dtype=np.int64)
     m = n if rows is None else int(rows.shape[0])
@@ -170,7 +173,7 @@ def node_histogram(codes_rm, ch_rm, scale, rows, S):
     blocks_x = int(max(1, min(-(-m // THREADS), max(1, 1024 // groups))))
     rows_arg = rows if rows is not None else xp.zeros(1, dtype=np.int64)
     _kernel()((blocks_x, groups), (THREADS,),
-              (codes_rm, ch_rm, scale, rows_arg, np.int64(m), np.int32(rows is None), np.int32(d),
+              (codes_rm, ch, scale, rows_arg, np.int64(n), np.int64(m), np.int32(rows is None), np.int32(d),
                np.int32(cin), np.int32(S), np.int32(fg), np.int32(1 if shared else 0), out.view(np.uint64)),
               shared_mem=C * fg * S * 8 if shared else 0)
     return out
@@ -200,18 +203,18 @@ class DeviceHistogram:
         return self.xp.asarray(np.asarray(rows, dtype=np.int64)).copy()
 
     def set_channels(self, channels: np.ndarray) -> None:
-        """This tree's ``(C - 1, n)`` statistics: to the device, row-major, with their
-        fixed-point scales (from this rank's largest magnitude per channel)."""
+        """This tree's ``(C - 1, n)`` statistics: to the device as they are (one channel
+        after another: the kernel's reads coalesce), with their fixed-point scales (from
+        this rank's largest magnitude per channel, found on the device)."""
         cin, n = channels.shape
         if n != self.n or cin < 1:
             raise ValueError(f"channels must be (C - 1, {self.n}), got {channels.shape}")
-        host = np.ascontiguousarray(np.asarray(channels, dtype=np.float64).T)
-        bound = np.abs(host).max(axis=0) if n else np.zeros(cin)
+        self.ch = self.xp.ascontiguousarray(self.xp.asarray(channels, dtype=np.float64))
+        bound = _host(self.xp.abs(self.ch).max(axis=1)) if n else np.zeros(cin)
         if not np.all(np.isfinite(bound)):
             raise ValueError("gradients or hessians hold NaN or infinite values")
         self.scale_host = channel_scales(bound, n)
         self.scale = self.xp.asarray(self.scale_host)
-        self.ch = self.xp.asarray(host)
         self.cin = cin
 
     def build(self, rows, features=None, hess_is_count=False, out=None, count=None) -> np.ndarray:
@@ -234,10 +237,10 @@ class DeviceHistogram:
     def totals(self, rows) -> np.ndarray:
         """Per-channel sums of ``rows`` (host float64, length C - 1)."""
         if rows is None:
-            return _host(self.ch.sum(axis=0))
+            return _host(self.ch.sum(axis=1))
         if int(rows.shape[0]) == 0:
             return np.zeros(self.cin)
-        return _host(self.ch[rows].sum(axis=0))
+        return _host(self.ch[:, rows].sum(axis=1))
 
     def _apply(self, rows, go_left) -> int:
         """Reorder ``rows`` in place: ``go_left`` rows first, both sides in order."""
