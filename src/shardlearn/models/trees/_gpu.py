@@ -271,15 +271,15 @@ class DeviceHistogram:
 
     def add_leaf_values(self, scores: np.ndarray, k: int, values: np.ndarray, leaf_rows) -> None:
         """``scores[rows, k] += values[node]`` for every leaf: the leaf of each row is
-        scattered on the device and downloaded once."""
+        scattered and its value gathered on the device, and one float64 per row comes
+        back (rows in no leaf, out of the bag, add 0.0)."""
         xp = self.xp
         leaf = xp.full(self.n, -1, dtype=np.int32)
         for node, r in leaf_rows:
             if int(r.shape[0]):
                 leaf[r] = node
-        leaf = _host(leaf)
-        hit = leaf >= 0
-        scores[hit, k] += np.asarray(values)[leaf[hit]]
+        table = xp.asarray(np.append(np.asarray(values, dtype=np.float64), 0.0))   # index -1: the 0.0
+        scores[:, k] += _host(table[leaf])
 
 
 def _is_identity(xp, rows) -> bool:
