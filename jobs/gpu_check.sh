@@ -36,6 +36,7 @@ if [[ ${1:-} == fetch ]]; then
     exit 0
 fi
 
+PY=${PY:-python3}   # the machine's Python with CuPy
 OUTDIR=${OUT:-.}
 LOG=$OUTDIR/gpu_check.log
 exec > >(tee -a "$LOG") 2>&1
@@ -65,23 +66,23 @@ nproc; cat /proc/loadavg
 # ---- what the machine lacks: an MPI library (mpich wheel, unpacked), mpi4py built for the
 # MPI ABI, lightgbm (the benchmark's peer); installed under /tmp, nothing system-wide
 if compgen -G ".whl/*.whl" >/dev/null; then
-    rm -rf /tmp/mpich /tmp/site && mkdir -p /tmp/mpich /tmp/site
-    python3 -m zipfile -e .whl/mpich-*.whl /tmp/mpich
-    MPICH=$(echo /tmp/mpich/mpich-*.data/data)
+    rm -rf /tmp/shardlearn-mpich /tmp/shardlearn-site && mkdir -p /tmp/shardlearn-mpich /tmp/shardlearn-site
+    "$PY" -m zipfile -e .whl/mpich-*.whl /tmp/shardlearn-mpich
+    MPICH=$(echo /tmp/shardlearn-mpich/mpich-*.data/data)
     chmod +x "$MPICH"/bin/*
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/shardlearn-site \
         $(ls .whl/*.whl | grep -v /mpich-) || echo "gpu_check: pip install of the carried wheels failed"
     export PATH=$MPICH/bin:$PATH
     export LD_LIBRARY_PATH=$MPICH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
     export MPI4PY_LIBMPI=$MPICH/lib/libmpi.so.12
-    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+    export PYTHONPATH=/tmp/shardlearn-site${PYTHONPATH:+:$PYTHONPATH}
 else
     echo "gpu_check: no .whl/ here: using the machine's own MPI, mpi4py and lightgbm (if any)"
 fi
 export UCX_NET_DEVICES=lo HYDRA_IFACE=lo PYTHONUNBUFFERED=1
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
 export MPIEXEC=$(command -v mpiexec || true)
-python3 - <<'EOF'
+"$PY" - <<'EOF'
 import sys
 print("python", sys.version.split()[0])
 for name in ("numpy", "scipy", "h5py", "sklearn", "lightgbm", "mpi4py", "cupy", "pytest", "xdist"):
@@ -102,20 +103,35 @@ print("  MPI:", MPI.Get_library_version().splitlines()[0],
       "| Query_cuda_support:", getattr(MPI, "Query_cuda_support", lambda: "not in this mpi4py")())
 EOF
 
-# ---- the package's C kernels for this Python (the CPU path the benchmark compares with);
-# without them the models run their NumPy code (same results, slower) and the log says so
-step kernels 90 python3 setup.py -q build_ext --inplace
-python3 -c "from shardlearn.backend import kernels_name as k; print('kernels:', k('models.kmeans._kmeans_kernels'), k('models.trees._hist_kernels'))"
+# ---- the package's C kernels for this Python (the CPU path the benchmark compares with),
+# compiled in place as setup.py would, without needing the machine's setuptools to read
+# pyproject.toml; without them the models run their NumPy code (same results, slower)
+cat > /tmp/shardlearn-build-kernels.py <<'EOF'
+import subprocess, sys, sysconfig
+from pathlib import Path
+cc = (sysconfig.get_config_var("CC") or "cc").split()
+inc, suffix = sysconfig.get_paths()["include"], sysconfig.get_config_var("EXT_SUFFIX")
+bad = 0
+for src in sorted(Path("src").glob("shardlearn/**/_*_kernels.c")):
+    target = src.with_name(src.stem + suffix)
+    r = subprocess.run(cc + ["-O3", "-std=c99", "-ffp-contract=fast", "-shared", "-fPIC", f"-I{inc}",
+                             str(src), "-o", str(target)], capture_output=True, text=True)
+    print(("built " if r.returncode == 0 else "FAILED ") + str(target), r.stderr[-800:])
+    bad += r.returncode != 0
+sys.exit(1 if bad else 0)
+EOF
+step kernels 90 "$PY" /tmp/shardlearn-build-kernels.py
+"$PY" -c "from shardlearn.backend import kernels_name as k; print('kernels:', k('models.kmeans._kmeans_kernels'), k('models.trees._hist_kernels'))"
 
 # ---- the model suite on the GPU (1..4 ranks of each test share the one GPU) + GPU-only tests
 XDIST=""
-python3 -c "import xdist" 2>/dev/null && XDIST="-n 8"
-step test-gpu 200 make --no-print-directory test-gpu GPU_PY=python3 PYTEST_ARGS="-p no:cacheprovider $XDIST"
+"$PY" -c "import xdist" 2>/dev/null && XDIST="-n 8"
+step test-gpu 200 make --no-print-directory test-gpu GPU_PY="$PY" PYTEST_ARGS="-p no:cacheprovider $XDIST"
 
 # ---- the benchmark (its own data, under /tmp): figures to $OUT/gpu.md and gpu.json
-step bench-gpu 330 python3 bench/bench_gpu.py --workdir /tmp/bench-gpu \
+step bench-gpu 330 "$PY" bench/bench_gpu.py --workdir /tmp/shardlearn-bench-gpu \
     --out "$OUTDIR/gpu.md" --json-out "$OUTDIR/gpu.json"
-cp /tmp/bench-gpu/bench_gpu.log "$OUTDIR/bench_gpu_commands.log" 2>/dev/null || true
+cp /tmp/shardlearn-bench-gpu/bench_gpu.log "$OUTDIR/bench_gpu_commands.log" 2>/dev/null || true
 
 echo "== summary after $(( SECONDS - T0 )) s:"
 rc=0
