@@ -63,25 +63,40 @@ echo "== gpu_check $(date -u +%FT%TZ) on $(hostname), commit $(git rev-parse --s
 nvidia-smi -L || true
 nproc; cat /proc/loadavg
 
-# ---- what the machine lacks: an MPI library (mpich wheel, unpacked), mpi4py built for the
-# MPI ABI, lightgbm (the benchmark's peer); installed under /tmp, nothing system-wide
+# ---- what the machine lacks, from the carried wheels, under /tmp (nothing system-wide):
+# an MPI library (the mpich wheel, unpacked) with mpi4py -- unless this Python already has
+# mpi4py working with an mpiexec beside it (the tests launch that one) -- and lightgbm
+# (the benchmark's peer) unless it imports
+PYDIR=$(dirname "$(command -v "$PY")")
+have_mpi=0
+if "$PY" -c "from mpi4py import MPI; MPI.Get_library_version()" 2>/dev/null && [[ -x $PYDIR/mpiexec ]]; then
+    have_mpi=1
+    echo "gpu_check: using this Python's own MPI ($PYDIR/mpiexec)"
+fi
 if compgen -G ".whl/*.whl" >/dev/null; then
     rm -rf /tmp/shardlearn-mpich /tmp/shardlearn-site && mkdir -p /tmp/shardlearn-mpich /tmp/shardlearn-site
-    "$PY" -m zipfile -e .whl/mpich-*.whl /tmp/shardlearn-mpich
-    MPICH=$(echo /tmp/shardlearn-mpich/mpich-*.data/data)
-    chmod +x "$MPICH"/bin/*
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/shardlearn-site \
-        $(ls .whl/*.whl | grep -v /mpich-) || echo "gpu_check: pip install of the carried wheels failed"
-    export PATH=$MPICH/bin:$PATH
-    export LD_LIBRARY_PATH=$MPICH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-    export MPI4PY_LIBMPI=$MPICH/lib/libmpi.so.12
-    export PYTHONPATH=/tmp/shardlearn-site${PYTHONPATH:+:$PYTHONPATH}
-else
-    echo "gpu_check: no .whl/ here: using the machine's own MPI, mpi4py and lightgbm (if any)"
+    wheels=()
+    if (( ! have_mpi )); then
+        "$PY" -m zipfile -e .whl/mpich-*.whl /tmp/shardlearn-mpich
+        MPICH=$(echo /tmp/shardlearn-mpich/mpich-*.data/data)
+        chmod +x "$MPICH"/bin/*
+        export PATH=$MPICH/bin:$PATH
+        export LD_LIBRARY_PATH=$MPICH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+        export MPI4PY_LIBMPI=$MPICH/lib/libmpi.so.12
+        wheels+=(.whl/mpi4py-*.whl)
+    fi
+    "$PY" -c "import lightgbm" 2>/dev/null || wheels+=(.whl/lightgbm-*.whl)
+    if (( ${#wheels[@]} )); then
+        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target /tmp/shardlearn-site "${wheels[@]}" || echo "gpu_check: pip install of ${wheels[*]} failed"
+        export PYTHONPATH=/tmp/shardlearn-site${PYTHONPATH:+:$PYTHONPATH}
+    fi
+elif (( ! have_mpi )); then
+    echo "gpu_check: no .whl/ here and no MPI beside $PY: run 'jobs/gpu_check.sh fetch' first and carry .whl"
 fi
 export UCX_NET_DEVICES=lo HYDRA_IFACE=lo PYTHONUNBUFFERED=1
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
-export MPIEXEC=$(command -v mpiexec || true)
+if (( have_mpi )); then export MPIEXEC=$PYDIR/mpiexec; else MPIEXEC=$(command -v mpiexec || true); export MPIEXEC; fi
 "$PY" - <<'EOF'
 import sys
 print("python", sys.version.split()[0])
@@ -102,6 +117,9 @@ from mpi4py import MPI
 print("  MPI:", MPI.Get_library_version().splitlines()[0],
       "| Query_cuda_support:", getattr(MPI, "Query_cuda_support", lambda: "not in this mpi4py")())
 EOF
+
+# ---- without CuPy and a device the rest would only skip: say so in the summary
+step gpu 60 "$PY" -c "import cupy; n = cupy.cuda.runtime.getDeviceCount(); print(n, 'CUDA device(s)'); assert n > 0"
 
 # ---- the package's C kernels for this Python (the CPU path the benchmark compares with),
 # compiled in place as setup.py would, without needing the machine's setuptools to read
@@ -125,8 +143,15 @@ step kernels 90 "$PY" /tmp/shardlearn-build-kernels.py
 
 # ---- the model suite on the GPU (1..4 ranks of each test share the one GPU) + GPU-only tests
 XDIST=""
-"$PY" -c "import xdist" 2>/dev/null && XDIST="-n 8"
-step test-gpu 200 make --no-print-directory test-gpu GPU_PY="$PY" PYTEST_ARGS="-p no:cacheprovider $XDIST"
+"$PY" -c "import xdist" 2>/dev/null && XDIST="-n 4"
+if command -v make >/dev/null; then
+    step test-gpu 200 make --no-print-directory test-gpu GPU_PY="$PY" PYTEST_ARGS="-p no:cacheprovider $XDIST"
+else  # no make on the machine: the same two commands as the Makefile's test-gpu recipe
+    step test-gpu 200 bash -c "SHARDLEARN_DEVICE=gpu '$PY' -m pytest -q -rs -m 'not slow and not slurm' \
+        -p no:cacheprovider $XDIST tests/test_kmeans.py tests/test_linear.py tests/test_trees.py; a=\$?; \
+        '$PY' -m pytest -q -rs -p no:cacheprovider $XDIST tests/test_gpu_device.py tests/test_gpu_kernels.py; \
+        b=\$?; [ \$a -eq 0 ] && [ \$b -eq 0 ]"
+fi
 
 # ---- the benchmark (its own data, under /tmp): figures to $OUT/gpu.md and gpu.json
 step bench-gpu 330 "$PY" bench/bench_gpu.py --workdir /tmp/shardlearn-bench-gpu \
@@ -135,7 +160,7 @@ cp /tmp/shardlearn-bench-gpu/bench_gpu.log "$OUTDIR/bench_gpu_commands.log" 2>/d
 
 echo "== summary after $(( SECONDS - T0 )) s:"
 rc=0
-for name in kernels test-gpu bench-gpu; do
+for name in gpu kernels test-gpu bench-gpu; do
     echo "   $name: ${STATUS[$name]:-not run}"
     [[ ${STATUS[$name]:-1} == 0 ]] || rc=1
 done
