@@ -164,4 +164,5 @@ for name in gpu kernels test-gpu bench-gpu; do
     echo "   $name: ${STATUS[$name]:-not run}"
     [[ ${STATUS[$name]:-1} == 0 ]] || rc=1
 done
+sleep 1  # let tee write the last lines to the log
 exit $rc
