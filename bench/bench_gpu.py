@@ -198,7 +198,7 @@ def bench_gbdt(a, w, log, lim, threads) -> dict:
     data = make_data(w, "classification", a.rows, d, a.ranks, log, informative=14)
     res = {"workload": f"GBDT {a.rows:,} x {d}, 31 leaves, 255 bins", "unit": "s per tree"}
     common = ["train", "gbdt", "--data", data, "--objective", "binary", "--num-leaves", 31, "--max-bin", 255,
-              "--dtype", "float32"]
+              "--dtype", "float32", "--quiet"]
     run(shardlearn(1, *common, "--n-estimators", a.trees, "--device", "gpu", "--out", w / "gb-gpu.h5"), log)
     res["gpu"] = step_seconds(w / "gb-gpu.json")
     run(shardlearn(a.ranks, *common, "--n-estimators", 3, "--device", "cpu", "--out", w / "gb-cpu.h5"), log)
