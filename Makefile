@@ -11,13 +11,14 @@ export HYDRA_IFACE ?= lo
 MPIRUN := $(BIN)/mpiexec
 SL     := $(BIN)/shardlearn
 
-.PHONY: setup demo test test-fast test-gpu data bench bench-quick lint clean help
+.PHONY: setup demo test test-fast test-gpu test-gpu-fake data bench bench-quick lint clean help
 
 help:
 	@echo "make demo   - set up, generate data, train on $(NP) ranks (NP=4 make demo for more)"
 	@echo "make test   - run the whole test suite (multi-rank tests included)"
 	@echo "make test-fast - the suite without the slow and Slurm tests, stopping at the first failure"
 	@echo "make test-gpu - the model tests with every fit on the GPU, and the GPU-only tests (skips without a GPU)"
+	@echo "make test-gpu-fake - the same model tests through the GPU code paths with NumPy (no GPU needed)"
 	@echo "make setup  - create $(VENV) with mpi4py, numpy, h5py and the MPICH wheel"
 	@echo "make data   - generate the demo datasets under data/"
 	@echo "make bench  - benchmarks against scikit-learn / LightGBM / XGBoost (bench/README.md)"
@@ -82,6 +83,11 @@ test-gpu:
 		$(GPU_PY) -m pytest -q -rs $(PYTEST_ARGS) $(GPU_TESTS) ; b=$$? ; \
 		echo "make test-gpu: model suite on the GPU exit $$a, GPU tests exit $$b" ; [ $$a -eq 0 ] && [ $$b -eq 0 ] ; \
 	else echo "make test-gpu: skipped (no CuPy or no CUDA GPU for $(GPU_PY))" ; fi
+
+# the model suites through the device code paths with NumPy standing in for CuPy
+# (SHARDLEARN_FAKE_GPU=1): catches a device-path mistake without a GPU
+test-gpu-fake: setup
+	SHARDLEARN_DEVICE=gpu SHARDLEARN_FAKE_GPU=1 $(BIN)/python -m pytest -q -rs -m "not slurm" $(GPU_SUITE)
 
 bench: setup
 	$(BIN)/python -m pip install -q -e '.[bench]'
