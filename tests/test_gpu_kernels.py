@@ -160,13 +160,21 @@ def test_tree_reference_matches_the_cpu_histogram(case):
     S = case["S"]
     bound = np.abs(ch).max(axis=1)
     scale = tr.channel_scales(bound, codes.shape[1])
-    fixed = tr.node_histogram_reference(np.ascontiguousarray(codes.T), ch, scale, rows, S)
+    lo = tr.lo_scale_for(codes.shape[1])
+    fixed = tr.node_histogram_reference(np.ascontiguousarray(codes.T), ch, scale, lo, rows, S)
     cpu = build_histogram(codes, ch, np.arange(codes.shape[1]) if rows is None else rows, S)
-    assert np.array_equal(fixed[-1], cpu[-1])                      # counts: exact
-    got = fixed[:-1] / scale[:, None, None]
-    assert np.allclose(got, cpu[:-1], rtol=0, atol=1e-10 * max(1.0, float(bound.max())))
+    got = tr.to_float(fixed, scale, lo)
+    assert np.array_equal(got[-1], cpu[-1])                        # counts: exact
+    # two words per value: as close to the exact sums as float64 row-order sums are
+    exact = np.zeros_like(cpu[:-1])
+    r = np.arange(codes.shape[1]) if rows is None else rows
+    for c in range(ch.shape[0]):
+        for f in range(codes.shape[0]):
+            np.add.at(exact[c, f], codes[f, r], ch[c, r].astype(np.longdouble))
+    tol = 4 * np.finfo(np.float64).eps * np.abs(ch).sum() + 1e-300
+    assert np.abs(got[:-1] - exact).max() <= tol and np.abs(cpu[:-1] - exact).max() <= tol
     if case.get("one_bin"):
-        assert (fixed[-1][:, 3] == (codes.shape[1] if rows is None else len(rows))).all()
+        assert (got[-1][:, 3] == len(r)).all()
 
 
 @pytest.mark.gpu
@@ -177,9 +185,10 @@ def test_tree_kernel_equals_reference(case):
     codes, ch, rows = tree_case(rng, **case)
     S = case["S"]
     scale = tr.channel_scales(np.abs(ch).max(axis=1), codes.shape[1])
+    lo = tr.lo_scale_for(codes.shape[1])
     crm, chc = np.ascontiguousarray(codes.T), np.ascontiguousarray(ch)
-    ref = tr.node_histogram_reference(crm, chc, scale, rows, S)
-    dev = tr.node_histogram(cp.asarray(crm), cp.asarray(chc), cp.asarray(scale),
+    ref = tr.node_histogram_reference(crm, chc, scale, lo, rows, S)
+    dev = tr.node_histogram(cp.asarray(crm), cp.asarray(chc), cp.asarray(scale), lo,
                             None if rows is None else cp.asarray(rows), S)
     assert np.array_equal(dev.get(), ref)
 
@@ -225,10 +234,11 @@ void run_lloyd_f32(const float* X, const float* mean, const float* dist, const f
 void run_lloyd_f64(const double* X, const double* mean, const double* dist, const double* cc, const double* scale,
                    int* labels, unsigned long long* out, long long r, int k, int d, int use_shared, int grid)
 { LAUNCH(grid, 1, lloyd_accumulate_f64(X, mean, dist, cc, scale, labels, out, r, k, d, use_shared)); }
-void run_hist(const unsigned char* codes, const double* ch, const double* scale, const long long* rows,
-              long long n, long long m, int all_rows, int d, int cin, int S, int fg, int use_shared,
-              unsigned long long* out, int grid_x, int grid_y)
-{ LAUNCH(grid_x, grid_y, node_histogram(codes, ch, scale, rows, n, m, all_rows, d, cin, S, fg, use_shared, out)); }
+void run_hist(const unsigned char* codes, const double* ch, const double* scale, double lo_scale,
+              const long long* rows, long long n, long long m, int all_rows, int d, int cin, int S, int fg,
+              int use_shared, unsigned long long* out, int grid_x, int grid_y)
+{ LAUNCH(grid_x, grid_y, node_histogram(codes, ch, scale, lo_scale, rows, n, m, all_rows, d, cin, S, fg,
+                                        use_shared, out)); }
 """
 
 
@@ -296,17 +306,19 @@ def test_tree_cuda_source_emulated_equals_reference(emulated, case, grid):
     codes, ch, rows = tree_case(rng, **case)
     S = case["S"]
     scale = tr.channel_scales(np.abs(ch).max(axis=1), codes.shape[1])
+    lo = tr.lo_scale_for(codes.shape[1])
     crm, chc = np.ascontiguousarray(codes.T), np.ascontiguousarray(ch)
-    ref = tr.node_histogram_reference(crm, chc, scale, rows, S)
+    ref = tr.node_histogram_reference(crm, chc, scale, lo, rows, S)
     n, d = crm.shape
     cin = chc.shape[0]
-    fg = tr.features_per_block(cin + 1, S)
+    fg = tr.features_per_block(cin, S)
     shared = fg >= 1
     fg = max(1, min(fg, d)) if shared else d
-    out = np.zeros((cin + 1, d, S), dtype=np.uint64)
+    out = np.zeros((2 * cin + 1, d, S), dtype=np.uint64)
     m = n if rows is None else len(rows)
     rows_arg = rows if rows is not None else np.zeros(1, dtype=np.int64)
-    emulated.run_hist(_ptr(crm), _ptr(chc), _ptr(scale), _ptr(rows_arg), ctypes.c_longlong(n), ctypes.c_longlong(m),
+    emulated.run_hist(_ptr(crm), _ptr(chc), _ptr(scale), ctypes.c_double(lo), _ptr(rows_arg), ctypes.c_longlong(n),
+                      ctypes.c_longlong(m),
                       ctypes.c_int(rows is None), ctypes.c_int(d), ctypes.c_int(cin), ctypes.c_int(S),
                       ctypes.c_int(fg), ctypes.c_int(int(shared)), _ptr(out), ctypes.c_int(grid),
                       ctypes.c_int(-(-d // fg)))

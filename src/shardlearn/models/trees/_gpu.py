@@ -15,16 +15,19 @@ row per tree (:meth:`DeviceHistogram.add_leaf_values`).
 LightGBM's CUDA histogram constructor and XGBoost's ``gpu_hist``): a 2-D grid; each
 block takes a group of features (``blockIdx.y``) and a grid-stride share of the node's
 rows, accumulates a per-block histogram of that feature group in shared memory, and adds
-it to the global histogram once. Accumulation is **fixed point**: each gradient and
-hessian is scaled by a power of two per channel (:func:`channel_scales`, from this
-rank's largest magnitude and row count, so no int64 sum can overflow) and rounded once;
-integer atomics commute, so the histogram has the same bits whatever order the threads
-run in, and converting it back (``/ scale``) gives float64 sums within ``2^-40`` of the
-largest gradient per row summed. The CPU path sums float64 in row order, so the two
-agree to ~1e-12 relative, not bit for bit: the split search already treats gains within
-``TIE_RTOL`` as ties (for the same reason across rank counts), so the trees are the same
-unless two candidates' gains differ by less than that (``tests/test_gpu_trees.py``
-compares whole models with the CPU path's).
+it to the global histogram once. Accumulation is **fixed point, two words per value**:
+each gradient and hessian is scaled by a power of two per channel (:func:`channel_scales`,
+from this rank's largest magnitude and row count, so no int64 sum can overflow); the
+first word is the rounded scaled value, the second the rounding remainder in units of
+2^-40 (:func:`lo_scale_for`). Integer atomics commute, so the histogram has the same bits
+whatever order the threads run in, and the two words hold every value to ~2^-41 of a
+unit: the sums (:func:`to_float`) are at least as close to the exact sums as the CPU
+path's float64 row-order sums, small hessians included. The two paths therefore differ
+only by the CPU's own rounding, as the CPU path differs between rank counts; the split
+search treats gains within ``TIE_RTOL`` as ties, so the trees are the same, except where
+a split's gain is rounding noise: a node whose true gain is 0 can get +1.8e-15 from the
+CPU's sums (split) and exactly 0 from the device's (no split), as in test_trees'
+multiclass world (``tests/test_gpu_models.py`` compares whole models with the CPU path's).
 
 Kernels and how CI covers them: :func:`node_histogram` runs the CUDA kernel on CuPy
 arrays and :func:`node_histogram_reference` (plain NumPy, the same fixed-point
@@ -48,16 +51,20 @@ SHARED_LIMIT = 48 * 1024
 THREADS = 256
 
 KERNEL_SOURCE = r"""
+/* One value's two words: q = rint(v), lo = rint((v - q) * lo_scale). v - q is exact (when
+   |v| >= 2^52, v is an integer and the rest is 0), so q + lo / lo_scale holds v to 2^-41
+   of a unit, far finer than a float64 sum of the rows. */
 extern "C" __global__ void node_histogram(
         const unsigned char* __restrict__ codes,    /* n x d, row-major */
         const double* __restrict__ ch,              /* cin x n, one channel after another */
         const double* __restrict__ scale,           /* cin */
+        double lo_scale,                            /* power of two: the second words' unit */
         const long long* __restrict__ rows,         /* m local rows; unused when all_rows */
         long long n, long long m, int all_rows, int d, int cin, int S, int fg, int use_shared,
-        unsigned long long* __restrict__ out)       /* (cin + 1) x d x S */
+        unsigned long long* __restrict__ out)       /* (2 cin + 1) x d x S: q words, count, lo words */
 {
-    extern __shared__ unsigned long long sh[];      /* (cin + 1) x fg x S */
-    const int C = cin + 1;
+    extern __shared__ unsigned long long sh[];      /* (2 cin + 1) x fg x S */
+    const int C = 2 * cin + 1;
     const int f0 = blockIdx.y * fg;
     const int nf = min(fg, d - f0);
     const long long cells = (long long)C * fg * S;
@@ -69,9 +76,14 @@ extern "C" __global__ void node_histogram(
     for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < m; j += step) {
         const long long i = all_rows ? j : rows[j];
         const unsigned char* ci = codes + i * d + f0;
-        for (int c = 0; c <= cin; ++c) {
-            unsigned long long q = 1ULL;            /* the count channel */
-            if (c < cin) q = (unsigned long long)llrint(ch[(long long)c * n + i] * scale[c]);
+        for (int c = 0; c < C; ++c) {
+            unsigned long long q = 1ULL;            /* c == cin: the count channel */
+            if (c != cin) {
+                const int k = c < cin ? c : c - cin - 1;
+                const double v = ch[(long long)k * n + i] * scale[k];
+                const long long hi = llrint(v);
+                q = (unsigned long long)(c < cin ? hi : llrint((v - (double)hi) * lo_scale));
+            }
             if (q == 0ULL) continue;
             for (int f = 0; f < nf; ++f) {
                 if (use_shared) atomicAdd(&sh[((long long)c * fg + f) * S + ci[f]], q);
@@ -126,54 +138,77 @@ def channel_scales(bound, n_rows: int) -> np.ndarray:
     return np.ldexp(1.0, np.clip(e, -1000, 1000))
 
 
-def features_per_block(C: int, S: int) -> int:
-    """Features per block so that its ``C x fg x S`` int64 histogram fits shared memory
-    (0: not even one feature fits; the kernel then adds to global memory directly)."""
-    return SHARED_LIMIT // (C * S * 8)
+def lo_scale_for(n_rows: int) -> float:
+    """The unit of the second words: 2^-40 of a first-word unit, fewer bits when the rows
+    are so many that 2^39 per row could overflow an int64 sum."""
+    rows_bits = int(np.ceil(np.log2(max(2, int(n_rows)))))
+    return float(np.ldexp(1.0, int(np.clip(FIXED_BITS - 2 - rows_bits, 0, 40))))
 
 
-def node_histogram_reference(codes_rm, ch, scale, rows, S) -> np.ndarray:
-    """The kernel in NumPy: int64 ``(cin + 1, d, S)`` fixed-point sums of the rows
-    ``rows`` (None: all rows) of ``codes_rm`` (n x d) and ``ch`` (cin x n); the last
-    channel counts rows."""
+def features_per_block(cin: int, S: int) -> int:
+    """Features per block so that its ``(2 cin + 1) x fg x S`` int64 histogram fits shared
+    memory (0: not even one feature fits; the kernel then adds to global memory directly)."""
+    return SHARED_LIMIT // ((2 * cin + 1) * S * 8)
+
+
+def node_histogram_reference(codes_rm, ch, scale, lo_scale, rows, S) -> np.ndarray:
+    """The kernel in NumPy: int64 ``(2 cin + 1, d, S)`` two-word fixed-point sums of the
+    rows ``rows`` (None: all rows) of ``codes_rm`` (n x d) and ``ch`` (cin x n): the first
+    words of each channel, the row count, the second words of each channel."""
     n, d = codes_rm.shape
     cin = ch.shape[0]
-    out = np.zeros((cin + 1, d, S), dtype=np.int64)
+    out = np.zeros((2 * cin + 1, d, S), dtype=np.int64)
     ch_rm = ch.T
     if rows is not None:
         codes_rm, ch_rm = codes_rm[rows], ch_rm[rows]
     if codes_rm.shape[0] == 0:
         return out
-    q = np.rint(ch_rm * scale).astype(np.int64)            # (m, cin)
+    v = ch_rm * scale                                       # (m, cin), as the kernel's product
+    hi = np.rint(v)
+    lo = np.rint((v - hi) * lo_scale).astype(np.int64)
+    hi = hi.astype(np.int64)
     flat = (np.arange(d, dtype=np.int64) * S + codes_rm.astype(np.int64))  # (m, d)
     for c in range(cin):
-        np.add.at(out[c].reshape(-1), flat.ravel(), np.repeat(q[:, c], d))
+        np.add.at(out[c].reshape(-1), flat.ravel(), np.repeat(hi[:, c], d))
+        np.add.at(out[cin + 1 + c].reshape(-1), flat.ravel(), np.repeat(lo[:, c], d))
     out[cin] = np.bincount(flat.ravel(), minlength=d * S).reshape(d, S)
     return out
 
 
-def node_histogram(codes_rm, ch, scale, rows, S):
+def to_float(fixed: np.ndarray, scale: np.ndarray, lo_scale: float) -> np.ndarray:
+    """The ``(cin + 1, d, S)`` float64 histogram of the kernel's two-word sums."""
+    cin = (fixed.shape[0] - 1) // 2
+    out = np.empty((cin + 1,) + fixed.shape[1:])
+    s = np.asarray(scale, dtype=np.float64)[:, None, None]
+    out[:cin] = fixed[:cin] / s + fixed[cin + 1:] / (s * lo_scale)
+    out[cin] = fixed[cin]
+    return out
+
+
+def node_histogram(codes_rm, ch, scale, lo_scale, rows, S):
     """Fixed-point node histogram: the CUDA kernel on CuPy arrays, the reference on NumPy
     arrays (bit for bit the same int64 sums). ``codes_rm`` (n x d) uint8, ``ch`` (cin x n)
-    float64, ``scale`` (cin), ``rows`` int64 local rows or None (all)."""
+    float64, ``scale`` (cin), ``lo_scale`` (:func:`lo_scale_for`), ``rows`` int64 local
+    rows or None (all)."""
     if isinstance(codes_rm, np.ndarray):
-        return node_histogram_reference(codes_rm, ch, scale, rows, S)
+        return node_histogram_reference(codes_rm, ch, scale, lo_scale, rows, S)
     xp = _xp(codes_rm)
     n, d = codes_rm.shape
     cin = ch.shape[0]
-    C = cin + 1
+    C = 2 * cin + 1
     out = xp.zeros((C, d, S), dtype=np.int64)
     m = n if rows is None else int(rows.shape[0])
     if m == 0 or d == 0:
         return out
-    fg = features_per_block(C, S)
+    fg = features_per_block(cin, S)
     shared = fg >= 1
     fg = max(1, min(fg, d)) if shared else d
     groups = -(-d // fg)
     blocks_x = int(max(1, min(-(-m // THREADS), max(1, 1024 // groups))))
     rows_arg = rows if rows is not None else xp.zeros(1, dtype=np.int64)
     _kernel()((blocks_x, groups), (THREADS,),
-              (codes_rm, ch, scale, rows_arg, np.int64(n), np.int64(m), np.int32(rows is None), np.int32(d),
+              (codes_rm, ch, scale, np.float64(lo_scale), rows_arg, np.int64(n), np.int64(m),
+               np.int32(rows is None), np.int32(d),
                np.int32(cin), np.int32(S), np.int32(fg), np.int32(1 if shared else 0), out.view(np.uint64)),
               shared_mem=C * fg * S * 8 if shared else 0)
     return out
@@ -215,6 +250,7 @@ class DeviceHistogram:
             raise ValueError("gradients or hessians hold NaN or infinite values")
         self.scale_host = channel_scales(bound, n)
         self.scale = self.xp.asarray(self.scale_host)
+        self.lo_scale = lo_scale_for(n)
         self.cin = cin
 
     def build(self, rows, features=None, hess_is_count=False, out=None, count=None) -> np.ndarray:
@@ -225,9 +261,9 @@ class DeviceHistogram:
             out = np.zeros((C, self.d, self.n_slots))
         n_rows = self.n if rows is None else int(rows.shape[0])
         all_rows = rows is None or n_rows == self.n and bool(_is_identity(self.xp, rows))
-        fixed = _host(node_histogram(self.codes_rm, self.ch, self.scale, None if all_rows else rows, self.n_slots))
-        out[:C - 1] = fixed[:C - 1] / self.scale_host[:, None, None]
-        out[C - 1] = fixed[C - 1]
+        fixed = _host(node_histogram(self.codes_rm, self.ch, self.scale, self.lo_scale,
+                                     None if all_rows else rows, self.n_slots))
+        out[...] = to_float(fixed, self.scale_host, self.lo_scale)
         if features is not None:
             keep = np.zeros(self.d, dtype=bool)
             keep[np.asarray(features, dtype=np.int64)] = True
