@@ -87,7 +87,7 @@ test-gpu:
 # the model suites through the device code paths with NumPy standing in for CuPy
 # (SHARDLEARN_FAKE_GPU=1): catches a device-path mistake without a GPU
 test-gpu-fake: setup
-	SHARDLEARN_DEVICE=gpu SHARDLEARN_FAKE_GPU=1 $(BIN)/python -m pytest -q -rs -m "not slurm" $(GPU_SUITE)
+	SHARDLEARN_DEVICE=gpu SHARDLEARN_FAKE_GPU=1 $(BIN)/python -m pytest -q -rs -m "not slow and not slurm" $(GPU_SUITE)
 
 bench: setup
 	$(BIN)/python -m pip install -q -e '.[bench]'
