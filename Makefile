@@ -11,12 +11,14 @@ export HYDRA_IFACE ?= lo
 MPIRUN := $(BIN)/mpiexec
 SL     := $(BIN)/shardlearn
 
-.PHONY: setup demo test test-fast data bench bench-quick lint clean help
+.PHONY: setup demo test test-fast test-gpu test-gpu-fake data bench bench-quick lint clean help
 
 help:
 	@echo "make demo   - set up, generate data, train on $(NP) ranks (NP=4 make demo for more)"
 	@echo "make test   - run the whole test suite (multi-rank tests included)"
 	@echo "make test-fast - the suite without the slow and Slurm tests, stopping at the first failure"
+	@echo "make test-gpu - the model tests with every fit on the GPU, and the GPU-only tests (skips without a GPU)"
+	@echo "make test-gpu-fake - the same model tests through the GPU code paths with NumPy (no GPU needed)"
 	@echo "make setup  - create $(VENV) with mpi4py, numpy, h5py and the MPICH wheel"
 	@echo "make data   - generate the demo datasets under data/"
 	@echo "make bench  - benchmarks against scikit-learn / LightGBM / XGBoost (bench/README.md)"
@@ -64,6 +66,28 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -x -m "not slurm and not slow" tests
+
+# The model suite with every fit on the GPU (SHARDLEARN_DEVICE=gpu: the 1..4 ranks of each
+# test share the one GPU), then the GPU-only tests (CUDA kernels against their NumPy
+# references, CuPy fits against the CPU path at 1 and 2 ranks; not tests/test_model_files.py:
+# the GPU does not promise the CPU path's bits). Without CuPy or a CUDA
+# device it says so and skips. It does not depend on `setup` (a GPU node may have no
+# registry): GPU_PY=python3 uses the machine's Python (jobs/gpu_check.sh does).
+GPU_PY ?= $(BIN)/python
+PYTEST_ARGS ?=
+GPU_SUITE := tests/test_kmeans.py tests/test_linear.py tests/test_trees.py
+GPU_TESTS := tests/test_gpu_device.py tests/test_gpu_kernels.py
+test-gpu:
+	@if $(GPU_PY) -c "import sys, cupy; sys.exit(cupy.cuda.runtime.getDeviceCount() < 1)" 2>/dev/null; then \
+		SHARDLEARN_DEVICE=gpu $(GPU_PY) -m pytest -q -rs -m "not slow and not slurm" $(PYTEST_ARGS) $(GPU_SUITE) ; a=$$? ; \
+		$(GPU_PY) -m pytest -q -rs $(PYTEST_ARGS) $(GPU_TESTS) ; b=$$? ; \
+		echo "make test-gpu: model suite on the GPU exit $$a, GPU tests exit $$b" ; [ $$a -eq 0 ] && [ $$b -eq 0 ] ; \
+	else echo "make test-gpu: skipped (no CuPy or no CUDA GPU for $(GPU_PY))" ; fi
+
+# the model suites through the device code paths with NumPy standing in for CuPy
+# (SHARDLEARN_FAKE_GPU=1): catches a device-path mistake without a GPU
+test-gpu-fake: setup
+	SHARDLEARN_DEVICE=gpu SHARDLEARN_FAKE_GPU=1 $(BIN)/python -m pytest -q -rs -m "not slow and not slurm" $(GPU_SUITE)
 
 bench: setup
 	$(BIN)/python -m pip install -q -e '.[bench]'

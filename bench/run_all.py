@@ -51,6 +51,9 @@ def quick_args(name: str, w: Path) -> list | None:
         "trees_categorical": ["--rows", "20000", "--trees", "5", "--repeats", "1", "--dir", w / "trees_categorical",
                               "--out", w / "trees_categorical.md", "--json-out", w / "trees_categorical.json"],
         "trees_hist": ["--rows", "20000", "--trees", "3"],
+        # without CuPy and a GPU it prints "skipped bench_gpu: ..." and exits 0
+        "gpu": ["--rows", "20000", "--iters", "3", "--trees", "2", "--ranks", "2", "--no-peers",
+                "--workdir", w / "gpu", "--out", w / "gpu.md", "--json-out", w / "gpu.json"],
     }.get(name)
 
 

@@ -62,6 +62,10 @@ class Context:
         except ShardlearnError as exc:
             error = str(exc)
         self.agree(error)
+        if device == "gpu" and not backend.fake_gpu():
+            from .comm.device import DeviceBuffers  # collective: detects CUDA-aware MPI
+
+            self.coll.device_buffers = DeviceBuffers(mpi_comm)
         if stall_timeout is None and os.environ.get("SHARDLEARN_STALL_TIMEOUT", "").strip():
             stall_timeout = float(os.environ["SHARDLEARN_STALL_TIMEOUT"])
         self.watchdog = StallWatchdog(self, stall_timeout) if stall_timeout else None
@@ -162,8 +166,13 @@ class Context:
 
     def describe(self) -> dict:
         """Facts for run reports and model provenance."""
-        return {"ranks": self.size, "topology": self.topology, "device": self.device,
-                "threads_per_rank": self.threads, "ranks_on_node_0": self.local_size}
+        out = {"ranks": self.size, "topology": self.topology, "device": self.device,
+               "threads_per_rank": self.threads, "ranks_on_node_0": self.local_size}
+        if self.device == "gpu":  # which way device buffers travel (comm/device.py)
+            bufs = self.coll.device_buffers
+            out["device_collectives"] = bufs.describe() if bufs is not None else {
+                "path": "host (SHARDLEARN_FAKE_GPU: NumPy arrays)"}
+        return out
 
 
 class StallWatchdog:
@@ -285,9 +294,12 @@ def _shared_type():
     return MPI.COMM_TYPE_SHARED
 
 
-def init(comm=None, *, device: str = "cpu", topology: str = "auto", threads: int | None = None,
+def init(comm=None, *, device: str | None = None, topology: str = "auto", threads: int | None = None,
          verbose: bool = True, stall_timeout: float | None = None) -> Context:
     """Build the SPMD context on ``comm`` (default ``MPI.COMM_WORLD``).
+
+    ``device`` None: ``SHARDLEARN_DEVICE`` if set (``make test-gpu`` runs the model
+    tests on the GPU this way), else ``"cpu"``.
 
     Refuses a Slurm step that started several tasks which each see a world of size 1
     (``srun`` without ``--mpi=pmi2`` for the pip MPICH): that would silently train P
@@ -295,6 +307,8 @@ def init(comm=None, *, device: str = "cpu", topology: str = "auto", threads: int
     """
     from mpi4py import MPI
 
+    if device is None:
+        device = os.environ.get("SHARDLEARN_DEVICE", "").strip() or "cpu"
     comm = MPI.COMM_WORLD if comm is None else comm
     step_tasks = os.environ.get("SLURM_STEP_NUM_TASKS", "")
     if comm is MPI.COMM_WORLD and comm.Get_size() == 1 and step_tasks.isdigit() and int(step_tasks) > 1:

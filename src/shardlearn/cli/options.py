@@ -33,9 +33,9 @@ def add_runtime_options(p: argparse.ArgumentParser) -> None:
                         "tree (latency-optimal), hierarchical (node-aware: reduce within "
                         "each node, allreduce among nodes, broadcast within each node) or "
                         "auto by message size (default: auto)")
-    g.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
+    g.add_argument("--device", default=None, choices=["cpu", "gpu"],
                    help="compute with NumPy on CPU or CuPy on GPU; each rank binds to GPU "
-                        "local_rank %% n_gpus (default: cpu)")
+                        "local_rank %% n_gpus (default: cpu, or SHARDLEARN_DEVICE)")
     g.add_argument("--threads", type=int_at_least(1), default=None,
                    help="BLAS/OpenMP threads per rank (default: the node's cores divided by "
                         "the ranks on the node, or OMP_NUM_THREADS if set)")

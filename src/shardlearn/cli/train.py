@@ -157,9 +157,6 @@ def run(args, ctx) -> dict:
     # before the first step, not after hours of training
     check_outputs(ctx, {"--out": args.out, "--report": args.report, "--json-dump": getattr(args, "json_dump", None)},
                   {"--data": args.data, "--init-file": getattr(args, "init_file", None)})
-    if ctx.device == "gpu":
-        ctx.warn(f"{args.model} has no GPU path yet: it computes with NumPy on the CPU "
-                 "(--device gpu only binds the rank to a GPU)")
     checkpoints = []
 
     def checkpoint_for(shard):

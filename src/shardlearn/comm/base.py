@@ -58,6 +58,7 @@ class Collectives:
         self.entered = 0
         self.current = ""
         self._checker = _CollectiveChecker(mpi_comm) if _check_enabled() else None
+        self.device_buffers = None  # comm.device.DeviceBuffers: how device arrays travel
 
     # ----------------------------------------------------------------- public API
     def allreduce(self, x, op: str = "sum"):
@@ -75,6 +76,11 @@ class Collectives:
             # fast path for host arrays: small allreduces are latency-bound, so the
             # wrapper's own overhead matters (see bench/comm.md)
             host, back = (x if x.flags.c_contiguous else np.ascontiguousarray(x)), None
+        elif self._device(x):  # comm/device.py: CUDA-aware MPI, or reused pinned buffers
+            from .device import device_allreduce
+
+            self.entered -= 1  # device_allreduce enters again (host path) or counts itself
+            return device_allreduce(self, self.device_buffers, x, op)
         else:
             host, back = self._to_host(x)
         t0 = _clock()
@@ -203,15 +209,20 @@ class Collectives:
         self.comm_seconds += time.perf_counter() - t0
         self.calls += 1
 
-    @staticmethod
-    def _to_host(x):
-        """Return (contiguous host array, function that moves a result back)."""
-        mod = type(x).__module__
-        if mod.startswith("cupy"):
-            import cupy  # only reached with GPU arrays
+    def _device(self, x) -> bool:
+        """Whether ``x`` is a device (CuPy) array; makes the staging buffers on first use."""
+        if type(x).__module__.split(".")[0] != "cupy":
+            return False
+        if self.device_buffers is None:  # CuPy input on a cpu Context: stage, no detection
+            from .device import DeviceBuffers
 
-            host = cupy.asnumpy(x)
-            return np.ascontiguousarray(host), cupy.asarray
+            self.device_buffers = DeviceBuffers(self.comm, cuda_aware=False)
+        return True
+
+    def _to_host(self, x):
+        """Return (contiguous host array, function that moves a result back)."""
+        if self._device(x):  # reused pinned host buffers (comm/device.py)
+            return self.device_buffers.stage(x), self.device_buffers.unstage
         arr = np.asarray(x)
         if arr.dtype.type not in DTYPES:
             raise TypeError(

@@ -109,6 +109,8 @@ def _lloyd_pass(data: _Local, centers: np.ndarray, labels: np.ndarray, buf: np.n
     results are combined in block order, so the result is deterministic for a given
     thread count.
     """
+    if getattr(data, "device", False):  # rows on the GPU: packed int64 sums (_gpu.py)
+        return data.lloyd_pass(centers, labels)
     k, d = centers.shape
     dt = data.dtype
     c = centers.astype(dt)
@@ -187,6 +189,8 @@ def _lloyd_block(data: _Local, c_neg2_t, cc, labels, lo_block, hi_block):
 
 def _assign(data: _Local, centers: np.ndarray, labels: np.ndarray | None, relabel: bool) -> float:
     """Local exact inertia sum ‖x - c_label‖² (float64); relabel first if asked."""
+    if getattr(data, "device", False):
+        return data.assign(centers, labels, relabel)
     k, d = centers.shape
     dt = data.dtype
     c = centers.astype(dt)
@@ -229,6 +233,22 @@ def _relocate_empty(ctx, data: _Local, centers_old, labels, sums, counts) -> Non
     """
     empty = np.flatnonzero(counts == 0)
     m = len(empty)
+    rows = data.farthest(centers_old, labels, m) if getattr(data, "device", False) else \
+        _farthest(data, centers_old, labels, m)
+    every = ctx.coll.allgather(rows)
+    order = np.lexsort((every[:, 1], -every[:, 0]))[:m]
+    for cluster, row in zip(empty, every[order]):
+        old = int(row[2])
+        x = row[3:]
+        sums[old] -= x
+        sums[cluster] = x
+        counts[cluster] = 1.0
+        counts[old] -= 1.0
+
+
+def _farthest(data: _Local, centers_old, labels, m):
+    """The ``m`` local rows farthest from their centers: rows of [distance, global row,
+    label, centred row] (float64)."""
     k = centers_old.shape[0]
     c = centers_old.astype(data.dtype)
     dist = np.empty(data.n)
@@ -243,12 +263,4 @@ def _relocate_empty(ctx, data: _Local, centers_old, labels, sums, counts) -> Non
     rows[:, 1] = data.offset + top
     rows[:, 2] = labels[top]
     rows[:, 3:] = data.X[top].astype(np.float64) - data.mean_t
-    every = ctx.coll.allgather(rows)
-    order = np.lexsort((every[:, 1], -every[:, 0]))[:m]
-    for cluster, row in zip(empty, every[order]):
-        old = int(row[2])
-        x = row[3:]
-        sums[old] -= x
-        sums[cluster] = x
-        counts[cluster] = 1.0
-        counts[old] -= 1.0
+    return rows

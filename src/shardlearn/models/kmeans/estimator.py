@@ -12,10 +12,11 @@ import time
 
 import numpy as np
 
-from ...backend import compiled_kernels
+from ...backend import array_module, compiled_kernels, compute_xp, is_device_array, to_device, to_host
 from ...errors import ShardlearnError
 from ...util import faults
 from ..base import Params
+from . import _gpu
 from ._data import KERNELS, _chunk_rows, _Local
 from ._init import INITS, _fetch_rows, _init_kmeans_parallel, _init_kmeanspp, _read_centers_file
 from ._lloyd import _Labeler, _assign, _inertia_from_sums, _lloyd_pass, _relocate_empty
@@ -134,9 +135,10 @@ class KMeans(Params):
 
     def _prepare(self, ctx, X):
         """Validate collectively; return (local X in the agreed dtype, _Local-less facts)."""
+        xp = compute_xp(ctx, X) or np  # the device path (_gpu.py) keeps X on the device
         with ctx.collective_errors():
             self._check_params()
-            X = np.asarray(X)
+            X = X if is_device_array(X) else np.asarray(X)
             if X.ndim != 2:
                 raise ShardlearnError(f"X must be 2-D (rows x features); rank {ctx.rank} passed "
                                       f"an array of shape {X.shape}")
@@ -166,7 +168,7 @@ class KMeans(Params):
             X = np.empty((0, d), dtype=X.dtype)
         all_f32 = all(np.dtype(m[2]) == np.float32 for m in meta)
         dtype = np.dtype(np.float32 if all_f32 else np.float64)
-        X = np.ascontiguousarray(X, dtype=dtype)
+        X = np.ascontiguousarray(X, dtype=dtype) if xp is np and not is_device_array(X) else to_device(xp, X, dtype)
         offset = sum(sizes[:ctx.rank])
         return X, offset, n_total
 
@@ -216,6 +218,7 @@ class KMeans(Params):
             return self._fit(ctx, X, checkpoint)
 
     def _fit(self, ctx, X, checkpoint):
+        X_in = X
         X, offset, n_total = self._prepare(ctx, X)
         k = int(self.n_clusters)
         d = X.shape[1]
@@ -241,21 +244,25 @@ class KMeans(Params):
         # global mean (for centring) and mean feature variance (for tol): two reductions
         # (on resume, the ones of the interrupted run: the same coordinates and tolerance)
         chunk = _chunk_rows(d, k, X.dtype.itemsize, self.chunk_rows)
-        if state is None:
+        xp = compute_xp(ctx, X)
+        if xp is not None:  # the device path: its own passes (_gpu.py), the same loop below
+            mean, var, data = _gpu.device_rows(ctx, xp, X, offset, n_total, k, self.chunk_rows, state)
+        elif state is None:
             s = np.zeros(d)
             for i in range(0, X.shape[0], 65536):
                 s += X[i:i + 65536].sum(axis=0, dtype=np.float64)
             mean = ctx.coll.allreduce(s) / n_total
         else:
             mean = np.asarray(state["mean"], dtype=np.float64)
-        data = _Local(X, mean, offset, n_total, chunk)
-        if state is None:
+        if xp is None:
+            data = _Local(X, mean, offset, n_total, chunk)
+        if state is None and xp is None:
             sq = np.zeros(d)
             for lo, hi in data.chunks():
                 xc = X[lo:hi] - mean
                 sq += np.einsum("ij,ij->j", xc, xc)
             var = ctx.coll.allreduce(sq) / n_total
-        else:
+        elif xp is None:
             var = np.asarray(state["var"], dtype=np.float64)
         tol = float(np.mean(var) * self.tol) if self.tol else 0.0
         self._total_ss = float(var.sum() * n_total)
@@ -270,7 +277,7 @@ class KMeans(Params):
                 ctx.warn(f"explicit initial centers given: running n_init=1 instead of {n_init}")
             n_init = 1
         fit = _FitState(mean, var, n_init)
-        labels = np.empty(X.shape[0], dtype=np.int32)
+        labels = (xp or np).empty(X.shape[0], dtype=np.int32)
         resume = None
         if state is not None:
             resume = fit.restore(state, rng)
@@ -316,13 +323,14 @@ class KMeans(Params):
             boundary(lambda: fit.state(rng, run=run, done=True))
         best = fit.best
         if best["labels"] is None:  # the best run ended before the resume: its labels again
-            labels = np.empty(X.shape[0], dtype=np.int32)
+            labels = (xp or np).empty(X.shape[0], dtype=np.int32)
             self._best_labels(ctx, data, best, labels)
             best["labels"] = labels
         if checkpoint is not None:
             checkpoint.finish()
         self.cluster_centers_ = (best["centers"] + data.mean_t.astype(np.float64)).astype(X.dtype)
-        self.labels_ = best["labels"]
+        # labels stay on the device for CuPy input; host input gets host labels
+        self.labels_ = best["labels"] if is_device_array(X_in) else to_host(best["labels"])
         self.inertia_ = float(best["inertia"])
         self.n_iter_ = int(best["n_iter"])
         self.n_features_in_ = d
@@ -352,6 +360,8 @@ class KMeans(Params):
             data._xx = None  # the row norms are for the init passes only
 
     def _init_draw(self, ctx, data, k, rng):
+        if getattr(data, "device", False):
+            return self._init_draw_device(ctx, data, k, rng)
         with ctx.timers.phase("init"):
             if self.init == "random":
                 ids = np.sort(rng.choice(data.n_total, size=k, replace=False))
@@ -363,6 +373,20 @@ class KMeans(Params):
                     return centers
                 self._log(ctx, "k-means||: fewer than k distinct candidates; using k-means++")
             return _init_kmeanspp(ctx, data, k, rng)
+
+    def _init_draw_device(self, ctx, data, k, rng):
+        """:meth:`_init_draw` with the device passes of :mod:`._gpu` (the same draws)."""
+        with ctx.timers.phase("init"):
+            if self.init == "random":
+                ids = np.sort(rng.choice(data.n_total, size=k, replace=False))
+                return _gpu.fetch_rows(ctx, data, ids)
+            if self.init == "k-means||":
+                centers = _gpu.init_kmeans_parallel(ctx, data, k, rng, int(self.init_rounds),
+                                                    float(self.oversampling_factor))
+                if centers is not None:
+                    return centers
+                self._log(ctx, "k-means||: fewer than k distinct candidates; using k-means++")
+            return _gpu.init_kmeanspp(ctx, data, k, rng)
 
     def _lloyd_threads(self, ctx, data, centers, labels, tol, **kwargs):
         """Run :meth:`_lloyd` with this rank's threads on row blocks, BLAS single-threaded."""
@@ -402,8 +426,10 @@ class KMeans(Params):
         for it in range(start, int(self.max_iter)):
             t0, c0 = time.perf_counter(), ctx.coll.comm_seconds
             with ctx.timers.phase("compute"):
-                _lloyd_pass(data, centers, labels, buf)
-            tot = ctx.coll.allreduce(buf)  # THE collective of the iteration
+                packed = _lloyd_pass(data, centers, labels, buf)
+            tot = ctx.coll.allreduce(packed)  # THE collective of the iteration
+            if packed is not buf:  # the device path's exact int64 fixed-point sums
+                tot = data.unpack(tot, k, d)
             with ctx.timers.phase("compute"):
                 sums = tot[:k * d].reshape(k, d)
                 counts = tot[k * d:k * d + k].copy()
@@ -471,8 +497,13 @@ class KMeans(Params):
         return "" if rank is None else f" on rank {int(rank)}"
 
     def _nearest(self, X, where=None):
-        """(labels int32, squared distance float64) of local rows; no communication."""
+        """(labels int32, squared distance float64) of local rows; no communication.
+        On the device (CuPy input, or a gpu Context) as :mod:`._gpu`: device arrays back
+        for CuPy input, host arrays otherwise."""
         self._check_fitted()
+        xp = compute_xp(self.comm, X)
+        if xp is not None:
+            return _gpu.predict_rows(xp, self, X, self._where() if where is None else where)
         X = self._local_X(X, where)
         c = self.cluster_centers_.astype(X.dtype)
         c_neg2_t = np.ascontiguousarray((-2.0 * c).T)
@@ -512,7 +543,7 @@ class KMeans(Params):
 
         Non-finite rows raise :class:`~shardlearn.errors.ShardlearnError`, as in :meth:`predict`."""
         self._check_fitted()
-        X = self._local_X(X)
+        X = self._local_X(to_host(X))  # CuPy input: distances on the host (not a hot path)
         c = self.cluster_centers_.astype(X.dtype)
         out = np.empty((X.shape[0], c.shape[0]), dtype=X.dtype)
         step = _chunk_rows(X.shape[1], c.shape[0], X.dtype.itemsize, self.chunk_rows)
@@ -559,7 +590,7 @@ class KMeans(Params):
 
     def predict_columns(self, X) -> dict:
         """``labels`` (int64) and ``distance`` to the nearest center, per local row."""
-        labels, d2 = self._nearest(X)
+        labels, d2 = map(to_host, self._nearest(X))
         return {"labels": labels.astype(np.int64), "distance": np.sqrt(d2)}
 
     def evaluate(self, X, y=None) -> dict:
@@ -567,7 +598,7 @@ class KMeans(Params):
         ctx = self._ctx()
         with ctx.guard(f"{type(self).__name__}.evaluate"):
             with ctx.collective_errors():  # bad rows on one rank: the same error on every rank
-                labels, d2 = self._nearest(X, f" on rank {ctx.rank}")
+                labels, d2 = map(to_host, self._nearest(X, f" on rank {ctx.rank}"))
             k = self.cluster_centers_.shape[0]
             local = np.concatenate((np.bincount(labels, minlength=k).astype(np.float64), [d2.sum()]))
             tot = ctx.coll.allreduce(local)
@@ -585,7 +616,7 @@ class KMeans(Params):
         with ctx.guard(f"{type(self).__name__}.score"):
             with ctx.collective_errors():  # bad rows on one rank: the same error on every rank
                 _, d2 = self._nearest(X, f" on rank {ctx.rank}")
-            return -float(ctx.coll.allreduce(np.array([d2.sum()]))[0])
+            return -float(ctx.coll.allreduce(np.array([float(d2.sum())]))[0])
 
 
 def _nonfinite_rows(X: np.ndarray) -> int:
@@ -593,4 +624,5 @@ def _nonfinite_rows(X: np.ndarray) -> int:
     if X.dtype.kind != "f":
         return 0
     step = 65536
-    return sum(int((~np.isfinite(X[i:i + step])).any(axis=1).sum()) for i in range(0, X.shape[0], step))
+    isfinite = array_module(X).isfinite  # device rows are checked on the device
+    return sum(int((~isfinite(X[i:i + step])).any(axis=1).sum()) for i in range(0, X.shape[0], step))

@@ -16,11 +16,12 @@ import time
 import numpy as np
 
 from ... import rng
+from ...backend import compute_xp, is_device_array, to_device
 from ...errors import ShardlearnError
 from ...runtime import context_from
 from ...util import faults
 from ..base import Params
-from . import _normal, _solvers
+from . import _gpu, _normal, _solvers
 from ._normal import _colsumsq
 from ._objective import _Objective
 
@@ -134,20 +135,23 @@ class _LinearModel(Params):
     def _fit(self, ctx, X, y, sample_weight, row_offset, checkpoint):
         t_start = time.perf_counter()
         # ---- local checks, agreed by every rank
+        xp = compute_xp(ctx, X)  # not None: X goes to (stays on) the device (_gpu.py)
         with ctx.collective_errors():
             solver = self._check_params()
-            X = np.asarray(X)
+            X = X if is_device_array(X) else np.asarray(X)
             if X.dtype not in (np.float32, np.float64):
                 X = X.astype(np.float64)
+            if xp is not None:
+                X = to_device(xp, X)
             y = np.asarray(y)
             if X.ndim != 2:
                 raise ShardlearnError(f"X must be 2-D (rows x features), got shape {X.shape}")
             if y.ndim != 1 or y.shape[0] != X.shape[0]:
                 raise ShardlearnError(f"y has shape {y.shape} but X has {X.shape[0]} rows; expected ({X.shape[0]},)")
-            colsum = X.sum(axis=0, dtype=np.float64)
-            if not np.all(np.isfinite(colsum)) and not np.all(np.isfinite(X)):
+            colsum, bad = _gpu.check_rows(X) if xp is not None else (X.sum(axis=0, dtype=np.float64), 0)
+            if bad or xp is None and not np.all(np.isfinite(colsum)) and not np.all(np.isfinite(X)):
                 raise ShardlearnError(f"X holds NaN or infinite values (rank {ctx.rank}: "
-                                      f"{int((~np.isfinite(X).all(axis=1)).sum())} rows); impute or drop them first")
+                                      f"{bad or int((~np.isfinite(X).all(axis=1)).sum())} rows); impute or drop them first")
             if y.dtype.kind not in "biuf":
                 raise ShardlearnError(f"y must be numeric, got dtype {y.dtype}")
             if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
@@ -198,7 +202,7 @@ class _LinearModel(Params):
         if need_mu or need_sq:
             parts.append(colsum)
         if need_sq:
-            parts.append(_colsumsq(X))
+            parts.append(_colsumsq(X) if xp is None else _gpu.colsumsq(X))
         stats = ctx.coll.allreduce(np.concatenate(parts))
         n_train = stats[0]
         counts = stats[1:1 + nc]
@@ -251,7 +255,7 @@ class _LinearModel(Params):
             if state is None:
                 coef, intercept, res = _normal.normal_equations(ctx, X, t, s_train, W_train, sigma,
                                                                 fit_intercept=self.fit_intercept,
-                                                                alpha=self._ridge_alpha())
+                                                                alpha=self._ridge_alpha(), device=xp is not None)
                 # one step: the solution itself is the state
                 on_step(1, lambda: {"coef": coef.copy(), "intercept": float(intercept), "loss": float(res.loss),
                                     "progress": {"history": _solvers.pack_json(res.history)}})
@@ -265,6 +269,7 @@ class _LinearModel(Params):
             obj = _Objective(ctx, X, t, s_train, s_val, kind=self._loss_kind(K), K=K, lam=lam,
                              mu=mu, sigma=sigma, fit_intercept=bool(self.fit_intercept),
                              W_train=W_train, W_val=W_val)
+            obj.device = xp is not None  # the row passes on the device (_gpu.py)
             res = self._run_solver(ctx, solver, obj, l1, grows, train, int(n_train), frac > 0, verbose,
                                    state=state, callback=on_step)
             A, b = obj.affine(res.w)
@@ -357,7 +362,10 @@ class _LinearModel(Params):
         the collective methods agree on it). ``rank`` goes into the messages."""
         self._check_fitted()
         where = "" if rank is None else f"rank {rank}: "
-        X = np.asarray(X)
+        xp = compute_xp(self.comm, X)
+        X = X if is_device_array(X) else np.asarray(X)
+        if xp is not None and X.dtype in (np.float32, np.float64):
+            X = to_device(xp, X)  # predictions: X @ coef on the device
         if X.dtype not in (np.float32, np.float64):
             try:
                 X = X.astype(np.float64)
@@ -369,7 +377,10 @@ class _LinearModel(Params):
             on = "" if rank is None else f" on rank {rank}"
             raise ShardlearnError(f"X has shape {X.shape}{on}; the model expects {self.n_features_in_} features")
         # the sum of finite values is finite unless it overflows: the full test only then
-        if X.size and not np.isfinite(X.sum(dtype=np.float64)) and not np.all(np.isfinite(X)):
+        if xp is not None and X.size and _gpu.check_rows(X)[1]:
+            raise ShardlearnError(f"X holds NaN or infinite values ({where}{_gpu.check_rows(X)[1]} rows); "
+                                  "impute or drop them first")
+        if xp is None and X.size and not np.isfinite(X.sum(dtype=np.float64)) and not np.all(np.isfinite(X)):
             bad = int((~np.isfinite(X).all(axis=1)).sum())
             raise ShardlearnError(f"X holds NaN or infinite values ({where}{bad} rows); "
                                   "impute or drop them first")
@@ -403,6 +414,10 @@ class _LinearModel(Params):
     def _decision(self, X):
         """``X @ coef_.T + intercept_`` on a checked X: (n,) or (n, K)."""
         coef = np.atleast_2d(self.coef_)
+        if compute_xp(self.comm, X) is not None:  # on the device; the (n, K) result to the host
+            Z = _gpu.decision(X, coef, self.intercept_)
+            Z = Z if isinstance(Z, np.ndarray) else Z.get()
+            return Z[:, 0] if Z.shape[1] == 1 else Z
         Z = (X @ coef.T.astype(X.dtype, copy=False)).astype(np.float64, copy=False) + self.intercept_
         return Z[:, 0] if Z.shape[1] == 1 else Z
 

@@ -16,7 +16,7 @@ from ._solvers import OptimResult
 _CHUNK = 65536
 
 
-def normal_equations(ctx, X, y, s, W, sigma, *, fit_intercept, alpha):
+def normal_equations(ctx, X, y, s, W, sigma, *, fit_intercept, alpha, device=False):
     """Least squares (ridge with ``alpha > 0``) in one pass over X and one allreduce.
 
     ``s`` are the row weights, ``W`` the total training weight (the reported loss is
@@ -24,10 +24,16 @@ def normal_equations(ctx, X, y, s, W, sigma, *, fit_intercept, alpha):
     penalty applies to ``v = sigma * coef``. Returns ``(coef, intercept, result)`` with
     ``coef`` (d,) and ``intercept`` on the original scale and an :class:`OptimResult`
     of one "iteration". Raises ShardlearnError on every rank when the system is singular.
+    ``device``: X is on the device; its sums come from ``_gpu.gram`` (GEMM there).
     """
     d = X.shape[1]
     with ctx.timers.phase("compute"):
-        G, Xty, Xs, sy, syy = _gram(X, y, s)
+        if device:
+            from ._gpu import gram as _device_gram
+
+            G, Xty, Xs, sy, syy = _device_gram(X, y, s)
+        else:
+            G, Xty, Xs, sy, syy = _gram(X, y, s)
         buf = np.concatenate([G.ravel(), Xty, Xs, [s.sum(), sy, syy]])
     buf = ctx.coll.allreduce(buf)
     G = buf[:d * d].reshape(d, d)

@@ -45,6 +45,7 @@ class _Objective:
         self.l1_mask = np.zeros(self.p, dtype=bool)
         self.l1_mask[:self.n_coef] = True
         self._val_rows = None
+        self.device = False  # True: X is on the device and the row passes are _gpu.py's
 
     # ------------------------------------------------------------ parameters
     def split(self, w):
@@ -99,6 +100,10 @@ class _Objective:
         then loss and residual, then ``X_c^T r`` while ``X_c`` is still in cache, so X
         streams from memory once per evaluation instead of twice.
         """
+        if self.device:
+            from ._gpu import local_sums
+
+            return local_sums(self, w, X, t, s, sv, cache=X is self.X)
         A, b = self.affine(w)
         K, d = self.K, self.d
         buf = np.zeros(2 + d * K + K)
@@ -169,7 +174,13 @@ class _Objective:
         """
         with self.ctx.timers.phase("compute"):
             s = self.s[rows]
-            buf = self._local(w, self.X[rows], self.t[rows], s, None)
+            if self.device:
+                from ._gpu import batch_rows
+
+                Xb = batch_rows(self.X, rows)
+            else:
+                Xb = self.X[rows]
+            buf = self._local(w, Xb, self.t[rows], s, None)
             buf[1] = s.sum()  # the batch's weight, reduced in the same buffer
         buf = self.ctx.coll.allreduce(buf)
         Wb = buf[1]
@@ -184,7 +195,11 @@ class _Objective:
             self._val_rows = np.flatnonzero(self.sv > 0)
         rows = self._val_rows
         with self.ctx.timers.phase("compute"):
-            if rows.size:
+            if rows.size and self.device:
+                from ._gpu import validation_sum
+
+                v = np.array([validation_sum(self, w, rows)])
+            elif rows.size:
                 A, b = self.affine(w)
                 Xv = self.X[rows].astype(np.float64, copy=False)
                 loss, _ = self._loss_resid(Xv, self.t[rows], A, b)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...backend import to_host
 from ...errors import ShardlearnError
 from ...runtime import context_from
 
@@ -16,7 +17,7 @@ def prepare(comm, X, y, verbose=False):
     """
     ctx = context_from(comm, verbose=verbose)
     with ctx.collective_errors():
-        X = np.asarray(X)
+        X = to_host(X)  # CuPy input: binned on the host (the device path starts at the codes)
         if X.ndim != 2:
             raise ShardlearnError(f"X must be 2-D (rows x features), got shape {X.shape}")
         if X.dtype.kind not in "fiub":
@@ -168,7 +169,7 @@ class FittedEnsemble:
     def _check_X(self, X) -> np.ndarray:
         """``X`` as a C-contiguous float64 matrix with the training feature count."""
         self._check_fitted()
-        X = np.ascontiguousarray(X, dtype=np.float64)
+        X = np.ascontiguousarray(to_host(X), dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
             raise ShardlearnError(f"X must have {self.n_features_in_} features, got shape {X.shape}")
         # categorical columns -> bin codes (unseen categories: the missing bin)

@@ -330,7 +330,9 @@ class _GradientBoosting(FittedEnsemble, Params):
         grower = TreeGrower(ctx, codes, mapper.n_bins_, mapper.n_slots, grow)
         quantizer = None
         if self.quantized_grad:
-            qk = compiled_kernels("models.trees._quant_kernels") if grower.chist is not None else None
+            # the packed kernels need the compiled host histogram (on a device: the float path)
+            qk = (compiled_kernels("models.trees._quant_kernels")
+                  if grower.chist is not None and not grower.device else None)
             # a constant hessian (no hessian field in the packing): unweighted L2 only
             quantizer = Quantizer(self.grad_bits, self.random_state, n_train,
                                   objective == "regression" and swtr is None, qk)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...backend import compiled_kernels
+from ._gpu import device_histogram
 from .categorical import CatParams, find_best_categorical_splits, merge_splits, pack_bits
 from .histogram import CompiledHistogram, build_histogram, is_all_rows, pair_codes
 from .quantize import decode, narrow
@@ -84,7 +85,9 @@ class TreeGrower:
         self.ctx, self.codes, self.n_slots, self.params = ctx, codes, n_slots, params
         self.d = codes.shape[0]
         #: the compiled histogram and partition kernels (None: the NumPy path)
-        self.chist = _compiled_histogram(codes, n_slots)
+        self.chist = device_histogram(ctx, codes, n_slots) or _compiled_histogram(codes, n_slots)
+        #: histograms, partitions and the row permutation on the device (_gpu.py)
+        self.device = self.chist is not None and self.chist.k is None
         # joint codes of feature pairs, built once per fit: large nodes' histograms take
         # one bincount per pair instead of one per feature (see histogram.py)
         self.pairs = pair_codes(codes, n_slots) if self.chist is None else None
@@ -247,7 +250,7 @@ class TreeGrower:
             if self.chist is not None:
                 # the tree's row permutation: every node's rows stay a contiguous range of
                 # it (partitioned in place), as in LightGBM's DataPartition
-                rows = np.array(rows, dtype=np.int64)
+                rows = self.chist.rows_array(rows) if self.device else np.array(rows, dtype=np.int64)
             if packed:
                 local = self.chist.build_packed(quant.kernels, quant.packed, rows, hist_features)
             elif self.chist is not None:
@@ -263,8 +266,11 @@ class TreeGrower:
                 local_tot = np.array([quant.packed.sum() if full else quant.packed[rows].sum()], dtype=np.int64)
             else:
                 local_tot = np.empty(C)
-                sel = channels if full else np.take(channels, rows, axis=1)   # no copy of all rows
-                local_tot[:C - 1] = sel.sum(axis=1) if len(rows) else 0.0
+                if self.device:
+                    local_tot[:C - 1] = self.chist.totals(None if full else rows)
+                else:
+                    sel = channels if full else np.take(channels, rows, axis=1)   # no copy of all rows
+                    local_tot[:C - 1] = sel.sum(axis=1) if len(rows) else 0.0
                 local_tot[C - 1] = len(rows)
         if packed:
             root_hist = self._combine_packed(local[None], (1 << quant.packing.L) - 1)[0]
@@ -327,6 +333,8 @@ class TreeGrower:
 
         scores : (n_local, K) float64, C-contiguous; values : (n_nodes,) leaf values.
         """
+        if self.device:
+            return self.chist.add_leaf_values(scores, k, values, leaf_rows)
         kern = self.chist.k if self.chist is not None else None
         if kern is None or scores.dtype != np.float64 or not scores.flags.c_contiguous:
             for node, r in leaf_rows:

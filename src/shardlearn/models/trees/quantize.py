@@ -50,6 +50,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ... import rng
+from ...backend import to_host
 
 #: allowed ``grad_bits``: ``2**B`` quantization levels per side (LightGBM's
 #: ``num_grad_quant_bins`` = ``2**B``; its default 4 is ``B = 2``)
@@ -256,6 +257,7 @@ def exact_sums(ctx, columns, groups, n_rows: int) -> np.ndarray:
     power-of-two unit per column, summed in int64 (exact), so the result does not depend on
     the order of the rows or on how they are split across ranks.
     """
+    groups = [to_host(r) for r in groups]            # a device's leaf rows come to the host
     loc = np.zeros((len(columns), len(groups)), dtype=np.int64)
     exps = []
     for c, (v, vmax) in enumerate(columns):
