@@ -15,14 +15,15 @@ import numpy as np
 from ...backend import compiled_kernels
 from ...errors import ShardlearnError
 from ...util import faults
-from ..base import Params
+from ..base import (BaseEstimator, ClusterMixin, NotFittedError, Params, TransformerMixin, check_dense,
+                    check_fit_input, shape_hint)
 from ._data import KERNELS, _chunk_rows, _Local
 from ._init import INITS, _fetch_rows, _init_kmeans_parallel, _init_kmeanspp, _read_centers_file
 from ._lloyd import _Labeler, _assign, _inertia_from_sums, _lloyd_pass, _relocate_empty
 from ._state import _FitState
 
 
-class KMeans(Params):
+class KMeans(Params, ClusterMixin, TransformerMixin, BaseEstimator):
     """K-means clustering on rows spread over MPI ranks (Lloyd's algorithm).
 
     Every rank constructs the estimator with the same parameters and calls
@@ -136,7 +137,7 @@ class KMeans(Params):
         """Validate collectively; return (local X in the agreed dtype, _Local-less facts)."""
         with ctx.collective_errors():
             self._check_params()
-            X = np.asarray(X)
+            X, _ = check_fit_input(X)
             if X.ndim != 2:
                 raise ShardlearnError(f"X must be 2-D (rows x features); rank {ctx.rank} passed "
                                       f"an array of shape {X.shape}")
@@ -442,16 +443,17 @@ class KMeans(Params):
     # ------------------------------------------------------------------ inference
     def _check_fitted(self):
         if not hasattr(self, "cluster_centers_"):
-            raise ShardlearnError("this KMeans is not fitted yet: call fit first")
+            raise NotFittedError("this KMeans is not fitted yet: call fit first")
 
     def _local_X(self, X, where=None):
         """This rank's rows for inference, checked as :meth:`fit` checks them (finite
         numbers, the model's width); no communication. ``where`` (" on rank R") is for
         the messages."""
-        X = np.asarray(X)
+        X = np.asarray(check_dense(X))
         where = self._where() if where is None else where
         if X.ndim != 2 or X.shape[1] != self.cluster_centers_.shape[1]:
-            raise ShardlearnError(f"X has shape {X.shape}{where}; expected (n, {self.cluster_centers_.shape[1]})")
+            raise ShardlearnError(f"X has shape {X.shape}{where}; expected (n, {self.cluster_centers_.shape[1]})"
+                                  + shape_hint(X, self.cluster_centers_.shape[1], type(self).__name__))
         if X.dtype.kind not in "fiub":
             raise ShardlearnError(f"X must hold numbers; got dtype {X.dtype}{where}")
         dt = self.cluster_centers_.dtype
