@@ -10,6 +10,7 @@
   gives the same bits.
 """
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -28,6 +29,9 @@ from sklearn.base import clone, is_classifier, is_clusterer, is_regressor  # noq
 import shardlearn  # noqa: E402
 from shardlearn.errors import ShardlearnError  # noqa: E402
 from shardlearn.models import base  # noqa: E402
+
+if not base.SKLEARN:  # SHARDLEARN_SKLEARN=0 in this environment: the stand-in bases
+    pytest.skip("SHARDLEARN_SKLEARN=0: scikit-learn's base classes are off", allow_module_level=True)
 
 NAMES = ["KMeans", "LinearRegression", "Ridge", "Lasso", "LogisticRegression",
          "GradientBoostingClassifier", "GradientBoostingRegressor",
@@ -343,3 +347,28 @@ def test_pickle_drops_runtime_objects():
         assert back.comm is None and est.comm is comm
         assert back.predict(X).tobytes() == est.predict(X).tobytes()
         assert back.score(X, y) == est.score(X, y)  # rebinds to COMM_WORLD on use
+
+
+#: the command line skips scikit-learn (SHARDLEARN_SKLEARN=0 set by shardlearn.__main__)
+CLI_SCRIPT = """
+import sys
+from shardlearn.__main__ import main
+d = sys.argv[1]
+rc = [main(["make-data", "regression", "--rows", "200", "--features", "3", "--out", d + "/r.h5"]),
+      main(["train", "ridge", "--data", d + "/r.h5", "--out", d + "/m.h5", "--quiet"])]
+print(rc, sorted(m for m in sys.modules if m.split(".")[0] == "sklearn"))
+"""
+
+
+def test_command_line_does_not_import_scikit_learn(tmp_path):
+    env = mpi_env()
+    env.pop("SHARDLEARN_SKLEARN", None)
+    proc = subprocess.run([sys.executable, "-c", CLI_SCRIPT, str(tmp_path)], capture_output=True, text=True,
+                          env=env, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[0, 0] []"
+    from shardlearn.models.io import load_estimator
+
+    est = load_estimator(str(tmp_path / "m.h5"))  # read back here, with scikit-learn's bases
+    assert isinstance(est, sklearn.base.RegressorMixin) and est.coef_.shape == (3,)
+    assert os.environ.get("SHARDLEARN_SKLEARN") is None

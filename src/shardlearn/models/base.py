@@ -7,8 +7,9 @@ plain attributes of the same name, so they are never listed twice by hand.
 scikit-learn is optional. Where it is installed, :data:`BaseEstimator` and the mixins
 below are scikit-learn's own, chosen once here at import time (as LightGBM and XGBoost
 do), so every estimator is a scikit-learn estimator: ``clone``, ``Pipeline``,
-``GridSearchCV`` and ``check_estimator`` take it. Without scikit-learn they are empty
-stand-ins and nothing else changes. An estimator lists its own machinery first, then the
+``GridSearchCV`` and ``check_estimator`` take it. Without scikit-learn (or with
+``SHARDLEARN_SKLEARN=0``, which the command line sets) they are empty stand-ins and
+nothing else changes: the same results, bit for bit. An estimator lists its own machinery first, then the
 mixins, then ``BaseEstimator``::
 
     class LinearRegression(_LinearModel, RegressorMixin, BaseEstimator): ...
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import os
 import warnings
 
 import numpy as np
@@ -40,7 +42,14 @@ from .. import errors
 from ..errors import ShardlearnError
 from ..runtime import Context
 
+#: ``SHARDLEARN_SKLEARN=0``: use the stand-ins even where scikit-learn is installed. The
+#: command line sets it (``shardlearn.__main__``): it never hands an estimator to
+#: scikit-learn, and importing scikit-learn costs every rank about a second at start.
+USE_SKLEARN = os.environ.get("SHARDLEARN_SKLEARN", "1").strip() != "0"
+
 try:  # scikit-learn is optional: its base classes where installed, stand-ins otherwise
+    if not USE_SKLEARN:
+        raise ImportError("SHARDLEARN_SKLEARN=0")
     from sklearn.base import BaseEstimator, ClassifierMixin, ClusterMixin, RegressorMixin, TransformerMixin
     from sklearn.exceptions import DataConversionWarning
     from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
