@@ -347,6 +347,12 @@ def test_pickle_drops_runtime_objects():
         assert back.comm is None and est.comm is comm
         assert back.predict(X).tobytes() == est.predict(X).tobytes()
         assert back.score(X, y) == est.score(X, y)  # rebinds to COMM_WORLD on use
+        import copy
+
+        for twin in (copy.copy(est), copy.deepcopy(est)):  # in this process: the comm is shared
+            assert twin.comm is comm and twin.predict(X).tobytes() == est.predict(X).tobytes()
+        deep = copy.deepcopy(est)
+        assert deep.ensemble_ is not est.ensemble_ and copy.copy(est).ensemble_ is est.ensemble_
 
 
 #: the command line skips scikit-learn (SHARDLEARN_SKLEARN=0 set by shardlearn.__main__)

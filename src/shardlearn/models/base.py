@@ -21,9 +21,9 @@ come before ``BaseEstimator`` in the MRO as scikit-learn requires (their tags ap
 
 - parameters collected along the hierarchy (``**kwargs`` constructors), a ``repr``
   showing only what differs from the defaults;
-- ``comm`` (a communicator or a Context) is shared, never copied: ``clone`` passes it on
-  by reference, and pickling drops it (and any Context or MPI object an estimator
-  holds), so a fitted estimator pickles, ``joblib.dump``\\ s and loads in another
+- ``comm`` (a communicator or a Context) is shared, never copied: ``clone``, ``copy`` and
+  ``deepcopy`` pass it on by reference, and pickling drops it (and any Context or MPI
+  object an estimator holds), so a fitted estimator pickles, ``joblib.dump``\\ s and loads in another
   process, where it works on ``COMM_WORLD`` (or ``set_params(comm=...)``);
 - ``__sklearn_is_fitted__`` from the estimator's own ``_check_fitted``, which raises
   :class:`NotFittedError` (scikit-learn's too, where installed);
@@ -173,6 +173,21 @@ class Params:
         for attr in ("_metadata_request", "_sklearn_output_config"):
             if attr in self.__dict__:
                 setattr(new, attr, copy.deepcopy(self.__dict__[attr]))
+        return new
+
+    def __copy__(self):
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
+
+    def __deepcopy__(self, memo):
+        """A deep copy in this process: everything copied but the communicator and any
+        Context or MPI object, which the copy shares (pickling drops them instead)."""
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            shared = key in SHARED or _is_runtime_object(value)
+            new.__dict__[key] = value if shared else copy.deepcopy(value, memo)
         return new
 
     def __getstate__(self):
