@@ -1,11 +1,19 @@
-"""The one exception type users see for bad input or bad options."""
+"""The one exception type users see for bad input or bad options (and its not-fitted kind)."""
 
 
-class ShardlearnError(Exception):
+class ShardlearnError(ValueError):
     """A problem the user can fix (bad data, bad option); raised on every rank alike.
 
     The CLI prints its message once (from rank 0) and exits with status 2 on every rank.
+    A ``ValueError``, as scikit-learn's convention for bad input wants (its tools and
+    ``check_estimator`` catch ``ValueError``).
     """
+
+
+class NotFittedError(ShardlearnError, AttributeError):
+    """An estimator used before ``fit``: a ``ValueError`` and an ``AttributeError``, like
+    scikit-learn's ``NotFittedError`` (which :mod:`shardlearn.models.base` adds as a base
+    where scikit-learn is installed)."""
 
 
 def agreed(message: str) -> ShardlearnError:

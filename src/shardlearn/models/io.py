@@ -76,6 +76,8 @@ def load_estimator(path: str, comm=None):
     with ctx.collective_errors():  # the same file on every rank: the same outcome everywhere
         try:
             est = estimator_class(name).from_model(arrays, params, info, comm=ctx)
+        except ShardlearnError:
+            raise  # already says what is wrong (a ValueError since ShardlearnError is one)
         except (KeyError, ValueError, TypeError) as exc:
             raise ShardlearnError(f"{path}: damaged {name} model file ({type(exc).__name__}: {exc})") from None
     return est

@@ -15,7 +15,8 @@ import numpy as np
 from ...backend import array_module, compiled_kernels, compute_xp, is_device_array, to_device, to_host
 from ...errors import ShardlearnError
 from ...util import faults
-from ..base import Params
+from ..base import (BaseEstimator, ClusterMixin, NotFittedError, Params, TransformerMixin, check_dense,
+                    check_fit_input, shape_hint)
 from . import _gpu
 from ._data import KERNELS, _chunk_rows, _Local
 from ._init import INITS, _fetch_rows, _init_kmeans_parallel, _init_kmeanspp, _read_centers_file
@@ -23,7 +24,7 @@ from ._lloyd import _Labeler, _assign, _inertia_from_sums, _lloyd_pass, _relocat
 from ._state import _FitState
 
 
-class KMeans(Params):
+class KMeans(Params, ClusterMixin, TransformerMixin, BaseEstimator):
     """K-means clustering on rows spread over MPI ranks (Lloyd's algorithm).
 
     Every rank constructs the estimator with the same parameters and calls
@@ -138,7 +139,7 @@ class KMeans(Params):
         xp = compute_xp(ctx, X) or np  # the device path (_gpu.py) keeps X on the device
         with ctx.collective_errors():
             self._check_params()
-            X = X if is_device_array(X) else np.asarray(X)
+            X = X if is_device_array(X) else check_fit_input(X)[0]
             if X.ndim != 2:
                 raise ShardlearnError(f"X must be 2-D (rows x features); rank {ctx.rank} passed "
                                       f"an array of shape {X.shape}")
@@ -468,16 +469,17 @@ class KMeans(Params):
     # ------------------------------------------------------------------ inference
     def _check_fitted(self):
         if not hasattr(self, "cluster_centers_"):
-            raise ShardlearnError("this KMeans is not fitted yet: call fit first")
+            raise NotFittedError("this KMeans is not fitted yet: call fit first")
 
     def _local_X(self, X, where=None):
         """This rank's rows for inference, checked as :meth:`fit` checks them (finite
         numbers, the model's width); no communication. ``where`` (" on rank R") is for
         the messages."""
-        X = np.asarray(X)
+        X = np.asarray(check_dense(X))
         where = self._where() if where is None else where
         if X.ndim != 2 or X.shape[1] != self.cluster_centers_.shape[1]:
-            raise ShardlearnError(f"X has shape {X.shape}{where}; expected (n, {self.cluster_centers_.shape[1]})")
+            raise ShardlearnError(f"X has shape {X.shape}{where}; expected (n, {self.cluster_centers_.shape[1]})"
+                                  + shape_hint(X, self.cluster_centers_.shape[1], type(self).__name__))
         if X.dtype.kind not in "fiub":
             raise ShardlearnError(f"X must hold numbers; got dtype {X.dtype}{where}")
         dt = self.cluster_centers_.dtype

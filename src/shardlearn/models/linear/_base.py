@@ -20,7 +20,7 @@ from ...backend import compute_xp, is_device_array, to_device
 from ...errors import ShardlearnError
 from ...runtime import context_from
 from ...util import faults
-from ..base import Params
+from ..base import NotFittedError, Params, check_dense, check_fit_input, shape_hint
 from . import _gpu, _normal, _solvers
 from ._normal import _colsumsq
 from ._objective import _Objective
@@ -34,6 +34,7 @@ class _LinearModel(Params):
     _model_name = "linear"
     _default_solver = "normal"
     _solvers = SOLVERS
+    _target_kinds = "biuf"  # dtype kinds y may have (numbers; the classifier adds text)
 
     def __init__(self, *, fit_intercept=True, standardize=False, solver=None, max_iter=None,
                  tol=1e-4, batch_size=256, learning_rate=0.01, schedule="invscaling", power_t=0.5,
@@ -138,12 +139,14 @@ class _LinearModel(Params):
         xp = compute_xp(ctx, X)  # not None: X goes to (stays on) the device (_gpu.py)
         with ctx.collective_errors():
             solver = self._check_params()
-            X = X if is_device_array(X) else np.asarray(X)
+            if is_device_array(X):
+                y = np.asarray(y)
+            else:
+                X, y = check_fit_input(X, y, supervised=True, name=type(self).__name__)
             if X.dtype not in (np.float32, np.float64):
                 X = X.astype(np.float64)
             if xp is not None:
                 X = to_device(xp, X)
-            y = np.asarray(y)
             if X.ndim != 2:
                 raise ShardlearnError(f"X must be 2-D (rows x features), got shape {X.shape}")
             if y.ndim != 1 or y.shape[0] != X.shape[0]:
@@ -152,7 +155,7 @@ class _LinearModel(Params):
             if bad or xp is None and not np.all(np.isfinite(colsum)) and not np.all(np.isfinite(X)):
                 raise ShardlearnError(f"X holds NaN or infinite values (rank {ctx.rank}: "
                                       f"{bad or int((~np.isfinite(X).all(axis=1)).sum())} rows); impute or drop them first")
-            if y.dtype.kind not in "biuf":
+            if y.dtype.kind not in self._target_kinds:
                 raise ShardlearnError(f"y must be numeric, got dtype {y.dtype}")
             if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
                 raise ShardlearnError(f"y holds NaN or infinite values (rank {ctx.rank}: "
@@ -219,6 +222,11 @@ class _LinearModel(Params):
             if frac > 0 and not W_val > 0:
                 raise ShardlearnError(f"validation_fraction={frac} selected no (weighted) rows: "
                                       "use a larger fraction or more data")
+            if solver == "normal" and self._ridge_alpha() == 0 and n_train - bool(self.fit_intercept) < d:
+                raise ShardlearnError(f"the normal equations are singular: fewer training rows than coefficients "
+                                      f"(n_samples={int(n_train)}, n_features={d}"
+                                      f"{', and an intercept' if self.fit_intercept else ''}): use ridge with "
+                                      "alpha > 0, or more rows")
         s_train = s0 * cw[lab] if n_cls else s0
         s_val = (sv0 * cw[lab] if n_cls else sv0) if sv0 is not None else None
         mu = np.zeros(d)
@@ -355,7 +363,7 @@ class _LinearModel(Params):
     # -------------------------------------------------------------- predict
     def _check_fitted(self):
         if not hasattr(self, "coef_"):
-            raise ShardlearnError(f"{type(self).__name__} is not fitted yet: call fit first")
+            raise NotFittedError(f"{type(self).__name__} is not fitted yet: call fit first")
 
     def _check_X(self, X, rank=None):
         """X as a float array of the model's width, finite; ShardlearnError otherwise (local:
@@ -363,7 +371,7 @@ class _LinearModel(Params):
         self._check_fitted()
         where = "" if rank is None else f"rank {rank}: "
         xp = compute_xp(self.comm, X)
-        X = X if is_device_array(X) else np.asarray(X)
+        X = X if is_device_array(X) else np.asarray(check_dense(X))
         if xp is not None and X.dtype in (np.float32, np.float64):
             X = to_device(xp, X)  # predictions: X @ coef on the device
         if X.dtype not in (np.float32, np.float64):
@@ -375,7 +383,8 @@ class _LinearModel(Params):
             if X.ndim == 2 and X.shape[0] == 0:
                 return X.reshape(0, self.n_features_in_)
             on = "" if rank is None else f" on rank {rank}"
-            raise ShardlearnError(f"X has shape {X.shape}{on}; the model expects {self.n_features_in_} features")
+            raise ShardlearnError(f"X has shape {X.shape}{on}; the model expects {self.n_features_in_} features"
+                                  + shape_hint(X, self.n_features_in_, type(self).__name__))
         # the sum of finite values is finite unless it overflows: the full test only then
         if xp is not None and X.size and _gpu.check_rows(X)[1]:
             raise ShardlearnError(f"X holds NaN or infinite values ({where}{_gpu.check_rows(X)[1]} rows); "
@@ -421,13 +430,9 @@ class _LinearModel(Params):
         Z = (X @ coef.T.astype(X.dtype, copy=False)).astype(np.float64, copy=False) + self.intercept_
         return Z[:, 0] if Z.shape[1] == 1 else Z
 
-    def decision_function(self, X):
-        """Local ``X @ coef_.T + intercept_`` (no communication)."""
-        return self._decision(self._check_X(X))
-
     def predict(self, X):
-        """Predictions for the local rows (no communication)."""
-        return self.decision_function(X)
+        """Predictions for the local rows (no communication): ``X @ coef_.T + intercept_``."""
+        return self._decision(self._check_X(X))
 
     def score(self, X, y, sample_weight=None):
         """Global R^2 over every rank's rows (collective).

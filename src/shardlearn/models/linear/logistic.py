@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import ShardlearnError
+from ..base import BaseEstimator, ClassifierMixin
 from ._base import _LinearModel
 
 MAX_CLASSES = 1000
@@ -20,14 +21,15 @@ def _expit(z):
     return expit(z)
 
 
-class LogisticRegression(_LinearModel):
+class LogisticRegression(_LinearModel, ClassifierMixin, BaseEstimator):
     """Logistic regression, binary or multinomial (softmax), scikit-learn's scaling.
 
     Minimises ``C sum_i s_i logloss_i + 1/2 ||w||^2`` (``penalty="l2"``),
     ``C sum s logloss + ||w||_1`` (``"l1"``, proximal solvers only) or
     ``sum s logloss`` (``None``). Two classes give the binary model (``coef_`` of
     shape (1, d)); more give the multinomial one (``coef_`` (K, d), like scikit-learn
-    >= 1.5). Classes are the sorted union of every rank's labels.
+    >= 1.5). Classes are the sorted union of every rank's labels: whole numbers, or text
+    (``predict`` returns the text labels; ``predict_columns`` their indices).
 
     Parameters
     ----------
@@ -58,6 +60,7 @@ class LogisticRegression(_LinearModel):
     _model_name = "logistic"
     _default_solver = "lbfgs"
     _solvers = ("lbfgs", "gd", "fista", "sgd")
+    _target_kinds = "biufUS"  # whole numbers or text labels
 
     def __init__(self, C=1.0, *, penalty="l2", fit_intercept=True, solver="lbfgs", class_weight=None,
                  classes=None, standardize=False, **kwargs):
@@ -90,13 +93,15 @@ class LogisticRegression(_LinearModel):
     def _label_summary(self, y):
         """Local distinct labels (capped) and whether they are all whole numbers."""
         if y.size == 0:
-            return {"labels": [], "too_many": False, "non_integer": None}
-        u = np.unique(y)
+            return {"labels": [], "too_many": False, "non_integer": None, "text": None}
+        text = y.dtype.kind in "US"
+        u = np.unique(y.astype(str) if text else y)
         bad = None
         if y.dtype.kind == "f":
             frac = u[u != np.round(u)]
             bad = float(frac[0]) if frac.size else None
-        return {"labels": u[:MAX_CLASSES + 1].tolist(), "too_many": u.size > MAX_CLASSES, "non_integer": bad}
+        return {"labels": u[:MAX_CLASSES + 1].tolist(), "too_many": u.size > MAX_CLASSES, "non_integer": bad,
+                "text": text}
 
     def _setup_targets(self, summaries):
         if any(s["too_many"] for s in summaries):
@@ -105,11 +110,16 @@ class LogisticRegression(_LinearModel):
         bad = [s["non_integer"] for s in summaries if s["non_integer"] is not None]
         if bad:
             raise ShardlearnError(f"class labels must be whole numbers; found {bad[0]!r} "
-                                  "(is y a regression target? use linear/ridge/lasso)")
-        seen = np.unique(np.concatenate([np.asarray(s["labels"], dtype=np.float64) for s in summaries]))
+                                  "(is y a regression target? continuous values: use linear/ridge/lasso)")
+        kinds = {s.get("text") for s in summaries if s["labels"]}
+        if len(kinds) > 1:
+            raise ShardlearnError("y holds text labels on some ranks and numbers on others: give every rank "
+                                  "labels of one kind")
+        dtype = str if kinds == {True} else np.float64
+        seen = np.unique(np.concatenate([np.asarray(s["labels"], dtype=dtype) for s in summaries]))
         if self.classes is not None:
-            allowed = np.unique(np.asarray(self.classes, dtype=np.float64))
-            if not np.all(allowed == np.round(allowed)):
+            allowed = np.unique(np.asarray(self.classes).astype(dtype))
+            if dtype is not str and not np.all(allowed == np.round(allowed)):
                 raise ShardlearnError(f"classes must be whole numbers, got {list(self.classes)}")
             extra = np.setdiff1d(seen, allowed)
             if extra.size:
@@ -118,10 +128,10 @@ class LogisticRegression(_LinearModel):
             seen = allowed
         if seen.size < 2:
             raise ShardlearnError(f"y holds a single class ({_fmt(seen[0]) if seen.size else 'none'}) "
-                                  "over all ranks: a classifier needs at least two")
-        self.classes_ = seen.astype(np.int64)  # whole numbers (checked above)
+                                  "over all ranks: a classifier needs at least two, not one class")
+        self.classes_ = seen if dtype is str else seen.astype(np.int64)  # text, or whole numbers (checked)
         if isinstance(self.class_weight, dict):
-            keys = np.array([float(k) for k in self.class_weight], dtype=np.float64)
+            keys = np.array([dtype(k) for k in self.class_weight], dtype=dtype)
             unknown = np.setdiff1d(keys, seen)
             if unknown.size:
                 raise ShardlearnError(f"class_weight names label {_fmt(unknown[0])}, which is not a class "
@@ -130,7 +140,7 @@ class LogisticRegression(_LinearModel):
                 raise ShardlearnError("class_weight values must be finite and non-negative")
 
     def _encode(self, y):
-        idx = np.searchsorted(self.classes_, np.asarray(y, dtype=np.float64)).astype(np.int64)
+        idx = np.searchsorted(self.classes_, self._as_labels(y)).astype(np.int64)
         K = self.classes_.size
         if K == 2:
             return (idx == 1).astype(np.float64), 1, 2
@@ -146,7 +156,7 @@ class LogisticRegression(_LinearModel):
         if isinstance(self.class_weight, dict):
             cw = np.ones(K)
             for k, v in self.class_weight.items():
-                cw[np.searchsorted(self.classes_, float(k))] = float(v)
+                cw[np.searchsorted(self.classes_, self._as_labels([k])[0])] = float(v)
             return cw
         return np.ones(K)
 
@@ -203,7 +213,7 @@ class LogisticRegression(_LinearModel):
 
     def _class_index(self, y):
         """Class indices of labels ``y`` (local); ShardlearnError for an unknown label."""
-        y = np.asarray(y, dtype=np.float64)
+        y = self._as_labels(y)
         idx = np.searchsorted(self.classes_, y)
         idx = np.minimum(idx, self.classes_.size - 1)
         bad = self.classes_[idx] != y
@@ -211,6 +221,11 @@ class LogisticRegression(_LinearModel):
             raise ShardlearnError(f"label {_fmt(y[bad][0])} is not one of the model's classes "
                                   f"[{', '.join(_fmt(c) for c in self.classes_)}]")
         return idx
+
+    def _as_labels(self, y):
+        """Labels ``y`` comparable with ``classes_``: text, or float64 numbers."""
+        y = np.asarray(y)
+        return y.astype(str) if self.classes_.dtype.kind == "U" else y.astype(np.float64)
 
     def class_index(self, y, ctx):
         """Class indices of labels ``y``; ShardlearnError on every rank for an unknown label."""
@@ -222,7 +237,7 @@ class LogisticRegression(_LinearModel):
         """``label`` and class probabilities ``proba`` per local row."""
         proba = self.predict_proba(X)
         idx = proba.argmax(axis=1) if proba.shape[0] else np.zeros(0, dtype=np.int64)
-        return {"label": self.classes_[idx], "proba": proba}
+        return {"label": idx if self.classes_.dtype.kind == "U" else self.classes_[idx], "proba": proba}
 
     def evaluate(self, X, y) -> dict:
         """Accuracy, log-loss and (binary) ROC AUC over every rank's rows (collective; bad
@@ -244,17 +259,21 @@ class LogisticRegression(_LinearModel):
         return out
 
     def to_arrays(self) -> dict:
-        return {"coef": self.coef_, "intercept": np.atleast_1d(self.intercept_), "classes": self.classes_}
+        classes = self.classes_.astype("S") if self.classes_.dtype.kind == "U" else self.classes_  # HDF5: bytes
+        return {"coef": self.coef_, "intercept": np.atleast_1d(self.intercept_), "classes": classes}
 
     def from_arrays(self, arrays: dict, info: dict):
         self.coef_ = np.asarray(arrays["coef"], dtype=np.float64)
         self.intercept_ = np.asarray(arrays["intercept"], dtype=np.float64)
-        self.classes_ = np.asarray(arrays["classes"]).astype(np.int64)
+        classes = np.asarray(arrays["classes"])
+        self.classes_ = classes.astype(str) if classes.dtype.kind in "SO" else classes.astype(np.int64)
         self.n_features_in_ = self.coef_.shape[1]
         self.n_iter_ = info.get("n_iter")
         return self
 
 
 def _fmt(v) -> str:
+    if isinstance(v, str):
+        return repr(str(v))
     v = float(v)
     return str(int(v)) if v == int(v) else repr(v)

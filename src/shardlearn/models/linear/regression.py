@@ -7,10 +7,11 @@ Each one names its solvers and penalty strengths; fitting, prediction and model 
 from __future__ import annotations
 
 from ...errors import ShardlearnError
+from ..base import BaseEstimator, RegressorMixin
 from ._base import _LinearModel
 
 
-class LinearRegression(_LinearModel):
+class LinearRegression(_LinearModel, RegressorMixin, BaseEstimator):
     """Ordinary least squares on row-sharded data: minimises ``sum s (y - Xw - b)^2``.
 
     Parameters
@@ -53,7 +54,7 @@ class LinearRegression(_LinearModel):
         super().__init__(fit_intercept=fit_intercept, solver=solver, standardize=standardize, **kwargs)
 
 
-class Ridge(_LinearModel):
+class Ridge(_LinearModel, RegressorMixin, BaseEstimator):
     """L2-penalised least squares, scikit-learn's scaling:
     ``sum s (y - Xw - b)^2 + alpha ||w||^2``.
 
@@ -84,7 +85,7 @@ class Ridge(_LinearModel):
         return float(self.alpha), 0.0
 
 
-class Lasso(_LinearModel):
+class Lasso(_LinearModel, RegressorMixin, BaseEstimator):
     """L1-penalised least squares, scikit-learn's scaling:
     ``1/(2W) sum s (y - Xw - b)^2 + alpha ||w||_1`` (``W = sum s``, n without weights).
 

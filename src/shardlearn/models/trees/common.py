@@ -7,6 +7,7 @@ import numpy as np
 from ...backend import to_host
 from ...errors import ShardlearnError
 from ...runtime import context_from
+from ..base import NotFittedError, check_dense, check_fit_input, shape_hint
 
 
 def prepare(comm, X, y, verbose=False):
@@ -18,11 +19,11 @@ def prepare(comm, X, y, verbose=False):
     ctx = context_from(comm, verbose=verbose)
     with ctx.collective_errors():
         X = to_host(X)  # CuPy input: binned on the host (the device path starts at the codes)
+        X, y = check_fit_input(X, y, supervised=True)
         if X.ndim != 2:
             raise ShardlearnError(f"X must be 2-D (rows x features), got shape {X.shape}")
         if X.dtype.kind not in "fiub":
             raise ShardlearnError(f"X must be numeric, got dtype {X.dtype}")
-        y = np.asarray(y)
         if y.ndim != 1 or len(y) != len(X):
             raise ShardlearnError(f"y must be 1-D with one label per row of X: X has {len(X)} rows, y shape {y.shape}")
         X = np.ascontiguousarray(X, dtype=np.float64)
@@ -89,7 +90,7 @@ def class_labels(ctx, y, n_classes=None, n_total=None, regressor=None):
         if n_classes is None and n_total is not None and k > max(MANY_CLASSES, n_total / MIN_ROWS_PER_CLASS):
             raise ShardlearnError(
                 f"y has {k} distinct values over {n_total} rows ({n_total / k:.1f} rows per class): that looks "
-                f"like a regression target, not class labels (a classifier takes at most "
+                f"like a regression target (continuous values), not class labels (a classifier takes at most "
                 f"max({MANY_CLASSES}, rows/{MIN_ROWS_PER_CLASS}) classes unless told their number). Train a "
                 f"regressor: --objective regression on the command line"
                 + (f", {regressor} in Python" if regressor else "")
@@ -162,16 +163,19 @@ class FittedEnsemble:
     Subclasses set ``ensemble_``, ``n_features_in_`` and ``classes_`` (or None) in fit.
     """
 
+    _allow_nan = True  # NaN is a missing value (scikit-learn's allow_nan tag)
+
     def _check_fitted(self):
         if not hasattr(self, "ensemble_"):
-            raise ShardlearnError("this model is not fitted yet: call fit first")
+            raise NotFittedError("this model is not fitted yet: call fit first")
 
     def _check_X(self, X) -> np.ndarray:
         """``X`` as a C-contiguous float64 matrix with the training feature count."""
         self._check_fitted()
-        X = np.ascontiguousarray(to_host(X), dtype=np.float64)
+        X = np.ascontiguousarray(check_dense(to_host(X)), dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise ShardlearnError(f"X must have {self.n_features_in_} features, got shape {X.shape}")
+            raise ShardlearnError(f"X must have {self.n_features_in_} features, got shape {X.shape}"
+                                  + shape_hint(X, self.n_features_in_, type(self).__name__))
         # categorical columns -> bin codes (unseen categories: the missing bin)
         return self.bin_mapper_.encode(X)
 

@@ -28,7 +28,7 @@ from ... import rng
 from ...data.binning import BinMapper
 from ...errors import ShardlearnError
 from ...util import faults
-from ..base import Params
+from ..base import BaseEstimator, ClassifierMixin, Params, RegressorMixin
 from .categorical import cat_params, check_categorical_params
 from .common import (FittedEnsemble, check_sample_weight, class_labels, diff, phase_snapshot, prepare,
                      resolve_categorical)
@@ -256,7 +256,8 @@ class _RandomForest(FittedEnsemble, Params):
         return self
 
     def _average(self, X):
-        return self.ensemble_.raw_sum(self._check_X(X), self.ensemble_.n_out, average=True)
+        X = self._check_X(X)  # first: unfitted raises NotFittedError
+        return self.ensemble_.raw_sum(X, self.ensemble_.n_out, average=True)
 
     _model_name = "forest"
 
@@ -282,7 +283,7 @@ class _RandomForest(FittedEnsemble, Params):
                            "classes": None if self.classes_ is None else self.classes_.tolist()})
 
 
-class RandomForestClassifier(_RandomForest):
+class RandomForestClassifier(_RandomForest, ClassifierMixin, BaseEstimator):
     __doc__ = ("Histogram random forest for classification (Gini), trained across MPI ranks.\n"
                + _RandomForest.__doc__.split("\n", 2)[2])
 
@@ -299,10 +300,11 @@ class RandomForestClassifier(_RandomForest):
         return self._average(X)
 
     def predict(self, X) -> np.ndarray:
-        return np.asarray(self.classes_)[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)  # first: unfitted raises NotFittedError
+        return np.asarray(self.classes_)[np.argmax(proba, axis=1)]
 
 
-class RandomForestRegressor(_RandomForest):
+class RandomForestRegressor(_RandomForest, RegressorMixin, BaseEstimator):
     __doc__ = ("Histogram random forest for regression (variance reduction), trained across MPI ranks.\n"
                + _RandomForest.__doc__.split("\n", 2)[2])
 

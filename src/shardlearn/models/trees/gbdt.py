@@ -29,7 +29,7 @@ from ...backend import compiled_kernels
 from ...data.binning import BinMapper
 from ...errors import ShardlearnError
 from ...util import faults
-from ..base import Params
+from ..base import BaseEstimator, ClassifierMixin, Params, RegressorMixin
 from .categorical import cat_params, check_categorical_params
 from .common import (FittedEnsemble, check_sample_weight, class_labels, diff, phase_snapshot, prepare,
                      resolve_categorical, sample_features)
@@ -503,7 +503,7 @@ def _format_line(rec, metric):
     return "  ".join(parts)
 
 
-class GradientBoostingRegressor(_GradientBoosting):
+class GradientBoostingRegressor(_GradientBoosting, RegressorMixin, BaseEstimator):
     __doc__ = "Histogram gradient boosting for regression (L2 loss), trained across MPI ranks.\n" + \
         _GradientBoosting.__doc__.split("\n", 2)[2]
 
@@ -519,7 +519,7 @@ class GradientBoostingRegressor(_GradientBoosting):
         return self.raw_predict(X)[:, 0]
 
 
-class GradientBoostingClassifier(_GradientBoosting):
+class GradientBoostingClassifier(_GradientBoosting, ClassifierMixin, BaseEstimator):
     __doc__ = ("Histogram gradient boosting for classification (binary log-loss or multiclass "
                "softmax), trained across MPI ranks.\n" + _GradientBoosting.__doc__.split("\n", 2)[2]
                + "    n_classes : int, optional\n        Labels are integers 0..n_classes-1 "
@@ -549,4 +549,5 @@ class GradientBoostingClassifier(_GradientBoosting):
         return _softmax(raw)
 
     def predict(self, X) -> np.ndarray:
-        return np.asarray(self.classes_)[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)  # first: unfitted raises NotFittedError
+        return np.asarray(self.classes_)[np.argmax(proba, axis=1)]
