@@ -47,6 +47,12 @@ def add_parsers(sub) -> None:
                             help="random seed, non-negative (the estimators' random_state)")
             mp.add_argument("--dtype", default=None, choices=["float32", "float64"],
                             help="compute dtype (default: the data's)")
+            mp.add_argument("--preprocess", default=None, metavar="STEPS|FILE.json",
+                            help="transform X before training and store the chain in the model file "
+                                 "(predict/evaluate apply it): comma-separated steps in order, e.g. "
+                                 "standardize,impute:median,onehot:3,7; steps: standardize, minmax, maxabs, "
+                                 "impute[:mean|median|most_frequent|constant=V], onehot[:COLS], pca:K; or a "
+                                 'JSON file [{"transformer": "SimpleImputer", "params": {"strategy": "median"}}, ...]')
             add_runtime_options(mp)
             add_checkpoint_options(mp)
             if name in RESAMPLE_MODELS:
@@ -102,6 +108,39 @@ def resample_weights_for(args, ctx, shard, classifier: bool = True):
     kept = ctx.coll.allreduce(np.array([w.sum(), float(np.count_nonzero(w))]))
     ctx.log(f"resample {spec}: {int(kept[0])} weighted rows ({int(kept[1])} of {shard.n_total} rows kept)")
     return w
+
+
+def read_training_shard(args, ctx, **options):
+    """This rank's training rows: ``read_shard(args.data, ...)``, then, with
+    ``--preprocess``, the transformer chain fitted on them (kept in ``args.fitted_steps``
+    for :func:`run` to store with the model) and applied."""
+    import dataclasses
+
+    from ..data import read_shard
+
+    args.fitted_steps = None
+    if not getattr(args, "preprocess", None):
+        return read_shard(args.data, ctx, **options)
+    from ..errors import ShardlearnError
+    from ..models.preprocessing import SimpleImputer
+    from ..models.preprocessing.spec import parse_spec
+
+    steps = None
+    with ctx.collective_errors():
+        steps = parse_spec(args.preprocess)
+    if any(isinstance(t, SimpleImputer) for _, t in steps):
+        options["allow_nan"] = True
+    shard = read_shard(args.data, ctx, **options)
+    X = shard.X
+    for name, step in steps:
+        step.comm = ctx
+        X = step.fit_transform(X)
+        ctx.log(f"preprocess: {name} ({type(step).__name__}) fitted: {X.shape[1]} features out")
+    with ctx.collective_errors():
+        if not options.get("allow_nan") and X.size and not (X == X).all():
+            raise ShardlearnError("--preprocess left NaN in X that this model cannot use: add impute first")
+    args.fitted_steps = steps
+    return dataclasses.replace(shard, X=X, dataset=dataclasses.replace(shard.dataset, n_features=X.shape[1]))
 
 
 def make_checkpoint(args, shard):
@@ -178,6 +217,11 @@ def run(args, ctx) -> dict:
     if ckpt is not None:
         facts = {**facts, "checkpoint": {"directory": ckpt.directory, "resumed_from_step": ckpt.resumed_from,
                                          "saved": len(ckpt.saved)}}
+    if getattr(args, "fitted_steps", None):
+        from ..models.pipeline import Pipeline
+
+        est = Pipeline(args.fitted_steps + [(args.model, est)], comm=ctx)
+        facts = {**facts, "preprocess": [[n, type(t).__name__] for n, t in args.fitted_steps]}
     info = {"data": args.data, "rows": shard.n_total, "features": shard.dataset.n_features,
             **ctx.describe(), **{k: v for k, v in facts.items() if k not in ("params",)}}
     save_estimator(est, args.out, ctx, info=info)
