@@ -5,7 +5,7 @@ Each strategy is one collective: ``mean`` one allreduce of per-column sums and c
 holds more than ``sketch_size`` values of a column, otherwise within ``n / sketch_size``
 of the middle rank); ``most_frequent`` one allgather of the local (column, value, count)
 triples (so its message grows with the distinct values: meant for discrete columns);
-``constant`` none. Columns with no value at all are dropped by ``transform`` unless
+``constant`` one allreduce of the counts (to find empty columns). Columns with no value at all are dropped by ``transform`` unless
 ``keep_empty_features``, as in scikit-learn.
 """
 from __future__ import annotations
@@ -79,7 +79,9 @@ class SimpleImputer(Transformer):
         d = X.shape[1]
         Xn = self._as_nan(X)
         if self.strategy == "constant":
-            stats = np.full(d, 0.0 if self.fill_value is None else float(self.fill_value))
+            fill = 0.0 if self.fill_value is None else float(self.fill_value)
+            count = ctx.coll.allreduce((~np.isnan(Xn)).sum(axis=0).astype(np.float64))
+            stats = np.where((count > 0) | bool(self.keep_empty_features), fill, np.nan)
         elif self.strategy == "mean":
             ok = ~np.isnan(Xn)
             got = ctx.coll.allreduce(np.concatenate([np.nansum(Xn, axis=0, dtype=np.float64),
@@ -91,6 +93,8 @@ class SimpleImputer(Transformer):
             stats = np.array([sk.median(j) for j in range(d)])
         else:
             stats = _most_frequent(ctx, Xn)
+        if self.keep_empty_features:
+            stats = np.where(np.isnan(stats), 0.0, stats)  # kept empty columns are filled with 0
         self.statistics_ = stats
 
     def transform(self, X):
@@ -104,7 +108,7 @@ class SimpleImputer(Transformer):
         mask = self._missing(out)
         if mask.any():
             out[mask] = np.broadcast_to(fill, out.shape)[mask]
-        if empty.any() and not self.keep_empty_features and self.strategy != "constant":
+        if empty.any() and not self.keep_empty_features:
             out = out[:, ~empty]
         return out
 

@@ -89,7 +89,8 @@ class StandardScaler(Transformer):
     def _fit(self, ctx, X, n_total):
         parts = ctx.coll.allgather(column_moments(X).reshape(1, -1))
         n, mean, m2 = chan_merge(parts.reshape(-1, 3, X.shape[1]))
-        var = np.divide(m2, n, out=np.zeros_like(m2), where=n > 0)
+        var = np.divide(m2, n, out=np.full_like(m2, np.nan), where=n > 0)
+        mean = np.where(n > 0, mean, np.nan)  # a column without values, as scikit-learn
         self.n_samples_seen_ = _n_seen(n)
         self.mean_ = mean if (self.with_mean or self.with_std) else None
         if self.with_std:
