@@ -96,7 +96,8 @@ out["chan_offset"] = {{"var": err(s.var_, np.var(Xo, axis=0))}}
 # the quantile sketch: small m, many values per rank -> approximate, within n/m
 m = 16
 V = D["V"]
-sk = _sketch.merge(ctx, V[lo:hi], m)
+vlo, vhi = (c * V.shape[0] // cuts[-1] for c in cuts[ctx.rank:ctx.rank + 2])  # the same raggedness
+sk = _sketch.merge(ctx, V[vlo:vhi], m)
 bounds = []
 for j in range(V.shape[1]):
     col = np.sort(V[:, j][~np.isnan(V[:, j])])
@@ -108,7 +109,7 @@ for j in range(V.shape[1]):
         bounds.append([below - k, (k + 1) - at_or_below, n / m, bool(np.isin(q, col))])
 out["sketch"] = bounds
 # exact when no rank holds more than m values: the median equals NumPy's
-sk2 = _sketch.merge(ctx, V[lo:hi][:8], 1024)
+sk2 = _sketch.merge(ctx, V[vlo:vhi][:8], 1024)
 out["sketch_exact"] = [sk2.median(j) for j in range(V.shape[1])]
 
 # train_test_split: global rows of the test part, the same for every P
@@ -180,7 +181,7 @@ def test_quantile_sketch_error_within_its_bound(results):
 def test_sketch_exact_median_and_split_independent_of_P(results, data):
     V = np.load(data)["V"]
     for P, per_rank in results.items():
-        cuts = CUTS[P]
+        cuts = [c * V.shape[0] // N for c in CUTS[P]]
         held = np.concatenate([V[cuts[r]:cuts[r + 1]][:8] for r in range(P)])
         np.testing.assert_array_equal(per_rank[0]["sketch_exact"], np.nanmedian(held, axis=0))
         assert all(r["split_y"] for r in per_rank)
