@@ -188,3 +188,39 @@ def test_sketch_exact_median_and_split_independent_of_P(results, data):
         assert per_rank[0]["split"] == results[1][0]["split"]
     frac = len(results[1][0]["split"]) / N
     assert 0.1 < frac < 0.5
+
+
+ERRORS = """
+import numpy as np
+from shardlearn.errors import ShardlearnError
+from shardlearn.runtime import init
+from shardlearn.models.preprocessing import StandardScaler, SimpleImputer, PCA, OneHotEncoder
+ctx = init(verbose=False)
+out = []
+cases = [
+    ("width", lambda: StandardScaler(comm=ctx).fit(np.ones((4, 3 if ctx.rank == 0 else 2)))),
+    ("strategy", lambda: SimpleImputer(strategy="mode", comm=ctx).fit(np.ones((4, 2)))),
+    ("text", lambda: StandardScaler(comm=ctx).fit(np.array([["a"]] * 3) if ctx.rank == 1 else np.ones((3, 1)))),
+    ("empty", lambda: PCA(comm=ctx).fit(np.ones((0, 2)))),
+    ("columns", lambda: OneHotEncoder(columns=[5], comm=ctx).fit(np.ones((3, 2)))),
+]
+for name, fn in cases:
+    try:
+        fn()
+        out.append([name, None])
+    except ShardlearnError as exc:
+        out.append([name, str(exc)])
+emit({"rank": ctx.rank, "errors": out})
+"""
+
+
+@pytest.mark.slow
+def test_bad_input_on_one_rank_is_one_error_on_every_rank(tmp_path):
+    got = json_lines(run_script(2, ERRORS, tmp_path, timeout=120).stdout)
+    assert len(got) == 2 and got[0]["errors"] == got[1]["errors"]
+    errors = dict(got[0]["errors"])
+    assert "different feature counts [2, 3]" in errors["width"]
+    assert "strategy 'mode'" in errors["strategy"]
+    assert errors["text"].startswith("rank 1: X must be numeric")
+    assert "no rows to fit on" in errors["empty"]
+    assert "columns [5]" in errors["columns"]
