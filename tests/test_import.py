@@ -173,3 +173,25 @@ def test_large_csv_imports_with_bounded_memory(tmp_path):
     np.testing.assert_array_equal(yr, y)
     for f in ("tiny", "big"):
         (tmp_path / f"{f}.csv").unlink()
+
+
+@pytest.mark.slow
+def test_test_set_reuses_the_dictionary_and_predictions_map_back(tmp_path):
+    (tmp_path / "tr.csv").write_text("x1,city,y\n1,paris,yes\n2,rome,no\n3,paris,yes\n4,oslo,no\n5,rome,yes\n"
+                                     "6,oslo,no\n")
+    (tmp_path / "te.csv").write_text("x1,city,y\n1,paris,yes\n2,lima,no\n3,oslo,no\n")
+    run_cli(2, "import", tmp_path / "tr.csv", "--out", tmp_path / "tr", "--label", "y", "--categorical", "city,y",
+            "--quiet")
+    out = run_cli(2, "import", tmp_path / "te.csv", "--out", tmp_path / "te", "--label", "y",
+                  "--categorical", "city,y", "--categories-from", tmp_path / "tr")
+    assert "1 categorical values not in" in out.stdout
+    X, y, attrs, _ = read_dataset(tmp_path / "te")
+    assert attrs["categories"] == {"city": ["oslo", "paris", "rome"], "y": ["no", "yes"]}
+    np.testing.assert_array_equal(X[:, 1], [1, np.nan, 0])  # lima: unknown to the training set
+    np.testing.assert_array_equal(y, [1, 0, 0])
+    run_cli(2, "train", "logistic", "--data", tmp_path / "tr", "--preprocess", "impute:most_frequent,onehot:1",
+            "--out", tmp_path / "m.h5", "--quiet")
+    run_cli(3, "predict", "--model", tmp_path / "m.h5", "--data", tmp_path / "te", "--out", tmp_path / "p.h5")
+    with h5py.File(tmp_path / "p.h5", "r") as h:
+        names = [b.decode() for b in h["label_name"][:]]
+        assert names == [["no", "yes"][int(c)] for c in h["label"][:]]

@@ -45,6 +45,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--categorical", type=_list, default=(), metavar="C1,C2,...",
                    help="text columns to encode as integer codes (one dictionary agreed by every rank, "
                         "stored in the dataset); may include the label")
+    p.add_argument("--categories-from", default=None, metavar="DATASET",
+                   help="reuse the dictionary of a dataset imported before (e.g. the training set's when "
+                        "importing a test set), so codes mean the same; values it lacks become NaN")
     p.add_argument("--on-bad-rows", choices=("error", "skip"), default="error",
                    help="a row with a wrong field count or a non-number: stop naming file and line, or skip "
                         "and count it (default: error)")
@@ -62,4 +65,4 @@ def run_import(args, ctx) -> dict:
 
     return import_files(args.inputs, args.out, ctx, label=args.label, columns=args.columns,
                         categorical=args.categorical, on_bad_rows=args.on_bad_rows, batch_bytes=args.batch_size,
-                        dtype=args.dtype, delimiter=args.delimiter)
+                        dtype=args.dtype, delimiter=args.delimiter, categories_from=args.categories_from)

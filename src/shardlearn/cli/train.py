@@ -222,6 +222,15 @@ def run(args, ctx) -> dict:
 
         est = Pipeline(args.fitted_steps + [(args.model, est)], comm=ctx)
         facts = {**facts, "preprocess": [[n, type(t).__name__] for n, t in args.fitted_steps]}
+    names = None
+    with ctx.collective_errors():
+        if ctx.rank == 0:
+            from ..data.importer import label_categories
+
+            names = label_categories(args.data)  # an imported text label: predict maps codes back
+    names = ctx.coll.bcast_obj(names, root=0)
+    if names is not None:
+        facts = {**facts, "label_categories": names}
     info = {"data": args.data, "rows": shard.n_total, "features": shard.dataset.n_features,
             **ctx.describe(), **{k: v for k, v in facts.items() if k not in ("params",)}}
     save_estimator(est, args.out, ctx, info=info)

@@ -71,7 +71,7 @@ def format_of(path: str) -> str:
 
 
 # ---------------------------------------------------------------- the plan (rank 0)
-def _plan(inputs, label, columns, categorical, delimiter, dtype, on_bad_rows) -> dict:
+def _plan(inputs, label, columns, categorical, delimiter, dtype, on_bad_rows, categories_from=None) -> dict:
     """Check every input and the options; the column names and each file's size (rank 0)."""
     if on_bad_rows not in BAD_ROWS:
         raise ShardlearnError(f"on_bad_rows {on_bad_rows!r}: choose one of {', '.join(BAD_ROWS)}")
@@ -114,7 +114,15 @@ def _plan(inputs, label, columns, categorical, delimiter, dtype, on_bad_rows) ->
             raise ShardlearnError(f"--categorical column {c!r} is neither a feature nor the label")
     if kind == "npy" and cats:
         raise ShardlearnError(".npy inputs hold numbers only: --categorical does not apply")
-    return {"kind": kind, "files": files, "names": names, "x": x_names, "label": label_name,
+    reuse = None
+    if categories_from is not None:
+        known = read_categories(categories_from)["categories"]
+        missing = [c for c in cats if c not in known]
+        if missing:
+            raise ShardlearnError(f"--categories-from {categories_from}: has no dictionary for column(s) "
+                                  f"{', '.join(missing)} (it has: {', '.join(known) or 'none'})")
+        reuse = {c: known[c] for c in cats}
+    return {"reuse": reuse, "kind": kind, "files": files, "names": names, "x": x_names, "label": label_name,
             "categorical": sorted(set(cats), key=names.index), "bool": sorted(bools - set(cats))}
 
 
@@ -416,6 +424,8 @@ def _first_bad(pa, arr):
 def _categories(ctx, src, plan) -> dict:
     """Pass 1: the agreed dictionary ``{column: sorted values}`` (ONE allgather)."""
     cats = plan["categorical"]
+    if plan.get("reuse") is not None:  # another dataset's dictionary: codes match that dataset's
+        return plan["reuse"]
     local = {c: set() for c in cats}
     with ctx.collective_errors():
         if cats and plan["kind"] != "npy":
@@ -437,6 +447,7 @@ class _Converter:
         self.plan, self.dtype, self.on_bad_rows, self.src = plan, np.dtype(dtype), on_bad_rows, src
         self.cols = plan["x"] + ([plan["label"]] if plan["label"] is not None else [])
         self.dictionary = dictionary
+        self.unknown = 0  # categorical values not in a reused dictionary (they become NaN)
         if plan["kind"] != "npy":
             pa = _pyarrow()
             self.value_sets = {c: pa.array(v, type=pa.string()) for c, v in dictionary.items()}
@@ -453,7 +464,9 @@ class _Converter:
             if c in self.dictionary:
                 if not pa.types.is_string(col.type):
                     col = pa.compute.cast(col, pa.string())
+                nulls = col.null_count
                 col = pa.compute.index_in(col, value_set=self.value_sets[c])
+                self.unknown += col.null_count - nulls  # only with a reused dictionary
             elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
                 try:
                     col = pa.compute.cast(col, pa.float64())
@@ -519,7 +532,7 @@ def _write_part(path, src, conv, plan, dictionary, dtype, meta):
 
 
 def import_files(inputs, out, ctx, *, label=None, columns=None, categorical=(), on_bad_rows="error",
-                 batch_bytes=BATCH_BYTES, dtype="float64", delimiter=",") -> dict:
+                 batch_bytes=BATCH_BYTES, dtype="float64", delimiter=",", categories_from=None) -> dict:
     """Convert CSV / Parquet / .npy files into a part-file dataset at ``out`` (collective).
 
     Parameters
@@ -541,6 +554,10 @@ def import_files(inputs, out, ctx, *, label=None, columns=None, categorical=(), 
         Input bytes per batch (CSV block size; Parquet/.npy rows of this many bytes).
     dtype : "float64" or "float32"
         dtype of ``X``.
+    categories_from : str, optional
+        A dataset written by this function whose dictionary to reuse (e.g. the training
+        set's, when importing a test set), so codes mean the same in both; values it does
+        not know become NaN and are counted.
 
     Returns
     -------
@@ -552,7 +569,8 @@ def import_files(inputs, out, ctx, *, label=None, columns=None, categorical=(), 
         if int(batch_bytes) < 1:
             raise ShardlearnError(f"batch size must be at least 1 byte, got {batch_bytes}")
         if ctx.rank == 0:
-            plan = _plan([str(p) for p in inputs], label, columns, categorical, delimiter, dtype, on_bad_rows)
+            plan = _plan([str(p) for p in inputs], label, columns, categorical, delimiter, dtype, on_bad_rows,
+                         categories_from)
     plan = ctx.coll.bcast_obj(plan, root=0)
     src = _Source(plan, ctx.rank, ctx.size, batch_bytes, delimiter, on_bad_rows)
     dictionary = _categories(ctx, src, plan)
@@ -568,25 +586,26 @@ def import_files(inputs, out, ctx, *, label=None, columns=None, categorical=(), 
                 except Exception as exc:  # a number column with text: read it as text, find the field
                     if plan["kind"] != "csv" or "conversion error" not in str(exc).lower():
                         raise
-                    src.skipped, src.numeric_as = 0, "string"
+                    src.skipped, src.numeric_as, conv.unknown = 0, "string", 0
                     rows = _write_part(paths[ctx.rank], src, conv, plan, dictionary, dtype, meta)
             except _BadRow as exc:
                 raise ShardlearnError(str(exc)) from None
             except OSError as exc:
                 raise ShardlearnError(f"{paths[ctx.rank]}: write failed on rank {ctx.rank} ({exc})") from None
-    counts = np.array(ctx.coll.allgather_obj((rows, src.skipped)), dtype=np.int64).reshape(-1, 2)
+    counts = np.array(ctx.coll.allgather_obj((rows, src.skipped, conv.unknown)), dtype=np.int64).reshape(-1, 3)
     seconds = time.perf_counter() - t0
     n_in = int(sum(f["units"][0] for f in plan["files"])) if plan["kind"] == "csv" else \
         int(sum(os.path.getsize(f["path"]) for f in plan["files"]))
-    total, skipped = int(counts[:, 0].sum()), int(counts[:, 1].sum())
+    total, skipped, unknown = int(counts[:, 0].sum()), int(counts[:, 1].sum()), int(counts[:, 2].sum())
     ctx.log(f"import: {total} rows x {len(plan['x'])} features from {len(plan['files'])} {plan['kind']} file"
             f"{'s' if len(plan['files']) > 1 else ''} ({_human_bytes(n_in)}) -> {out} ({ctx.size} part"
             f"{'s' if ctx.size > 1 else ''}) in {seconds:.2f} s"
             + (f"; {skipped} bad rows skipped" if skipped else "")
+            + (f"; {unknown} categorical values not in {categories_from}'s dictionary became NaN" if unknown else "")
             + ("; categories: " + ", ".join(f"{c} ({len(v)})" for c, v in dictionary.items()) if dictionary else ""))
     return {"command": "import", "inputs": [f["path"] for f in plan["files"]], "out": str(out), "format": plan["kind"],
             "rows": total, "features": len(plan["x"]), "columns": plan["x"], "label": plan["label"],
-            "skipped_rows": skipped, "rows_per_rank": counts[:, 0].tolist(), "bytes_in": n_in,
+            "skipped_rows": skipped, "unknown_categories": unknown, "rows_per_rank": counts[:, 0].tolist(), "bytes_in": n_in,
             "seconds": round(seconds, 4), "categories": {c: len(v) for c, v in dictionary.items()}}
 
 
@@ -602,3 +621,13 @@ def read_categories(path: str) -> dict:
             raise ShardlearnError(f"{path}: not written by 'shardlearn import' (no stored categories)")
         return {"columns": json.loads(h.attrs["columns"]), "label": json.loads(h.attrs["label"]),
                 "categories": json.loads(h.attrs["categories"])}
+
+
+def label_categories(path: str):
+    """The label's category names of a dataset imported with a categorical label (code
+    ``i`` is ``names[i]``), or None for any other dataset."""
+    try:
+        got = read_categories(path)
+    except (ShardlearnError, OSError, KeyError, ValueError):
+        return None
+    return got["categories"].get(got["label"]) if got["label"] is not None else None
