@@ -156,6 +156,8 @@ def make_checkpoint(args, shard):
     ds = shard.dataset
     data = {"paths": [os.path.abspath(p.path) for p in ds.parts], "part_rows": [p.rows for p in ds.parts],
             "dtype_stored": str(ds.dtype), "compute_dtype": str(shard.X.dtype)}
+    if getattr(args, "preprocess", None):  # the model's input depends on the chain: resume only with the same
+        data["preprocess"] = args.preprocess
     return Checkpoint(args.checkpoint, every=args.checkpoint_every, seconds=args.checkpoint_seconds,
                       resume=args.resume, data=data)
 
