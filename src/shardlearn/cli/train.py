@@ -226,7 +226,7 @@ def run(args, ctx) -> dict:
         facts = {**facts, "preprocess": [[n, type(t).__name__] for n, t in args.fitted_steps]}
     names = None
     with ctx.collective_errors():
-        if ctx.rank == 0:
+        if ctx.rank == 0 and getattr(est, "classes_", None) is not None:  # classifiers: labels are codes
             from ..data.importer import label_categories
 
             names = label_categories(args.data)  # an imported text label: predict maps codes back
