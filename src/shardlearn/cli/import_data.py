@@ -55,7 +55,7 @@ def add_parsers(sub) -> None:
                    help="input bytes per batch and rank, K/M/G suffixes; memory per rank is about 40 batches + a "
                         "few MB (pyarrow's CSV reader reads ahead)")
     p.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="dtype of X")
-    p.add_argument("--delimiter", default=",", help="CSV field delimiter (use $'\\t' for tabs)")
+    p.add_argument("--delimiter", default=None, help="CSV field delimiter (default: tab for .tsv, else comma)")
     add_runtime_options(p)
     p.set_defaults(run=run_import)
 

@@ -532,7 +532,7 @@ def _write_part(path, src, conv, plan, dictionary, dtype, meta):
 
 
 def import_files(inputs, out, ctx, *, label=None, columns=None, categorical=(), on_bad_rows="error",
-                 batch_bytes=BATCH_BYTES, dtype="float64", delimiter=",", categories_from=None) -> dict:
+                 batch_bytes=BATCH_BYTES, dtype="float64", delimiter=None, categories_from=None) -> dict:
     """Convert CSV / Parquet / .npy files into a part-file dataset at ``out`` (collective).
 
     Parameters
@@ -554,6 +554,8 @@ def import_files(inputs, out, ctx, *, label=None, columns=None, categorical=(), 
         Input bytes per batch (CSV block size; Parquet/.npy rows of this many bytes).
     dtype : "float64" or "float32"
         dtype of ``X``.
+    delimiter : str, optional
+        CSV field separator (default: a tab for .tsv files, else a comma).
     categories_from : str, optional
         A dataset written by this function whose dictionary to reuse (e.g. the training
         set's, when importing a test set), so codes mean the same in both; values it does
@@ -564,6 +566,8 @@ def import_files(inputs, out, ctx, *, label=None, columns=None, categorical=(), 
     dict: rows, features, skipped rows, bytes in and out, seconds, categories.
     """
     t0 = time.perf_counter()
+    if delimiter is None:  # tabs for .tsv, else commas
+        delimiter = "\t" if inputs and all(str(p).lower().endswith(".tsv") for p in inputs) else ","
     plan = None
     with ctx.collective_errors():
         if int(batch_bytes) < 1:
