@@ -481,7 +481,7 @@ class _Converter:
                                           pa.float64())
             elif pa.types.is_dictionary(col.type):
                 raise _BadRow(f"column {c!r} holds text categories: list it in --categorical")
-            else:
+            elif col.type != pa.float64():
                 col = pa.compute.cast(col, pa.float64())
             cols.append(col.to_numpy(zero_copy_only=False).astype(np.float64, copy=False))
         out = np.column_stack(cols) if cols else np.zeros((n, 0))
