@@ -113,6 +113,10 @@ def test_bad_rows_error_names_file_and_line_or_are_skipped(tmp_path):
     assert "2 bad rows skipped" in res.stdout
     X, _, _, _ = read_dataset(tmp_path / "o3")
     np.testing.assert_array_equal(X, [[1, 2], [3, 4], [6, 7], [9, 10]])
+    flags = tmp_path / "flags.csv"  # a true/false column stays 1/0 when a bad number forces the slow path
+    flags.write_text("a,f,b\n1,true,2\n3,false,x\n5,false,6\n")
+    run_cli(1, "import", flags, "--out", tmp_path / "o6", "--on-bad-rows", "skip", "--quiet")
+    np.testing.assert_array_equal(read_dataset(tmp_path / "o6")[0], [[1, 1, 2], [5, 0, 6]])
     text = tmp_path / "text.csv"
     text.write_text("a,city\n1,paris\n2,rome\n")
     res = run_cli(1, "import", text, "--out", tmp_path / "o4", check=False)

@@ -277,8 +277,8 @@ class _Source:
         pa = _pyarrow()
         cats = set(self.plan["categorical"])
         bools = set(self.plan["bool"])  # true/false columns: read as booleans, stored as 1/0
-        types = {n: (pa.string() if (n in cats or numeric_as == "string") else
-                     pa.bool_() if n in bools else pa.float64()) for n in wanted}
+        types = {n: (pa.string() if n in cats else pa.bool_() if n in bools else
+                     pa.string() if numeric_as == "string" else pa.float64()) for n in wanted}
         for path, a, b, n in _csv_pieces(self.plan["files"], self.size, self.rank):
             fd = os.open(path, os.O_RDONLY)
             try:
@@ -307,10 +307,7 @@ class _Source:
                 for batch in reader:
                     if invalid:
                         if self.on_bad_rows == "error":
-                            line = _line_of_text(fd, path, lo, hi, invalid[0].text)
-                            raise _BadRow(f"{path}:{line}: expected {invalid[0].expected_columns} fields, found "
-                                          f"{invalid[0].actual_columns} ({_short(invalid[0].text)}); fix the row "
-                                          "or pass --on-bad-rows skip to drop such rows")
+                            raise _field_count_error(fd, path, lo, hi, invalid[0])
                         if count_bad:
                             self.skipped += len(invalid)
                         invalid.clear()
@@ -318,10 +315,7 @@ class _Source:
                     rows_before += batch.num_rows
                 if invalid:
                     if self.on_bad_rows == "error":
-                        line = _line_of_text(fd, path, lo, hi, invalid[0].text)
-                        raise _BadRow(f"{path}:{line}: expected {invalid[0].expected_columns} fields, found "
-                                      f"{invalid[0].actual_columns} ({_short(invalid[0].text)}); fix the row "
-                                      "or pass --on-bad-rows skip to drop such rows")
+                        raise _field_count_error(fd, path, lo, hi, invalid[0])
                     if count_bad:
                         self.skipped += len(invalid)
             finally:
@@ -342,6 +336,13 @@ class _Source:
             rows = max(1, self.batch_bytes // max(1, arr.shape[1] * arr.dtype.itemsize))
             for s in range(a, b, rows):
                 yield np.asarray(arr[s:min(b, s + rows)][:, idx]), None
+
+
+def _field_count_error(fd, path, lo, hi, row) -> _BadRow:
+    """The error for a row with the wrong number of fields (pyarrow's InvalidRow), with its line."""
+    line = _line_of_text(fd, path, lo, hi, row.text)
+    return _BadRow(f"{path}:{line}: expected {row.expected_columns} fields, found {row.actual_columns} "
+                   f"({_short(row.text)}); fix the row or pass --on-bad-rows skip to drop such rows")
 
 
 def _short(text: str, n: int = 60) -> str:
