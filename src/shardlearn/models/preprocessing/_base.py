@@ -131,6 +131,11 @@ class Transformer(Params):
         """``shardlearn predict`` with a transformer file writes the transformed rows."""
         return {"X": self.transform(X)}
 
+    def evaluate(self, X, y=None) -> dict:
+        """A transformer has no metrics: the same error on every rank (no communication)."""
+        raise agreed(f"{type(self).__name__} is a transformer: it has no metrics to evaluate "
+                     "(shardlearn predict writes the transformed rows)")
+
     def to_model(self) -> tuple[dict, dict, dict]:
         """(arrays, params, info) for :func:`shardlearn.models.io.save_estimator`."""
         self._check_fitted()
