@@ -26,6 +26,8 @@ FAMILIES = ("shardlearn.cli.train_kmeans", "shardlearn.cli.train_linear", "shard
 #: module passes :func:`resample_weights_for`'s weights to fit as sample_weight. Not knn: its
 #: model refers to the training data and votes by row; a weight would have to travel with it
 RESAMPLE_MODELS = ("logistic", "gbdt", "forest", "tree")
+#: models without ``--preprocess``: knn's model re-reads its training rows at predict time, untransformed
+NO_PREPROCESS = ("knn",)
 
 
 def _family(module: str):
@@ -47,18 +49,23 @@ def add_parsers(sub) -> None:
                             help="random seed, non-negative (the estimators' random_state)")
             mp.add_argument("--dtype", default=None, choices=["float32", "float64"],
                             help="compute dtype (default: the data's)")
-            mp.add_argument("--preprocess", default=None, metavar="STEPS|FILE.json",
-                            help="transform X before training and store the chain in the model file "
-                                 "(predict/evaluate apply it): comma-separated steps in order, e.g. "
-                                 "standardize,impute:median,onehot:3,7; steps: standardize, minmax, maxabs, "
-                                 "impute[:mean|median|most_frequent|constant=V], onehot[:COLS], pca:K; or a "
-                                 'JSON file [{"transformer": "SimpleImputer", "params": {"strategy": "median"}}, ...]')
+            if name not in NO_PREPROCESS:
+                add_preprocess_option(mp)
             add_runtime_options(mp)
             add_checkpoint_options(mp)
             if name in RESAMPLE_MODELS:
                 add_resample_option(mp)
             fam.add_arguments(mp, name)
             mp.set_defaults(run=run, family=module)
+
+
+def add_preprocess_option(p) -> None:
+    p.add_argument("--preprocess", default=None, metavar="STEPS|FILE.json",
+                   help="transform X before training and store the chain in the model file "
+                        "(predict/evaluate apply it): comma-separated steps in order, e.g. "
+                        "standardize,impute:median,onehot:3,7; steps: standardize, minmax, maxabs, "
+                        "impute[:mean|median|most_frequent|constant=V], onehot[:COLS], pca:K; or a "
+                        'JSON file [{"transformer": "SimpleImputer", "params": {"strategy": "median"}}, ...]')
 
 
 def add_checkpoint_options(p) -> None:
