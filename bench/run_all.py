@@ -36,6 +36,8 @@ def quick_args(name: str, w: Path) -> list | None:
         "comm": ["--ranks", "2", "--runs", "1", "--sizes", "8,1K,128K,1M", "--out", w / "comm.md",
                  "--results", w / "comm"],
         "data": ["--rows", "20000", "--features", "8", "--repeats", "1", "--dir", w / "data", "--peers"],
+        "import": ["--csv-mb", "2", "--repeats", "1", "--pipe-rows", "20000", "--pipe-features", "8",
+                   "--work", w / "import", "--out", w / "import.md", "--json-out", w / "import.json"],
         "kmeans": ["--cases", "20000x16k8", "--repeats", "1", "--limits-size", "256",
                    "--data-dir", w / "kmeans", "--out", w / "kmeans.json"],
         "knn": ["--train", "20000", "--queries", "1000", "--work", w / "knn", "--out", w / "knn.md",

@@ -23,6 +23,14 @@ _LAZY = {
     "DecisionTreeRegressor": "shardlearn.models.trees.decision_tree",
     "KNeighborsClassifier": "shardlearn.models.knn",
     "KNeighborsRegressor": "shardlearn.models.knn",
+    "Pipeline": "shardlearn.models.pipeline",
+    "StandardScaler": "shardlearn.models.preprocessing",
+    "MinMaxScaler": "shardlearn.models.preprocessing",
+    "MaxAbsScaler": "shardlearn.models.preprocessing",
+    "SimpleImputer": "shardlearn.models.preprocessing",
+    "OneHotEncoder": "shardlearn.models.preprocessing",
+    "PCA": "shardlearn.models.preprocessing",
+    "train_test_split": "shardlearn.models.preprocessing",
 }
 
 

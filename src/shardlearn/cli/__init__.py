@@ -3,6 +3,7 @@
 - :mod:`.main`         ``shardlearn`` itself: the parser, dispatch, errors, run reports
 - :mod:`.options`      options every command shares (runtime: topology, device, threads...)
 - :mod:`.data`         ``make-data``, ``shard``, ``info``
+- :mod:`.import_data`  ``import``: CSV, Parquet, .npy into a part-file dataset
 - :mod:`.bench_comm`   ``bench-comm``
 - :mod:`.train`        ``train MODEL``: the options and steps every model shares
 - :mod:`.train_kmeans`, :mod:`.train_linear`, :mod:`.train_trees`: each model family's

@@ -40,9 +40,28 @@ def run_predict(args, ctx) -> dict:
     est, shard = _load(args, ctx, need_y=False)
     with ctx.collective_errors():  # e.g. data of another feature count: one message, every rank
         columns = est.predict_columns(shard.X)
+    _label_names(args, ctx, columns)
     write_rows(args.out, columns, shard.start, shard.n_total, ctx)
     ctx.log(f"predictions for {shard.n_total} rows: {args.out}")
     return {"command": "predict", "model": args.model, "data": args.data, "out": args.out}
+
+
+def _label_names(args, ctx, columns) -> None:
+    """A model trained on an imported text label (``import --categorical LABEL``): add the
+    predicted labels' names as a ``label_name`` column (bytes, UTF-8)."""
+    import numpy as np
+
+    names = None
+    with ctx.collective_errors():
+        if ctx.rank == 0 and "label" in columns:
+            from ..persist import load_model
+
+            names = load_model(args.model)[3].get("label_categories")
+    names = ctx.coll.bcast_obj(names, root=0)
+    if names:
+        table = np.array([str(n).encode() for n in names], dtype="S")
+        codes = np.asarray(columns["label"]).astype(np.int64)
+        columns["label_name"] = table[np.clip(codes, 0, len(table) - 1)]
 
 
 def run_evaluate(args, ctx) -> dict:

@@ -11,7 +11,7 @@ import sys
 
 from .. import __version__
 from ..errors import EXIT_INTERRUPTED, ShardlearnError, TrainingInterrupted
-from . import apply, bench_comm, data, train
+from . import apply, bench_comm, data, import_data, train
 from . import report as report_cmd
 
 EPILOG = """\
@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"shardlearn {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     data.add_parsers(sub)
+    import_data.add_parsers(sub)
     bench_comm.add_parsers(sub)
     train.add_parsers(sub)
     apply.add_parsers(sub)

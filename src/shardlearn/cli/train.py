@@ -26,6 +26,8 @@ FAMILIES = ("shardlearn.cli.train_kmeans", "shardlearn.cli.train_linear", "shard
 #: module passes :func:`resample_weights_for`'s weights to fit as sample_weight. Not knn: its
 #: model refers to the training data and votes by row; a weight would have to travel with it
 RESAMPLE_MODELS = ("logistic", "gbdt", "forest", "tree")
+#: models without ``--preprocess``: knn's model re-reads its training rows at predict time, untransformed
+NO_PREPROCESS = ("knn",)
 
 
 def _family(module: str):
@@ -47,12 +49,23 @@ def add_parsers(sub) -> None:
                             help="random seed, non-negative (the estimators' random_state)")
             mp.add_argument("--dtype", default=None, choices=["float32", "float64"],
                             help="compute dtype (default: the data's)")
+            if name not in NO_PREPROCESS:
+                add_preprocess_option(mp)
             add_runtime_options(mp)
             add_checkpoint_options(mp)
             if name in RESAMPLE_MODELS:
                 add_resample_option(mp)
             fam.add_arguments(mp, name)
             mp.set_defaults(run=run, family=module)
+
+
+def add_preprocess_option(p) -> None:
+    p.add_argument("--preprocess", default=None, metavar="STEPS|FILE.json",
+                   help="transform X before training and store the chain in the model file "
+                        "(predict/evaluate apply it): comma-separated steps in order, e.g. "
+                        "standardize,impute:median,onehot:3,7; steps: standardize, minmax, maxabs, "
+                        "impute[:mean|median|most_frequent|constant=V], onehot[:COLS], pca:K; or a "
+                        'JSON file [{"transformer": "SimpleImputer", "params": {"strategy": "median"}}, ...]')
 
 
 def add_checkpoint_options(p) -> None:
@@ -104,6 +117,39 @@ def resample_weights_for(args, ctx, shard, classifier: bool = True):
     return w
 
 
+def read_training_shard(args, ctx, **options):
+    """This rank's training rows: ``read_shard(args.data, ...)``, then, with
+    ``--preprocess``, the transformer chain fitted on them (kept in ``args.fitted_steps``
+    for :func:`run` to store with the model) and applied."""
+    import dataclasses
+
+    from ..data import read_shard
+
+    args.fitted_steps = None
+    if not getattr(args, "preprocess", None):
+        return read_shard(args.data, ctx, **options)
+    from ..errors import ShardlearnError
+    from ..models.preprocessing import SimpleImputer
+    from ..models.preprocessing.spec import parse_spec
+
+    steps = None
+    with ctx.collective_errors():
+        steps = parse_spec(args.preprocess)
+    if any(isinstance(t, SimpleImputer) for _, t in steps):
+        options["allow_nan"] = True
+    shard = read_shard(args.data, ctx, **options)
+    X = shard.X
+    for name, step in steps:
+        step.comm = ctx
+        X = step.fit_transform(X)
+        ctx.log(f"preprocess: {name} ({type(step).__name__}) fitted: {X.shape[1]} features out")
+    with ctx.collective_errors():
+        if not options.get("allow_nan") and X.size and not (X == X).all():
+            raise ShardlearnError("--preprocess left NaN in X that this model cannot use: add impute first")
+    args.fitted_steps = steps
+    return dataclasses.replace(shard, X=X, dataset=dataclasses.replace(shard.dataset, n_features=X.shape[1]))
+
+
 def make_checkpoint(args, shard):
     """The Checkpoint the options ask for (None without --checkpoint)."""
     from ..checkpoint import Checkpoint
@@ -117,6 +163,8 @@ def make_checkpoint(args, shard):
     ds = shard.dataset
     data = {"paths": [os.path.abspath(p.path) for p in ds.parts], "part_rows": [p.rows for p in ds.parts],
             "dtype_stored": str(ds.dtype), "compute_dtype": str(shard.X.dtype)}
+    if getattr(args, "preprocess", None):  # the model's input depends on the chain: resume only with the same
+        data["preprocess"] = args.preprocess
     return Checkpoint(args.checkpoint, every=args.checkpoint_every, seconds=args.checkpoint_seconds,
                       resume=args.resume, data=data)
 
@@ -175,6 +223,20 @@ def run(args, ctx) -> dict:
     if ckpt is not None:
         facts = {**facts, "checkpoint": {"directory": ckpt.directory, "resumed_from_step": ckpt.resumed_from,
                                          "saved": len(ckpt.saved)}}
+    if getattr(args, "fitted_steps", None):
+        from ..models.pipeline import Pipeline
+
+        est = Pipeline(args.fitted_steps + [(args.model, est)], comm=ctx)
+        facts = {**facts, "preprocess": [[n, type(t).__name__] for n, t in args.fitted_steps]}
+    names = None
+    with ctx.collective_errors():
+        if ctx.rank == 0 and getattr(est, "classes_", None) is not None:  # classifiers: labels are codes
+            from ..data.importer import label_categories
+
+            names = label_categories(args.data)  # an imported text label: predict maps codes back
+    names = ctx.coll.bcast_obj(names, root=0)
+    if names is not None:
+        facts = {**facts, "label_categories": names}
     info = {"data": args.data, "rows": shard.n_total, "features": shard.dataset.n_features,
             **ctx.describe(), **{k: v for k, v in facts.items() if k not in ("params",)}}
     save_estimator(est, args.out, ctx, info=info)

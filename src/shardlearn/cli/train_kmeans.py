@@ -34,12 +34,12 @@ def fit(name, args, ctx, checkpoint_for):
     import numpy as np
 
     from ..backend import kernels_name
-    from ..data import read_shard
+    from .train import read_training_shard
     from .train import compact_history
     from ..errors import ShardlearnError
     from ..models.kmeans import KERNELS, KMeans
 
-    shard = read_shard(args.data, ctx, dtype=args.dtype)
+    shard = read_training_shard(args, ctx, dtype=args.dtype)
     init = args.init_file or args.init
     with ctx.collective_errors():
         if init not in INITS and not os.path.exists(init):

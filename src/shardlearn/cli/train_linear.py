@@ -114,10 +114,9 @@ def build(name: str, args, ctx):
 
 def fit(name: str, args, ctx, checkpoint_for):
     """Read the data, fit; return (estimator, shard, report facts)."""
-    from ..data import read_shard
-    from .train import compact_history, resample_weights_for
+    from .train import compact_history, read_training_shard, resample_weights_for
 
-    shard = read_shard(args.data, ctx, dtype=args.dtype, need_y=True)
+    shard = read_training_shard(args, ctx, dtype=args.dtype, need_y=True)
     est = build(name, args, ctx)
     sw = resample_weights_for(args, ctx, shard)   # --resample: logistic only
     # steps: solver iterations (lbfgs, gd, fista), epochs (sgd); normal: one step

@@ -51,14 +51,13 @@ def add_arguments(parser, name: str) -> None:
 
 def fit(name: str, args, ctx, checkpoint_for):
     """Read the data (NaN allowed), fit one tree; return (estimator, shard, facts)."""
-    from ..data import read_shard
     from ..errors import ShardlearnError
     from ..models.trees.decision_tree import DecisionTreeClassifier, DecisionTreeRegressor
     from .options import check_outputs
-    from .train import compact_history, resample_weights_for
+    from .train import compact_history, read_training_shard, resample_weights_for
 
     check_outputs(ctx, {"--text-dump": args.text_dump}, {"--data": args.data, "--out": args.out})
-    shard = read_shard(args.data, ctx, dtype=None, need_y=True, allow_nan=True)
+    shard = read_training_shard(args, ctx, dtype=None, need_y=True, allow_nan=True)
     ckpt = checkpoint_for(shard)
     with ctx.collective_errors():
         if ckpt is not None:

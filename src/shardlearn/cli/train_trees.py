@@ -147,10 +147,9 @@ def _categorical_kwargs(args) -> dict:
 
 def fit(name: str, args, ctx, checkpoint_for):
     """Read the data (NaN allowed: missing values), fit; return (estimator, shard, facts)."""
-    from ..data import read_shard
-    from .train import compact_history, resample_weights_for
+    from .train import compact_history, read_training_shard, resample_weights_for
 
-    shard = read_shard(args.data, ctx, dtype=None, need_y=True, allow_nan=True)
+    shard = read_training_shard(args, ctx, dtype=None, need_y=True, allow_nan=True)
     ckpt = checkpoint_for(shard)   # a step: one boosting iteration (gbdt), one tree (forest)
     args.sample_weight = resample_weights_for(args, ctx, shard, classifier=args.objective != "regression")
     est = _fit_gbdt(args, ctx, shard, ckpt) if name == "gbdt" else _fit_forest(args, ctx, shard, ckpt)

@@ -34,6 +34,13 @@ ESTIMATORS = {
     "forest": ("shardlearn.models.trees.forest", "_RandomForest"),
     "tree": ("shardlearn.models.trees.decision_tree", "_DecisionTree"),
     "knn": ("shardlearn.models.knn", "_KNeighbors"),
+    "pipeline": ("shardlearn.models.pipeline", "Pipeline"),
+    "standard_scaler": ("shardlearn.models.preprocessing.scalers", "StandardScaler"),
+    "minmax_scaler": ("shardlearn.models.preprocessing.scalers", "MinMaxScaler"),
+    "maxabs_scaler": ("shardlearn.models.preprocessing.scalers", "MaxAbsScaler"),
+    "simple_imputer": ("shardlearn.models.preprocessing.impute", "SimpleImputer"),
+    "onehot_encoder": ("shardlearn.models.preprocessing.encode", "OneHotEncoder"),
+    "pca": ("shardlearn.models.preprocessing.pca", "PCA"),
 }
 
 
