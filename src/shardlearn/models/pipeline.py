@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from ..errors import ShardlearnError
 from ..runtime import context_from
-from .base import Params
+from .base import BaseEstimator, Params
 
 
-class Pipeline(Params):
+class Pipeline(Params, BaseEstimator):
     """Transformers then a final estimator, on row-sharded data (scikit-learn's names).
 
     Parameters

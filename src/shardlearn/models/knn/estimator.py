@@ -14,7 +14,7 @@ import numpy as np
 
 from ...errors import ShardlearnError
 from ...runtime import context_from
-from ..base import Params
+from ..base import BaseEstimator, ClassifierMixin, Params, RegressorMixin
 from ._local import METRICS, LocalIndex, unpack
 from ._search import BLOCK_ROWS, STRATEGIES, kneighbors
 
@@ -189,7 +189,7 @@ class _KNeighbors(Params):
         return est
 
 
-class KNeighborsClassifier(_KNeighbors):
+class KNeighborsClassifier(_KNeighbors, ClassifierMixin, BaseEstimator):
     __doc__ = ("k-nearest-neighbour classification over sharded training rows (brute force, exact).\n"
                + _KNeighbors.__doc__.split("\n", 2)[2])
 
@@ -267,7 +267,7 @@ class KNeighborsClassifier(_KNeighbors):
         return float(metrics.accuracy(ctx, y, pred, sample_weight=sample_weight))
 
 
-class KNeighborsRegressor(_KNeighbors):
+class KNeighborsRegressor(_KNeighbors, RegressorMixin, BaseEstimator):
     __doc__ = ("k-nearest-neighbour regression over sharded training rows (brute force, exact).\n"
                + _KNeighbors.__doc__.split("\n", 2)[2])
 

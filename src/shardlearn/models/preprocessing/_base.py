@@ -13,7 +13,7 @@ import numpy as np
 
 from ...errors import ShardlearnError, agreed
 from ...runtime import context_from
-from ..base import Params
+from ..base import BaseEstimator, Params, TransformerMixin
 
 #: rows per block when a statistic is computed in float64 from float32 data (bounded copies)
 BLOCK_ROWS = 65536
@@ -68,7 +68,7 @@ def handle_zeros_in_scale(scale: np.ndarray, constant_mask=None) -> np.ndarray:
     return scale
 
 
-class Transformer(Params):
+class Transformer(Params, TransformerMixin, BaseEstimator):
     """Base of the transformers: ``fit_transform``, checks, model files, ``predict_columns``.
 
     Subclasses set ``_model_name`` and ``_fitted`` (the fitted attributes a model file

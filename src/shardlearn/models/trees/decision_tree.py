@@ -36,7 +36,7 @@ import numpy as np
 
 from ...data.binning import BinMapper
 from ...errors import ShardlearnError
-from ..base import Params
+from ..base import BaseEstimator, ClassifierMixin, Params, RegressorMixin
 from .common import FittedEnsemble, check_sample_weight, class_labels, diff, phase_snapshot, prepare
 from .criterion import CRITERIA, find_best_splits_entropy
 from .grower import HIST_REDUCE, GrowParams, TreeGrower
@@ -258,7 +258,7 @@ class _DecisionTree(FittedEnsemble, Params):
                            "classes": None if self.classes_ is None else self.classes_.tolist()})
 
 
-class DecisionTreeClassifier(_DecisionTree):
+class DecisionTreeClassifier(_DecisionTree, ClassifierMixin, BaseEstimator):
     __doc__ = ("A decision tree classifier (histogram splits) trained across MPI ranks.\n"
                + _DecisionTree.__doc__.split("\n", 2)[2])
     _criteria = ("gini", "entropy")
@@ -276,7 +276,7 @@ class DecisionTreeClassifier(_DecisionTree):
         return np.asarray(self.classes_)[np.argmax(proba, axis=1)]
 
 
-class DecisionTreeRegressor(_DecisionTree):
+class DecisionTreeRegressor(_DecisionTree, RegressorMixin, BaseEstimator):
     __doc__ = ("A decision tree regressor (histogram splits, squared error) trained across MPI ranks.\n"
                + _DecisionTree.__doc__.split("\n", 2)[2])
     _criteria = ("squared_error",)
