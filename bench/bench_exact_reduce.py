@@ -152,8 +152,41 @@ def report(res) -> str:
             return f"{v['median'] * 1e3:.1f} ms ({v['min'] * 1e3:.1f}-{v['max'] * 1e3:.1f}){extra}"
         lines.append(f"| {c['n']:,} x {c['d']}, k = {c['k']}, {c['dtype']} | {c['form']} | {cell('float')} | "
                      f"{cell('llrint')} | {cell('magic')} |")
-    lines.append("")
+    lines += ["", WRITE_UP]
     return "\n".join(lines)
+
+
+WRITE_UP = """## What it would take, and what it costs
+
+**The cost.** The accumulation is the cheap part of a Lloyd pass (d adds per row against
+k x d multiply-adds for the distances), so what matters is how the value is rounded to the
+fixed-point unit. `llrint` is a library call or a scalar conversion per element and costs
++36 % to +290 % of the whole pass. The magic-number rounding (add 1.5 * 2**52, reinterpret
+the bits: round to nearest, exact for |v| < 2**51) is two vectorisable operations and costs
+nothing measurable here: its medians are within the run-to-run spread of the float sums,
+and the minimum times differ by -2 % to +3 %. So exact k-means sums are affordable (under the
+issue's 10 % threshold) with the magic-number form.
+
+**What an `--exact-reduce` k-means needs besides the kernel line** (not built yet): every
+sum that feeds the model must be exact, not only the Lloyd sums. In `models/kmeans/`: the
+data mean used for centring and the variance behind `tol` (`estimator._fit`), the
+non-centred path's `sums - counts * mean` (it must move after the reduction), the
+k-means++ potentials and the D^2-sampling totals (`_init._init_kmeanspp`, `_init._d2_draw`),
+the k-means|| cost `phi` (`_init._init_kmeans_parallel`), and the inertia; all of them are
+sums of per-row float64 values that can use one fixed-point unit each (a max-allreduce of
+|value| first, as the quantized boosting learner does in `models/trees/quantize.py`). The
+distances must also be the same bits for a row whatever chunk it falls in: the tiled kernel
+computes each row on its own (it is), while the BLAS GEMM form (k x d > 2048) relies on the
+BLAS computing each output element the same way whatever the number of rows in the call,
+which OpenBLAS does not promise. The GPU path (`models/kmeans/_gpu.py`) already sums in int64
+fixed point, for the atomics' sake.
+
+**Linear models.** The gradient is X^T r, one BLAS GEMV/GEMM per block. Exact accumulation
+needs every product x_ij * r_i rounded to the fixed-point unit before it is added, which no
+BLAS does: it would be a compiled loop with the same memory traffic as the GEMV (X read once)
+plus two operations per element. GEMV is memory-bound, so the cost may be small too, but it
+is not measured here; the L-BFGS line search would also need its loss sums exact.
+"""
 
 
 if __name__ == "__main__":
