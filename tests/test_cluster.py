@@ -299,14 +299,18 @@ def h5_arrays(path) -> dict:
 HIER_MODELS = ("gbdt", "kmeans")
 
 
-def train_layout(root, layout):
-    d = root / hosts(layout).replace(":", "-").replace(",", "_")
+def train_layout(root, layout, runs=None, *, run=run_script_nodes, name=None):
+    """Train, predict and evaluate ``runs`` (``(topology, model, label)``; by default every
+    model with every topology of MODEL_TOPOLOGIES) in one launch on ``layout`` through
+    ``run(layout, code, directory, timeout=...)``; returns the directory of the outputs."""
+    d = root / (name or hosts(layout).replace(":", "-").replace(",", "_"))
     d.mkdir()
-    runs = [(t, m, f"{t}-{m}") for t in MODEL_TOPOLOGIES for m in MODELS]
-    if layout == (2, 2):
-        runs += [("hierarchical", m, f"hierarchical-{m}-{ab}") for ab in "ab" for m in HIER_MODELS]
+    if runs is None:
+        runs = [(t, m, f"{t}-{m}") for t in MODEL_TOPOLOGIES for m in MODELS]
+        if layout == (2, 2):
+            runs += [("hierarchical", m, f"hierarchical-{m}-{ab}") for ab in "ab" for m in HIER_MODELS]
     code = TRAIN.format(d=str(d), models={k: list(v) for k, v in MODELS.items()}, runs=runs)
-    proc = run_script_nodes(layout, code, d, timeout=300)
+    proc = run(layout, code, d, timeout=300)
     res = json_lines(proc.stdout)
     assert len(res) == sum(layout) and not any(r["failed"] for r in res), proc.stdout + proc.stderr
     return d
