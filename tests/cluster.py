@@ -169,8 +169,21 @@ def sweep_stale() -> list:
     for d in tmp.glob(f"{PREFIX}-*"):
         m = re.match(rf"^{PREFIX}-(\d+)-", d.name)
         if m and d.is_dir() and not _alive(int(m.group(1))):
+            _kill_users_of(d)
             shutil.rmtree(d, ignore_errors=True)
     return gone
+
+
+def _kill_users_of(directory: Path) -> None:
+    """SIGTERM the processes outside the namespaces that a dead creator started with files
+    in ``directory`` (the multi-node Slurm's munged): found by the path on their command line."""
+    marker = str(directory).encode() + b"/"
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if marker in cmdline.read_bytes():
+                os.kill(int(cmdline.parent.name), signal.SIGTERM)
+        except (OSError, ValueError):
+            pass
 
 
 def netns_unavailable() -> str | None:
