@@ -25,7 +25,7 @@ import pytest
 import cluster
 from cluster import NetnsCluster, hosts, netns_unavailable, rate_unavailable, run_script_nodes, sweep_stale
 from mpirun import json_lines
-from test_cluster import PROBE, TOPOLOGIES, by_key, compare, expected_local, h5_arrays, train_layout, write_model_data
+from test_cluster import PROBE, TOPOLOGIES, by_key, check_auto, compare, expected_local, h5_arrays, train_layout, write_model_data
 
 WHY = netns_unavailable()
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(WHY is not None, reason=str(WHY))]
@@ -173,6 +173,11 @@ def test_ring_tree_are_one_node_bits_and_hierarchical_the_hydra_emulation_bits(p
         for key in many:
             if key.startswith("hierarchical/"):
                 assert [r[1] for r in many[key]] == [r[1] for r in same[key]], key
+
+
+@pytest.mark.parametrize("item", CLUSTERS, ids=cid)
+def test_auto_picks_hierarchical_across_nodes_with_several_ranks_per_node(probes, item):
+    check_auto(probes[item]["auto"], item[0])
 
 
 # --------------------------------------------------------------------------- models
