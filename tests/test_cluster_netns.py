@@ -12,6 +12,7 @@ Then the cleanup: after success, an exception, a timeout, a killed creator.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -30,8 +31,9 @@ from test_cluster import PROBE, TOPOLOGIES, by_key, check_auto, compare, expecte
 WHY = netns_unavailable()
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(WHY is not None, reason=str(WHY))]
 
-#: (layout, link cap in Gb/s or None): 2..4 nodes, even and uneven, one capped
-CLUSTERS = [((2, 2), None), ((1, 1, 1, 1), 1.0), ((3, 1), None)]
+#: (layout, link cap in Gb/s or None): 2 and 4 nodes, one capped (uneven layouts: the
+#: hydra emulation, tests/test_cluster.py; the namespaces change no summation order)
+CLUSTERS = [((2, 2), None), ((1, 1, 1, 1), 1.0)]
 NET_PROBE = PROBE + r"""
 emit({"kind": "net", "rank": r, "netns": os.readlink("/proc/self/ns/net"),
       "addrs": sorted(ln.split()[3] for ln in __import__("subprocess").run(
@@ -80,7 +82,7 @@ def probes(tmp_path_factory):
 def fork_probes(tmp_path_factory):
     """The same probe under the hydra emulation (shared network stack), for bitwise checks."""
     out = {}
-    for layout in [(4,), (2, 2), (3, 1)]:
+    for layout in [(4,), (2, 2)]:
         proc = run_script_nodes(layout, PROBE, tmp_path_factory.mktemp("forkprobe"), timeout=180)
         res = defaultdict(list)
         for obj in sorted(json_lines(proc.stdout), key=lambda o: o["rank"]):
@@ -181,8 +183,10 @@ def test_auto_picks_hierarchical_across_nodes_with_several_ranks_per_node(probes
 
 
 # --------------------------------------------------------------------------- models
-NET_RUNS = [(t, m, f"{t}-{m}") for t in ("ring", "tree") for m in ("kmeans", "logistic", "gbdt")] + \
-           [("hierarchical", m, f"hierarchical-{m}") for m in ("kmeans", "gbdt")]
+#: one model per family and every non-native topology (the hydra emulation's tests train
+#: every model with every topology; here the point is the real link between the nodes)
+NET_RUNS = [(t, m, f"{t}-{m}") for t, m in (("ring", "gbdt"), ("tree", "logistic"), ("ring", "kmeans"),
+                                              ("hierarchical", "gbdt"), ("hierarchical", "kmeans"))]
 
 
 @pytest.fixture(scope="module")
@@ -208,8 +212,6 @@ def test_model_on_2_netns_nodes_x_2_equals_one_node(trained, topology, model, la
         a = h5_arrays(net / f"{label}{suffix}")
         diff = compare(a, h5_arrays(ref / f"{label}{suffix}"))
         assert a and all(v == 0.0 for v in diff.values()), (suffix, diff)
-    assert (net / f"{label}-eval.json").read_text().count("metrics") == 1
-    import json
     assert json.loads((net / f"{label}-eval.json").read_text())["metrics"] == \
         json.loads((ref / f"{label}-eval.json").read_text())["metrics"]
 
@@ -233,7 +235,7 @@ def test_a_launch_that_times_out_is_killed_and_the_nodes_removed(tmp_path):
     code = "import time\nemit({'start': 1})\ntime.sleep(600)\n"
     with NetnsCluster((1, 1)) as c:
         with pytest.raises(subprocess.TimeoutExpired):
-            c.run_script(code, tmp_path, timeout=8)
+            c.run_script(code, tmp_path, timeout=5)
         # no process is left inside any node
         left = [cluster._ip("netns", "pids", ns, check=False).stdout.split() for ns in c.nodes]
         assert left == [[], []], left
