@@ -33,6 +33,8 @@ def quick_args(name: str, w: Path) -> list | None:
     script that has none yet (the quick run fails for it: add its settings here)."""
     return {
         "binning": ["--rows", "20000", "--repeats", "1", "--json-out", w / "binning.json"],
+        "cluster": ["--layouts", "2x1", "--caps", "1", "--sizes", "8,1M", "--repeats", "1",
+                    "--out", w / "cluster.md", "--json-out", w / "cluster.json"],
         "comm": ["--ranks", "2", "--runs", "1", "--sizes", "8,1K,128K,1M", "--out", w / "comm.md",
                  "--results", w / "comm"],
         "data": ["--rows", "20000", "--features", "8", "--repeats", "1", "--dir", w / "data", "--peers"],

@@ -101,6 +101,16 @@ for dt in ("float32", "float64"):
         check(f"hierarchical/allreduce/sum/{dt}/{n}", coll.allreduce(xs[r].copy(), "sum"), reduce(xs, "sum"))
 coll.free()
 emit({"kind": "again", "rank": r, "rows": rows})
+
+# auto across nodes: which algorithm per size, and at >= HIER_BYTES the hierarchical bits
+from shardlearn.comm.auto import AutoCollectives
+H = AutoCollectives.HIER_BYTES
+auto, hier = make_collectives(world, "auto"), make_collectives(world, "hierarchical")
+x = data(r, H // 8, "float64")
+emit({"kind": "auto", "rank": r, "multi_node": auto.multi_node,
+      "choice": {str(n): auto.choose(n).topology for n in (8, H - 8, H, 64 << 20)},
+      "same_as_hier": bool(np.array_equal(auto.allreduce(x.copy(), "sum"), hier.allreduce(x.copy(), "sum")))})
+auto.free(); hier.free()
 ctx.free()
 """
 
@@ -164,6 +174,30 @@ def test_gpu_binding_is_local_rank_mod_gpus_per_node(probes, layout):
         assert o["gpu"] == {str(n): lr % n for n in (1, 2, 3, 4)}
     if layout == (2, 2):  # two GPUs per node: each node uses both, and ranks 0 and 2 share id 0
         assert [o["gpu"]["2"] for o in info] == [0, 1, 0, 1]
+
+
+def check_auto(auto, layout):
+    """auto uses hierarchical from HIER_BYTES exactly when the world spans several nodes
+    with several ranks on some node; below, and otherwise, its one-node rule."""
+    from shardlearn.comm.auto import AutoCollectives
+
+    H = AutoCollectives.HIER_BYTES
+    multi = len(layout) > 1 and max(layout) > 1
+    P = sum(layout)
+    flat = dict(AutoCollectives.rule(P))
+    for o in auto:
+        assert o["multi_node"] is multi, (layout, o)
+        below = next(t for b, t in AutoCollectives.rule(P) if H - 8 < b)
+        assert o["choice"] == {"8": "native", str(H - 8): below,
+                               str(H): "hierarchical" if multi else below,
+                               str(64 << 20): "hierarchical" if multi else flat[float("inf")]}, (layout, o)
+        if multi:
+            assert o["same_as_hier"], o
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=hosts)
+def test_auto_picks_hierarchical_across_nodes_with_several_ranks_per_node(probes, layout):
+    check_auto(probes[layout]["auto"], layout)
 
 
 def test_gpu_for_rejects_no_gpus():
@@ -299,14 +333,18 @@ def h5_arrays(path) -> dict:
 HIER_MODELS = ("gbdt", "kmeans")
 
 
-def train_layout(root, layout):
-    d = root / hosts(layout).replace(":", "-").replace(",", "_")
+def train_layout(root, layout, runs=None, *, run=run_script_nodes, name=None):
+    """Train, predict and evaluate ``runs`` (``(topology, model, label)``; by default every
+    model with every topology of MODEL_TOPOLOGIES) in one launch on ``layout`` through
+    ``run(layout, code, directory, timeout=...)``; returns the directory of the outputs."""
+    d = root / (name or hosts(layout).replace(":", "-").replace(",", "_"))
     d.mkdir()
-    runs = [(t, m, f"{t}-{m}") for t in MODEL_TOPOLOGIES for m in MODELS]
-    if layout == (2, 2):
-        runs += [("hierarchical", m, f"hierarchical-{m}-{ab}") for ab in "ab" for m in HIER_MODELS]
+    if runs is None:
+        runs = [(t, m, f"{t}-{m}") for t in MODEL_TOPOLOGIES for m in MODELS]
+        if layout == (2, 2):
+            runs += [("hierarchical", m, f"hierarchical-{m}-{ab}") for ab in "ab" for m in HIER_MODELS]
     code = TRAIN.format(d=str(d), models={k: list(v) for k, v in MODELS.items()}, runs=runs)
-    proc = run_script_nodes(layout, code, d, timeout=300)
+    proc = run(layout, code, d, timeout=300)
     res = json_lines(proc.stdout)
     assert len(res) == sum(layout) and not any(r["failed"] for r in res), proc.stdout + proc.stderr
     return d

@@ -44,7 +44,7 @@ def run(args, ctx) -> dict:
               "timing": "median over repeats of the slowest rank's mean time per call in a "
                         "barrier-started loop", "results": rows}
     if "auto" in topologies:
-        report["auto_rule"] = AutoCollectives.describe_rule(ctx.size)
+        report["auto_rule"] = AutoCollectives.describe_rule(ctx.size, AutoCollectives.spans_nodes(ctx.mpi_comm))
     if args.json_out:
         with ctx.collective_errors():  # a bad path fails on every rank, not only rank 0
             if ctx.rank == 0:
