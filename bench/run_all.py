@@ -34,16 +34,21 @@ def quick_args(name: str, w: Path) -> list | None:
     return {
         "binning": ["--rows", "20000", "--repeats", "1", "--json-out", w / "binning.json"],
         "comm": ["--ranks", "2", "--runs", "1", "--sizes", "8,1K,128K,1M", "--out", w / "comm.md",
-                 "--results", w / "comm"],
-        "data": ["--rows", "20000", "--features", "8", "--repeats", "1", "--dir", w / "data", "--peers"],
+                 "--results", w / "comm", "--json-out", w / "comm.json"],
+        "data": ["--rows", "20000", "--features", "8", "--repeats", "1", "--dir", w / "data", "--peers",
+                 "--json-out", w / "data.json"],
         "kmeans": ["--cases", "20000x16k8", "--repeats", "1", "--limits-size", "256",
                    "--data-dir", w / "kmeans", "--out", w / "kmeans.json"],
-        "linear": ["--rows", "20000", "--repeats", "1", "--workdir", w / "linear", "--out", w / "linear.md"],
+        "linear": ["--rows", "20000", "--repeats", "1", "--workdir", w / "linear", "--out", w / "linear.md",
+                   "--json-out", w / "linear.json"],
+        "machine": ["--gemm-size", "256", "--mib", "8", "--repeats", "2", "--json-out", w / "machine.json"],
+        "scaling": ["--scale", "0.01", "--repeats", "1", "--ranks", "1,2", "--kinds", "strong",
+                    "--peer-threads", "1", "--json-out", w / "scaling.json"],
         "trees": ["--rows", "20000", "--trees", "5", "--repeats", "1", "--work", w / "trees",
                   "--out", w / "trees.md", "--json-out", w / "trees.json"],
         "trees_categorical": ["--rows", "20000", "--trees", "5", "--repeats", "1", "--dir", w / "trees_categorical",
                               "--out", w / "trees_categorical.md", "--json-out", w / "trees_categorical.json"],
-        "trees_hist": ["--rows", "20000", "--trees", "3"],
+        "trees_hist": ["--rows", "20000", "--trees", "3", "--json-out", w / "trees_hist.json"],
     }.get(name)
 
 
@@ -96,9 +101,15 @@ def main(argv=None) -> int:
     if not a.quick:
         failed = []
         for script in scripts:
-            print(f"== {script.name}", flush=True)
-            if subprocess.run([sys.executable, str(script)]).returncode != 0:
+            name = script.stem[len("bench_"):]
+            print(f"== {script.name} (load {os.getloadavg()[0]:.1f})", flush=True)
+            if subprocess.run(command(script, name, []), env=quick_env(), cwd=ROOT).returncode != 0:
                 failed.append(script.name)
+        # the scaling model and the report read bench/results/*.json only (whatever exists)
+        for step in (["scaling_model.py"], ["report.py"]):
+            print(f"== {step[0]}", flush=True)
+            if subprocess.run([sys.executable, str(HERE / step[0])] + step[1:], env=quick_env(), cwd=ROOT).returncode:
+                failed.append(step[0])
         if failed:
             print("failed: " + ", ".join(failed))
         return 1 if failed else 0
