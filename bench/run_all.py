@@ -1,13 +1,16 @@
 """Run every benchmark in bench/ (``bench_*.py``) one after another; see bench/README.md.
 
-Each benchmark writes its own markdown report next to it (``bench/<topic>.md``) with the
-measured figures and the ratios against the peer named in its issue.
+Each benchmark writes its results with the machine record to ``bench/results/NAME.json``
+(bench/machine.py) and most also a markdown report next to it (``bench/<topic>.md``). After
+them ``scaling_model.py`` fits and predicts, and ``report.py`` writes bench/REPORT.md and
+bench/plots/*.png from the results.
 
 ``--quick`` (``make bench-quick``) instead runs every script end to end on tiny sizes
 (the same code paths: data, fit, predict, the peers, the report) with every output in a
 temporary work directory, never the committed reports: a smoke test that no benchmark
 has rotted, not a measurement. It fails, naming the script and printing its last output
-lines, if any script fails.
+lines, if any script fails. The scaling model and the report then run on the quick results
+(in the work directory): a smoke test of both.
 
     python bench/run_all.py [NAME ...]              # full size, e.g. NAME = kmeans
     python bench/run_all.py --quick [--work-dir DIR] [NAME ...]
@@ -139,6 +142,17 @@ def main(argv=None) -> int:
             tail = out.rstrip().splitlines()[-25:]
             print(f"---- {script.name} failed (exit {rc}): {' '.join(cmd)}\n---- last lines of its output:\n"
                   + "\n".join("  " + ln for ln in tail), flush=True)
+    # the scaling model and the report, on the quick results (a smoke test of both)
+    for step, extra in (("scaling_model.py", ["--results", work, "--json-out", work / "scaling_model.json"]),
+                        ("report.py", ["--results", work, "--out", work / "report"])):
+        t0 = time.perf_counter()
+        rc, out = run_quick([sys.executable, str(HERE / step)] + [str(x) for x in extra], env, work)
+        (work / f"{Path(step).stem}.txt").write_text(out)
+        print(f"{'ok  ' if rc == 0 else 'FAIL'} {step:28s} {time.perf_counter() - t0:6.1f} s", flush=True)
+        if rc != 0:
+            failed.append(step)
+            print(f"---- {step} failed (exit {rc}); last lines of its output:\n"
+                  + "\n".join("  " + ln for ln in out.rstrip().splitlines()[-25:]), flush=True)
     print(f"quick run: {len(scripts) - len(failed)}/{len(scripts)} benchmarks ok in "
           f"{time.perf_counter() - t_all:.1f} s; outputs in {work}" if failed or a.work_dir else
           f"quick run: {len(scripts)}/{len(scripts)} benchmarks ok in {time.perf_counter() - t_all:.1f} s")
