@@ -31,7 +31,8 @@ so they measure the software and memory costs per message step and per byte: Pyt
 shared-memory path, the reduction). On a cluster an inter-node step costs
 ``alpha = latency + alpha_fitted`` and ``beta = 8 / bandwidth + beta_fitted`` (the network
 added to what a step costs here); intra-node steps of ``hierarchical`` cost the fitted values.
-Flat topologies price every step as inter-node (a ring or tree step waits for its slowest link).
+Flat topologies on more than one node price every step as inter-node (a ring or tree step waits
+for its slowest link); on one node (P <= ranks per node) every topology costs what it costs here.
 
 A unit of work (a Lloyd iteration, an L-BFGS loss+gradient evaluation, a tree) costs
 ``c0 + c1 * rows_per_rank`` of compute (fitted on the strong and weak runs; on this machine a
@@ -95,7 +96,7 @@ def allreduce_time(topo: str, p: int, n: float, params: dict, net: dict | None, 
     if topo != "hierarchical":
         a, b = flat_coeffs(topo, p, n)
         alpha, beta = f["alpha"], f["beta"]
-        if net is not None:
+        if net is not None and p > g:  # ranks on several nodes: every step pays the network
             alpha, beta = alpha + net["alpha"], beta + net["beta"]
         return a * alpha + b * n * beta
     gg = min(g, p) if net is not None else p  # here: one node holds every rank
