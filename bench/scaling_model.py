@@ -26,7 +26,8 @@ hierarchical    G ranks per node, Q = P/G nodes:        intra: (G-1) + log2 G st
 ==============  =====================================  ======================================
 
 (log2 rounded up.) ``alpha`` and ``beta`` of each topology are fitted here by least squares on
-relative error over every measured size at P = 2 and 4 (all ranks on one node: shared memory,
+relative error (least absolute, robust to a few disturbed timings) over every measured size
+at P = 2 (P = 4 too on a machine with 4 cores; all ranks on one node: shared memory,
 so they measure the software and memory costs per message step and per byte: Python, MPI's
 shared-memory path, the reduction). On a cluster an inter-node step costs
 ``alpha = latency + alpha_fitted`` and ``beta = 8 / bandwidth + beta_fitted`` (the network
@@ -118,12 +119,39 @@ def auto_topology(p: int, n: float) -> str:
 
 
 # ------------------------------------------------------------------ fitting
-def fit_collectives(comm: dict) -> dict:
-    """alpha (s) and beta (s/byte) per topology from comm.json, with the fit's errors."""
+def robust_fit(A: np.ndarray) -> tuple:
+    """Non-negative (x0, x1) with A @ x ~ 1 in least absolute relative error: iteratively
+    reweighted least squares (weights 1/|residual|, floored at 2%), so that a few timings
+    disturbed by other jobs do not drag the fit; a negative parameter is refitted at 0."""
+    w = np.ones(len(A))
+    x = np.zeros(A.shape[1])
+    for _ in range(30):
+        best, cols = None, None
+        for keep in ([0, 1], [1], [0]):
+            c, *_ = np.linalg.lstsq(A[:, keep] * w[:, None], w, rcond=None)
+            if (c >= 0).all():
+                best, cols = c, keep
+                break
+        x = np.zeros(A.shape[1])
+        if best is not None:
+            x[cols] = best
+        w = 1.0 / np.maximum(np.abs(A @ x - 1.0), 0.02)
+    return float(x[0]), float(x[1])
+
+
+def fit_collectives(comm: dict, stat: str = "median") -> dict:
+    """alpha (s) and beta (s/byte) per topology from comm.json (its ``stat`` per size: median or
+    min over repeats), with the fit's errors. World sizes above the machine's cores (ranks
+    time-sharing cores: scheduling, not message cost) are left out of the fit when any other is
+    measured, and are listed in ``points`` with ``fitted: False``."""
     out = {}
+    cores = (comm.get("machine") or {}).get("physical_cores") or 10 ** 9
+    sizes = sorted(int(p) for p in comm["by_ranks"] if int(p) > 1)
+    fit_ps = {p for p in sizes if p <= cores} or set(sizes)
     for topo in TOPOLOGIES:
-        pts = [(int(p), row["bytes"], row["us"]["median"] * 1e-6) for p, rows in comm["by_ranks"].items()
-               for row in rows if row["topology"] == topo and int(p) > 1 and row["us"]["median"]]
+        allpts = [(int(p), row["bytes"], row["us"][stat] * 1e-6) for p, rows in comm["by_ranks"].items()
+                  for row in rows if row["topology"] == topo and int(p) > 1 and row["us"].get(stat)]
+        pts = [x for x in allpts if x[0] in fit_ps]
         if len(pts) < 2:
             continue
 
@@ -135,38 +163,31 @@ def fit_collectives(comm: dict) -> dict:
             return np.array(rows, dtype=float)
 
         t = np.array([x[2] for x in pts])
-        A = design(2) / t[:, None]
-        coef, *_ = np.linalg.lstsq(A, np.ones(len(t)), rcond=None)
-        alpha, beta = float(coef[0]), float(coef[1])
-        if alpha < 0 or beta < 0:  # refit with the offending parameter at 0
-            keep = 1 if alpha < 0 else 0
-            c1, *_ = np.linalg.lstsq(A[:, [keep]], np.ones(len(t)), rcond=None)
-            alpha, beta = (0.0, float(c1[0])) if alpha < 0 else (float(c1[0]), 0.0)
+        alpha, beta = robust_fit(design(2) / t[:, None])
         params = {topo: {"alpha": alpha, "beta": beta}}
         errs = []
-        for p, n, tm in pts:
+        for p, n, tm in allpts:
             tp = allreduce_time(topo, p, n, params, None, p)
             errs.append({"ranks": p, "bytes": n, "measured_us": tm * 1e6, "model_us": tp * 1e6,
-                         "error": (tp - tm) / tm})
-        ae = [abs(e["error"]) for e in errs]
+                         "error": (tp - tm) / tm, "fitted": p in fit_ps})
+        ae = [abs(e["error"]) for e in errs if e["fitted"]]
         out[topo] = {"alpha": alpha, "beta": beta, "alpha_us": alpha * 1e6, "beta_ns_per_byte": beta * 1e9,
                      "bandwidth_gbps": (1 / beta / 1e9) if beta > 0 else None,
                      "error_median": float(np.median(ae)), "error_max": float(max(ae)),
-                     "error_median_p2": float(np.median([abs(e["error"]) for e in errs if e["ranks"] == 2] or [np.nan])),
-                     "points": errs}
+                     "fitted_ranks": sorted(fit_ps), "statistic": stat, "points": errs}
     return out
 
 
-def fit_compute(scaling: dict) -> dict:
+def fit_compute(scaling: dict, stat: str = "median") -> dict:
     """Per model: c0 + c1 * rows_per_rank seconds of compute per unit, collectives and payload."""
     cores = scaling.get("cores") or 1
     out = {}
     runs = scaling.get("strong", []) + scaling.get("weak", [])
     for model in sorted({r["model"] for r in runs}):
-        rs = [r for r in runs if r["model"] == model and r["per_unit"]["median"]]
+        rs = [r for r in runs if r["model"] == model and r["per_unit"].get(stat)]
         if not rs:
             continue
-        comp = np.array([max(r["per_unit"]["median"] - r["comm_per_unit"]["median"], 1e-12) for r in rs])
+        comp = np.array([max(r["per_unit"][stat] - r["comm_per_unit"][stat], 1e-12) for r in rs])
         s = np.array([max(1.0, r["ranks"] / cores) for r in rs])
         npr = np.array([r["rows"] / r["ranks"] for r in rs])
         A = np.stack([s, s * npr], axis=1) / comp[:, None]
@@ -196,18 +217,19 @@ def unit_time(cm: dict, params: dict, topo: str, p: int, rows: float, net, g: in
     return {"seconds": compute + comm, "compute": compute, "comm": comm}
 
 
-def check(scaling: dict, comp: dict, params: dict) -> list:
+def check(scaling: dict, comp: dict, params: dict, stat: str = "median") -> list:
     out = []
     for kind in ("strong", "weak"):
         for r in scaling.get(kind, []):
             cm = comp.get(r["model"])
-            if not cm or not r["per_unit"]["median"]:
+            if not cm or not r["per_unit"].get(stat):
                 continue
             pred = unit_time(cm, params, "auto", r["ranks"], r["rows"], None, r["ranks"], cm["cores"])
-            meas = r["per_unit"]["median"]
+            meas = r["per_unit"][stat]
             out.append({"model": r["model"], "kind": kind, "ranks": r["ranks"], "rows": r["rows"],
                         "measured": meas, "measured_min": r["per_unit"]["min"], "measured_max": r["per_unit"]["max"],
-                        "measured_comm": r["comm_per_unit"]["median"], "predicted": pred["seconds"],
+                        "measured_median": r["per_unit"]["median"],
+                        "measured_comm": r["comm_per_unit"][stat], "predicted": pred["seconds"],
                         "predicted_comm": pred["comm"], "error": (pred["seconds"] - meas) / meas,
                         "oversubscribed": r["ranks"] > cm["cores"]})
     return out
@@ -247,6 +269,9 @@ def main(argv=None) -> int:
     ap.add_argument("--ranks-per-node", type=int, default=8, help="ranks per node (hierarchical's G)")
     ap.add_argument("--rows", default="1e6,1e8", help="total rows to predict for, comma-separated")
     ap.add_argument("--ranks", default="8,16,32,64,128,256,512,1024")
+    ap.add_argument("--statistic", choices=("median", "min"), default="median",
+                    help="which figure of the repeats to fit and check: the median, or the fastest repeat "
+                         "(the least disturbed by other jobs on a shared, loaded machine)")
     ap.add_argument("--json-out", help="default: RESULTS/scaling_model.json")
     a = ap.parse_args(argv)
     res = Path(a.results)
@@ -257,13 +282,13 @@ def main(argv=None) -> int:
               "bench/bench_scaling.py)")
         return 0
     comm, scaling = json.loads(comm_p.read_text()), json.loads(scal_p.read_text())
-    params = fit_collectives(comm)
-    comp = fit_compute(scaling)
+    params = fit_collectives(comm, a.statistic)
+    comp = fit_compute(scaling, a.statistic)
     net = {"alpha": a.latency_us * 1e-6, "beta": 8 / (a.bandwidth_gbit * 1e9),
            "bandwidth_gbit": a.bandwidth_gbit, "latency_us": a.latency_us}
     rows_list = [float(x) for x in a.rows.split(",")]
     ranks = [int(x) for x in a.ranks.split(",")]
-    chk = check(scaling, comp, params)
+    chk = check(scaling, comp, params, a.statistic)
     preds, stops = predict(comp, params, net, a.ranks_per_node, rows_list, ranks)
     for topo, f in params.items():
         print(f"{topo:13s} alpha {f['alpha_us']:8.2f} µs  beta {f['beta_ns_per_byte']:7.3f} ns/B  "
@@ -282,6 +307,7 @@ def main(argv=None) -> int:
                 for t, s in by_topo.items()))
     ae = [abs(c["error"]) for c in chk if not c["oversubscribed"]]
     assumptions = [
+        f"fitted to the {'median of the repeats' if a.statistic == 'median' else 'fastest repeat (the least disturbed by other jobs on this shared machine)'} of every measurement",
         "one allreduce = a(P, n) alpha + b(P, n) n beta with the coefficients of each algorithm "
         "(native: MPICH recursive doubling below 2 KiB, Rabenseifner above; ring; binomial tree pipelined in "
         "512 KiB pieces; hierarchical: intra-node reduce + leaders' tree/ring + intra-node broadcast)",
@@ -296,7 +322,7 @@ def main(argv=None) -> int:
         "iterations / trees needed do not depend on P (true of these algorithms: results do not depend on P)",
     ]
     doc = {"command": "python bench/scaling_model.py " + " ".join(sys.argv[1:] if argv is None else argv),
-           "network": net, "ranks_per_node": a.ranks_per_node, "rows": rows_list, "ranks": ranks,
+           "network": net, "ranks_per_node": a.ranks_per_node, "statistic": a.statistic, "rows": rows_list, "ranks": ranks,
            "collectives": params, "compute": comp, "check": chk,
            "check_error_median": float(np.median(ae)) if ae else None,
            "check_error_max": float(max(ae)) if ae else None,
