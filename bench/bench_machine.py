@@ -99,7 +99,7 @@ def main() -> int:
               f"f32 {res['gemm_gflops_float32']['median']:.1f}; read {res['read_gbps']['median']:.1f} GB/s, "
               f"triad {res['triad_gbps']['median']:.1f} GB/s (load {os.getloadavg()[0]:.1f})", flush=True)
     path = machine.save(a.json_out, "machine", {
-        "command": "python bench/bench_machine.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python bench/bench_machine.py"] + sys.argv[1:]),
         "gemm_size": a.gemm_size, "mib_per_array": a.mib, "repeats": a.repeats,
         "threads_per_process": 1, "by_ranks": by_ranks}, started)
     print(f"wrote {path}")

@@ -333,7 +333,7 @@ def main() -> int:
     results["curve_rows"] = max(int(MODELS["logistic"][0] * a.scale), 2 * K)
     results["curve_objective_target"] = next((p.get("objective") for p in results["peers"] if "objective" in p), None)
     path = machine.save(a.json_out, "scaling", {
-        "command": "python bench/bench_scaling.py " + " ".join(sys.argv[1:]), "scale": a.scale,
+        "command": " ".join(["python bench/bench_scaling.py"] + sys.argv[1:]), "scale": a.scale,
         "repeats": a.repeats, "ranks": ranks, "cores": os.cpu_count(), "threads_per_rank": 1,
         "models": {m: {"rows": max(int(MODELS[m][0] * a.scale), 2 * K), "features": MODELS[m][1], "unit": MODELS[m][2]}
                    for m in a.models.split(",")},

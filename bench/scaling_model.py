@@ -230,7 +230,9 @@ def check(scaling: dict, comp: dict, params: dict, stat: str = "median") -> list
                         "measured": meas, "measured_min": r["per_unit"]["min"], "measured_max": r["per_unit"]["max"],
                         "measured_median": r["per_unit"]["median"],
                         "measured_comm": r["comm_per_unit"][stat], "predicted": pred["seconds"],
-                        "predicted_comm": pred["comm"], "error": (pred["seconds"] - meas) / meas,
+                        "predicted_comm": pred["comm"], "predicted_compute": pred["compute"],
+                        "measured_compute": max(meas - r["comm_per_unit"][stat], 0.0),
+                        "error": (pred["seconds"] - meas) / meas,
                         "oversubscribed": r["ranks"] > cm["cores"]})
     return out
 
@@ -321,7 +323,7 @@ def main(argv=None) -> int:
         "the collectives per unit and their payload are those counted in the runs here (the same at any P)",
         "iterations / trees needed do not depend on P (true of these algorithms: results do not depend on P)",
     ]
-    doc = {"command": "python bench/scaling_model.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    doc = {"command": " ".join(["python bench/scaling_model.py"] + (sys.argv[1:] if argv is None else argv)),
            "network": net, "ranks_per_node": a.ranks_per_node, "statistic": a.statistic, "rows": rows_list, "ranks": ranks,
            "collectives": params, "compute": comp, "check": chk,
            "check_error_median": float(np.median(ae)) if ae else None,
