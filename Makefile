@@ -19,7 +19,7 @@ help:
 	@echo "make test-fast - the suite without the slow and Slurm tests, stopping at the first failure"
 	@echo "make setup  - create $(VENV) with mpi4py, numpy, h5py and the MPICH wheel"
 	@echo "make data   - generate the demo datasets under data/"
-	@echo "make bench  - benchmarks against scikit-learn / LightGBM / XGBoost (bench/README.md)"
+	@echo "make bench  - every benchmark, then bench/REPORT.md and its plots (bench/README.md)"
 	@echo "make bench-quick - every benchmark end to end on tiny sizes (~1.5 min), outputs in a temp dir"
 	@echo "make bench-report - bench/REPORT.md and its plots again from bench/results/*.json"
 	@echo "make lint   - byte-compile and check style"
