@@ -7,6 +7,7 @@ The tiny shared API of bench/ (documented in bench/README.md); a bench script ca
     ...
     row = machine.summary([t1, t2, t3])             # {"median", "min", "max", "n"}
     machine.save(path, "kmeans", {...}, started)    # JSON with "benchmark" and "machine"
+    machine.results("bench/results")                # {benchmark: newest result} (the readers)
 
 ``save`` writes ``{"benchmark": NAME, "machine": machine(), "started": ..., **data}`` atomically;
 bench/report.py reads every such file under bench/results/ (any JSON without a "benchmark" key
@@ -113,6 +114,23 @@ def machine() -> dict:
     env = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
            if k in os.environ}
     return {**_static(), "thread_env": env, **snapshot()}
+
+
+def results(directory) -> dict:
+    """{benchmark: result} of every JSON under ``directory`` (recursively) written by :func:`save`
+    (the newest per benchmark; other JSON files are skipped), each with ``"_path"`` added."""
+    found: dict = {}
+    for p in sorted(Path(directory).rglob("*.json")):
+        try:
+            doc = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and isinstance(doc.get("benchmark"), str) and isinstance(doc.get("machine"), dict):
+            doc["_path"] = str(p)
+            old = found.get(doc["benchmark"])
+            if old is None or doc["machine"].get("date", "") >= old["machine"].get("date", ""):
+                found[doc["benchmark"]] = doc
+    return found
 
 
 def save(path, benchmark: str, data: dict, started: dict | None = None) -> Path:

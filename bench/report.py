@@ -19,12 +19,13 @@ each result as a fraction of the machine's limits; the scaling model's fit, chec
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
 import traceback
 from pathlib import Path
+
+import machine
 
 HERE = Path(__file__).resolve().parent
 #: the benchmarks this report has sections for, and what each one gives
@@ -44,18 +45,7 @@ TOPO_STYLE = {"native": "C0", "ring": "C1", "tree": "C2", "hierarchical": "C3", 
 # ------------------------------------------------------------------ helpers
 def load(results: Path) -> dict:
     """{benchmark: result} of every machine.save()d JSON under results (the newest per name)."""
-    found = {}
-    for p in sorted(results.rglob("*.json")):
-        try:
-            doc = json.loads(p.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(doc, dict) and isinstance(doc.get("benchmark"), str) and isinstance(doc.get("machine"), dict):
-            doc["_path"] = str(p)
-            old = found.get(doc["benchmark"])
-            if old is None or doc["machine"].get("date", "") >= old["machine"].get("date", ""):
-                found[doc["benchmark"]] = doc
-    return found
+    return machine.results(results)
 
 
 def med(s) -> float | None:

@@ -47,7 +47,6 @@ is checked against every measured P (error reported), with the auto topology the
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -277,13 +276,13 @@ def main(argv=None) -> int:
     ap.add_argument("--json-out", help="default: RESULTS/scaling_model.json")
     a = ap.parse_args(argv)
     res = Path(a.results)
-    comm_p, scal_p = res / "comm.json", res / "scaling.json"
-    missing = [str(p) for p in (comm_p, scal_p) if not p.exists()]
+    found = machine.results(res)
+    missing = [n for n in ("comm", "scaling") if n not in found]
     if missing:
-        print(f"scaling model: nothing to fit, missing {', '.join(missing)} (run bench/bench_comm.py and "
-              "bench/bench_scaling.py)")
+        print(f"scaling model: nothing to fit, no {' or '.join(missing)} result under {res} (run "
+              + " and ".join(f"bench/bench_{n}.py" for n in missing) + ")")
         return 0
-    comm, scaling = json.loads(comm_p.read_text()), json.loads(scal_p.read_text())
+    comm, scaling = found["comm"], found["scaling"]
     params = fit_collectives(comm, a.statistic)
     comp = fit_compute(scaling, a.statistic)
     net = {"alpha": a.latency_us * 1e-6, "beta": 8 / (a.bandwidth_gbit * 1e9),
