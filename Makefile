@@ -11,7 +11,7 @@ export HYDRA_IFACE ?= lo
 MPIRUN := $(BIN)/mpiexec
 SL     := $(BIN)/shardlearn
 
-.PHONY: setup demo test test-fast test-gpu test-gpu-fake data bench bench-quick lint clean help
+.PHONY: setup demo test test-fast test-gpu test-gpu-fake data bench bench-quick bench-report lint clean help
 
 help:
 	@echo "make demo   - set up, generate data, train on $(NP) ranks (NP=4 make demo for more)"
@@ -21,8 +21,9 @@ help:
 	@echo "make test-gpu-fake - the same model tests through the GPU code paths with NumPy (no GPU needed)"
 	@echo "make setup  - create $(VENV) with mpi4py, numpy, h5py and the MPICH wheel"
 	@echo "make data   - generate the demo datasets under data/"
-	@echo "make bench  - benchmarks against scikit-learn / LightGBM / XGBoost (bench/README.md)"
-	@echo "make bench-quick - every benchmark end to end on tiny sizes (~1 min), outputs in a temp dir"
+	@echo "make bench  - every benchmark, then bench/REPORT.md and its plots (bench/README.md)"
+	@echo "make bench-quick - every benchmark end to end on tiny sizes (~1.5 min), outputs in a temp dir"
+	@echo "make bench-report - bench/REPORT.md and its plots again from bench/results/*.json"
 	@echo "make lint   - byte-compile and check style"
 	@echo "make clean  - remove generated data, runs and caches (keeps $(VENV))"
 
@@ -89,9 +90,16 @@ test-gpu:
 test-gpu-fake: setup
 	SHARDLEARN_DEVICE=gpu SHARDLEARN_FAKE_GPU=1 $(BIN)/python -m pytest -q -rs -m "not slow and not slurm" $(GPU_SUITE)
 
+# every benchmark (bench/results/*.json), then bench/scaling_model.py and bench/report.py
+# (bench/REPORT.md, bench/plots/*.png); slow: run it on a quiet machine
 bench: setup
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python bench/run_all.py
+
+# rebuild the scaling model and bench/REPORT.md from the results already in bench/results
+bench-report: setup
+	$(BIN)/python bench/scaling_model.py
+	$(BIN)/python bench/report.py
 
 # a smoke run, not a measurement: the committed bench/*.md reports are not touched
 bench-quick: setup
@@ -103,5 +111,5 @@ lint: setup
 	$(BIN)/ruff check src tests bench
 
 clean:
-	rm -rf $(RUNS) data/*/ data/*.h5 .pytest_cache bench/results
+	rm -rf $(RUNS) data/*/ data/*.h5 .pytest_cache bench/results/*/
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

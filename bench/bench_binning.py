@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+import machine
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -110,6 +112,7 @@ def main():
     a = ap.parse_args()
     if a.worker:
         return worker(a)
+    started = machine.snapshot()
     env = dict(os.environ, UCX_NET_DEVICES="lo", HYDRA_IFACE="lo", OMP_NUM_THREADS="1",
                PYTHONPATH=str(HERE.parent / "src"))
     env.pop("SHARDLEARN_KERNELS", None)
@@ -127,8 +130,9 @@ def main():
           + " after " + str([round(v * 1e3) for v in res["times"]["after"]]))
     for k, v in res["parts"].items():
         print(f"  after, rank 0: {k} {v * 1e3:.0f} ms")
-    Path(a.json_out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.json_out).write_text(json.dumps(res, indent=1))
+    res["command"] = "python bench/bench_binning.py " + " ".join(sys.argv[1:])
+    res["seconds"] = {k: machine.summary(v) for k, v in res["times"].items()}
+    machine.save(a.json_out, "binning", res, started)
     return 0 if res["same"] else 1
 
 

@@ -26,10 +26,13 @@ import sys
 import time
 from pathlib import Path
 
+import machine
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SIZES = "8,64,1K,8K,32K,128K,256K,512K,1M,2M,4M,8M,16M,64M"
 TOPOS = ("native", "ring", "tree", "auto")
+MEASURED = TOPOS + ("hierarchical",)  # hierarchical: in results/comm.json (for bench/scaling_model.py), not in comm.md
 MARKER = "<!-- notes: kept when the tables above are regenerated -->"
 
 
@@ -43,7 +46,7 @@ def run_once(nprocs: int, sizes: str, out: Path) -> dict:
                OPENBLAS_NUM_THREADS="1",
                PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = [mpiexec(), "-n", str(nprocs), sys.executable, "-m", "shardlearn", "bench-comm",
-           "--sizes", sizes, "--topologies", ",".join(TOPOS), "--json-out", str(out), "--quiet"]
+           "--sizes", sizes, "--topologies", ",".join(MEASURED), "--json-out", str(out), "--quiet"]
     subprocess.run(cmd, check=True, env=env, timeout=900)
     return json.loads(out.read_text())
 
@@ -66,6 +69,21 @@ def summarize(runs: list) -> dict:
         for row in run["results"]:
             table.setdefault(row["bytes"], {}).setdefault(row["topology"], []).append(row["us"])
     return {b: {t: statistics.median(v) for t, v in by.items()} for b, by in sorted(table.items())}
+
+
+def run_summary(runs: list) -> list:
+    """Rows {topology, bytes, us: {median, min, max, n}} over runs, for results/comm.json."""
+    rows: dict = {}
+    for run in runs:
+        for row in run["results"]:
+            rows.setdefault((row["topology"], row["bytes"]), []).append(row)
+    out = []
+    for (topo, b), rs in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        s = machine.summary(r["us"] for r in rs)
+        s["min"] = min(r.get("min_us", r["us"]) for r in rs)
+        s["max"] = max(r.get("max_us", r["us"]) for r in rs)
+        out.append({"topology": topo, "bytes": b, "us": s})
+    return out
 
 
 def fit_rule(table: dict, max_segments: int = 3) -> list:
@@ -178,11 +196,15 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default=SIZES)
     ap.add_argument("--out", default=str(HERE / "comm.md"))
     ap.add_argument("--reuse", default="",
-                    help="world sizes whose figures are read back from bench/results/comm-P*.json "
+                    help="world sizes whose figures are read back from bench/results/comm-runs/comm-P*.json "
                          "instead of measured again (e.g. to rerun only P=4 when the machine is quiet)")
-    ap.add_argument("--results", default=str(HERE / "results"),
+    ap.add_argument("--results", default=str(HERE / "results" / "comm-runs"),
                     help="directory of the per-run JSON figures (comm-P*.json)")
+    ap.add_argument("--json-out", default=str(HERE / "results" / "comm.json"),
+                    help="the summary with the machine record, for bench/report.py")
     args = ap.parse_args(argv)
+    started = machine.snapshot()
+    summaries = {}
     res_dir = Path(args.results)
     res_dir.mkdir(parents=True, exist_ok=True)
     results, loads, whens = {}, [], []
@@ -200,6 +222,7 @@ def main(argv=None) -> int:
             runs.append(run_once(nprocs, args.sizes, res_dir / f"comm-P{nprocs}-run{i}.json"))
             loads.append(f"P={nprocs}: {before:.1f}/{load():.1f}")
         results[nprocs] = summarize(runs)
+        summaries[str(nprocs)] = run_summary(runs)
         whens.append(f"P={nprocs}: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
         (res_dir / f"comm-P{nprocs}.json").write_text(json.dumps(
             {"ranks": nprocs, "median_us": {str(b): v for b, v in results[nprocs].items()},
@@ -215,6 +238,13 @@ def main(argv=None) -> int:
     meta = {"when": ", ".join(whens), "runs": args.runs,
             "loads": ", ".join(loads)}
     Path(args.out).write_text(markdown(results, meta, notes))
+    if summaries:
+        machine.save(args.json_out, "comm", {
+            "command": "python bench/bench_comm.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "runs": args.runs, "dtype": "float64", "op": "sum",
+            "timing": "per size and topology: median over runs of each run's median (over repeats) of the "
+                      "slowest rank's mean time per call; min/max: the extremes of any repeat",
+            "loads": loads, "by_ranks": summaries}, started)
     for nprocs, table in results.items():
         print(f"fitted auto rule P={nprocs}: {fit_rule(table)}")
     failed = [c for n, t in results.items() for c in checks(n, t) if not c[2]]

@@ -15,11 +15,15 @@ import os
 import statistics
 import sys
 import time
+from pathlib import Path
 
 from mpi4py import MPI
 
 from shardlearn.data import read_shard, synth
 from shardlearn.runtime import init
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ (also when imported)
+import machine  # noqa: E402
 
 
 def peers(a, out):
@@ -57,7 +61,9 @@ def main():
     ap.add_argument("--peers", action="store_true",
                     help="also time (on rank 0, one process) sklearn make_blobs in memory and a "
                          "plain h5py read of the same file")
+    ap.add_argument("--json-out", default=str(Path(__file__).resolve().parent / "results" / "data.json"))
     a = ap.parse_args()
+    started = machine.snapshot()
     ctx = init(verbose=True)
     comm = ctx.mpi_comm
     out = f"{a.dir}/blobs-{a.rows}x{a.features}"
@@ -67,7 +73,8 @@ def main():
     make = [synth.make_data("blobs", a.rows, a.features, out, ctx, seed=0, dtype="float64",
                             centers=16)["rows_per_second_per_rank"] for _ in range(a.repeats)]
     res = {"ranks": ctx.size, "rows": a.rows, "features": a.features,
-           "make_data_rows_per_s_per_rank": statistics.median(make)}
+           "make_data_rows_per_s_per_rank": statistics.median(make),
+           "make_data_rows_per_s_per_rank_summary": machine.summary(make)}
     for dt in ("float64", "float32"):
         times = []
         for _ in range(a.repeats):
@@ -79,6 +86,7 @@ def main():
             del sh
         file_bytes = a.rows * a.features * 8
         res[f"read_{dt}_seconds"] = statistics.median(times)
+        res[f"read_{dt}_seconds_summary"] = machine.summary(times)
         res[f"read_{dt}_GBps_total"] = file_bytes / statistics.median(times) / 1e9
         res[f"read_{dt}_GBps_per_rank"] = file_bytes / statistics.median(times) / 1e9 / ctx.size
     if ctx.rank == 0 and a.peers:
@@ -86,6 +94,8 @@ def main():
     if ctx.rank == 0:
         print(json.dumps(res, indent=1))
         sys.stdout.flush()
+        res["command"] = f"mpiexec -n {ctx.size} python bench/bench_data.py " + " ".join(sys.argv[1:])
+        machine.save(a.json_out, "data", res, started)
 
 
 if __name__ == "__main__":

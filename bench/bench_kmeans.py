@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+import machine
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # this checkout's package, also without an install
 CASES = [(1_000_000, 32, 16), (200_000, 64, 64)]
@@ -119,6 +121,7 @@ def worker_ours(a) -> None:
            "shard_mb": X.nbytes / 2 ** 20, "rss_before_data_mb": rss0, "rss_lloyd_mb": rss_lloyd}
     out["per_iter"] = (out["t21"] - out["t1"]) / 20
     out["per_iter_min"] = (min(t21) - min(t1)) / 20  # the least-disturbed runs (shared machine)
+    out["per_iter_summary"] = machine.summary((b - a) / 20 for a, b in zip(t1, t21))  # repeat by repeat
     if a.inits:
         for init in ("k-means++", "k-means||"):
             t, km = timed(init=init, max_iter=300, random_state=0)
@@ -156,6 +159,7 @@ def worker_sklearn(a) -> None:
            "dtype": str(X.dtype)}
     out["per_iter"] = (out["t21"] - out["t1"]) / 20
     out["per_iter_min"] = (min(t21) - min(t1)) / 20
+    out["per_iter_summary"] = machine.summary((b - a) / 20 for a, b in zip(t1, t21))
     if a.inits:
         t = time.perf_counter()
         km = SK(a.k, n_init=1, tol=1e-4, algorithm="lloyd", random_state=0).fit(X)
@@ -224,6 +228,7 @@ def main() -> None:
         {"ours": worker_ours, "sklearn": worker_sklearn, "limits": worker_limits}[a.worker](a)
         return
 
+    started = machine.snapshot()
     ddir = Path(a.data_dir)
     ddir.mkdir(parents=True, exist_ok=True)
     cmd = [mpiexec(), "-n", "2", sys.executable, __file__, "--worker", "limits", "--limits-size", str(a.limits_size)]
@@ -259,8 +264,8 @@ def main() -> None:
     out = {"limits_2ranks": limits2, "limits_1rank": limits1, "rows": rows,
            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "repeats": a.repeats,
            "load_avg_at_end": os.getloadavg()}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(out, indent=2) + "\n")
+    out["command"] = "python bench/bench_kmeans.py " + " ".join(sys.argv[1:])
+    machine.save(a.out, "kmeans", out, started)
     print("\nms per iteration: median over repeats (min in brackets)")
     print("\n| data | dtype | sklearn 2 thr ms/iter | ours 2 ranks ms/iter | ratio | 1 rank 1 thr | 1 rank 2 thr "
           "| speed-up 1→2 | floor GEMM / mem ms | ours / floor | peak RSS − base / shard MB (rank 0) |")

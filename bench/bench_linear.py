@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+import machine
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 BANDWIDTH_GBS = 26.8  # BASELINES.md: memory read bandwidth of this machine, 2 threads
@@ -168,11 +170,12 @@ def main() -> int:
     ap.add_argument("--ridge-data", help=argparse.SUPPRESS)
     ap.add_argument("--target", type=float, help=argparse.SUPPRESS)
     ap.add_argument("--tol", type=float, default=1e-6, help=argparse.SUPPRESS)
-    ap.add_argument("--json-out", help=argparse.SUPPRESS)
+    ap.add_argument("--json-out", help="the results with the machine record (default bench/results/linear.json)")
     args = ap.parse_args()
     if args.worker:
         worker(args)
         return 0
+    started = machine.snapshot()
 
     from threadpoolctl import threadpool_limits
     from sklearn.linear_model import LogisticRegression as SKLogistic, Ridge as SKRidge
@@ -329,6 +332,21 @@ def main() -> int:
     ]
     Path(args.out).write_text("\n".join(lines))
     print("\n".join(lines))
+    machine.save(args.json_out, "linear", {
+        "command": f"python bench/bench_linear.py --rows {args.rows} --features {args.features} "
+                   f"--repeats {args.repeats}",
+        "rows": args.rows, "features": args.features, "ranks": args.ranks, "repeats": args.repeats,
+        "logistic": {"sklearn_2threads_seconds": machine.summary(sk_times),
+                     "sklearn_1thread_seconds": machine.summary(sk1_times), "sklearn_iterations": sk_iter,
+                     "sklearn_objective": sk_obj, "ours_reach_seconds": machine.summary(reach),
+                     "ours_total_seconds": machine.summary(r["total"] for r in lg),
+                     "ours_iterations": statistics.median(r["n_iter"] for r in lg),
+                     "ours_evaluations": statistics.median(r["evals"] for r in lg),
+                     "ours_eval_seconds": ev, "ours_eval_comm_seconds": res["eval_comm_seconds"],
+                     "ours_f32_reach_seconds": machine.summary(r["reach"] for r in res["logistic_f32"])},
+        "ridge": {"ours_seconds": machine.summary(res["ridge"]), "sklearn_2threads_seconds": machine.summary(rd_times),
+                  "sklearn_1thread_seconds": machine.summary(rd1_times), "coef_relative_difference": ridge_rel},
+        "sgd": res["sgd"]}, started)
     return 0
 
 

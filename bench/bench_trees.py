@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+import machine
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 BIN = Path(sys.executable).parent
@@ -167,6 +169,7 @@ def main():
     ap.add_argument("--out", default=str(HERE / "trees.md"))
     ap.add_argument("--json-out", default=str(HERE / "results" / "trees.json"))
     a = ap.parse_args()
+    started = machine.snapshot()
     d = Path(a.work)
     d.mkdir(parents=True, exist_ok=True)
     make_data(d, a.rows, a.features)
@@ -193,9 +196,13 @@ def main():
     pred_np = ours_predict(runs["allreduce"][-1]["model"], d / "test.h5", "numpy")
     pred["predict_seconds_numpy"] = pred_np["predict_seconds"]
     print("predict", pred, flush=True)
-    res = {"args": vars(a), "runs": runs, "ours_predict": pred, "same_trees": same}
-    Path(a.json_out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.json_out).write_text(json.dumps(res, indent=1))
+    res = {"args": vars(a), "runs": runs, "ours_predict": pred, "same_trees": same,
+           "command": "python bench/bench_trees.py " + " ".join(sys.argv[1:]),
+           # fit seconds (median, min-max over repeats) of every variant and peer, and ours per tree
+           "fit_seconds": {k: machine.summary(r["fit"] for r in v) for k, v in runs.items() if v},
+           "per_tree_seconds": {k: machine.summary((r["fit"] - r["binning"]) / r["n_trees"] for r in v)
+                                for k, v in runs.items() if v and "n_trees" in v[0]}}
+    machine.save(a.json_out, "trees", res, started)
     if runs["lightgbm"]:
         write_md(a, runs, pred, same)
 

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+import machine
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 BIN = Path(sys.executable).parent
@@ -149,6 +151,7 @@ def main():
     from sklearn.metrics import roc_auc_score
 
     sys.path.insert(0, str(ROOT / "src"))
+    started = machine.snapshot()
     d = Path(args.dir)
     d.mkdir(parents=True, exist_ok=True)
     make_data(d, args.rows)
@@ -188,9 +191,9 @@ def main():
     load = os.getloadavg()
     out = {"rows": args.rows, "trees": args.trees, "np": args.np, "repeats": args.repeats, "fit_median": med,
            "fits": {k: [r["fit"] for r in v] for k, v in runs.items()}, "auc": auc, "phases": phases, "predict_rows_per_s": pred,
-           "load": load}
-    Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json_out).write_text(json.dumps(out, indent=1))
+           "load": load, "command": "python bench/bench_trees_categorical.py " + " ".join(sys.argv[1:]),
+           "fit_seconds": {k: machine.summary(r["fit"] for r in v) for k, v in runs.items()}}
+    machine.save(args.json_out, "trees_categorical", out, started)
     if not have_lgb:
         print(json.dumps(out, indent=1))
         return

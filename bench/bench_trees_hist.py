@@ -19,16 +19,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+import machine
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=400_000)
     ap.add_argument("--trees", type=int, default=10)
+    ap.add_argument("--json-out", default=str(Path(__file__).resolve().parent / "results" / "trees_hist.json"))
     a = ap.parse_args()
+    started = machine.snapshot()
     from sklearn.datasets import make_classification
 
     from shardlearn.data.binning import BinMapper
@@ -76,6 +82,9 @@ def main():
     print(json.dumps({"rows": a.rows, "trees": a.trees,
                       "median_ms_per_tree": {k: {m: round(1e3 * float(np.median(v)), 1) for m, v in d.items()}
                                              for k, d in res.items()}}))
+    machine.save(a.json_out, "trees_hist", {
+        "command": "python bench/bench_trees_hist.py " + " ".join(sys.argv[1:]), "rows": a.rows, "trees": a.trees,
+        "seconds_per_tree": {k: {m: machine.summary(v) for m, v in d.items()} for k, d in res.items()}}, started)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
 """Run every benchmark in bench/ (``bench_*.py``) one after another; see bench/README.md.
 
-Each benchmark writes its own markdown report next to it (``bench/<topic>.md``) with the
-measured figures and the ratios against the peer named in its issue.
+Each benchmark writes its results with the machine record to ``bench/results/NAME.json``
+(bench/machine.py) and most also a markdown report next to it (``bench/<topic>.md``). After
+them ``scaling_model.py`` fits and predicts, and ``report.py`` writes bench/REPORT.md and
+bench/plots/*.png from the results.
 
 ``--quick`` (``make bench-quick``) instead runs every script end to end on tiny sizes
 (the same code paths: data, fit, predict, the peers, the report) with every output in a
 temporary work directory, never the committed reports: a smoke test that no benchmark
 has rotted, not a measurement. It fails, naming the script and printing its last output
-lines, if any script fails.
+lines, if any script fails. The scaling model and the report then run on the quick results
+(in the work directory): a smoke test of both.
 
     python bench/run_all.py [NAME ...]              # full size, e.g. NAME = kmeans
     python bench/run_all.py --quick [--work-dir DIR] [NAME ...]
@@ -36,8 +39,9 @@ def quick_args(name: str, w: Path) -> list | None:
         "cluster": ["--layouts", "2x1", "--caps", "1", "--sizes", "8,1M", "--repeats", "1",
                     "--out", w / "cluster.md", "--json-out", w / "cluster.json"],
         "comm": ["--ranks", "2", "--runs", "1", "--sizes", "8,1K,128K,1M", "--out", w / "comm.md",
-                 "--results", w / "comm"],
-        "data": ["--rows", "20000", "--features", "8", "--repeats", "1", "--dir", w / "data", "--peers"],
+                 "--results", w / "comm", "--json-out", w / "comm.json"],
+        "data": ["--rows", "20000", "--features", "8", "--repeats", "1", "--dir", w / "data", "--peers",
+                 "--json-out", w / "data.json"],
         "import": ["--csv-mb", "2", "--repeats", "1", "--pipe-rows", "20000", "--pipe-features", "8",
                    "--work", w / "import", "--out", w / "import.md", "--json-out", w / "import.json"],
         "kmeans": ["--cases", "20000x16k8", "--repeats", "1", "--limits-size", "256",
@@ -45,7 +49,11 @@ def quick_args(name: str, w: Path) -> list | None:
         "knn": ["--train", "20000", "--queries", "1000", "--work", w / "knn", "--out", w / "knn.md",
                 "--json-out", w / "knn.json"],
         "resample": ["--rows", "6000", "--trees", "3", "--out", w / "resample.md", "--json-out", w / "resample.json"],
-        "linear": ["--rows", "20000", "--repeats", "1", "--workdir", w / "linear", "--out", w / "linear.md"],
+        "linear": ["--rows", "20000", "--repeats", "1", "--workdir", w / "linear", "--out", w / "linear.md",
+                   "--json-out", w / "linear.json"],
+        "machine": ["--gemm-size", "256", "--mib", "8", "--repeats", "2", "--json-out", w / "machine.json"],
+        "scaling": ["--scale", "0.01", "--repeats", "1", "--ranks", "1,2", "--kinds", "strong",
+                    "--peer-threads", "1", "--json-out", w / "scaling.json"],
         "exact_reduce": ["--repeats", "1", "--scale", "0.02", "--out", w / "exact_reduce.md",
                          "--json-out", w / "exact_reduce.json"],
         "quantized": ["--rows", "20000", "--trees", "5", "--repeats", "1", "--work", w / "quantized",
@@ -54,7 +62,7 @@ def quick_args(name: str, w: Path) -> list | None:
                   "--out", w / "trees.md", "--json-out", w / "trees.json"],
         "trees_categorical": ["--rows", "20000", "--trees", "5", "--repeats", "1", "--dir", w / "trees_categorical",
                               "--out", w / "trees_categorical.md", "--json-out", w / "trees_categorical.json"],
-        "trees_hist": ["--rows", "20000", "--trees", "3"],
+        "trees_hist": ["--rows", "20000", "--trees", "3", "--json-out", w / "trees_hist.json"],
         # without CuPy and a GPU it prints "skipped bench_gpu: ..." and exits 0
         "gpu": ["--rows", "20000", "--iters", "3", "--trees", "2", "--ranks", "2", "--no-peers",
                 "--workdir", w / "gpu", "--out", w / "gpu.md", "--json-out", w / "gpu.json"],
@@ -110,9 +118,15 @@ def main(argv=None) -> int:
     if not a.quick:
         failed = []
         for script in scripts:
-            print(f"== {script.name}", flush=True)
-            if subprocess.run([sys.executable, str(script)]).returncode != 0:
+            name = script.stem[len("bench_"):]
+            print(f"== {script.name} (load {os.getloadavg()[0]:.1f})", flush=True)
+            if subprocess.run(command(script, name, []), env=quick_env(), cwd=ROOT).returncode != 0:
                 failed.append(script.name)
+        # the scaling model and the report read bench/results/*.json only (whatever exists)
+        for step in (["scaling_model.py"], ["report.py"]):
+            print(f"== {step[0]}", flush=True)
+            if subprocess.run([sys.executable, str(HERE / step[0])] + step[1:], env=quick_env(), cwd=ROOT).returncode:
+                failed.append(step[0])
         if failed:
             print("failed: " + ", ".join(failed))
         return 1 if failed else 0
@@ -142,6 +156,17 @@ def main(argv=None) -> int:
             tail = out.rstrip().splitlines()[-25:]
             print(f"---- {script.name} failed (exit {rc}): {' '.join(cmd)}\n---- last lines of its output:\n"
                   + "\n".join("  " + ln for ln in tail), flush=True)
+    # the scaling model and the report, on the quick results (a smoke test of both)
+    for step, extra in (("scaling_model.py", ["--results", work, "--json-out", work / "scaling_model.json"]),
+                        ("report.py", ["--results", work, "--out", work / "report"])):
+        t0 = time.perf_counter()
+        rc, out = run_quick([sys.executable, str(HERE / step)] + [str(x) for x in extra], env, work)
+        (work / f"{Path(step).stem}.txt").write_text(out)
+        print(f"{'ok  ' if rc == 0 else 'FAIL'} {step:28s} {time.perf_counter() - t0:6.1f} s", flush=True)
+        if rc != 0:
+            failed.append(step)
+            print(f"---- {step} failed (exit {rc}); last lines of its output:\n"
+                  + "\n".join("  " + ln for ln in out.rstrip().splitlines()[-25:]), flush=True)
     print(f"quick run: {len(scripts) - len(failed)}/{len(scripts)} benchmarks ok in "
           f"{time.perf_counter() - t_all:.1f} s; outputs in {work}" if failed or a.work_dir else
           f"quick run: {len(scripts)}/{len(scripts)} benchmarks ok in {time.perf_counter() - t_all:.1f} s")

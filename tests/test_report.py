@@ -87,6 +87,18 @@ def test_report_under_mpiexec_prints_once(runs, tmp_path):
     assert p.stdout.count("parameters:") == 1 and p.stdout.count("plot:") == 1
 
 
+def test_report_piped_into_a_reader_that_leaves_still_plots(runs, tmp_path):
+    """``shardlearn report R --plot P | head -1``: no traceback, exit 0, the plot is written."""
+    png = tmp_path / "g.png"
+    proc = subprocess.Popen([sys.executable, "-m", "shardlearn", "report", str(runs / "gbdt.json"), "--plot",
+                             str(png)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=mpi_env({"MPLBACKEND": "Agg"}))
+    proc.stdout.close()  # the reader is gone before the first line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert png.read_bytes().startswith(PNG_SIGNATURE)
+
+
 def test_report_without_matplotlib_prints_text_and_the_hint(runs, tmp_path):
     # a matplotlib that cannot be imported, first on the path
     (tmp_path / "matplotlib").mkdir()

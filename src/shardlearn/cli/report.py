@@ -187,6 +187,18 @@ def plot(rep: dict, out: str) -> None:
     plt.close(fig)
 
 
+def _say(text: str) -> None:
+    """print, but a reader that left (``shardlearn report R --plot P | head``) ends only the text:
+    the rest goes to /dev/null and the plot is still drawn."""
+    import os
+    import sys
+
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def run(args) -> int:
     """Print the summary; with --plot write the PNG (or say how to get matplotlib)."""
     import sys
@@ -203,17 +215,17 @@ def run(args) -> int:
         sys.stderr.write(f"shardlearn: error: report: {args.run_report}: not a shardlearn run report "
                          f"(malformed entry: {type(exc).__name__} {exc})\n")
         return 2
-    print(text)
+    _say(text)
     if args.plot:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            print(PLOT_HINT)
+            _say(PLOT_HINT)
             return 0
         try:
             plot(rep, args.plot)
         except (ShardlearnError, OSError) as exc:
             sys.stderr.write(f"shardlearn: error: report: --plot {args.plot}: {exc}\n")
             return 2
-        print(f"plot: {args.plot}")
+        _say(f"plot: {args.plot}")
     return 0
