@@ -34,6 +34,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -139,11 +142,10 @@ def main(argv=None) -> int:
            "timing": "median over repeats of the slowest rank's mean time per call (shardlearn bench-comm)",
            "command": " ".join([Path(sys.executable).name, "bench/bench_cluster.py", *(argv or sys.argv[1:])]),
            "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-           "machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()},
+           "host": {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()},
            "emulation": "tests/cluster.py NetnsCluster: veth + bridge, tbf both directions, UCX_TLS=self,tcp",
            "runs": runs}
-    Path(a.json_out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.json_out).write_text(json.dumps(doc, indent=1) + "\n")
+    machine.save(a.json_out, "cluster", doc)
     Path(a.out).write_text(report_md(doc))
     print(f"wrote {a.out} and {a.json_out}")
     return 0
@@ -153,8 +155,8 @@ def report_md(doc: dict) -> str:
     lines = ["# Allreduce across emulated nodes (network namespaces, capped link)", "",
              "Written by `bench/bench_cluster.py` (see its docstring for the method); raw figures in "
              "`bench/results/cluster.json`.", "",
-             f"Command: `{doc['command']}`, {doc['date_utc']} UTC, {doc['machine']['cpus']} CPUs, "
-             f"kernel {doc['machine']['kernel']}.", "",
+             f"Command: `{doc['command']}`, {doc['date_utc']} UTC, {doc['host']['cpus']} CPUs, "
+             f"kernel {doc['host']['kernel']}.", "",
              "Every \"node\" is a network namespace on the same 2-core machine: the cap limits the "
              "link, but all ranks and the kernel's TCP work share the same two cores, so the "
              "uncapped and high-cap figures are CPU-bound, not link-bound.", ""]

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import platform
 import statistics
@@ -39,6 +38,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -128,8 +130,7 @@ def main():
         load1 = os.getloadavg()[0]
     res = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": platform.processor() or platform.machine(),
            "cores": os.cpu_count(), "load_average": [load0, load1], "repeats": a.repeats, "cases": rows}
-    Path(a.json_out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.json_out).write_text(json.dumps(res, indent=1))
+    machine.save(a.json_out, "exact_reduce", res)
     md = report(res)
     Path(a.out).write_text(md)
     print(md)

@@ -43,6 +43,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
@@ -259,9 +262,8 @@ def write(a, device, lim, rows, load0, t_all, final: bool) -> str:
     if not final:
         text += "\n(partial: the run was still going when this was written)\n"
     Path(a.out).write_text(text)
-    Path(a.json_out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.json_out).write_text(json.dumps({"device": device, "ceilings": lim, "results": rows,
-                                            "load": [load0, load1], "args": vars(a)}, indent=1, default=str))
+    machine.save(a.json_out, "gpu", {"device": device, "ceilings": lim, "results": rows,
+                                     "load": [load0, load1], "args": {k: str(v) for k, v in vars(a).items()}})
     return text
 
 

@@ -20,6 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
@@ -166,8 +169,7 @@ def main() -> None:
     load_after = Path("/proc/loadavg").read_text().split()[:3]
     out = {"kernels_vs_numpy": kern, "train": a.train, "queries": a.queries, "features": a.features, "k": a.k, "ranks": a.ranks,
            "sklearn_seconds": sk["seconds"], "ours": rows, "loadavg_before": load_before, "loadavg_after": load_after}
-    Path(a.json_out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.json_out).write_text(json.dumps(out, indent=2) + "\n")
+    machine.save(a.json_out, "knn", out)
     lines = ["# k nearest neighbours: shardlearn vs scikit-learn brute force\n",
              f"`python bench/bench_knn.py --train {a.train} --queries {a.queries}` "
              f"({a.features} features, k = {a.k}): shardlearn on {a.ranks} ranks x 1 BLAS thread, "

@@ -32,6 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_trees import BIN, env, have_lightgbm, make_data, ours_predict  # noqa: E402
@@ -123,15 +126,14 @@ def main():
     if lgb_ok:
         auc["lgb"], auc["lgb_quantized"] = runs["lgb"][-1]["auc"], runs["lgb_quantized"][-1]["auc"]
     fit = {k: stats([r["fit"] for r in v]) for k, v in runs.items() if v}
-    res = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.processor() or platform.machine(),
+    res = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": platform.processor() or platform.machine(),
            "cores": os.cpu_count(), "load_average": loads, "rows": a.rows, "features": a.features, "trees": a.trees,
            "np": a.np, "repeats": a.repeats, "fit_seconds": fit, "auc": auc,
            "per_tree_ms": {k: runs[k][-1]["per_tree_ms"] for k in ("exact", "quantized")},
            "bytes_per_tree": {k: runs[k][-1]["bytes_per_tree"] for k in ("exact", "quantized")},
            "wire_per_tree": {k: runs[k][-1]["wire_per_tree"] for k in ("exact", "quantized")},
            "reduce_scatter": {"bytes_per_tree": rs["bytes_per_tree"], "identical_to_allreduce": identical}}
-    Path(a.json_out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.json_out).write_text(json.dumps(res, indent=1))
+    machine.save(a.json_out, "quantized", res)
     Path(a.out).write_text(report(res))
     print(report(res))
     if not identical:

@@ -12,10 +12,14 @@ rank here: the weights are keyed by global row, so they are the same for any P
 """
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -91,8 +95,7 @@ def main() -> None:
     out = {"rows": a.rows, "features": a.features, "train_counts": counts.tolist(),
            "kept_under": float(weights["under"].sum()), "weighted_over": float(weights["over"].sum()),
            "results": rows, "loadavg": load}
-    Path(a.json_out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.json_out).write_text(json.dumps(out, indent=2) + "\n")
+    machine.save(a.json_out, "resample", out)
     lines = ["# Imbalanced labels: --resample against class_weight\n",
              f"`python bench/bench_resample.py --rows {a.rows}`: `make_classification` with {a.features} features "
              f"and a 1:50 class ratio ({counts[0]} : {counts[1]} training rows, {len(yv)} held-out rows), "
