@@ -280,13 +280,12 @@ def ps_sgd(ctx, obj, w0, *, global_rows, train_local, n_train_total, seed=0, bat
     t, lr, t_start = 0, learning_rate, time.perf_counter()
     mask = obj.l1_mask
     share = 1.0 if average == "weighted" else 1.0 / P
-    slowest = 0.0
     for ep in range(1, epochs + 1):
         batches = epoch_batches(seed, ep, global_rows, train_local, n_steps)
         acc = gmax = 0.0
         for s, rows in enumerate(batches):
             if staleness != math.inf:
-                slowest = ps.wait(0, t - staleness)
+                ps.wait(0, t - staleness)
             w = ps.pull()
             if staleness == 0:
                 ps.tick(1)
