@@ -307,13 +307,14 @@ def ps_sgd(ctx, obj, w0, *, global_rows, train_local, n_train_total, seed=0, bat
             lr = learning_rate_at(schedule, learning_rate, t, total, power_t)
             if staleness == 0:  # nobody changes step t's parameters before everyone has read them
                 ps.wait(1, t + 1)
+            acc += f
+            if s == n_steps - 1:  # the epoch's loss share and end time, in before the clock says done
+                ps.add_epoch(ep, acc / n_steps, time.perf_counter() - t_start)
             ps.push(-lr * g)
             ps.tick(0)
-            acc += f
             gmax = max(gmax, float(np.max(np.abs(g))) if g.size else 0.0)
             t += 1
         elapsed = time.perf_counter() - t_start
-        ps.add_epoch(ep, acc / n_steps, elapsed)
         if trace is not None:
             trace.append((elapsed, ps.pull()))
         # rank 0's view: the epoch loss summed so far (complete once every worker is done
