@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -68,25 +69,27 @@ def worker(a) -> None:
 
     out = []
     strag = f"{ctx.size - 1}:{a.straggler_factor}"
-    for straggler in (None, strag):
-        for name, cfg in CONFIGS:
-            est = LogisticRegression(C=C, solver="sgd", batch_size=a.batch_size, epochs=a.epochs,
-                                     learning_rate=a.learning_rate, schedule="constant", tol=None,
-                                     straggler=straggler, comm=ctx, **cfg)
-            est._trace = []
-            ctx.mpi_comm.Barrier()
-            t0 = time.perf_counter()
-            est.fit(X, y, row_offset=lo)
-            wall = time.perf_counter() - t0
-            walls = ctx.mpi_comm.gather(wall, root=0)
-            curve = [(sec, objective(coef, icpt)) for sec, coef, icpt in est._trace]
-            final = objective(np.atleast_2d(est.coef_), np.atleast_1d(est.intercept_))
-            curve.append((wall, final))  # the final model, when rank 0's fit returned
-            if ctx.rank == 0:
-                out.append({"config": name, "straggler": straggler, "curve": curve, "final_objective": final,
-                            "wall_seconds": max(walls),
-                            "steps_per_rank": est.history_[-1].get("steps")})
-                print(f"{name:10s} straggler={straggler}: final {final:.6f} in {max(walls):.2f}s", flush=True)
+    for rep in range(a.repeats):
+        for straggler in (None, strag):
+            for name, cfg in CONFIGS:
+                est = LogisticRegression(C=C, solver="sgd", batch_size=a.batch_size, epochs=a.epochs,
+                                         learning_rate=a.learning_rate, schedule="constant", tol=None,
+                                         straggler=straggler, comm=ctx, **cfg)
+                est._trace = []
+                ctx.mpi_comm.Barrier()
+                t0 = time.perf_counter()
+                est.fit(X, y, row_offset=lo)
+                wall = time.perf_counter() - t0
+                walls = ctx.mpi_comm.gather(wall, root=0)
+                curve = [(sec, objective(coef, icpt)) for sec, coef, icpt in est._trace]
+                final = objective(np.atleast_2d(est.coef_), np.atleast_1d(est.intercept_))
+                curve.append((wall, final))  # the final model, when rank 0's fit returned
+                if ctx.rank == 0:
+                    out.append({"config": name, "straggler": straggler, "repeat": rep, "curve": curve,
+                                "final_objective": final, "wall_seconds": max(walls),
+                                "steps_per_rank": est.history_[-1].get("steps")})
+                    print(f"{name:10s} straggler={straggler} repeat {rep}: final {final:.6f} in {max(walls):.2f}s",
+                          flush=True)
     if ctx.rank == 0:
         Path(a.worker_out).write_text(json.dumps(out))
 
@@ -137,12 +140,20 @@ def report(results, meta, out: Path) -> None:
              f"gradient computation (`--straggler {meta['ranks'] - 1}:{meta['straggler_factor']:g}`). Objective = "
              "full-data mean log-loss + ||w||^2/(2Cn) of rank 0's parameters at each of its epoch ends and of the "
              f"final model, evaluated after the fit. Target = best final objective x (1 + {meta['target_gap']:g}) = {target:.6f}.", "",
-             "| straggler | config | final objective | wall s (slowest rank) | s to target | steps per rank |",
+             f"Median of {meta['repeats']} repeats (each repeat runs all ten configurations in turn); the "
+             "plot shows the first repeat.", "",
+             "| straggler | config | final objective | wall s, slowest rank (each repeat) | s to target | steps per rank |",
              "|---|---|---|---|---|---|"]
-    for r in results:
-        tt = time_to(r["curve"], target)
-        lines.append(f"| {'yes' if r['straggler'] else 'no'} | {r['config']} | {r['final_objective']:.6f} | "
-                     f"{r['wall_seconds']:.2f} | {'-' if tt is None else f'{tt:.2f}'} | {r['steps_per_rank']} |")
+    for strag in (False, True):
+        for name, _ in CONFIGS:
+            runs = [r for r in results if r["config"] == name and (r["straggler"] is not None) == strag]
+            tts = [time_to(r["curve"], target) for r in runs]
+            tt = None if any(t is None for t in tts) else statistics.median(tts)
+            each = ", ".join(f"{r['wall_seconds']:.2f}" for r in runs)
+            lines.append(f"| {'yes' if strag else 'no'} | {name} | {statistics.median(r['final_objective'] for r in runs):.6f} | "
+                         f"{statistics.median(r['wall_seconds'] for r in runs):.2f} "
+                         f"({each}) | "
+                         f"{'-' if tt is None else f'{tt:.2f}'} | {runs[0]['steps_per_rank']} |")
     lines += ["", "![loss against wall time](ps.png)", ""]
     lines += meta.get("notes", [])
     out.write_text("\n".join(lines) + "\n")
@@ -156,6 +167,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=8192)
     ap.add_argument("--learning-rate", type=float, default=0.5)
     ap.add_argument("--ranks", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--straggler-factor", type=float, default=4.0)
     ap.add_argument("--target-gap", type=float, default=0.01)
     ap.add_argument("--out", default=str(HERE / "ps.md"))
@@ -175,19 +187,20 @@ def main(argv=None) -> int:
     cmd = [str(mpiexec) if mpiexec.exists() else "mpiexec", "-n", str(a.ranks), sys.executable, __file__, "--worker",
            "--worker-out", str(tmp), "--rows", str(a.rows), "--features", str(a.features), "--epochs", str(a.epochs),
            "--batch-size", str(a.batch_size), "--learning-rate", str(a.learning_rate),
-           "--straggler-factor", str(a.straggler_factor)]
+           "--straggler-factor", str(a.straggler_factor), "--repeats", str(a.repeats)]
     subprocess.run(cmd, env=env, check=True)
     results = json.loads(tmp.read_text())
     tmp.unlink()
     load1 = open("/proc/loadavg").read().split()[:3]
     meta = {"rows": a.rows, "features": a.features, "epochs": a.epochs, "batch_size": a.batch_size,
-            "learning_rate": a.learning_rate, "ranks": a.ranks, "straggler_factor": a.straggler_factor,
+            "learning_rate": a.learning_rate, "ranks": a.ranks, "repeats": a.repeats, "straggler_factor": a.straggler_factor,
             "target_gap": a.target_gap, "objective_at_zero": float(np.log(2.0)),
             "loadavg_before": " ".join(load0), "loadavg_after": " ".join(load1),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "command": "python bench/bench_ps.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     best = min(r["final_objective"] for r in results)
-    shifted = [dict(r, curve=[(s, f - best + 1e-4) for s, f in r["curve"]]) for r in results]
+    first = [r for r in results if r["repeat"] == 0]
+    shifted = [dict(r, curve=[(s, f - best + 1e-4) for s, f in r["curve"]]) for r in first]
     plot(shifted, Path(a.png), dict(meta, objective_at_zero=meta["objective_at_zero"] - best + 1e-4))
     Path(a.json_out).write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     report(results, meta, Path(a.out))

@@ -39,7 +39,7 @@ def quick_args(name: str, w: Path) -> list | None:
         "kmeans": ["--cases", "20000x16k8", "--repeats", "1", "--limits-size", "256",
                    "--data-dir", w / "kmeans", "--out", w / "kmeans.json"],
         "linear": ["--rows", "20000", "--repeats", "1", "--workdir", w / "linear", "--out", w / "linear.md"],
-        "ps": ["--rows", "20000", "--features", "16", "--epochs", "2", "--out", w / "ps.md",
+        "ps": ["--rows", "8000", "--features", "8", "--epochs", "2", "--repeats", "1", "--batch-size", "2000", "--out", w / "ps.md",
                "--json-out", w / "ps.json", "--png", w / "ps.png"],
         "trees": ["--rows", "20000", "--trees", "5", "--repeats", "1", "--work", w / "trees",
                   "--out", w / "trees.md", "--json-out", w / "trees.json"],
