@@ -144,9 +144,7 @@ class _LinearModel(Params):
         # ---- local checks, agreed by every rank
         with ctx.collective_errors():
             solver = self._check_params()
-            if checkpoint is not None and solver == "sgd" and self.aggregation == "ps":
-                raise ShardlearnError("aggregation='ps' cannot checkpoint (the workers' clocks are not "
-                                      "aligned at epoch ends): drop --checkpoint or use allreduce")
+            _ps.check_job(self, solver, ctx.size, checkpoint)
             X = np.asarray(X)
             if X.dtype not in (np.float32, np.float64):
                 X = X.astype(np.float64)

@@ -120,6 +120,18 @@ def check_params(est, solver: str) -> None:
                               "(early stopping) needs aggregation='allreduce'")
 
 
+def check_job(est, solver: str, size: int, checkpoint) -> None:
+    """What ``aggregation="ps"`` needs of the job: at most one server per rank, no checkpoint."""
+    if est.aggregation != "ps" or solver != "sgd":
+        return
+    if int(est.servers) > size:
+        raise ShardlearnError(f"servers={est.servers} but the job has {size} ranks: a server is a rank "
+                              f"(use --servers <= {size})")
+    if checkpoint is not None:
+        raise ShardlearnError("aggregation='ps' cannot checkpoint (the workers' clocks are not aligned at "
+                              "epoch ends): drop --checkpoint or use allreduce")
+
+
 def slow_down(obj, ctx, straggler) -> None:
     """Make this rank a straggler if ``straggler`` names it: sleep ``factor - 1`` times the
     compute time of every local loss+gradient pass of ``obj``."""
@@ -264,8 +276,6 @@ def ps_sgd(ctx, obj, w0, *, global_rows, train_local, n_train_total, seed=0, bat
     ``loss`` the mean mini-batch objective of the last epoch over all workers.
     """
     P, rank = ctx.size, ctx.rank
-    if servers > P:
-        raise ShardlearnError(f"servers={servers} but the job has {P} ranks: a server is a rank (use --servers <= {P})")
     n_steps = max(1, -(-int(n_train_total) // int(batch_size)))
     total = n_steps * epochs
     X, tgt, sw = obj.X, obj.t, obj.s
