@@ -14,7 +14,7 @@ against the seconds since the solver started. Reported: the final objective, the
 wall time, and the time to reach the target objective (``--target-gap`` above the best
 final objective of all runs). Writes bench/ps.md, bench/results/ps.json and bench/ps.png.
 
-    python bench/bench_ps.py [--rows 150000] [--features 128] [--epochs 8] [--batch-size 8192] [--ranks 3]
+    python bench/bench_ps.py [--rows 150000] [--features 128] [--epochs 20] [--batch-size 8192] [--ranks 3]
 """
 from __future__ import annotations
 
@@ -163,11 +163,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=150_000)
     ap.add_argument("--features", type=int, default=128)
-    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=8192)
     ap.add_argument("--learning-rate", type=float, default=0.5)
     ap.add_argument("--ranks", type=int, default=3)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--straggler-factor", type=float, default=4.0)
     ap.add_argument("--target-gap", type=float, default=0.01)
     ap.add_argument("--out", default=str(HERE / "ps.md"))
