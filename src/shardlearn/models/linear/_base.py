@@ -280,7 +280,7 @@ class _LinearModel(Params):
             A, b = obj.affine(res.w)
             self._set_coef(A.T.copy(), b.copy())
             if self._trace is not None:  # (seconds, coef, intercept) per epoch, for bench/bench_ps.py
-                self._trace[:] = [(sec, *(lambda ab: (ab[0].T.copy(), ab[1].copy()))(obj.affine(w)))
+                self._trace[:] = [(sec, obj.affine(w)[0].T.copy(), obj.affine(w)[1].copy())
                                   for sec, w in self._trace]
         self.n_iter_ = int(res.n_iter)
         self.converged_ = bool(res.converged)
