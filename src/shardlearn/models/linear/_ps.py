@@ -42,7 +42,7 @@ stopping on a validation split and checkpoints are not offered with ``ps``: ever
 runs all ``epochs`` at its own pace.
 
 Never hangs: a wait that sees no worker advance for ``SHARDLEARN_PS_TIMEOUT`` seconds
-(default 300) raises ShardlearnError, which ``ctx.guard`` turns into an abort of the job; an
+(default 300) raises TimeoutError, which ``ctx.guard`` turns into an abort of the job; an
 exception on any rank aborts the job the same way, and a rank that dies ends the job
 through the launcher (tests/test_ps.py kills a server and a worker).
 
@@ -227,8 +227,8 @@ class ParameterServer:
 
     def wait(self, which: int, at_least: float) -> float:
         """Block until every worker's clock ``which`` is >= ``at_least``; return the
-        slowest clock seen. Raises ShardlearnError after ``timeout`` seconds without any
-        worker advancing (a dead or stalled rank)."""
+        slowest clock seen. Raises TimeoutError (which ``ctx.guard`` turns into an abort of
+        the job) after ``timeout`` seconds without any worker advancing (a dead or stalled rank)."""
         t0 = last = time.perf_counter()
         sleep, seen = 0.0, None
         while True:
@@ -242,7 +242,9 @@ class ParameterServer:
                 seen, last = float(clocks.sum()), now
             elif now - last > self.timeout:
                 lag = int(np.argmin(clocks))
-                raise ShardlearnError(
+                # not a ShardlearnError: only the waiting ranks see it, so ctx.guard must abort the
+                # job (an agreed error would let them leave while the stuck rank holds the world)
+                raise TimeoutError(
                     f"parameter server: no worker advanced for {self.timeout:.0f}s while rank {self.rank} waited "
                     f"for clock {int(at_least)}; rank {lag} is stuck at {int(clocks[lag])} (dead or stalled). "
                     f"Raise {TIMEOUT_ENV} if a rank is just slow")
