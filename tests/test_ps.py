@@ -50,6 +50,9 @@ for name, (cls, kw, X, y) in models.items():
         out[name][tag] = coefs(m)
         out[name][tag + "_loss"] = m.loss_
         out[name][tag + "_hist"] = len(m.history_)
+# s = 0 pushes in rank order: bit-identical on a rerun
+again = LogisticRegression(C=2.0, **sgd, aggregation="ps").fit(Xb, yb, row_offset=o)
+out["ps0_repeat_identical"] = coefs(again) == out["logistic"]["ps0"]
 # an empty rank; fewer rows than ranks (3 rows)
 (Xs, os_), (ys, _) = part(D["Xb"], True), part(D["yb"], True)
 out["skew"] = [coefs(LogisticRegression(**sgd, aggregation=a).fit(Xs, ys, row_offset=os_)) for a in ("allreduce", "ps")]
@@ -123,6 +126,7 @@ def test_bulk_synchronous_equals_allreduce(runs):
         assert rel(r["skew"][1], r["skew"][0]) < 1e-9, P
         assert rel(r["tiny"][1], r["tiny"][0]) < 1e-9, P
         assert rel(runs[P]["logistic"]["ps0"], runs[1]["logistic"]["ps0"]) < 1e-9  # any P: the same batches
+        assert r["ps0_repeat_identical"], P
 
 
 def test_stale_and_async_end_near_allreduce(runs):

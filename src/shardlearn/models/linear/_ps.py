@@ -24,7 +24,10 @@ window on rank 0 next to the per-epoch loss sums and times:
   pushed ``t`` updates, and before pushing step ``t`` until every worker has pulled its
   parameters of step ``t`` (so no one reads a half-updated step). With one server and
   ``ps_average="weighted"`` this is the allreduce SGD (same batches, same steps) up to
-  the order of the floating-point additions (tests/test_ps.py: within 1e-9 relative);
+  the order of the floating-point additions (tests/test_ps.py: within 1e-9 relative). The
+  workers push one after the other in rank order (each waits for the previous rank's clock),
+  so the servers add the updates in the same order every run: bit-reproducible, like
+  allreduce (for s > 0 the interleaving of steps depends on timing, by design);
 - ``0 < s < inf`` — stale-synchronous parallel (SSP): a worker at clock ``t`` waits only
   until the slowest has completed ``t - s`` steps; it may see fresher updates too;
 - ``s = inf`` — asynchronous: no waiting at all.
@@ -225,6 +228,25 @@ class ParameterServer:
         self.meta.Flush(0)
         return out
 
+    def wait_for(self, which: int, rank: int, at_least: float) -> None:
+        """Block until worker ``rank``'s clock ``which`` is >= ``at_least`` (same timeout)."""
+        t0 = last = time.perf_counter()
+        sleep, seen = 0.0, None
+        while True:
+            clock = float(self.read_meta()[which * self.P + rank])
+            if clock >= at_least:
+                self.wait_seconds += time.perf_counter() - t0
+                return
+            now = time.perf_counter()
+            if clock != seen:
+                seen, last = clock, now
+            elif now - last > self.timeout:
+                raise TimeoutError(f"parameter server: no worker advanced for {self.timeout:.0f}s while rank "
+                                   f"{self.rank} waited for rank {rank} to reach clock {int(at_least)} (dead or "
+                                   f"stalled). Raise {TIMEOUT_ENV} if a rank is just slow")
+            sleep = min(2e-3, max(5e-5, sleep * 2))
+            time.sleep(sleep)
+
     def wait(self, which: int, at_least: float) -> float:
         """Block until every worker's clock ``which`` is >= ``at_least``; return the
         slowest clock seen. Raises TimeoutError (which ``ctx.guard`` turns into an abort of
@@ -319,6 +341,8 @@ def ps_sgd(ctx, obj, w0, *, global_rows, train_local, n_train_total, seed=0, bat
             lr = learning_rate_at(schedule, learning_rate, t, total, power_t)
             if staleness == 0:  # nobody changes step t's parameters before everyone has read them
                 ps.wait(1, t + 1)
+                if rank > 0:  # pushes in rank order: the same sum order every run (bit-reproducible)
+                    ps.wait_for(0, rank - 1, t + 1)
             acc += f
             if s == n_steps - 1:  # the epoch's loss share and end time, in before the clock says done
                 ps.add_epoch(ep, acc / n_steps, time.perf_counter() - t_start)
