@@ -42,7 +42,7 @@ PS = (1, 2, 3)
 MODELS = ("kmeans", "linear", "ridge", "lasso", "logistic", "gbdt", "forest")
 SUPERVISED = MODELS[1:]
 #: options that make each model train in a blink on the corpus' small datasets
-FAST = {"kmeans": ["--k", "2"], "linear": [], "ridge": [], "lasso": [], "logistic": [],
+FAST = {"kmeans": ["--k", "2"], "linear": [], "ridge": [], "lasso": [], "logistic": [], "svm": [],
         "gbdt": ["--n-estimators", "3", "--min-child-samples", "1"],
         "forest": ["--n-estimators", "3"], "tree": ["--max-depth", "3"], "knn": ["--n-neighbors", "1"]}
 #: options for 2 rows (more ranks than rows): the normal equations of 2 rows x 3 features are
@@ -177,7 +177,7 @@ with h5py.File(f"{m}/v99.h5", "r+") as h:
     h.attrs["shardlearn_format"] = 99
 shutil.copy(f"{m}/logistic.h5", f"{m}/foreign.h5")
 with h5py.File(f"{m}/foreign.h5", "r+") as h:
-    h.attrs["estimator"] = "svm"
+    h.attrs["estimator"] = "qda"
 shutil.copy(f"{m}/kmeans.h5", f"{m}/damaged.h5")
 with h5py.File(f"{m}/damaged.h5", "r+") as h:
     for k in list(h.keys()):
@@ -392,6 +392,13 @@ def build_cases() -> list[Case]:
         ("kmeans", ["--threads", "0"], ["--threads"]),
         ("kmeans", ["--threads", "-2"], ["--threads"]),
         ("logistic", ["--solver", "sgd", "--momentum", "1.5"], ["momentum"]),
+        ("svm", ["--C", "0"], ["C must be > 0"]),
+        ("svm", ["--loss", "hinge"], ["not differentiable", "solver='sgd'"]),
+        ("svm", ["--intercept-scaling", "0"], ["intercept_scaling"]),
+        ("logistic", ["--aggregation", "ps"], ["needs solver='sgd'"]),
+        ("ridge", ["--solver", "sgd", "--aggregation", "ps", "--momentum", "0.5"], ["no momentum"]),
+        ("ridge", ["--solver", "sgd", "--aggregation", "ps", "--servers", "9"], ["servers=9"]),
+        ("ridge", ["--solver", "sgd", "--straggler", "x"], ["RANK:FACTOR"]),
         ("logistic", ["--validation-fraction", "-0.1"], ["validation_fraction"]),
         ("gbdt", ["--objective", "multiclass", "--num-class", "1"], ["num_class"]),
         ("forest", ["--num-class", "0"], ["num_class"]),
@@ -414,7 +421,7 @@ def build_cases() -> list[Case]:
         ("model not HDF5", "{d}/text.h5", ["text.h5", "not a readable HDF5 file"]),
         ("model truncated", "{m}/truncated.h5", ["truncated.h5"]),
         ("model is a dataset", "{d}/clf.h5", ["clf.h5", "not a shardlearn model"]),
-        ("model of an unknown estimator", "{m}/foreign.h5", ["foreign.h5", "unknown estimator 'svm'"]),
+        ("model of an unknown estimator", "{m}/foreign.h5", ["foreign.h5", "unknown estimator 'qda'"]),
         ("model of a newer format", "{m}/v99.h5", ["v99.h5", "format 99", "upgrade"]),
         ("model damaged", "{m}/damaged.h5", ["damaged.h5", "damaged kmeans model"]),
     ]:
@@ -596,7 +603,7 @@ def build_cases() -> list[Case]:
         ("k missing", ["train", "kmeans", "--data", c, "--out", "{e}/argk2.h5"], ["--k"]),
         ("unknown objective", ["train", "gbdt", "--data", c, "--out", "{e}/argo.h5", "--objective", "poisson"],
          ["poisson"]),
-        ("unknown model", ["train", "svm", "--data", c, "--out", "{e}/args.h5"], ["svm"]),
+        ("unknown model", ["train", "qda", "--data", c, "--out", "{e}/args.h5"], ["qda"]),
         ("unknown option", ["info", c, "--colour"], ["--colour"]),
         ("rows not a number", ["make-data", "blobs", "--rows", "many", "--features", "2", "--out", "{e}/argr"],
          ["--rows", "many"]),

@@ -363,9 +363,10 @@ def test_cli_lists_match_the_estimators():
     import inspect
 
     from shardlearn.cli import train_linear
-    from shardlearn.models.linear import Lasso, LinearRegression, LogisticRegression, Ridge, _solvers
+    from shardlearn.models.linear import Lasso, LinearRegression, LinearSVC, LogisticRegression, Ridge, _solvers
 
-    models = {"linear": LinearRegression, "ridge": Ridge, "lasso": Lasso, "logistic": LogisticRegression}
+    models = {"linear": LinearRegression, "ridge": Ridge, "lasso": Lasso, "logistic": LogisticRegression,
+              "svm": LinearSVC}
     assert set(train_linear.SOLVERS) == set(train_linear.MODELS) == set(models)
     for name, cls in models.items():
         cli = train_linear.SOLVERS[name]

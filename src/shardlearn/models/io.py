@@ -30,6 +30,7 @@ ESTIMATORS = {
     "ridge": ("shardlearn.models.linear", "Ridge"),
     "lasso": ("shardlearn.models.linear", "Lasso"),
     "logistic": ("shardlearn.models.linear", "LogisticRegression"),
+    "svm": ("shardlearn.models.linear", "LinearSVC"),
     "gbdt": ("shardlearn.models.trees.gbdt", "_GradientBoosting"),
     "forest": ("shardlearn.models.trees.forest", "_RandomForest"),
     "tree": ("shardlearn.models.trees.decision_tree", "_DecisionTree"),

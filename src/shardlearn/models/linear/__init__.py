@@ -13,6 +13,7 @@ LinearRegression   ``sum s (y - Xw - b)^2``
 Ridge(alpha)       ``sum s (y - Xw - b)^2 + alpha ||w||^2``          (sklearn Ridge)
 Lasso(alpha)       ``1/(2W) sum s (y - Xw - b)^2 + alpha ||w||_1``   (sklearn Lasso)
 LogisticRegression ``C sum s logloss + 1/2 ||w||^2`` (l2), ``C sum s logloss + ||w||_1`` (l1)
+LinearSVC          ``C sum s sqhinge + 1/2 ||(w, c)||^2`` (or hinge, or L1; one-vs-rest)
 =================  =============================================================
 
 The solvers minimise these divided by ``W`` (same optimum, O(1) gradients). The
@@ -40,17 +41,24 @@ Modules, one job each; imports point down this list only:
   penalties and the solvers they accept;
 - :mod:`.logistic` — :class:`LogisticRegression`: classes agreed over ranks, class
   weights, probabilities and classification metrics;
+- :mod:`.svm` — :class:`LinearSVC`: the logistic model's class handling with the
+  (squared) hinge losses of :mod:`._hinge_objective` (liblinear's penalised intercept);
 - :mod:`._base` — what the estimators share: parameter checks, ``fit`` (input checks,
   validation split, global statistics, one solver), local prediction, model files;
 - :mod:`._objective` — the distributed loss+gradient oracle: one blocked pass over the
   rank's rows and one packed allreduce per evaluation (also the SGD mini-batch and
   validation losses);
+- :mod:`._hinge_objective` — the SVM's oracle: :mod:`._objective`'s pass with the
+  (squared) hinge, one-vs-rest problems stacked in the same allreduce;
 - :mod:`._normal` — the normal-equations path of least squares: ``X^T S X`` in one pass,
   one allreduce, Cholesky;
 - :mod:`._solvers` — L-BFGS with a strong-Wolfe line search, (proximal) GD and FISTA,
-  mini-batch SGD and its step-size schedules, on any such oracle.
+  mini-batch SGD and its step-size schedules, on any such oracle;
+- :mod:`._ps` — SGD through a parameter server (``aggregation="ps"``: MPI one-sided
+  windows, bulk-synchronous, stale-synchronous or asynchronous), and ``straggler``.
 """
 from .logistic import LogisticRegression
 from .regression import Lasso, LinearRegression, Ridge
+from .svm import LinearSVC
 
-__all__ = ["Lasso", "LinearRegression", "LogisticRegression", "Ridge"]
+__all__ = ["Lasso", "LinearRegression", "LinearSVC", "LogisticRegression", "Ridge"]

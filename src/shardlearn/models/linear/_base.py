@@ -21,7 +21,7 @@ from ...errors import ShardlearnError
 from ...runtime import context_from
 from ...util import faults
 from ..base import NotFittedError, Params, check_dense, check_fit_input, shape_hint
-from . import _gpu, _normal, _solvers
+from . import _gpu, _normal, _ps, _solvers
 from ._normal import _colsumsq
 from ._objective import _Objective
 
@@ -40,7 +40,8 @@ class _LinearModel(Params):
                  tol=1e-4, batch_size=256, learning_rate=0.01, schedule="invscaling", power_t=0.5,
                  momentum=0.0, nesterov=False, epochs=10, validation_fraction=0.0,
                  n_iter_no_change=5, lbfgs_memory=10, fixed_step=False, random_state=0, verbose=None,
-                 comm=None):
+                 comm=None, aggregation="allreduce", servers=1, staleness=0, ps_average="weighted",
+                 straggler=None):
         self.fit_intercept = fit_intercept
         self.standardize = standardize
         self.solver = solver
@@ -60,6 +61,12 @@ class _LinearModel(Params):
         self.random_state = random_state
         self.verbose = verbose
         self.comm = comm
+        # sgd only: how the mini-batch gradients are combined (see ._ps)
+        self.aggregation = aggregation
+        self.servers = servers
+        self.staleness = staleness
+        self.ps_average = ps_average
+        self.straggler = straggler
 
     def _check_params(self):
         solver = self.solver or self._default_solver
@@ -89,6 +96,7 @@ class _LinearModel(Params):
                 raise ShardlearnError(f"momentum must be in [0, 1), got {self.momentum}")
             if int(self.epochs) < 1:
                 raise ShardlearnError(f"epochs must be >= 1, got {self.epochs}")
+        _ps.check_params(self, solver)
         if solver == "gd" and self.learning_rate is not None and not float(self.learning_rate) > 0:
             raise ShardlearnError(f"learning_rate must be > 0, got {self.learning_rate}")
         return solver
@@ -139,6 +147,7 @@ class _LinearModel(Params):
         xp = compute_xp(ctx, X)  # not None: X goes to (stays on) the device (_gpu.py)
         with ctx.collective_errors():
             solver = self._check_params()
+            _ps.check_job(self, solver, ctx.size, checkpoint)
             if is_device_array(X):
                 y = np.asarray(y)
             else:
@@ -274,14 +283,18 @@ class _LinearModel(Params):
             self._set_coef(coef[None, :], np.array([intercept]))
         else:
             lam, l1 = self._strengths(W_train)
-            obj = _Objective(ctx, X, t, s_train, s_val, kind=self._loss_kind(K), K=K, lam=lam,
-                             mu=mu, sigma=sigma, fit_intercept=bool(self.fit_intercept),
-                             W_train=W_train, W_val=W_val)
+            obj = self._make_objective(ctx, X, t, s_train, s_val, kind=self._loss_kind(K), K=K, lam=lam,
+                                       mu=mu, sigma=sigma, fit_intercept=bool(self.fit_intercept),
+                                       W_train=W_train, W_val=W_val)
             obj.device = xp is not None  # the row passes on the device (_gpu.py)
+            _ps.slow_down(obj, ctx, self.straggler)  # --straggler RANK:FACTOR (a test option)
             res = self._run_solver(ctx, solver, obj, l1, grows, train, int(n_train), frac > 0, verbose,
                                    state=state, callback=on_step)
             A, b = obj.affine(res.w)
             self._set_coef(A.T.copy(), b.copy())
+            if self._trace is not None:  # (seconds, coef, intercept) per epoch, for bench/bench_ps.py
+                self._trace[:] = [(sec, obj.affine(w)[0].T.copy(), obj.affine(w)[1].copy())
+                                  for sec, w in self._trace]
         self.n_iter_ = int(res.n_iter)
         self.converged_ = bool(res.converged)
         self.stop_reason_ = res.reason
@@ -317,6 +330,13 @@ class _LinearModel(Params):
                                l1_mask=obj.l1_mask, accelerated=(solver == "fista"), early_stopping=early,
                                n_iter_no_change=int(self.n_iter_no_change), progress=prog,
                                state=state, callback=callback)
+        if self.aggregation == "ps":
+            return _ps.ps_sgd(ctx, obj, w0, global_rows=grows, train_local=np.flatnonzero(train),
+                              n_train_total=n_train, seed=int(self.random_state), batch_size=int(self.batch_size),
+                              epochs=int(self.epochs), learning_rate=float(self.learning_rate),
+                              schedule=self.schedule, power_t=float(self.power_t), l1=l1,
+                              servers=int(self.servers), staleness=_ps.staleness_value(self.staleness),
+                              average=self.ps_average, progress=prog, callback=callback, trace=self._trace)
         return _solvers.sgd(obj.batch, w0, global_rows=grows, train_local=np.flatnonzero(train),
                             n_train_total=n_train, seed=int(self.random_state), batch_size=int(self.batch_size),
                             epochs=int(self.epochs), learning_rate=float(self.learning_rate),
@@ -324,7 +344,14 @@ class _LinearModel(Params):
                             nesterov=bool(self.nesterov), l1=l1, l1_mask=obj.l1_mask, tol=self.tol,
                             n_iter_no_change=int(self.n_iter_no_change),
                             validation=obj.validation if early else None, progress=prog,
-                            state=state, callback=callback)
+                            state=state, callback=callback, trace=self._trace)
+
+    #: a list to collect (seconds, w) at each SGD epoch end (bench/bench_ps.py sets it); None: off
+    _trace = None
+
+    def _make_objective(self, ctx, X, t, s_train, s_val, **kw):
+        """The loss+gradient oracle (the SVM supplies its own hinge losses)."""
+        return _Objective(ctx, X, t, s_train, s_val, **kw)
 
     # ----- penalties (the estimators override)
     def _ridge_alpha(self):

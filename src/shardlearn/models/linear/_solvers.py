@@ -612,7 +612,8 @@ def sgd(batch_fun, w0, *, global_rows: np.ndarray, train_local: np.ndarray, n_tr
         schedule: str = "invscaling", power_t: float = 0.5, momentum: float = 0.0,
         nesterov: bool = False, l1: float = 0.0, l1_mask: np.ndarray | None = None,
         tol: float | None = 1e-4, n_iter_no_change: int = 5, validation=None,
-        progress: Progress | None = None, state: dict | None = None, callback=None) -> OptimResult:
+        progress: Progress | None = None, state: dict | None = None, callback=None,
+        trace: list | None = None) -> OptimResult:
     """Synchronous data-parallel mini-batch SGD (momentum, Nesterov, L1 proximal step).
 
     Parameters
@@ -649,6 +650,9 @@ def sgd(batch_fun, w0, *, global_rows: np.ndarray, train_local: np.ndarray, n_tr
         half-done epoch is kept): the weights, the momentum velocity, the global step
         counter ``t`` the schedule follows, the epoch, its mean loss, the
         early-stopping best weights, best loss and patience count, and the history.
+    trace : list, optional
+        Appended ``(seconds, w.copy())`` at every epoch end (loss-against-time curves;
+        :mod:`._ps` records the same for parameter-server SGD).
 
     Returns
     -------
@@ -693,6 +697,8 @@ def sgd(batch_fun, w0, *, global_rows: np.ndarray, train_local: np.ndarray, n_tr
         loss_epoch = acc / n_steps
         val = validation(w) if validation is not None else None
         progress.record(ep, loss_epoch, gmax, lr, val, steps=t)
+        if trace is not None:
+            trace.append((progress.history[-1]["seconds"], w.copy()))
         if not np.isfinite(loss_epoch) or not np.all(np.isfinite(w)):
             reason = "diverged (lower --learning-rate)"
             break

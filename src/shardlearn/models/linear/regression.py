@@ -32,6 +32,14 @@ class LinearRegression(_LinearModel, RegressorMixin, BaseEstimator):
         ``gd``: take ``learning_rate`` as a fixed step instead of backtracking.
     random_state : int
         Seed for the validation split and the SGD batches.
+    aggregation : {"allreduce", "ps"}, default "allreduce"
+        ``sgd`` only: combine the mini-batch gradients by one allreduce per step, or
+        through a parameter server (:mod:`shardlearn.models.linear._ps`) with ``servers``
+        server ranks, ``staleness`` 0 (bulk-synchronous), s (stale-synchronous) or
+        ``"inf"`` (asynchronous), and ``ps_average`` ``"weighted"`` or ``"mean"``.
+    straggler : str, optional
+        ``"RANK:FACTOR"``: that rank's gradient computation is FACTOR times slower (tests,
+        benchmarks).
     verbose : bool, optional
         Per-iteration lines on rank 0 (default: the context's setting).
     comm : mpi4py communicator or shardlearn Context, optional
