@@ -70,7 +70,7 @@ def test_cli_resample_for_each_classifier(tmp_path):
     data = tmp_path / "d.h5"
     with h5py.File(data, "w") as h:
         h["X"], h["y"] = X, y.astype(np.float64)
-    for model, extra in (("logistic", []), ("gbdt", ["--n-estimators", "5"]), ("forest", ["--n-estimators", "3"]),
+    for model, extra in (("logistic", []), ("svm", []), ("gbdt", ["--n-estimators", "5"]), ("forest", ["--n-estimators", "3"]),
                          ("tree", ["--max-depth", "4"])):
         proc = run_cli(2, "train", model, "--data", data, "--out", tmp_path / f"{model}.h5", "--resample",
                        "under:2", *extra)

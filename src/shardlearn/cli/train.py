@@ -25,7 +25,7 @@ FAMILIES = ("shardlearn.cli.train_kmeans", "shardlearn.cli.train_linear", "shard
 #: the classifiers that take ``--resample`` (gbdt, forest and tree when classifying): their family
 #: module passes :func:`resample_weights_for`'s weights to fit as sample_weight. Not knn: its
 #: model refers to the training data and votes by row; a weight would have to travel with it
-RESAMPLE_MODELS = ("logistic", "gbdt", "forest", "tree")
+RESAMPLE_MODELS = ("logistic", "svm", "gbdt", "forest", "tree")
 #: models without ``--preprocess``: knn's model re-reads its training rows at predict time, untransformed
 NO_PREPROCESS = ("knn",)
 

@@ -168,7 +168,7 @@ def fit(name: str, args, ctx, checkpoint_for):
 
     shard = read_training_shard(args, ctx, dtype=args.dtype, need_y=True)
     est = build(name, args, ctx)
-    sw = resample_weights_for(args, ctx, shard)   # --resample: logistic only
+    sw = resample_weights_for(args, ctx, shard)   # --resample: logistic and svm (None otherwise)
     # steps: solver iterations (lbfgs, gd, fista), epochs (sgd); normal: one step
     checkpoint = checkpoint_for(shard)
     with ctx.timers.phase("fit"):
