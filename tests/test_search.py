@@ -41,12 +41,14 @@ for G in sorted({{1, 2, ctx.size}} & set(range(1, ctx.size + 1))):
     r["logistic"] = splits(s, 4)
     r["best"] = [s.best_params_, s.best_index_, s.best_score_, s.best_estimator_.coef_.ravel().tolist()]
     r["rank"] = s.cv_results_["rank_test_score"].tolist()
-    s = GridSearch(LogisticRegression(tol=1e-10, max_iter=1000), grid, scoring="neg_log_loss", cv=4,
-                   n_groups=G, refit=False, multi_alpha=False, comm=ctx).fit(Xc, yc)
-    r["logistic_seq"] = splits(s, 4)
-    s = GridSearch(LogisticRegression(tol=1e-10, max_iter=1000), grid, scoring="accuracy", cv=4,
-                   n_groups=G, refit=False, comm=ctx).fit(Xc, yc)
-    r["logistic_acc"] = splits(s, 4)
+    if G == 1:   # one by one: G > 1 is covered by ridge_seq and gbdt
+        s = GridSearch(LogisticRegression(tol=1e-10, max_iter=1000), grid, scoring="neg_log_loss", cv=4,
+                       n_groups=G, refit=False, multi_alpha=False, comm=ctx).fit(Xc, yc)
+        r["logistic_seq"] = splits(s, 4)
+    if G == ctx.size:
+        s = GridSearch(LogisticRegression(tol=1e-10, max_iter=1000), grid, scoring="accuracy", cv=4,
+                       n_groups=G, refit=False, comm=ctx).fit(Xc, yc)
+        r["logistic_acc"] = splits(s, 4)
     s = GridSearch(Ridge(), {{"alpha": [0.01, 1.0, 100.0], "fit_intercept": [True, False]}}, cv=3,
                    n_groups=G, refit=False, comm=ctx).fit(Xr, yr)
     r["ridge"] = splits(s, 3)
@@ -120,7 +122,7 @@ lo, hi = block_bounds(len(D["Xc"]), ctx.size, ctx.rank)
 X, y = D["Xc"][lo:hi], D["yc"][lo:hi]
 out = {{}}
 for G in (1, ctx.size):
-    s = GridSearch(LogisticRegression(tol=1e-10), {{"C": [1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0, 100.0], "fit_intercept": [True, False]}},
+    s = GridSearch(LogisticRegression(tol=1e-10), {{"C": [1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0, 100.0]}},
                    cv=3, halving=True, factor=3, n_groups=G, scoring="neg_log_loss", refit=False, comm=ctx).fit(X, y)
     r = s.cv_results_
     out[str(G)] = {{"iter": r["iter"].tolist(), "n_resources": r["n_resources"].tolist(),
@@ -149,15 +151,15 @@ def data(tmp_path_factory):
     return d
 
 
+def _launch(P, data, tmp):
+    proc = run_script(P, SEARCH_SCRIPT.format(path=str(data / "data.npz")), tmp, timeout=240)
+    return json_lines(proc.stdout)[0]
+
+
 @pytest.fixture(scope="module")
 def runs(data, tmp_path_factory):
-    path = str(data / "data.npz")
     tmp = tmp_path_factory.mktemp("search_runs")
-    out = {}
-    for P in (1, 2, 3, 4):
-        proc = run_script(P, SEARCH_SCRIPT.format(path=path), tmp, timeout=240)
-        out[P] = json_lines(proc.stdout)[0]
-    return out
+    return {P: _launch(P, data, tmp) for P in (1, 2)}
 
 
 def _close(a, b, tol):
@@ -165,7 +167,7 @@ def _close(a, b, tol):
     assert a.shape == b.shape and np.allclose(a, b, rtol=tol, atol=tol), (a, b)
 
 
-def test_scores_do_not_depend_on_ranks_or_groups(runs):
+def _same_scores(runs):
     ref = runs[1]["1"]
     for P, res in runs.items():
         assert res["folds"] == runs[1]["folds"], f"folds differ on {P} ranks"
@@ -174,9 +176,19 @@ def test_scores_do_not_depend_on_ranks_or_groups(runs):
                 continue
             for key, tol in (("logistic", 1e-7), ("logistic_seq", 1e-7), ("ridge", 1e-9), ("ridge_seq", 1e-9),
                              ("cross_validate", 1e-9), ("tiny", 1e-9), ("gbdt", 1e-12), ("logistic_acc", 0)):
-                _close(r[key], ref[key], tol)
+                if key in r:
+                    _close(r[key], ref[key], tol)
             assert r["best"][:2] == ref["best"][:2] and r["rank"] == ref["rank"]
             _close(r["best"][3], ref["best"][3], 1e-6)   # the refit on all rows with all ranks
+
+
+def test_scores_do_not_depend_on_ranks_or_groups(runs):
+    _same_scores(runs)
+
+
+@pytest.mark.slow
+def test_scores_do_not_depend_on_ranks_or_groups_on_3_and_4_ranks(runs, data, tmp_path):
+    _same_scores({**runs, **{P: _launch(P, data, tmp_path) for P in (3, 4)}})
 
 
 def test_the_many_alpha_pass_gives_the_one_by_one_scores(runs):
@@ -243,7 +255,7 @@ def test_halving_follows_scikit_learns_schedule(data, tmp_path):
     proc = run_script(2, HALVING_SCRIPT.format(path=str(data / "data.npz")), tmp_path, timeout=120)
     out = json_lines(proc.stdout)[0]
     D = np.load(data / "data.npz")
-    grid = {"C": [1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0, 100.0], "fit_intercept": [True, False]}
+    grid = {"C": [1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0, 100.0]}
     sk = HalvingGridSearchCV(SkLogistic(), grid, cv=3, factor=3).fit(D["Xc"], D["yc"])
     for G in ("1", "2"):
         r = out[G]

@@ -8,7 +8,7 @@
   gradients of all M weight vectors together: one GEMM ``X_b @ [w_1 .. w_M]`` per row
   block, one ``X_b^T R`` back, and ONE packed allreduce ``[losses, gradients]``, instead of
   M fits one after another with one allreduce each per evaluation. The line search is
-  backtracking (Armijo) per run; a run that has converged drops out of the evaluations.
+  backtracking (Armijo, quadratic interpolation) per run; a run that has converged drops out of the evaluations.
   The objective and stopping rule are the estimator's (``(sum s logloss + ||w||^2/(2C)) / W``,
   max-norm of the gradient below ``tol``), so each run stops at the estimator's optimum
   within ``tol``; the iterates differ from the estimator's strong-Wolfe L-BFGS.
@@ -109,19 +109,23 @@ def _logistic_many(first, param_list, ctx, X, y, s):
     if len(classes) != 2:
         return None
     t = (idx == 1).astype(np.float64)
-    W = float(ctx.coll.allreduce(np.array([s.sum()]))[0])
+    # the weighted column means centre X virtually (as the estimator does): the intercept
+    # decouples from the weights and L-BFGS sees a better-conditioned problem
+    stats = ctx.coll.allreduce(np.concatenate([[s.sum()], X.T @ s]))
+    W = float(stats[0])
     if not W > 0:
         return [(None, "no training rows")] * len(param_list)
     d = X.shape[1]
     M = len(param_list)
     lam = np.array([1.0 / float(p.get("C", first.C)) for p in param_list])
     fi = bool(first.fit_intercept)
+    mu = stats[1:] / W if fi else np.zeros(d)
 
     def evaluate(theta, cols):
         """Objective and gradient of runs ``cols`` at ``theta[:, cols]`` (one allreduce)."""
         k = len(cols)
         Wm = theta[:d, cols]
-        b = theta[d, cols] if fi else np.zeros(k)
+        b = (theta[d, cols] if fi else np.zeros(k)) - mu @ Wm
         loss = np.zeros(k)
         grad = np.zeros((d + 1, k))
         for i in range(0, X.shape[0], _BLOCK):   # a fold's held-out rows have weight 0
@@ -135,7 +139,7 @@ def _logistic_many(first, param_list, ctx, X, y, s):
         tot = ctx.coll.allreduce(np.concatenate([loss, grad.ravel()]))
         loss, grad = tot[:k], tot[k:].reshape(d + 1, k)
         loss = (loss + 0.5 * lam[cols] * (Wm * Wm).sum(axis=0)) / W
-        grad[:d] = (grad[:d] + lam[cols] * Wm) / W
+        grad[:d] = (grad[:d] - np.outer(mu, grad[d]) + lam[cols] * Wm) / W
         grad[d] = grad[d] / W if fi else 0.0
         return loss, grad
 
@@ -166,10 +170,16 @@ def _logistic_many(first, param_list, ctx, X, y, s):
             ft, gt = evaluate(trial, cols)
             still = []
             for j, m in enumerate(pending):
-                if ft[j] <= f[m] + 1e-4 * step[m] * slope[m] or step[m] < 1e-12:
+                # Armijo; near the optimum the loss is flat to rounding: a smaller gradient will do
+                armijo = ft[j] <= f[m] + 1e-4 * step[m] * slope[m]
+                flat = ft[j] <= f[m] + 1e-12 * abs(f[m]) and np.abs(gt[:, j]).max() < np.abs(g[:, m]).max()
+                if armijo or flat or step[m] < 1e-12:
                     new_theta[:, m], new_f[m], new_g[:, m] = trial[:, m], ft[j], gt[:, j]
-                else:
-                    step[m] *= 0.5
+                else:   # the minimum of the quadratic through f, slope and ft, within [0.1, 0.5] step
+                    a = step[m]
+                    curv = ft[j] - f[m] - slope[m] * a
+                    q = -slope[m] * a * a / (2.0 * curv) if curv > 0 else 0.5 * a
+                    step[m] = min(max(q, 0.1 * a), 0.5 * a)
                     still.append(m)
             pending = still
         nxt = []
@@ -189,7 +199,7 @@ def _logistic_many(first, param_list, ctx, X, y, s):
         est = clone(first, params, comm=ctx)
         est.classes_ = classes
         est.coef_ = theta[:d, m][None, :].copy()
-        est.intercept_ = np.array([theta[d, m] if fi else 0.0])
+        est.intercept_ = np.array([theta[d, m] - mu @ theta[:d, m] if fi else 0.0])
         est.n_features_in_ = d
         est.n_iter_ = int(n_iter[m])
         est.loss_ = float(f[m])
