@@ -39,6 +39,8 @@ def quick_args(name: str, w: Path) -> list | None:
         "kmeans": ["--cases", "20000x16k8", "--repeats", "1", "--limits-size", "256",
                    "--data-dir", w / "kmeans", "--out", w / "kmeans.json"],
         "linear": ["--rows", "20000", "--repeats", "1", "--workdir", w / "linear", "--out", w / "linear.md"],
+        "search": ["--rows", "2000", "--features", "6", "--trees", "2", "--light", "--workdir", w / "search",
+                   "--out", w / "search.md", "--json-out", w / "search.json"],
         "trees": ["--rows", "20000", "--trees", "5", "--repeats", "1", "--work", w / "trees",
                   "--out", w / "trees.md", "--json-out", w / "trees.json"],
         "trees_categorical": ["--rows", "20000", "--trees", "5", "--repeats", "1", "--dir", w / "trees_categorical",
