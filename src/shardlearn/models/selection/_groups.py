@@ -43,16 +43,23 @@ class Layout:
     group: Context
     index: int
     count: int
+    stall_timeout: float | None = None
 
     @property
     def leader(self) -> bool:
         return self.group.rank == 0
 
     def free(self) -> None:
+        """Release the group communicator (collective over the world); the world's stall
+        watchdog watches again."""
         comm = self.group.mpi_comm
         if self.count > 1:
             self.group.free()
             comm.Free()
+            if self.stall_timeout:
+                from ...runtime import StallWatchdog
+
+                self.world.watchdog = StallWatchdog(self.world, self.stall_timeout)
 
 
 def group_bounds(P: int, G: int, g: int) -> tuple[int, int]:
@@ -71,8 +78,15 @@ def split_groups(world: Context, n_groups: int) -> Layout:
         return Layout(world, world, 0, 1)
     g = next(i for i in range(G) if group_bounds(P, G, i)[0] <= world.rank < group_bounds(P, G, i)[1])
     sub = world.mpi_comm.Split(color=g, key=world.rank)
-    gctx = init(sub, device=world.device, topology=world.topology, threads=world.threads, verbose=False)
-    return Layout(world, gctx, g, G)
+    # the groups make progress on their own communicators, not the world's: the stall
+    # watchdog (--stall-timeout) watches each group while they work
+    stall = world.watchdog.seconds if world.watchdog is not None else None
+    if stall:
+        world.watchdog.stop()
+        world.watchdog = None
+    gctx = init(sub, device=world.device, topology=world.topology, threads=world.threads, verbose=False,
+                stall_timeout=stall)
+    return Layout(world, gctx, g, G, stall)
 
 
 def auto_groups(P: int, n_rows: int, n_features: int, itemsize: int, n_tasks: int,

@@ -313,6 +313,7 @@ class _BaseSearch(Params):
         self.best_score_ = float(mean[self.best_index_])
         self.n_splits_ = k
         self.cv_results_ = res
+        self._rows = rows
 
     def refit_on(self, world, X, y) -> None:
         """Fit the best candidate on every row with every rank (``best_estimator_``)."""
@@ -414,8 +415,8 @@ def cross_validate(estimator, X, y=None, *, cv=5, scoring=None, n_groups=1, retu
     out = {"test_score": np.array([res[f"split{f}_test_score"][0] for f in range(cv)])}
     if return_train_score:
         out["train_score"] = np.array([res[f"split{f}_train_score"][0] for f in range(cv)])
-    out["fit_time"] = np.full(cv, res["mean_fit_time"][0])
-    out["score_time"] = np.full(cv, res["mean_score_time"][0])
+    out["fit_time"] = np.array(s._rows[0]["fit_time"])
+    out["score_time"] = np.array(s._rows[0]["score_time"])
     return out
 
 
