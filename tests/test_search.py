@@ -307,3 +307,29 @@ def test_cli_bad_grid_is_one_clear_error(data, tmp_path, args, message):
                 check=False, timeout=60)
     assert p.returncode == 2 and p.stderr.count("shardlearn: error:") == 1 and message in p.stderr, p.stderr
     assert not (tmp_path / "r.json").exists()
+
+
+def test_grids_ranges_and_order_match_scikit_learn():
+    from sklearn.model_selection import ParameterGrid
+
+    from shardlearn.errors import ShardlearnError
+    from shardlearn.models.linear import LogisticRegression
+    from shardlearn.models.selection._grid import (check_candidates, expand_grid, parse_param,
+                                                   sample_candidates)
+    from shardlearn.models.selection._groups import auto_groups
+
+    assert parse_param("C=log:1e-3:1e2:6") == ("C", [0.001, 0.01, 0.1, 1.0, 10.0, 100.0])
+    assert parse_param("num-leaves=int:8:64:4") == ("num_leaves", [8, 27, 45, 64])
+    assert parse_param("x=1,2.5,true,none,l2") == ("x", [1, 2.5, True, None, "l2"])
+    grid = [{"C": [1, 10], "penalty": ["l2"], "fit_intercept": [True, False]}, {"C": [0.5]}]
+    assert expand_grid(grid) == list(ParameterGrid(grid))
+    draws = sample_candidates({"C": [1, 2, 3, 4], "tol": [1e-4, 1e-6]}, 5, seed=1)
+    assert len(draws) == 5 and len({tuple(sorted(d.items())) for d in draws}) == 5
+    assert draws == sample_candidates({"C": [1, 2, 3, 4], "tol": [1e-4, 1e-6]}, 5, seed=1)
+    for bad, msg in (({"C": []}, "empty"), ({"CC": [1]}, "unknown parameter 'CC'"),
+                     ({"C": [0.0]}, "C must be > 0"), ({"solver": ["newton"]}, "solver 'newton'")):
+        with pytest.raises(ShardlearnError, match=msg):
+            check_candidates(LogisticRegression(), expand_grid(bad))
+    assert auto_groups(4, 1000, 10, 8, n_tasks=100) == 4          # small data: one rank per candidate
+    assert auto_groups(4, 1000, 10, 8, n_tasks=2) == 2             # no group without a task
+    assert auto_groups(4, 10**14, 10, 8, n_tasks=100) == 1         # too big to copy: pure data parallelism
