@@ -15,7 +15,8 @@ shardlearn's time is the search itself (each group's rows already read, as the C
 does); scikit-learn's is ``GridSearchCV.fit`` (data in memory). Peak memory per rank is
 the process's peak RSS (VmHWM) minus its RSS before reading the data, against the rows
 that rank holds (its group's table split over the group's ranks) and against its 1/P
-share of the data. Usage::
+share of the data, at a quarter of, the full and 4x the rows (logistic), and the marginal
+cost per byte held between the smallest and the largest. Usage::
 
     python bench/bench_search.py [--rows 200000] [--features 20] [--trees 30]
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -124,7 +126,7 @@ def run_ours(args, data: Path, model: str, groups: int, no_multi=False, folds_ou
     return json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))[7:])
 
 
-def run_sklearn(data: Path, folds: np.ndarray, model: str, trees: int) -> dict:
+def run_sklearn(data: Path, folds: Path, model: str, trees: int, n_jobs: int = 2) -> dict:
     """scikit-learn's GridSearchCV(n_jobs=2) in a child process with 1 thread per worker."""
     code = f"""
 import json, time, h5py, numpy as np
@@ -143,7 +145,7 @@ else:
              "min_samples_leaf": g["min_child_samples"]}}
     scoring = "accuracy"
 t = time.perf_counter()
-s = GridSearchCV(est, grid, cv=PredefinedSplit(folds), scoring=scoring, n_jobs=2, refit=False).fit(X, y)
+s = GridSearchCV(est, grid, cv=PredefinedSplit(folds), scoring=scoring, n_jobs={n_jobs}, refit=False).fit(X, y)
 print("RESULT " + json.dumps({{"seconds": time.perf_counter() - t, "mean_test_score": s.cv_results_["mean_test_score"].tolist(),
                               "best_params": s.best_params_, "best_score": s.best_score_}}))
 """
@@ -168,7 +170,10 @@ def main() -> int:
     ap.add_argument("--out", default=str(HERE / "search.md"))
     ap.add_argument("--json-out", default=str(HERE / "results" / "search.json"))
     ap.add_argument("--light", action="store_true",
-                    help="skip the one-by-one runs and the quarter-size data (a smoke test)")
+                    help="skip the one-by-one runs and the other data sizes (a smoke test)")
+    ap.add_argument("--cases", default=None, metavar="REGEX",
+                    help="run only the cases whose key matches (e.g. 'logistic'); the others are kept "
+                         "from the existing --json-out")
     # worker mode (under mpiexec)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--model", default="logistic", help=argparse.SUPPRESS)
@@ -183,7 +188,11 @@ def main() -> int:
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     results = {"rows": args.rows, "features": args.features, "trees": args.trees, "ranks": 2, "cases": {}}
-    sizes = {"full": args.rows} if args.light else {"full": args.rows, "quarter": max(1000, args.rows // 4)}
+    if args.cases and Path(args.json_out).exists():
+        results = json.loads(Path(args.json_out).read_text())
+    sizes = {"full": args.rows} if args.light else \
+        {"full": args.rows, "quarter": max(1000, args.rows // 4), "x4": 4 * args.rows}
+    wanted = (lambda key: re.search(args.cases, key)) if args.cases else (lambda key: True)
     for tag, n in sizes.items():
         data = work / f"search-{n}x{args.features}.h5"
         if not data.exists():
@@ -196,14 +205,16 @@ def main() -> int:
                 for no_multi in ((False, True) if model == "logistic" and tag == "full" and not args.light
                                  else (False,)):
                     key = f"{tag}/{model}/G={groups}" + ("/one-by-one" if no_multi else "")
+                    if not wanted(key):
+                        continue
                     load0 = loadavg()
                     r = run_ours(args, data, model, groups, no_multi, folds_out=folds if groups == 1 else None)
                     r["loadavg_before"], r["loadavg_after"] = load0, loadavg()
                     results["cases"][key] = r
                     print(f"{key}: {r['seconds']:.2f}s (load {load0})", flush=True)
-            if tag == "full":
+            if tag == "full" and wanted(f"{tag}/{model}/sklearn"):
                 load0 = loadavg()
-                r = run_sklearn(data, folds, model, args.trees)
+                r = run_sklearn(data, folds, model, args.trees, n_jobs=1 if args.light else 2)   # light: no worker spawn
                 r["loadavg_before"], r["loadavg_after"] = load0, loadavg()
                 results["cases"][f"{tag}/{model}/sklearn"] = r
                 print(f"{tag}/{model}/sklearn: {r['seconds']:.2f}s (load {load0})", flush=True)
@@ -254,6 +265,19 @@ def report(res: dict) -> str:
         for rank, m in enumerate(r["memory"]):
             lines.append(f"| {key} | {rank} | {m['held_bytes'] / mb:.1f} MiB | {m['peak_over_base'] / mb:.1f} MiB | "
                          f"{m['peak_over_base'] / m['held_bytes']:.2f} | {m['peak_over_base'] / share:.2f} |")
+    slopes = []
+    for G in (1, 2):
+        lo, hi = c.get(f"quarter/logistic/G={G}"), c.get(f"x4/logistic/G={G}")
+        if lo and hi:
+            per_rank = [(b["peak_over_base"] - a["peak_over_base"]) / (b["held_bytes"] - a["held_bytes"])
+                        for a, b in zip(lo["memory"], hi["memory"])]
+            slopes.append(f"- logistic G={G}: each further byte a rank holds costs "
+                          f"{', '.join(f'{v:.2f}' for v in per_rank)} bytes of peak memory (ranks 0, 1; "
+                          "from the quarter-size to the 4x data), i.e. that much times the rank's share "
+                          f"of the data {'(G=1: held = share)' if G == 1 else '(G=2: each rank holds 2x its share)'}")
+    if slopes:
+        lines += ["", "Marginal memory (the fixed costs of the interpreter, MPI windows and block temporaries "
+                  "set aside):", ""] + slopes
     return "\n".join(lines) + "\n"
 
 

@@ -193,7 +193,7 @@ def test_scores_do_not_depend_on_ranks_or_groups_on_3_and_4_ranks(runs, data, tm
 
 def test_the_many_alpha_pass_gives_the_one_by_one_scores(runs):
     r = runs[1]["1"]
-    _close(r["logistic"], r["logistic_seq"], 1e-7)
+    _close(runs[2]["1"]["logistic"], r["logistic_seq"], 1e-7)    # lockstep L-BFGS on a 2-rank group
     _close([row for row, p in zip(r["ridge"], r["ridge_params"]) if p["fit_intercept"]], r["ridge_seq"], 1e-9)
 
 

@@ -164,15 +164,15 @@ class _BaseSearch(Params):
         n_iter = max(1, min(possible, required))
         return [min(n_total, int(factor ** i * min_res)) for i in range(n_iter)]
 
-    def _tasks(self, cands, keep) -> list[list[int]]:
+    def _tasks(self, cands, keep, group_size) -> list[list[int]]:
         if self.multi_alpha:
-            return _multi_alpha.batch_candidates(self.estimator, cands, keep)
+            return _multi_alpha.batch_candidates(self.estimator, cands, keep, group_size)
         return [[i] for i in keep]
 
     def _round(self, layout, cands, keep, folds, subset, X, y, start, t0, verbose) -> list:
         world, group = layout.world, layout.group
         k = int(self.cv)
-        batches = self._tasks(cands, keep)
+        batches = self._tasks(cands, keep, group.size)
         tasks = [(b, f) for b in batches for f in range(k)]
         n_fits = len(keep) * k
         counter = _groups.TaskCounter(world)
