@@ -172,7 +172,8 @@ class _BaseSearch(Params):
     def _round(self, layout, cands, keep, folds, subset, X, y, start, t0, verbose) -> list:
         world, group = layout.world, layout.group
         k = int(self.cv)
-        batches = self._tasks(cands, keep, group.size)
+        # the same task list on every rank: decided by the smallest group, not this one
+        batches = self._tasks(cands, keep, world.size // layout.count)
         tasks = [(b, f) for b in batches for f in range(k)]
         n_fits = len(keep) * k
         counter = _groups.TaskCounter(world)
