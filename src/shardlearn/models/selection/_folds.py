@@ -19,6 +19,8 @@ import numpy as np
 from ... import rng
 from ...errors import ShardlearnError
 
+_CHUNK = 65536
+
 
 def class_codes(ctx, y) -> tuple[np.ndarray, np.ndarray]:
     """(classes over every rank of ``ctx``, local class index per row) (collective)."""
@@ -43,22 +45,24 @@ def assign_folds(ctx, y, n_splits: int, seed: int, stratify: bool, n_local: int 
     K = len(classes)
     mine = np.bincount(codes, minlength=K).astype(np.int64)
     table = ctx.coll.allgather(mine[None, :])
-    before = table[:ctx.rank].sum(axis=0)
-    # rank of each row among its class's rows, in global row order
-    order = np.argsort(codes, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(mine)[:-1]])
-    within = np.empty(len(codes), dtype=np.int64)
-    within[order] = np.arange(len(codes)) - np.repeat(starts, mine)
-    r = before[codes] + within
-    window, slot = r // k, r % k
-    # one random permutation of the k folds per (class, window)
-    keys = np.empty((len(r), k))
-    for c in range(K):
-        sel = codes == c
-        base = window[sel][:, None] * k + np.arange(k)[None, :]
-        keys[sel] = rng.row_uniform(seed, rng.stream_id("cv-folds", c), base.ravel()).reshape(-1, k)
-    perm = np.argsort(keys, axis=1, kind="stable")
-    return perm[np.arange(len(r)), slot].astype(np.int64) if len(r) else np.zeros(0, dtype=np.int64)
+    running = table[:ctx.rank].sum(axis=0)   # rows of each class on the ranks before this one
+    streams = [rng.stream_id("cv-folds", c) for c in range(K)]
+    out = np.zeros(len(codes), dtype=np.int64)
+    # in row chunks, so that every temporary is chunk-sized (chunk x k at most)
+    for i in range(0, len(codes), _CHUNK):
+        cc = codes[i:i + _CHUNK]
+        keys = np.empty((len(cc), k))
+        slot = np.empty(len(cc), dtype=np.int64)
+        for c in np.unique(cc):
+            sel = cc == c
+            r = running[c] + np.arange(int(sel.sum()))   # rank among the class's rows, global row order
+            running[c] += len(r)
+            slot[sel] = r % k
+            base = (r // k)[:, None] * k + np.arange(k)[None, :]   # one permutation per (class, window)
+            keys[sel] = rng.row_uniform(seed, streams[c], base.ravel()).reshape(-1, k)
+        perm = np.argsort(keys, axis=1, kind="stable")
+        out[i:i + _CHUNK] = perm[np.arange(len(cc)), slot]
+    return out
 
 
 def check_folds(ctx, folds: np.ndarray, n_splits: int, n_total: int) -> None:
