@@ -60,6 +60,8 @@ def quick_args(name: str, w: Path) -> list | None:
                       "--out", w / "quantized.md", "--json-out", w / "quantized.json"],
         "ps": ["--rows", "8000", "--features", "8", "--epochs", "2", "--repeats", "1", "--batch-size", "2000",
                "--out", w / "ps.md", "--json-out", w / "ps.json", "--png", w / "ps.png"],
+        "search": ["--rows", "2000", "--features", "6", "--trees", "2", "--light", "--workdir", w / "search",
+                   "--out", w / "search.md", "--json-out", w / "search.json"],
         "trees": ["--rows", "20000", "--trees", "5", "--repeats", "1", "--work", w / "trees",
                   "--out", w / "trees.md", "--json-out", w / "trees.json"],
         "trees_categorical": ["--rows", "20000", "--trees", "5", "--repeats", "1", "--dir", w / "trees_categorical",

@@ -154,6 +154,12 @@ def test_cli_choices_match_the_estimators():
     assert tuple(train_kmeans.INITS) == tuple(kmeans.INITS)
     assert tuple(train_trees.HIST_REDUCE) == tuple(grower.HIST_REDUCE)
     assert tuple(train_trees.GROWTH) == tuple(grower.GROWTH)
+    from shardlearn.cli import search
+    from shardlearn.models.io import ESTIMATORS
+    from shardlearn.models.selection import _scoring
+
+    assert tuple(search.SCORINGS) == tuple(_scoring.SCORERS)
+    assert set(search.MODELS) <= set(ESTIMATORS)
 
 
 def test_cli_choices_match_the_tree_and_knn_estimators():

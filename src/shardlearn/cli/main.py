@@ -11,7 +11,7 @@ import sys
 
 from .. import __version__
 from ..errors import EXIT_INTERRUPTED, ShardlearnError, TrainingInterrupted
-from . import apply, bench_comm, data, import_data, train
+from . import apply, bench_comm, data, import_data, search, train
 from . import report as report_cmd
 
 EPILOG = """\
@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     import_data.add_parsers(sub)
     bench_comm.add_parsers(sub)
     train.add_parsers(sub)
+    search.add_parsers(sub)
     apply.add_parsers(sub)
     report_cmd.add_parsers(sub)
     return p

@@ -9,6 +9,7 @@
 - :mod:`.resample` — under/over-sampling of imbalanced classes as per-row integer weights
 - :mod:`.preprocessing` — transformers (scalers, imputer, one-hot, PCA) and train_test_split
 - :mod:`.pipeline` — transformers and a final estimator fitted stage by stage, one model file
+- :mod:`.selection` — parameter search and cross-validation on groups of ranks
 
 Each package's own docstring lists its files. The command line that drives them is
 :mod:`shardlearn.cli` (one module per model family).

@@ -1,0 +1,285 @@
+"""Parameter search with cross-validation on groups of ranks vs scikit-learn (issue 13).
+
+Two grids on the same data, the same grids and the same folds, P = 2 ranks on this
+2-core machine (1 BLAS thread per rank), against scikit-learn's ``GridSearchCV(n_jobs=2)``
+with ``PredefinedSplit`` (1 thread per worker):
+
+* logistic, 24 candidates (C = 12 values from 1e-3 to 1e2 x fit_intercept), 5 folds,
+  scoring neg_log_loss; shardlearn with G = 1 and G = 2 groups, each with and without
+  the many-C pass (candidates that differ only in C fitted together);
+* GBDT, 16 candidates (num_leaves x learning_rate x min_child_samples, 30 trees), 5 folds,
+  accuracy; peer ``HistGradientBoostingClassifier`` with the same parameters
+  (``max_leaf_nodes``, ``min_samples_leaf``, ``max_iter``, no early stopping).
+
+shardlearn's time is the search itself (each group's rows already read, as the CLI
+does); scikit-learn's is ``GridSearchCV.fit`` (data in memory). Peak memory per rank is
+the process's peak RSS (VmHWM) minus its RSS before reading the data, against the rows
+that rank holds (its group's table split over the group's ranks) and against its 1/P
+share of the data, at a quarter of, the full and 4x the rows (logistic), and the marginal
+cost per byte held between the smallest and the largest. Usage::
+
+    python bench/bench_search.py [--rows 200000] [--features 20] [--trees 30]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+LOGIT_GRID = {"C": [float(f"{v:.6g}") for v in np.logspace(-3, 2, 12)], "fit_intercept": [True, False]}
+GBDT_GRID = {"num_leaves": [7, 15, 31, 63], "learning_rate": [0.05, 0.1], "min_child_samples": [20, 100]}
+
+
+def _rss(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+# ------------------------------------------------------------------ worker (mpiexec)
+def worker(args) -> None:
+    sys.path.insert(0, str(ROOT / "src"))
+    import scipy.linalg  # noqa: F401  (lazy imports of the models: not in the timings)
+
+    from shardlearn.data import read_shard
+    from shardlearn.models.linear import LogisticRegression
+    from shardlearn.models.selection import GridSearch, _groups
+    from shardlearn.models.selection._folds import assign_folds
+    from shardlearn.models.trees import GradientBoostingClassifier
+    from shardlearn.runtime import init
+
+    ctx = init(topology="native", verbose=False)
+    if args.model == "logistic":
+        est, grid, scoring = LogisticRegression(tol=1e-6, max_iter=200), LOGIT_GRID, "neg_log_loss"
+    else:
+        est = GradientBoostingClassifier(n_estimators=args.trees, max_bin=255)
+        grid, scoring = GBDT_GRID, "accuracy"
+    search = GridSearch(est, grid, cv=5, scoring=scoring, n_groups=args.groups, refit=False,
+                        multi_alpha=not args.no_multi, comm=ctx, verbose=False)
+    ds = _peek(args.data, ctx)
+    cands = search.prepare(ctx, ds.n_rows, ds.n_features, 8)
+    layout = _groups.split_groups(ctx, search.n_groups_)
+    base = _rss("VmRSS")
+    shard = read_shard(args.data, layout.group, need_y=True, allow_nan=args.model == "gbdt")
+    ctx.mpi_comm.Barrier()
+    t0 = time.perf_counter()
+    search.search(layout, cands, shard.X, shard.y, shard.start, shard.n_total)
+    ctx.mpi_comm.Barrier()
+    seconds = time.perf_counter() - t0
+    peak = _rss("VmHWM") - base
+    held = shard.X.nbytes + shard.y.nbytes
+    mem = ctx.mpi_comm.gather({"peak_over_base": peak, "held_bytes": held}, root=0)
+    if args.folds_out and layout.group.size == ctx.size:
+        folds = assign_folds(ctx, shard.y, 5, 0, True)
+        every = ctx.coll.allgather_obj(folds)
+        if ctx.rank == 0:
+            np.save(args.folds_out, np.concatenate(every))
+    if ctx.rank == 0:
+        res = search.cv_results_
+        print("RESULT " + json.dumps({
+            "seconds": seconds, "memory": mem, "mean_test_score": res["mean_test_score"].tolist(),
+            "params": res["params"], "best_params": search.best_params_, "best_score": search.best_score_}), flush=True)
+    layout.free()
+
+
+def _peek(path, ctx):
+    from shardlearn.data.shards import open_dataset
+
+    return open_dataset(path, ctx, need_y=True)
+
+
+# ------------------------------------------------------------------ driver
+def make_data(path: Path, n: int, d: int) -> None:
+    import h5py
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=n, n_features=d, n_informative=max(2, d // 2), flip_y=0.05,
+                               class_sep=0.8, random_state=0)
+    with h5py.File(path, "w") as h:
+        h["X"], h["y"] = X.astype(np.float64), y.astype(np.int64)
+
+
+def run_ours(args, data: Path, model: str, groups: int, no_multi=False, folds_out=None) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", UCX_NET_DEVICES="lo",
+               HYDRA_IFACE="lo", PYTHONPATH=str(ROOT / "src"))
+    mpiexec = Path(sys.executable).parent / "mpiexec"
+    cmd = [str(mpiexec) if mpiexec.exists() else "mpiexec", "-n", "2", sys.executable, __file__, "--worker",
+           "--model", model, "--groups", str(groups), "--data", str(data), "--trees", str(args.trees)]
+    if no_multi:
+        cmd.append("--no-multi")
+    if folds_out:
+        cmd += ["--folds-out", str(folds_out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))[7:])
+
+
+def run_sklearn(data: Path, folds: Path, model: str, trees: int, n_jobs: int = 2) -> dict:
+    """scikit-learn's GridSearchCV(n_jobs=2) in a child process with 1 thread per worker."""
+    code = f"""
+import json, time, h5py, numpy as np
+from sklearn.model_selection import GridSearchCV, PredefinedSplit
+from sklearn.linear_model import LogisticRegression
+from sklearn.ensemble import HistGradientBoostingClassifier
+with h5py.File({str(data)!r}) as h:
+    X, y = h["X"][:], h["y"][:]
+folds = np.load({str(folds)!r})
+if {model!r} == "logistic":
+    est, grid, scoring = LogisticRegression(tol=1e-6, max_iter=200), {LOGIT_GRID!r}, "neg_log_loss"
+else:
+    est = HistGradientBoostingClassifier(max_iter={trees}, early_stopping=False, max_bins=255, random_state=0)
+    g = {GBDT_GRID!r}
+    grid = {{"max_leaf_nodes": g["num_leaves"], "learning_rate": g["learning_rate"],
+             "min_samples_leaf": g["min_child_samples"]}}
+    scoring = "accuracy"
+t = time.perf_counter()
+s = GridSearchCV(est, grid, cv=PredefinedSplit(folds), scoring=scoring, n_jobs={n_jobs}, refit=False).fit(X, y)
+print("RESULT " + json.dumps({{"seconds": time.perf_counter() - t, "mean_test_score": s.cv_results_["mean_test_score"].tolist(),
+                              "best_params": s.best_params_, "best_score": s.best_score_}}))
+"""
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=3600)
+    if proc.returncode:
+        raise SystemExit(f"scikit-learn run failed:\n{proc.stdout}\n{proc.stderr}")
+    return json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))[7:])
+
+
+def loadavg() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rows", type=int, default=200_000)
+    ap.add_argument("--features", type=int, default=20)
+    ap.add_argument("--trees", type=int, default=30)
+    ap.add_argument("--workdir", default=os.environ.get("BENCH_DATA", "/tmp/shardlearn-bench-search"))
+    ap.add_argument("--out", default=str(HERE / "search.md"))
+    ap.add_argument("--json-out", default=str(HERE / "results" / "search.json"))
+    ap.add_argument("--light", action="store_true",
+                    help="skip the one-by-one runs and the other data sizes (a smoke test)")
+    ap.add_argument("--cases", default=None, metavar="REGEX",
+                    help="run only the cases whose key matches (e.g. 'logistic'); the others are kept "
+                         "from the existing --json-out")
+    # worker mode (under mpiexec)
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--model", default="logistic", help=argparse.SUPPRESS)
+    ap.add_argument("--groups", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--data", help=argparse.SUPPRESS)
+    ap.add_argument("--no-multi", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--folds-out", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        worker(args)
+        return 0
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    results = {"rows": args.rows, "features": args.features, "trees": args.trees, "ranks": 2, "cases": {}}
+    if args.cases and Path(args.json_out).exists():
+        results = json.loads(Path(args.json_out).read_text())
+    sizes = {"full": args.rows} if args.light else \
+        {"full": args.rows, "quarter": max(1000, args.rows // 4), "x4": 4 * args.rows}
+    wanted = (lambda key: re.search(args.cases, key)) if args.cases else (lambda key: True)
+    for tag, n in sizes.items():
+        data = work / f"search-{n}x{args.features}.h5"
+        if not data.exists():
+            make_data(data, n, args.features)
+        results.setdefault("data_bytes", {})[tag] = n * args.features * 8 + n * 8
+        folds = work / f"folds-{n}.npy"
+        models = ("logistic", "gbdt") if tag == "full" else ("logistic",)
+        for model in models:
+            for groups in (1, 2):
+                for no_multi in ((False, True) if model == "logistic" and tag == "full" and not args.light
+                                 else (False,)):
+                    key = f"{tag}/{model}/G={groups}" + ("/one-by-one" if no_multi else "")
+                    if not wanted(key):
+                        continue
+                    load0 = loadavg()
+                    r = run_ours(args, data, model, groups, no_multi, folds_out=folds if groups == 1 else None)
+                    r["loadavg_before"], r["loadavg_after"] = load0, loadavg()
+                    results["cases"][key] = r
+                    print(f"{key}: {r['seconds']:.2f}s (load {load0})", flush=True)
+            if tag == "full" and wanted(f"{tag}/{model}/sklearn"):
+                load0 = loadavg()
+                r = run_sklearn(data, folds, model, args.trees, n_jobs=1 if args.light else 2)   # light: no worker spawn
+                r["loadavg_before"], r["loadavg_after"] = load0, loadavg()
+                results["cases"][f"{tag}/{model}/sklearn"] = r
+                print(f"{tag}/{model}/sklearn: {r['seconds']:.2f}s (load {load0})", flush=True)
+    Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json_out).write_text(json.dumps(results, indent=1) + "\n")
+    Path(args.out).write_text(report(results))
+    print(f"wrote {args.out} and {args.json_out}")
+    return 0
+
+
+def report(res: dict) -> str:
+    c = res["cases"]
+    mb = 1 << 20
+    lines = ["# Parameter search on groups of ranks vs scikit-learn GridSearchCV (issue 13)", "",
+             f"Data: make_classification {res['rows']} x {res['features']} float64 "
+             f"({res['data_bytes']['full'] / mb:.1f} MiB with y), 5 stratified folds by global row key "
+             "(the same folds given to scikit-learn as `PredefinedSplit`), P = 2 ranks on 2 cores, 1 BLAS "
+             "thread per rank; scikit-learn `GridSearchCV(n_jobs=2)`, 1 thread per worker. Produced by "
+             "`python bench/bench_search.py`; numbers in `bench/results/search.json`.", "",
+             "## Wall time of the search", "",
+             "| grid | shardlearn G=1 | shardlearn G=2 | scikit-learn | G=1 / sklearn | G=2 / sklearn | load avg (1 min) before |",
+             "|---|---|---|---|---|---|---|"]
+    for model, label in (("logistic", "logistic, 24 candidates x 5 folds"), ("gbdt", f"GBDT, 16 candidates x 5 folds, {res['trees']} trees")):
+        g1, g2, sk = c[f"full/{model}/G=1"], c[f"full/{model}/G=2"], c[f"full/{model}/sklearn"]
+        lines.append(f"| {label} | {g1['seconds']:.2f} s | {g2['seconds']:.2f} s | {sk['seconds']:.2f} s | "
+                     f"{g1['seconds'] / sk['seconds']:.2f} | {g2['seconds'] / sk['seconds']:.2f} | "
+                     f"{g1['loadavg_before'].split()[0]} / {g2['loadavg_before'].split()[0]} / {sk['loadavg_before'].split()[0]} |")
+    lines += ["", "Best candidate and score (the same folds):", ""]
+    for model in ("logistic", "gbdt"):
+        g1, sk = c[f"full/{model}/G=1"], c[f"full/{model}/sklearn"]
+        lines.append(f"- {model}: shardlearn {g1['best_params']} {g1['best_score']:.6f}; scikit-learn "
+                     f"{sk['best_params']} {sk['best_score']:.6f}")
+    lines += ["", "## What the many-C pass saves (logistic)", "",
+              "| groups | many-C pass | one by one | saved |", "|---|---|---|---|"]
+    for G in (1, 2) if "full/logistic/G=1/one-by-one" in c else ():
+        a, b = c[f"full/logistic/G={G}"], c[f"full/logistic/G={G}/one-by-one"]
+        diff = max(abs(x - y) for x, y in zip(a["mean_test_score"], b["mean_test_score"]))
+        lines.append(f"| G={G} | {a['seconds']:.2f} s | {b['seconds']:.2f} s | {1 - a['seconds'] / b['seconds']:.0%} "
+                     f"(largest score difference {diff:.1e}) |")
+    lines += ["", "## Peak memory per rank against the data", "",
+              "Peak RSS (VmHWM) minus RSS before reading the data; *held* = the rows the rank keeps "
+              "(its group's table split over the group's ranks); *share* = 1/P of the data.", "",
+              "| case | rank | held | peak over base | peak / held | peak / share |", "|---|---|---|---|---|---|"]
+    for key, r in c.items():
+        if "sklearn" in key or "one-by-one" in key:
+            continue
+        share = res["data_bytes"][key.split("/")[0]] / 2
+        for rank, m in enumerate(r["memory"]):
+            lines.append(f"| {key} | {rank} | {m['held_bytes'] / mb:.1f} MiB | {m['peak_over_base'] / mb:.1f} MiB | "
+                         f"{m['peak_over_base'] / m['held_bytes']:.2f} | {m['peak_over_base'] / share:.2f} |")
+    slopes = []
+    for G in (1, 2):
+        lo, hi = c.get(f"quarter/logistic/G={G}"), c.get(f"x4/logistic/G={G}")
+        if lo and hi:
+            per_rank = [(b["peak_over_base"] - a["peak_over_base"]) / (b["held_bytes"] - a["held_bytes"])
+                        for a, b in zip(lo["memory"], hi["memory"])]
+            slopes.append(f"- logistic G={G}: each further byte a rank holds costs "
+                          f"{', '.join(f'{v:.2f}' for v in per_rank)} bytes of peak memory (ranks 0, 1; "
+                          "from the quarter-size to the 4x data), i.e. that much times the rank's share "
+                          f"of the data {'(G=1: held = share)' if G == 1 else '(G=2: each rank holds 2x its share)'}")
+    if slopes:
+        lines += ["", "Marginal memory (the fixed costs of the interpreter, MPI windows and block temporaries "
+                  "set aside):", ""] + slopes
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,236 @@
+"""Many regularisation strengths in one pass: candidates that differ only in ``alpha`` / ``C``.
+
+- :class:`~shardlearn.models.linear.Ridge` (``solver="normal"``): one pass over the rows
+  and one allreduce give ``X^T S X`` and ``X^T S y`` (the same helper the estimator uses);
+  every ``alpha`` is then one Cholesky solve of a d x d system on every rank.
+- :class:`~shardlearn.models.linear.LogisticRegression` (binary, ``penalty="l2"``,
+  ``solver="lbfgs"``): M L-BFGS runs in lockstep. Each evaluation computes the losses and
+  gradients of all M weight vectors together: one GEMM ``X_b @ [w_1 .. w_M]`` per row
+  block, one ``X_b^T R`` back, and ONE packed allreduce ``[losses, gradients]``, instead of
+  M fits one after another with one allreduce each per evaluation. The line search is
+  backtracking (Armijo, quadratic interpolation) per run; a run that has converged drops out of the evaluations.
+  The objective and stopping rule are the estimator's (``(sum s logloss + ||w||^2/(2C)) / W``,
+  max-norm of the gradient below ``tol``), so each run stops at the estimator's optimum
+  within ``tol``; the iterates differ from the estimator's strong-Wolfe L-BFGS.
+
+Anything else (other solvers, class weights, standardisation, validation split, more
+than two classes) returns None and the caller fits the candidates one by one.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import ShardlearnError
+from ..linear import LogisticRegression, Ridge
+from ..linear import _normal
+from ._grid import clone
+
+_BLOCK = 8192   # rows per block: the block's temporaries (rows x candidates) stay small
+
+
+def strength_name(estimator, params: dict) -> str | None:
+    """The strength parameter a batch may vary, if ``estimator`` with ``params`` qualifies."""
+    if type(estimator) not in (Ridge, LogisticRegression):
+        return None
+    est = clone(estimator, params)
+    plain = not est.standardize and not float(est.validation_fraction)
+    if type(est) is Ridge and (est.solver or "normal") == "normal" and plain:
+        return "alpha"
+    if (type(est) is LogisticRegression and (est.solver or "lbfgs") == "lbfgs" and est.penalty == "l2"
+            and est.class_weight is None and plain):
+        return "C"
+    return None
+
+
+def batch_candidates(estimator, candidates: list[dict], indices: list[int], group_size: int) -> list[list[int]]:
+    """Split candidate indices into batches that differ only in their strength (order kept).
+
+    Ridge batches always (one Gram matrix for every alpha saves the passes). Logistic
+    batches only on groups of several ranks: lockstep L-BFGS saves collectives, not
+    arithmetic (a one-rank group fits its candidates one by one, which measured faster).
+    """
+    batches, where = [], {}
+    for i in indices:
+        name = strength_name(estimator, candidates[i])
+        if name == "C" and group_size == 1:
+            name = None
+        if name is None:
+            batches.append([i])
+            continue
+        key = (name, tuple(sorted((k, repr(v)) for k, v in candidates[i].items() if k != name)))
+        if key not in where:
+            where[key] = len(batches)
+            batches.append([])
+        batches[where[key]].append(i)
+    return batches
+
+
+def fit_many(estimator, param_list: list[dict], ctx, X, y, weight):
+    """Fit every candidate of a batch at once on ``ctx``'s ranks; rows weighted by ``weight``.
+
+    Returns ``[(fitted estimator or None, error message or None), ...]`` (the same on every
+    rank), or None when this path does not apply (the caller then fits one by one).
+    """
+    first = clone(estimator, param_list[0])
+    if type(first) is Ridge:
+        return _ridge_many(first, param_list, ctx, X, y, weight)
+    return _logistic_many(first, param_list, ctx, X, y, weight)
+
+
+def _ridge_many(first, param_list, ctx, X, y, s):
+    d = X.shape[1]
+    yv = np.asarray(y, dtype=np.float64)
+    G, Xty, Xs, sy, _ = _normal._gram(X, yv, s)
+    buf = ctx.coll.allreduce(np.concatenate([G.ravel(), Xty, Xs, [s.sum(), sy]]))
+    G = buf[:d * d].reshape(d, d)
+    Xty, Xs = buf[d * d:d * d + d], buf[d * d + d:d * d + 2 * d]
+    Wt, sy = buf[-2:]
+    if not Wt > 0:
+        return [(None, "no training rows")] * len(param_list)
+    if first.fit_intercept:
+        mx, my = Xs / Wt, sy / Wt
+        G = G - Wt * np.outer(mx, mx)
+        Xty = Xty - Wt * mx * my
+    else:
+        mx, my = np.zeros(d), 0.0
+    out = []
+    for params in param_list:
+        est = clone(first, params, comm=ctx)
+        try:
+            coef = _normal._cholesky_solve(G, Xty, float(est.alpha))
+        except ShardlearnError as exc:   # identical matrices on every rank: identical verdicts
+            out.append((None, str(exc)))
+            continue
+        est.coef_ = coef
+        est.intercept_ = float(my - mx @ coef) if est.fit_intercept else 0.0
+        est.n_features_in_ = d
+        est.n_iter_, est.converged_ = 1, True
+        out.append((est, None))
+    return out
+
+
+def _logistic_many(first, param_list, ctx, X, y, s):
+    from ._folds import class_codes
+
+    classes, idx = class_codes(ctx, y)
+    if len(classes) != 2:
+        return None
+    t = (idx == 1).astype(np.float64)
+    # the weighted column means centre X virtually (as the estimator does): the intercept
+    # decouples from the weights and L-BFGS sees a better-conditioned problem
+    stats = ctx.coll.allreduce(np.concatenate([[s.sum()], X.T @ s]))
+    W = float(stats[0])
+    if not W > 0:
+        return [(None, "no training rows")] * len(param_list)
+    d = X.shape[1]
+    M = len(param_list)
+    lam = np.array([1.0 / float(p.get("C", first.C)) for p in param_list])
+    fi = bool(first.fit_intercept)
+    mu = stats[1:] / W if fi else np.zeros(d)
+
+    def evaluate(theta, cols):
+        """Objective and gradient of runs ``cols`` at ``theta[:, cols]`` (one allreduce)."""
+        k = len(cols)
+        Wm = theta[:d, cols]
+        b = (theta[d, cols] if fi else np.zeros(k)) - mu @ Wm
+        loss = np.zeros(k)
+        grad = np.zeros((d + 1, k))
+        for i in range(0, X.shape[0], _BLOCK):   # a fold's held-out rows have weight 0
+            Xb = X[i:i + _BLOCK].astype(np.float64, copy=False)
+            Z = Xb @ Wm + b
+            tb, sb = t[i:i + _BLOCK, None], s[i:i + _BLOCK, None]
+            loss += (sb * (np.logaddexp(0.0, Z) - tb * Z)).sum(axis=0)
+            R = sb * (_expit(Z) - tb)
+            grad[:d] += Xb.T @ R
+            grad[d] += R.sum(axis=0)
+        tot = ctx.coll.allreduce(np.concatenate([loss, grad.ravel()]))
+        loss, grad = tot[:k], tot[k:].reshape(d + 1, k)
+        loss = (loss + 0.5 * lam[cols] * (Wm * Wm).sum(axis=0)) / W
+        grad[:d] = (grad[:d] - np.outer(mu, grad[d]) + lam[cols] * Wm) / W
+        grad[d] = grad[d] / W if fi else 0.0
+        return loss, grad
+
+    tol = 1e-4 if first.tol is None else float(first.tol)
+    max_iter = int(first.max_iter or 100)
+    mem = int(first.lbfgs_memory)
+    theta = np.zeros((d + 1, M))
+    f, g = evaluate(theta, np.arange(M))
+    hist = [[] for _ in range(M)]
+    n_iter = np.zeros(M, dtype=np.int64)
+    active = [m for m in range(M) if np.abs(g[:, m]).max() > tol]
+    while active:
+        P = np.zeros((d + 1, M))
+        step = np.ones(M)
+        for m in active:
+            P[:, m] = -_two_loop(g[:, m], hist[m])
+            if not hist[m]:
+                step[m] = min(1.0, 1.0 / max(np.abs(g[:, m]).sum(), 1e-12))
+        slope = (g * P).sum(axis=0)
+        pending = list(active)
+        new_theta, new_f, new_g = theta.copy(), f.copy(), g.copy()
+        for _ in range(40):
+            if not pending:
+                break
+            cols = np.array(pending)
+            trial = theta.copy()
+            trial[:, cols] += step[cols] * P[:, cols]
+            ft, gt = evaluate(trial, cols)
+            still = []
+            for j, m in enumerate(pending):
+                # Armijo; near the optimum the loss is flat to rounding: a smaller gradient will do
+                armijo = ft[j] <= f[m] + 1e-4 * step[m] * slope[m]
+                flat = ft[j] <= f[m] + 1e-12 * abs(f[m]) and np.abs(gt[:, j]).max() < np.abs(g[:, m]).max()
+                if armijo or flat or step[m] < 1e-12:
+                    new_theta[:, m], new_f[m], new_g[:, m] = trial[:, m], ft[j], gt[:, j]
+                else:   # the minimum of the quadratic through f, slope and ft, within [0.1, 0.5] step
+                    a = step[m]
+                    curv = ft[j] - f[m] - slope[m] * a
+                    q = -slope[m] * a * a / (2.0 * curv) if curv > 0 else 0.5 * a
+                    step[m] = min(max(q, 0.1 * a), 0.5 * a)
+                    still.append(m)
+            pending = still
+        nxt = []
+        for m in active:
+            sv, yv = new_theta[:, m] - theta[:, m], new_g[:, m] - g[:, m]
+            if sv @ yv > 1e-10 * (sv @ sv):
+                hist[m].append((sv, yv))
+                del hist[m][:-mem]
+            n_iter[m] += 1
+            stalled = not np.any(sv) or m in pending
+            if np.abs(new_g[:, m]).max() > tol and n_iter[m] < max_iter and not stalled:
+                nxt.append(m)
+        theta, f, g = new_theta, new_f, new_g
+        active = nxt
+    out = []
+    for m, params in enumerate(param_list):
+        est = clone(first, params, comm=ctx)
+        est.classes_ = classes
+        est.coef_ = theta[:d, m][None, :].copy()
+        est.intercept_ = np.array([theta[d, m] - mu @ theta[:d, m] if fi else 0.0])
+        est.n_features_in_ = d
+        est.n_iter_ = int(n_iter[m])
+        est.loss_ = float(f[m])
+        est.converged_ = bool(np.abs(g[:, m]).max() <= tol)
+        out.append((est, None))
+    return out
+
+
+def _expit(z):
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def _two_loop(g, hist):
+    """L-BFGS direction ``H g`` from the stored (s, y) pairs."""
+    q = g.copy()
+    alphas = []
+    for sv, yv in reversed(hist):
+        a = (sv @ q) / (yv @ sv)
+        alphas.append(a)
+        q -= a * yv
+    if hist:
+        sv, yv = hist[-1]
+        q *= (sv @ yv) / (yv @ yv)
+    for (sv, yv), a in zip(hist, reversed(alphas)):
+        b = (yv @ q) / (yv @ sv)
+        q += (a - b) * sv
+    return q

@@ -1,0 +1,335 @@
+"""Parameter search and cross-validation on groups of ranks (models/selection, ``search``).
+
+One mpiexec launch per rank count P = 1..4 runs the searches for every group count
+G in {1, 2, P}; the scores must not depend on P or G, and equal scikit-learn's
+GridSearchCV on the same folds (logistic, ridge). Further launches: a failing candidate
+(recorded, the search goes on; error_score='raise' stops every rank alike), halving
+(scikit-learn's schedule), the CLI end to end and bad grids (one clear error).
+"""
+import csv
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from mpirun import json_lines, run_cli, run_script
+
+SEARCH_SCRIPT = """
+import numpy as np
+from shardlearn.runtime import init
+from shardlearn.util.blocks import block_bounds
+from shardlearn.models.linear import LogisticRegression, Ridge
+from shardlearn.models.trees import GradientBoostingClassifier
+from shardlearn.models.selection import GridSearch, cross_validate
+from shardlearn.models.selection._folds import assign_folds
+ctx = init(topology="native", verbose=False)
+D = np.load({path!r})
+def part(a):
+    lo, hi = block_bounds(len(a), ctx.size, ctx.rank)
+    return a[lo:hi]
+Xc, yc, Xr, yr = (part(D[k]) for k in ("Xc", "yc", "Xr", "yr"))
+def splits(s, k):
+    return [[float(s.cv_results_[f"split{{f}}_test_score"][i]) for f in range(k)]
+            for i in range(len(s.cv_results_["params"]))]
+out = {{}}
+for G in sorted({{1, 2, ctx.size}} & set(range(1, ctx.size + 1))):
+    r = {{}}
+    grid = {{"C": [0.01, 0.1, 1.0, 10.0]}}
+    s = GridSearch(LogisticRegression(tol=1e-10, max_iter=1000), grid, scoring="neg_log_loss", cv=4,
+                   n_groups=G, refit=True, comm=ctx).fit(Xc, yc)
+    r["logistic"] = splits(s, 4)
+    r["best"] = [s.best_params_, s.best_index_, s.best_score_, s.best_estimator_.coef_.ravel().tolist()]
+    r["rank"] = s.cv_results_["rank_test_score"].tolist()
+    if G == 1:   # one by one: G > 1 is covered by ridge_seq and gbdt
+        s = GridSearch(LogisticRegression(tol=1e-10, max_iter=1000), grid, scoring="neg_log_loss", cv=4,
+                       n_groups=G, refit=False, multi_alpha=False, comm=ctx).fit(Xc, yc)
+        r["logistic_seq"] = splits(s, 4)
+    if G == ctx.size:
+        s = GridSearch(LogisticRegression(tol=1e-10, max_iter=1000), grid, scoring="accuracy", cv=4,
+                       n_groups=G, refit=False, comm=ctx).fit(Xc, yc)
+        r["logistic_acc"] = splits(s, 4)
+    s = GridSearch(Ridge(), {{"alpha": [0.01, 1.0, 100.0], "fit_intercept": [True, False]}}, cv=3,
+                   n_groups=G, refit=False, comm=ctx).fit(Xr, yr)
+    r["ridge"] = splits(s, 3)
+    r["ridge_params"] = s.cv_results_["params"]
+    s = GridSearch(Ridge(), {{"alpha": [0.01, 1.0, 100.0]}}, cv=3, n_groups=G, refit=False,
+                   multi_alpha=False, comm=ctx).fit(Xr, yr)
+    r["ridge_seq"] = splits(s, 3)
+    s = GridSearch(GradientBoostingClassifier(n_estimators=4, min_child_samples=5), {{"num_leaves": [4, 8]}},
+                   cv=3, n_groups=G, refit=False, comm=ctx).fit(Xc, yc)
+    r["gbdt"] = splits(s, 3)
+    cvr = cross_validate(Ridge(alpha=1.0), Xr, yr, cv=5, n_groups=G, comm=ctx)
+    r["cross_validate"] = cvr["test_score"].tolist()
+    # fewer rows than ranks: 3 rows, some ranks empty
+    lo, hi = block_bounds(3, ctx.size, ctx.rank)
+    tiny = cross_validate(Ridge(alpha=1.0), D["Xr"][:3][lo:hi], D["yr"][:3][lo:hi], cv=3, n_groups=G,
+                          scoring="neg_mean_squared_error", comm=ctx)
+    r["tiny"] = tiny["test_score"].tolist()
+    out[str(G)] = r
+folds_c = np.concatenate(ctx.coll.allgather_obj(assign_folds(ctx, yc, 4, 0, True)))
+folds_r = np.concatenate(ctx.coll.allgather_obj(assign_folds(ctx, yr, 3, 0, False)))
+folds_5 = np.concatenate(ctx.coll.allgather_obj(assign_folds(ctx, yr, 5, 0, False)))
+out["folds"] = [folds_c.tolist(), folds_r.tolist(), folds_5.tolist()]
+if ctx.rank == 0:
+    emit(out)
+"""
+
+FAIL_SCRIPT = """
+import numpy as np
+from shardlearn.errors import ShardlearnError
+from shardlearn.runtime import init
+from shardlearn.util.blocks import block_bounds
+from shardlearn.models.linear import Ridge
+from shardlearn.models.selection import GridSearch
+ctx = init(topology="native", verbose=False)
+D = np.load({path!r})
+lo, hi = block_bounds(len(D["Xr"]), ctx.size, ctx.rank)
+X = np.column_stack([D["Xr"], D["Xr"][:, :1]])[lo:hi]      # a duplicated column: alpha=0 is singular
+y = D["yr"][lo:hi]
+out = {{}}
+for G in (1, ctx.size):
+    for multi in (True, False):
+        s = GridSearch(Ridge(), {{"alpha": [0.0, 1.0, 10.0]}}, cv=3, n_groups=G, multi_alpha=multi,
+                       error_score=-1.0, comm=ctx).fit(X, y)
+        out[f"{{G}}-{{multi}}"] = [s.cv_results_["mean_test_score"].tolist(), s.cv_results_["error"],
+                                   s.best_params_, s.cv_results_["rank_test_score"].tolist()]
+try:
+    GridSearch(Ridge(), {{"alpha": [0.0, 1.0]}}, cv=3, n_groups=ctx.size, error_score="raise",
+               multi_alpha=False, comm=ctx).fit(X, y)
+    out["raise"] = None
+except ShardlearnError as exc:
+    out["raise"] = [str(exc), bool(getattr(exc, "agreed", False))]
+for bad in ({{"alpha": []}}, {{"alpah": [1.0]}}, {{"alpha": [-1.0]}}, {{"alpha": ["x"]}}, []):
+    try:
+        GridSearch(Ridge(), bad, cv=3, comm=ctx).fit(X, y)
+        out.setdefault("bad", []).append(None)
+    except ShardlearnError as exc:
+        out.setdefault("bad", []).append(str(exc))
+if ctx.rank == 0:
+    emit(out)
+"""
+
+HALVING_SCRIPT = """
+import numpy as np
+from shardlearn.runtime import init
+from shardlearn.util.blocks import block_bounds
+from shardlearn.models.linear import LogisticRegression
+from shardlearn.models.selection import GridSearch, RandomSearch
+ctx = init(topology="native", verbose=False)
+D = np.load({path!r})
+lo, hi = block_bounds(len(D["Xc"]), ctx.size, ctx.rank)
+X, y = D["Xc"][lo:hi], D["yc"][lo:hi]
+out = {{}}
+for G in (1, ctx.size):
+    s = GridSearch(LogisticRegression(tol=1e-10), {{"C": [1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0, 100.0]}},
+                   cv=3, halving=True, factor=3, n_groups=G, scoring="neg_log_loss", refit=False, comm=ctx).fit(X, y)
+    r = s.cv_results_
+    out[str(G)] = {{"iter": r["iter"].tolist(), "n_resources": r["n_resources"].tolist(),
+                   "mean": r["mean_test_score"].tolist(), "params": r["params"], "best": s.best_params_,
+                   "n_resources_": s.n_resources_, "n_candidates_": s.n_candidates_}}
+    rs = RandomSearch(LogisticRegression(), {{"C": [0.01, 0.1, 1.0, 10.0], "fit_intercept": [True, False]}}, n_iter=3,
+                      cv=3, n_groups=G, refit=False, random_state=5, comm=ctx).fit(X, y)
+    out["random" + str(G)] = [rs.cv_results_["params"], rs.cv_results_["mean_test_score"].tolist()]
+if ctx.rank == 0:
+    emit(out)
+"""
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("search")
+    rs = np.random.default_rng(3)
+    n = 240
+    Xc = rs.normal(size=(n, 5))
+    yc = (Xc @ rs.normal(size=5) + 0.8 * rs.normal(size=n) > 0.3).astype(np.float64)
+    Xr = rs.normal(size=(n, 4))
+    yr = Xr @ rs.normal(size=4) + 0.5 * rs.normal(size=n) + 2.0
+    np.savez(d / "data.npz", Xc=Xc, yc=yc, Xr=Xr, yr=yr)
+    with h5py.File(d / "c.h5", "w") as h:
+        h["X"], h["y"] = Xc, yc.astype(np.int64)
+    return d
+
+
+def _launch(P, data, tmp):
+    proc = run_script(P, SEARCH_SCRIPT.format(path=str(data / "data.npz")), tmp, timeout=240)
+    return json_lines(proc.stdout)[0]
+
+
+@pytest.fixture(scope="module")
+def runs(data, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("search_runs")
+    return {P: _launch(P, data, tmp) for P in (1, 2)}
+
+
+def _close(a, b, tol):
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    assert a.shape == b.shape and np.allclose(a, b, rtol=tol, atol=tol), (a, b)
+
+
+def _same_scores(runs):
+    ref = runs[1]["1"]
+    for P, res in runs.items():
+        assert res["folds"] == runs[1]["folds"], f"folds differ on {P} ranks"
+        for G, r in res.items():
+            if G == "folds":
+                continue
+            for key, tol in (("logistic", 1e-7), ("logistic_seq", 1e-7), ("ridge", 1e-9), ("ridge_seq", 1e-9),
+                             ("cross_validate", 1e-9), ("tiny", 1e-9), ("gbdt", 1e-12), ("logistic_acc", 0)):
+                if key in r:
+                    _close(r[key], ref[key], tol)
+            assert r["best"][:2] == ref["best"][:2] and r["rank"] == ref["rank"]
+            _close(r["best"][3], ref["best"][3], 1e-6)   # the refit on all rows with all ranks
+
+
+def test_scores_do_not_depend_on_ranks_or_groups(runs):
+    _same_scores(runs)
+
+
+@pytest.mark.slow
+def test_scores_do_not_depend_on_ranks_or_groups_on_3_and_4_ranks(runs, data, tmp_path):
+    _same_scores({**runs, **{P: _launch(P, data, tmp_path) for P in (3, 4)}})
+
+
+def test_the_many_alpha_pass_gives_the_one_by_one_scores(runs):
+    r = runs[1]["1"]
+    _close(runs[2]["1"]["logistic"], r["logistic_seq"], 1e-7)    # lockstep L-BFGS on a 2-rank group
+    _close([row for row, p in zip(r["ridge"], r["ridge_params"]) if p["fit_intercept"]], r["ridge_seq"], 1e-9)
+
+
+def test_folds_are_stratified_and_balanced(runs, data):
+    D = np.load(data / "data.npz")
+    folds = np.array(runs[1]["folds"][0])
+    for c in (0.0, 1.0):
+        counts = np.bincount(folds[D["yc"] == c], minlength=4)
+        assert counts.max() - counts.min() <= 1, counts
+    assert np.bincount(np.array(runs[1]["folds"][1])).tolist() == [80, 80, 80]
+
+
+def test_equal_to_scikit_learn_on_the_same_folds(runs, data):
+    from sklearn.linear_model import LogisticRegression as SkLogistic, Ridge as SkRidge
+    from sklearn.model_selection import GridSearchCV, PredefinedSplit, cross_val_score
+
+    D = np.load(data / "data.npz")
+    r = runs[1]["1"]
+    fc, fr, f5 = (np.array(f) for f in runs[1]["folds"])
+    sk = GridSearchCV(SkLogistic(tol=1e-10, max_iter=5000), {"C": [0.01, 0.1, 1.0, 10.0]},
+                      scoring="neg_log_loss", cv=PredefinedSplit(fc)).fit(D["Xc"], D["yc"])
+    ours = np.array(r["logistic"])
+    _close(ours, np.array([[sk.cv_results_[f"split{f}_test_score"][i] for f in range(4)] for i in range(4)]), 1e-5)
+    assert r["best"][0] == sk.best_params_ and np.isclose(r["best"][2], sk.best_score_, rtol=1e-5)
+    _close(r["best"][3], sk.best_estimator_.coef_.ravel(), 1e-4)
+    sk = GridSearchCV(SkLogistic(tol=1e-10, max_iter=5000), {"C": [0.01, 0.1, 1.0, 10.0]},
+                      cv=PredefinedSplit(fc)).fit(D["Xc"], D["yc"])
+    _close(r["logistic_acc"], [[sk.cv_results_[f"split{f}_test_score"][i] for f in range(4)] for i in range(4)], 1e-12)
+    sk = GridSearchCV(SkRidge(), {"alpha": [0.01, 1.0, 100.0], "fit_intercept": [True, False]},
+                      cv=PredefinedSplit(fr)).fit(D["Xr"], D["yr"])
+    assert r["ridge_params"] == sk.cv_results_["params"]
+    _close(r["ridge"], [[sk.cv_results_[f"split{f}_test_score"][i] for f in range(3)] for i in range(6)], 1e-8)
+    _close(r["cross_validate"], cross_val_score(SkRidge(alpha=1.0), D["Xr"], D["yr"], cv=PredefinedSplit(f5)), 1e-8)
+
+
+def test_a_failing_candidate_is_recorded_and_the_search_goes_on(data, tmp_path):
+    proc = run_script(3, FAIL_SCRIPT.format(path=str(data / "data.npz")), tmp_path, timeout=120)
+    out = json_lines(proc.stdout)[0]
+    for key in ("1-True", "1-False", "3-True", "3-False"):
+        mean, errors, best, rank = out[key]
+        assert mean[0] == -1.0 and "singular" in errors[0], (key, errors)
+        assert errors[1:] == [None, None] and mean[1] > 0.5 and mean[2] > 0.5
+        assert best in ({"alpha": 1.0}, {"alpha": 10.0}) and rank[0] == 3
+    msg, agreed = out["raise"]
+    assert agreed and "singular" in msg and "error_score='raise'" in msg
+    bad = out["bad"]
+    assert "'alpha': the list of values is empty" in bad[0]
+    assert "unknown parameter 'alpah' for Ridge" in bad[1] and "alpha" in bad[1]
+    assert "alpha must be >= 0" in bad[2]
+    assert "invalid value" in bad[3] or "alpha" in bad[3]
+    assert "empty" in bad[4]
+
+
+def test_halving_follows_scikit_learns_schedule(data, tmp_path):
+    from sklearn.experimental import enable_halving_search_cv  # noqa: F401
+    from sklearn.linear_model import LogisticRegression as SkLogistic
+    from sklearn.model_selection import HalvingGridSearchCV
+
+    proc = run_script(2, HALVING_SCRIPT.format(path=str(data / "data.npz")), tmp_path, timeout=120)
+    out = json_lines(proc.stdout)[0]
+    D = np.load(data / "data.npz")
+    grid = {"C": [1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0, 100.0]}
+    sk = HalvingGridSearchCV(SkLogistic(), grid, cv=3, factor=3).fit(D["Xc"], D["yc"])
+    for G in ("1", "2"):
+        r = out[G]
+        assert r["n_resources_"] == sk.n_resources_ and r["n_candidates_"] == sk.n_candidates_
+        assert r["iter"] == [i for i, n in enumerate(sk.n_candidates_) for _ in range(n)]
+        last = [m for m, it in zip(r["mean"], r["iter"]) if it == r["iter"][-1]]
+        assert max(last) == pytest.approx(max(m for m, it in zip(r["mean"], r["iter"]) if it == r["iter"][-1]))
+        _close(r["mean"], out["1"]["mean"], 1e-7)
+        assert r["params"] == out["1"]["params"] and r["best"] == out["1"]["best"]
+        assert out["random" + G] == out["random1"] and len(out["random1"][0]) == 3
+
+
+def test_cli_end_to_end(data, tmp_path):
+    res = tmp_path / "res.json"
+    p = run_cli(2, "search", "logistic", "--data", data / "c.h5", "--param", "C=log:1e-2:1e1:4",
+                "--param", "fit_intercept=true,false", "--cv", "3", "--groups", "2", "--refit",
+                "--scoring", "roc_auc", "--out", res, "--report", tmp_path / "rep.json", timeout=120)
+    assert "search: 24/24 fits" in p.stdout and "best so far" in p.stdout
+    out = json.loads(res.read_text())
+    cv = out["cv_results"]
+    assert len(cv["params"]) == 8 and cv["params"][0] == {"C": 0.01, "fit_intercept": True}
+    for key in ("mean_test_score", "std_test_score", "rank_test_score", "split0_test_score",
+                "split2_test_score", "mean_fit_time", "param_C"):
+        assert key in cv and len(cv[key]) == 8
+    best = int(np.argmin(cv["rank_test_score"]))
+    assert out["best_params"] == cv["params"][best] and out["best_score"] == cv["mean_test_score"][best]
+    rows = list(csv.DictReader(open(tmp_path / "res.csv")))
+    assert len(rows) == 8 and float(rows[best]["mean_test_score"]) == pytest.approx(out["best_score"])
+    with h5py.File(tmp_path / "res.h5") as h:      # the refitted best model, as 'train' writes it
+        assert h.attrs or len(h)
+    ev = run_cli(2, "evaluate", "--model", tmp_path / "res.h5", "--data", data / "c.h5", timeout=60)
+    assert "accuracy" in ev.stdout
+    # k-means and trees run through the same command
+    run_cli(2, "search", "kmeans", "--data", data / "c.h5", "--param", "n_clusters=2,3", "--cv", "2",
+            "--groups", "auto", "--out", tmp_path / "k.json", "--quiet", timeout=120)
+    assert len(json.loads((tmp_path / "k.json").read_text())["cv_results"]["params"]) == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--param", "C=log:1:x:3"], "expected log:LOW:HIGH:N"),
+    (["--param", "C="], "no values for C"),
+    (["--param", "nope=1,2"], "unknown parameter 'nope'"),
+    (["--param", "C=-1,1"], "C must be > 0"),
+    (["--param", "C=1", "--groups", "3"], "groups must be"),
+    (["--param", "C=1", "--set", "C=1,2"], "one value expected"),
+])
+def test_cli_bad_grid_is_one_clear_error(data, tmp_path, args, message):
+    p = run_cli(2, "search", "logistic", "--data", data / "c.h5", "--out", tmp_path / "r.json", *args,
+                check=False, timeout=60)
+    assert p.returncode == 2 and p.stderr.count("shardlearn: error:") == 1 and message in p.stderr, p.stderr
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_grids_ranges_and_order_match_scikit_learn():
+    from sklearn.model_selection import ParameterGrid
+
+    from shardlearn.errors import ShardlearnError
+    from shardlearn.models.linear import LogisticRegression
+    from shardlearn.models.selection._grid import (check_candidates, expand_grid, parse_param,
+                                                   sample_candidates)
+    from shardlearn.models.selection._groups import auto_groups
+
+    assert parse_param("C=log:1e-3:1e2:6") == ("C", [0.001, 0.01, 0.1, 1.0, 10.0, 100.0])
+    assert parse_param("num-leaves=int:8:64:4") == ("num_leaves", [8, 27, 45, 64])
+    assert parse_param("x=1,2.5,true,none,l2") == ("x", [1, 2.5, True, None, "l2"])
+    grid = [{"C": [1, 10], "penalty": ["l2"], "fit_intercept": [True, False]}, {"C": [0.5]}]
+    assert expand_grid(grid) == list(ParameterGrid(grid))
+    draws = sample_candidates({"C": [1, 2, 3, 4], "tol": [1e-4, 1e-6]}, 5, seed=1)
+    assert len(draws) == 5 and len({tuple(sorted(d.items())) for d in draws}) == 5
+    assert draws == sample_candidates({"C": [1, 2, 3, 4], "tol": [1e-4, 1e-6]}, 5, seed=1)
+    for bad, msg in (({"C": []}, "empty"), ({"CC": [1]}, "unknown parameter 'CC'"),
+                     ({"C": [0.0]}, "C must be > 0"), ({"solver": ["newton"]}, "solver 'newton'")):
+        with pytest.raises(ShardlearnError, match=msg):
+            check_candidates(LogisticRegression(), expand_grid(bad))
+    assert auto_groups(4, 1000, 10, 8, n_tasks=100) == 4          # small data: one rank per candidate
+    assert auto_groups(4, 1000, 10, 8, n_tasks=2) == 2             # no group without a task
+    assert auto_groups(4, 10**14, 10, 8, n_tasks=100) == 1         # too big to copy: pure data parallelism
