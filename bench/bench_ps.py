@@ -29,6 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
@@ -202,7 +205,7 @@ def main(argv=None) -> int:
     best = min(f for r in first for _, f in r["curve"])  # the lowest point plotted: every value > 0 on a log axis
     shifted = [dict(r, curve=[(s, f - best + 1e-4) for s, f in r["curve"]]) for r in first]
     plot(shifted, Path(a.png), dict(meta, objective_at_zero=meta["objective_at_zero"] - best + 1e-4))
-    Path(a.json_out).write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    machine.save(a.json_out, "ps", {"meta": meta, "results": results})
     report(results, meta, Path(a.out))
     print(Path(a.out).read_text())
     return 0

@@ -33,6 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 LOGIT_GRID = {"C": [float(f"{v:.6g}") for v in np.logspace(-3, 2, 12)], "fit_intercept": [True, False]}
@@ -218,8 +221,7 @@ def main() -> int:
                 r["loadavg_before"], r["loadavg_after"] = load0, loadavg()
                 results["cases"][f"{tag}/{model}/sklearn"] = r
                 print(f"{tag}/{model}/sklearn: {r['seconds']:.2f}s (load {load0})", flush=True)
-    Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json_out).write_text(json.dumps(results, indent=1) + "\n")
+    machine.save(args.json_out, "search", results)
     Path(args.out).write_text(report(results))
     print(f"wrote {args.out} and {args.json_out}")
     return 0
