@@ -18,7 +18,7 @@ def prepare(comm, X, y, verbose=False):
     """
     ctx = context_from(comm, verbose=verbose)
     with ctx.collective_errors():
-        X = to_host(X)  # CuPy input: binned on the host (the device path starts at the codes)
+        X = to_host(check_dense(X))  # CuPy input: binned on the host (the device path starts at the codes)
         X, y = check_fit_input(X, y, supervised=True)
         if X.ndim != 2:
             raise ShardlearnError(f"X must be 2-D (rows x features), got shape {X.shape}")

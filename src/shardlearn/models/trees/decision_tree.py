@@ -147,11 +147,16 @@ class _DecisionTree(FittedEnsemble, Params):
         W = float(ctx.coll.allreduce(np.array([w.sum()]))[0])
         with ctx.collective_errors():
             if not W > 0:
-                raise ShardlearnError("every row has weight 0 (sample_weight / class_weight): nothing to learn")
+                raise ShardlearnError("every row has weight 0 (sample_weight / class_weight): nothing to learn; "
+                                      "give some rows a weight above zero")
         t0 = time.perf_counter()
         with ctx.timers.phase("binning"):
             mapper = BinMapper(self.max_bin, seed=self.random_state)
-            codes = mapper.fit_transform(X, grows, n_total, ctx)
+            keep = w > 0
+            if keep.all():
+                codes = mapper.fit_transform(X, grows, n_total, ctx)
+            else:  # bins from the rows that count: a zero weight is a row left out (the same collectives)
+                codes = mapper.fit(X[keep], grows[keep], n_total, ctx).transform(X)
         self.binning_seconds_ = time.perf_counter() - t0
         self.bin_mapper_ = mapper
         growth = self.growth or ("bestfirst" if self.max_leaf_nodes is not None else "depthwise")
