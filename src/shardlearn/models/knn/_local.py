@@ -51,6 +51,7 @@ class LocalIndex:
         else:
             self.xx, self.s = np.zeros(self.n), np.ones(self.n)
         self.strategy = None  # how the last search moved its queries (_search.kneighbors)
+        self.ranks = None  # the world size of the rows' sharding (set by the estimator)
         self._attach()
 
     def _attach(self):

@@ -101,6 +101,7 @@ class _KNeighbors(Params):
             offset = sum(m[0] for m in meta[:ctx.rank]) if row_offset is None else int(row_offset)
             target = self._targets(ctx, y, n_total)
             self.index_ = LocalIndex(X, offset, self.metric, target)
+            self.index_.ranks = ctx.size  # it holds this rank's shard of ctx.size (pickled: see _search)
             self.n_samples_fit_ = int(n_total)
             self.n_features_in_ = int(d)
             self.data_path_ = None if data_path is None else os.path.abspath(str(data_path))
@@ -126,6 +127,7 @@ class _KNeighbors(Params):
                     "train the model again")
         target = self._targets(ctx, shard.y, shard.n_total, known=True)
         self.index_ = LocalIndex(shard.X, shard.start, self.metric, target)
+        self.index_.ranks = ctx.size
 
     # ------------------------------------------------------------ neighbours
     def _search(self, X):
@@ -135,6 +137,12 @@ class _KNeighbors(Params):
         with ctx.collective_errors():
             self._check_params()
             Q = _check_X(X, self.n_features_in_, type(self).__name__)
+            ranks = getattr(self.__dict__.get("index_"), "ranks", None)
+            if ranks not in (None, ctx.size):  # a pickled estimator holds one rank's training rows
+                raise ShardlearnError(f"this {type(self).__name__} was fitted on {ranks} ranks and holds one rank's "
+                                      f"share of the training rows; this world has {ctx.size}: use it on {ranks} "
+                                      "ranks (each rank its own pickle), or save it as a model file (fit with "
+                                      "data_path=) and load that on any number of ranks")
         self._ensure_index(ctx)
         with ctx.guard(f"{type(self).__name__}.kneighbors"):
             out, used = kneighbors(ctx, self.index_, Q, int(self.n_neighbors), self.strategy, int(self.block_rows))
