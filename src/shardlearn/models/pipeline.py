@@ -120,6 +120,7 @@ class Pipeline(Params, BaseEstimator):
             X = step.inverse_transform(X)
         return X
 
+    @_if_final("predict")
     def predict(self, X):
         """The final estimator's ``predict`` on the transformed local rows."""
         return self._final.predict(self._transform(X))
@@ -132,6 +133,7 @@ class Pipeline(Params, BaseEstimator):
     def decision_function(self, X):
         return self._final.decision_function(self._transform(X))
 
+    @_if_final("score")
     def score(self, X, y=None, sample_weight=None):
         """The final estimator's (global, collective) score on the transformed rows."""
         ctx = context_from(self.comm)
