@@ -493,18 +493,22 @@ y = (X[:, 0] + 0.5 * X[:, 1] > 0).astype(np.int64)
 out = {}
 for name in sys.argv[1].split(","):
     cls = getattr(shardlearn, name)
-    kw = {"n_estimators": 5} if ("Forest" in name or "Boosting" in name) else {"n_clusters": 3} if name == "KMeans" else {}
-    est = cls(random_state=0, **kw)
+    kw = ({"n_estimators": 5} if ("Forest" in name or "Boosting" in name) else {"n_clusters": 3} if name == "KMeans"
+          else {"n_components": 2} if name == "PCA" else {})
+    if "random_state" in cls.param_names():
+        kw["random_state"] = 0
+    est = cls(**kw)
+    apply = "predict" if hasattr(est, "predict") else "transform"
     try:
-        est.predict(X)
+        getattr(est, apply)(X)
         raise AssertionError("predict before fit")
     except NotFittedError as exc:
         assert isinstance(exc, ShardlearnError) and isinstance(exc, ValueError)
     est.set_params(**est.get_params())
     est.fit(X, y)
     back = pickle.loads(pickle.dumps(est))
-    assert np.array_equal(back.predict(X), est.predict(X)) and repr(est).startswith(name)
-    out[name] = est.predict(X).tolist()
+    assert np.array_equal(getattr(back, apply)(X), getattr(est, apply)(X)) and repr(est).startswith(name)
+    out[name] = getattr(est, apply)(X).tolist()
 print(json.dumps(out))
 """
 
@@ -512,18 +516,21 @@ print(json.dumps(out))
 def test_works_without_scikit_learn(tmp_path):
     script = tmp_path / "no_sklearn.py"
     script.write_text(textwrap.dedent(NO_SKLEARN_SCRIPT))
-    proc = subprocess.run([sys.executable, str(script), ",".join(NAMES)], capture_output=True, text=True,
-                          env=mpi_env(), timeout=240)
+    proc = subprocess.run([sys.executable, str(script), ",".join(NAMES + TRANSFORMERS)], capture_output=True,
+                          text=True, env=mpi_env(), timeout=240)
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     rng = np.random.default_rng(0)
     X = rng.normal(size=(120, 4))
     y = (X[:, 0] + 0.5 * X[:, 1] > 0).astype(np.int64)
-    for name in NAMES:  # the same bits as with scikit-learn's base classes
+    for name in NAMES + TRANSFORMERS:  # the same bits as with scikit-learn's base classes
+        cls = getattr(shardlearn, name)
         kw = ({"n_estimators": 5} if ("Forest" in name or "Boosting" in name)
-              else {"n_clusters": 3} if name == "KMeans" else {})
-        est = getattr(shardlearn, name)(random_state=0, **kw).fit(X, y)
-        assert est.predict(X).tolist() == got[name], name
+              else {"n_clusters": 3} if name == "KMeans" else {"n_components": 2} if name == "PCA" else {})
+        if "random_state" in cls.param_names():
+            kw["random_state"] = 0
+        est = cls(**kw).fit(X, y)
+        assert (est.predict(X) if hasattr(est, "predict") else est.transform(X)).tolist() == got[name], name
     assert base.SKLEARN
 
 
