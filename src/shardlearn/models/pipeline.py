@@ -12,7 +12,25 @@ from __future__ import annotations
 
 from ..errors import ShardlearnError
 from ..runtime import context_from
-from .base import BaseEstimator, Params
+from .base import SKLEARN, BaseEstimator, Params
+
+
+def _if_final(*attrs, every=False):
+    """The decorated method exists (``hasattr``) only when the final step, or ``every`` step,
+    has ``attrs``, as in scikit-learn's Pipeline: a pipeline ending in a regressor has no
+    ``transform``, so tools (and scikit-learn's checks) do not take it for a transformer."""
+    def wrap(fn):
+        def get(self):
+            try:
+                steps = [step for _, step in self.steps] if every else [self.steps[-1][1]]
+            except (IndexError, TypeError, ValueError):
+                steps = []
+            missing = [a for a in attrs for step in steps if not hasattr(step, a)]
+            if not steps or missing:
+                raise AttributeError(f"{type(self).__name__} has no {fn.__name__}: a step lacks {missing or attrs}")
+            return fn.__get__(self, type(self))
+        return property(get, doc=fn.__doc__)
+    return wrap
 
 
 class Pipeline(Params, BaseEstimator):
@@ -56,6 +74,13 @@ class Pipeline(Params, BaseEstimator):
             if getattr(step, "comm", None) is None and self.comm is not None:
                 step.comm = self.comm
 
+    def _check_fitted(self):
+        """NotFittedError unless the final step is fitted (scikit-learn's ``check_is_fitted``
+        asks :meth:`Params.__sklearn_is_fitted__`, which calls this)."""
+        check = getattr(self._final, "_check_fitted", None)
+        if check is not None:
+            check()
+
     def _transform(self, X):
         for _, step in self.steps[:-1]:
             X = step.transform(X)
@@ -74,37 +99,41 @@ class Pipeline(Params, BaseEstimator):
         self._check_steps()
         for _, step in self.steps[:-1]:
             X = step.fit_transform(X, y)
-        if y is None:
-            self._final.fit(X, **fit_params)
-        else:
-            self._final.fit(X, y, **fit_params)
+        self._final.fit(X, y, **fit_params)  # y=None: a supervised final step says it needs y
         return self
 
+    @_if_final("transform")
     def fit_transform(self, X, y=None, **fit_params):
         """Fit, then transform with the whole chain (the last step must transform)."""
         return self.fit(X, y, **fit_params).transform(X)
 
     # ------------------------------------------------------------------- apply
+    @_if_final("transform")
     def transform(self, X):
         """Apply every stage's ``transform`` (local)."""
         return self._final.transform(self._transform(X))
 
+    @_if_final("inverse_transform", every=True)
     def inverse_transform(self, X):
         """Undo the chain, last stage first (every stage needs ``inverse_transform``)."""
         for _, step in reversed(self.steps):
             X = step.inverse_transform(X)
         return X
 
+    @_if_final("predict")
     def predict(self, X):
         """The final estimator's ``predict`` on the transformed local rows."""
         return self._final.predict(self._transform(X))
 
+    @_if_final("predict_proba")
     def predict_proba(self, X):
         return self._final.predict_proba(self._transform(X))
 
+    @_if_final("decision_function")
     def decision_function(self, X):
         return self._final.decision_function(self._transform(X))
 
+    @_if_final("score")
     def score(self, X, y=None, sample_weight=None):
         """The final estimator's (global, collective) score on the transformed rows."""
         ctx = context_from(self.comm)
@@ -114,6 +143,37 @@ class Pipeline(Params, BaseEstimator):
         if sample_weight is not None:
             return self._final.score(Xt, y, sample_weight=sample_weight)
         return self._final.score(Xt, y) if y is not None else self._final.score(Xt)
+
+    if SKLEARN:
+        def __sklearn_tags__(self):
+            """scikit-learn's tags: the final estimator's kind (classifier, regressor, transformer)
+            and target tags, as scikit-learn's Pipeline; NaN accepted when every stage before
+            a SimpleImputer (or all of them) accepts it."""
+            from copy import deepcopy
+
+            from sklearn.utils import get_tags
+
+            tags = super().__sklearn_tags__()
+            try:
+                every = [get_tags(step) for _, step in self.steps]
+                names = [type(step).__name__ for _, step in self.steps]
+            except (AttributeError, IndexError, TypeError, ValueError):  # steps not validated yet
+                return tags
+            if not every:
+                return tags
+            last = every[-1]
+            tags.estimator_type = last.estimator_type
+            tags.target_tags = deepcopy(last.target_tags)
+            tags.classifier_tags = deepcopy(last.classifier_tags)
+            tags.regressor_tags = deepcopy(last.regressor_tags)
+            tags.transformer_tags = deepcopy(last.transformer_tags)
+            nan = True
+            for name, step_tags in zip(names, every):
+                nan = nan and step_tags.input_tags.allow_nan
+                if not nan or name == "SimpleImputer":
+                    break
+            tags.input_tags.allow_nan = nan
+            return tags
 
     @property
     def classes_(self):

@@ -50,8 +50,24 @@ class LocalIndex:
             self.s = -np.divide(1.0, norm, out=np.zeros(self.n), where=norm > 0)
         else:
             self.xx, self.s = np.zeros(self.n), np.ones(self.n)
+        self.strategy = None  # how the last search moved its queries (_search.kneighbors)
+        self.ranks = None  # the world size of the rows' sharding (set by the estimator)
+        self._attach()
+
+    def _attach(self):
+        """The compiled kernels (a module) and the distance scratch block: rebuilt in each
+        process, never pickled."""
         self.kernels = compiled_kernels(KERNELS)
         self._g = np.empty((QUERY_ROWS, CHUNK_ROWS))
+
+    def __getstate__(self):
+        """Pickle the rows and their norms; the kernels module and the scratch block are
+        rebuilt on load (:meth:`_attach`)."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("kernels", "_g")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._attach()
 
     def topk(self, Q: np.ndarray, k: int) -> np.ndarray:
         """The k nearest local rows of each query as a packed (b, 3k) candidate list

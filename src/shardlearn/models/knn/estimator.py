@@ -14,7 +14,8 @@ import numpy as np
 
 from ...errors import ShardlearnError
 from ...runtime import context_from
-from ..base import BaseEstimator, ClassifierMixin, Params, RegressorMixin
+from ..base import (BaseEstimator, ClassifierMixin, NotFittedError, Params, RegressorMixin, check_dense,
+                    check_fit_input, shape_hint)
 from ._local import METRICS, LocalIndex, unpack
 from ._search import BLOCK_ROWS, STRATEGIES, kneighbors
 
@@ -83,7 +84,7 @@ class _KNeighbors(Params):
         with ctx.guard(f"{type(self).__name__}.fit"):
             with ctx.collective_errors():
                 self._check_params()
-                X, y = _check_Xy(X, y)
+                X, y = _check_Xy(X, y, type(self).__name__)
             meta = ctx.coll.allgather_obj((X.shape[0], X.shape[1]))
             n_total = sum(m[0] for m in meta)
             widths = {m[1] for m in meta if m[0] > 0}
@@ -94,12 +95,13 @@ class _KNeighbors(Params):
                     raise ShardlearnError(f"ranks hold different feature counts {sorted(widths)}")
                 if int(self.n_neighbors) > n_total:
                     raise ShardlearnError(f"n_neighbors={self.n_neighbors} is more than the {n_total} training "
-                                          "rows: choose fewer neighbours")
+                                          f"rows (n_samples={n_total}): choose fewer neighbours")
             d = widths.pop()
             X = X.reshape(X.shape[0], d) if X.shape[0] else np.empty((0, d))
             offset = sum(m[0] for m in meta[:ctx.rank]) if row_offset is None else int(row_offset)
             target = self._targets(ctx, y, n_total)
             self.index_ = LocalIndex(X, offset, self.metric, target)
+            self.index_.ranks = ctx.size  # it holds this rank's shard of ctx.size (pickled: see _search)
             self.n_samples_fit_ = int(n_total)
             self.n_features_in_ = int(d)
             self.data_path_ = None if data_path is None else os.path.abspath(str(data_path))
@@ -108,7 +110,7 @@ class _KNeighbors(Params):
 
     def _check_fitted(self):
         if not hasattr(self, "n_samples_fit_"):
-            raise ShardlearnError(f"this {type(self).__name__} is not fitted yet: call fit first")
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit first")
 
     def _ensure_index(self, ctx):
         """A loaded model reads its training shard on first use (collective)."""
@@ -125,20 +127,35 @@ class _KNeighbors(Params):
                     "train the model again")
         target = self._targets(ctx, shard.y, shard.n_total, known=True)
         self.index_ = LocalIndex(shard.X, shard.start, self.metric, target)
+        self.index_.ranks = ctx.size
 
     # ------------------------------------------------------------ neighbours
     def _search(self, X):
         """Packed candidates (n_local, 3k) of this rank's query rows (collective)."""
+        self._check_fitted()  # first, on every rank alike: NotFittedError as scikit-learn
         ctx = self._ctx()
         with ctx.collective_errors():
-            self._check_fitted()
             self._check_params()
-            Q = _check_X(X, self.n_features_in_)
+            Q = _check_X(X, self.n_features_in_, type(self).__name__)
+            ranks = getattr(self.__dict__.get("index_"), "ranks", None)
+            if ranks not in (None, ctx.size):  # a pickled estimator holds one rank's training rows
+                raise ShardlearnError(f"this {type(self).__name__} was fitted on {ranks} ranks and holds one rank's "
+                                      f"share of the training rows; this world has {ctx.size}: use it on {ranks} "
+                                      "ranks (each rank its own pickle), or save it as a model file (fit with "
+                                      "data_path=) and load that on any number of ranks")
         self._ensure_index(ctx)
         with ctx.guard(f"{type(self).__name__}.kneighbors"):
             out, used = kneighbors(ctx, self.index_, Q, int(self.n_neighbors), self.strategy, int(self.block_rows))
-        self.strategy_ = used
+        self.index_.strategy = used  # a record of the search, not of the model: predict leaves vars(self) alone
         return out
+
+    @property
+    def strategy_(self) -> str:
+        """How the last search moved its queries (``broadcast`` or ``ring``; see ``strategy``)."""
+        index = self.__dict__.get("index_")
+        if index is None or index.strategy is None:
+            raise AttributeError("strategy_: no search has run yet (kneighbors / predict)")
+        return index.strategy
 
     def kneighbors(self, X, return_distance=True):
         """Distances and global training rows of the k nearest neighbours of this rank's
@@ -316,27 +333,28 @@ class KNeighborsRegressor(_KNeighbors, RegressorMixin, BaseEstimator):
         return float(metrics.r2(ctx, y, pred, sample_weight=sample_weight))
 
 
-def _check_Xy(X, y):
-    X = _check_X(X, None)
-    y = np.asarray(y)
+def _check_Xy(X, y, name):
+    X, y = check_fit_input(X, y, supervised=True, name=name)
+    X = _check_X(X, None, name)
     if y.ndim != 1 or len(y) != len(X):
         raise ShardlearnError(f"y must be 1-D with one label per row of X: X has {len(X)} rows, y shape {y.shape}")
     return X, y
 
 
-def _check_X(X, d):
+def _check_X(X, d, name="KNeighbors"):
     """X as float64, 2-D, finite, with ``d`` features (any when None); ShardlearnError otherwise."""
-    X = np.asarray(X)
+    X = np.asarray(check_dense(X))
     if X.ndim != 2:
         if X.ndim == 1 and X.size == 0 and d is not None:
             return np.empty((0, d))
-        raise ShardlearnError(f"X must be 2-D (rows x features), got shape {X.shape}")
+        raise ShardlearnError(f"X must be 2-D (rows x features), got shape {X.shape}" + shape_hint(X, d or 0, name))
     if X.dtype.kind not in "fiub":
         raise ShardlearnError(f"X must be numeric, got dtype {X.dtype}")
     if d is not None and X.shape[1] != d:
         if X.shape[0] == 0:
             return np.empty((0, d))
-        raise ShardlearnError(f"X must have {d} features (as the training data), got shape {X.shape}")
+        raise ShardlearnError(f"X must have {d} features (as the training data), got shape {X.shape}"
+                              + shape_hint(X, d, name))
     X = np.ascontiguousarray(X, dtype=np.float64)
     if X.size and not np.isfinite(X.sum()) and not np.isfinite(X).all():
         raise ShardlearnError(f"X holds NaN or infinite values in {int((~np.isfinite(X).all(axis=1)).sum())} rows: "

@@ -13,21 +13,23 @@ import numpy as np
 
 from ...errors import ShardlearnError, agreed
 from ...runtime import context_from
-from ..base import BaseEstimator, Params, TransformerMixin
+from ..base import BaseEstimator, NotFittedError, Params, TransformerMixin, check_dense, check_fit_input, shape_hint
 
 #: rows per block when a statistic is computed in float64 from float32 data (bounded copies)
 BLOCK_ROWS = 65536
 
 
 def as_float(X, what: str = "X") -> np.ndarray:
-    """``X`` as a 2-D float32/float64 array (other numbers become float64); ShardlearnError otherwise."""
-    X = np.asarray(X)
+    """``X`` as a 2-D float32/float64 array (other numbers become float64); ShardlearnError otherwise
+    (sparse or complex input too, :func:`~shardlearn.models.base.check_dense`)."""
+    X = np.asarray(check_dense(X, what))
     if X.dtype not in (np.float32, np.float64):
         if X.dtype.kind not in "biuf":
             raise ShardlearnError(f"{what} must be numeric, got dtype {X.dtype}")
         X = X.astype(np.float64)
     if X.ndim != 2:
-        raise ShardlearnError(f"{what} must be 2-D (rows x features), got shape {X.shape}")
+        raise ShardlearnError(f"{what} must be 2-D (rows x features), got shape {X.shape}"
+                              + (shape_hint(X, 0, "") if X.ndim == 1 else ""))
     return X
 
 
@@ -79,16 +81,22 @@ class Transformer(Params, TransformerMixin, BaseEstimator):
     _fitted: tuple = ()
     evaluate_needs_y = False
     data_options = {"allow_nan": True}  # NaN passes through (or is imputed)
+    _allow_nan = True  # scikit-learn's allow_nan tag
 
     def fit(self, X, y=None):
         """Fit on this rank's rows (collective: every rank of ``comm`` calls it; ``y`` is ignored)."""
         ctx = context_from(self.comm)
         Xc, error = None, None
         try:
-            Xc = as_float(X)
+            Xc = as_float(check_fit_input(X)[0])
+            if not self._allow_nan and Xc.size and not np.isfinite(Xc.sum()) and not np.isfinite(Xc).all():
+                raise ShardlearnError(f"X holds NaN or infinite values in {int((~np.isfinite(Xc).all(axis=1)).sum())} "
+                                      f"rows: {type(self).__name__} needs finite features (impute them first)")
             self._check_params()
         except ShardlearnError as exc:
             Xc, error = None, str(exc)
+        except (TypeError, ValueError) as exc:  # e.g. an object array holding a dict: every rank hears
+            Xc, error = None, f"{type(exc).__name__}: {exc}"
         n_total, d, offset = agree_rows(ctx, Xc, error)
         if Xc.shape[0] == 0:
             Xc = Xc.reshape(0, d)
@@ -113,7 +121,7 @@ class Transformer(Params, TransformerMixin, BaseEstimator):
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "n_features_in_"):
-            raise ShardlearnError(f"{type(self).__name__} is not fitted yet: call fit first")
+            raise NotFittedError(f"{type(self).__name__} is not fitted yet: call fit first")
 
     def _check_X(self, X, width: int | None = None) -> np.ndarray:
         """A local ``X`` of the fitted width as float (an empty block of any width is reshaped)."""
@@ -123,7 +131,8 @@ class Transformer(Params, TransformerMixin, BaseEstimator):
         if X.shape[1] != d:
             if X.shape[0] == 0:
                 return X.reshape(0, d)
-            raise ShardlearnError(f"X has {X.shape[1]} features but {type(self).__name__} was fitted on {d}")
+            raise ShardlearnError(f"X has {X.shape[1]} features but {type(self).__name__} was fitted on {d}"
+                                  + shape_hint(X, d, type(self).__name__))
         return X
 
     # ------------------------------------------------------------ model files, CLI

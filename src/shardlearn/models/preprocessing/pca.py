@@ -59,6 +59,7 @@ class PCA(Transformer):
     """
 
     _model_name = "pca"
+    _allow_nan = False  # the Gram matrix / QR of X: NaN is refused in fit (Transformer.fit)
     _fitted = ("components_", "explained_variance_", "explained_variance_ratio_", "singular_values_",
                "mean_", "n_components_", "noise_variance_")
 
@@ -79,7 +80,7 @@ class PCA(Transformer):
     def _fit(self, ctx, X, n_total):
         n_local, d = X.shape
         if n_total < 2:
-            ctx.agree("PCA needs at least 2 rows")
+            ctx.agree(f"PCA needs at least 2 rows (n_samples={n_total})")
         solver = self.svd_solver
         if solver == "auto":
             solver = "full" if ctx.size * d * d * 8 <= TSQR_MAX_BYTES else "covariance_eigh"
@@ -113,6 +114,9 @@ class PCA(Transformer):
     def transform(self, X):
         """Project local rows (no communication); float32 in, float32 out."""
         X = self._check_X(X)
+        if X.size and not np.isfinite(X.sum()) and not np.isfinite(X).all():
+            raise ShardlearnError(f"X holds NaN or infinite values in {int((~np.isfinite(X).all(axis=1)).sum())} rows: "
+                                  "PCA needs finite features (impute them first)")
         Z = (X - self.mean_.astype(X.dtype)) @ self.components_.T.astype(X.dtype)
         if self.whiten:
             Z /= np.sqrt(self.explained_variance_).astype(X.dtype)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...backend import to_host
-from ...errors import ShardlearnError
+from ...errors import ShardlearnError, agreed
 from ...runtime import context_from
 from ..base import NotFittedError, check_dense, check_fit_input, shape_hint
 
@@ -18,7 +18,7 @@ def prepare(comm, X, y, verbose=False):
     """
     ctx = context_from(comm, verbose=verbose)
     with ctx.collective_errors():
-        X = to_host(X)  # CuPy input: binned on the host (the device path starts at the codes)
+        X = to_host(check_dense(X))  # CuPy input: binned on the host (the device path starts at the codes)
         X, y = check_fit_input(X, y, supervised=True)
         if X.ndim != 2:
             raise ShardlearnError(f"X must be 2-D (rows x features), got shape {X.shape}")
@@ -51,6 +51,15 @@ def check_sample_weight(sample_weight, n) -> np.ndarray:
     if not np.all(np.isfinite(w)) or np.any(w < 0):
         raise ShardlearnError("sample_weight must be finite and non-negative")
     return w
+
+
+def check_weight_total(ctx, sw, n_local: int) -> None:
+    """Collective (one small allreduce; every rank calls it, with or without weights): the
+    same ShardlearnError on every rank when the weights of all rows sum to zero."""
+    total = ctx.coll.allreduce(np.array([float(n_local) if sw is None else float(sw.sum())]))
+    if not total[0] > 0:
+        raise agreed("every row has weight 0 (sample_weight): nothing to learn; give some rows a weight "
+                     "above zero")
 
 
 #: a classifier refuses y with more distinct values than max(MANY_CLASSES, rows / MIN_ROWS_PER_CLASS)
@@ -172,7 +181,7 @@ class FittedEnsemble:
     def _check_X(self, X) -> np.ndarray:
         """``X`` as a C-contiguous float64 matrix with the training feature count."""
         self._check_fitted()
-        X = np.ascontiguousarray(check_dense(to_host(X)), dtype=np.float64)
+        X = np.ascontiguousarray(to_host(check_dense(X)), dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
             raise ShardlearnError(f"X must have {self.n_features_in_} features, got shape {X.shape}"
                                   + shape_hint(X, self.n_features_in_, type(self).__name__))

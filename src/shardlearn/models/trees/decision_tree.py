@@ -64,6 +64,9 @@ class _DecisionTree(FittedEnsemble, Params):
         Depth limit (None: grow until leaves are pure or too small).
     min_samples_leaf : int
         Rows each leaf needs at least.
+    min_weight_fraction_leaf : float
+        Weight each leaf needs at least, as a fraction (0..0.5) of the total weight
+        (``sample_weight`` times ``class_weight``), as scikit-learn's.
     max_leaf_nodes : int or None
         Leaves at most; grown best-first (the largest impurity decrease first).
     min_impurity_decrease : float
@@ -86,12 +89,13 @@ class _DecisionTree(FittedEnsemble, Params):
 
     _criteria = CRITERIA
 
-    def __init__(self, *, criterion="gini", max_depth=None, min_samples_leaf=1, max_leaf_nodes=None,
-                 min_impurity_decrease=0.0, growth=None, class_weight=None, max_bin=255,
+    def __init__(self, *, criterion="gini", max_depth=None, min_samples_leaf=1, min_weight_fraction_leaf=0.0,
+                 max_leaf_nodes=None, min_impurity_decrease=0.0, growth=None, class_weight=None, max_bin=255,
                  hist_reduce="allreduce", random_state=0, comm=None, verbose=False):
         self.criterion = criterion
         self.max_depth = max_depth
         self.min_samples_leaf = min_samples_leaf
+        self.min_weight_fraction_leaf = min_weight_fraction_leaf
         self.max_leaf_nodes = max_leaf_nodes
         self.min_impurity_decrease = min_impurity_decrease
         self.growth = growth
@@ -110,6 +114,8 @@ class _DecisionTree(FittedEnsemble, Params):
             raise ShardlearnError(f"max_depth must be >= 1 or None, got {self.max_depth}")
         if int(self.min_samples_leaf) < 1:
             raise ShardlearnError(f"min_samples_leaf must be >= 1, got {self.min_samples_leaf}")
+        if not 0.0 <= float(self.min_weight_fraction_leaf) <= 0.5:
+            raise ShardlearnError(f"min_weight_fraction_leaf must be in [0, 0.5], got {self.min_weight_fraction_leaf}")
         if self.max_leaf_nodes is not None and int(self.max_leaf_nodes) < 2:
             raise ShardlearnError(f"max_leaf_nodes must be >= 2 or None, got {self.max_leaf_nodes}")
         if not float(self.min_impurity_decrease) >= 0:
@@ -147,11 +153,16 @@ class _DecisionTree(FittedEnsemble, Params):
         W = float(ctx.coll.allreduce(np.array([w.sum()]))[0])
         with ctx.collective_errors():
             if not W > 0:
-                raise ShardlearnError("every row has weight 0 (sample_weight / class_weight): nothing to learn")
+                raise ShardlearnError("every row has weight 0 (sample_weight / class_weight): nothing to learn; "
+                                      "give some rows a weight above zero")
         t0 = time.perf_counter()
         with ctx.timers.phase("binning"):
             mapper = BinMapper(self.max_bin, seed=self.random_state)
-            codes = mapper.fit_transform(X, grows, n_total, ctx)
+            keep = w > 0
+            if keep.all():
+                codes = mapper.fit_transform(X, grows, n_total, ctx)
+            else:  # bins from the rows that count: a zero weight is a row left out (the same collectives)
+                codes = mapper.fit(X[keep], grows[keep], n_total, ctx).transform(X)
         self.binning_seconds_ = time.perf_counter() - t0
         self.bin_mapper_ = mapper
         growth = self.growth or ("bestfirst" if self.max_leaf_nodes is not None else "depthwise")
@@ -162,7 +173,8 @@ class _DecisionTree(FittedEnsemble, Params):
                           max_depth=None if self.max_depth is None else int(self.max_depth),
                           growth="leafwise" if growth == "bestfirst" else "depthwise",
                           hist_reduce=self.hist_reduce, learning_rate=1.0,
-                          split=SplitParams(0.0, int(self.min_samples_leaf), 1e-12, min_gain))
+                          split=SplitParams(0.0, int(self.min_samples_leaf),
+                                            max(1e-12, float(self.min_weight_fraction_leaf) * W), min_gain))
         grower_cls = _EntropyGrower if self.criterion == "entropy" else TreeGrower
         grower = grower_cls(ctx, codes, mapper.n_bins_, mapper.n_slots, grow)
         ch = np.empty((K + 1, len(X)))

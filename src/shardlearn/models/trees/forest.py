@@ -30,8 +30,8 @@ from ...errors import ShardlearnError
 from ...util import faults
 from ..base import BaseEstimator, ClassifierMixin, Params, RegressorMixin
 from .categorical import cat_params, check_categorical_params
-from .common import (FittedEnsemble, check_sample_weight, class_labels, diff, phase_snapshot, prepare,
-                     resolve_categorical)
+from .common import (FittedEnsemble, check_sample_weight, check_weight_total, class_labels, diff, phase_snapshot,
+                     prepare, resolve_categorical)
 from .grower import HIST_REDUCE, GrowParams, TreeGrower
 from .io import ensemble_arrays, model_json, restore_ensemble
 from .predict import Ensemble
@@ -167,6 +167,7 @@ class _RandomForest(FittedEnsemble, Params):
         with ctx.collective_errors():
             self._check_params()
             sw = None if sample_weight is None else check_sample_weight(sample_weight, len(X))
+        check_weight_total(ctx, sw, len(X))  # every rank, with or without weights: no rank waits
         if classification:
             self.classes_, yk = class_labels(ctx, y, n_classes, n_total=n_total, regressor="RandomForestRegressor")
             K = len(self.classes_)

@@ -31,8 +31,8 @@ from ...errors import ShardlearnError
 from ...util import faults
 from ..base import BaseEstimator, ClassifierMixin, Params, RegressorMixin
 from .categorical import cat_params, check_categorical_params
-from .common import (FittedEnsemble, check_sample_weight, class_labels, diff, phase_snapshot, prepare,
-                     resolve_categorical, sample_features)
+from .common import (FittedEnsemble, check_sample_weight, check_weight_total, class_labels, diff, phase_snapshot,
+                     prepare, resolve_categorical, sample_features)
 from .grower import GROWTH, HIST_REDUCE, GrowParams, TreeGrower
 from .io import ensemble_arrays, model_json, restore_ensemble
 from .predict import Ensemble, replay_scores, tree_values
@@ -235,6 +235,7 @@ class _GradientBoosting(FittedEnsemble, Params):
         with ctx.collective_errors():
             self._check_params(objective)
             sw = None if sample_weight is None else check_sample_weight(sample_weight, len(X))
+        check_weight_total(ctx, sw, len(X))  # every rank, with or without weights: no rank waits
         if objective == "regression":
             K = 1
             yk = y.astype(np.float64)
