@@ -36,7 +36,8 @@ if not base.SKLEARN:  # SHARDLEARN_SKLEARN=0 in this environment: the stand-in b
 NAMES = ["KMeans", "LinearRegression", "Ridge", "Lasso", "LogisticRegression",
          "GradientBoostingClassifier", "GradientBoostingRegressor",
          "RandomForestClassifier", "RandomForestRegressor",
-         "DecisionTreeClassifier", "DecisionTreeRegressor", "KNeighborsClassifier", "KNeighborsRegressor"]
+         "DecisionTreeClassifier", "DecisionTreeRegressor", "KNeighborsClassifier", "KNeighborsRegressor",
+         "LinearSVC"]
 TRANSFORMERS = ["StandardScaler", "MinMaxScaler", "MaxAbsScaler", "SimpleImputer", "OneHotEncoder", "PCA"]
 #: every estimator check_estimator runs on; Pipeline as scikit-learn's own test suite runs its
 #: Pipeline: StandardScaler then a linear model
@@ -120,7 +121,8 @@ def test_estimator_kind_and_tags(name):
 
     est = make(name)
     assert isinstance(est, sklearn.base.BaseEstimator)
-    kind = ("cluster" if name == "KMeans" else "classifier" if "Classifier" in name or name == "LogisticRegression"
+    kind = ("cluster" if name == "KMeans" else "classifier" if "Classifier" in name or name in ("LogisticRegression",
+                                                                                         "LinearSVC")
             else "regressor")
     assert (is_clusterer(est), is_classifier(est), is_regressor(est)) == (
         kind == "cluster", kind == "classifier", kind == "regressor")

@@ -15,6 +15,7 @@ _LAZY = {
     "Ridge": "shardlearn.models.linear",
     "Lasso": "shardlearn.models.linear",
     "LogisticRegression": "shardlearn.models.linear",
+    "LinearSVC": "shardlearn.models.linear",
     "GradientBoostingClassifier": "shardlearn.models.trees.gbdt",
     "GradientBoostingRegressor": "shardlearn.models.trees.gbdt",
     "RandomForestClassifier": "shardlearn.models.trees.forest",
@@ -31,6 +32,9 @@ _LAZY = {
     "OneHotEncoder": "shardlearn.models.preprocessing",
     "PCA": "shardlearn.models.preprocessing",
     "train_test_split": "shardlearn.models.preprocessing",
+    "GridSearch": "shardlearn.models.selection",
+    "RandomSearch": "shardlearn.models.selection",
+    "cross_validate": "shardlearn.models.selection",
 }
 
 
