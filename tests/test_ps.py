@@ -185,12 +185,18 @@ FAULTS = {  # name: (SHARDLEARN_FAULT, staleness, straggler, extra env)
 @pytest.mark.parametrize("case", sorted(FAULTS))
 def test_dead_or_stuck_rank_ends_the_job(tmp_path, case):
     fault, staleness, straggler, env = FAULTS[case]
-    t0 = time.perf_counter()
-    proc = run_script(3, FAULT_SCRIPT.format(staleness=staleness, straggler=straggler), tmp_path, timeout=90,
-                      check=False, env={"SHARDLEARN_FAULT": fault, **env})
-    assert proc.returncode != 0, proc.stdout
-    assert "finished" not in proc.stdout
-    assert time.perf_counter() - t0 < 90
+    for attempt in range(2):
+        t0 = time.perf_counter()
+        proc = run_script(3, FAULT_SCRIPT.format(staleness=staleness, straggler=straggler), tmp_path, timeout=90,
+                          check=False, env={"SHARDLEARN_FAULT": fault, **env})
+        assert proc.returncode != 0, proc.stdout
+        assert "finished" not in proc.stdout
+        assert time.perf_counter() - t0 < 90
+        # once, in a loaded CI run, the job ended (exit 1, in time) with no output at all, not
+        # even the launcher's Abort line: the message check below cannot judge such a run, so
+        # it is run once more (the ending itself, checked above, is what this test is for)
+        if proc.stdout or proc.stderr:
+            break
     if case == "worker-raises":
         assert "No space left on device" in proc.stderr + proc.stdout
     if case == "worker-stalls":
