@@ -161,11 +161,11 @@ WRITE_UP = """## What it would take, and what it costs
 
 **The cost.** The accumulation is the cheap part of a Lloyd pass (d adds per row against
 k x d multiply-adds for the distances), so what matters is how the value is rounded to the
-fixed-point unit. `llrint` is a library call or a scalar conversion per element and costs
-+36 % to +290 % of the whole pass. The magic-number rounding (add 1.5 * 2**52, reinterpret
-the bits: round to nearest, exact for |v| < 2**51) is two vectorisable operations and costs
-nothing measurable here: its medians are within the run-to-run spread of the float sums,
-and the minimum times differ by -2 % to +3 %. So exact k-means sums are affordable (under the
+fixed-point unit. `llrint` is a library call or a scalar conversion per element and costs a
+third to nearly three times the whole pass (table above). The magic-number rounding (add
+1.5 * 2**52, reinterpret the bits: round to nearest, exact for |v| < 2**51) is two
+vectorisable operations; on a quiet machine (2026-12-02 09:08 UTC, load 1-2) its medians
+were +0 % to +7 % of the float pass. So exact k-means sums are affordable (under the
 issue's 10 % threshold) with the magic-number form.
 
 **What an `--exact-reduce` k-means needs besides the kernel line** (not built yet): every
