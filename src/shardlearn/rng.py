@@ -32,12 +32,16 @@ def stream_key(seed: int, stream: int) -> int:
     return int(_mix(key ^ np.uint64(int(stream) & 0xFFFFFFFFFFFFFFFF))[0])
 
 
+def keyed_bits(key: int, rows) -> np.ndarray:
+    """64 random bits per global row for a stream's :func:`stream_key`."""
+    rows = np.asarray(rows, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        return _mix(rows * _GOLDEN + np.uint64(key))
+
+
 def row_bits(seed: int, stream: int, rows) -> np.ndarray:
     """64 random bits per row for the given (seed, stream); rows are global indices."""
-    rows = np.asarray(rows, dtype=np.uint64)
-    key = np.uint64(stream_key(seed, stream))
-    with np.errstate(over="ignore"):
-        return _mix(rows * _GOLDEN + key)
+    return keyed_bits(stream_key(seed, stream), rows)
 
 
 def row_uniform(seed: int, stream: int, rows) -> np.ndarray:

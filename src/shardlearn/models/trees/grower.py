@@ -142,12 +142,18 @@ class TreeGrower:
         mine = coll.reduce_scatter(buf).reshape(self.block, k, C, S)
         return np.ascontiguousarray(mine.transpose(1, 2, 0, 3))
 
-    def _combine_packed(self, local: np.ndarray, max_rows: int) -> np.ndarray:
-        """(k, d, S) packed int64 local histograms -> (k, 3, block, S) real global sums.
+    def _combine_hist(self, local: np.ndarray, max_rows: int) -> np.ndarray:
+        """The k local histograms -> (k, C, block, S) global real sums, for the tree being grown.
 
-        Sent as int32 when the fields of sums over ``max_rows`` rows (the largest global row
-        count of the k nodes) fit 32 bits, else as the int64 sums; exact either way."""
+        Unquantized: :meth:`_combine` as it is. Quantized: the integer sums, exact whatever the
+        order, then scaled (:class:`.quantize.TreeQuant`); packed ones ((k, d, S) int64) are
+        sent as int32 when the fields of sums over ``max_rows`` rows (the largest global row
+        count of the k nodes) fit 32 bits, else as the int64 sums."""
         q = self._quant
+        if q is None:
+            return self._combine(local)
+        if q.packed is None:
+            return q.scale_hist(self._combine(local))
         small, p = narrow(local, q.packing, max_rows)
         sent = local if small is None else small
         got = self._combine(sent[:, None])[:, 0]
@@ -272,15 +278,12 @@ class TreeGrower:
                     sel = channels if full else np.take(channels, rows, axis=1)   # no copy of all rows
                     local_tot[:C - 1] = sel.sum(axis=1) if len(rows) else 0.0
                 local_tot[C - 1] = len(rows)
+        root_hist = self._combine_hist(local[None], (1 << quant.packing.L) - 1 if packed else 0)[0]
+        totals = ctx.coll.allreduce(local_tot)
         if packed:
-            root_hist = self._combine_packed(local[None], (1 << quant.packing.L) - 1)[0]
-            totals = quant.scale_totals(decode(ctx.coll.allreduce(local_tot), quant.packing)[0])
-        else:
-            root_hist = self._combine(local[None])[0]
-            totals = ctx.coll.allreduce(local_tot)
-            if quant is not None:   # sums of integers: exact in float64 for any order; now scaled
-                quant.scale_hist(root_hist)
-                quant.scale_totals(totals)
+            totals = decode(totals, quant.packing)[0]
+        if quant is not None:   # sums of integers: exact for any order; now scaled
+            quant.scale_totals(totals)
         leaves = {0: _Leaf(rows, root_hist, totals, 0)}
         nodes.add(totals, 0, p, sp.lambda_l2)
         n_leaves = 1
@@ -402,12 +405,7 @@ class TreeGrower:
                 else:
                     build_histogram(self.codes, channels, small.rows, self.n_slots, hist_features,
                                     hess_is_count, out=local[j], pairs=self.pairs)
-        if packed:
-            combined = self._combine_packed(local, max_rows)
-        else:
-            combined = self._combine(local)
-            if q is not None:
-                q.scale_hist(combined)
+        combined = self._combine_hist(local, max_rows)
         todo, ids = [], []
         for j, (lf, li, ri) in enumerate(pairs):
             small, big = (li, ri) if small_left[j] else (ri, li)

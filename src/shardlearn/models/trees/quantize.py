@@ -167,9 +167,7 @@ def quantize_numpy(g, h, grows, key: int, inv_g: float, inv_h: float, bits: int)
     """
     n = len(g)
     out = np.empty((2, n), dtype=np.float64)
-    with np.errstate(over="ignore"):
-        z = np.asarray(grows, dtype=np.uint64) * rng._GOLDEN + np.uint64(key)
-    bits64 = rng._mix(z)
+    bits64 = rng.keyed_bits(key, grows)
     u1 = (bits64 >> np.uint64(32)).astype(np.float64) * 2.0 ** -32
     top = float(1 << (bits - 1))
     np.floor(g * inv_g + u1, out=out[0])
@@ -211,10 +209,9 @@ class Quantizer:
         B = self.bits
         inv_g, inv_h = _inv(gmax, 1 << (B - 1)), _inv(hmax, 1 << B)
         key = rng.stream_key(self.seed, rng.stream_id("quantized_grad", it, k))
-        scale = np.array([gmax / (1 << (B - 1)) if gmax > 0 else 0.0,
-                          hmax / (1 << B) if h is not None and hmax > 0 else 1.0, 1.0])
-        if h is not None and not hmax > 0:
-            scale[1] = 0.0
+        # real sum = integer sum * scale; a constant hessian is the count itself
+        hscale = 1.0 if h is None else (hmax / (1 << B) if hmax > 0 else 0.0)
+        scale = np.array([gmax / (1 << (B - 1)) if gmax > 0 else 0.0, hscale, 1.0])
         grows = np.ascontiguousarray(grows, dtype=np.int64)
         if self.kernels is None:
             return TreeQuant(quantize_numpy(g, h, grows, key, inv_g, inv_h, B), None, None, scale)
