@@ -39,6 +39,7 @@ import numpy as np
 
 from ... import rng as _rng
 from ._data import _chunk_rows
+from ._init import _d2_targets_here
 
 #: device bytes per chunk of the Lloyd pass (distances + centred rows), at most
 DEVICE_CHUNK_BYTES = 512 << 20
@@ -405,21 +406,9 @@ def d2_draw(ctx, data: DeviceRows, closest, targets) -> np.ndarray:
     xp = data.xp
     csum = xp.cumsum(closest) if data.n else xp.zeros(0)
     total = float(csum[-1]) if data.n else 0.0
-    info = ctx.coll.allgather(np.array([[total, float(data.n)]]))
-    totals, counts = info[:, 0], info[:, 1].astype(np.int64)
-    prefix = np.concatenate(([0.0], np.cumsum(totals)[:-1]))
-    ends = prefix + totals
-    nonempty = np.flatnonzero(counts > 0)
+    mine, pos = _d2_targets_here(ctx, total, data.n, targets)
     buf = np.zeros((len(targets), data.d))
-    mine, where = [], []
-    for t, r in enumerate(targets):
-        hit = nonempty[ends[nonempty] >= r]
-        owner = int(hit[0]) if hit.size else int(nonempty[-1])
-        if owner == ctx.rank:
-            mine.append(t)
-            where.append(np.inf if not hit.size else r - prefix[owner])
     if mine:
-        pos = np.asarray(where)
         ids = _host(xp.searchsorted(csum, xp.asarray(np.where(np.isinf(pos), 0.0, pos))))
         ids = np.where(np.isinf(pos), data.n - 1, np.minimum(ids, data.n - 1))
         buf[mine] = data.rows64(ids)

@@ -76,10 +76,33 @@ def _fetch_rows(ctx, data: _Local, global_ids) -> np.ndarray:
     return ctx.coll.allreduce(buf)  # x + 0 is exact: every rank gets the owner's row
 
 
+def _d2_targets_here(ctx, total: float, n: int, targets):
+    """Which D² draws land in this rank's rows (one allgather of every rank's total and rows).
+
+    ``targets`` are positions on the cumulative D² sum over all ranks' rows in rank order;
+    each belongs to the rank whose prefix interval holds it (a target past the grand total:
+    the last non-empty rank). Returns (indices into ``targets`` that this rank owns, their
+    positions on its local cumulative sum; ``inf`` for "its last row").
+    """
+    info = ctx.coll.allgather(np.array([[total, float(n)]]))
+    totals, counts = info[:, 0], info[:, 1].astype(np.int64)
+    prefix = np.concatenate(([0.0], np.cumsum(totals)[:-1]))
+    ends = prefix + totals
+    nonempty = np.flatnonzero(counts > 0)
+    mine, where = [], []
+    for t, r in enumerate(targets):
+        hit = nonempty[ends[nonempty] >= r]
+        owner = int(hit[0]) if hit.size else int(nonempty[-1])
+        if owner == ctx.rank:
+            mine.append(t)
+            where.append(r - prefix[owner] if hit.size else np.inf)
+    return mine, np.asarray(where, dtype=np.float64)
+
+
 def _d2_draw(ctx, data: _Local, closest: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Global rows at cumulative D² positions ``targets`` (as one process would pick).
 
-    Every rank sends its local D² total (allgather of P numbers); each target lands in
+    Every rank sends its local D² total (:func:`_d2_targets_here`); each target lands in
     the rank whose prefix interval holds it, which finds the row by a binary search of
     its local cumulative sum (two levels: block totals, then within one block, so no
     n-long temporary) and contributes it. Returns (m x d) centred float64 rows.
@@ -89,21 +112,12 @@ def _d2_draw(ctx, data: _Local, closest: np.ndarray, targets: np.ndarray) -> np.
     block_tot = np.add.reduceat(closest, starts) if data.n else np.zeros(0)
     block_csum = np.cumsum(block_tot)
     total = float(block_csum[-1]) if data.n else 0.0
-    info = ctx.coll.allgather(np.array([[total, float(data.n)]]))
-    totals, counts = info[:, 0], info[:, 1].astype(np.int64)
-    prefix = np.concatenate(([0.0], np.cumsum(totals)[:-1]))
-    ends = prefix + totals
-    nonempty = np.flatnonzero(counts > 0)
+    mine, where = _d2_targets_here(ctx, total, data.n, targets)
     buf = np.zeros((len(targets), data.d))
-    for t, r in enumerate(targets):
-        hit = nonempty[ends[nonempty] >= r]
-        owner = int(hit[0]) if hit.size else int(nonempty[-1])
-        if owner != ctx.rank:
-            continue
-        if not hit.size:
+    for t, local in zip(mine, where):
+        if np.isinf(local):
             i = data.n - 1
         else:
-            local = r - prefix[owner]
             b = min(int(np.searchsorted(block_csum, local)), len(starts) - 1)
             before = block_csum[b - 1] if b else 0.0
             inner = np.cumsum(closest[starts[b]:starts[b] + step])
