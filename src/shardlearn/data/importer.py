@@ -173,8 +173,9 @@ def _inspect(kind, path, delimiter):
 
 
 # ----------------------------------------------------------- who reads what
-def _csv_pieces(files, size, rank):
-    """This rank's byte ranges ``(path, lo, hi)`` (not yet aligned to lines)."""
+def _unit_ranges(files, size, rank):
+    """This rank's block of the files' units (CSV bytes, .npy rows) counted across all the
+    files in order: ``[(path, lo, hi, units in the file)]``, one range per file it touches."""
     total = sum(f["units"][0] for f in files)
     lo, hi = block_bounds(total, size, rank)
     out, base = [], 0
@@ -230,20 +231,6 @@ def _row_group_block(files, size, rank):
     return list(out.items())
 
 
-def _npy_block(files, size, rank):
-    """This rank's .npy rows: ``[(path, lo, hi)]``."""
-    total = sum(f["units"][0] for f in files)
-    lo, hi = block_bounds(total, size, rank)
-    out, base = [], 0
-    for f in files:
-        n = f["units"][0]
-        a, b = max(lo, base), min(hi, base + n)
-        if a < b:
-            out.append((f["path"], a - base, b - base))
-        base += n
-    return out
-
-
 # ------------------------------------------------------------------- readers
 class _BadRow(Exception):
     """A bad row met with on_bad_rows='error' (converted to a ShardlearnError with its line)."""
@@ -279,7 +266,7 @@ class _Source:
         bools = set(self.plan["bool"])  # true/false columns: read as booleans, stored as 1/0
         types = {n: (pa.string() if n in cats else pa.bool_() if n in bools else
                      pa.string() if numeric_as == "string" else pa.float64()) for n in wanted}
-        for path, a, b, n in _csv_pieces(self.plan["files"], self.size, self.rank):
+        for path, a, b, n in _unit_ranges(self.plan["files"], self.size, self.rank):  # bytes, not yet at lines
             fd = os.open(path, os.O_RDONLY)
             try:
                 lo, hi = _line_start(fd, a, n), _line_start(fd, b, n)
@@ -331,7 +318,7 @@ class _Source:
 
     def _npy(self, wanted):
         idx = [int(n) for n in wanted]
-        for path, a, b in _npy_block(self.plan["files"], self.size, self.rank):
+        for path, a, b, _ in _unit_ranges(self.plan["files"], self.size, self.rank):   # rows
             arr = np.load(path, mmap_mode="r")
             rows = max(1, self.batch_bytes // max(1, arr.shape[1] * arr.dtype.itemsize))
             for s in range(a, b, rows):
