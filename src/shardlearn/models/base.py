@@ -290,6 +290,15 @@ def shape_hint(X, n_features: int, name: str) -> str:
     return ""
 
 
+def classifier_columns(classes, proba) -> dict:
+    """``predict_columns`` of a classifier from its local class probabilities: ``prediction``
+    (the class label, or its index when labels are text) and ``proba``."""
+    pred = np.asarray(classes)[np.argmax(proba, axis=1)] if len(proba) else np.empty(0)
+    if pred.dtype.kind in "US":
+        pred = np.searchsorted(classes, pred)
+    return {"prediction": pred, "proba": proba}
+
+
 def _full_signature(cls) -> inspect.Signature:
     """``cls``'s constructor signature with every parameter along the hierarchy: the most
     derived ``__init__``'s positional parameters, then all the others keyword-only."""

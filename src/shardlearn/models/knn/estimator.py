@@ -15,7 +15,7 @@ import numpy as np
 from ...errors import ShardlearnError
 from ...runtime import context_from
 from ..base import (BaseEstimator, ClassifierMixin, NotFittedError, Params, RegressorMixin, check_dense,
-                    check_fit_input, shape_hint)
+                    check_fit_input, classifier_columns, shape_hint)
 from ._local import METRICS, LocalIndex, unpack
 from ._search import BLOCK_ROWS, STRATEGIES, kneighbors
 
@@ -244,11 +244,7 @@ class KNeighborsClassifier(_KNeighbors, ClassifierMixin, BaseEstimator):
 
     def predict_columns(self, X) -> dict:
         """``prediction`` and ``proba`` per local row (collective)."""
-        proba = self.predict_proba(X)
-        pred = np.asarray(self.classes_)[np.argmax(proba, axis=1)] if len(proba) else np.empty(0)
-        if pred.dtype.kind in "US":
-            pred = np.searchsorted(self.classes_, pred)
-        return {"prediction": pred, "proba": proba}
+        return classifier_columns(self.classes_, self.predict_proba(X))
 
     def evaluate(self, X, y) -> dict:
         """Accuracy, log-loss and (binary) ROC AUC over every rank's rows (collective)."""
@@ -308,28 +304,28 @@ class KNeighborsRegressor(_KNeighbors, RegressorMixin, BaseEstimator):
     def predict_columns(self, X) -> dict:
         return {"prediction": self.predict(X)}
 
-    def evaluate(self, X, y) -> dict:
-        """RMSE and R^2 over every rank's rows (collective)."""
-        from ... import metrics
-
+    def _predicted(self, X, y):
+        """(ctx, local predictions, y as float64), y checked on every rank (collective)."""
         ctx = self._ctx()
         pred = self.predict(X)
         with ctx.collective_errors():
             y = np.asarray(y, dtype=np.float64)
             if y.shape != pred.shape:
                 raise ShardlearnError(f"y must be 1-D with one value per row of X: {len(pred)} rows, y shape {y.shape}")
+        return ctx, pred, y
+
+    def evaluate(self, X, y) -> dict:
+        """RMSE and R^2 over every rank's rows (collective)."""
+        from ... import metrics
+
+        ctx, pred, y = self._predicted(X, y)
         return {"rmse": metrics.rmse(ctx, y, pred), "r2": metrics.r2(ctx, y, pred)}
 
     def score(self, X, y, sample_weight=None) -> float:
         """R^2 over every rank's rows, as scikit-learn (collective)."""
         from ... import metrics
 
-        ctx = self._ctx()
-        pred = self.predict(X)
-        with ctx.collective_errors():
-            y = np.asarray(y, dtype=np.float64)
-            if y.shape != pred.shape:
-                raise ShardlearnError(f"y must be 1-D with one value per row of X: {len(pred)} rows, y shape {y.shape}")
+        ctx, pred, y = self._predicted(X, y)
         return float(metrics.r2(ctx, y, pred, sample_weight=sample_weight))
 
 

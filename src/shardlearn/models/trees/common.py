@@ -7,7 +7,7 @@ import numpy as np
 from ...backend import to_host
 from ...errors import ShardlearnError, agreed
 from ...runtime import context_from
-from ..base import NotFittedError, check_dense, check_fit_input, shape_hint
+from ..base import NotFittedError, check_dense, check_fit_input, classifier_columns, shape_hint
 
 
 def prepare(comm, X, y, verbose=False):
@@ -214,11 +214,7 @@ class FittedEnsemble:
         """
         if getattr(self, "classes_", None) is None:
             return {"prediction": self.predict(X)}
-        proba = self.predict_proba(X)
-        pred = np.asarray(self.classes_)[np.argmax(proba, axis=1)] if len(proba) else np.empty(0)
-        if pred.dtype.kind in "US":
-            pred = np.searchsorted(self.classes_, pred)
-        return {"prediction": pred, "proba": proba}
+        return classifier_columns(self.classes_, self.predict_proba(X))
 
     def evaluate(self, X, y) -> dict:
         """RMSE and R^2 (regression), or accuracy, log-loss and binary ROC AUC (collective)."""
