@@ -11,6 +11,16 @@ from ..base import BaseEstimator, RegressorMixin
 from ._base import _LinearModel
 
 
+class _Penalised(_LinearModel):
+    """What Ridge and Lasso share: the penalty strength ``alpha`` (>= 0), checked once here."""
+
+    def _check_params(self):
+        solver = super()._check_params()
+        if not float(self.alpha) >= 0:
+            raise ShardlearnError(f"alpha must be >= 0, got {self.alpha}")
+        return solver
+
+
 class LinearRegression(_LinearModel, RegressorMixin, BaseEstimator):
     """Ordinary least squares on row-sharded data: minimises ``sum s (y - Xw - b)^2``.
 
@@ -62,7 +72,7 @@ class LinearRegression(_LinearModel, RegressorMixin, BaseEstimator):
         super().__init__(fit_intercept=fit_intercept, solver=solver, standardize=standardize, **kwargs)
 
 
-class Ridge(_LinearModel, RegressorMixin, BaseEstimator):
+class Ridge(_Penalised, RegressorMixin, BaseEstimator):
     """L2-penalised least squares, scikit-learn's scaling:
     ``sum s (y - Xw - b)^2 + alpha ||w||^2``.
 
@@ -79,12 +89,6 @@ class Ridge(_LinearModel, RegressorMixin, BaseEstimator):
         super().__init__(fit_intercept=fit_intercept, solver=solver, standardize=standardize, **kwargs)
         self.alpha = alpha
 
-    def _check_params(self):
-        solver = super()._check_params()
-        if not float(self.alpha) >= 0:
-            raise ShardlearnError(f"alpha must be >= 0, got {self.alpha}")
-        return solver
-
     def _ridge_alpha(self):
         return float(self.alpha)
 
@@ -93,7 +97,7 @@ class Ridge(_LinearModel, RegressorMixin, BaseEstimator):
         return float(self.alpha), 0.0
 
 
-class Lasso(_LinearModel, RegressorMixin, BaseEstimator):
+class Lasso(_Penalised, RegressorMixin, BaseEstimator):
     """L1-penalised least squares, scikit-learn's scaling:
     ``1/(2W) sum s (y - Xw - b)^2 + alpha ||w||_1`` (``W = sum s``, n without weights).
 
@@ -117,12 +121,6 @@ class Lasso(_LinearModel, RegressorMixin, BaseEstimator):
     def __init__(self, alpha=1.0, *, fit_intercept=True, solver="fista", standardize=False, **kwargs):
         super().__init__(fit_intercept=fit_intercept, solver=solver, standardize=standardize, **kwargs)
         self.alpha = alpha
-
-    def _check_params(self):
-        solver = super()._check_params()
-        if not float(self.alpha) >= 0:
-            raise ShardlearnError(f"alpha must be >= 0, got {self.alpha}")
-        return solver
 
     def _strengths(self, W):
         return 0.0, float(self.alpha)
