@@ -28,6 +28,27 @@ def test_stalled_rank_is_named_and_the_job_ends(tmp_path):
     assert err.count("Python stack") == 3 and "in <module>" in err  # faulthandler stacks of every rank
 
 
+STUCK_ROOT = """
+import numpy as np
+from shardlearn.runtime import init
+ctx = init(topology="native", verbose=False, stall_timeout=2)
+ctx.coll.allreduce(np.ones(3))
+if ctx.rank == 0:
+    sum(range(10**15))   # compiled code that holds the GIL: rank 0's watchdog cannot run
+ctx.coll.allreduce(np.ones(3))
+"""
+
+
+def test_the_job_ends_when_rank_0_cannot_give_the_verdict(tmp_path):
+    """The others report to rank 0, get no acknowledgement and abort on their own."""
+    t0 = time.monotonic()
+    p = run_script(3, STUCK_ROOT, tmp_path, check=False, timeout=60)
+    took = time.monotonic() - t0
+    assert p.returncode != 0 and took < 25, (p.returncode, took)
+    assert "shardlearn: rank 1: no progress" in p.stderr or "shardlearn: rank 2: no progress" in p.stderr, p.stderr
+    assert "shardlearn: stalled: rank 0 did not answer" in p.stderr, p.stderr
+
+
 MISMATCH = """
 import numpy as np
 from shardlearn.errors import ShardlearnError

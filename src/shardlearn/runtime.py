@@ -184,11 +184,15 @@ class StallWatchdog:
     ``ctx.coll.calls``). On a stall each rank sends its state to rank 0 on a communicator
     of its own (MPI_THREAD_MULTIPLE); rank 0 names the ranks that are not inside a
     collective (computing or blocked elsewhere), or are behind the others, or did not
-    answer, then calls ``Abort``. Set S above the longest step of the run (reading a
+    answer, then calls ``Abort``. Rank 0 acts on the first report it receives (the job
+    is ending anyway) and acknowledges it, so a reporting rank waits for the verdict rather
+    than racing it; only without an acknowledgement within 5 s (rank 0 dead, or stuck in
+    compiled code holding the GIL) does a rank abort on its own. Set S above the longest step of the run (reading a
     large shard or binning counts as one step).
     """
 
     EXIT_STALLED = 4
+    TAG_REPORT, TAG_ACK = 9, 10
 
     def __init__(self, ctx, seconds: float):
         import threading
@@ -213,15 +217,19 @@ class StallWatchdog:
     def _run(self) -> None:
         import time
 
+        from mpi4py import MPI
+
         coll = self.ctx.coll
+        coordinator = self.multiple and self.ctx.size > 1 and self.ctx.rank == 0
         seen, since = (coll.entered, coll.calls), time.monotonic()
         while not self._stop.wait(min(1.0, self.seconds / 4)):
             now = (coll.entered, coll.calls)
             if now != seen:
                 seen, since = now, time.monotonic()
-            elif time.monotonic() - since >= self.seconds:
-                from mpi4py import MPI
-
+            # rank 0 gives the verdict as soon as any rank reports a stall (that rank
+            # ends the job either way), not only when its own timer runs out
+            reported = coordinator and self.comm.iprobe(source=MPI.ANY_SOURCE, tag=self.TAG_REPORT)
+            if reported or time.monotonic() - since >= self.seconds:
                 if not MPI.Is_finalized() and not self._stop.is_set():
                     self._fire(time.monotonic() - since)
                 return
@@ -247,13 +255,21 @@ class StallWatchdog:
         sys.stderr.flush()
         if self.multiple and self.ctx.size > 1:
             if self.ctx.rank != 0:
-                self.comm.isend(me, dest=0, tag=9)
-                time.sleep(5.0)  # rank 0 names the stalled rank and aborts; if it cannot, we do
+                # Rank 0 names the stalled rank and aborts. It acknowledges first, so we wait
+                # for its verdict as long as it is alive; if no acknowledgement comes (rank 0
+                # dead, or stuck in compiled code holding the GIL), we abort on our own.
+                self._pending = self.comm.isend(me, dest=0, tag=self.TAG_REPORT)
+                if self._poll(lambda: self.comm.iprobe(source=0, tag=self.TAG_ACK), 5.0):
+                    time.sleep(30.0)  # rank 0 aborts the job within its 3 s collection
+                line(f"shardlearn: stalled: rank 0 did not answer (stuck in compiled code, or dead); "
+                     f"rank {self.ctx.rank} {where}; aborting all {self.ctx.size} ranks "
+                     f"(--stall-timeout {self.seconds:g})", sys.stderr)
             else:
+                self._pending = [self.comm.isend(None, dest=r, tag=self.TAG_ACK) for r in range(1, self.ctx.size)]
                 states, deadline = {0: me}, time.monotonic() + 3.0
                 while len(states) < self.ctx.size and time.monotonic() < deadline:
-                    if self.comm.iprobe(source=MPI.ANY_SOURCE, tag=9):
-                        st = self.comm.recv(source=MPI.ANY_SOURCE, tag=9)
+                    if self.comm.iprobe(source=MPI.ANY_SOURCE, tag=self.TAG_REPORT):
+                        st = self.comm.recv(source=MPI.ANY_SOURCE, tag=self.TAG_REPORT)
                         states[st["rank"]] = st
                     else:
                         time.sleep(0.05)
@@ -262,6 +278,17 @@ class StallWatchdog:
         else:
             line(f"shardlearn: stalled: rank {self.ctx.rank} {where}; aborting", sys.stderr)
         MPI.COMM_WORLD.Abort(self.EXIT_STALLED)
+
+    @staticmethod
+    def _poll(ready, seconds: float) -> bool:
+        import time
+
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if ready():
+                return True
+            time.sleep(0.05)
+        return False
 
     def _verdict(self, states: dict) -> str:
         silent = [r for r in range(self.ctx.size) if r not in states]
