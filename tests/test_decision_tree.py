@@ -33,12 +33,10 @@ def _grid_data(n=3000, d=6, seed=0, levels=12):
 @pytest.mark.parametrize("criterion", ["gini", "entropy"])
 def test_accuracy_within_half_a_percent_of_scikit_learn(criterion):
     """Mean held-out accuracy over three datasets (and, for scikit-learn, three random_states:
-    a tree's accuracy moves by ~0.2-0.3 % with scikit-learn's feature order alone).
-
-    The issue's bar is 0.5 %; this guard allows 1 %: on 4500 continuous rows the binned
-    splits measured -0.2 % to -0.8 % (deep nodes hold fewer rows than one bin,
-    4500 / 255 = 18, and cannot split inside it as scikit-learn's exact thresholds do;
-    README.md, "Decision trees", has the figures and the explanation)."""
+    a tree's accuracy moves by ~0.2-0.3 % with scikit-learn's feature order alone), within
+    the issue's 0.5 %. On these 4500 continuous training rows the default bins are exact
+    (every distinct value, 8-bit windows): measured -0.48 % (gini, fully grown) to +0.19 %;
+    with 255 quantile bins it was -1.09 % to -0.04 % (README.md, "Decision trees")."""
     for kw in ({}, {"max_depth": 8}, {"max_leaf_nodes": 40}):
         ours, ref = [], []
         for seed in range(3):
@@ -46,7 +44,7 @@ def test_accuracy_within_half_a_percent_of_scikit_learn(criterion):
             Xt, yt, Xv, yv = X[:4500], y[:4500], X[4500:], y[4500:]
             ours.append(DecisionTreeClassifier(criterion=criterion, comm=ctx, **kw).fit(Xt, yt).score(Xv, yv))
             ref += [SkTree(criterion=criterion, random_state=rs, **kw).fit(Xt, yt).score(Xv, yv) for rs in range(3)]
-        assert np.mean(ours) >= np.mean(ref) - 0.01, (kw, np.mean(ours), np.mean(ref))
+        assert np.mean(ours) >= np.mean(ref) - 0.005, (kw, np.mean(ours), np.mean(ref))
 
 
 def test_regression_within_half_a_percent_of_scikit_learn():
