@@ -48,6 +48,8 @@ def quick_args(name: str, w: Path) -> list | None:
                    "--data-dir", w / "kmeans", "--out", w / "kmeans.json"],
         "knn": ["--train", "20000", "--queries", "1000", "--work", w / "knn", "--out", w / "knn.md",
                 "--json-out", w / "knn.json"],
+        "tree_exact": ["--reps", "1", "--sizes", "300", "--out", w / "tree_exact.md",
+                       "--json-out", w / "tree_exact.json"],
         "resample": ["--rows", "6000", "--trees", "3", "--out", w / "resample.md", "--json-out", w / "resample.json"],
         "linear": ["--rows", "20000", "--repeats", "1", "--workdir", w / "linear", "--out", w / "linear.md",
                    "--json-out", w / "linear.json"],

@@ -33,12 +33,10 @@ def _grid_data(n=3000, d=6, seed=0, levels=12):
 @pytest.mark.parametrize("criterion", ["gini", "entropy"])
 def test_accuracy_within_half_a_percent_of_scikit_learn(criterion):
     """Mean held-out accuracy over three datasets (and, for scikit-learn, three random_states:
-    a tree's accuracy moves by ~0.2-0.3 % with scikit-learn's feature order alone).
-
-    The issue's bar is 0.5 %; this guard allows 1 %: on 4500 continuous rows the binned
-    splits measured -0.2 % to -0.8 % (deep nodes hold fewer rows than one bin,
-    4500 / 255 = 18, and cannot split inside it as scikit-learn's exact thresholds do;
-    README.md, "Decision trees", has the figures and the explanation)."""
+    a tree's accuracy moves by ~0.2-0.3 % with scikit-learn's feature order alone), within
+    the issue's 0.5 %. On these 4500 continuous training rows the default bins are exact
+    (every distinct value, 8-bit windows): measured -0.48 % (gini, fully grown) to +0.19 %;
+    with 255 quantile bins it was -1.09 % to -0.04 % (README.md, "Decision trees")."""
     for kw in ({}, {"max_depth": 8}, {"max_leaf_nodes": 40}):
         ours, ref = [], []
         for seed in range(3):
@@ -46,7 +44,7 @@ def test_accuracy_within_half_a_percent_of_scikit_learn(criterion):
             Xt, yt, Xv, yv = X[:4500], y[:4500], X[4500:], y[4500:]
             ours.append(DecisionTreeClassifier(criterion=criterion, comm=ctx, **kw).fit(Xt, yt).score(Xv, yv))
             ref += [SkTree(criterion=criterion, random_state=rs, **kw).fit(Xt, yt).score(Xv, yv) for rs in range(3)]
-        assert np.mean(ours) >= np.mean(ref) - 0.01, (kw, np.mean(ours), np.mean(ref))
+        assert np.mean(ours) >= np.mean(ref) - 0.005, (kw, np.mean(ours), np.mean(ref))
 
 
 def test_regression_within_half_a_percent_of_scikit_learn():
@@ -73,6 +71,38 @@ def test_exact_bins_give_scikit_learns_tree_text_and_importances():
     ref = SkTreeReg(max_depth=4, random_state=0).fit(Xr, yr)
     np.testing.assert_allclose(ours.predict(Xr), ref.predict(Xr), rtol=1e-10)
     assert export_text(ours, decimals=3) == sk_export_text(ref, decimals=3)
+
+
+def test_wide_bins_give_scikit_learns_tree_on_continuous_features():
+    """max_bin above 255: every midpoint between distinct values of 1500 continuous rows is a
+    candidate (8-bit window columns, models/trees/wide_bins.py), so the tree is scikit-learn's,
+    NaN included; the window codes split exactly at the feature's thresholds."""
+    from shardlearn.models.trees.wide_bins import WINDOW, WideBinMapper
+
+    X, y = make_classification(1500, 6, n_informative=4, random_state=4)
+    ours = DecisionTreeClassifier(max_depth=4, max_bin=2048, comm=ctx).fit(X, y)
+    ref = SkTree(max_depth=4, random_state=0).fit(X, y)
+    assert export_text(ours) == sk_export_text(ref)
+    np.testing.assert_allclose(ours.predict_proba(X), ref.predict_proba(X), atol=1e-12)
+    np.testing.assert_allclose(ours.feature_importances_, ref.feature_importances_, atol=1e-12)
+    assert len(ours.bin_mapper_.thresholds_[0]) == 1499
+    Xr, yr = make_friedman1(1200, 5, random_state=3)
+    Xr[::7, 1] = np.nan
+    ours = DecisionTreeRegressor(max_depth=6, max_bin=4096, comm=ctx).fit(Xr, yr)
+    ref = SkTreeReg(max_depth=6, random_state=0).fit(Xr, yr)
+    np.testing.assert_allclose(ours.predict(Xr), ref.predict(Xr), rtol=1e-10)
+    # the 255-bin tree is not scikit-learn's here (its splits fall on quantile edges)
+    assert not np.allclose(DecisionTreeRegressor(max_depth=6, max_bin=255, comm=ctx).fit(Xr, yr).predict(Xr),
+                           ref.predict(Xr), rtol=1e-10)
+    m = WideBinMapper(2048).fit(Xr, np.arange(len(Xr)), len(Xr), ctx)
+    codes = m.transform(Xr)
+    assert codes.dtype == np.uint8 and codes.shape[0] == len(m.window_feature_) > Xr.shape[1]
+    for col, (f, j) in enumerate(zip(m.window_feature_, m.window_index_)):
+        t, x = m.thresholds_[f], Xr[:, f]
+        assert np.array_equal(codes[col] == 255, np.isnan(x))
+        for b in range(0, min(WINDOW, len(t) - WINDOW * j), 37):
+            ok = ~np.isnan(x)
+            assert np.array_equal(codes[col][ok] <= b, x[ok] <= t[WINDOW * j + b])
 
 
 def test_weights_class_weight_and_missing_values():
@@ -162,6 +192,7 @@ for case, kw in (("gini", {}), ("entropy", {"criterion": "entropy"}), ("bestfirs
                  ("rs-balanced", {"hist_reduce": "reduce_scatter", "class_weight": "balanced", "max_depth": 6})):
     out(case, DecisionTreeClassifier(comm=ctx, **kw).fit(X[s], y[s]), X[:300])
 out("weighted", DecisionTreeClassifier(max_depth=5, comm=ctx).fit(X[s], y[s], sample_weight=w), X[:300])
+out("wide-bins", DecisionTreeClassifier(max_depth=8, max_bin=1024, comm=ctx).fit(X[s], y[s]), X[:300])
 Xr, yr = make_friedman1(2000, 6, random_state=9)
 s = local(len(Xr))
 out("regression", DecisionTreeRegressor(max_depth=7, min_samples_leaf=5, comm=ctx).fit(Xr[s], yr[s]), Xr[:300])
@@ -197,12 +228,14 @@ def worlds(tmp_path_factory):
 def test_same_tree_for_any_rank_count(worlds, P):
     ref, got = worlds[1], worlds[P]
     cases = [c for c in ref if "feature" in ref[c]]
-    assert len(cases) == 7
+    assert len(cases) == 8
     for case in cases:
         a, b = ref[case], got[case]
         assert (a["feature"], a["bin"], a["missing_left"]) == (b["feature"], b["bin"], b["missing_left"]), case
         assert a["text"] == b["text"], case
-        np.testing.assert_allclose(b["pred"], a["pred"], rtol=0, atol=1e-12, err_msg=case)
+        # the same splits; leaf values are float sums over the ranks' rows (unquantized
+        # histograms), so they agree to rounding: 1e-13 relative measured with exact bins
+        np.testing.assert_allclose(b["pred"], a["pred"], rtol=1e-12, atol=1e-12, err_msg=case)
     assert len(got["one-class"]["errors"]) == P and all("only one class" in e for e in got["one-class"]["errors"])
 
 

@@ -315,7 +315,28 @@ def _topk_check(a, result):
     np.testing.assert_array_equal(a["best_d"], np.take_along_axis(v, order, axis=1))
 
 
+def _topk_counts():
+    g = np.random.default_rng(6)
+    B, m, k = 4, 9, 5
+    return {"g": g.standard_normal((B, m)), "s": np.full(m, -2.0), "xx": g.random(m),
+            "ids": np.arange(m, dtype=np.int64) * 3 + 1, "cnt": g.integers(1, 4, m).astype(np.int64), "B": B, "m": m,
+            "k": k, "best_d": np.full((B, k), np.inf), "best_i": np.full((B, k), np.iinfo(np.int64).max)}
+
+
+def _topk_counts_check(a, result):
+    """The k best slots of the materialised rows (row j repeated cnt[j] times)."""
+    v = np.repeat(a["xx"] + a["s"] * a["g"], a["cnt"], axis=1)
+    ids = np.repeat(a["ids"], a["cnt"])
+    order = np.argsort(v, axis=1, kind="stable")[:, :a["k"]]
+    np.testing.assert_array_equal(a["best_i"], ids[order])
+    np.testing.assert_array_equal(a["best_d"], np.take_along_axis(v, order, axis=1))
+
+
 SPECS += [
+    Spec("knn", "topk_update_counts", _topk_counts, outputs=("best_d", "best_i"), sizes=("B", "m", "k"),
+         check=_topk_counts_check,
+         bad_indices=(("a count of 0", _set("cnt", 2, 0)), ("a negative count", _set("cnt", 0, -1)),
+                      ("k = 0", _assign("k", 0)))),
     Spec("knn", "topk_update", _topk, outputs=("best_d", "best_i"), sizes=("B", "m", "k"), check=_topk_check,
          bad_indices=(("negative base row", _assign("base", -1)), ("k = 0", _assign("k", 0)))),
 ]

@@ -33,6 +33,15 @@ def test_numpy_path_equals_the_compiled_kernel():
         b = LocalIndex(X, 100, metric, y)
         b.kernels = None
         np.testing.assert_array_equal(a.topk(Q, 9), b.topk(Q, 9))
+    # with counts (rows of count 0 left out, the rest taking count slots)
+    w = np.random.default_rng(2).integers(0, 5, len(X))
+    for metric in ("euclidean", "cosine"):
+        a = LocalIndex(X, 100, metric, y, w)
+        b = LocalIndex(X, 100, metric, y, w)
+        b.kernels = None
+        np.testing.assert_array_equal(a.topk(Q, 9), b.topk(Q, 9))
+        _, rows, _ = unpack(a.topk(Q, 9), 9)
+        assert np.all(np.isin(rows, 100 + np.flatnonzero(w)))
     # exact ties (duplicated rows) go to the lower global row
     Xd = np.repeat(X[:50], 3, axis=0)
     for idx in (LocalIndex(Xd, 0, "euclidean", np.zeros(150)),):
@@ -117,13 +126,50 @@ check("queries-on-one-rank", KNeighborsClassifier(4, block_rows=64, comm=ctx), S
       X, y, Q, last, tr)
 check("three-training-rows", KNeighborsClassifier(2, strategy="ring", block_rows=16, comm=ctx),
       SkKNN(2, algorithm="brute"), X[:3], y[:3], Q, qs, slice(*block_bounds(3, P, r)))
+# sample weights as resampling counts: equal to scikit-learn on the materialised data (each
+# row repeated count times, rows of count 0 removed); its neighbour indices map back to rows
+def checkw(case, est, sk, w, yt, tslice, qslice):
+    est.fit(X[tslice], yt[tslice], sample_weight=None if est.resample else w[tslice])
+    d, i = est.kneighbors(Q[qslice])
+    out = est.predict_proba(Q[qslice]) if hasattr(est, "predict_proba") else est.predict(Q[qslice])
+    D, I, OUT = gather(d), gather(i), gather(out)
+    src = np.repeat(np.arange(len(w)), w.astype(int))
+    sk.fit(X[src], yt[src])
+    sd, si = sk.kneighbors(Q)
+    ref = sk.predict_proba(Q) if hasattr(sk, "predict_proba") else sk.predict(Q)
+    ok = bool(np.array_equal(I, src[si]) and np.allclose(D, sd, rtol=1e-9, atol=1e-9)
+              and np.allclose(OUT, ref, atol=1e-12))
+    if r == 0:
+        emit({"case": case, "ok": ok, "weighted": int(w.sum()), "w_hash": int((w * np.arange(len(w))).sum())})
+
+from shardlearn.models.resample import resample_weights
+# rank 0 holds no training rows (P > 1), the rest share them; one rank's rows all of count 0
+empty0 = slice(0, 0) if (P > 1 and r == 0) else slice(*(np.array(block_bounds(1200, max(1, P - 1), max(0, r - 1)))))
+wc = g.integers(0, 4, 1200).astype(float)
+wc[:100] = 0
+for strategy in ("broadcast", "ring"):
+    checkw(f"counts-{strategy}", KNeighborsClassifier(6, weights="distance" if strategy == "ring" else "uniform",
+           strategy=strategy, block_rows=40, comm=ctx), SkKNN(6, weights="distance" if strategy == "ring" else
+           "uniform", algorithm="brute"), wc, y, empty0, qs)
+checkw("counts-regressor", KNeighborsRegressor(5, weights="distance", metric="manhattan", block_rows=64, comm=ctx),
+       SkKNNReg(5, weights="distance", metric="manhattan", algorithm="brute"), wc, X[:, 0] * 2 + X[:, 2], empty0, qs)
+yi = (X[:, 0] > 1.2).astype(int)          # imbalanced, about 1:8
+for spec in ("under", "over:2"):
+    kind, _, ratio = spec.partition(":")
+    w = gather(resample_weights(ctx, yi[tr], kind, float(ratio or 1), seed=3, row_offset=tr.start))
+    checkw(f"resample-{spec}", KNeighborsClassifier(5, resample=spec, random_state=3, block_rows=64, comm=ctx),
+           SkKNN(5, algorithm="brute"), w, yi, tr, qs)
 auto = KNeighborsClassifier(3, block_rows=64, comm=ctx).fit(X[tr], y[tr])
 auto.predict(X[tr])
 if r == 0:
     emit({"case": "auto-on-training-rows", "strategy": auto.strategy_})
 msgs = []
 for fn in (lambda: KNeighborsClassifier(5000, comm=ctx).fit(X[tr], y[tr]),
-           lambda: auto.predict(Q[qs][:, :3] if r == P - 1 else Q[qs])):
+           lambda: auto.predict(Q[qs][:, :3] if r == P - 1 else Q[qs]),
+           lambda: KNeighborsClassifier(3, comm=ctx).fit(X[tr], y[tr], sample_weight=np.where(tr.start == 0, 0.5, 1)
+                                                          * np.ones(len(X[tr]))),
+           lambda: KNeighborsClassifier(3, comm=ctx).fit(X[tr], y[tr], sample_weight=np.zeros(len(X[tr]))
+                                                          + (np.arange(len(X[tr])) < 1) * (r == 0))):
     try:
         fn()
         msgs.append(None)
@@ -145,17 +191,24 @@ def worlds(tmp_path_factory):
 def test_equal_to_scikit_learn_brute_force_for_any_P(worlds, P):
     rows = {r["case"]: r for r in worlds[P]}
     checked = [r for r in rows.values() if "ok" in r]
-    assert len(checked) == 9
+    assert len(checked) == 14
     for row in checked:
         assert row["ok"], row
-        if P > 1 and row["case"].endswith(("broadcast", "ring")):
+        if P > 1 and "strategy" in row and row["case"].endswith(("broadcast", "ring")):
             assert row["strategy"] == row["case"].rsplit("-", 1)[1]
+    # the counts (drawn per global row for resample) do not depend on P
+    for case in ("counts-ring", "resample-under", "resample-over:2"):
+        assert rows[case]["w_hash"] == {x["case"]: x for x in worlds[1]}[case]["w_hash"]
+    assert rows["resample-under"]["weighted"] < 1200 < rows["resample-over:2"]["weighted"]
     # the training rows as queries: as many as the training set, a full block per rank
     assert rows["auto-on-training-rows"]["strategy"] == ("ring" if P > 1 else "broadcast")
     errors = rows["errors"]["errors"]
     assert len(errors) == P
     assert all("more than the 1200 training rows" in e[0] for e in errors)
     assert len({e[1] for e in errors}) == 1 and "6 features" in errors[0][1]
+    # a fractional count on rank 0 only, and a single slot for k = 3: the same error on every rank
+    assert len({e[2] for e in errors}) == 1 and "whole numbers >= 0" in errors[0][2]
+    assert len({e[3] for e in errors}) == 1 and "more than the 1 weighted training rows" in errors[0][3]
 
 
 @pytest.mark.slow
@@ -176,6 +229,16 @@ def test_cli_train_predict_evaluate_and_moved_data(tmp_path):
         np.testing.assert_array_equal(h["prediction"][:], ref.predict(Q))
     ev = run_cli(2, "evaluate", "--model", model, "--data", test)
     assert abs(float(ev.stdout.split("accuracy=")[1].split()[0]) - ref.score(Q, yq)) < 1e-9
+    # --resample: the model file records the draw; predict on 3 ranks draws the same counts
+    from shardlearn.models.resample import resample_weights
+    run_cli(2, "train", "knn", "--data", train, "--out", tmp_path / "u.h5", "--n-neighbors", 5, "--resample", "under",
+            "--seed", 7)
+    run_cli(3, "predict", "--model", tmp_path / "u.h5", "--data", test, "--out", tmp_path / "pu.h5")
+    src = np.repeat(np.arange(len(y)), resample_weights(ctx, y.astype(np.float64), "under", seed=7).astype(int))
+    assert len(src) < len(y)
+    with h5py.File(tmp_path / "pu.h5") as h:
+        np.testing.assert_allclose(h["proba"][:], SkKNN(5, algorithm="brute").fit(X[src], y[src]).predict_proba(Q),
+                                   atol=1e-12)
     train.rename(tmp_path / "moved.h5")
     bad = run_cli(2, "predict", "--model", model, "--data", test, "--out", tmp_path / "p2.h5", check=False)
     assert bad.returncode == 2 and "train.h5" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

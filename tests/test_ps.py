@@ -53,6 +53,12 @@ for name, (cls, kw, X, y) in models.items():
 # s = 0 pushes in rank order: bit-identical on a rerun
 again = LogisticRegression(C=2.0, **sgd, aggregation="ps").fit(Xb, yb, row_offset=o)
 out["ps0_repeat_identical"] = coefs(again) == out["logistic"]["ps0"]
+# the RMA time (and the waits) is in the context's communication seconds, as a collective's
+c0 = ctx.coll.comm_seconds
+timed = LogisticRegression(C=2.0, **sgd, aggregation="ps", straggler=f"{{ctx.size - 1}}:2").fit(Xb, yb, row_offset=o)
+dc, rma = ctx.coll.comm_seconds - c0, timed.history_[-1]["rma_ms"] / 1e3
+out["rma_counted"] = all(ctx.coll.allgather_obj(bool(rma > 0 and dc >= rma - 1e-3
+                                                     and timed.history_[-1]["comm_seconds"] >= rma - 1e-3)))
 # an empty rank; fewer rows than ranks (3 rows)
 (Xs, os_), (ys, _) = part(D["Xb"], True), part(D["yb"], True)
 out["skew"] = [coefs(LogisticRegression(**sgd, aggregation=a).fit(Xs, ys, row_offset=os_)) for a in ("allreduce", "ps")]
@@ -127,6 +133,11 @@ def test_bulk_synchronous_equals_allreduce(runs):
         assert rel(r["tiny"][1], r["tiny"][0]) < 1e-9, P
         assert rel(runs[P]["logistic"]["ps0"], runs[1]["logistic"]["ps0"]) < 1e-9  # any P: the same batches
         assert r["ps0_repeat_identical"], P
+
+
+def test_rma_time_is_communication(runs):
+    for P in runs:
+        assert runs[P]["rma_counted"] is True
 
 
 def test_stale_and_async_end_near_allreduce(runs):
@@ -213,8 +224,12 @@ def test_cli_ps_options(tmp_path):
     proc = run_cli(3, "train", "svm", "--data", tmp_path / "d.h5", "--out", tmp_path / "m.h5", "--solver", "sgd",
                    "--loss", "hinge", "--aggregation", "ps", "--servers", "2", "--staleness", "inf",
                    "--straggler", "1:2", "--epochs", "3", cwd=tmp_path)
-    assert "sgd iter    3" in proc.stdout and "slowest_clock=" in proc.stdout, proc.stdout
+    assert "sgd iter    3" in proc.stdout and "slowest_clock=" in proc.stdout and "rma_ms=" in proc.stdout, proc.stdout
     report = json.loads((tmp_path / "m.json").read_text())
+    # the parameter server's RMA time is in the report's communication seconds
+    rma = [h["rma_ms"] for h in report["history"]]
+    assert rma[-1] > 0 and report["seconds"]["communication"] >= rma[-1] / 1e3 - 1e-3, (rma, report["seconds"])
+    assert all(r["communication"] > 0 for r in report["ranks"])
     assert report["params"]["aggregation"] == "ps" and report["params"]["staleness"] == "inf"
     assert report["params"]["servers"] == 2 and "parameter server" in report["stop_reason"]
     bad = run_cli(2, "train", "ridge", "--data", tmp_path / "d.h5", "--out", tmp_path / "r.h5",

@@ -22,10 +22,11 @@ from .options import HelpFormatter, add_runtime_options, check_outputs, int_at_l
 
 FAMILIES = ("shardlearn.cli.train_kmeans", "shardlearn.cli.train_linear", "shardlearn.cli.train_trees",
             "shardlearn.cli.train_tree", "shardlearn.cli.train_knn")
-#: the classifiers that take ``--resample`` (gbdt, forest and tree when classifying): their family
-#: module passes :func:`resample_weights_for`'s weights to fit as sample_weight. Not knn: its
-#: model refers to the training data and votes by row; a weight would have to travel with it
-RESAMPLE_MODELS = ("logistic", "svm", "gbdt", "forest", "tree")
+#: the classifiers that take ``--resample`` (gbdt, forest, tree and knn when classifying): their
+#: family module passes :func:`resample_weights_for`'s weights to fit as sample_weight, except
+#: knn, whose model refers to the training data: its estimator draws the same weights itself
+#: (``resample=``, keyed by seed and global row) and its model file records the draw
+RESAMPLE_MODELS = ("logistic", "svm", "gbdt", "forest", "tree", "knn")
 #: models without ``--preprocess``: knn's model re-reads its training rows at predict time, untransformed
 NO_PREPROCESS = ("knn",)
 

@@ -15,9 +15,12 @@ examples:
   mpiexec -n 4 shardlearn evaluate --model runs/knn.h5 --data data/test
   mpiexec -n 4 shardlearn train knn --data data/r --objective regression --weights distance \\
       --metric manhattan --out runs/knnr.h5
+  mpiexec -n 4 shardlearn train knn --data data/imbalanced --resample under:2 --out runs/knnu.h5
 Training stores no rows: the model file names the training data (its absolute path, row
 and feature counts), and predict / evaluate read each rank's shard of it again. Moving
-or changing the training data after training is an error at prediction time."""
+or changing the training data after training is an error at prediction time. With
+--resample a row drawn c times is c of the k neighbours (0: left out); the model file
+records the draw (--resample, --seed) and predict draws the same counts again."""
 
 
 def add_arguments(parser, name: str) -> None:
@@ -41,20 +44,31 @@ def fit(name: str, args, ctx, checkpoint_for):
     from ..data import read_shard
     from ..errors import ShardlearnError
     from ..models.knn import KNeighborsClassifier, KNeighborsRegressor
+    from ..models.resample import parse_resample
 
     shard = read_shard(args.data, ctx, dtype=args.dtype, need_y=True)
     ckpt = checkpoint_for(shard)
     with ctx.collective_errors():
         if ckpt is not None:
             raise ShardlearnError("train knn keeps a reference to the data in one step: it takes no --checkpoint")
+    with ctx.collective_errors():
+        if args.resample is not None:
+            if args.objective == "regression":
+                raise ShardlearnError("--resample is for classifiers (a regression target has no classes)")
+            parse_resample(args.resample)
     kw = dict(weights=args.weights, metric=args.metric, strategy=args.strategy, block_rows=args.block_rows,
               comm=ctx, verbose=ctx.verbose)
+    if args.resample is not None:   # the estimator draws the weights (its model file records the draw)
+        kw.update(resample=args.resample, random_state=args.seed)
     cls = KNeighborsRegressor if args.objective == "regression" else KNeighborsClassifier
     est = cls(args.n_neighbors, **kw)
     with ctx.timers.phase("fit"):
         est.fit(shard.X, shard.y, row_offset=shard.start, data_path=args.data)
     ctx.log(f"knn: {shard.n_total} training rows x {shard.dataset.n_features} features on {ctx.size} ranks, "
             f"k={args.n_neighbors}, {args.metric}, {args.weights}"
-            + (f", {len(est.classes_)} classes" if est.classes_ is not None else ""))
-    return est, shard, {"n_samples_fit": est.n_samples_fit_, "training_data": est.data_path_,
-                        "fit_seconds": est.fit_seconds_}
+            + (f", {len(est.classes_)} classes" if est.classes_ is not None else "")
+            + (f", resample {args.resample}: {est.n_weighted_} weighted rows" if args.resample else ""))
+    facts = {"n_samples_fit": est.n_samples_fit_, "training_data": est.data_path_, "fit_seconds": est.fit_seconds_}
+    if args.resample is not None:
+        facts["n_weighted_rows"] = est.n_weighted_
+    return est, shard, facts

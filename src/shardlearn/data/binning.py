@@ -91,6 +91,10 @@ class BinMapper:
         category ``categories_[f][b]``); ``n_bins_[f]`` is their number (at least 1).
     """
 
+    #: the largest ``max_bin``: codes are uint8 with ``max_bin`` for NaN (a subclass that codes
+    #: otherwise may allow more: models/trees/wide_bins.py)
+    MAX_BIN = 255
+
     def __init__(self, max_bin: int = 255, sample_rows: int = SAMPLE_ROWS, seed: int = 0,
                  categorical=()):
         self.max_bin = int(max_bin)
@@ -140,8 +144,8 @@ class BinMapper:
 
     def _fit(self, X_local, global_rows, n_total, ctx) -> None:
         """Thresholds and categories (everything of fit but ``has_missing_``)."""
-        if not 2 <= self.max_bin <= 255:
-            raise ShardlearnError(f"max_bin must be in 2..255, got {self.max_bin}")
+        if not 2 <= self.max_bin <= self.MAX_BIN:
+            raise ShardlearnError(f"max_bin must be in 2..{self.MAX_BIN}, got {self.max_bin}")
         d = X_local.shape[1]
         cat = self.categorical
         numeric = np.setdiff1d(np.arange(d), cat)

@@ -13,6 +13,13 @@ The k local candidates then get their exact distances (``|q - x|`` by subtractio
 the GEMM form, so the reported distances do not carry its cancellation) and are ordered
 by (distance, global row index): the order every rank and the final merge use, so the
 answer does not depend on how the rows are split.
+
+Sample weights are resampling counts (:mod:`..resample`): a row drawn ``c`` times takes
+``c`` of the k neighbour slots, as its ``c`` copies would in the materialised resampled
+data, and a row of count 0 is not in the index at all (its rows are dropped here, their
+global indices kept in ``ids``). The running top-k then holds slots, not rows: a row
+enters as ``min(c, k - p)`` adjacent copies at its place ``p`` (``topk_update_counts``),
+and every later merge, which keeps the k best slots by (distance, row), needs no change.
 """
 from __future__ import annotations
 
@@ -32,13 +39,23 @@ KERNELS = "models.knn._knn_kernels"
 class LocalIndex:
     """This rank's training rows ``X`` (float64, C-contiguous) from global row ``offset``, and
     their targets ``y`` (float64: class indices or regression values), which travel with
-    the candidates."""
+    the candidates. ``counts``: per row, how many times it was drawn (whole numbers >= 0;
+    None: once each), see the module docstring."""
 
-    def __init__(self, X: np.ndarray, offset: int, metric: str, y: np.ndarray):
-        self.X = np.ascontiguousarray(X, dtype=np.float64)
-        self.y = np.asarray(y, dtype=np.float64)
-        self.n, self.d = self.X.shape
+    def __init__(self, X: np.ndarray, offset: int, metric: str, y: np.ndarray, counts=None):
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
         self.offset = int(offset)
+        self.ids = self.cnt = None
+        if counts is not None:
+            counts = np.asarray(counts, dtype=np.int64)
+            kept = np.flatnonzero(counts > 0)
+            self.ids = self.offset + kept
+            if len(kept) < len(X):  # drop the rows of count 0 (a copy of the rest)
+                X, y = np.ascontiguousarray(X[kept]), y[kept]
+            self.cnt = np.ascontiguousarray(counts[kept])
+        self.X, self.y = X, y
+        self.n, self.d = self.X.shape
         self.metric = metric
         sq = np.einsum("ij,ij->i", self.X, self.X)
         if metric == "euclidean":
@@ -83,8 +100,14 @@ class LocalIndex:
                 self._scan(Q[q0:q1], k, bd, bi)
                 self._exact(Q[q0:q1], bd, bi)
         ok = rows != NO_ROW
-        labels = np.where(ok, self.y[np.where(ok, rows - self.offset, 0)] if self.n else np.nan, np.nan)
+        labels = np.where(ok, self.y[self._local(rows, ok)] if self.n else np.nan, np.nan)
         return pack(dist, rows, labels)
+
+    def _local(self, rows, ok):
+        """Positions in ``X`` of global ``rows`` (0 where not ``ok``)."""
+        if self.ids is None:
+            return np.where(ok, rows - self.offset, 0)
+        return np.where(ok, np.minimum(np.searchsorted(self.ids, rows), self.n - 1), 0)
 
     def _scan(self, Qs, k, bd, bi) -> None:
         """Fold every chunk's scores into ``bd``/``bi`` (scores, not distances yet)."""
@@ -100,14 +123,20 @@ class LocalIndex:
                 g = np.matmul(Qs, self.X[c0:c1].T, out=self._g[:b, :m])
             if self.kernels is not None:
                 g = np.ascontiguousarray(g)
-                self.kernels.topk_update(g, self.s[c0:c1], self.xx[c0:c1], self.offset + c0, b, m, k, bd, bi)
+                if self.cnt is None:
+                    self.kernels.topk_update(g, self.s[c0:c1], self.xx[c0:c1], self.offset + c0, b, m, k, bd, bi)
+                else:
+                    self.kernels.topk_update_counts(g, self.s[c0:c1], self.xx[c0:c1], self.ids[c0:c1],
+                                                    self.cnt[c0:c1], b, m, k, bd, bi)
             else:
-                _merge_numpy(self.xx[c0:c1] + self.s[c0:c1] * g, self.offset + c0, bd, bi)
+                ids = self.offset + c0 + np.arange(m, dtype=np.int64) if self.ids is None else self.ids[c0:c1]
+                _merge_numpy(self.xx[c0:c1] + self.s[c0:c1] * g, ids, bd, bi,
+                             None if self.cnt is None else self.cnt[c0:c1])
 
     def _exact(self, Qs, bd, bi) -> None:
         """Replace scores by exact distances and order by (distance, row), in place."""
         ok = bi != NO_ROW
-        local = np.where(ok, bi - self.offset, 0)
+        local = self._local(bi, ok)
         Xs = self.X[local]                                   # (b, k, d)
         if self.metric == "cosine":
             qn = np.sqrt(np.einsum("ij,ij->i", Qs, Qs))
@@ -124,14 +153,19 @@ class LocalIndex:
         bi[:] = np.take_along_axis(bi, order, axis=1)
 
 
-def _merge_numpy(scores: np.ndarray, base: int, bd: np.ndarray, bi: np.ndarray) -> None:
-    """NumPy form of ``topk_update``: the k smallest of (running, block) per row, ties to the
-    lowest row (NaN never enters)."""
+def _merge_numpy(scores: np.ndarray, ids: np.ndarray, bd: np.ndarray, bi: np.ndarray, cnt=None) -> None:
+    """NumPy form of ``topk_update`` (``topk_update_counts`` with ``cnt``): the k smallest of
+    (running, block) per row, the block's column j being global row ``ids[j]`` drawn
+    ``cnt[j]`` times (min(cnt, k) copies compete), ties to the lowest row (NaN never enters)."""
     b, m = scores.shape
     k = bd.shape[1]
     scores = np.where(np.isnan(scores), np.inf, scores)
+    if cnt is not None:
+        reps = np.minimum(cnt, k)
+        scores, ids = np.repeat(scores, reps, axis=1), np.repeat(ids, reps)
+        m = len(ids)
     cand_d = np.concatenate([bd, scores], axis=1)
-    cand_i = np.concatenate([bi, np.broadcast_to(base + np.arange(m, dtype=np.int64), (b, m))], axis=1)
+    cand_i = np.concatenate([bi, np.broadcast_to(ids, (b, m))], axis=1)
     order = np.lexsort((cand_i, cand_d), axis=1)[:, :k]
     bd[:] = np.take_along_axis(cand_d, order, axis=1)
     bi[:] = np.where(np.isinf(bd), NO_ROW, np.take_along_axis(cand_i, order, axis=1))   # real scores are finite

@@ -4,6 +4,15 @@ training rows that stay sharded (:mod:`._search` moves the queries, :mod:`._loca
 ``fit`` keeps a reference to this rank's rows (no copy beyond a float64 contiguous view)
 and agrees on the classes; a model file records the training data's path and shape
 instead of the rows, and a loaded model reads its shard again on first use.
+
+Sample weights are resampling counts (whole numbers >= 0), kept per row beside the rows:
+a row drawn ``c`` times takes ``c`` of the k neighbour slots, exactly as its ``c`` copies
+in the materialised resampled data would (so the answers equal scikit-learn's brute
+force on that data wherever distances do not tie), and a row drawn 0 times is absent.
+A fractional weight has no such meaning (a slot holds one neighbour) and is refused.
+With ``resample=`` the estimator draws the counts itself (:mod:`..resample`, keyed by
+seed and global row), and a model file records the draw, not the counts: a loaded model
+draws them again from the training data it reads.
 """
 from __future__ import annotations
 
@@ -38,21 +47,32 @@ class _KNeighbors(Params):
         holds a full block, else broadcast from the owner. The answer is the same.
     block_rows : int
         Queries per travelling block.
+    resample : {"under", "over", "under:RATIO", "over:RATIO"} or None
+        Resample the classes by per-row counts drawn per global row
+        (:func:`shardlearn.models.resample.resample_weights`, classifier only): a row drawn
+        ``c`` times is ``c`` neighbours. Recorded in model files (the draw is repeated on load).
+    random_state : int
+        Seed of the ``resample`` draw.
     comm : mpi4py communicator or shardlearn Context, optional
     verbose : bool
         Rank 0 prints a progress line per query block.
 
     Neighbours are ordered by (distance, global training row): ties go to the lower row,
     for any number of ranks (scikit-learn's brute force breaks exact ties in its own order).
+    ``fit(X, y, sample_weight)`` takes resampling counts (whole numbers >= 0): a row of
+    count ``c`` fills ``c`` neighbour slots (``kneighbors`` lists it ``c`` times), one of
+    count 0 is left out.
     """
 
     def __init__(self, n_neighbors=5, *, weights="uniform", metric="euclidean", strategy="auto",
-                 block_rows=BLOCK_ROWS, comm=None, verbose=False):
+                 block_rows=BLOCK_ROWS, resample=None, random_state=0, comm=None, verbose=False):
         self.n_neighbors = n_neighbors
         self.weights = weights
         self.metric = metric
         self.strategy = strategy
         self.block_rows = block_rows
+        self.resample = resample
+        self.random_state = random_state
         self.comm = comm
         self.verbose = verbose
 
@@ -67,14 +87,22 @@ class _KNeighbors(Params):
             raise ShardlearnError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         if int(self.block_rows) < 1:
             raise ShardlearnError(f"block_rows must be >= 1, got {self.block_rows}")
+        if self.resample is not None:
+            from ..resample import parse_resample
+
+            if not isinstance(self, KNeighborsClassifier):
+                raise ShardlearnError("resample is for classifiers (a regression target has no classes)")
+            parse_resample(self.resample)
 
     def _ctx(self):
         return context_from(self.comm, verbose=bool(self.verbose)) if not hasattr(self.comm, "coll") else self.comm
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X, y, *, row_offset=None, data_path=None):
+    def fit(self, X, y, sample_weight=None, *, row_offset=None, data_path=None):
         """Keep this rank's training rows (collective: checks and classes are agreed).
 
+        ``sample_weight``: this rank's per-row resampling counts (whole numbers >= 0; see
+        the class docstring), or None (each row once; with ``resample``, the drawn counts).
         ``row_offset``: global index of this rank's first row (default: rows in rank order).
         ``data_path``: where these rows come from (a dataset :func:`shardlearn.data.read_shard`
         reads); needed to save the model, which refers to the data instead of copying it.
@@ -85,6 +113,9 @@ class _KNeighbors(Params):
             with ctx.collective_errors():
                 self._check_params()
                 X, y = _check_Xy(X, y, type(self).__name__)
+                if sample_weight is not None and self.resample is not None:
+                    raise ShardlearnError("give sample_weight or resample, not both (resample draws the weights)")
+                counts = None if sample_weight is None else _check_counts(sample_weight, len(X))
             meta = ctx.coll.allgather_obj((X.shape[0], X.shape[1]))
             n_total = sum(m[0] for m in meta)
             widths = {m[1] for m in meta if m[0] > 0}
@@ -100,13 +131,34 @@ class _KNeighbors(Params):
             X = X.reshape(X.shape[0], d) if X.shape[0] else np.empty((0, d))
             offset = sum(m[0] for m in meta[:ctx.rank]) if row_offset is None else int(row_offset)
             target = self._targets(ctx, y, n_total)
-            self.index_ = LocalIndex(X, offset, self.metric, target)
+            self.n_weighted_ = int(n_total)
+            counts = self._counts(ctx, y, offset, counts)
+            self.index_ = LocalIndex(X, offset, self.metric, target, counts)
             self.index_.ranks = ctx.size  # it holds this rank's shard of ctx.size (pickled: see _search)
             self.n_samples_fit_ = int(n_total)
             self.n_features_in_ = int(d)
             self.data_path_ = None if data_path is None else os.path.abspath(str(data_path))
+            self.sample_weight_given_ = sample_weight is not None
             self.fit_seconds_ = time.perf_counter() - t0
         return self
+
+    def _counts(self, ctx, y, offset, counts):
+        """The per-row counts (``resample``'s draw, the given ones, or None), checked to
+        leave at least ``n_neighbors`` slots (collective); sets ``n_weighted_``, their sum."""
+        if self.resample is not None:
+            from ..resample import parse_resample, resample_weights
+
+            kind, ratio = parse_resample(self.resample)
+            counts = resample_weights(ctx, y, kind, ratio, seed=int(self.random_state), row_offset=offset)
+        if counts is None:
+            return None
+        slots = int(ctx.coll.allreduce(np.array([counts.sum()], dtype=np.float64))[0])
+        with ctx.collective_errors():
+            if int(self.n_neighbors) > slots:
+                raise ShardlearnError(f"n_neighbors={self.n_neighbors} is more than the {slots} weighted training "
+                                      "rows (the sum of the sample weights): choose fewer neighbours")
+        self.n_weighted_ = slots
+        return counts
 
     def _check_fitted(self):
         if not hasattr(self, "n_samples_fit_"):
@@ -126,7 +178,8 @@ class _KNeighbors(Params):
                     f"{shard.dataset.n_features} now, {self.n_samples_fit_} x {self.n_features_in_} then): "
                     "train the model again")
         target = self._targets(ctx, shard.y, shard.n_total, known=True)
-        self.index_ = LocalIndex(shard.X, shard.start, self.metric, target)
+        counts = self._counts(ctx, shard.y, shard.start, None)   # resample= draws again; None otherwise
+        self.index_ = LocalIndex(shard.X, shard.start, self.metric, target, counts)
         self.index_.ranks = ctx.size
 
     # ------------------------------------------------------------ neighbours
@@ -184,6 +237,10 @@ class _KNeighbors(Params):
         if self.data_path_ is None:
             raise ShardlearnError("a k-NN model refers to its training data by path: fit with data_path= "
                                   "(shardlearn train knn does) to save it")
+        if getattr(self, "sample_weight_given_", False):
+            raise ShardlearnError("a k-NN model fitted with sample_weight cannot be saved: the file refers to the "
+                                  "training data and keeps no per-row weights; fit with resample= (the file "
+                                  "records the draw) instead")
         arrays = {}
         if getattr(self, "classes_", None) is not None:
             cl = np.asarray(self.classes_)
@@ -335,6 +392,22 @@ def _check_Xy(X, y, name):
     if y.ndim != 1 or len(y) != len(X):
         raise ShardlearnError(f"y must be 1-D with one label per row of X: X has {len(X)} rows, y shape {y.shape}")
     return X, y
+
+
+def _check_counts(w, n):
+    """Sample weights as int64 resampling counts: 1-D, one per row, whole numbers >= 0."""
+    w = np.asarray(w)
+    if w.shape != (n,):
+        raise ShardlearnError(f"sample_weight must be 1-D with one weight per row of X: {n} rows, shape {w.shape}")
+    if w.dtype.kind not in "iufb":
+        raise ShardlearnError(f"sample_weight must be numeric, got dtype {w.dtype}")
+    wf = w.astype(np.float64)
+    bad = ~(np.isfinite(wf) & (wf >= 0) & (wf == np.round(wf)))
+    if bad.any():
+        raise ShardlearnError(f"k-NN sample_weight must be whole numbers >= 0 (resampling counts: a row of count c "
+                              f"is c of the k neighbours), got {w[bad][0]!r} in {int(bad.sum())} rows; fractional "
+                              "weights have no neighbour-slot meaning (use weights='distance' or resample)")
+    return wf.astype(np.int64)
 
 
 def _check_X(X, d, name="KNeighbors"):

@@ -44,6 +44,13 @@ by each for ``mean``). L1 (lasso, ``penalty="l1"``) enters as the subgradient
 stopping on a validation split and checkpoints are not offered with ``ps``: every worker
 runs all ``epochs`` at its own pace.
 
+Communication time: every RMA operation (``Get_accumulate``, ``Accumulate``, ``Flush``) and
+every staleness wait (polling the clocks, sleeps included: the PS's counterpart of the time
+an allreduce spends waiting for the slowest rank) is timed and added to the context's
+communication seconds (``ctx.coll.comm_seconds``, the run report's ``communication`` and
+the progress lines' ``comm``), its payload to ``bytes_sent``; ``rma_ms`` in the history is
+the part the parameter server spent (``wait_ms`` the waits among it).
+
 Never hangs: a wait that sees no worker advance for ``SHARDLEARN_PS_TIMEOUT`` seconds
 (default 300) raises TimeoutError, which ``ctx.guard`` turns into an abort of the job; an
 exception on any rank aborts the job the same way, and a rank that dies ends the job
@@ -55,6 +62,7 @@ bench/bench_ps.py and the tests).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -158,9 +166,12 @@ class ParameterServer:
     Collective to create and to :meth:`close`; everything between is one-sided. Rank 0's
     "meta" window holds float64 ``[pushed clock x P, pulled clock x P, epoch loss x E,
     epoch end time x E]`` (clocks are exact in float64 up to 2**53 steps).
+
+    ``comm_seconds``: the time in RMA operations and waits (nested ones counted once), also
+    added to ``coll.comm_seconds`` when ``coll`` (the context's collectives) is given.
     """
 
-    def __init__(self, comm, w0: np.ndarray, servers: int, epochs: int, timeout: float):
+    def __init__(self, comm, w0: np.ndarray, servers: int, epochs: int, timeout: float, coll=None):
         from mpi4py import MPI
 
         self.MPI, self.comm = MPI, comm
@@ -181,6 +192,26 @@ class ParameterServer:
         self.meta.Lock_all()
         self.one = np.ones(1)
         self.wait_seconds = 0.0
+        self.comm_seconds = 0.0
+        self.coll = coll
+        self._depth = 0
+
+    @contextlib.contextmanager
+    def _timed(self, nbytes: int = 0):
+        """Count the enclosed one-sided communication (outermost level only) as communication."""
+        self._depth += 1
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if self._depth == 0:
+                dt = time.perf_counter() - t0
+                self.comm_seconds += dt
+                if self.coll is not None:
+                    self.coll.comm_seconds += dt
+            if self.coll is not None:
+                self.coll.bytes_sent += int(nbytes)
 
     def _slice(self, j):
         if j >= self.S:
@@ -190,27 +221,30 @@ class ParameterServer:
     def pull(self) -> np.ndarray:
         """The current parameters, read atomically per element from every server."""
         w = np.empty(self.p)
-        for j in range(self.S):
-            lo, hi = self._slice(j)
-            if hi > lo:
-                self.win.Get_accumulate(w[lo:hi], w[lo:hi], j, op=self.MPI.NO_OP)
-        for j in range(self.S):
-            self.win.Flush(j)
+        with self._timed():
+            for j in range(self.S):
+                lo, hi = self._slice(j)
+                if hi > lo:
+                    self.win.Get_accumulate(w[lo:hi], w[lo:hi], j, op=self.MPI.NO_OP)
+            for j in range(self.S):
+                self.win.Flush(j)
         return w
 
     def push(self, delta: np.ndarray) -> None:
         """Add ``delta`` to the parameters (atomic adds on the servers), completed on return."""
-        for j in range(self.S):
-            lo, hi = self._slice(j)
-            if hi > lo:
-                self.win.Accumulate(np.ascontiguousarray(delta[lo:hi]), j, op=self.MPI.SUM)
-        for j in range(self.S):
-            self.win.Flush(j)
+        with self._timed(8 * self.p):
+            for j in range(self.S):
+                lo, hi = self._slice(j)
+                if hi > lo:
+                    self.win.Accumulate(np.ascontiguousarray(delta[lo:hi]), j, op=self.MPI.SUM)
+            for j in range(self.S):
+                self.win.Flush(j)
 
     def _meta_add(self, index: int, value: float, op=None) -> None:
-        self.meta.Accumulate(np.array([value]), 0, target=(index, 1, self.MPI.DOUBLE),
-                             op=op or self.MPI.SUM)
-        self.meta.Flush(0)
+        with self._timed(8):
+            self.meta.Accumulate(np.array([value]), 0, target=(index, 1, self.MPI.DOUBLE),
+                                 op=op or self.MPI.SUM)
+            self.meta.Flush(0)
 
     def tick(self, which: int) -> None:
         """Count one more step pushed (``which=0``) or pulled (``1``) by this worker."""
@@ -224,12 +258,17 @@ class ParameterServer:
 
     def read_meta(self) -> np.ndarray:
         out = np.empty(self.n_meta)
-        self.meta.Get_accumulate(out, out, 0, op=self.MPI.NO_OP)
-        self.meta.Flush(0)
+        with self._timed():
+            self.meta.Get_accumulate(out, out, 0, op=self.MPI.NO_OP)
+            self.meta.Flush(0)
         return out
 
     def wait_for(self, which: int, rank: int, at_least: float) -> None:
         """Block until worker ``rank``'s clock ``which`` is >= ``at_least`` (same timeout)."""
+        with self._timed():
+            self._wait_for(which, rank, at_least)
+
+    def _wait_for(self, which, rank, at_least):
         t0 = last = time.perf_counter()
         sleep, seen = 0.0, None
         while True:
@@ -251,6 +290,10 @@ class ParameterServer:
         """Block until every worker's clock ``which`` is >= ``at_least``; return the
         slowest clock seen. Raises TimeoutError (which ``ctx.guard`` turns into an abort of
         the job) after ``timeout`` seconds without any worker advancing (a dead or stalled rank)."""
+        with self._timed():
+            return self._wait(which, at_least)
+
+    def _wait(self, which, at_least):
         t0 = last = time.perf_counter()
         sleep, seen = 0.0, None
         while True:
@@ -310,7 +353,7 @@ def ps_sgd(ctx, obj, w0, *, global_rows, train_local, n_train_total, seed=0, bat
             wb[(ep - 1) * n_steps:ep * n_steps] = [sw[r].sum() for r in batches]
         wb = ctx.coll.allreduce(wb)
     zero = np.zeros(2 + obj.d * obj.K + obj.K)
-    ps = ParameterServer(ctx.mpi_comm, np.asarray(w0, dtype=np.float64), servers, epochs, _timeout())
+    ps = ParameterServer(ctx.mpi_comm, np.asarray(w0, dtype=np.float64), servers, epochs, _timeout(), coll=ctx.coll)
     t, lr, t_start = 0, learning_rate, time.perf_counter()
     mask = obj.l1_mask
     share = 1.0 if average == "weighted" else 1.0 / P
@@ -357,7 +400,8 @@ def ps_sgd(ctx, obj, w0, *, global_rows, train_local, n_train_total, seed=0, bat
         # with the epoch; the history gets the complete value at the end)
         meta = ps.read_meta()
         progress.record(ep, meta[2 * P + ep - 1], gmax, lr, None, steps=t,
-                        slowest_clock=int(meta[:P].min()), wait_ms=round(ps.wait_seconds * 1e3, 1))
+                        slowest_clock=int(meta[:P].min()), wait_ms=round(ps.wait_seconds * 1e3, 1),
+                        rma_ms=round(ps.comm_seconds * 1e3, 3))
         if callback is not None:
             callback(ep, dict)
     # the end: every push is in; then every rank reads the same final parameters

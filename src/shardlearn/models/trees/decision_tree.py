@@ -10,17 +10,21 @@ so :mod:`.split`'s gain is the weighted Gini / variance decrease and a leaf's va
 weighted class distribution / mean; ``criterion="entropy"`` searches with
 :mod:`.criterion` instead.
 
-**Bins, not exact values.** scikit-learn splits halfway between two consecutive distinct
-values of the node's rows; this tree splits between bins of at most ``max_bin`` (255)
-values per feature, found once for all nodes (the quantiles of a row sample keyed by
-global row, :class:`shardlearn.data.binning.BinMapper`). A feature with at most
-``max_bin`` distinct values gets one bin per value, and its candidate splits are exactly
-scikit-learn's (the threshold is the midpoint, as scikit-learn's); on a continuous
-feature each bin holds about ``n / max_bin`` rows, so a split can only fall on one of
-``max_bin - 1`` quantile edges: near the root that costs little (the best exact
-threshold is at most one bin away), deep in the tree a small node may find its best
-split inside one bin and take a worse one, or none. Rows with equal features always land
-together either way.
+**Bins, and where they are exact.** scikit-learn splits halfway between two consecutive
+distinct values of the node's rows; this tree splits between bins found once for all
+nodes (from a row sample keyed by global row, :class:`shardlearn.data.binning.BinMapper`).
+By default (``max_bin=None``) a feature with at most :data:`EXACT_MAX_BIN` (8192)
+distinct values gets one bin per value, so every threshold scikit-learn could pick is a
+candidate (beyond 255 values the codes are several 8-bit windows, :mod:`.wide_bins`);
+a feature with more gets 255 quantile bins, each holding about ``n / 255`` rows: near
+the root that costs little (the best exact threshold is at most one bin away), but a
+small deep node may find its best split inside one bin and take a worse one, or none.
+After growing, each split's threshold moves to the midpoint of its node's gap (the
+largest value of the node's rows going left and the smallest going right, one
+allreduce: :func:`_gap_midpoints`), where scikit-learn puts it; the partition of the
+training rows does not change. So with exact bins the tree is scikit-learn's wherever
+no two splits tie (tests/test_decision_tree.py), and rows with equal features always
+land together either way. README.md, "Decision trees", has the measured differences.
 
 Growth: ``depthwise`` (a level per collective) or ``bestfirst`` (the largest impurity
 decrease first, as scikit-learn does with ``max_leaf_nodes``); without ``max_leaf_nodes``
@@ -43,8 +47,14 @@ from .grower import HIST_REDUCE, GrowParams, TreeGrower
 from .io import ensemble_arrays, model_json, restore_ensemble
 from .predict import Ensemble
 from .split import SplitParams
+from .wide_bins import WideBinMapper
 
 GROWTHS = ("depthwise", "bestfirst")
+#: ``max_bin=None``: every distinct value of a feature with at most this many (exact
+#: thresholds, as scikit-learn's), 255 quantile bins for a feature with more
+EXACT_MAX_BIN = 8192
+#: splits whose gain is below this fraction of the root's weighted impurity are not made
+GAIN_TOL = 1e-10
 
 
 class _EntropyGrower(TreeGrower):
@@ -78,8 +88,13 @@ class _DecisionTree(FittedEnsemble, Params):
     class_weight : "balanced", dict or None (classifier)
         Row weight of each class: ``balanced`` is ``n / (K n_k)`` from the global class
         counts; a dict maps labels to weights. Multiplies ``sample_weight``.
-    max_bin : int
-        Value bins per feature (2..255); NaN gets its own bin.
+    max_bin : int or None, default None
+        Value bins per feature; NaN gets its own bin. None: every distinct value of a
+        feature with at most :data:`EXACT_MAX_BIN` (8192) of them is a candidate threshold
+        (scikit-learn's candidates), 255 quantile bins for a feature with more. 2..255: at
+        most that many (quantiles beyond), as the ensembles' ``max_bin``. Above 255 (up to
+        65535): at most that many, coded as 8-bit windows (:mod:`.wide_bins`; the
+        histogram work grows by ``max_bin / 254`` per such feature).
     hist_reduce : {"allreduce", "reduce_scatter"}
     random_state : int
         Seed of the binning sample (keyed by global row: the tree does not depend on P).
@@ -90,7 +105,7 @@ class _DecisionTree(FittedEnsemble, Params):
     _criteria = CRITERIA
 
     def __init__(self, *, criterion="gini", max_depth=None, min_samples_leaf=1, min_weight_fraction_leaf=0.0,
-                 max_leaf_nodes=None, min_impurity_decrease=0.0, growth=None, class_weight=None, max_bin=255,
+                 max_leaf_nodes=None, min_impurity_decrease=0.0, growth=None, class_weight=None, max_bin=None,
                  hist_reduce="allreduce", random_state=0, comm=None, verbose=False):
         self.criterion = criterion
         self.max_depth = max_depth
@@ -122,8 +137,8 @@ class _DecisionTree(FittedEnsemble, Params):
             raise ShardlearnError(f"min_impurity_decrease must be >= 0, got {self.min_impurity_decrease}")
         if self.growth is not None and self.growth not in GROWTHS:
             raise ShardlearnError(f"growth must be one of {', '.join(GROWTHS)} or None, got {self.growth!r}")
-        if not 2 <= int(self.max_bin) <= 255:
-            raise ShardlearnError(f"max_bin must be in 2..255, got {self.max_bin}")
+        if self.max_bin is not None and not 2 <= int(self.max_bin) <= WideBinMapper.MAX_BIN:
+            raise ShardlearnError(f"max_bin must be in 2..{WideBinMapper.MAX_BIN}, got {self.max_bin}")
         if self.hist_reduce not in HIST_REDUCE:
             raise ShardlearnError(f"hist_reduce must be one of {HIST_REDUCE}, got {self.hist_reduce!r}")
         cw = self.class_weight
@@ -157,7 +172,13 @@ class _DecisionTree(FittedEnsemble, Params):
                                       "give some rows a weight above zero")
         t0 = time.perf_counter()
         with ctx.timers.phase("binning"):
-            mapper = BinMapper(self.max_bin, seed=self.random_state)
+            # more than 255 bins: several 8-bit window columns per feature (wide_bins.py)
+            if self.max_bin is None:
+                mapper = WideBinMapper(EXACT_MAX_BIN, quantile_bins=255, seed=self.random_state)
+            elif int(self.max_bin) > 255:
+                mapper = WideBinMapper(int(self.max_bin), seed=self.random_state)
+            else:
+                mapper = BinMapper(int(self.max_bin), seed=self.random_state)
             keep = w > 0
             if keep.all():
                 codes = mapper.fit_transform(X, grows, n_total, ctx)
@@ -169,6 +190,10 @@ class _DecisionTree(FittedEnsemble, Params):
         # scikit-learn's min_impurity_decrease is per total weight; the gain here is in weight
         # units (and nats for entropy)
         min_gain = float(self.min_impurity_decrease) * W * (np.log(2.0) if self.criterion == "entropy" else 1.0)
+        # a gain below GAIN_TOL of the root's weighted impurity is rounding noise, not a split (a
+        # pure node's candidates score +-1e-15 with fractional weights, and the noise differs
+        # with P); scikit-learn likewise makes a node of impurity <= EPSILON a leaf
+        min_gain = max(min_gain, GAIN_TOL * _root_scale(ctx, classification, yk, w, W))
         grow = GrowParams(num_leaves=None if self.max_leaf_nodes is None else int(self.max_leaf_nodes),
                           max_depth=None if self.max_depth is None else int(self.max_depth),
                           growth="leafwise" if growth == "bestfirst" else "depthwise",
@@ -176,7 +201,8 @@ class _DecisionTree(FittedEnsemble, Params):
                           split=SplitParams(0.0, int(self.min_samples_leaf),
                                             max(1e-12, float(self.min_weight_fraction_leaf) * W), min_gain))
         grower_cls = _EntropyGrower if self.criterion == "entropy" else TreeGrower
-        grower = grower_cls(ctx, codes, mapper.n_bins_, mapper.n_slots, grow)
+        wide = isinstance(mapper, WideBinMapper)
+        grower = grower_cls(ctx, codes, mapper.window_bins_ if wide else mapper.n_bins_, mapper.n_slots, grow)
         ch = np.empty((K + 1, len(X)))
         if classification:
             ch[:K] = -(yk[None, :] == np.arange(K)[:, None]).astype(np.float64) * w[None, :]
@@ -188,7 +214,8 @@ class _DecisionTree(FittedEnsemble, Params):
         t_it = time.perf_counter()
         tree, _ = grower.grow(ch, rows)
         ens = Ensemble(K)
-        ens.add(tree, mapper, 0)
+        tree = mapper.to_features(tree) if wide else tree
+        ens.add(tree, mapper, 0, threshold=_gap_midpoints(ctx, tree, mapper, X, rows))
         self.ensemble_ = ens
         leaves = int((tree["feature"] < 0).sum())
         rec = {"iteration": 1, "seconds": time.perf_counter() - t_it, **diff(snap, phase_snapshot(ctx)),
@@ -307,6 +334,55 @@ class DecisionTreeRegressor(_DecisionTree, RegressorMixin, BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         return self._values(X)[:, 0]
+
+
+def _root_scale(ctx, classification, yk, w, W) -> float:
+    """An upper bound of the root's weighted impurity: ``W`` (Gini, entropy up to log K), or
+    the weighted sum of squares about the mean (regression; one allreduce)."""
+    if classification:
+        return W
+    s = ctx.coll.allreduce(np.array([float(w @ yk), float(w @ (yk * yk))]))
+    return max(0.0, s[1] - s[0] * s[0] / W)
+
+
+def _gap_midpoints(ctx, tree: dict, mapper, X: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Each split's threshold moved to the midpoint of its node's gap, as scikit-learn's
+    (collective: one allreduce).
+
+    The grower picks a bin; every threshold between the largest value of the node's rows
+    that go left (``a``) and the smallest that go right (``b``) makes the same partition of
+    the training rows, and scikit-learn puts it at ``a / 2 + b / 2`` (``a`` if that rounds
+    to ``b``). The rows ``rows`` (weight > 0) are routed down by the bin thresholds (which
+    partition them as the bins did), ``a`` and ``b`` per node are a max and a min over
+    every rank (exact, so the same for any P); a split with no non-missing row on one
+    side keeps its bin threshold.
+    """
+    feat, left, right, ml = tree["feature"], tree["left"], tree["right"], tree["missing_left"].astype(bool)
+    internal = feat >= 0
+    thr = np.zeros(len(feat))
+    thr[internal] = mapper.threshold_value(feat[internal], tree["bin"][internal])
+    lo = np.full(len(feat), -np.inf)      # largest non-missing value sent left
+    hi = np.full(len(feat), np.inf)       # smallest non-missing value sent right
+    active, node = np.asarray(rows, dtype=np.int64), np.zeros(len(rows), dtype=np.int64)
+    while active.size:
+        keep = feat[node] >= 0
+        active, node = active[keep], node[keep]
+        if not active.size:
+            break
+        x = X[active, feat[node]]
+        nan = np.isnan(x)
+        go_left = np.where(nan, ml[node], x <= thr[node])
+        sel = go_left & ~nan
+        np.maximum.at(lo, node[sel], x[sel])
+        sel = ~go_left & ~nan
+        np.minimum.at(hi, node[sel], x[sel])
+        node = np.where(go_left, left[node], right[node])
+    both = ctx.coll.allreduce(np.concatenate([lo, -hi]), op="max")
+    a, b = both[:len(feat)], -both[len(feat):]
+    gap = internal & np.isfinite(a) & np.isfinite(b)
+    mid = a[gap] / 2.0 + b[gap] / 2.0
+    thr[gap] = np.where((mid == b[gap]) | ~np.isfinite(mid), a[gap], mid)
+    return thr
 
 
 def export_text(tree: _DecisionTree, feature_names=None, decimals: int = 2, max_depth: int = 10) -> str:

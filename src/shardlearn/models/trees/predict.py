@@ -45,12 +45,16 @@ class Ensemble:
         self.tree_class: list[int] = []
         self._flat = None
 
-    def add(self, tree: dict, mapper, klass: int = 0) -> None:
-        """Append a grown tree (arrays from the grower), computing its float thresholds."""
+    def add(self, tree: dict, mapper, klass: int = 0, threshold=None) -> None:
+        """Append a grown tree (arrays from the grower), computing its float thresholds
+        from the bins (``threshold``: given ones instead, one per node)."""
         t = dict(tree)
         internal = t["feature"] >= 0
-        thr = np.zeros(len(t["feature"]))
-        thr[internal] = mapper.threshold_value(t["feature"][internal], t["bin"][internal])
+        if threshold is None:
+            thr = np.zeros(len(t["feature"]))
+            thr[internal] = mapper.threshold_value(t["feature"][internal], t["bin"][internal])
+        else:
+            thr = np.asarray(threshold, dtype=np.float64)
         t["threshold"] = thr
         self.trees.append(t)
         self.tree_class.append(int(klass))
