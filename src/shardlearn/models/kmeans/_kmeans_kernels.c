@@ -14,6 +14,14 @@
  *       and this is faster; _lloyd.py picks the form (bench/kmeans.md has the measurements).
  *       ct is (-2 C)^T padded to kp = a multiple of TILE columns with zeros, cc is
  *       padded with +inf, so padded centers never win.
+ *   lloyd_tiled_fixed_f32/_f64(x, ct, cc, scale, labels, sums, counts, r, kp, d)
+ *       the tiled form for KMeans(exact_reduce=True): each row's values are scaled by the
+ *       per-feature power of two scale[t], rounded to the nearest integer and added to int64
+ *       sums (counts int64 too), so the sums are exact in any order (_exact.py). The tiled
+ *       form is used for every k x d there: a row's distances do not depend on the other
+ *       rows of the chunk, which a BLAS GEMM does not promise.
+ *   sqdist_f64(x, ct, out, r, m, d)
+ *       squared distances sum_t (x_t - c_t)^2 row by row, for exact_reduce's initialisations.
  *
  * Conventions: all buffers are C-contiguous; x, dist, ct and cc are in the data's dtype; sums
  * (k x d) and counts (k) are float64 and accumulated into (+=), so float32 data is

@@ -150,10 +150,11 @@ class KMeans(Params, ClusterMixin, TransformerMixin, BaseEstimator):
 
     def _prepare(self, ctx, X):
         """Validate collectively; return (local X in the agreed dtype, _Local-less facts)."""
-        xp = compute_xp(ctx, X) or np  # the device path (_gpu.py) keeps X on the device
+        device = compute_xp(ctx, X)  # not None: the device path (_gpu.py) keeps X on the device
+        xp = device or np
         with ctx.collective_errors():
             self._check_params()
-            if self.exact_reduce and xp is not np:
+            if self.exact_reduce and device is not None:
                 raise ShardlearnError("exact_reduce=True runs on the CPU only: fit with device='cpu' "
                                       "(the device path's distances and initialisation sums are not "
                                       "order-independent)")
