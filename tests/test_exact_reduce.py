@@ -33,7 +33,7 @@ def blobs(n=1600, d=5, k=5, std=1.5, seed=3, shift=0.0):
 exec(DATA)
 
 SCRIPT = r"""
-import hashlib, json, os
+import glob, hashlib, json, os, shutil
 import numpy as np
 from mpi4py import MPI
 from shardlearn.runtime import init
@@ -86,6 +86,30 @@ for topo, threads in WORLDS:
 # the NumPy code path (no compiled kernels): bit-identical across P too (its own bits)
 ctx = init(MPI.COMM_WORLD.Dup(), topology=WORLDS[-1][0], device="cpu", verbose=False)
 fit_cases(ctx, [cases[0], cases[4], cases[6]], "numpy")
+os.environ["SHARDLEARN_KERNELS"] = "c"
+# checkpoints: written at P = 2 at every step, each resumed alone at P = 3
+from shardlearn.checkpoint import Checkpoint
+name, X, kw = cases[6]
+if P == 2:
+    km = KMeans(random_state=7, exact_reduce=True, comm=ctx, **kw).fit(
+        X[part(len(X))], checkpoint=Checkpoint(CKPT, every=1, keep=10 ** 6))
+    dg = digest(km, ctx)[0]  # (collective)
+    if r == 0:
+        emit({"case": "ckpt/" + name, "kernels": "c", "threads": ctx.threads, "digest": dg,
+              "exact_reduce": True, "steps": len(glob.glob(CKPT + "/ckpt-*.h5"))})
+if P == 3:
+    for i, f in enumerate(sorted(glob.glob(CKPT + "/ckpt-*.h5"))):
+        one = f"{CKPT}-{i}"
+        if r == 0:
+            os.makedirs(one)
+            shutil.copy(f, one)
+        ctx.mpi_comm.Barrier()
+        km = KMeans(random_state=7, exact_reduce=True, comm=ctx, **kw).fit(
+            X[part(len(X))], checkpoint=Checkpoint(one, resume=True))
+        dg = digest(km, ctx)[0]
+        if r == 0:
+            emit({"case": "ckpt/" + name, "kernels": "c", "threads": ctx.threads, "digest": dg,
+                  "exact_reduce": True, "resumed_from": os.path.basename(f)})
 """
 
 # (P, [(topology, threads per rank)], chunk rows, with the float reference): 10 C worlds
@@ -101,7 +125,7 @@ def worlds(tmp_path_factory):
     out = {}
     for P, worlds_, chunk, ref in CONFIGS:
         code = (SCRIPT.replace("DATA", DATA).replace("WORLDS", repr(worlds_)).replace("CHUNK", repr(chunk))
-                .replace("REFERENCE", repr(ref)))
+                .replace("REFERENCE", repr(ref)).replace("CKPT", repr(str(tmp / "ckpt"))))
         out[P] = json_lines(run_script(P, code, tmp, timeout=240).stdout)
     return out
 
@@ -115,11 +139,22 @@ def test_same_model_bytes_for_any_rank_count_topology_and_threads(worlds):
         assert len(ref) == n_cases
         seen = 0
         for P, rows in worlds.items():
-            for row in (row for row in rows if row["kernels"] == kernels):
+            for row in (row for row in rows if row["kernels"] == kernels
+                        and not row["case"].startswith("ckpt/")):
                 assert row["exact_reduce"] is True
                 assert row["digest"] == ref[row["case"]], (P, row)
                 seen += 1
         assert seen == n_cases * n_worlds  # every case in every world
+
+
+def test_checkpoint_resumed_on_another_rank_count_is_bit_identical(worlds):
+    # far/n_init2 checkpointed at every step on 2 ranks, each step resumed alone on 3 ranks
+    ref = next(row["digest"] for row in worlds[1] if row["case"] == "far/n_init2" and row["kernels"] == "c")
+    full = [row for row in worlds[2] if row["case"] == "ckpt/far/n_init2"]
+    resumed = [row for row in worlds[3] if row["case"] == "ckpt/far/n_init2"]
+    assert len(full) == 1 and full[0]["steps"] >= 4 and len(resumed) == full[0]["steps"]
+    for row in full + resumed:
+        assert row["digest"] == ref, row
 
 
 def test_close_to_the_float_path(worlds):
