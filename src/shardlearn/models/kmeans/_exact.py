@@ -15,9 +15,11 @@ so no sum of ``n_total`` of them reaches ``2^SUM_BITS``. At 10^6 rows that is a 
 of ``2^-41`` of the largest value (2^-50 for small data): far finer than float32 data and
 than the float sums' own rounding for float64 data.
 
-Rounding is to nearest, ties to even: :func:`quantize` (``np.rint``) and the kernel's
-magic-number form (``_kmeans_kernels.c``) give the same integers, so the NumPy code path
-and the compiled one sum the same values.
+Rounding is to nearest, ties to even, by the magic-number form in both the kernel
+(``_kmeans_kernels.c``) and NumPy (:func:`quantize`: ``v + 1.5 * 2^52`` read as int64,
+minus the constant's bits; the same integers as ``np.rint`` for ``|v| < 2^51``, in two
+float passes instead of three slower ones), so the NumPy code path and the compiled one
+sum the same values.
 
 The bottom of the package with :mod:`._data`: it imports nothing from the other k-means
 modules.
@@ -31,6 +33,8 @@ VALUE_BITS = 50
 #: |any sum of n_total scaled values| < 2^SUM_BITS (int64 cannot overflow)
 SUM_BITS = 62
 BLOCK = 65536  # rows per block of the quantisation temporaries
+MAGIC = 6755399441055744.0             # 1.5 * 2^52: v + MAGIC holds rint(v) in its low bits
+MAGIC_BITS = 0x4338000000000000        # the bits of MAGIC
 
 
 def fixed_scales(bound, n_total: int, value_bits: int | None = VALUE_BITS) -> np.ndarray:
@@ -48,9 +52,19 @@ def fixed_scales(bound, n_total: int, value_bits: int | None = VALUE_BITS) -> np
     return np.ldexp(1.0, np.clip(e, -1000, 1000))
 
 
+def _magic(values, scale) -> np.ndarray:
+    """float64 ``values * scale + MAGIC``: its bits minus MAGIC_BITS are the rounded value."""
+    t = np.multiply(values, scale, dtype=np.float64)
+    t += MAGIC
+    return t
+
+
 def quantize(values, scale) -> np.ndarray:
-    """``values * scale`` rounded to the nearest integer (ties to even), as int64."""
-    return np.rint(np.multiply(values, scale, dtype=np.float64)).astype(np.int64)
+    """``values * scale`` rounded to the nearest integer (ties to even), as int64 (exact
+    for ``|values * scale| < 2^51``, which :func:`fixed_scales` guarantees)."""
+    q = _magic(values, scale).view(np.int64)
+    q -= MAGIC_BITS
+    return q
 
 
 def local_max(values, axis=0):
@@ -70,10 +84,14 @@ def global_scale(ctx, local_bound, n_total: int) -> np.ndarray:
 def local_fixed_sum(values, scale) -> np.ndarray:
     """Column sums (axis 0) of ``values`` in fixed point: int64, exact (by blocks of rows)."""
     v = np.asarray(values)
-    out = np.zeros(v.shape[1:], dtype=np.int64)
+    out = np.zeros(v.shape[1:], dtype=np.uint64)
     for lo in range(0, v.shape[0], BLOCK):
-        out += quantize(v[lo:lo + BLOCK], scale).sum(axis=0)
-    return out
+        blk = v[lo:lo + BLOCK]
+        # the sum of the biased bits wraps modulo 2^64 (unsigned); minus rows x the bias, it
+        # is the exact signed sum (which fits: fixed_scales)
+        out += _magic(blk, scale).view(np.uint64).sum(axis=0, dtype=np.uint64)
+        out -= np.uint64(blk.shape[0] * MAGIC_BITS % 2 ** 64)
+    return out.view(np.int64)
 
 
 def exact_total(ctx, values, n_total: int):

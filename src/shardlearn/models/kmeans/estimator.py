@@ -672,9 +672,10 @@ def _exact_moments(ctx, X, n_total, state) -> dict:
         spread = np.maximum(np.abs(hi - mean), np.abs(mean - lo)) * (1 + 1e-6)  # (a margin for the rounding)
         scale = fixed_scales(spread * spread, n_total)
         sq = np.zeros(d, dtype=np.int64)
+        buf = np.empty((min(65536, X.shape[0]), d))
         for i in range(0, X.shape[0], 65536):
-            xc = X[i:i + 65536].astype(np.float64) - mean
-            sq += local_fixed_sum(xc * xc, scale)
+            xc = np.subtract(X[i:i + 65536], mean, out=buf[:min(65536, X.shape[0] - i)], dtype=np.float64)
+            sq += local_fixed_sum(np.multiply(xc, xc, out=xc), scale)
         var = ctx.coll.allreduce(sq).astype(np.float64) / scale / n_total
     else:
         mean = np.asarray(state["mean"], dtype=np.float64)
