@@ -113,13 +113,13 @@ def _kmeans_fixed(dt, tile):
 
 def _sqdist():
     g = np.random.default_rng(3)
-    r, m, d = 5, 3, 4
-    return {"x": g.standard_normal((r, d)), "ct": g.standard_normal((d, m)), "out": np.empty((r, m)),
-            "r": r, "m": m, "d": d}
+    r, m = 5, 3
+    return {"x": g.standard_normal((r, 6)), "c": g.standard_normal((m, 6)), "out": np.empty((r, m)),
+            "r": r, "m": m, "d": 6}
 
 
 def _sqdist_check(a, _):
-    want = ((a["x"][:, None, :] - a["ct"].T[None]) ** 2).sum(axis=2)
+    want = ((a["x"][:, None, :] - a["c"][None]) ** 2).sum(axis=2)
     assert np.allclose(a["out"], want, rtol=1e-12)
 
 
