@@ -246,7 +246,7 @@ def run_linear(a) -> dict:
                 p = 1.0 / (1.0 + np.exp(-zc))
                 r = p - y[lo:lo + step]
                 loss = np.logaddexp(0.0, zc) - y[lo:lo + step] * zc
-                loss_q += int(quantize(loss, 2.0 ** 30).sum())  # a unit from the loss bound
+                loss_q += int(quantize(loss, 2.0 ** 30).sum())  # a fixed unit: the cost is what is measured
                 mod.xtr_fixed(Xc, r, gscale, G, Xc.shape[0], d)
             return G / gscale, loss_q / 2.0 ** 30
 
