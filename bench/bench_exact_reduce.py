@@ -1,35 +1,36 @@
-"""What exact, order-independent accumulation would cost k-means (issue #17's second part).
+"""What exact, order-independent sums cost: k-means ``--exact-reduce`` and linear gradients.
 
-The quantized boosting learner is bit-identical for any P because its histogram sums are
-integers. The same could be done for the k-means cluster sums: give every value one
-power-of-two unit per fit (``2**e`` from one max-allreduce of ``|x|``, chosen so that no sum of
-N rows overflows int64), round each row's value to that unit, and sum the integers.
-Integer sums are exact, so the per-cluster sums, hence the centers, would not depend on how
-rows are split or in which order they are added.
+Issue #17's second part. Two measurements, both written to bench/results/exact_reduce.json
+(via machine.py) and summarised in bench/exact_reduce.md (the write-up there is by hand:
+this script prints the tables).
 
-This script measures the cost on the k-means benchmark's shapes: it builds three copies of
-the product's own Lloyd kernel (``models/kmeans/_kmeans_kernels.c``) with the system C
-compiler, differing only in the M-step accumulation line::
+1. **k-means, the product code.** ``KMeans(exact_reduce=True)`` against the float path on
+   bench_kmeans.py's data (blobs; 1,000,000 x 32, k = 16, where the float path uses the
+   tiled kernel, and 200,000 x 64, k = 64, where it uses BLAS GEMM + the argmin kernel and
+   the exact path the tiled kernel; float64 and float32) under ``mpiexec -n 2`` (one thread
+   per rank): ms per Lloyd iteration = (t(fit, max_iter=21) - t(fit, max_iter=1)) / 20 with
+   the first k rows as the initial centers and tol = 0, the slowest rank's wall time, float
+   and exact interleaved, median (min-max) over ``--repeats``; also t(fit, max_iter=1) (the
+   moments, one iteration and the final pass) and one k-means++ and one k-means|| fit each.
 
-    float : s[t] += (double)x[t]                                 (today)
-    llrint: s[t] += llrint(x[t] * scale)                         (int64, round to nearest)
-    magic : s[t] += bits(x[t] * scale + 1.5 * 2**52) - bits(1.5 * 2**52)
-            (the same rounding to nearest for |v| < 2**51, without a conversion instruction,
-            so the compiler can vectorise it)
+2. **Linear models: the gradient pass.** The logistic loss's pass over one rank's share of
+   bench_linear.py's data (``--linear-rows`` x 64 float64; 500,000 = 1,000,000 over 2 ranks),
+   in the product's row blocks (models/linear/_objective.py's CHUNK_ELEMENTS), one thread:
+   float (today): ``z = X_b @ a`` and ``g += X_b.T @ r`` by BLAS GEMV, the loss by ``np.dot``;
+   exact: ``z`` by a compiled row-by-row dot (a fixed order of additions per row, so a row's
+   value does not depend on its block), ``g`` by a compiled loop that rounds every
+   ``x_ij r_i`` to an int64 fixed-point unit (magic-number rounding, as the k-means kernel)
+   and adds integers, the loss as int64 fixed point. The two compiled loops are built here
+   with the system C compiler (``-O3 -mavx2 -mfma``); they are not part of the package.
 
-and times one Lloyd E+M pass (distances, argmin, sums) over a rank's share of the data with
-each, median of ``--repeats``, interleaved. The distances (the E-step) are the same code in
-all three. Writes bench/exact_reduce.md and bench/results/exact_reduce.json.
-
-Run: ``python bench/bench_exact_reduce.py [--repeats 7]``
+Run: ``flock /tmp/shardlearn-bench.lock python bench/bench_exact_reduce.py [--repeats 5]``
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import sysconfig
@@ -39,155 +40,315 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import machine  # noqa: E402
-
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SRC = ROOT / "src" / "shardlearn"
+sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "src"))
+import machine  # noqa: E402
+from bench_kmeans import env, make_data, mpiexec, result  # noqa: E402
 
-ACC = ("            for (Py_ssize_t t = 0; t < d; t++)                                       \\\n"
-       "                s[t] += (double)xi[t];                                               \\")
-VARIANTS = {
-    "float": None,
-    "llrint": "sf[t] += (int64_t)llrint((double)xi[t] * EXACT_SCALE);",
-    "magic": "{ double m_ = (double)xi[t] * EXACT_SCALE + 6755399441055744.0; int64_t b_; "
-             "memcpy(&b_, &m_, 8); sf[t] += b_ - 0x4338000000000000LL; }",
+CASES = [(1_000_000, 32, 16), (200_000, 64, 64)]
+
+
+# ------------------------------------------------------------------------------ k-means
+def worker(a) -> None:
+    import h5py
+
+    from shardlearn.data import read_shard
+    from shardlearn.models.kmeans import KMeans
+    from shardlearn.runtime import init
+
+    ctx = init(threads=1, verbose=False)
+    X = read_shard(a.data, ctx).X
+    with h5py.File(a.data, "r") as h:
+        c0 = h["X"][:a.k].astype(np.float64)
+
+    def timed(exact, **kw):
+        ctx.mpi_comm.Barrier()
+        t = time.perf_counter()
+        km = KMeans(a.k, tol=0.0, comm=ctx, exact_reduce=exact, **kw).fit(X)
+        t = time.perf_counter() - t
+        return float(ctx.coll.allreduce(np.array([t]), op="max")[0]), km
+
+    t1 = {False: [], True: []}
+    per_iter = {False: [], True: []}
+    centers = {}
+    for _ in range(a.repeats):
+        for exact in (False, True):          # interleaved: load drifts hit both alike
+            one = timed(exact, init=c0, max_iter=1)[0]
+            t21, km = timed(exact, init=c0, max_iter=21)
+            t1[exact].append(one)
+            per_iter[exact].append((t21 - one) / 20)
+            centers[exact] = km.cluster_centers_.astype(np.float64)
+    out = {"n": int(ctx.coll.allreduce(np.array([X.shape[0]]))[0]), "d": X.shape[1], "k": a.k,
+           "dtype": str(X.dtype), "ranks": ctx.size}
+    for exact, name in ((False, "float"), (True, "exact")):
+        out[name] = {"per_iter": machine.summary(per_iter[exact]), "fit_1_iter": machine.summary(t1[exact])}
+    scale = np.abs(centers[False]).max()
+    out["centers_max_rel_diff"] = float(np.abs(centers[True] - centers[False]).max() / scale)
+    if a.inits:
+        for init_ in ("k-means++", "k-means||"):
+            for exact, name in ((False, "float"), (True, "exact")):
+                _, km = timed(exact, init=init_, max_iter=1, random_state=0)
+                out[name][f"init_{init_}"] = km.init_seconds_
+    if ctx.rank == 0:
+        print("RESULT " + json.dumps(out), flush=True)
+
+
+def run_kmeans(a) -> list:
+    ddir = Path(a.data_dir)
+    ddir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for n, d, k in CASES:
+        n = max(1000, int(n * a.scale))
+        for dt in ("float64", "float32"):
+            path = ddir / f"blobs_{n}x{d}_k{k}_{dt}.h5"
+            make_data(path, n, d, k, dt)
+            cmd = [mpiexec(), "-n", "2", sys.executable, __file__, "--worker", "--data", str(path), "--k", str(k),
+                   "--repeats", str(a.repeats)] + (["--inits"] if dt == "float64" else [])
+            load0 = os.getloadavg()[0]
+            row = result(subprocess.run(cmd, capture_output=True, text=True, env=env(1), timeout=3600))
+            row["load_average"] = [load0, os.getloadavg()[0]]
+            tile = 16 if dt == "float32" else 8  # the kernel's TILE_F32 / TILE_F64 (_lloyd.TILED_MAX_KD)
+            row["form_float"] = "tiled" if -(-k // tile) * tile * d <= 2048 else "gemm"
+            row["overhead"] = row["exact"]["per_iter"]["median"] / row["float"]["per_iter"]["median"] - 1
+            rows.append(row)
+            print(json.dumps({key: v for key, v in row.items()}), flush=True)
+    return rows
+
+
+# ------------------------------------------------------------------------ linear models
+LINEAR_C = r"""
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+typedef double v4 __attribute__((vector_size(32)));
+
+/* z[i] = x_i . a, four lanes over j then a fixed pairwise fold: the same order for every row */
+static void rowdot(const double *x, const double *a, double *z, Py_ssize_t n, Py_ssize_t d)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const double *xi = x + i * d;
+        v4 acc = {0, 0, 0, 0};
+        Py_ssize_t j = 0;
+        for (; j + 4 <= d; j += 4) {
+            v4 xv, av;
+            memcpy(&xv, xi + j, 32);
+            memcpy(&av, a + j, 32);
+            acc += xv * av;
+        }
+        double s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+        for (; j < d; j++)
+            s += xi[j] * a[j];
+        z[i] = s;
+    }
 }
 
+/* g[j] += round(x_ij r_i scale_j) as int64: the magic-number rounding of _kmeans_kernels.c */
+static void xtr_fixed(const double *x, const double *r, const double *scale, int64_t *g, Py_ssize_t n,
+                      Py_ssize_t d)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const double *xi = x + i * d;
+        const double ri = r[i];
+        for (Py_ssize_t j = 0; j < d; j++) {
+            double m = xi[j] * ri * scale[j] + 6755399441055744.0;
+            int64_t b;
+            memcpy(&b, &m, 8);
+            g[j] += b - 0x4338000000000000LL;
+        }
+    }
+}
 
-def build(work: Path) -> dict:
-    """The three kernel modules, compiled from the product's source; {name: module}."""
-    src = (SRC / "models" / "kmeans" / "_kmeans_kernels.c").read_text()
-    if ACC not in src:
-        raise SystemExit("bench_exact_reduce: the accumulation line of _kmeans_kernels.c changed; update ACC")
-    (work / "_kernel_args.h").write_text((SRC / "_kernel_args.h").read_text())
+static PyObject *py_rowdot(PyObject *self, PyObject *args)
+{
+    Py_buffer x, a, z;
+    Py_ssize_t n, d;
+    if (!PyArg_ParseTuple(args, "y*y*w*nn", &x, &a, &z, &n, &d))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    rowdot(x.buf, a.buf, z.buf, n, d);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&x); PyBuffer_Release(&a); PyBuffer_Release(&z);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_xtr_fixed(PyObject *self, PyObject *args)
+{
+    Py_buffer x, r, s, g;
+    Py_ssize_t n, d;
+    if (!PyArg_ParseTuple(args, "y*y*y*w*nn", &x, &r, &s, &g, &n, &d))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    xtr_fixed(x.buf, r.buf, s.buf, g.buf, n, d);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&x); PyBuffer_Release(&r); PyBuffer_Release(&s); PyBuffer_Release(&g);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {{"rowdot", py_rowdot, METH_VARARGS, ""},
+                                {"xtr_fixed", py_xtr_fixed, METH_VARARGS, ""}, {NULL, NULL, 0, NULL}};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "exact_linear", "", -1, methods};
+PyMODINIT_FUNC PyInit_exact_linear(void) { return PyModule_Create(&module); }
+"""
+
+
+def build_linear(work: Path):
     inc, ext = sysconfig.get_paths()["include"], sysconfig.get_config_var("EXT_SUFFIX")
-    cc = os.environ.get("CC", "cc")
-    mods = {}
-    for name, line in VARIANTS.items():
-        s = src.replace('"../../_kernel_args.h"', '"_kernel_args.h"')
-        if line is not None:
-            s = s.replace("#include <math.h>", "#include <math.h>\n#include <stdint.h>\n"
-                                                "static const double EXACT_SCALE = 1099511627776.0;")
-            s = s.replace(ACC, "            int64_t *restrict sf = (int64_t *)s;                                     \\\n"
-                               "            for (Py_ssize_t t = 0; t < d; t++)                                       \\\n"
-                               f"                {line} \\")
-        mod = f"exact_{name}"
-        s = s.replace('"_kmeans_kernels"', f'"{mod}"').replace("PyInit__kmeans_kernels", f"PyInit_{mod}")
-        c, so = work / f"{mod}.c", work / f"{mod}{ext}"
-        c.write_text(s)
-        # the product's flags (setup.py)
-        subprocess.run([cc, "-shared", "-fPIC", "-O3", "-std=c99", "-ffp-contract=fast", f"-I{inc}", str(c), "-o",
-                        str(so), "-lm"], check=True)
-        spec = importlib.util.spec_from_file_location(mod, so)
-        m = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(m)
-        mods[name] = m
-    return mods
+    c, so = work / "exact_linear.c", work / f"exact_linear{ext}"
+    c.write_text(LINEAR_C)
+    subprocess.run([os.environ.get("CC", "cc"), "-shared", "-fPIC", "-O3", "-mavx2", "-mfma", "-std=c99",
+                    f"-I{inc}", str(c), "-o", str(so)], check=True)
+    spec = importlib.util.spec_from_file_location("exact_linear", so)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
-def time_pass(mods, n, d, k, dtype, repeats, chunk=4096) -> dict:
-    from shardlearn.models.kmeans._lloyd import _Labeler
-    r = np.random.default_rng(0)
-    X = r.normal(size=(n, d)).astype(dtype)
-    C = X[r.choice(n, k, replace=False)]
-    ct = np.ascontiguousarray((-2.0 * C).T).astype(dtype)
-    cc = np.einsum("ij,ij->i", C, C).astype(dtype)
-    times = {name: [] for name in mods}
-    tiled = None
-    for _ in range(repeats):
-        for name, mod in mods.items():          # interleaved: load drifts hit all alike
-            lab = np.zeros(n, np.int32)
-            lab_ = _Labeler(mod, ct, cc, chunk)
-            tiled = lab_.tiled
-            sums, counts = np.zeros((k, d)), np.zeros(k)
-            t0 = time.perf_counter()
-            for lo in range(0, n, chunk):
-                lab_(X[lo:lo + chunk], lab[lo:lo + chunk], sums, counts)
-            times[name].append(time.perf_counter() - t0)
-    med = {name: statistics.median(v) for name, v in times.items()}
-    return {"n": n, "d": d, "k": k, "dtype": np.dtype(dtype).name, "form": "tiled" if tiled else "gemm",
-            "seconds": {name: {"median": med[name], "min": min(v), "max": max(v)} for name, v in times.items()},
-            "overhead": {name: med[name] / med["float"] - 1 for name in mods if name != "float"}}
+def run_linear(a) -> dict:
+    from threadpoolctl import threadpool_limits
+
+    from shardlearn.models.kmeans._exact import fixed_scales, quantize
+    from shardlearn.models.linear._objective import CHUNK_ELEMENTS
+
+    n, d = max(1000, int(a.linear_rows * a.scale)), 64
+    g = np.random.default_rng(0)
+    X = g.standard_normal((n, d))
+    y = (g.random(n) < 0.5).astype(np.float64)
+    w = g.standard_normal(d) * 0.1
+    step = max(1, CHUNK_ELEMENTS // d)
+    # the units: |x_ij r_i| <= max|x_j| (|r| <= 1 for the logistic loss), |loss_i| <= bound
+    gscale = fixed_scales(np.abs(X).max(axis=0), n)
+    with tempfile.TemporaryDirectory(prefix="exact-linear-") as tmp:
+        mod = build_linear(Path(tmp))
+
+        def float_pass(grad_only=False):
+            G, loss_sum = np.zeros(d), 0.0
+            for lo in range(0, n, step):
+                Xc = X[lo:lo + step]
+                z = Xc @ w
+                p = 1.0 / (1.0 + np.exp(-z))
+                r = p - y[lo:lo + step]
+                if not grad_only:
+                    loss_sum += float(np.dot(np.ones(len(z)), np.logaddexp(0.0, z) - y[lo:lo + step] * z))
+                G += Xc.T @ r
+            return G, loss_sum
+
+        def exact_pass():
+            G = np.zeros(d, dtype=np.int64)
+            loss_q = 0
+            z = np.empty(step)
+            for lo in range(0, n, step):
+                Xc = X[lo:lo + step]
+                zc = z[:Xc.shape[0]]
+                mod.rowdot(Xc, w, zc, Xc.shape[0], d)
+                p = 1.0 / (1.0 + np.exp(-zc))
+                r = p - y[lo:lo + step]
+                loss = np.logaddexp(0.0, zc) - y[lo:lo + step] * zc
+                loss_q += int(quantize(loss, 2.0 ** 30).sum())  # a fixed unit: the cost is what is measured
+                mod.xtr_fixed(Xc, r, gscale, G, Xc.shape[0], d)
+            return G / gscale, loss_q / 2.0 ** 30
+
+        r_all = g.random(n) - 0.5
+
+        def xtr_blas():
+            G = np.zeros(d)
+            for lo in range(0, n, step):
+                G += X[lo:lo + step].T @ r_all[lo:lo + step]
+            return G
+
+        def xtr_exact():
+            G = np.zeros(d, dtype=np.int64)
+            for lo in range(0, n, step):
+                Xc = X[lo:lo + step]
+                mod.xtr_fixed(Xc, r_all[lo:lo + step], gscale, G, Xc.shape[0], d)
+            return G
+
+        forms = {"pass_float": float_pass, "pass_exact": exact_pass, "xtr_blas": xtr_blas, "xtr_exact": xtr_exact}
+        times = {f: [] for f in forms}
+        load0 = os.getloadavg()[0]
+        with threadpool_limits(limits=1, user_api="blas"):
+            for f in forms.values():
+                f()  # warm up
+            for _ in range(a.repeats):
+                for name, f in forms.items():
+                    t = time.perf_counter()
+                    f()
+                    times[name].append(time.perf_counter() - t)
+            gf, lf = float_pass()
+            ge, le = exact_pass()
+    out = {"n": n, "d": d, "block_rows": step, "load_average": [load0, os.getloadavg()[0]],
+           "seconds": {k: machine.summary(v) for k, v in times.items()},
+           "grad_max_rel_diff": float(np.abs(gf - ge).max() / np.abs(gf).max()),
+           "loss_rel_diff": abs(lf - le) / abs(lf)}
+    s = out["seconds"]
+    out["overhead_pass"] = s["pass_exact"]["median"] / s["pass_float"]["median"] - 1
+    out["overhead_xtr"] = s["xtr_exact"]["median"] / s["xtr_blas"]["median"] - 1
+    print(json.dumps(out), flush=True)
+    return out
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--scale", type=float, default=1.0, help="fraction of the benchmark's rows")
-    ap.add_argument("--out", default=str(HERE / "exact_reduce.md"))
+    ap.add_argument("--worker", action="store_true")
+    ap.add_argument("--data")
+    ap.add_argument("--k", type=int)
+    ap.add_argument("--inits", action="store_true")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--scale", type=float, default=1.0, help="fraction of the benchmarks' rows")
+    ap.add_argument("--linear-rows", type=int, default=500_000)
+    ap.add_argument("--parts", default="kmeans,linear")
+    ap.add_argument("--data-dir", default="/tmp/shardlearn-bench-kmeans")
+    ap.add_argument("--out", default=None, help="a copy of the printed tables (markdown)")
     ap.add_argument("--json-out", default=str(HERE / "results" / "exact_reduce.json"))
     a = ap.parse_args()
+    if a.worker:
+        worker(a)
+        return
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    with tempfile.TemporaryDirectory(prefix="exact-reduce-") as tmp:
-        mods = build(Path(tmp))
-        load0 = os.getloadavg()[0]
-        # one rank's share (2 ranks) of bench_kmeans' two cases, float64 and float32
-        cases = [(int(500_000 * a.scale), 32, 16), (int(100_000 * a.scale), 64, 64)]
-        rows = [time_pass(mods, n, d, k, dt, a.repeats) for dt in (np.float64, np.float32) for n, d, k in cases]
-        load1 = os.getloadavg()[0]
-    res = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": platform.processor() or platform.machine(),
-           "cores": os.cpu_count(), "load_average": [load0, load1], "repeats": a.repeats, "cases": rows}
-    machine.save(a.json_out, "exact_reduce", res)
+    started = machine.snapshot()
+    parts = a.parts.split(",")
+    res = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "repeats": a.repeats, "scale": a.scale,
+           "command": "python bench/bench_exact_reduce.py " + " ".join(sys.argv[1:])}
+    if "kmeans" in parts:
+        res["kmeans"] = run_kmeans(a)
+    if "linear" in parts:
+        res["linear"] = run_linear(a)
+    machine.save(a.json_out, "exact_reduce", res, started)
     md = report(res)
-    Path(a.out).write_text(md)
+    if a.out:
+        Path(a.out).write_text(md)
     print(md)
 
 
+def _ms(s) -> str:
+    return f"{s['median'] * 1e3:.1f} ({s['min'] * 1e3:.1f}-{s['max'] * 1e3:.1f})"
+
+
 def report(res) -> str:
-    lines = ["# Exact (order-independent) k-means sums: what they cost", "",
-             f"{res['date']}, {res['cores']} cores, load average {res['load_average'][0]:.1f} -> "
-             f"{res['load_average'][1]:.1f}; `python bench/bench_exact_reduce.py --repeats {res['repeats']}`: one Lloyd "
-             "E+M pass over one rank's share of bench_kmeans' data (2 ranks), the product's kernel with three "
-             "accumulation lines (see the script's docstring); median (min-max) of interleaved repeats.", "",
-             "| case | form | float sums (today) | int64 fixed point, llrint | int64 fixed point, magic-number rounding |",
-             "|---|---|---|---|---|"]
-    for c in res["cases"]:
-        s, o = c["seconds"], c["overhead"]
-
-        def cell(name):
-            v = s[name]
-            extra = "" if name == "float" else f", **{o[name] * 100:+.0f} %**"
-            return f"{v['median'] * 1e3:.1f} ms ({v['min'] * 1e3:.1f}-{v['max'] * 1e3:.1f}){extra}"
-        lines.append(f"| {c['n']:,} x {c['d']}, k = {c['k']}, {c['dtype']} | {c['form']} | {cell('float')} | "
-                     f"{cell('llrint')} | {cell('magic')} |")
-    lines += ["", WRITE_UP]
-    return "\n".join(lines)
-
-
-WRITE_UP = """## What it would take, and what it costs
-
-**The cost.** The accumulation is the cheap part of a Lloyd pass (d adds per row against
-k x d multiply-adds for the distances), so what matters is how the value is rounded to the
-fixed-point unit. `llrint` is a library call or a scalar conversion per element and costs a
-third to nearly three times the whole pass (table above). The magic-number rounding (add
-1.5 * 2**52, reinterpret the bits: round to nearest, exact for |v| < 2**51) is two
-vectorisable operations; on a quiet machine (2026-12-02 09:08 UTC, load 1-2) its medians
-were +0 % to +7 % of the float pass. So exact k-means sums are affordable (under the
-issue's 10 % threshold) with the magic-number form.
-
-**What an `--exact-reduce` k-means needs besides the kernel line** (not built yet): every
-sum that feeds the model must be exact, not only the Lloyd sums. In `models/kmeans/`: the
-data mean used for centring and the variance behind `tol` (`estimator._fit`), the
-non-centred path's `sums - counts * mean` (it must move after the reduction), the
-k-means++ potentials and the D^2-sampling totals (`_init._init_kmeanspp`, `_init._d2_draw`),
-the k-means|| cost `phi` (`_init._init_kmeans_parallel`), and the inertia; all of them are
-sums of per-row float64 values that can use one fixed-point unit each (a max-allreduce of
-|value| first, as the quantized boosting learner does in `models/trees/quantize.py`). The
-distances must also be the same bits for a row whatever chunk it falls in: the tiled kernel
-computes each row on its own (it is), while the BLAS GEMM form (k x d > 2048) relies on the
-BLAS computing each output element the same way whatever the number of rows in the call,
-which OpenBLAS does not promise. The GPU path (`models/kmeans/_gpu.py`) already sums in int64
-fixed point, for the atomics' sake.
-
-**Linear models.** The gradient is X^T r, one BLAS GEMV/GEMM per block. Exact accumulation
-needs every product x_ij * r_i rounded to the fixed-point unit before it is added, which no
-BLAS does: it would be a compiled loop with the same memory traffic as the GEMV (X read once)
-plus two operations per element. GEMV is memory-bound, so the cost may be small too, but it
-is not measured here; the L-BFGS line search would also need its loss sums exact.
-"""
+    lines = [f"{res['date']}, `{res['command']}`", ""]
+    if "kmeans" in res:
+        lines += ["| data | dtype | float form | ms/iter float | ms/iter exact | cost | fit(1 iter) float / exact s "
+                  "| k-means++ init float / exact s | k-means\\|\\| init float / exact s | load |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in res["kmeans"]:
+            f, e = r["float"], r["exact"]
+            inits = [f"{f[key]:.2f} / {e[key]:.2f}" if key in f else "-" for key in ("init_k-means++", "init_k-means||")]
+            lines.append(f"| {r['n']:,} x {r['d']}, k = {r['k']} | {r['dtype']} | {r['form_float']} | "
+                         f"{_ms(f['per_iter'])} | {_ms(e['per_iter'])} | **{r['overhead'] * 100:+.0f} %** | "
+                         f"{f['fit_1_iter']['median']:.2f} / {e['fit_1_iter']['median']:.2f} | {inits[0]} | {inits[1]} | "
+                         f"{r['load_average'][0]:.1f}-{r['load_average'][1]:.1f} |")
+    if "linear" in res:
+        li = res["linear"]
+        s = li["seconds"]
+        lines += ["", f"Linear, {li['n']:,} x {li['d']} float64, blocks of {li['block_rows']} rows, one thread, "
+                  f"load {li['load_average'][0]:.1f}-{li['load_average'][1]:.1f}:", "",
+                  "| part | float (BLAS GEMV) ms | exact (compiled fixed point) ms | cost |", "|---|---|---|---|",
+                  f"| X^T r | {_ms(s['xtr_blas'])} | {_ms(s['xtr_exact'])} | **{li['overhead_xtr'] * 100:+.0f} %** |",
+                  f"| whole logistic pass (z, loss, X^T r) | {_ms(s['pass_float'])} | {_ms(s['pass_exact'])} | "
+                  f"**{li['overhead_pass'] * 100:+.0f} %** |"]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

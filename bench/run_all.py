@@ -56,7 +56,7 @@ def quick_args(name: str, w: Path) -> list | None:
         "machine": ["--gemm-size", "256", "--mib", "8", "--repeats", "2", "--json-out", w / "machine.json"],
         "scaling": ["--scale", "0.01", "--repeats", "1", "--ranks", "1,2", "--kinds", "strong",
                     "--peer-threads", "1", "--json-out", w / "scaling.json"],
-        "exact_reduce": ["--repeats", "1", "--scale", "0.02", "--out", w / "exact_reduce.md",
+        "exact_reduce": ["--repeats", "1", "--scale", "0.02", "--data-dir", w / "exact", "--out", w / "exact_reduce.md",
                          "--json-out", w / "exact_reduce.json"],
         "quantized": ["--rows", "20000", "--trees", "5", "--repeats", "1", "--work", w / "quantized",
                       "--out", w / "quantized.md", "--json-out", w / "quantized.json"],

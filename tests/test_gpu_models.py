@@ -70,6 +70,13 @@ init_c = np.vstack([B[:4], np.full((1, 4), 1e4)])
 a = KMeans(5, init=init_c, comm=cpu).fit(X)
 b = KMeans(5, init=init_c, comm=gpu).fit(X)
 out["kmeans/relocate"] = float(np.abs(a.cluster_centers_ - b.cluster_centers_).max())
+# k-means: exact_reduce is CPU-only: one clear error on every rank, the ranks still in step
+from shardlearn.errors import ShardlearnError
+try:
+    KMeans(5, exact_reduce=True, comm=gpu).fit(X)
+    out["kmeans/exact_on_device"] = "no error"
+except ShardlearnError as exc:
+    out["kmeans/exact_on_device"] = str(exc)
 
 # linear and logistic models
 X = rng.normal(size=(1500, 5)); X[:, 0] += 3
@@ -147,6 +154,7 @@ def test_kmeans_device_equals_cpu(world):
                 assert v["rel"] < tol and v["inertia"] < tol and v["score"] < tol, (dt, init_, v)
                 assert v["labels"] and v["predict"] and v["iters"][0] == v["iters"][1], (dt, init_, v)
         assert r["kmeans/relocate"] < 1e-9
+        assert "exact_reduce=True runs on the CPU only" in r["kmeans/exact_on_device"]
 
 
 def test_linear_device_equals_cpu(world):

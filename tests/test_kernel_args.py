@@ -100,6 +100,29 @@ def _kmeans_tiled(dt, tile):
     return build
 
 
+def _kmeans_fixed(dt, tile):
+    """The tiled form with int64 fixed-point sums (KMeans(exact_reduce=True))."""
+    def build():
+        a = _kmeans_tiled(dt, tile)()
+        d = a["d"]
+        return {"x": a["x"], "ct": a["ct"], "cc": a["cc"], "scale": np.full(d, 2.0 ** 40), "labels": a["labels"],
+                "sums": np.zeros((3, d), np.int64), "counts": np.zeros(3, np.int64), "r": a["r"], "kp": a["kp"],
+                "d": d}
+    return build
+
+
+def _sqdist():
+    g = np.random.default_rng(3)
+    r, m = 5, 3
+    return {"x": g.standard_normal((r, 6)), "c": g.standard_normal((m, 6)), "out": np.empty((r, m)),
+            "r": r, "m": m, "d": 6}
+
+
+def _sqdist_check(a, _):
+    want = ((a["x"][:, None, :] - a["c"][None]) ** 2).sum(axis=2)
+    assert np.allclose(a["out"], want, rtol=1e-12)
+
+
 def _kmeans_check(a, changed):
     assert 0 <= changed <= a["r"]
     assert a["counts"].sum() == a["r"]
@@ -120,6 +143,12 @@ for _dt, _suffix in ((np.float64, "f64"), (np.float32, "f32")):
                       bad_indices=(("padded cc finite: a label could pass the clusters of sums",
                                     _set("cc", -1, 0.0)),
                                    ("kp not a multiple of the tile", _assign("kp", 3)))))
+    SPECS.append(Spec("kmeans", f"lloyd_tiled_fixed_{_suffix}", _kmeans_fixed(_dt, _tile(f"TILE_{_suffix.upper()}", 8)),
+                      outputs=("labels", "sums", "counts"), sizes=("r", "kp", "d"), check=_kmeans_check,
+                      bad_indices=(("padded cc finite: a label could pass the clusters of sums",
+                                    _set("cc", -1, 0.0)),
+                                   ("kp not a multiple of the tile", _assign("kp", 3)))))
+SPECS.append(Spec("kmeans", "sqdist_f64", _sqdist, outputs=("out",), sizes=("r", "m", "d"), check=_sqdist_check))
 
 
 # ------------------------------------------------------------------------ tree kernels

@@ -25,6 +25,9 @@ def add_arguments(parser, name) -> None:
     g.add_argument("--init-rounds", type=int, default=5, help="k-means|| sampling rounds")
     g.add_argument("--oversampling", type=float, default=2.0,
                    help="k-means|| candidates per round, as a multiple of k")
+    g.add_argument("--exact-reduce", action="store_true",
+                   help="exact, order-independent sums (int64 fixed point): the model is bit-identical "
+                        "for any number of ranks and topology (cost: bench/exact_reduce.md; CPU only)")
 
 
 def fit(name, args, ctx, checkpoint_for):
@@ -49,7 +52,8 @@ def fit(name, args, ctx, checkpoint_for):
             f"kernels {kernels_name(KERNELS)}")
     km = KMeans(n_clusters=args.k, init=init, n_init=args.n_init, max_iter=args.max_iter,
                 tol=args.tol, verbose=int(ctx.verbose), random_state=args.seed, comm=ctx,
-                oversampling_factor=args.oversampling, init_rounds=args.init_rounds)
+                oversampling_factor=args.oversampling, init_rounds=args.init_rounds,
+                exact_reduce=args.exact_reduce)
     km.fit(shard.X, checkpoint=checkpoint_for(shard))
     sizes = ctx.coll.allreduce(np.bincount(km.labels_, minlength=args.k).astype(np.int64))
     iters = km.iteration_log_

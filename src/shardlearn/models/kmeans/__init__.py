@@ -1,10 +1,12 @@
 """Distributed k-means: Lloyd iterations with k-means++ or k-means|| initialisation.
 
 One job per module; imports point one way, :mod:`.estimator` -> :mod:`._init` /
-:mod:`._lloyd` / :mod:`._state` -> :mod:`._data`:
+:mod:`._lloyd` / :mod:`._state` -> :mod:`._data` / :mod:`._exact`:
 
 - :mod:`._data` -- this rank's rows as every pass sees them (``_Local``: global mean,
   centring, chunking, thread blocks, squared norms) and the chunk size;
+- :mod:`._exact` -- ``exact_reduce``'s int64 fixed-point sums (units from one
+  max-allreduce, exact totals over the ranks) and its chunk-independent distances;
 - :mod:`._lloyd` -- one Lloyd pass: nearest-center labels and per-cluster sums by chunk
   (the compiled kernels' glue ``_Labeler``, or NumPy), the exact inertia, the inertia from
   the sums, empty-cluster relocation;
@@ -72,6 +74,21 @@ Empty clusters
     Re-seeded as in scikit-learn: each empty cluster takes the row farthest from its
     assigned (old) center, chosen globally (allgather of each rank's local top
     candidates, ties broken by global row index), identically on every rank.
+
+Exact reduction (``exact_reduce=True``, the CLI's ``--exact-reduce``)
+    Every sum that feeds the model is int64 fixed point (:mod:`._exact`): each value is
+    rounded to a power-of-two unit agreed by one max-allreduce of ``|value|`` and the
+    integers are added, which is exact in any order. That covers the data mean and the
+    variances (one extra pass and one max-allreduce of the per-feature extremes), the Lloyd
+    sums and counts (the compiled kernel rounds with the magic-number trick; rows summed
+    uncentred are centred after the reduction), the k-means++ D² draws (integer prefix sums,
+    one max-allreduce per center) and potentials, the k-means|| cost and the inertia. The
+    distances of a row are computed the same way whatever chunk or rank it is in: the tiled
+    kernel for every k x d (BLAS's GEMM does not promise that; for k x d > 2048 this is the
+    cost), and ``Σ (x - c)²`` added in feature order in the initialisations. So the model
+    file is bit-identical for any P, topology and thread count (tests/test_exact_reduce.py);
+    the centers equal the float path's to float tolerance. Cost: bench/exact_reduce.md.
+    CPU only.
 
 Checkpoints (``fit(X, checkpoint=...)``, the CLI's ``--checkpoint DIR``)
     Steps are each run's initialisation (step 0 for the first run) and its Lloyd

@@ -37,7 +37,26 @@ class _Local:
         self.centre_rows = True               # set by fit from the data's mean and spread
         self.threads = 1                      # row blocks run in parallel by _lloyd_pass
         self.kernels = compiled_kernels(KERNELS)  # None: the NumPy code paths
+        self.scale = None                     # exact_reduce: per-feature fixed-point units (_exact.py)
         self._pool = None
+
+    @property
+    def exact(self) -> bool:
+        """Whether every sum is int64 fixed point (``KMeans(exact_reduce=True)``)."""
+        return self.scale is not None
+
+    def unpack(self, tot, k, d) -> np.ndarray:
+        """The reduced int64 ``[fixed-point sums (k*d), counts (k), changed (1)]`` of an
+        exact Lloyd pass as the float64 ``[centred sums, counts, changed]``. Rows summed
+        uncentred (``centre_rows`` False) are centred here, after the reduction
+        (``Σ(x-m) = Σx - n m``), so the subtraction is the same on every rank."""
+        tot = np.asarray(tot)
+        buf = tot.astype(np.float64)
+        sums = tot[:k * d].reshape(k, d).astype(np.float64) / self.scale
+        if not self.centre_rows:
+            sums -= buf[k * d:k * d + k, None] * self.mean_t.astype(np.float64)
+        buf[:k * d] = sums.ravel()
+        return buf
 
     def sqnorms(self):
         """‖x - m‖² per local row, float64, computed once for the initialisation passes."""

@@ -39,12 +39,14 @@ import numpy as np
 
 from ... import rng as _rng
 from ._data import _chunk_rows
+from ._exact import SUM_BITS, add_fixed_rows
+from ._exact import fixed_scales as _fixed_scales
 from ._init import _d2_targets_here
 
 #: device bytes per chunk of the Lloyd pass (distances + centred rows), at most
 DEVICE_CHUNK_BYTES = 512 << 20
 #: bits of headroom: |fixed sums| stay below 2^FIXED_BITS for any number of rows summed
-FIXED_BITS = 62
+FIXED_BITS = SUM_BITS
 
 # One source, compiled for float and double. Each thread takes rows i, i + grid, ...;
 # per-block accumulators live in shared memory (when k*d + k + 1 int64 fit) and are added
@@ -115,12 +117,7 @@ def fixed_scales(bound, n_total: int) -> np.ndarray:
     ``bound`` (d) bounds |x - mean| over all ranks' rows; with ``n_total`` rows no sum of
     scaled values can reach 2^62 (one more bit spare for the rounding of each value).
     """
-    bound = np.asarray(bound, dtype=np.float64)
-    rows_bits = int(np.ceil(np.log2(max(2, int(n_total)))))
-    e = np.zeros(bound.shape, dtype=np.int64)
-    pos = bound > 0
-    e[pos] = FIXED_BITS - 1 - rows_bits - np.ceil(np.log2(bound[pos])).astype(np.int64)
-    return np.ldexp(1.0, np.clip(e, -1000, 1000))
+    return _fixed_scales(bound, n_total, value_bits=None)  # the kernel rounds with llrint: no cap
 
 
 def lloyd_accumulate_reference(X, mean_t, dist, cc, scale, labels, out) -> None:
@@ -138,13 +135,7 @@ def lloyd_accumulate_reference(X, mean_t, dist, cc, scale, labels, out) -> None:
     out[k * d:k * d + k] += np.bincount(lab, minlength=k)
     c = np.subtract(X, mean_t, dtype=X.dtype)
     q = np.rint(c.astype(np.float64) * scale).astype(np.int64)
-    order = np.argsort(lab, kind="stable")
-    starts = np.searchsorted(lab[order], np.arange(k))
-    present = np.bincount(lab, minlength=k) > 0
-    sums = out[:k * d].reshape(k, d)
-    if present.any():
-        red = np.add.reduceat(q[order], starts[present], axis=0)
-        sums[present] += red
+    add_fixed_rows(q, lab, k, out[:k * d].reshape(k, d))
 
 
 def lloyd_accumulate(X, mean_t, dist, cc, scale, labels, out) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 from ... import rng as _rng
 from ...errors import ShardlearnError
 from ._data import SCRATCH_BYTES, _Local
+from ._exact import exact_total, global_scale, local_fixed_sum, local_max, quantize, sqdist_rows
 
 INITS = ("k-means++", "k-means||", "random")
 KEEP_FRACTION = 8  # k-means++ keeps its n x trials distances only if <= shard bytes / this
@@ -30,9 +31,18 @@ def _dist_blocks(data: _Local, cands: np.ndarray):
     """Yield (lo, hi, squared distances of rows [lo, hi) to ``cands``) in small blocks.
 
     ``cands`` are centred float64 rows (m x d); the block of rows is sized so that the
-    (rows x m) distance block stays near SCRATCH_BYTES.
+    (rows x m) distance block stays near SCRATCH_BYTES. With ``data.exact`` the distances
+    are ``Σ (x - c)²`` row by row (:func:`._exact.sqdist_rows`): the same bits for a row
+    whatever block it falls in, which the GEMM form does not promise.
     """
     m = cands.shape[0]
+    if data.exact:
+        step = max(64, SCRATCH_BYTES // (8 * (m + data.d)))
+        scratch = np.empty((min(step, data.n), data.d))
+        for lo in range(0, data.n, step):
+            hi = min(data.n, lo + step)
+            yield lo, hi, sqdist_rows(data.kernels, data.centred64(lo, hi, scratch), cands)
+        return
     cc = np.einsum("ij,ij->i", cands, cands)
     step = max(64, SCRATCH_BYTES // (8 * (m + data.d)))
     scratch = np.empty((min(step, data.n), data.d))
@@ -81,12 +91,19 @@ def _d2_targets_here(ctx, total: float, n: int, targets):
 
     ``targets`` are positions on the cumulative D² sum over all ranks' rows in rank order;
     each belongs to the rank whose prefix interval holds it (a target past the grand total:
-    the last non-empty rank). Returns (indices into ``targets`` that this rank owns, their
-    positions on its local cumulative sum; ``inf`` for "its last row").
+    the last non-empty rank). ``targets`` may be a function of the grand total (the exact
+    draw's integer positions). Returns (indices into ``targets`` that this rank owns, their
+    positions on its local cumulative sum; ``inf`` for "its last row"). An integer
+    ``total`` (int64 fixed point, ``exact_reduce``) keeps everything in int64: positions
+    are then exact, and "its last row" is the largest int64.
     """
-    info = ctx.coll.allgather(np.array([[total, float(n)]]))
+    exact = isinstance(total, (int, np.integer))
+    info = ctx.coll.allgather(np.array([[total, n]], dtype=np.int64 if exact else np.float64))
     totals, counts = info[:, 0], info[:, 1].astype(np.int64)
-    prefix = np.concatenate(([0.0], np.cumsum(totals)[:-1]))
+    if callable(targets):
+        targets = targets(totals.sum())
+    past = np.iinfo(np.int64).max if exact else np.inf
+    prefix = np.concatenate((np.zeros(1, dtype=totals.dtype), np.cumsum(totals)[:-1]))
     ends = prefix + totals
     nonempty = np.flatnonzero(counts > 0)
     mine, where = [], []
@@ -95,8 +112,8 @@ def _d2_targets_here(ctx, total: float, n: int, targets):
         owner = int(hit[0]) if hit.size else int(nonempty[-1])
         if owner == ctx.rank:
             mine.append(t)
-            where.append(r - prefix[owner] if hit.size else np.inf)
-    return mine, np.asarray(where, dtype=np.float64)
+            where.append(r - prefix[owner] if hit.size else past)
+    return mine, np.asarray(where, dtype=info.dtype)
 
 
 def _d2_draw(ctx, data: _Local, closest: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -126,6 +143,27 @@ def _d2_draw(ctx, data: _Local, closest: np.ndarray, targets: np.ndarray) -> np.
     return ctx.coll.allreduce(buf)
 
 
+def _d2_draw_exact(ctx, data: _Local, q: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """:func:`_d2_draw` on int64 fixed-point D² values ``q`` (``exact_reduce``): target
+    ``t`` is the integer position ``floor(u_t Q)`` on the cumulative sum of all ranks'
+    ``q`` (``Q`` its total) and picks the first row whose cumulative sum passes it, so a
+    row with ``q = 0`` is never drawn. Integer prefix sums: the same row for any P."""
+    csum = np.cumsum(q)
+    total = int(csum[-1]) if data.n else 0
+
+    def targets(grand):
+        grand = int(grand)
+        t = np.minimum(np.floor(u * float(grand)).astype(np.int64), max(grand - 1, 0))
+        return t + (1 if grand > 0 else 0)  # first cumulative sum >= t + 1, i.e. > t
+
+    mine, where = _d2_targets_here(ctx, total, data.n, targets)
+    buf = np.zeros((len(u), data.d))
+    for t, local in zip(mine, where):
+        i = min(int(np.searchsorted(csum, local)), data.n - 1)
+        buf[t] = data.X[i].astype(np.float64) - data.mean_t
+    return ctx.coll.allreduce(buf)
+
+
 # --------------------------------------------------------------------- initialisation
 def _init_kmeanspp(ctx, data: _Local, k: int, rng: np.random.Generator) -> np.ndarray:
     """Greedy k-means++ (scikit-learn's), distributed; centred float64 centers.
@@ -135,21 +173,31 @@ def _init_kmeanspp(ctx, data: _Local, k: int, rng: np.random.Generator) -> np.nd
     are kept (n_local x trials float64) when that is at most 1/8 of the shard's bytes;
     otherwise a second pass recomputes the winner's distances, so memory stays near the
     shard size.
+
+    With ``data.exact`` (``exact_reduce``) the D² values of each step get one fixed-point
+    unit (a max-allreduce of the largest D²: the candidates' values are no larger), the
+    draw runs on their integer cumulative sums (:func:`_d2_draw_exact`) and the potentials
+    are int64 sums: the chosen rows and the winners do not depend on P.
     """
     trials = 2 + int(np.log(k))
     keep = data.n * trials * 8 <= data.X.nbytes // KEEP_FRACTION
     centers = np.empty((k, data.d))
     centers[0] = _fetch_rows(ctx, data, [int(rng.integers(data.n_total))])[0]
     closest = _dist_to(data, centers[:1])[:, 0].copy()
-    pot = float(ctx.coll.allreduce(np.array([closest.sum()]))[0])
+    exact = data.exact
+    pot = 0.0 if exact else float(ctx.coll.allreduce(np.array([closest.sum()]))[0])
     for c in range(1, k):
-        targets = rng.uniform(size=trials) * pot
-        cands = _d2_draw(ctx, data, closest, targets)
-        pots = np.zeros(trials)
+        u = rng.uniform(size=trials)
+        if exact:
+            scale = global_scale(ctx, local_max(closest), data.n_total)
+            cands = _d2_draw_exact(ctx, data, quantize(closest, scale), u)
+        else:
+            cands = _d2_draw(ctx, data, closest, u * pot)
+        pots = np.zeros(trials, dtype=np.int64 if exact else np.float64)
         stored = np.empty((data.n, trials)) if keep else None
         for lo, hi, dist in _dist_blocks(data, cands):
             np.minimum(dist, closest[lo:hi, None], out=dist)
-            pots += dist.sum(axis=0)
+            pots += local_fixed_sum(dist, scale) if exact else dist.sum(axis=0)
             if keep:
                 stored[lo:hi] = dist
         pots = ctx.coll.allreduce(pots)
@@ -214,7 +262,13 @@ def _init_kmeans_parallel(ctx, data: _Local, k, rng, rounds, oversampling):
     ell = oversampling * k
     cands = [_fetch_rows(ctx, data, [int(rng.integers(data.n_total))])]
     closest = _dist_to(data, cands[0])[:, 0].copy()
-    phi = float(ctx.coll.allreduce(np.array([closest.sum()]))[0])
+
+    def total(values):  # the cost phi: exact (int64 fixed point) with exact_reduce
+        if data.exact:
+            return exact_total(ctx, values, data.n_total)
+        return float(ctx.coll.allreduce(np.array([values.sum()]))[0])
+
+    phi = total(closest)
     step = 65536
     for r in range(rounds):
         if phi <= 0.0:
@@ -230,7 +284,7 @@ def _init_kmeans_parallel(ctx, data: _Local, k, rng, rounds, oversampling):
         if new.shape[0] == 0:
             continue
         _update_closest(data, new, closest)
-        phi = float(ctx.coll.allreduce(np.array([closest.sum()]))[0])
+        phi = total(closest)
         cands.append(new)
     cands = np.concatenate(cands)
     weights = ctx.coll.allreduce(_nearest_counts(data, cands))

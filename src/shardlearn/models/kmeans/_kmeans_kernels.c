@@ -14,6 +14,14 @@
  *       and this is faster; _lloyd.py picks the form (bench/kmeans.md has the measurements).
  *       ct is (-2 C)^T padded to kp = a multiple of TILE columns with zeros, cc is
  *       padded with +inf, so padded centers never win.
+ *   lloyd_tiled_fixed_f32/_f64(x, ct, cc, scale, labels, sums, counts, r, kp, d)
+ *       the tiled form for KMeans(exact_reduce=True): each row's values are scaled by the
+ *       per-feature power of two scale[t], rounded to the nearest integer and added to int64
+ *       sums (counts int64 too), so the sums are exact in any order (_exact.py). The tiled
+ *       form is used for every k x d there: a row's distances do not depend on the other
+ *       rows of the chunk, which a BLAS GEMM does not promise.
+ *   sqdist_f64(x, c, out, r, m, d)
+ *       squared distances sum_t (x_t - c_t)^2 row by row, for exact_reduce's initialisations.
  *
  * Conventions: all buffers are C-contiguous; x, dist, ct and cc are in the data's dtype; sums
  * (k x d) and counts (k) are float64 and accumulated into (+=), so float32 data is
@@ -40,6 +48,7 @@
 #include <Python.h>
 #include <limits.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "../../_kernel_args.h"
@@ -62,17 +71,37 @@ typedef float vec_f32 __attribute__((vector_size(32)));
 #define LANES_f32 8
 #define TILE_ROWS 4 /* 4 rows x 2 vectors = 8 accumulators: fits 16 registers */
 
+/* How a labelled row is accumulated: not at all (labels only), into float64 sums and
+ * counts, or into int64 fixed-point sums and counts (KMeans(exact_reduce=True)). */
+enum { ACC_NONE = 0, ACC_FLOAT = 1, ACC_FIXED = 2 };
+/* Fixed point: v = x * scale[t] (a power of two: exact) rounded to the nearest integer
+ * (ties to even, as numpy.rint) by adding 1.5 * 2^52 and reading the bits: the sum's
+ * exponent is then fixed, so its low mantissa bits are v rounded. Exact for |v| < 2^51
+ * (_exact.py keeps |v| <= 2^50); two vectorisable operations where llrint is a
+ * conversion per element (bench/exact_reduce.md: +0..7 % of the pass against +34..178 %). */
+#define MAGIC_F64 6755399441055744.0         /* 1.5 * 2^52 */
+#define MAGIC_I64 0x4338000000000000LL       /* its bits */
+
 /* Label row i as `best`; add it to its cluster when accumulating. */
 #define ASSIGN(T)                                                                    \
     do {                                                                             \
         changed += labels[i] != best;                                                \
         labels[i] = best;                                                            \
-        if (accumulate) {                                                            \
-            counts[best] += 1.0;                                                     \
-            double *restrict s = sums + (Py_ssize_t)best * d;                        \
-            const T *restrict xi = x + i * d;                                        \
+        const T *restrict xi = x + i * d;                                            \
+        if (accumulate == ACC_FLOAT) {                                               \
+            ((double *)counts)[best] += 1.0;                                         \
+            double *restrict s = (double *)sums + (Py_ssize_t)best * d;              \
             for (Py_ssize_t t = 0; t < d; t++)                                       \
                 s[t] += (double)xi[t];                                               \
+        } else if (accumulate == ACC_FIXED) {                                        \
+            ((int64_t *)counts)[best] += 1;                                          \
+            int64_t *restrict s = (int64_t *)sums + (Py_ssize_t)best * d;            \
+            for (Py_ssize_t t = 0; t < d; t++) {                                     \
+                double m_ = (double)xi[t] * scale[t] + MAGIC_F64;                    \
+                int64_t b_;                                                          \
+                memcpy(&b_, &m_, sizeof b_);                                         \
+                s[t] += b_ - MAGIC_I64;                                              \
+            }                                                                        \
         }                                                                            \
     } while (0)
 
@@ -104,8 +133,9 @@ typedef float vec_f32 __attribute__((vector_size(32)));
 #define DEFINE_GEMM_FORM(T, SUFFIX, TARGET)                                          \
     TARGET static Py_ssize_t lloyd_gemm_loop_##T##SUFFIX(                            \
         const T *restrict x, const T *restrict dist, const T *restrict cc,           \
-        int *restrict labels, double *restrict sums, double *restrict counts,        \
-        Py_ssize_t r, Py_ssize_t k, Py_ssize_t d, int accumulate)                    \
+        int *restrict labels, void *restrict sums, void *restrict counts,            \
+        const double *restrict scale, Py_ssize_t r, Py_ssize_t k, Py_ssize_t d,      \
+        int accumulate)                                                              \
     {                                                                                \
         Py_ssize_t changed = 0;                                                      \
         for (Py_ssize_t i0 = 0; i0 < r; i0 += TILE_ROWS) {                           \
@@ -129,8 +159,9 @@ typedef float vec_f32 __attribute__((vector_size(32)));
 #define DEFINE_TILED_FORM(T, SUFFIX, TARGET)                                         \
     TARGET static Py_ssize_t lloyd_tiled_loop_##T##SUFFIX(                           \
         const T *restrict x, const T *restrict ct, const T *restrict cc,             \
-        int *restrict labels, double *restrict sums, double *restrict counts,        \
-        Py_ssize_t r, Py_ssize_t kp, Py_ssize_t d, int accumulate)                   \
+        int *restrict labels, void *restrict sums, void *restrict counts,            \
+        const double *restrict scale, Py_ssize_t r, Py_ssize_t kp, Py_ssize_t d,     \
+        int accumulate)                                                              \
     {                                                                                \
         enum { W = LANES_##T, TILE = 2 * LANES_##T };                                \
         Py_ssize_t changed = 0;                                                      \
@@ -235,12 +266,13 @@ DEFINE_AVX2_ARGMIN(f32, __m256, 8, _mm256_loadu_ps, _mm256_add_ps, _mm256_min_ps
 #define DEFINE_GEMM_FORM_AVX2(T)                                                     \
     TARGET_AVX2 static Py_ssize_t lloyd_gemm_loop_##T##_avx2(                        \
         const T *restrict x, const T *restrict dist, const T *restrict cc,           \
-        int *restrict labels, double *restrict sums, double *restrict counts,        \
-        Py_ssize_t r, Py_ssize_t k, Py_ssize_t d, int accumulate)                    \
+        int *restrict labels, void *restrict sums, void *restrict counts,            \
+        const double *restrict scale, Py_ssize_t r, Py_ssize_t k, Py_ssize_t d,      \
+        int accumulate)                                                              \
     {                                                                                \
         if (k < 4 * LANES_##T)                                                       \
-            return lloyd_gemm_loop_##T##_base(x, dist, cc, labels, sums, counts, r, k, \
-                                              d, accumulate);                        \
+            return lloyd_gemm_loop_##T##_base(x, dist, cc, labels, sums, counts, scale, \
+                                              r, k, d, accumulate);                  \
         Py_ssize_t changed = 0;                                                      \
         for (Py_ssize_t i = 0; i < r; i++) {                                         \
             int best = argmin_avx2_##T(dist + i * k, cc, k);                         \
@@ -271,38 +303,44 @@ static int use_avx2(void)
 
 /* ------------------------------------------------------------------ Python wrappers */
 /* name(x, centers_or_dist, cc, labels, sums, counts, r, k_or_kp, d, accumulate) -> changed
+ * name_fixed(x, ct, cc, scale, labels, sums, counts, r, kp, d) -> changed   (tiled only)
  *
  * Argument checks (_kernel_args.h): x (r*d), dist (r*k) or ct (d*kp), cc (k or kp) in the
- * data's dtype; labels (r) int32, written; with accumulate, sums and counts float64,
+ * data's dtype; labels (r) int32, written; with accumulate, sums and counts float64 (the
+ * _fixed entry points: always accumulate, sums and counts int64, scale (d) float64, read),
  * written, disjoint from the rest. A label is a row index of sums: in the GEMM form it is
  * < k, so sums needs k*d and counts k; the tiled form is given only the padded kp, so its k
  * is taken from counts (k = min(len(counts), kp)) and cc[k:kp] must be +inf, which no
  * distance beats (dist + inf is inf or NaN, never < the running minimum): labels stay < k.
  * Without accumulate sums and counts are not touched (_lloyd.py then passes one small
  * array as both). All of it is O(1) per call, plus the < TILE padding entries. */
-#define DEFINE_WRAPPER(NAME, KIND, TILED, TILE, LOOP_AVX2, LOOP_BASE)                    \
+#define DEFINE_WRAPPER(NAME, KIND, TILED, TILE, FIXED, LOOP_AVX2, LOOP_BASE)             \
     static PyObject *NAME(PyObject *self, PyObject *args)                              \
     {                                                                                \
-        PyObject *ox, *oc, *occ, *olabels, *osums, *ocounts;                         \
+        PyObject *ox, *oc, *occ, *olabels, *osums, *ocounts, *oscale = NULL;         \
         Py_ssize_t r, k, d, changed = 0;                                             \
-        int acc;                                                                     \
-        if (!PyArg_ParseTuple(args, "OOOOOOnnnp", &ox, &oc, &occ, &olabels, &osums,  \
-                              &ocounts, &r, &k, &d, &acc))                           \
+        int acc = 1;                                                                 \
+        if (FIXED ? !PyArg_ParseTuple(args, "OOOOOOOnnn", &ox, &oc, &occ, &oscale,   \
+                                      &olabels, &osums, &ocounts, &r, &k, &d)        \
+                  : !PyArg_ParseTuple(args, "OOOOOOnnnp", &ox, &oc, &occ, &olabels,  \
+                                      &osums, &ocounts, &r, &k, &d, &acc))           \
             return NULL;                                                             \
         KA_CALL(K, #NAME);                                                           \
         const char *kname = TILED ? "kp" : "k";                                      \
         int mode = acc ? KA_OUT : KA_IN;                                             \
-        Py_buffer *x, *c, *cc, *labels, *sums = NULL, *counts = NULL;                \
+        ka_kind sum_kind = FIXED ? KA_I64 : KA_F64;                                  \
+        Py_buffer *x, *c, *cc, *labels, *sums = NULL, *counts = NULL, *scale = NULL; \
         if (!(x = ka_buffer(&K, "x", ox, KIND, KA_IN))                               \
             || !(c = ka_buffer(&K, TILED ? "ct" : "dist", oc, KIND, KA_IN))          \
             || !(cc = ka_buffer(&K, "cc", occ, KIND, KA_IN))                         \
+            || (FIXED && !(scale = ka_buffer(&K, "scale", oscale, KA_F64, KA_IN)))   \
             || !(labels = ka_buffer(&K, "labels", olabels, KA_I32, KA_OUT))          \
-            || !(sums = ka_buffer(&K, "sums", osums, KA_F64, mode))                  \
-            || !(counts = ka_buffer(&K, "counts", ocounts, KA_F64, mode)))           \
+            || !(sums = ka_buffer(&K, "sums", osums, sum_kind, mode))                \
+            || !(counts = ka_buffer(&K, "counts", ocounts, sum_kind, mode)))         \
             goto fail;                                                               \
         if (ka_at_least(&K, "r", r, 0) || ka_between(&K, kname, k, 1, INT_MAX)       \
             || ka_at_least(&K, "d", d, 0) || ka_need(&K, x, ka_mul(r, d), "r*d")     \
-            || ka_need(&K, labels, r, "r"))                                          \
+            || ka_need(&K, labels, r, "r") || (FIXED && ka_need(&K, scale, d, "d"))) \
             goto fail;                                                               \
         Py_ssize_t nk = k; /* the clusters that sums and counts hold */              \
         if (TILED) {                                                                 \
@@ -333,9 +371,11 @@ static int use_avx2(void)
         if (ka_disjoint(&K))                                                         \
             goto fail;                                                               \
         int avx2 = use_avx2();                                                       \
+        int how = !acc ? ACC_NONE : FIXED ? ACC_FIXED : ACC_FLOAT;                   \
+        const double *sc = FIXED ? (const double *)scale->buf : NULL;                \
         Py_BEGIN_ALLOW_THREADS                                                       \
         changed = (avx2 ? LOOP_AVX2 : LOOP_BASE)(x->buf, c->buf, cc->buf, labels->buf, \
-                                                 sums->buf, counts->buf, r, k, d, acc); \
+                                                 sums->buf, counts->buf, sc, r, k, d, how); \
         Py_END_ALLOW_THREADS                                                         \
         ka_release(&K);                                                              \
         return PyLong_FromSsize_t(changed);                                          \
@@ -351,12 +391,113 @@ static int use_avx2(void)
 #endif
 #define KA_F32_T float
 #define KA_F64_T double
-DEFINE_WRAPPER(lloyd_gemm_f32, KA_F32, 0, 1, AVX2_COPY(lloyd_gemm_loop_f32), lloyd_gemm_loop_f32_base)
-DEFINE_WRAPPER(lloyd_gemm_f64, KA_F64, 0, 1, AVX2_COPY(lloyd_gemm_loop_f64), lloyd_gemm_loop_f64_base)
-DEFINE_WRAPPER(lloyd_tiled_f32, KA_F32, 1, 2 * LANES_f32, AVX2_COPY(lloyd_tiled_loop_f32),
+DEFINE_WRAPPER(lloyd_gemm_f32, KA_F32, 0, 1, 0, AVX2_COPY(lloyd_gemm_loop_f32), lloyd_gemm_loop_f32_base)
+DEFINE_WRAPPER(lloyd_gemm_f64, KA_F64, 0, 1, 0, AVX2_COPY(lloyd_gemm_loop_f64), lloyd_gemm_loop_f64_base)
+DEFINE_WRAPPER(lloyd_tiled_f32, KA_F32, 1, 2 * LANES_f32, 0, AVX2_COPY(lloyd_tiled_loop_f32),
                lloyd_tiled_loop_f32_base)
-DEFINE_WRAPPER(lloyd_tiled_f64, KA_F64, 1, 2 * LANES_f64, AVX2_COPY(lloyd_tiled_loop_f64),
+DEFINE_WRAPPER(lloyd_tiled_f64, KA_F64, 1, 2 * LANES_f64, 0, AVX2_COPY(lloyd_tiled_loop_f64),
                lloyd_tiled_loop_f64_base)
+DEFINE_WRAPPER(lloyd_tiled_fixed_f32, KA_F32, 1, 2 * LANES_f32, 1, AVX2_COPY(lloyd_tiled_loop_f32),
+               lloyd_tiled_loop_f32_base)
+DEFINE_WRAPPER(lloyd_tiled_fixed_f64, KA_F64, 1, 2 * LANES_f64, 1, AVX2_COPY(lloyd_tiled_loop_f64),
+               lloyd_tiled_loop_f64_base)
+
+/* ------------------------------------------------- squared distances, row by row */
+/* out[i, j] = sum_t (x[i, t] - c[j, t])^2 in a fixed order for every row: four lanes (t mod
+ * 4, each added in t order), folded as (l0 + l1) + (l2 + l3), then the d mod 4 last
+ * features in order. Each entry is computed the same way whatever rows share the call, so
+ * the result of a row does not depend on the chunking (a BLAS GEMM does not promise that).
+ * No fused multiply-add in either copy (the AVX2 copy is plain avx2: wider vectors, the
+ * same roundings), so both copies and the NumPy form in _exact.py give the same bits. Four
+ * candidates at a time (independent accumulators: the adds overlap); a last partial group
+ * repeats its last candidate and drops the copies. Used by the initialisations of
+ * KMeans(exact_reduce=True); x (r x d) and c (m x d) are float64. */
+typedef double v4d __attribute__((vector_size(32)));
+#define DEFINE_SQDIST(SUFFIX, TARGET)                                                \
+    TARGET static void sqdist_loop##SUFFIX(const double *restrict x,                 \
+                                           const double *restrict c,                 \
+                                           double *restrict out, Py_ssize_t r,       \
+                                           Py_ssize_t m, Py_ssize_t d)               \
+    {                                                                                \
+        const Py_ssize_t d4 = d - d % 4;                                             \
+        for (Py_ssize_t i = 0; i < r; i++) {                                         \
+            const double *restrict xi = x + i * d;                                   \
+            for (Py_ssize_t j0 = 0; j0 < m; j0 += 4) {                               \
+                const double *cj[4];                                                 \
+                v4d acc[4];                                                          \
+                _Pragma("GCC unroll 4") for (int q = 0; q < 4; q++) {                \
+                    cj[q] = c + (j0 + q < m ? j0 + q : m - 1) * d;                   \
+                    acc[q] = (v4d){0, 0, 0, 0};                                      \
+                }                                                                    \
+                for (Py_ssize_t t = 0; t < d4; t += 4) {                             \
+                    v4d xv;                                                          \
+                    memcpy(&xv, xi + t, sizeof xv);                                  \
+                    _Pragma("GCC unroll 4") for (int q = 0; q < 4; q++) {            \
+                        v4d cv, e;                                                   \
+                        memcpy(&cv, cj[q] + t, sizeof cv);                           \
+                        e = xv - cv;                                                 \
+                        e = e * e;                                                   \
+                        acc[q] = acc[q] + e;                                         \
+                    }                                                                \
+                }                                                                    \
+                double s[4];                                                         \
+                _Pragma("GCC unroll 4") for (int q = 0; q < 4; q++) {                \
+                    double l[4];                                                     \
+                    memcpy(l, &acc[q], sizeof l);                                    \
+                    s[q] = (l[0] + l[1]) + (l[2] + l[3]);                            \
+                }                                                                    \
+                for (int q = 0; q < 4 && j0 + q < m; q++) {                          \
+                    double v = s[q];                                                 \
+                    for (Py_ssize_t t = d4; t < d; t++) {                            \
+                        const double e = xi[t] - cj[q][t];                           \
+                        const double e2 = e * e;                                     \
+                        v = v + e2;                                                  \
+                    }                                                                \
+                    out[i * m + j0 + q] = v;                                         \
+                }                                                                    \
+            }                                                                        \
+        }                                                                            \
+    }
+DEFINE_SQDIST(_base, TARGET_BASE)
+#if HAVE_AVX2_COPY
+DEFINE_SQDIST(_avx2, __attribute__((target("avx2"))))
+#endif
+
+/* sqdist_f64(x, c, out, r, m, d): x (r*d), c (m*d) float64 read; out (r*m) float64 written. */
+static PyObject *sqdist_f64(PyObject *self, PyObject *args)
+{
+    PyObject *ox, *oc, *oout;
+    Py_ssize_t r, m, d;
+    if (!PyArg_ParseTuple(args, "OOOnnn", &ox, &oc, &oout, &r, &m, &d))
+        return NULL;
+    KA_CALL(K, "sqdist_f64");
+    Py_buffer *x, *c, *out;
+    if (!(x = ka_buffer(&K, "x", ox, KA_F64, KA_IN)) || !(c = ka_buffer(&K, "c", oc, KA_F64, KA_IN))
+        || !(out = ka_buffer(&K, "out", oout, KA_F64, KA_OUT)))
+        goto fail;
+    if (ka_at_least(&K, "r", r, 0) || ka_at_least(&K, "m", m, 0) || ka_at_least(&K, "d", d, 0)
+        || ka_need(&K, x, ka_mul(r, d), "r*d") || ka_need(&K, c, ka_mul(m, d), "m*d")
+        || ka_need(&K, out, ka_mul(r, m), "r*m") || ka_disjoint(&K))
+        goto fail;
+    {
+#if HAVE_AVX2_COPY
+        int avx2 = use_avx2();
+#endif
+        Py_BEGIN_ALLOW_THREADS
+#if HAVE_AVX2_COPY
+        if (avx2)
+            sqdist_loop_avx2(x->buf, c->buf, out->buf, r, m, d);
+        else
+#endif
+            sqdist_loop_base(x->buf, c->buf, out->buf, r, m, d);
+        Py_END_ALLOW_THREADS
+    }
+    ka_release(&K);
+    Py_RETURN_NONE;
+fail:
+    ka_release(&K);
+    return NULL;
+}
 
 static PyObject *simd(PyObject *self, PyObject *args)
 {
@@ -372,6 +513,12 @@ static PyMethodDef methods[] = {
      "lloyd_tiled_f32(x, ct, cc, labels, sums, counts, r, kp, d, accumulate) -> changed"},
     {"lloyd_tiled_f64", lloyd_tiled_f64, METH_VARARGS,
      "lloyd_tiled_f64(x, ct, cc, labels, sums, counts, r, kp, d, accumulate) -> changed"},
+    {"lloyd_tiled_fixed_f32", lloyd_tiled_fixed_f32, METH_VARARGS,
+     "lloyd_tiled_fixed_f32(x, ct, cc, scale, labels, sums, counts, r, kp, d) -> changed (int64 sums)"},
+    {"lloyd_tiled_fixed_f64", lloyd_tiled_fixed_f64, METH_VARARGS,
+     "lloyd_tiled_fixed_f64(x, ct, cc, scale, labels, sums, counts, r, kp, d) -> changed (int64 sums)"},
+    {"sqdist_f64", sqdist_f64, METH_VARARGS,
+     "sqdist_f64(x, c, out, r, m, d): out[i, j] = sum_t (x[i, t] - c[j, t])^2, row by row"},
     {"simd", simd, METH_NOARGS, "which copy of the tiled loops runs: 'avx2+fma' or 'baseline'"},
     {NULL, NULL, 0, NULL},
 };

@@ -12,6 +12,7 @@ import numpy as np
 import scipy.sparse as _sparse
 
 from ._data import _Local
+from ._exact import add_fixed_rows, quantize, row_sqnorms
 
 try:  # the kernel behind csc_matrix @ dense, without building and checking a matrix per chunk
     from scipy.sparse._sparsetools import csc_matvecs as _csc_matvecs
@@ -46,16 +47,24 @@ class _Labeler:
     and ``cc`` = the per-center constant, both in the data's dtype. For a small padded
     k x d the tiled kernel computes the dot products itself; otherwise BLAS does the
     GEMM per chunk and the kernel does the argmin and sums in one pass.
+
+    With ``scale`` (``KMeans(exact_reduce=True)``: the per-feature fixed-point units) the
+    tiled kernel is used whatever k x d, because its distances of a row do not depend on
+    the other rows of the chunk (a BLAS GEMM does not promise that), and the sums and
+    counts it adds into are int64 (``lloyd_tiled_fixed_*``).
     """
 
-    def __init__(self, kernels, c_neg2_t: np.ndarray, cc: np.ndarray, chunk: int):
+    def __init__(self, kernels, c_neg2_t: np.ndarray, cc: np.ndarray, chunk: int, scale=None):
         d, k = c_neg2_t.shape
         dt = c_neg2_t.dtype
         f32 = dt == np.float32
         tile = kernels.TILE_F32 if f32 else kernels.TILE_F64
         kp = -(-k // tile) * tile
         self.k, self.d = k, d
-        self.tiled = kp * d <= TILED_MAX_KD
+        self.tiled = kp * d <= TILED_MAX_KD or scale is not None
+        self.scale = scale
+        if scale is not None:
+            self.fixed = kernels.lloyd_tiled_fixed_f32 if f32 else kernels.lloyd_tiled_fixed_f64
         if self.tiled:
             self.ct = np.zeros((d, kp), dtype=dt)
             self.ct[:, :k] = c_neg2_t
@@ -72,11 +81,13 @@ class _Labeler:
 
     def __call__(self, xc: np.ndarray, labels: np.ndarray, sums=None, counts=None) -> int:
         """Label the rows of ``xc`` into ``labels`` (int32, C-contiguous); with ``sums``
-        (k x d) and ``counts`` (k), float64, add each row to its cluster. Returns the
-        number of labels that changed."""
+        (k x d) and ``counts`` (k), float64 (int64 fixed point with ``scale``), add each
+        row to its cluster. Returns the number of labels that changed."""
         r = xc.shape[0]
         acc = sums is not None
         s, c = (sums, counts) if acc else (self._unused, self._unused)
+        if acc and self.scale is not None:
+            return self.fixed(xc, self.ct, self.cc, self.scale, labels, s, c, r, self.width, self.d)
         if self.tiled:
             return self.fn(xc, self.ct, self.cc, labels, s, c, r, self.width, self.d, acc)
         if r > self.dist.shape[0]:
@@ -91,7 +102,10 @@ def _lloyd_pass(data: _Local, centers: np.ndarray, labels: np.ndarray, buf: np.n
 
     Writes the new labels into ``labels`` (int32, in place) and fills ``buf`` (float64,
     length k*d + k + 1) with [per-cluster sums, counts, number of changed labels], sums
-    in centred coordinates.
+    in centred coordinates. With ``data.exact`` (``exact_reduce``) it returns instead a new
+    int64 buffer ``[fixed-point sums, counts, changed]``, the sums of the rows as the
+    kernel saw them (centred or not): ``data.unpack`` turns the reduced one into ``buf``'s
+    form.
 
     With ``data.centre_rows`` False (the data's mean is small next to its spread) the
     rows are used as they are, saving a pass: the mean is folded into the per-center
@@ -125,6 +139,8 @@ def _lloyd_pass(data: _Local, centers: np.ndarray, labels: np.ndarray, buf: np.n
         results = [_lloyd_block(data, c_neg2_t, cc, labels, *parts[0])]
     else:
         results = list(data.pool().map(lambda b: _lloyd_block(data, c_neg2_t, cc, labels, *b), parts))
+    if data.exact:  # integer sums: exact in any order; centred after the reduction
+        return np.sum(results, axis=0, dtype=np.int64)
     buf[:] = 0.0
     for part in results:
         buf += part
@@ -138,7 +154,7 @@ def _lloyd_block(data: _Local, c_neg2_t, cc, labels, lo_block, hi_block):
     """:func:`_lloyd_pass` on rows [lo_block, hi_block): returns [sums, counts, changed]."""
     d, k = c_neg2_t.shape
     dt = data.dtype
-    out = np.zeros(k * d + k + 1)
+    out = np.zeros(k * d + k + 1, dtype=np.int64 if data.exact else np.float64)
     sums = out[:k * d].reshape(k, d)
     counts = out[k * d:k * d + k]
     changed = 0
@@ -147,7 +163,7 @@ def _lloyd_block(data: _Local, c_neg2_t, cc, labels, lo_block, hi_block):
         return out
     xbuf = np.empty((rows, d), dtype=dt) if data.centre_rows else None
     if data.kernels is not None:
-        label = _Labeler(data.kernels, c_neg2_t, cc, rows)
+        label = _Labeler(data.kernels, c_neg2_t, cc, rows, data.scale)
         for lo in range(lo_block, hi_block, data.chunk):
             hi = min(hi_block, lo + data.chunk)
             xc = data.X[lo:hi]
@@ -156,6 +172,8 @@ def _lloyd_block(data: _Local, c_neg2_t, cc, labels, lo_block, hi_block):
             changed += label(xc, labels[lo:hi], sums, counts)
         out[-1] = changed
         return out
+    if data.exact:
+        return _lloyd_block_exact(data, c_neg2_t, cc, labels, lo_block, hi_block, out, xbuf)
     dbuf = np.empty((rows, k), dtype=dt)
     # NumPy's argmin over short float32 rows is slower than over float64 ones (k=16:
     # bench/kmeans.md); the float32 -> float64 widening is exact, so labels are unchanged
@@ -187,8 +205,42 @@ def _lloyd_block(data: _Local, c_neg2_t, cc, labels, lo_block, hi_block):
     return out
 
 
-def _assign(data: _Local, centers: np.ndarray, labels: np.ndarray | None, relabel: bool) -> float:
-    """Local exact inertia sum ‖x - c_label‖² (float64); relabel first if asked."""
+def _rows_in_order_dist(xc, c_neg2_t, cc):
+    """``cc + x·(-2C)^T`` per row with the products added in feature order, in the data's
+    dtype: the NumPy twin of the tiled kernel's arithmetic, without BLAS (whose result for
+    a row may depend on the chunk), for the exact NumPy path."""
+    acc = np.zeros((xc.shape[0], c_neg2_t.shape[1]), dtype=xc.dtype)
+    for t in range(xc.shape[1]):
+        acc += xc[:, t:t + 1] * c_neg2_t[t]
+    return acc + cc
+
+
+def _lloyd_block_exact(data: _Local, c_neg2_t, cc, labels, lo_block, hi_block, out, xbuf):
+    """:func:`_lloyd_block` without the compiled kernels for ``data.exact``: labels from
+    :func:`_rows_in_order_dist`, the rows rounded to the fixed-point units and summed as
+    int64 into ``out`` (``[sums, counts, changed]``)."""
+    d, k = c_neg2_t.shape
+    sums = out[:k * d].reshape(k, d)
+    changed = 0
+    for lo in range(lo_block, hi_block, data.chunk):
+        hi = min(hi_block, lo + data.chunk)
+        xc = data.X[lo:hi]
+        if data.centre_rows:
+            xc = np.subtract(xc, data.mean_t, out=xbuf[:hi - lo])
+        lab = _rows_in_order_dist(xc, c_neg2_t, cc).argmin(axis=1).astype(np.int32)
+        old = labels[lo:hi]
+        changed += int(np.count_nonzero(old != lab))
+        old[:] = lab
+        out[k * d:k * d + k] += np.bincount(lab, minlength=k)
+        add_fixed_rows(quantize(xc, data.scale), lab, k, sums)
+    out[-1] = changed
+    return out
+
+
+def _assign(data: _Local, centers: np.ndarray, labels: np.ndarray | None, relabel: bool, per_row: bool = False):
+    """Local exact inertia sum ‖x - c_label‖² (float64); relabel first if asked. With
+    ``per_row`` the (n_local,) squared distances instead, each computed the same way
+    whatever the chunk (:func:`._exact.row_sqnorms`), for an exact sum over the ranks."""
     if getattr(data, "device", False):
         return data.assign(centers, labels, relabel)
     k, d = centers.shape
@@ -197,21 +249,28 @@ def _assign(data: _Local, centers: np.ndarray, labels: np.ndarray | None, relabe
     c_neg2_t = np.ascontiguousarray((-2.0 * c).T)
     cc = np.einsum("ij,ij->i", c, c)
     total = 0.0
+    d2 = np.empty(data.n) if per_row else None
     rows = min(data.chunk, data.n)
     xbuf = np.empty((rows, d), dtype=dt)
-    label = _Labeler(data.kernels, c_neg2_t, cc, rows) if data.kernels is not None and relabel else None
+    label = _Labeler(data.kernels, c_neg2_t, cc, rows, data.scale) \
+        if data.kernels is not None and relabel else None
     for lo, hi in data.chunks():
         xc = xbuf[:hi - lo]
         np.subtract(data.X[lo:hi], data.mean_t, out=xc)
         if relabel and label is not None:
             label(xc, labels[lo:hi])
+        elif relabel and data.exact:
+            labels[lo:hi] = _rows_in_order_dist(xc, c_neg2_t, cc).argmin(axis=1)
         elif relabel:
             dist = xc @ c_neg2_t
             dist += cc
             labels[lo:hi] = dist.argmin(axis=1)
         diff = xc - c[labels[lo:hi]]
-        total += float(np.einsum("ij,ij->i", diff, diff).sum(dtype=np.float64))
-    return total
+        if per_row:
+            d2[lo:hi] = row_sqnorms(diff)
+        else:
+            total += float(np.einsum("ij,ij->i", diff, diff).sum(dtype=np.float64))
+    return d2 if per_row else total
 
 
 def _inertia_from_sums(total_ss, centers, sums, counts) -> float:
@@ -256,7 +315,7 @@ def _farthest(data: _Local, centers_old, labels, m):
         xc = data.X[lo:hi] - data.mean_t
         lab = np.clip(labels[lo:hi], 0, k - 1)
         diff = xc - c[lab]
-        dist[lo:hi] = np.einsum("ij,ij->i", diff, diff)
+        dist[lo:hi] = row_sqnorms(diff) if data.exact else np.einsum("ij,ij->i", diff, diff)
     top = np.argpartition(-dist, m - 1)[:m] if data.n > m else np.arange(data.n)
     rows = np.empty((len(top), 3 + data.d))
     rows[:, 0] = dist[top]

@@ -19,6 +19,7 @@ from ..base import (BaseEstimator, ClusterMixin, NotFittedError, Params, Transfo
                     check_fit_input, shape_hint)
 from . import _gpu
 from ._data import KERNELS, _chunk_rows, _Local
+from ._exact import exact_total, fixed_scales, local_fixed_sum
 from ._init import INITS, _fetch_rows, _init_kmeans_parallel, _init_kmeanspp, _read_centers_file
 from ._lloyd import _Labeler, _assign, _inertia_from_sums, _lloyd_pass, _relocate_empty
 from ._state import _FitState
@@ -64,6 +65,16 @@ class KMeans(Params, ClusterMixin, TransformerMixin, BaseEstimator):
     chunk_rows : int or None, default=None
         Rows per chunk of the distance computation (None: sized so the temporaries take
         about 2 MiB).
+    exact_reduce : bool, default=False
+        Make every sum that feeds the model exact and order-independent, so that the model
+        is bit-identical for any number of ranks, allreduce topology and thread count (the
+        float path agrees across P only up to the rounding of its sums). Each sum's values
+        are rounded to an int64 fixed-point unit agreed by one max-allreduce and added as
+        integers: the data mean and variances, the Lloyd sums and counts, the k-means++
+        potentials and D² draws, the k-means|| cost and the inertia; the distances of a row
+        are computed the same way whatever chunk it is in (the tiled kernel for every k x d,
+        direct ``Σ (x - c)²`` in the initialisations). The centers equal the float path's to
+        float tolerance. Cost: bench/exact_reduce.md. CPU only (``device="cpu"``).
 
     Attributes
     ----------
@@ -84,7 +95,7 @@ class KMeans(Params, ClusterMixin, TransformerMixin, BaseEstimator):
 
     def __init__(self, n_clusters=8, *, init="k-means++", n_init=1, max_iter=300, tol=1e-4,
                  verbose=0, random_state=None, comm=None, oversampling_factor=2.0,
-                 init_rounds=5, chunk_rows=None):
+                 init_rounds=5, chunk_rows=None, exact_reduce=False):
         self.n_clusters = n_clusters
         self.init = init
         self.n_init = n_init
@@ -96,6 +107,7 @@ class KMeans(Params, ClusterMixin, TransformerMixin, BaseEstimator):
         self.oversampling_factor = oversampling_factor
         self.init_rounds = init_rounds
         self.chunk_rows = chunk_rows
+        self.exact_reduce = exact_reduce
 
     # ---------------------------------------------------------------- sklearn API
     def __repr__(self):
@@ -119,6 +131,8 @@ class KMeans(Params, ClusterMixin, TransformerMixin, BaseEstimator):
         if not (isinstance(self.oversampling_factor, (int, float, np.floating))
                 and self.oversampling_factor > 0):
             raise ShardlearnError(f"oversampling_factor must be > 0, got {self.oversampling_factor!r}")
+        if not isinstance(self.exact_reduce, (bool, np.bool_)):
+            raise ShardlearnError(f"exact_reduce must be True or False, got {self.exact_reduce!r}")
         if self.random_state is not None and not isinstance(self.random_state, (int, np.integer)):
             raise ShardlearnError("random_state must be an int or None "
                                   f"(got {type(self.random_state).__name__})")
@@ -136,9 +150,14 @@ class KMeans(Params, ClusterMixin, TransformerMixin, BaseEstimator):
 
     def _prepare(self, ctx, X):
         """Validate collectively; return (local X in the agreed dtype, _Local-less facts)."""
-        xp = compute_xp(ctx, X) or np  # the device path (_gpu.py) keeps X on the device
+        device = compute_xp(ctx, X)  # not None: the device path (_gpu.py) keeps X on the device
+        xp = device or np
         with ctx.collective_errors():
             self._check_params()
+            if self.exact_reduce and device is not None:
+                raise ShardlearnError("exact_reduce=True runs on the CPU only: fit with device='cpu' "
+                                      "(the device path's distances and initialisation sums are not "
+                                      "order-independent)")
             X = X if is_device_array(X) else check_fit_input(X)[0]
             if X.ndim != 2:
                 raise ShardlearnError(f"X must be 2-D (rows x features); rank {ctx.rank} passed "
@@ -246,8 +265,12 @@ class KMeans(Params, ClusterMixin, TransformerMixin, BaseEstimator):
         # (on resume, the ones of the interrupted run: the same coordinates and tolerance)
         chunk = _chunk_rows(d, k, X.dtype.itemsize, self.chunk_rows)
         xp = compute_xp(ctx, X)
+        exact = None
         if xp is not None:  # the device path: its own passes (_gpu.py), the same loop below
             mean, var, data = _gpu.device_rows(ctx, xp, X, offset, n_total, k, self.chunk_rows, state)
+        elif self.exact_reduce:
+            exact = _exact_moments(ctx, X, n_total, state)
+            mean = exact["mean"]
         elif state is None:
             s = np.zeros(d)
             for i in range(0, X.shape[0], 65536):
@@ -257,7 +280,9 @@ class KMeans(Params, ClusterMixin, TransformerMixin, BaseEstimator):
             mean = np.asarray(state["mean"], dtype=np.float64)
         if xp is None:
             data = _Local(X, mean, offset, n_total, chunk)
-        if state is None and xp is None:
+        if exact is not None:
+            var = exact["var"]
+        elif state is None and xp is None:
             sq = np.zeros(d)
             for lo, hi in data.chunks():
                 xc = X[lo:hi] - mean
@@ -271,6 +296,8 @@ class KMeans(Params, ClusterMixin, TransformerMixin, BaseEstimator):
         # next to the spread, the GEMM form loses digits to cancellation (scikit-learn
         # always centres for this reason). Otherwise skip that pass (see _lloyd_pass).
         data.centre_rows = bool(float(mean @ mean) > float(var.sum()))
+        if exact is not None:  # the Lloyd sums' units: from the bound of |x - m| or of |x|
+            data.scale = fixed_scales(exact["bound_centred" if data.centre_rows else "bound"], n_total)
 
         n_init = int(self.n_init)
         if given is not None and n_init != 1:
@@ -459,9 +486,13 @@ class KMeans(Params, ClusterMixin, TransformerMixin, BaseEstimator):
             if on_iter is not None and n_iter < int(self.max_iter):
                 on_iter(n_iter, centers, used, log)
         t0 = time.perf_counter()
+        exact = getattr(data, "exact", False)
         with ctx.timers.phase("compute"):
-            local = _assign(data, centers, labels, relabel=not strict)
-        inertia = float(ctx.coll.allreduce(np.array([local]))[0])
+            local = _assign(data, centers, labels, relabel=not strict, per_row=exact)
+        if exact:
+            inertia = exact_total(ctx, local, data.n_total)
+        else:
+            inertia = float(ctx.coll.allreduce(np.array([local]))[0])
         self._log(ctx, f"kmeans {'converged (labels stable)' if strict else 'stopped'} after "
                        f"{n_iter} iterations: inertia {inertia:.8g} ({time.perf_counter() - t0:.3f}s final pass)")
         return centers, inertia, n_iter, log, strict, used
@@ -619,6 +650,40 @@ class KMeans(Params, ClusterMixin, TransformerMixin, BaseEstimator):
             with ctx.collective_errors():  # bad rows on one rank: the same error on every rank
                 _, d2 = self._nearest(X, f" on rank {ctx.rank}")
             return -float(ctx.coll.allreduce(np.array([float(d2.sum())]))[0])
+
+
+def _exact_moments(ctx, X, n_total, state) -> dict:
+    """``exact_reduce``'s global moments, every sum int64 fixed point (:mod:`._exact`):
+    ``mean`` and ``var`` (a resumed fit keeps the saved ones), and the per-feature bounds
+    of the Lloyd sums' values: ``bound`` of |x| and ``bound_centred`` of |x - m| (m the mean
+    in X's dtype, as rows are centred). One max-allreduce of the extremes gives every unit;
+    then one int64 allreduce each for the sum and the squared deviations."""
+    d = X.shape[1]
+    ext = np.full(2 * d, -np.inf)
+    if X.shape[0]:
+        ext[:d] = X.max(axis=0).astype(np.float64)
+        ext[d:] = -X.min(axis=0).astype(np.float64)
+    ext = ctx.coll.allreduce(ext, op="max")
+    hi, lo = ext[:d], -ext[d:]
+    bound = np.maximum(np.abs(hi), np.abs(lo))
+    if state is None:
+        scale = fixed_scales(bound, n_total)
+        mean = ctx.coll.allreduce(local_fixed_sum(X, scale)).astype(np.float64) / scale / n_total
+        spread = np.maximum(np.abs(hi - mean), np.abs(mean - lo)) * (1 + 1e-6)  # (a margin for the rounding)
+        scale = fixed_scales(spread * spread, n_total)
+        sq = np.zeros(d, dtype=np.int64)
+        buf = np.empty((min(65536, X.shape[0]), d))
+        for i in range(0, X.shape[0], 65536):
+            xc = np.subtract(X[i:i + 65536], mean, out=buf[:min(65536, X.shape[0] - i)], dtype=np.float64)
+            sq += local_fixed_sum(np.multiply(xc, xc, out=xc), scale)
+        var = ctx.coll.allreduce(sq).astype(np.float64) / scale / n_total
+    else:
+        mean = np.asarray(state["mean"], dtype=np.float64)
+        var = np.asarray(state["var"], dtype=np.float64)
+    m = mean.astype(X.dtype).astype(np.float64)
+    # |x - m| computed in X's dtype can exceed the exact difference by an ulp: a margin
+    centred = np.maximum(np.abs(hi - m), np.abs(m - lo)) * (1 + 1e-6)
+    return {"mean": mean, "var": var, "bound": bound, "bound_centred": centred}
 
 
 def _nonfinite_rows(X: np.ndarray) -> int:
