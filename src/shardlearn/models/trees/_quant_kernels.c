@@ -21,6 +21,20 @@
  *     of the rows does not matter (quantize.py explains the packing and why fields cannot
  *     carry into each other).
  *
+ * gradients(F, K, k, y, w, binary, g, h) -> (max |g|, max h)
+ *     One pass over the rows: binary log-loss (p = 1 / (1 + exp(-F[r, k])), g = p - y,
+ *     h = p (1 - p): scipy.special.expit's formula with the same libm exp, so the same bits
+ *     as gbdt.py's NumPy forms) or L2 (g = F[r, k] - y, h = 1, not written), both times
+ *     w[r] when w is not empty (L2: h = w), and the local maxima the quantization scales
+ *     need, so no second pass finds them.
+ *
+ * leaf_fixed_sums(g, h, rows, spans, eg, eh, out)
+ *     out[j] = (sum of rint(g[r] / 2^eg), sum of rint(h[r] / 2^eh)) as int64 over the rows
+ *     r = rows[start : start + length] of span j = (start, length); the row count instead
+ *     of the second sum when h is empty. The exact fixed-point leaf sums of quantize.py's
+ *     exact_sums (the same integers: x * 2^-e is the correctly rounded ldexp, rint rounds
+ *     half to even), for every leaf of a tree in one call over the tree's row permutation.
+ *
  * Argument checks: _kernel_args.h. Row indices are checked in the loop (one compare per
  * row); codes against S when S < 256 (one compare per code; with S >= 256 no uint8 code
  * can be out of range).
