@@ -24,7 +24,8 @@ renewed from the exact gradients (LightGBM's ``quant_train_renew_leaf``) through
 fixed-point sums: each ``g`` becomes ``rint(g / 2**e)`` in int64 with one power-of-two unit
 ``2**e`` per tree chosen so that no sum of ``N`` rows can overflow (``|g| / 2**e < 2**(62 - L)``,
 ``N < 2**L``), i.e. a relative resolution of ``2**-(62 - L)`` of ``max|g|`` per row (1e-13 for
-a million rows), summed exactly. The regression's initial score (the label mean) is summed
+a million rows), summed exactly (compiled: every leaf of a tree in one pass over the tree's
+row permutation, ``_quant_kernels.leaf_fixed_sums``). The regression's initial score (the label mean) is summed
 the same way. So the model file is the same bytes for any P (tests/test_quantized.py).
 
 **Two ways to accumulate, the same integers.** Where the compiled kernels are built and the
