@@ -146,12 +146,22 @@ def main():
     # what no phase timer covers (a lower bound: communication inside quantize and renew counts twice)
     res["other_ms"] = {k: res["tree_ms"][k] - sum(res["per_tree_ms"][k].values()) for k in ("exact", "quantized")}
     machine.save(a.json_out, "quantized", res)
-    Path(a.out).write_text(report(res))
+    write_report(Path(a.out), report(res))
     print(report(res))
     if not identical:
         print("FAILED: the quantized allreduce and reduce-scatter fits grew different trees")
         return 1
     return 0
+
+
+#: the part of the report below this line is written by hand and kept when the script rewrites the rest
+NOTES = "<!-- notes: written by hand, kept by bench_quantized.py -->"
+
+
+def write_report(path: Path, text: str) -> None:
+    """``text``, then the hand-written notes of the existing report (from :data:`NOTES` on)."""
+    old = path.read_text() if path.exists() else ""
+    path.write_text(text + (old[old.index(NOTES):] if NOTES in old else ""))
 
 
 def report(r: dict) -> str:
