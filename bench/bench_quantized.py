@@ -48,7 +48,7 @@ def ours(d: Path, nprocs: int, trees: int, tag: str, extra: list) -> dict:
            "--report", str(report), *extra]
     subprocess.run(cmd, check=True, env=env(1), timeout=3600)
     rep = json.loads(report.read_text())
-    return {"fit": rep["fit_seconds"], "binning": rep["binning_seconds"],
+    return {"fit": rep["fit_seconds"], "binning": rep["binning_seconds"], "n_trees": rep["n_trees"],
             "per_tree_ms": {k: 1e3 * v / rep["n_trees"] for k, v in rep["tree_seconds"].items()},
             "bytes_per_tree": rep["bytes_sent_per_tree"], "wire_per_tree": rep["wire_bytes_per_tree"],
             "model": str(model)}
@@ -88,6 +88,14 @@ def same_model(a: str, b: str) -> bool:
         return out
     x, y = arrays(a), arrays(b)
     return set(x) == set(y) and all(np.asarray(x[k]).tobytes() == np.asarray(y[k]).tobytes() for k in x)
+
+
+#: the run report's phases, in the order of one boosting iteration
+PHASES = ("gradients", "quantize", "histogram", "communication", "split_search", "partition", "renew", "update")
+PHASE_NAMES = {"gradients": "gradients + hessians", "quantize": "quantize (scales, stochastic rounding, packing)",
+               "histogram": "histogram build", "communication": "communication (histogram reduce, ...)",
+               "split_search": "split search", "partition": "partition", "renew": "leaf renewal (exact sums)",
+               "update": "score update"}
 
 
 def stats(vals):
@@ -130,16 +138,30 @@ def main():
            "cores": os.cpu_count(), "load_average": loads, "rows": a.rows, "features": a.features, "trees": a.trees,
            "np": a.np, "repeats": a.repeats, "fit_seconds": fit, "auc": auc,
            "per_tree_ms": {k: runs[k][-1]["per_tree_ms"] for k in ("exact", "quantized")},
+           "tree_ms": {k: 1e3 * (runs[k][-1]["fit"] - runs[k][-1]["binning"]) / runs[k][-1]["n_trees"]
+                       for k in ("exact", "quantized")},
            "bytes_per_tree": {k: runs[k][-1]["bytes_per_tree"] for k in ("exact", "quantized")},
            "wire_per_tree": {k: runs[k][-1]["wire_per_tree"] for k in ("exact", "quantized")},
            "reduce_scatter": {"bytes_per_tree": rs["bytes_per_tree"], "identical_to_allreduce": identical}}
+    # what no phase timer covers (a lower bound: communication inside quantize and renew counts twice)
+    res["other_ms"] = {k: res["tree_ms"][k] - sum(res["per_tree_ms"][k].values()) for k in ("exact", "quantized")}
     machine.save(a.json_out, "quantized", res)
-    Path(a.out).write_text(report(res))
+    write_report(Path(a.out), report(res))
     print(report(res))
     if not identical:
         print("FAILED: the quantized allreduce and reduce-scatter fits grew different trees")
         return 1
     return 0
+
+
+#: the part of the report below this line is written by hand and kept when the script rewrites the rest
+NOTES = "<!-- notes: written by hand, kept by bench_quantized.py -->"
+
+
+def write_report(path: Path, text: str) -> None:
+    """``text``, then the hand-written notes of the existing report (from :data:`NOTES` on)."""
+    old = path.read_text() if path.exists() else ""
+    path.write_text(text + (old[old.index(NOTES):] if NOTES in old else ""))
 
 
 def report(r: dict) -> str:
@@ -151,6 +173,17 @@ def report(r: dict) -> str:
     def ratio(a, b):
         return f"{f[a]['median'] / f[b]['median']:.2f}x" if a in f and b in f else "—"
     pt = r["per_tree_ms"]
+    phases = [p for p in PHASES if any(p in pt[k] for k in pt)]
+
+    def phase_rows():
+        for p in phases:
+            yield f"| {PHASE_NAMES.get(p, p)} | " + " | ".join(f"{pt[k].get(p, 0.0):.1f}" for k in pt) + " |"
+        other = r.get("other_ms", {})
+        if other:
+            yield "| the rest (Python bookkeeping of the tree, ensemble; a lower bound) | " + " | ".join(
+                f"{other.get(k, 0.0):.1f}" for k in pt) + " |"
+            yield "| **fit per tree** (without binning) | " + " | ".join(
+                f"**{r['tree_ms'][k]:.1f}**" for k in pt) + " |"
     lines = [
         "# Quantized-gradient boosting: fit time, bytes and AUC",
         "",
@@ -169,8 +202,13 @@ def report(r: dict) -> str:
         f"| LightGBM `use_quantized_grad` | {cell('lgb_quantized')} | | 1x | "
         f"{r['auc'].get('lgb_quantized', float('nan')):.5f} |",
         "",
-        "Per tree (ms, rank 0, last run): " + "; ".join(
-            f"{k}: " + ", ".join(f"{p} {v:.1f}" for p, v in pt[k].items()) for k in pt) + ".",
+        "Per tree, ms (rank 0, last run; phases timed around their code, so waiting for the other rank "
+        "counts where it happens: the histogram reduce in *communication*, the scale's max-allreduce in "
+        "*quantize*, the leaf sums' allreduce in *renew*, which *communication* counts again):",
+        "",
+        "| phase | " + " | ".join(pt) + " |",
+        "|---|" + "---|" * len(pt),
+        *phase_rows(),
         "",
         "| bytes per tree | sent by rank 0 | on the wire (bandwidth-optimal) |",
         "|---|---|---|",

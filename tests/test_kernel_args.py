@@ -31,6 +31,7 @@ from shardlearn.backend import compiled_kernels
 MODULES = {"kmeans": compiled_kernels("models.kmeans._kmeans_kernels"),
            "hist": compiled_kernels("models.trees._hist_kernels"),
            "cat": compiled_kernels("models.trees._cat_kernels"),
+           "quant": compiled_kernels("models.trees._quant_kernels"),
            "binning": compiled_kernels("data._binning_kernels"),
            "knn": compiled_kernels("models.knn._knn_kernels")}
 ERRORS = (ValueError, TypeError)
@@ -269,6 +270,49 @@ SPECS += [
                       ("a child link that loops", _set("left", 1, 0)),
                       ("a right child that loops (used to hang)", _set("right", 0, 0)),
                       ("n_out > n_cols", _assign("n_out", 2)))),
+]
+
+
+# ---------------------------------------------------------------- quantized boosting
+def _gradients():
+    g = np.random.default_rng(8)
+    n, K = 9, 2
+    return {"F": g.standard_normal((n, K)), "K": K, "k": 1, "y": (g.random(n) < 0.5).astype(float),
+            "w": g.uniform(0.5, 2, n), "binary": 1, "g": np.empty(n), "h": np.empty(n)}
+
+
+def _gradients_check(a, result):
+    p = 1.0 / (1.0 + np.exp(-a["F"][:, a["k"]]))
+    np.testing.assert_allclose(a["g"], (p - a["y"]) * a["w"], rtol=1e-12)
+    np.testing.assert_allclose(a["h"], p * (1 - p) * a["w"], rtol=1e-12)
+    assert result == (np.abs(a["g"]).max(), a["h"].max())
+
+
+def _leaf_fixed_sums():
+    g = np.random.default_rng(9)
+    n = 12
+    rows = g.permutation(n).astype(np.int64)
+    return {"g": g.standard_normal(n), "h": g.random(n), "rows": rows,
+            "spans": np.array([[0, 5], [5, 0], [5, n - 5]], np.int64), "eg": -40, "eh": -41,
+            "out": np.empty((3, 2), np.int64)}
+
+
+def _leaf_fixed_sums_check(a, result):
+    fx = [np.rint(np.ldexp(a[c], -a[e])).astype(np.int64) for c, e in (("g", "eg"), ("h", "eh"))]
+    ref = [[f[a["rows"][s:s + m]].sum() for f in fx] for s, m in a["spans"]]
+    np.testing.assert_array_equal(a["out"], ref)
+
+
+SPECS += [
+    Spec("quant", "gradients", _gradients, outputs=("g", "h"), sizes=("K", "k"), counts=("y",), check=_gradients_check,
+         bad_indices=(("column k == K", _assign("k", 2)), ("binary 2", _assign("binary", 2)),
+                      ("no hessian buffer for the binary objective", _assign("h", np.empty(0))))),
+    Spec("quant", "leaf_fixed_sums", _leaf_fixed_sums, outputs=("out",), check=_leaf_fixed_sums_check,
+         bad_indices=(("row == len(g)", _set("rows", 0, 12)), ("row < 0", _set("rows", 3, -1)),
+                      ("a span past the rows", _set("spans", (2, 1), 8)),
+                      ("a negative span length", _set("spans", (1, 1), -1)),
+                      ("a negative span start", _set("spans", (1, 0), -1)),
+                      ("exponent out of range", _assign("eg", 5000)))),
 ]
 
 

@@ -154,7 +154,8 @@ def fit(name: str, args, ctx, checkpoint_for):
     args.sample_weight = resample_weights_for(args, ctx, shard, classifier=args.objective != "regression")
     est = _fit_gbdt(args, ctx, shard, ckpt) if name == "gbdt" else _fit_forest(args, ctx, shard, ckpt)
     hist = est.history_
-    tot = {k: float(sum(r[k] for r in hist)) for k in ("histogram", "communication", "split_search", "partition")}
+    phases = ("histogram", "communication", "split_search", "partition", "gradients", "quantize", "renew", "update")
+    tot = {k: float(sum(r.get(k, 0.0) for r in hist)) for k in phases}
     n_trees = max(1, len(hist) * est.n_trees_per_iteration_)
     ctx.log(f"{name}: {est.ensemble_.n_trees} trees")
     last = hist[-1] if hist else {}

@@ -154,12 +154,19 @@ def sample_features(seed: int, stream: tuple, d: int, fraction: float) -> np.nda
     return np.sort(g.choice(d, k, replace=False))
 
 
+#: the boosting phases outside the tree grower (:func:`phase_snapshot`)
+BOOST_PHASES = ("gradients", "quantize", "renew", "update")
+
+
 def phase_snapshot(ctx) -> dict:
     """Seconds so far per tree phase, plus communication and bytes sent."""
     s = ctx.timers.seconds
     return {"histogram": s.get("histogram", 0.0), "split_search": s.get("split_search", 0.0),
             "partition": s.get("partition", 0.0), "communication": ctx.coll.comm_seconds,
-            "bytes_sent": ctx.coll.bytes_sent}
+            "bytes_sent": ctx.coll.bytes_sent,
+            # boosting's per-row phases (0 for the forests): gradients, their quantization
+            # (scales and stochastic rounding), leaf renewal, score update
+            **{k: s.get(k, 0.0) for k in BOOST_PHASES}}
 
 
 def diff(a: dict, b: dict) -> dict:

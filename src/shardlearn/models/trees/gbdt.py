@@ -337,6 +337,14 @@ class _GradientBoosting(FittedEnsemble, Params):
             # a constant hessian (no hessian field in the packing): unweighted L2 only
             quantizer = Quantizer(self.grad_bits, self.random_state, n_train,
                                   objective == "regression" and swtr is None, qk)
+        # binary and L2 gradients in one compiled pass (the same bits as the NumPy forms below),
+        # with their local maxima (the quantization scales)
+        gk = compiled_kernels("models.trees._quant_kernels") if objective != "multiclass" else None
+        if gk is not None:
+            y64 = np.ascontiguousarray(ytr, dtype=np.float64)
+            w64 = np.empty(0) if swtr is None else np.ascontiguousarray(swtr, dtype=np.float64)
+            G = np.empty((1, len(Xtr)))
+            H = np.empty((1, len(Xtr))) if objective == "binary" or swtr is not None else None
         all_rows = np.arange(len(Xtr), dtype=np.int64)
         rows = all_rows if keep is None else np.flatnonzero(keep)
         in_bag = None
@@ -351,7 +359,10 @@ class _GradientBoosting(FittedEnsemble, Params):
             wire0, ncoll0 = grower.wire_bytes, grower.hist_collectives
             # gradients and hessians of the current scores
             with ctx.timers.phase("gradients"):
-                if objective == "regression":
+                if gk is not None:
+                    local_max = gk.gradients(F, K, 0, y64, w64, int(objective == "binary"), G[0],
+                                             np.empty(0) if H is None else H[0])
+                elif objective == "regression":
                     G = (F[:, 0] - ytr)[None]
                     H = None
                 elif objective == "binary":
@@ -362,7 +373,7 @@ class _GradientBoosting(FittedEnsemble, Params):
                     p = _softmax(F)
                     G = (p - Ytr).T
                     H = (K / (K - 1.0)) * (p * (1.0 - p)).T
-                if swtr is not None:
+                if swtr is not None and gk is None:
                     G = G * swtr[None]
                     H = np.broadcast_to(swtr[None], G.shape) if H is None else H * swtr[None]
             if bagged and (it % self.bagging_freq == 0 or in_bag is None):   # None: resumed mid-round
@@ -377,23 +388,24 @@ class _GradientBoosting(FittedEnsemble, Params):
                 m[feats] = True
                 mask = lambda ids, m=m: np.broadcast_to(m, (len(ids), d))  # noqa: E731
             if quantizer is not None:
-                with ctx.timers.phase("gradients"):
-                    gmax, hmax = agree_max(ctx, G, H)     # the scales: one max-allreduce
+                with ctx.timers.phase("quantize"):     # the scales: one max-allreduce
+                    gmax, hmax = agree_max(ctx, G, H, local_max if gk is not None else None)
             for k in range(K):
                 if quantizer is None:
                     ch, tq = np.empty((2, len(Xtr))), None
                     ch[0] = G[k]
                     ch[1] = 1.0 if H is None else H[k]
                 else:
-                    with ctx.timers.phase("gradients"):
+                    with ctx.timers.phase("quantize"):
                         ch, tq = None, quantizer.tree(G[k], None if H is None else H[k], gtr, it, k, gmax[k], hmax[k])
                 tree, leaf_rows = grower.grow(ch, rows, hess_is_count=H is None,
                                               hist_features=feats if mask is not None else None,
                                               node_mask=mask, quant=tq)
                 if tq is not None and self.quant_train_renew_leaf:
-                    with ctx.timers.phase("update"):
+                    with ctx.timers.phase("renew"):
                         renew_leaf_values(ctx, tree["value"][:, 0], leaf_rows, G[k], None if H is None else H[k],
-                                          grower.last_l2, self.learning_rate, gmax[k], hmax[k], n_train)
+                                          grower.last_l2, self.learning_rate, gmax[k], hmax[k], n_train,
+                                          kernels=gk, perm=grower.last_perm, spans=grower.last_spans)
                 ens.add(tree, mapper, k)
                 t = ens.trees[-1]
                 with ctx.timers.phase("update"):

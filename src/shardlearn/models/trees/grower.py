@@ -62,10 +62,12 @@ class GrowParams:
 
 
 class _Leaf:
-    __slots__ = ("rows", "hist", "totals", "depth", "split")
+    __slots__ = ("rows", "hist", "totals", "depth", "split", "start")
 
-    def __init__(self, rows, hist, totals, depth):
+    def __init__(self, rows, hist, totals, depth, start=None):
         self.rows, self.hist, self.totals, self.depth, self.split = rows, hist, totals, depth, None
+        #: where ``rows`` begins in the tree's row permutation (compiled host path), else None
+        self.start = start
 
 
 class TreeGrower:
@@ -99,6 +101,10 @@ class TreeGrower:
         #: per-node L2 penalty of the last tree grown (children of many-vs-many categorical
         #: splits carry ``cat_l2`` too): what renewing its leaf values needs
         self.last_l2 = None
+        #: the last tree's row permutation and each leaf's (start, length) in it, in the order
+        #: of the returned leaf_rows (compiled host path; else None): one kernel call can then
+        #: walk every leaf (leaf renewal, score update)
+        self.last_perm = self.last_spans = None
         #: bytes each rank would put on the wire for histograms and split candidates with
         #: bandwidth-optimal algorithms (ring allreduce / reduce-scatter / allgather)
         self.wire_bytes = 0
@@ -284,7 +290,8 @@ class TreeGrower:
             totals = decode(totals, quant.packing)[0]
         if quant is not None:   # sums of integers: exact for any order; now scaled
             quant.scale_totals(totals)
-        leaves = {0: _Leaf(rows, root_hist, totals, 0)}
+        in_place = self.chist is not None and not self.device
+        leaves = {0: _Leaf(rows, root_hist, totals, 0, 0 if in_place else None)}
         nodes.add(totals, 0, p, sp.lambda_l2)
         n_leaves = 1
         if self._splittable(totals, 0, n_leaves):
@@ -316,7 +323,9 @@ class TreeGrower:
                 li = nodes.add(ltot, lf.depth + 1, p, s.get("l2", sp.lambda_l2))
                 ri = nodes.add(rtot, lf.depth + 1, p, s.get("l2", sp.lambda_l2))
                 nodes.set_split(i, s, li, ri)
-                left, right = _Leaf(lrows, None, ltot, lf.depth + 1), _Leaf(rrows, None, rtot, lf.depth + 1)
+                st = lf.start
+                left = _Leaf(lrows, None, ltot, lf.depth + 1, st)
+                right = _Leaf(rrows, None, rtot, lf.depth + 1, None if st is None else st + len(lrows))
                 leaves[li], leaves[ri] = left, right
                 if self._splittable(ltot, lf.depth + 1, n_leaves) or self._splittable(rtot, lf.depth + 1, n_leaves):
                     pairs.append((lf, li, ri))
@@ -327,6 +336,11 @@ class TreeGrower:
                 self._child_histograms(pairs[b0:b0 + GROW_BATCH], leaves, channels, C, hist_features,
                                        hess_is_count, n_leaves, node_mask)
         leaf_rows = [(i, lf.rows) for i, lf in sorted(leaves.items())]
+        self.last_perm = self.last_spans = None
+        if in_place:
+            self.last_perm = rows
+            self.last_spans = np.array([(lf.start, len(lf.rows)) for _, lf in sorted(leaves.items())],
+                                       dtype=np.int64).reshape(-1, 2)
         self._quant = None
         self.last_l2 = np.array(nodes.lam, dtype=np.float64)
         return nodes.arrays(), leaf_rows

@@ -24,7 +24,8 @@ renewed from the exact gradients (LightGBM's ``quant_train_renew_leaf``) through
 fixed-point sums: each ``g`` becomes ``rint(g / 2**e)`` in int64 with one power-of-two unit
 ``2**e`` per tree chosen so that no sum of ``N`` rows can overflow (``|g| / 2**e < 2**(62 - L)``,
 ``N < 2**L``), i.e. a relative resolution of ``2**-(62 - L)`` of ``max|g|`` per row (1e-13 for
-a million rows), summed exactly. The regression's initial score (the label mean) is summed
+a million rows), summed exactly (compiled: every leaf of a tree in one pass over the tree's
+row permutation, ``_quant_kernels.leaf_fixed_sums``). The regression's initial score (the label mean) is summed
 the same way. So the model file is the same bytes for any P (tests/test_quantized.py).
 
 **Two ways to accumulate, the same integers.** Where the compiled kernels are built and the
@@ -143,11 +144,16 @@ class TreeQuant:
         return tot
 
 
-def agree_max(ctx, G: np.ndarray, H: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """(max |g| per class, max h per class) over every rank's rows: ONE max-allreduce."""
+def agree_max(ctx, G: np.ndarray, H: np.ndarray | None, local=None) -> tuple[np.ndarray, np.ndarray]:
+    """(max |g| per class, max h per class) over every rank's rows: ONE max-allreduce.
+
+    ``local``: this rank's ``(max |g|, max h)`` for K = 1, already computed (the compiled
+    gradients return them), instead of a pass over ``G`` and ``H``."""
     K = G.shape[0]
     loc = np.zeros(2 * K)
-    if G.shape[1]:
+    if local is not None and K == 1:
+        loc[0], loc[1] = local[0], (local[1] if H is not None else 0.0)
+    elif G.shape[1]:
         loc[:K] = np.abs(G).max(axis=1)
         if H is not None:
             loc[K:] = H.max(axis=1)
@@ -296,16 +302,33 @@ def exact_class_weights(ctx, y: np.ndarray, w: np.ndarray, n_classes: int, n_tot
     return exact_sums(ctx, [(w, wmax)], groups, n_total)[0]
 
 
-def renew_leaf_values(ctx, values, leaf_rows, g, h, l2, learning_rate, gmax, hmax, n_rows):
+def renew_leaf_values(ctx, values, leaf_rows, g, h, l2, learning_rate, gmax, hmax, n_rows,
+                      kernels=None, perm=None, spans=None):
     """Leaf values from the exact gradients (LightGBM's ``quant_train_renew_leaf``).
 
     ``values`` (n_nodes,) float64 is updated in place for the leaves of ``leaf_rows``
     (node, local rows); ``l2`` (n_nodes,) each node's L2 penalty. Sums in fixed point
     (:func:`exact_sums`, one allreduce): the same leaf values for any P.
+
+    With ``kernels`` (``_quant_kernels``) and the tree's row permutation ``perm`` with each
+    leaf's ``(start, length)`` in it (``spans``, in the order of ``leaf_rows``), the local
+    fixed-point sums of every leaf are ONE compiled pass (``leaf_fixed_sums``: the same
+    ``rint(v / 2**e)`` integers, the same int64 sums) instead of a conversion of every row
+    and a gather per leaf.
     """
     nodes = [node for node, _ in leaf_rows]
-    groups = [r for _, r in leaf_rows]
-    G, H = exact_sums(ctx, [(g, gmax), (h, hmax) if h is not None else (None, None)], groups, n_rows)
+    if kernels is not None and perm is not None and spans is not None and len(spans) == len(leaf_rows):
+        eg = fixed_point_exponent(gmax, n_rows)
+        eh = 0 if h is None else fixed_point_exponent(hmax, n_rows)
+        loc = np.empty((len(spans), 2), dtype=np.int64)
+        kernels.leaf_fixed_sums(np.ascontiguousarray(g, dtype=np.float64),
+                                np.empty(0) if h is None else np.ascontiguousarray(h, dtype=np.float64),
+                                perm, np.ascontiguousarray(spans, dtype=np.int64), eg, eh, loc)
+        tot = ctx.coll.allreduce(np.ascontiguousarray(loc.T))
+        G, H = np.ldexp(tot.astype(np.float64), np.array([[eg], [eh]], dtype=np.int64))
+    else:
+        groups = [r for _, r in leaf_rows]
+        G, H = exact_sums(ctx, [(g, gmax), (h, hmax) if h is not None else (None, None)], groups, n_rows)
     den = H + np.asarray(l2, dtype=np.float64)[nodes]
     ok = den > 0
     values[nodes] = np.where(ok, -G / np.where(ok, den, 1.0) * learning_rate, 0.0)
