@@ -17,6 +17,7 @@ from ...errors import ShardlearnError
 from ...util import faults
 from ..base import (BaseEstimator, ClusterMixin, NotFittedError, Params, TransformerMixin, check_dense,
                     check_fit_input, shape_hint)
+from ...util.rowsel import RowView, row_index
 from . import _gpu
 from ._data import KERNELS, _chunk_rows, _Local
 from ._init import INITS, _fetch_rows, _init_kmeans_parallel, _init_kmeanspp, _read_centers_file
@@ -134,9 +135,14 @@ class KMeans(Params, ClusterMixin, TransformerMixin, BaseEstimator):
 
         return context_from(self.comm)
 
-    def _prepare(self, ctx, X):
-        """Validate collectively; return (local X in the agreed dtype, _Local-less facts)."""
+    def _prepare(self, ctx, X, rows=None):
+        """Validate collectively; return (local X in the agreed dtype, _Local-less facts).
+
+        ``rows`` (a boolean mask or increasing indices of the local rows): the returned X
+        is a :class:`~shardlearn.util.rowsel.RowView` of those rows (host input), read a
+        chunk at a time by every pass instead of copied."""
         xp = compute_xp(ctx, X) or np  # the device path (_gpu.py) keeps X on the device
+        idx = None
         with ctx.collective_errors():
             self._check_params()
             X = X if is_device_array(X) else check_fit_input(X)[0]
@@ -145,12 +151,15 @@ class KMeans(Params, ClusterMixin, TransformerMixin, BaseEstimator):
                                       f"an array of shape {X.shape}")
             if X.dtype.kind not in "fiub":
                 raise ShardlearnError(f"X must hold numbers; rank {ctx.rank} passed dtype {X.dtype}")
-            bad = _nonfinite_rows(X)
+            idx = row_index(rows, X.shape[0])
+            if idx is not None and (is_device_array(X) or xp is not np):
+                X, idx = X[idx], None      # device rows: the selected ones are copied there
+            bad = _nonfinite_rows(X if idx is None else RowView(X, idx))
             if bad:
                 raise ShardlearnError(
                     f"X holds NaN or infinite values in {bad} rows on rank {ctx.rank}; k-means "
                     "needs finite values: impute or drop those rows first")
-        meta = ctx.coll.allgather_obj((int(X.shape[0]), int(X.shape[1]), X.dtype.str))
+        meta = ctx.coll.allgather_obj((int(X.shape[0] if idx is None else len(idx)), int(X.shape[1]), X.dtype.str))
         sizes = [m[0] for m in meta]
         n_total = sum(sizes)
         widths = {m[1] for m in meta if m[0] > 0}
@@ -170,6 +179,8 @@ class KMeans(Params, ClusterMixin, TransformerMixin, BaseEstimator):
         all_f32 = all(np.dtype(m[2]) == np.float32 for m in meta)
         dtype = np.dtype(np.float32 if all_f32 else np.float64)
         X = np.ascontiguousarray(X, dtype=dtype) if xp is np and not is_device_array(X) else to_device(xp, X, dtype)
+        if idx is not None:
+            X = RowView(X, idx)
         offset = sum(sizes[:ctx.rank])
         return X, offset, n_total
 
@@ -190,7 +201,7 @@ class KMeans(Params, ClusterMixin, TransformerMixin, BaseEstimator):
         return np.array(init, dtype=np.float64)
 
     # ---------------------------------------------------------------------- fit
-    def fit(self, X, y=None, *, checkpoint=None):
+    def fit(self, X, y=None, *, checkpoint=None, rows=None):
         """Cluster the rows of all ranks (collective: every rank calls it with its rows).
 
         Parameters
@@ -209,6 +220,10 @@ class KMeans(Params, ClusterMixin, TransformerMixin, BaseEstimator):
             (initialisation is not redone) and ends with the centers an uninterrupted run
             on the same number of ranks gives, bit for bit; on another number of ranks,
             up to the rounding of the reduced sums. None: no checkpoints.
+        rows : bool mask (n_local,) or increasing indices, optional, keyword-only
+            Cluster only these local rows: the fit on ``X[rows]`` (the same centers bit for
+            bit), without copying them (model selection's folds); ``labels_`` are the
+            selected rows'.
 
         Returns
         -------
@@ -216,11 +231,11 @@ class KMeans(Params, ClusterMixin, TransformerMixin, BaseEstimator):
         """
         ctx = self._ctx()
         with ctx.guard(f"{type(self).__name__}.fit"):
-            return self._fit(ctx, X, checkpoint)
+            return self._fit(ctx, X, checkpoint, rows)
 
-    def _fit(self, ctx, X, checkpoint):
+    def _fit(self, ctx, X, checkpoint, rows=None):
         X_in = X
-        X, offset, n_total = self._prepare(ctx, X)
+        X, offset, n_total = self._prepare(ctx, X, rows)
         k = int(self.n_clusters)
         d = X.shape[1]
         given = self._initial_centers(ctx)
