@@ -17,7 +17,7 @@ from ...errors import ShardlearnError
 from ...util import faults
 from ..base import (BaseEstimator, ClusterMixin, NotFittedError, Params, TransformerMixin, check_dense,
                     check_fit_input, shape_hint)
-from ...util.rowsel import RowView, row_index
+from ...util.rowsel import CHUNK_ROWS, RowView, row_index
 from . import _gpu
 from ._data import KERNELS, _chunk_rows, _Local
 from ._init import INITS, _fetch_rows, _init_kmeans_parallel, _init_kmeanspp, _read_centers_file
@@ -154,7 +154,7 @@ class KMeans(Params, ClusterMixin, TransformerMixin, BaseEstimator):
             idx = row_index(rows, X.shape[0])
             if idx is not None and (is_device_array(X) or xp is not np):
                 X, idx = X[idx], None      # device rows: the selected ones are copied there
-            bad = _nonfinite_rows(X if idx is None else RowView(X, idx))
+            bad = _nonfinite_rows(X) if idx is None else _nonfinite_rows(RowView(X, idx), CHUNK_ROWS)
             if bad:
                 raise ShardlearnError(
                     f"X holds NaN or infinite values in {bad} rows on rank {ctx.rank}; k-means "
@@ -265,8 +265,8 @@ class KMeans(Params, ClusterMixin, TransformerMixin, BaseEstimator):
             mean, var, data = _gpu.device_rows(ctx, xp, X, offset, n_total, k, self.chunk_rows, state)
         elif state is None:
             s = np.zeros(d)
-            for i in range(0, X.shape[0], 65536):
-                s += X[i:i + 65536].sum(axis=0, dtype=np.float64)
+            for i in range(0, X.shape[0], chunk):    # chunk-sized: a RowView gathers each block
+                s += X[i:i + chunk].sum(axis=0, dtype=np.float64)
             mean = ctx.coll.allreduce(s) / n_total
         else:
             mean = np.asarray(state["mean"], dtype=np.float64)
@@ -636,10 +636,9 @@ class KMeans(Params, ClusterMixin, TransformerMixin, BaseEstimator):
             return -float(ctx.coll.allreduce(np.array([float(d2.sum())]))[0])
 
 
-def _nonfinite_rows(X: np.ndarray) -> int:
-    """How many rows of ``X`` hold NaN or an infinity (by blocks: no n x d temporary)."""
+def _nonfinite_rows(X: np.ndarray, step: int = 65536) -> int:
+    """How many rows of ``X`` hold NaN or an infinity (by blocks of ``step`` rows: no n x d temporary)."""
     if X.dtype.kind != "f":
         return 0
-    step = 65536
     isfinite = array_module(X).isfinite  # device rows are checked on the device
     return sum(int((~isfinite(X[i:i + step])).any(axis=1).sum()) for i in range(0, X.shape[0], step))
