@@ -60,7 +60,7 @@ from ..util.rowsel import take_chunks
 #: rows aimed for in the binning sample, summed over all ranks
 SAMPLE_ROWS = 200_000
 #: the sample columns a rank receives per round of the threshold exchange, at most (bytes)
-SAMPLE_ROUND_BYTES = 4 << 20
+SAMPLE_ROUND_BYTES = 1 << 20
 #: category codes must fit a signed 32-bit integer (LightGBM's limit too)
 MAX_CATEGORY = 2**31 - 1
 #: thresholds per feature in the compiled search table (``max_bin - 1 <= 254`` fit)
@@ -190,32 +190,33 @@ class BinMapper:
         per_round = max(1, SAMPLE_ROUND_BYTES // max(1, 8 * n_sample))
         n_rounds = max(1, -(-max(b - a for a, b in bounds) // per_round))
         packed = np.full((hi - lo, self.max_bin), np.nan)      # at most max_bin - 1 thresholds
+        col = np.empty(n_sample)
         for r in range(n_rounds):
             # the columns rank q sorts in this round: its block's [r*per_round, (r+1)*per_round)
             cols = [columns[min(b, a + r * per_round):min(b, a + (r + 1) * per_round)] for a, b in bounds]
             width = np.array([len(c) for c in cols], dtype=np.int64)
-            send = np.concatenate([(X_local[:, c] if sel is None else X_local[np.ix_(sel, c)])
-                                   .astype(np.float64, copy=False).reshape(-1) for c in cols]) \
-                if width.sum() and n_mine else np.zeros(0)
-            mine = width[ctx.rank]
-            recv = np.empty(n_sample * mine)
-            sc, rc = n_mine * width, counts * mine
-            ctx.mpi_comm.Alltoallv([send if send.size else np.zeros(1), sc.tolist(),
-                                    np.concatenate([[0], np.cumsum(sc)[:-1]]).tolist(), MPI.DOUBLE],
-                                   [recv if recv.size else np.zeros(1), rc.tolist(),
-                                    np.concatenate([[0], np.cumsum(rc)[:-1]]).tolist(), MPI.DOUBLE])
-            if not mine:
-                continue
-            # rank p's piece is (counts[p], mine) row-major: columns of the whole sample, rank order
-            block = np.empty((mine, n_sample))
+            sc = n_mine * width                    # values to each rank: its columns, column-major
+            send = np.empty(max(1, int(sc.sum())))
             at = 0
-            for p in range(P):
-                block[:, at:at + counts[p]] = recv[rc[:p].sum():rc[:p + 1].sum()].reshape(counts[p], mine).T
-                at += counts[p]
-            block.sort(axis=1)      # one sort per column, NaN last
-            n_valid = n_sample - np.count_nonzero(np.isnan(block), axis=1)
+            for c in cols:
+                for f in c:
+                    send[at:at + n_mine] = X_local[:, f] if sel is None else X_local[sel, f]
+                    at += n_mine
+            mine = int(width[ctx.rank])
+            rc = counts * mine
+            recv = np.empty(max(1, int(rc.sum())))
+            ctx.mpi_comm.Alltoallv([send, sc.tolist(), _offsets(sc), MPI.DOUBLE],
+                                   [recv, rc.tolist(), _offsets(rc), MPI.DOUBLE])
+            # from rank p: its rows' values of my columns, one column after the other
+            start = np.concatenate([[0], np.cumsum(rc)[:-1]])
             for j in range(mine):
-                t = self._thresholds_sorted(block[j, :n_valid[j]])
+                at = 0
+                for p in range(P):
+                    o = int(start[p]) + j * int(counts[p])
+                    col[at:at + counts[p]] = recv[o:o + counts[p]]
+                    at += counts[p]
+                col.sort()                         # NaN last
+                t = self._thresholds_sorted(col[:n_sample - np.count_nonzero(np.isnan(col))])
                 row = packed[r * per_round + j]
                 row[0] = len(t)
                 row[1:1 + len(t)] = t
@@ -454,6 +455,11 @@ class BinMapper:
             for f, c in m.categories_.items():
                 m.n_bins_[f] = max(1, len(c))
         return m
+
+
+def _offsets(counts: np.ndarray) -> list:
+    """Displacements of consecutive blocks of ``counts`` values (an Alltoallv's)."""
+    return np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64).tolist()
 
 
 def sorted_percentiles(s: np.ndarray, q: np.ndarray) -> np.ndarray:
