@@ -16,7 +16,16 @@ SCORERS = CLASSIFICATION + REGRESSION + ("score",)
 
 
 def is_classifier(est) -> bool:
-    return hasattr(type(est), "predict_proba")
+    return hasattr(type(est), "predict_proba")      # also LinearSVC's (a property that refuses)
+
+
+def has_proba(est) -> bool:
+    """Whether the classifier gives probabilities (LinearSVC gives decision values only)."""
+    try:
+        getattr(est, "predict_proba")
+    except AttributeError:
+        return False
+    return True
 
 
 def is_clusterer(est) -> bool:
@@ -38,6 +47,9 @@ def check_scoring(est, scoring) -> str:
     if is_clusterer(est) and scoring != "score":
         raise ShardlearnError(f"{type(est).__name__} has no labels to score against: use scoring='score' "
                               "(minus the inertia of the test rows)")
+    if scoring == "neg_log_loss" and is_classifier(est) and not has_proba(est):
+        raise ShardlearnError(f"scoring 'neg_log_loss' needs probabilities; {type(est).__name__} has no "
+                              "predict_proba (use accuracy or roc_auc, which reads decision_function)")
     if scoring in CLASSIFICATION and not is_classifier(est):
         raise ShardlearnError(f"scoring {scoring!r} needs a classifier; {type(est).__name__} is a regressor "
                               f"(use one of {', '.join(REGRESSION)})")
@@ -55,12 +67,17 @@ def score(est, scoring: str, ctx, X, y) -> float:
         rmse = metrics.rmse(ctx, np.asarray(y, dtype=np.float64), est.predict(X))
         return -float(rmse if scoring.endswith("root_mean_squared_error") else rmse * rmse)
     classes = np.asarray(est.classes_, dtype=np.float64)
-    proba = np.asarray(est.predict_proba(X), dtype=np.float64)
     idx = np.minimum(np.searchsorted(classes, np.asarray(y, dtype=np.float64)), len(classes) - 1)
     if scoring == "neg_log_loss":
-        return -float(metrics.log_loss(ctx, idx, proba))
+        return -float(metrics.log_loss(ctx, idx, np.asarray(est.predict_proba(X), dtype=np.float64)))
     if len(classes) != 2:
         from ...errors import agreed
 
         raise agreed(f"scoring 'roc_auc' is for two classes; y has {len(classes)}")
-    return float(metrics.roc_auc(ctx, (idx == 1).astype(np.float64), proba[:, 1] if len(proba) else np.zeros(0)))
+    # as scikit-learn's scorer: the positive class's probability, else the decision values
+    if has_proba(est):
+        s = np.asarray(est.predict_proba(X), dtype=np.float64)
+        s = s[:, 1] if len(s) else np.zeros(0)
+    else:
+        s = np.asarray(est.decision_function(X), dtype=np.float64).reshape(-1)
+    return float(metrics.roc_auc(ctx, (idx == 1).astype(np.float64), s))

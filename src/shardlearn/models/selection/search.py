@@ -318,13 +318,14 @@ class _BaseSearch(Params):
         self.cv_results_ = res
         self._rows = rows
 
-    def refit_on(self, world, X, y) -> None:
-        """Fit the best candidate on every row with every rank (``best_estimator_``)."""
+    def refit_on(self, world, X, y, **fit_params) -> None:
+        """Fit the best candidate on every row with every rank (``best_estimator_``);
+        ``fit_params`` go to its ``fit``."""
         if not np.isfinite(self.best_score_):
             raise agreed("every candidate failed: nothing to refit (see cv_results_['error'])")
         est = clone(self.estimator, self.best_params_, comm=world)
         t = time.perf_counter()
-        est.fit(X, y) if y is not None else est.fit(X)
+        est.fit(X, y, **fit_params) if y is not None else est.fit(X, **fit_params)
         self.refit_time_ = time.perf_counter() - t
         self.best_estimator_ = est
 
