@@ -17,7 +17,8 @@ How it runs (every rank calls ``fit``):
    and k-means as ``fit(..., rows=mask)`` (they read the selected rows through an index,
    :mod:`shardlearn.util.rowsel`); other estimators (kNN, which keeps its training rows)
    get the fold's training rows for the length of one fit; the test rows are scored after
-   the fit through the estimator's own collective ``score`` or :mod:`._scoring`;
+   the fit by :mod:`._scoring` (read a chunk at a time where the estimator predicts
+   locally);
 4. tasks (a candidate, or a batch of candidates differing only in C / alpha
    (:mod:`._multi_alpha`), times a fold) are handed out dynamically; a failing candidate is
    agreed within its group and recorded with ``error_score``; rank 0 prints progress;
@@ -227,16 +228,16 @@ class _BaseSearch(Params):
                 rec["fit_time"] = time.perf_counter() - t1
             t2 = time.perf_counter()
             if err is None:
-                # the test rows are gathered after the fit: their copy and the fit's memory never meet
-                got = self._agreed(group, lambda: _scoring.score(est, self.scoring_, group, X[test],
-                                                                 y[test] if y is not None else None))
+                # the test rows, read by chunks (or, for kNN, gathered) after the fit
+                got = self._agreed(group, lambda: _scoring.score(est, self.scoring_, group, X, y,
+                                                                 rows=np.flatnonzero(test)))
                 if isinstance(got, str):
                     err = got
                 else:
                     rec["test_score"] = got
                 if err is None and self.return_train_score:
-                    Xtr, ytr = X[train], (y[train] if y is not None else None)
-                    got = self._agreed(group, lambda: _scoring.score(est, self.scoring_, group, Xtr, ytr))
+                    got = self._agreed(group, lambda: _scoring.score(est, self.scoring_, group, X, y,
+                                                                     rows=np.flatnonzero(train)))
                     rec["train_score"] = None if isinstance(got, str) else got
             rec["score_time"] = time.perf_counter() - t2
             rec["error"] = err
