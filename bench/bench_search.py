@@ -7,13 +7,14 @@ with ``PredefinedSplit`` (1 thread per worker):
 * logistic, 24 candidates (C = 12 values from 1e-3 to 1e2 x fit_intercept), 5 folds,
   scoring neg_log_loss; shardlearn with G = 1 and G = 2 groups, each with and without
   the many-C pass (candidates that differ only in C fitted together);
-* GBDT, 16 candidates (num_leaves x learning_rate x min_child_samples, 30 trees), 5 folds,
+* GBDT, 16 candidates (num_leaves x learning_rate x min_child_samples, ``--trees`` trees), 5 folds,
   accuracy; peer ``HistGradientBoostingClassifier`` with the same parameters
   (``max_leaf_nodes``, ``min_samples_leaf``, ``max_iter``, no early stopping).
 
 shardlearn's time is the search itself (each group's rows already read, as the CLI
 does); scikit-learn's is ``GridSearchCV.fit`` (data in memory). Peak memory per rank is
-the process's peak RSS (VmHWM) minus its RSS before reading the data, against the rows
+the process's peak RSS (VmHWM, reset to the RSS when the base is taken, after every rank
+has loaded HDF5) minus its RSS before reading the data, against the rows
 that rank holds (its group's table split over the group's ranks) and against its 1/P
 share of the data, at a quarter of, the full and 4x the rows (logistic), and the marginal
 cost per byte held between the smallest and the largest. Usage::
@@ -50,6 +51,13 @@ def _rss(field: str) -> int:
     return 0
 
 
+def _reset_peak() -> None:
+    """Set VmHWM to the current RSS (Linux >= 4.0: ``clear_refs`` 5), so that the peak
+    measured is the one after the base, not one from start-up (MPI, imports)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
 # ------------------------------------------------------------------ worker (mpiexec)
 def worker(args) -> None:
     sys.path.insert(0, str(ROOT / "src"))
@@ -73,7 +81,11 @@ def worker(args) -> None:
     ds = _peek(args.data, ctx)
     cands = search.prepare(ctx, ds.n_rows, ds.n_features, 8)
     layout = _groups.split_groups(ctx, search.n_groups_)
+    import h5py
+
+    h5py.File(args.data, "r").close()   # every rank has loaded HDF5 before the base is taken
     base = _rss("VmRSS")
+    _reset_peak()
     shard = read_shard(args.data, layout.group, need_y=True, allow_nan=args.model == "gbdt")
     ctx.mpi_comm.Barrier()
     t0 = time.perf_counter()
@@ -257,7 +269,8 @@ def report(res: dict) -> str:
         lines.append(f"| G={G} | {a['seconds']:.2f} s | {b['seconds']:.2f} s | {1 - a['seconds'] / b['seconds']:.0%} "
                      f"(largest score difference {diff:.1e}) |")
     lines += ["", "## Peak memory per rank against the data", "",
-              "Peak RSS (VmHWM) minus RSS before reading the data; *held* = the rows the rank keeps "
+              "Peak RSS (VmHWM, reset when the base is taken: `clear_refs` 5, after every rank has loaded "
+              "HDF5) minus RSS before reading the data; *held* = the rows the rank keeps "
               "(its group's table split over the group's ranks); *share* = 1/P of the data.", "",
               "| case | rank | held | peak over base | peak / held | peak / share |", "|---|---|---|---|---|---|"]
     for key, r in c.items():

@@ -2,7 +2,9 @@
 
 One mpiexec launch per rank count P = 1..4 runs the searches for every group count
 G in {1, 2, P}; the scores must not depend on P or G, and equal scikit-learn's
-GridSearchCV on the same folds (logistic, ridge). Further launches: a failing candidate
+GridSearchCV on the same folds (logistic, ridge; LinearSVC, decision tree and kNN in one
+more launch on 3 ranks, which also checks that a fit on a row subset, ``rows=``, is the
+fit on the copy). Further launches: a failing candidate
 (recorded, the search goes on; error_score='raise' stops every rank alike), halving
 (scikit-learn's schedule), the CLI end to end and bad grids (one clear error).
 """
@@ -131,6 +133,49 @@ for G in (1, ctx.size):
     rs = RandomSearch(LogisticRegression(), {{"C": [0.01, 0.1, 1.0, 10.0], "fit_intercept": [True, False]}}, n_iter=3,
                       cv=3, n_groups=G, refit=False, random_state=5, comm=ctx).fit(X, y)
     out["random" + str(G)] = [rs.cv_results_["params"], rs.cv_results_["mean_test_score"].tolist()]
+if ctx.rank == 0:
+    emit(out)
+"""
+
+MODELS_SCRIPT = """
+import numpy as np
+from shardlearn.runtime import init
+from shardlearn.util.blocks import block_bounds
+from shardlearn.models.linear import LinearSVC
+from shardlearn.models.trees import DecisionTreeClassifier, GradientBoostingRegressor, RandomForestClassifier
+from shardlearn.models.knn import KNeighborsClassifier
+from shardlearn.models.kmeans import KMeans
+from shardlearn.models.selection import GridSearch
+ctx = init(topology="native", verbose=False)
+D = np.load({path!r})
+lo, hi = block_bounds(len(D["Xc"]), ctx.size, ctx.rank)
+X, y, yr = D["Xc"][lo:hi], D["yc"][lo:hi], D["yr"][lo:hi]
+out = {{}}
+for G in (1, ctx.size):
+    for name, est, grid, sc in (
+            ("svm", LinearSVC(tol=1e-8, max_iter=2000), {{"C": [0.01, 1.0]}}, "roc_auc"),
+            ("tree", DecisionTreeClassifier(), {{"max_depth": [2, 4], "min_samples_leaf": [1, 10]}}, "accuracy"),
+            ("knn", KNeighborsClassifier(), {{"n_neighbors": [1, 5, 15], "weights": ["uniform", "distance"]}},
+             "accuracy")):
+        s = GridSearch(est, grid, cv=4, scoring=sc, n_groups=G, refit=False, comm=ctx).fit(X, y)
+        out[f"{{name}}{{G}}"] = [[float(s.cv_results_[f"split{{f}}_test_score"][i]) for f in range(4)]
+                                 for i in range(len(s.cv_results_["params"]))]
+        out[name + "_params"] = s.cv_results_["params"]
+# a fit on rows= is the fit on the copy, bit for bit (trees and k-means: the search's folds)
+mask = np.random.default_rng(ctx.rank).random(len(X)) < 0.7
+same = []
+for make, yy in ((lambda: GradientBoostingRegressor(n_estimators=3, num_leaves=6, bagging_fraction=0.5,
+                                                    bagging_freq=1, validation_fraction=0.2, comm=ctx), yr),
+                 (lambda: RandomForestClassifier(n_estimators=2, comm=ctx), y),
+                 (lambda: DecisionTreeClassifier(max_depth=4, comm=ctx), y)):
+    a, b = make().fit(X[mask], yy[mask]), make().fit(X, yy, rows=mask)
+    ta, tb = a.ensemble_.to_arrays(), b.ensemble_.to_arrays()
+    same.append(all(np.array_equal(ta[k], tb[k], equal_nan=True) for k in ta))
+for exact in (False, True):
+    a = KMeans(3, random_state=1, exact_reduce=exact, comm=ctx).fit(X[mask])
+    b = KMeans(3, random_state=1, exact_reduce=exact, comm=ctx).fit(X, rows=np.flatnonzero(mask))
+    same.append(bool(np.array_equal(a.cluster_centers_, b.cluster_centers_) and np.array_equal(a.labels_, b.labels_)))
+out["rows_same"] = same
 if ctx.rank == 0:
     emit(out)
 """
@@ -292,6 +337,51 @@ def test_cli_end_to_end(data, tmp_path):
     run_cli(2, "search", "kmeans", "--data", data / "c.h5", "--param", "n_clusters=2,3", "--cv", "2",
             "--groups", "auto", "--out", tmp_path / "k.json", "--quiet", timeout=120)
     assert len(json.loads((tmp_path / "k.json").read_text())["cv_results"]["params"]) == 2
+    # kNN refits with its training data's path (its model file refers to the rows)
+    run_cli(2, "search", "knn", "--data", data / "c.h5", "--param", "n_neighbors=1,7", "--cv", "3",
+            "--refit", "--out", tmp_path / "n.json", "--quiet", timeout=120)
+    out = json.loads((tmp_path / "n.json").read_text())
+    assert len(out["cv_results"]["params"]) == 2 and (tmp_path / "n.h5").exists()
+
+
+def test_svm_tree_and_knn_match_scikit_learn_on_the_same_folds(runs, data, tmp_path):
+    """LinearSVC, DecisionTreeClassifier and KNeighborsClassifier searched on 3 ranks with
+    G = 1 and 3; fits on a row subset (rows=) equal fits on the copy."""
+    from sklearn.model_selection import GridSearchCV, PredefinedSplit
+    from sklearn.neighbors import KNeighborsClassifier as SkKNN
+    from sklearn.svm import LinearSVC as SkSVC
+    from sklearn.tree import DecisionTreeClassifier as SkTree
+
+    proc = run_script(3, MODELS_SCRIPT.format(path=str(data / "data.npz")), tmp_path, timeout=180)
+    out = json_lines(proc.stdout)[0]
+    assert out["rows_same"] == [True] * 5
+    D = np.load(data / "data.npz")
+    fc = np.array(runs[1]["folds"][0])      # the folds of cv=4, seed 0: the same on any P
+    for name, sk, grid, sc, tol in (
+            ("svm", SkSVC(tol=1e-8, max_iter=100000), {"C": [0.01, 1.0]}, "roc_auc", 2e-3),
+            # binned splits (each feature's 240 values get their own bin) break ties unlike scikit-learn's
+            ("tree", SkTree(random_state=0), {"max_depth": [2, 4], "min_samples_leaf": [1, 10]}, "accuracy", 0.05),
+            ("knn", SkKNN(), {"n_neighbors": [1, 5, 15], "weights": ["uniform", "distance"]}, "accuracy", 0)):
+        ref = GridSearchCV(sk, grid, cv=PredefinedSplit(fc), scoring=sc).fit(D["Xc"], D["yc"])
+        assert out[name + "_params"] == ref.cv_results_["params"]
+        want = [[ref.cv_results_[f"split{f}_test_score"][i] for f in range(4)] for i in range(len(ref.cv_results_["params"]))]
+        _close(out[name + "1"], want, tol)
+        _close(out[name + "3"], out[name + "1"], 1e-6 if name == "svm" else 0)   # any number of groups
+
+
+def test_cli_model_names_map_to_the_estimators():
+    from argparse import Namespace
+
+    from shardlearn.cli.search import MODELS, _estimator
+
+    expect = {("svm", "classification"): "LinearSVC", ("tree", "classification"): "DecisionTreeClassifier",
+              ("tree", "regression"): "DecisionTreeRegressor", ("knn", "classification"): "KNeighborsClassifier",
+              ("knn", "regression"): "KNeighborsRegressor", ("forest", "regression"): "RandomForestRegressor"}
+    for (model, objective), name in expect.items():
+        assert model in MODELS
+        est = _estimator(Namespace(model=model, objective=objective, fixed=[], seed=3))
+        assert type(est).__name__ == name
+        assert getattr(est, "random_state", 3) == 3
 
 
 @pytest.mark.parametrize("args, message", [

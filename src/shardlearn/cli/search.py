@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .options import HelpFormatter, add_runtime_options, check_outputs, int_at_least
 
-MODELS = ("kmeans", "linear", "ridge", "lasso", "logistic", "gbdt", "forest")
+MODELS = ("kmeans", "linear", "ridge", "lasso", "logistic", "svm", "gbdt", "forest", "tree", "knn")
 SCORINGS = ("accuracy", "roc_auc", "neg_log_loss", "r2", "neg_mean_squared_error",
             "neg_root_mean_squared_error", "score")
 
@@ -22,9 +22,15 @@ examples:
       --param learning_rate=0.05,0.1 --set n_estimators=50 --scoring roc_auc --groups auto \\
       --refit --out runs/gbdt-search.json
   mpiexec -n 4 shardlearn search ridge --data data/r --param alpha=log:1e-2:1e3:24 --halving --out runs/r.json
+  mpiexec -n 2 shardlearn search tree --data data/train --param max_depth=4,8,16 \
+      --param min_samples_leaf=1,20 --out runs/tree.json
+  mpiexec -n 2 shardlearn search knn --data data/train --param n_neighbors=int:1:31:6 \
+      --param weights=uniform,distance --groups 2 --out runs/knn.json
 
 Parameter names are the estimators' own (Python names: num_leaves, min_child_samples, C,
-alpha, penalty, solver, n_clusters ...). VALUES is a list (0.1,1,10; true/false/none are
+alpha, penalty, solver, loss, max_depth, min_samples_leaf, n_neighbors, weights,
+n_clusters ...). Models: svm is LinearSVC, tree DecisionTreeClassifier/Regressor, knn
+KNeighborsClassifier/Regressor (tree and knn: regressors with --objective regression). VALUES is a list (0.1,1,10; true/false/none are
 understood), log:LOW:HIGH:N (N values evenly spaced in log10) or int:LOW:HIGH:N.
 --groups G splits the ranks into G groups that train candidates side by side: 1 = every
 rank on every candidate (least memory per rank: each rank holds 1/P of the rows); P = one
@@ -59,7 +65,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--scoring", choices=SCORINGS, default=None,
                    help="default: accuracy (classifiers), r2 (regressors), score (k-means: minus inertia)")
     p.add_argument("--objective", choices=["classification", "regression"], default="classification",
-                   help="gbdt and forest: classifier or regressor")
+                   help="gbdt, forest, tree and knn: classifier or regressor")
     p.add_argument("--halving", action="store_true",
                    help="successive halving: early rounds on row subsets keep the best 1/factor")
     p.add_argument("--factor", type=float, default=3.0, help="halving factor")
@@ -89,16 +95,21 @@ def _estimator(args):
         fixed[name] = values[0]
     if args.model == "kmeans":
         from ..models.kmeans import KMeans as cls
-    elif args.model in ("linear", "ridge", "lasso", "logistic"):
+    elif args.model in ("linear", "ridge", "lasso", "logistic", "svm"):
         from ..models import linear
 
         cls = {"linear": linear.LinearRegression, "ridge": linear.Ridge, "lasso": linear.Lasso,
-               "logistic": linear.LogisticRegression}[args.model]
+               "logistic": linear.LogisticRegression, "svm": linear.LinearSVC}[args.model]
+    elif args.model == "knn":
+        from ..models import knn
+
+        cls = knn.KNeighborsRegressor if args.objective == "regression" else knn.KNeighborsClassifier
     else:
         from ..models import trees
 
         kind = "Regressor" if args.objective == "regression" else "Classifier"
-        cls = getattr(trees, ("GradientBoosting" if args.model == "gbdt" else "RandomForest") + kind)
+        cls = getattr(trees, {"gbdt": "GradientBoosting", "forest": "RandomForest", "tree": "DecisionTree"}[args.model]
+                      + kind)
     valid = cls.param_names()
     for name in fixed:
         if name not in valid or name == "comm":
@@ -149,7 +160,7 @@ def run(args, ctx) -> dict:
                   random_state=args.seed, comm=ctx)
     search = (RandomSearch(est, grid, n_iter=args.random, **common) if args.random
               else GridSearch(est, grid, **common))
-    tree = args.model in ("gbdt", "forest")
+    tree = args.model in ("gbdt", "forest", "tree")
     need_y = args.model != "kmeans"
     meta = _peek(args.data, ctx, need_y)
     itemsize = np.dtype(args.dtype or meta.dtype).itemsize
@@ -175,7 +186,9 @@ def run(args, ctx) -> dict:
         # one group: its rows are the world's rows already; else read the world's blocks
         full = shard if layout.count == 1 else read_shard(args.data, ctx, dtype=args.dtype, need_y=need_y,
                                                           allow_nan=tree)
-        search.refit_on(ctx, full.X, full.y if need_y else None)
+        # k-NN's model refers to its training rows by path (the rows the full read gives)
+        fit_params = {"row_offset": full.start, "data_path": args.data} if args.model == "knn" else {}
+        search.refit_on(ctx, full.X, full.y if need_y else None, **fit_params)
         save_estimator(search.best_estimator_, model_path, ctx,
                        info={"data": args.data, "rows": full.n_total, "search": args.out,
                              "best_score": search.best_score_, **ctx.describe()})

@@ -55,9 +55,12 @@ import numpy as np
 from .. import rng
 from ..backend import compiled_kernels
 from ..errors import ShardlearnError
+from ..util.rowsel import take_chunks
 
 #: rows aimed for in the binning sample, summed over all ranks
 SAMPLE_ROWS = 200_000
+#: the sample columns a rank receives per round of the threshold exchange, at most (bytes)
+SAMPLE_ROUND_BYTES = 1 << 20
 #: category codes must fit a signed 32-bit integer (LightGBM's limit too)
 MAX_CATEGORY = 2**31 - 1
 #: thresholds per feature in the compiled search table (``max_bin - 1 <= 254`` fit)
@@ -113,36 +116,42 @@ class BinMapper:
         return self.max_bin + 1
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X_local: np.ndarray, global_rows: np.ndarray, n_total: int, ctx) -> "BinMapper":
+    def fit(self, X_local: np.ndarray, global_rows: np.ndarray, n_total: int, ctx, rows=None) -> "BinMapper":
         """Compute the thresholds from a row sample gathered from every rank (collective).
 
         Parameters
         ----------
         X_local : (n_local, d) float array, NaN allowed
-        global_rows : (n_local,) int64 global indices of the local rows
+        global_rows : (n,) int64 global indices of the local rows (of the selected ones)
         n_total : int
             Rows over all ranks (those the sample is drawn from).
         ctx : shardlearn.runtime.Context
+        rows : int64 array, optional
+            Increasing indices of the local rows to use (:mod:`shardlearn.util.rowsel`):
+            the result is that of ``X_local[rows]``, read without copying it.
         """
-        self._fit(X_local, global_rows, n_total, ctx)
+        self._fit(X_local, global_rows, n_total, ctx, rows)
         d = X_local.shape[1]
-        local_nan = np.isnan(X_local).any(axis=0).astype(np.int32) if X_local.size else np.zeros(d, np.int32)
+        local_nan = np.zeros(d, np.int32)
+        for _, _, chunk in take_chunks(X_local, rows):
+            local_nan |= np.isnan(chunk).any(axis=0)
         self.has_missing_ = ctx.coll.allreduce(local_nan, op="max").astype(bool)
         return self
 
-    def fit_transform(self, X_local: np.ndarray, global_rows: np.ndarray, n_total: int, ctx) -> np.ndarray:
+    def fit_transform(self, X_local: np.ndarray, global_rows: np.ndarray, n_total: int, ctx,
+                      rows=None) -> np.ndarray:
         """:meth:`fit` then :meth:`transform` of the same rows (collective).
 
         The same thresholds, codes and ``has_missing_`` as the two calls, but the NaN
         flags come from the binning pass itself instead of a separate scan of ``X_local``.
-        Returns the ``(d, n_local)`` uint8 codes.
+        Returns the ``(d, n)`` uint8 codes (``n``: the local rows, or the ``rows`` given).
         """
-        self._fit(X_local, global_rows, n_total, ctx)
-        codes, nan = self._transform(X_local)
+        self._fit(X_local, global_rows, n_total, ctx, rows)
+        codes, nan = self._transform(X_local, rows)
         self.has_missing_ = ctx.coll.allreduce(nan.astype(np.int32), op="max").astype(bool)
         return codes
 
-    def _fit(self, X_local, global_rows, n_total, ctx) -> None:
+    def _fit(self, X_local, global_rows, n_total, ctx, rows=None) -> None:
         """Thresholds and categories (everything of fit but ``has_missing_``)."""
         if not 2 <= self.max_bin <= self.MAX_BIN:
             raise ShardlearnError(f"max_bin must be in 2..{self.MAX_BIN}, got {self.max_bin}")
@@ -152,43 +161,73 @@ class BinMapper:
         self.thresholds_ = [np.empty(0) for _ in range(d)]
         if len(numeric):
             frac = min(1.0, self.sample_rows / max(1, n_total))
+            sel = rows
             if frac < 1.0:
-                keep = rng.row_uniform(self.seed, rng.stream_id("binning"), global_rows) < frac
-                sample = X_local.take(np.flatnonzero(keep), axis=0)  # 2.5x faster than X_local[keep]
-            else:
-                sample = X_local
-            if len(cat):
-                sample = sample[:, numeric]
-            sample = ctx.coll.allgather(np.ascontiguousarray(sample, dtype=np.float64))
-            for j, t in enumerate(self._shared_thresholds(sample, ctx)):
+                keep = np.flatnonzero(rng.row_uniform(self.seed, rng.stream_id("binning"), global_rows) < frac)
+                sel = keep if rows is None else rows[keep]
+            for j, t in enumerate(self._shared_thresholds(X_local, sel, numeric, ctx)):
                 self.thresholds_[numeric[j]] = t
         self.n_bins_ = np.array([len(t) + 1 for t in self.thresholds_], dtype=np.int32)
         if len(cat):
-            self._fit_categories(X_local, global_rows, ctx)
+            self._fit_categories(X_local, global_rows, ctx, rows)
 
-    def _shared_thresholds(self, sample: np.ndarray, ctx) -> list:
-        """Thresholds of every column of the gathered ``sample``, computed once (collective).
+    def _shared_thresholds(self, X_local: np.ndarray, sel, columns: np.ndarray, ctx) -> list:
+        """Thresholds of ``columns`` from the sample rows ``sel`` of every rank (None: all
+        local rows), computed once (collective).
 
-        Rank ``r`` computes the columns ``[r*k//P, (r+1)*k//P)`` and one ``allgather`` of
-        ``(count, thresholds..., NaN padding)`` rows gives every rank all of them, in
-        column order. Each column's thresholds depend only on its sampled values, so the
-        result does not depend on the number of ranks.
+        Rank ``r`` computes the columns ``[r*k//P, (r+1)*k//P)`` (of the ``k`` given) and one
+        ``allgather`` of ``(count, thresholds..., NaN padding)`` rows gives every rank all of
+        them, in column order. Each rank receives only its own columns of the sample, in
+        rounds of ``Alltoallv`` of at most :data:`SAMPLE_ROUND_BYTES` (the sample of every
+        column on every rank cost as much memory as the rank's share of the data when the
+        table has fewer than ``sample_rows`` rows). Each column's thresholds depend only on
+        its sampled values, so the result does not depend on the number of ranks.
         """
-        k = sample.shape[1]
-        lo, hi = ctx.rank * k // ctx.size, (ctx.rank + 1) * k // ctx.size
-        # one sort per column, NaN last; rows of `mine` are contiguous for the sort
-        mine = np.ascontiguousarray(sample[:, lo:hi].T)
-        mine.sort(axis=1)
-        n_valid = mine.shape[1] - np.count_nonzero(np.isnan(mine), axis=1)
+        from mpi4py import MPI
+
+        k, P = len(columns), ctx.size
+        bounds = [(q * k // P, (q + 1) * k // P) for q in range(P)]
+        lo, hi = bounds[ctx.rank]
+        n_mine = X_local.shape[0] if sel is None else len(sel)
+        counts = np.array(ctx.coll.allgather_obj(int(n_mine)), dtype=np.int64)
+        n_sample = int(counts.sum())
+        per_round = max(1, SAMPLE_ROUND_BYTES // max(1, 8 * n_sample))
+        n_rounds = max(1, -(-max(b - a for a, b in bounds) // per_round))
         packed = np.full((hi - lo, self.max_bin), np.nan)      # at most max_bin - 1 thresholds
-        for j in range(hi - lo):
-            t = self._thresholds_sorted(mine[j, :n_valid[j]])
-            packed[j, 0] = len(t)
-            packed[j, 1:1 + len(t)] = t
+        col = np.empty(n_sample)
+        for r in range(n_rounds):
+            # the columns rank q sorts in this round: its block's [r*per_round, (r+1)*per_round)
+            cols = [columns[min(b, a + r * per_round):min(b, a + (r + 1) * per_round)] for a, b in bounds]
+            width = np.array([len(c) for c in cols], dtype=np.int64)
+            sc = n_mine * width                    # values to each rank: its columns, column-major
+            send = np.empty(max(1, int(sc.sum())))
+            at = 0
+            for c in cols:
+                for f in c:
+                    send[at:at + n_mine] = X_local[:, f] if sel is None else X_local[sel, f]
+                    at += n_mine
+            mine = int(width[ctx.rank])
+            rc = counts * mine
+            recv = np.empty(max(1, int(rc.sum())))
+            ctx.mpi_comm.Alltoallv([send, sc.tolist(), _offsets(sc), MPI.DOUBLE],
+                                   [recv, rc.tolist(), _offsets(rc), MPI.DOUBLE])
+            # from rank p: its rows' values of my columns, one column after the other
+            start = np.concatenate([[0], np.cumsum(rc)[:-1]])
+            for j in range(mine):
+                at = 0
+                for p in range(P):
+                    o = int(start[p]) + j * int(counts[p])
+                    col[at:at + counts[p]] = recv[o:o + counts[p]]
+                    at += counts[p]
+                col.sort()                         # NaN last
+                t = self._thresholds_sorted(col[:n_sample - np.count_nonzero(np.isnan(col))])
+                row = packed[r * per_round + j]
+                row[0] = len(t)
+                row[1:1 + len(t)] = t
         every = ctx.coll.allgather(packed)
         return [every[j, 1:1 + int(every[j, 0])].copy() for j in range(k)]
 
-    def _fit_categories(self, X_local, global_rows, ctx) -> None:
+    def _fit_categories(self, X_local, global_rows, ctx, rows=None) -> None:
         """Validate the categorical columns, count categories globally, order the bins (collective)."""
         cat = self.categorical
         with ctx.collective_errors():
@@ -196,7 +235,7 @@ class BinMapper:
                 raise ShardlearnError(f"categorical feature indices must be in 0..{X_local.shape[1] - 1}, "
                                       f"got {cat.tolist()}")
             for f in cat:
-                col = X_local[:, f]
+                col = X_local[:, f] if rows is None else X_local[rows, f]
                 bad = ~np.isnan(col) & ((col < 0) | (col > MAX_CATEGORY) | (col != np.floor(col)))
                 if bad.any():
                     i = int(np.argmax(bad))
@@ -208,7 +247,7 @@ class BinMapper:
         # rank the same exact global counts whatever the number of ranks
         parts = []
         for j, f in enumerate(cat):
-            col = X_local[:, f]
+            col = X_local[:, f] if rows is None else X_local[rows, f]
             vals, cnt = np.unique(col[~np.isnan(col)].astype(np.int64), return_counts=True)
             parts.append(np.column_stack([np.full(len(vals), j, np.int64), vals, cnt]))
         allc = ctx.coll.allgather(np.ascontiguousarray(np.concatenate(parts), dtype=np.int64))
@@ -282,17 +321,26 @@ class BinMapper:
         return np.unique(q)
 
     # ------------------------------------------------------------ transform
-    def transform(self, X: np.ndarray) -> np.ndarray:
+    def transform(self, X: np.ndarray, rows=None) -> np.ndarray:
         """Bin codes, ``uint8`` of shape ``(d, n)`` (feature-major, C-contiguous).
 
         ``X`` ``(n, d)``: raw features, NaN gets ``missing_bin``. The compiled path reads
         float32 and float64 in C or Fortran order without a copy (other dtypes or layouts
-        are converted once).
+        are converted once). ``rows`` (increasing indices): the codes of ``X[rows]``, its
+        rows gathered a chunk at a time.
         """
-        return self._transform(X)[0]
+        return self._transform(X, rows)[0]
 
-    def _transform(self, X):
+    def _transform(self, X, rows=None):
         """``(codes, nan flags (d,) bool)``; compiled when available, else NumPy."""
+        if rows is not None:
+            codes = np.empty((X.shape[1], len(rows)), dtype=np.uint8)
+            nan = np.zeros(X.shape[1], dtype=bool)
+            for lo, hi, chunk in take_chunks(X, rows):
+                c, flags = self._transform(chunk)
+                codes[:, lo:hi] = c
+                nan |= flags
+            return codes, nan
         X = np.asarray(X)
         if X.ndim != 2:
             raise ValueError(f"X must be 2-D, got shape {X.shape}")
@@ -411,6 +459,11 @@ class BinMapper:
             for f, c in m.categories_.items():
                 m.n_bins_[f] = max(1, len(c))
         return m
+
+
+def _offsets(counts: np.ndarray) -> list:
+    """Displacements of consecutive blocks of ``counts`` values (an Alltoallv's)."""
+    return np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64).tolist()
 
 
 def sorted_percentiles(s: np.ndarray, q: np.ndarray) -> np.ndarray:

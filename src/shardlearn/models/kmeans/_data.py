@@ -62,8 +62,7 @@ class _Local:
         """‖x - m‖² per local row, float64, computed once for the initialisation passes."""
         if getattr(self, "_xx", None) is None:
             self._xx = np.empty(self.n)
-            for lo in range(0, self.n, 65536):
-                hi = min(self.n, lo + 65536)
+            for lo, hi in self.chunks():     # chunk-sized temporaries (X may be a RowView)
                 xc = self.centred64(lo, hi)
                 self._xx[lo:hi] = np.einsum("ij,ij->i", xc, xc)
         return self._xx

@@ -17,6 +17,7 @@ from ...errors import ShardlearnError
 from ...util import faults
 from ..base import (BaseEstimator, ClusterMixin, NotFittedError, Params, TransformerMixin, check_dense,
                     check_fit_input, shape_hint)
+from ...util.rowsel import CHUNK_ROWS, RowView, row_index
 from . import _gpu
 from ._data import KERNELS, _chunk_rows, _Local
 from ._exact import exact_total, fixed_scales, local_fixed_sum
@@ -148,10 +149,15 @@ class KMeans(Params, ClusterMixin, TransformerMixin, BaseEstimator):
 
         return context_from(self.comm)
 
-    def _prepare(self, ctx, X):
-        """Validate collectively; return (local X in the agreed dtype, _Local-less facts)."""
+    def _prepare(self, ctx, X, rows=None):
+        """Validate collectively; return (local X in the agreed dtype, _Local-less facts).
+
+        ``rows`` (a boolean mask or increasing indices of the local rows): the returned X
+        is a :class:`~shardlearn.util.rowsel.RowView` of those rows (host input), read a
+        chunk at a time by every pass instead of copied."""
         device = compute_xp(ctx, X)  # not None: the device path (_gpu.py) keeps X on the device
         xp = device or np
+        idx = None
         with ctx.collective_errors():
             self._check_params()
             if self.exact_reduce and device is not None:
@@ -164,12 +170,15 @@ class KMeans(Params, ClusterMixin, TransformerMixin, BaseEstimator):
                                       f"an array of shape {X.shape}")
             if X.dtype.kind not in "fiub":
                 raise ShardlearnError(f"X must hold numbers; rank {ctx.rank} passed dtype {X.dtype}")
-            bad = _nonfinite_rows(X)
+            idx = row_index(rows, X.shape[0])
+            if idx is not None and (is_device_array(X) or xp is not np):
+                X, idx = X[idx], None      # device rows: the selected ones are copied there
+            bad = _nonfinite_rows(X) if idx is None else _nonfinite_rows(RowView(X, idx), CHUNK_ROWS)
             if bad:
                 raise ShardlearnError(
                     f"X holds NaN or infinite values in {bad} rows on rank {ctx.rank}; k-means "
                     "needs finite values: impute or drop those rows first")
-        meta = ctx.coll.allgather_obj((int(X.shape[0]), int(X.shape[1]), X.dtype.str))
+        meta = ctx.coll.allgather_obj((int(X.shape[0] if idx is None else len(idx)), int(X.shape[1]), X.dtype.str))
         sizes = [m[0] for m in meta]
         n_total = sum(sizes)
         widths = {m[1] for m in meta if m[0] > 0}
@@ -189,6 +198,8 @@ class KMeans(Params, ClusterMixin, TransformerMixin, BaseEstimator):
         all_f32 = all(np.dtype(m[2]) == np.float32 for m in meta)
         dtype = np.dtype(np.float32 if all_f32 else np.float64)
         X = np.ascontiguousarray(X, dtype=dtype) if xp is np and not is_device_array(X) else to_device(xp, X, dtype)
+        if idx is not None:
+            X = RowView(X, idx)
         offset = sum(sizes[:ctx.rank])
         return X, offset, n_total
 
@@ -209,7 +220,7 @@ class KMeans(Params, ClusterMixin, TransformerMixin, BaseEstimator):
         return np.array(init, dtype=np.float64)
 
     # ---------------------------------------------------------------------- fit
-    def fit(self, X, y=None, *, checkpoint=None):
+    def fit(self, X, y=None, *, checkpoint=None, rows=None):
         """Cluster the rows of all ranks (collective: every rank calls it with its rows).
 
         Parameters
@@ -228,6 +239,10 @@ class KMeans(Params, ClusterMixin, TransformerMixin, BaseEstimator):
             (initialisation is not redone) and ends with the centers an uninterrupted run
             on the same number of ranks gives, bit for bit; on another number of ranks,
             up to the rounding of the reduced sums. None: no checkpoints.
+        rows : bool mask (n_local,) or increasing indices, optional, keyword-only
+            Cluster only these local rows: the fit on ``X[rows]`` (the same centers bit for
+            bit), without copying them (model selection's folds); ``labels_`` are the
+            selected rows'.
 
         Returns
         -------
@@ -235,11 +250,11 @@ class KMeans(Params, ClusterMixin, TransformerMixin, BaseEstimator):
         """
         ctx = self._ctx()
         with ctx.guard(f"{type(self).__name__}.fit"):
-            return self._fit(ctx, X, checkpoint)
+            return self._fit(ctx, X, checkpoint, rows)
 
-    def _fit(self, ctx, X, checkpoint):
+    def _fit(self, ctx, X, checkpoint, rows=None):
         X_in = X
-        X, offset, n_total = self._prepare(ctx, X)
+        X, offset, n_total = self._prepare(ctx, X, rows)
         k = int(self.n_clusters)
         d = X.shape[1]
         given = self._initial_centers(ctx)
@@ -273,8 +288,8 @@ class KMeans(Params, ClusterMixin, TransformerMixin, BaseEstimator):
             mean = exact["mean"]
         elif state is None:
             s = np.zeros(d)
-            for i in range(0, X.shape[0], 65536):
-                s += X[i:i + 65536].sum(axis=0, dtype=np.float64)
+            for i in range(0, X.shape[0], chunk):    # chunk-sized: a RowView gathers each block
+                s += X[i:i + chunk].sum(axis=0, dtype=np.float64)
             mean = ctx.coll.allreduce(s) / n_total
         else:
             mean = np.asarray(state["mean"], dtype=np.float64)
@@ -658,25 +673,29 @@ def _exact_moments(ctx, X, n_total, state) -> dict:
     of the Lloyd sums' values: ``bound`` of |x| and ``bound_centred`` of |x - m| (m the mean
     in X's dtype, as rows are centred). One max-allreduce of the extremes gives every unit;
     then one int64 allreduce each for the sum and the squared deviations."""
-    d = X.shape[1]
+    d, n, step = X.shape[1], X.shape[0], 65536     # by blocks: X may be a RowView (fit on rows=)
     ext = np.full(2 * d, -np.inf)
-    if X.shape[0]:
-        ext[:d] = X.max(axis=0).astype(np.float64)
-        ext[d:] = -X.min(axis=0).astype(np.float64)
+    for i in range(0, n, step):
+        blk = X[i:i + step]
+        np.maximum(ext[:d], blk.max(axis=0), out=ext[:d])
+        np.maximum(ext[d:], -blk.min(axis=0).astype(np.float64), out=ext[d:])
     ext = ctx.coll.allreduce(ext, op="max")
     hi, lo = ext[:d], -ext[d:]
     bound = np.maximum(np.abs(hi), np.abs(lo))
     if state is None:
         scale = fixed_scales(bound, n_total)
-        mean = ctx.coll.allreduce(local_fixed_sum(X, scale)).astype(np.float64) / scale / n_total
+        s = np.zeros(d, dtype=np.uint64)       # integer sums: block by block is exact, the same bits
+        for i in range(0, n, step):
+            s += local_fixed_sum(X[i:i + step], scale).view(np.uint64)
+        mean = ctx.coll.allreduce(s.view(np.int64)).astype(np.float64) / scale / n_total
         spread = np.maximum(np.abs(hi - mean), np.abs(mean - lo)) * (1 + 1e-6)  # (a margin for the rounding)
         scale = fixed_scales(spread * spread, n_total)
-        sq = np.zeros(d, dtype=np.int64)
-        buf = np.empty((min(65536, X.shape[0]), d))
-        for i in range(0, X.shape[0], 65536):
-            xc = np.subtract(X[i:i + 65536], mean, out=buf[:min(65536, X.shape[0] - i)], dtype=np.float64)
-            sq += local_fixed_sum(np.multiply(xc, xc, out=xc), scale)
-        var = ctx.coll.allreduce(sq).astype(np.float64) / scale / n_total
+        sq = np.zeros(d, dtype=np.uint64)
+        buf = np.empty((min(step, n), d))
+        for i in range(0, n, step):
+            xc = np.subtract(X[i:i + step], mean, out=buf[:min(step, n - i)], dtype=np.float64)
+            sq += local_fixed_sum(np.multiply(xc, xc, out=xc), scale).view(np.uint64)
+        var = ctx.coll.allreduce(sq.view(np.int64)).astype(np.float64) / scale / n_total
     else:
         mean = np.asarray(state["mean"], dtype=np.float64)
         var = np.asarray(state["var"], dtype=np.float64)
@@ -686,10 +705,9 @@ def _exact_moments(ctx, X, n_total, state) -> dict:
     return {"mean": mean, "var": var, "bound": bound, "bound_centred": centred}
 
 
-def _nonfinite_rows(X: np.ndarray) -> int:
-    """How many rows of ``X`` hold NaN or an infinity (by blocks: no n x d temporary)."""
+def _nonfinite_rows(X: np.ndarray, step: int = 65536) -> int:
+    """How many rows of ``X`` hold NaN or an infinity (by blocks of ``step`` rows: no n x d temporary)."""
     if X.dtype.kind != "f":
         return 0
-    step = 65536
     isfinite = array_module(X).isfinite  # device rows are checked on the device
     return sum(int((~isfinite(X[i:i + step])).any(axis=1).sum()) for i in range(0, X.shape[0], step))

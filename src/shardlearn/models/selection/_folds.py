@@ -19,7 +19,7 @@ import numpy as np
 from ... import rng
 from ...errors import ShardlearnError
 
-_CHUNK = 65536
+_CHUNK = 16384   # rows per block: every temporary is (block x n_splits) at most
 
 
 def class_codes(ctx, y) -> tuple[np.ndarray, np.ndarray]:

@@ -12,10 +12,13 @@ How it runs (every rank calls ``fit``):
 2. the world splits into ``n_groups`` groups (:mod:`._groups`); each group's ranks hold the
    whole table between them (``fit`` moves the rows with one Alltoallv; the CLI reads them),
    and keep them for every candidate and fold;
-3. folds by global row key (:mod:`._folds`); a fold is a mask: the linear models take it
-   as ``sample_weight`` (held-out rows weigh 0), other estimators get the fold's training
-   rows for the length of one fit; the test rows are scored through the estimator's own
-   collective ``score`` or :mod:`._scoring`;
+3. folds by global row key (:mod:`._folds`); a fold is a mask, never a copy of the training
+   rows: the linear models take it as ``sample_weight`` (held-out rows weigh 0), the trees
+   and k-means as ``fit(..., rows=mask)`` (they read the selected rows through an index,
+   :mod:`shardlearn.util.rowsel`); other estimators (kNN, which keeps its training rows)
+   get the fold's training rows for the length of one fit; the test rows are scored after
+   the fit by :mod:`._scoring` (read a chunk at a time where the estimator predicts
+   locally);
 4. tasks (a candidate, or a batch of candidates differing only in C / alpha
    (:mod:`._multi_alpha`), times a fold) are handed out dynamically; a failing candidate is
    agreed within its group and recorded with ``error_score``; rank 0 prints progress;
@@ -202,8 +205,6 @@ class _BaseSearch(Params):
 
     def _run_task(self, group, cands, batch, fold, X, y, train, test, start) -> list:
         """Fit and score the candidates of ``batch`` on one fold (collective over the group)."""
-        Xte = X[test]
-        yte = y[test] if y is not None else None
         linear = hasattr(self.estimator, "_strengths")
         fitted = None
         t_fit = time.perf_counter()
@@ -227,14 +228,16 @@ class _BaseSearch(Params):
                 rec["fit_time"] = time.perf_counter() - t1
             t2 = time.perf_counter()
             if err is None:
-                got = self._agreed(group, lambda: _scoring.score(est, self.scoring_, group, Xte, yte))
+                # the test rows, read by chunks (or, for kNN, gathered) after the fit
+                got = self._agreed(group, lambda: _scoring.score(est, self.scoring_, group, X, y,
+                                                                 rows=np.flatnonzero(test)))
                 if isinstance(got, str):
                     err = got
                 else:
                     rec["test_score"] = got
                 if err is None and self.return_train_score:
-                    Xtr, ytr = X[train], (y[train] if y is not None else None)
-                    got = self._agreed(group, lambda: _scoring.score(est, self.scoring_, group, Xtr, ytr))
+                    got = self._agreed(group, lambda: _scoring.score(est, self.scoring_, group, X, y,
+                                                                     rows=np.flatnonzero(train)))
                     rec["train_score"] = None if isinstance(got, str) else got
             rec["score_time"] = time.perf_counter() - t2
             rec["error"] = err
@@ -316,13 +319,14 @@ class _BaseSearch(Params):
         self.cv_results_ = res
         self._rows = rows
 
-    def refit_on(self, world, X, y) -> None:
-        """Fit the best candidate on every row with every rank (``best_estimator_``)."""
+    def refit_on(self, world, X, y, **fit_params) -> None:
+        """Fit the best candidate on every row with every rank (``best_estimator_``);
+        ``fit_params`` go to its ``fit``."""
         if not np.isfinite(self.best_score_):
             raise agreed("every candidate failed: nothing to refit (see cv_results_['error'])")
         est = clone(self.estimator, self.best_params_, comm=world)
         t = time.perf_counter()
-        est.fit(X, y) if y is not None else est.fit(X)
+        est.fit(X, y, **fit_params) if y is not None else est.fit(X, **fit_params)
         self.refit_time_ = time.perf_counter() - t
         self.best_estimator_ = est
 
@@ -422,14 +426,25 @@ def cross_validate(estimator, X, y=None, *, cv=5, scoring=None, n_groups=1, retu
 
 
 def _fit_masked(est, X, y, train, start, linear) -> None:
-    """Fit on the rows of ``train`` (a mask): as zero weights for the linear models (no copy),
-    else on the selected rows for the length of this fit."""
+    """Fit on the rows of ``train`` (a mask) without copying them: as zero weights for the
+    linear models, as ``fit(..., rows=train)`` for the estimators that take a row subset
+    (trees, k-means: :mod:`shardlearn.util.rowsel`); others get the selected rows for the
+    length of this fit."""
     if linear:
         est.fit(X, y, sample_weight=train.astype(np.float64), row_offset=start)
+    elif takes_rows(est):
+        est.fit(X, rows=train) if y is None else est.fit(X, y, rows=train)
     elif y is None:
         est.fit(X[train])
     else:
         est.fit(X[train], y[train])
+
+
+def takes_rows(est) -> bool:
+    """Whether ``est.fit`` trains on a row subset given as ``rows=`` (no copy of X)."""
+    import inspect
+
+    return "rows" in inspect.signature(est.fit).parameters
 
 
 def _nanmean(v) -> float:

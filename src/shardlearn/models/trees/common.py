@@ -7,6 +7,7 @@ import numpy as np
 from ...backend import to_host
 from ...errors import ShardlearnError, agreed
 from ...runtime import context_from
+from ...util.rowsel import row_index, take_chunks
 from ..base import NotFittedError, check_dense, check_fit_input, classifier_columns, shape_hint
 
 
@@ -16,7 +17,22 @@ def prepare(comm, X, y, verbose=False):
     Checks shapes on every rank and agrees on the outcome (clear error everywhere).
     Returns ``(ctx, X, y, global_rows, n_total)``.
     """
+    return prepare_rows(comm, X, y, verbose)[:5]
+
+
+def prepare_rows(comm, X, y, verbose=False, rows=None, sample_weight=None):
+    """:func:`prepare` for a fit on the local rows ``rows`` only (collective).
+
+    ``rows``: None, or a boolean mask / increasing indices of the local rows
+    (:mod:`shardlearn.util.rowsel`). The fit is that on ``X[rows]``, ``y[rows]`` and
+    ``sample_weight[rows]``, without copying ``X``: returns ``(ctx, X, y, global_rows,
+    n_total, idx, sample_weight)`` where ``X`` is the whole local matrix (read through
+    ``idx``, the selected rows' indices, or None for all of them), ``y``,
+    ``sample_weight`` and ``global_rows`` are those of the selected rows (numbered in global
+    order as a copy would number them) and ``n_total`` counts the selected rows of every rank.
+    """
     ctx = context_from(comm, verbose=verbose)
+    idx = None
     with ctx.collective_errors():
         X = to_host(check_dense(X))  # CuPy input: binned on the host (the device path starts at the codes)
         X, y = check_fit_input(X, y, supervised=True)
@@ -27,11 +43,22 @@ def prepare(comm, X, y, verbose=False):
         if y.ndim != 1 or len(y) != len(X):
             raise ShardlearnError(f"y must be 1-D with one label per row of X: X has {len(X)} rows, y shape {y.shape}")
         X = np.ascontiguousarray(X, dtype=np.float64)
-        if np.isinf(X).any():
-            raise ShardlearnError("X holds infinite values (NaN is fine: trees treat it as missing)")
+        idx = row_index(rows, len(X))
+        for _, _, chunk in take_chunks(X, idx):      # by chunks: no n x d temporary
+            if np.isinf(chunk).any():
+                raise ShardlearnError("X holds infinite values (NaN is fine: trees treat it as missing)")
+        if idx is not None:
+            y = y[idx]
+            if sample_weight is not None:
+                sample_weight = np.asarray(sample_weight)
+                if sample_weight.shape != (len(X),):
+                    raise ShardlearnError(f"sample_weight has shape {sample_weight.shape}; expected ({len(X)},), "
+                                          "one weight per row of X (rows= selects among them)")
+                sample_weight = sample_weight[idx]
         if y.dtype.kind == "f" and not np.isfinite(y).all():
             raise ShardlearnError("y holds NaN or infinite values")
-    counts = np.array(ctx.coll.allgather_obj((len(X), X.shape[1])))
+    n = len(X) if idx is None else len(idx)
+    counts = np.array(ctx.coll.allgather_obj((n, X.shape[1])))
     with ctx.collective_errors():
         if len(set(counts[:, 1].tolist())) != 1:
             raise ShardlearnError(f"ranks disagree on the number of features: {sorted(set(counts[:, 1].tolist()))}")
@@ -40,7 +67,8 @@ def prepare(comm, X, y, verbose=False):
         if X.shape[1] == 0:
             raise ShardlearnError("X has no features")
     start = int(counts[:ctx.rank, 0].sum())
-    return ctx, X, y, np.arange(start, start + len(X), dtype=np.int64), int(counts[:, 0].sum())
+    return (ctx, X, y, np.arange(start, start + n, dtype=np.int64), int(counts[:, 0].sum()), idx,
+            sample_weight)
 
 
 def check_sample_weight(sample_weight, n) -> np.ndarray:

@@ -41,7 +41,7 @@ import numpy as np
 from ...data.binning import BinMapper
 from ...errors import ShardlearnError
 from ..base import BaseEstimator, ClassifierMixin, Params, RegressorMixin
-from .common import FittedEnsemble, check_sample_weight, class_labels, diff, phase_snapshot, prepare
+from .common import FittedEnsemble, check_sample_weight, class_labels, diff, phase_snapshot, prepare_rows
 from .criterion import CRITERIA, find_best_splits_entropy
 from .grower import HIST_REDUCE, GrowParams, TreeGrower
 from .io import ensemble_arrays, model_json, restore_ensemble
@@ -146,16 +146,20 @@ class _DecisionTree(FittedEnsemble, Params):
             raise ShardlearnError(f"class_weight must be 'balanced', a dict or None, got {cw!r}")
 
     # ------------------------------------------------------------------ fit
-    def _fit(self, X, y, classification, sample_weight):
+    def _fit(self, X, y, classification, sample_weight, rows=None):
+        """Fit (collective); ``rows``: on ``X[rows]`` only, without copying it
+        (:func:`.common.prepare_rows`)."""
         t_start = time.perf_counter()
-        ctx, X, y, grows, n_total = prepare(self.comm, X, y, self.verbose)
+        ctx, X, y, grows, n_total, idx, sample_weight = prepare_rows(self.comm, X, y, self.verbose, rows,
+                                                                     sample_weight)
         with ctx.guard(f"{type(self).__name__}.fit"):
-            return self._fit_ranks(ctx, X, y, grows, n_total, classification, sample_weight, t_start)
+            return self._fit_ranks(ctx, X, y, grows, n_total, classification, sample_weight, t_start, idx)
 
-    def _fit_ranks(self, ctx, X, y, grows, n_total, classification, sample_weight, t_start):
+    def _fit_ranks(self, ctx, X, y, grows, n_total, classification, sample_weight, t_start, idx=None):
+        n = len(y)
         with ctx.collective_errors():
             self._check_params()
-            w = np.ones(len(X)) if sample_weight is None else check_sample_weight(sample_weight, len(X))
+            w = np.ones(n) if sample_weight is None else check_sample_weight(sample_weight, n)
         if classification:
             self.classes_, yk = class_labels(ctx, y, None, n_total=n_total, regressor="DecisionTreeRegressor")
             K = len(self.classes_)
@@ -181,9 +185,10 @@ class _DecisionTree(FittedEnsemble, Params):
                 mapper = BinMapper(int(self.max_bin), seed=self.random_state)
             keep = w > 0
             if keep.all():
-                codes = mapper.fit_transform(X, grows, n_total, ctx)
+                codes = mapper.fit_transform(X, grows, n_total, ctx, rows=idx)
             else:  # bins from the rows that count: a zero weight is a row left out (the same collectives)
-                codes = mapper.fit(X[keep], grows[keep], n_total, ctx).transform(X)
+                sel = np.flatnonzero(keep) if idx is None else idx[keep]
+                codes = mapper.fit(X, grows[keep], n_total, ctx, rows=sel).transform(X, rows=idx)
         self.binning_seconds_ = time.perf_counter() - t0
         self.bin_mapper_ = mapper
         growth = self.growth or ("bestfirst" if self.max_leaf_nodes is not None else "depthwise")
@@ -203,7 +208,7 @@ class _DecisionTree(FittedEnsemble, Params):
         grower_cls = _EntropyGrower if self.criterion == "entropy" else TreeGrower
         wide = isinstance(mapper, WideBinMapper)
         grower = grower_cls(ctx, codes, mapper.window_bins_ if wide else mapper.n_bins_, mapper.n_slots, grow)
-        ch = np.empty((K + 1, len(X)))
+        ch = np.empty((K + 1, n))
         if classification:
             ch[:K] = -(yk[None, :] == np.arange(K)[:, None]).astype(np.float64) * w[None, :]
         else:
@@ -215,7 +220,8 @@ class _DecisionTree(FittedEnsemble, Params):
         tree, _ = grower.grow(ch, rows)
         ens = Ensemble(K)
         tree = mapper.to_features(tree) if wide else tree
-        ens.add(tree, mapper, 0, threshold=_gap_midpoints(ctx, tree, mapper, X, rows))
+        # (rows index the fitted rows; with rows= those are X[idx])
+        ens.add(tree, mapper, 0, threshold=_gap_midpoints(ctx, tree, mapper, X, rows if idx is None else idx[rows]))
         self.ensemble_ = ens
         leaves = int((tree["feature"] < 0).sum())
         rec = {"iteration": 1, "seconds": time.perf_counter() - t_it, **diff(snap, phase_snapshot(ctx)),
@@ -302,9 +308,10 @@ class DecisionTreeClassifier(_DecisionTree, ClassifierMixin, BaseEstimator):
                + _DecisionTree.__doc__.split("\n", 2)[2])
     _criteria = ("gini", "entropy")
 
-    def fit(self, X, y, sample_weight=None):
-        """Fit on this rank's rows ``X``, labels ``y`` and optional ``sample_weight`` (collective)."""
-        return self._fit(X, y, True, sample_weight)
+    def fit(self, X, y, sample_weight=None, *, rows=None):
+        """Fit on this rank's rows ``X``, labels ``y`` and optional ``sample_weight`` (collective).
+        ``rows``: fit on those local rows only, without copying them."""
+        return self._fit(X, y, True, sample_weight, rows)
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities of the local rows: the weighted class frequencies of their leaf."""
@@ -328,9 +335,10 @@ class DecisionTreeRegressor(_DecisionTree, RegressorMixin, BaseEstimator):
         if self.class_weight is not None:
             raise ShardlearnError("class_weight is for classifiers; DecisionTreeRegressor takes sample_weight")
 
-    def fit(self, X, y, sample_weight=None):
-        """Fit on this rank's rows ``X``, targets ``y`` and optional ``sample_weight`` (collective)."""
-        return self._fit(X, y, False, sample_weight)
+    def fit(self, X, y, sample_weight=None, *, rows=None):
+        """Fit on this rank's rows ``X``, targets ``y`` and optional ``sample_weight`` (collective).
+        ``rows``: fit on those local rows only, without copying them."""
+        return self._fit(X, y, False, sample_weight, rows)
 
     def predict(self, X) -> np.ndarray:
         return self._values(X)[:, 0]

@@ -28,10 +28,11 @@ from ... import rng
 from ...data.binning import BinMapper
 from ...errors import ShardlearnError
 from ...util import faults
+from ...util.rowsel import RowView
 from ..base import BaseEstimator, ClassifierMixin, Params, RegressorMixin
 from .categorical import cat_params, check_categorical_params
 from .common import (FittedEnsemble, check_sample_weight, check_weight_total, class_labels, diff, phase_snapshot,
-                     prepare, resolve_categorical)
+                     prepare_rows, resolve_categorical)
 from .grower import HIST_REDUCE, GrowParams, TreeGrower
 from .io import ensemble_arrays, model_json, restore_ensemble
 from .predict import Ensemble
@@ -140,7 +141,7 @@ class _RandomForest(FittedEnsemble, Params):
             raise ShardlearnError(f"max_features must be 'sqrt', 'log2', a count or a fraction, got {mf!r}")
         check_categorical_params(self)
 
-    def _fit(self, X, y, classification, n_classes=None, checkpoint=None, sample_weight=None):
+    def _fit(self, X, y, classification, n_classes=None, checkpoint=None, sample_weight=None, rows=None):
         """Fit (collective). ``checkpoint``: a :class:`shardlearn.checkpoint.Checkpoint`, or None.
 
         With a checkpoint, a step is one tree. The state saved is global: the trees so
@@ -149,25 +150,32 @@ class _RandomForest(FittedEnsemble, Params):
         feature draws are keyed by tree index, so nothing else is needed: a fit resumed
         on the same number of ranks ends with the same model bit for bit, and on another
         number of ranks with the same model up to the rounding of histogram sums.
+
+        ``rows`` (a boolean mask or increasing indices of the local rows): fit on
+        ``X[rows]``, ``y[rows]`` (and ``sample_weight[rows]``) without copying ``X``
+        (:func:`.common.prepare_rows`); model selection's folds.
         """
         t_start = time.perf_counter()
-        ctx, X, y, grows, n_total = prepare(self.comm, X, y, self.verbose)
+        ctx, X, y, grows, n_total, idx, sample_weight = prepare_rows(self.comm, X, y, self.verbose, rows,
+                                                                     sample_weight)
         with ctx.guard(f"{type(self).__name__}.fit"):
             try:
                 return self._fit_ranks(ctx, X, y, grows, n_total, classification, n_classes, checkpoint, t_start,
-                                       sample_weight)
+                                       sample_weight, idx)
             finally:
                 if checkpoint is not None:
                     checkpoint.finish()     # the stop signals get their handlers back, also after a stop
 
     def _fit_ranks(self, ctx, X, y, grows, n_total, classification, n_classes, checkpoint, t_start,
-                   sample_weight=None):
+                   sample_weight=None, idx=None):
         """The collective part of fit, after the input checks of :func:`.common.prepare`.
-        ``sample_weight`` multiplies each row's bootstrap weight."""
+        ``sample_weight`` multiplies each row's bootstrap weight; ``idx``: the rows of ``X``
+        to fit on (None: all)."""
+        n = len(y)
         with ctx.collective_errors():
             self._check_params()
-            sw = None if sample_weight is None else check_sample_weight(sample_weight, len(X))
-        check_weight_total(ctx, sw, len(X))  # every rank, with or without weights: no rank waits
+            sw = None if sample_weight is None else check_sample_weight(sample_weight, n)
+        check_weight_total(ctx, sw, n)  # every rank, with or without weights: no rank waits
         if classification:
             self.classes_, yk = class_labels(ctx, y, n_classes, n_total=n_total, regressor="RandomForestRegressor")
             K = len(self.classes_)
@@ -179,16 +187,17 @@ class _RandomForest(FittedEnsemble, Params):
             cat = resolve_categorical(self.categorical_features, d)
         state = None
         if checkpoint is not None:
-            state = checkpoint.start(ctx, type(self).__name__, self.model_params(), X, extra_fingerprint={
+            state = checkpoint.start(ctx, type(self).__name__, self.model_params(),
+                                     X if idx is None else RowView(X, idx), extra_fingerprint={
                 "classes": None if self.classes_ is None else self.classes_.tolist()})
         t0 = time.perf_counter()
         with ctx.timers.phase("binning"):
             if state is None:
                 mapper = BinMapper(self.max_bin, seed=self.random_state, categorical=cat)
-                codes = mapper.fit_transform(X, grows, n_total, ctx)
+                codes = mapper.fit_transform(X, grows, n_total, ctx, rows=idx)
             else:  # the saved bins: no sample, no collective, the same codes
                 mapper = BinMapper.from_arrays(state["bins"])
-                codes = mapper.transform(X)
+                codes = mapper.transform(X, rows=idx)
         self.binning_seconds_ = time.perf_counter() - t0
         self.bin_mapper_ = mapper
         depth = None if self.max_depth is None or int(self.max_depth) <= 0 else int(self.max_depth)
@@ -212,11 +221,11 @@ class _RandomForest(FittedEnsemble, Params):
             if self.bootstrap:
                 w = poisson1(rng.row_uniform(self.random_state, rng.stream_id("bootstrap", t), grows))
             else:
-                w = np.ones(len(X))
+                w = np.ones(n)
             if sw is not None:
                 w = w * sw
             rows = np.flatnonzero(w > 0)
-            ch = np.empty((K + 1, len(X)))
+            ch = np.empty((K + 1, n))
             if classification:
                 ch[:K] = -(yk[None, :] == np.arange(K)[:, None]).astype(np.float64) * w[None, :]
             else:
@@ -288,14 +297,15 @@ class RandomForestClassifier(_RandomForest, ClassifierMixin, BaseEstimator):
     __doc__ = ("Histogram random forest for classification (Gini), trained across MPI ranks.\n"
                + _RandomForest.__doc__.split("\n", 2)[2])
 
-    def fit(self, X, y, n_classes=None, *, sample_weight=None, checkpoint=None):
+    def fit(self, X, y, n_classes=None, *, sample_weight=None, checkpoint=None, rows=None):
         """Fit on this rank's rows (collective); ``n_classes`` checks labels are 0..n_classes-1;
         ``sample_weight`` (keyword: the third position is ``n_classes``) weighs each row.
 
         ``checkpoint``: a :class:`shardlearn.checkpoint.Checkpoint` to save the state to
         (every few trees, and on a stop signal) and resume from (see :meth:`_RandomForest._fit`).
+        ``rows``: fit on those local rows only, without copying them (see :meth:`_RandomForest._fit`).
         """
-        return self._fit(X, y, True, n_classes, checkpoint=checkpoint, sample_weight=sample_weight)
+        return self._fit(X, y, True, n_classes, checkpoint=checkpoint, sample_weight=sample_weight, rows=rows)
 
     def predict_proba(self, X) -> np.ndarray:
         return self._average(X)
@@ -312,13 +322,14 @@ class RandomForestRegressor(_RandomForest, RegressorMixin, BaseEstimator):
     def __init__(self, *, max_features=1.0, **kwargs):
         super().__init__(max_features=max_features, **kwargs)
 
-    def fit(self, X, y, sample_weight=None, *, checkpoint=None):
+    def fit(self, X, y, sample_weight=None, *, checkpoint=None, rows=None):
         """Fit on this rank's rows (collective), optionally weighted by ``sample_weight``.
 
         ``checkpoint``: a :class:`shardlearn.checkpoint.Checkpoint` to save the state to
         (every few trees, and on a stop signal) and resume from (see :meth:`_RandomForest._fit`).
+        ``rows``: fit on those local rows only, without copying them (see :meth:`_RandomForest._fit`).
         """
-        return self._fit(X, y, False, checkpoint=checkpoint, sample_weight=sample_weight)
+        return self._fit(X, y, False, checkpoint=checkpoint, sample_weight=sample_weight, rows=rows)
 
     def predict(self, X) -> np.ndarray:
         return self._average(X)[:, 0]

@@ -29,10 +29,11 @@ from ...backend import compiled_kernels
 from ...data.binning import BinMapper
 from ...errors import ShardlearnError
 from ...util import faults
+from ...util.rowsel import RowView, take_chunks
 from ..base import BaseEstimator, ClassifierMixin, Params, RegressorMixin
 from .categorical import cat_params, check_categorical_params
 from .common import (FittedEnsemble, check_sample_weight, check_weight_total, class_labels, diff, phase_snapshot,
-                     prepare, resolve_categorical, sample_features)
+                     prepare_rows, resolve_categorical, sample_features)
 from .grower import GROWTH, HIST_REDUCE, GrowParams, TreeGrower
 from .io import ensemble_arrays, model_json, restore_ensemble
 from .predict import Ensemble, replay_scores, tree_values
@@ -201,7 +202,7 @@ class _GradientBoosting(FittedEnsemble, Params):
         check_categorical_params(self)
 
     # ------------------------------------------------------------------ fit
-    def _fit(self, X, y, objective, n_classes=None, checkpoint=None, sample_weight=None):
+    def _fit(self, X, y, objective, n_classes=None, checkpoint=None, sample_weight=None, rows=None):
         """Fit (collective). ``checkpoint``: a :class:`shardlearn.checkpoint.Checkpoint`, or None.
 
         With a checkpoint, a step is one boosting iteration (its K trees). The state saved
@@ -213,29 +214,38 @@ class _GradientBoosting(FittedEnsemble, Params):
         ones), and bagging and feature draws are keyed by (seed, iteration), so a fit
         resumed on the same number of ranks ends with the same model bit for bit, and on
         another number of ranks with the same model up to the rounding of histogram sums.
+
+        ``rows`` (a boolean mask or increasing indices of the local rows): fit on
+        ``X[rows]``, ``y[rows]`` (and ``sample_weight[rows]``) without copying ``X``
+        (:func:`.common.prepare_rows`); model selection's folds. ``X`` itself is never
+        copied: the training rows are binned through an index, and only the validation
+        rows (``validation_fraction``) are gathered.
         """
         t_start = time.perf_counter()
-        ctx, X, y, grows, n_total = prepare(self.comm, X, y, self.verbose)
+        ctx, X, y, grows, n_total, idx, sample_weight = prepare_rows(self.comm, X, y, self.verbose, rows,
+                                                                     sample_weight)
         self.ctx_ = ctx
         with ctx.guard(f"{type(self).__name__}.fit"):
             try:
                 return self._fit_ranks(ctx, X, y, grows, n_total, objective, n_classes, checkpoint, t_start,
-                                       sample_weight)
+                                       sample_weight, idx)
             finally:
                 if checkpoint is not None:
                     checkpoint.finish()     # the stop signals get their handlers back, also after a stop
 
     def _fit_ranks(self, ctx, X, y, grows, n_total, objective, n_classes, checkpoint, t_start,
-                   sample_weight=None):
+                   sample_weight=None, idx=None):
         """The collective part of fit, after the input checks of :func:`.common.prepare`.
 
         ``sample_weight`` multiplies every row's gradient and hessian (and weighs the initial
         score); rows of weight 0 grow no tree and have their scores updated like out-of-bag rows.
+        ``idx``: the rows of ``X`` that ``y``, ``grows`` and ``sample_weight`` describe (None: all).
         """
+        n = len(y)
         with ctx.collective_errors():
             self._check_params(objective)
-            sw = None if sample_weight is None else check_sample_weight(sample_weight, len(X))
-        check_weight_total(ctx, sw, len(X))  # every rank, with or without weights: no rank waits
+            sw = None if sample_weight is None else check_sample_weight(sample_weight, n)
+        check_weight_total(ctx, sw, n)  # every rank, with or without weights: no rank waits
         if objective == "regression":
             K = 1
             yk = y.astype(np.float64)
@@ -259,34 +269,47 @@ class _GradientBoosting(FittedEnsemble, Params):
         if self.validation_fraction > 0:
             is_val = rng.row_uniform(self.random_state, rng.stream_id("validation"), grows) < self.validation_fraction
         else:
-            is_val = np.zeros(len(X), dtype=bool)
-        Xtr, ytr, gtr = X[~is_val], yk[~is_val], grows[~is_val]
-        swtr = None if sw is None else sw[~is_val]
-        Xva, yva = X[is_val], yk[is_val]
-        n_train = int(ctx.coll.allreduce(np.array([len(Xtr)], dtype=np.int64))[0])
+            is_val = np.zeros(n, dtype=bool)
+        # the training rows of X by index (tr; None: every row of X), never a copy of X
+        tr = idx
+        if is_val.any():
+            tr = np.flatnonzero(~is_val) if idx is None else idx[~is_val]
+            ytr, gtr = yk[~is_val], grows[~is_val]
+            swtr = None if sw is None else sw[~is_val]
+        else:
+            ytr, gtr, swtr = yk, grows, sw
+        Xva, yva = X.take(np.flatnonzero(is_val) if idx is None else idx[is_val], axis=0), yk[is_val]
+        n_tr = len(ytr)
+        n_train = int(ctx.coll.allreduce(np.array([n_tr], dtype=np.int64))[0])
         with ctx.collective_errors():
             if n_train == 0:
                 raise ShardlearnError("no training rows left after the validation hold-out")
         state = None
         if checkpoint is not None:
-            state = checkpoint.start(ctx, type(self).__name__, self.model_params(), X, extra_fingerprint={
+            state = checkpoint.start(ctx, type(self).__name__, self.model_params(),
+                                     X if idx is None else RowView(X, idx), extra_fingerprint={
                 "objective": objective, "classes": None if self.classes_ is None else self.classes_.tolist()})
         t0 = time.perf_counter()
         with ctx.timers.phase("binning"):
             if state is None:
                 mapper = BinMapper(self.max_bin, seed=self.random_state, categorical=cat)
-                codes = mapper.fit_transform(Xtr, gtr, n_train, ctx)
+                codes = mapper.fit_transform(X, gtr, n_train, ctx, rows=tr)
             else:  # the saved bins: no sample, no collective, the same codes
                 mapper = BinMapper.from_arrays(state["bins"])
-                codes = mapper.transform(Xtr)
+                codes = mapper.transform(X, rows=tr)
         self.binning_seconds_ = time.perf_counter() - t0
         self.bin_mapper_ = mapper
         # what tree prediction reads: categorical columns as bin codes (X itself without any)
         Xva = mapper.encode(Xva)
         bagged = self.bagging_freq and self.bagging_fraction < 1
         keep = None if swtr is None or (swtr > 0).all() else swtr > 0   # rows of weight 0 grow no tree
-        partial = bagged or keep is not None
-        Xtr_pred = mapper.encode(Xtr) if partial else None
+
+        def add_tree_values(t, sub, Fk):
+            """``Fk[sub] += `` tree ``t``'s values of the training rows ``sub`` (None: all), read
+            from X a chunk at a time (categorical columns as bin codes)."""
+            rows_x = tr if sub is None else (sub if tr is None else tr[sub])
+            for lo, hi, chunk in take_chunks(X, rows_x):
+                Fk[slice(lo, hi) if sub is None else sub[lo:hi]] += tree_values(t, mapper.encode(chunk))[:, 0]
         # initial score (saved in checkpoints: a sum over ranks, so it depends on P in the last bits)
         if state is not None:
             init = np.asarray(state["init_score"], dtype=np.float64)
@@ -305,7 +328,7 @@ class _GradientBoosting(FittedEnsemble, Params):
             prior = np.clip(cnt / cnt.sum(), 1e-15, 1 - 1e-15)
             init = np.array([np.log(prior[1] / prior[0])]) if K == 1 else np.log(prior)
         self.init_score_ = init
-        F = np.tile(init, (len(Xtr), 1))
+        F = np.tile(init, (n_tr, 1))
         Fva = np.tile(init, (len(Xva), 1))
         ens = Ensemble(1)
         history, best, best_iter, since_best, first = [], None, 0, 0, 0
@@ -313,7 +336,8 @@ class _GradientBoosting(FittedEnsemble, Params):
             # per-row state from the global one: the boosting scores, tree by tree in fit order
             ens = Ensemble.from_arrays(state["trees"])
             ens._flat = None                # rebuilt from the trees, as in an uninterrupted fit
-            replay_scores(ens, Xtr_pred if partial else mapper.encode(Xtr), F)
+            for t, k in zip(ens.trees, ens.tree_class):     # as replay_scores, the rows by chunks
+                add_tree_values(t, None, F[:, k])
             replay_scores(ens, Xva, Fva)
             history = list(state["history"])
             best, best_iter, since_best = state["best"], int(state["best_iter"]), int(state["since_best"])
@@ -343,9 +367,9 @@ class _GradientBoosting(FittedEnsemble, Params):
         if gk is not None:
             y64 = np.ascontiguousarray(ytr, dtype=np.float64)
             w64 = np.empty(0) if swtr is None else np.ascontiguousarray(swtr, dtype=np.float64)
-            G = np.empty((1, len(Xtr)))
-            H = np.empty((1, len(Xtr))) if objective == "binary" or swtr is not None else None
-        all_rows = np.arange(len(Xtr), dtype=np.int64)
+            G = np.empty((1, n_tr))
+            H = np.empty((1, n_tr)) if objective == "binary" or swtr is not None else None
+        all_rows = np.arange(n_tr, dtype=np.int64)
         rows = all_rows if keep is None else np.flatnonzero(keep)
         in_bag = None
         grown = keep                    # rows the trees grow on (None: all)
@@ -392,7 +416,7 @@ class _GradientBoosting(FittedEnsemble, Params):
                     gmax, hmax = agree_max(ctx, G, H, local_max if gk is not None else None)
             for k in range(K):
                 if quantizer is None:
-                    ch, tq = np.empty((2, len(Xtr))), None
+                    ch, tq = np.empty((2, n_tr)), None
                     ch[0] = G[k]
                     ch[1] = 1.0 if H is None else H[k]
                 else:
@@ -411,8 +435,7 @@ class _GradientBoosting(FittedEnsemble, Params):
                 with ctx.timers.phase("update"):
                     grower.add_leaf_values(F, k, tree["value"][:, 0], leaf_rows)
                     if grown is not None and not grown.all():
-                        oob = np.flatnonzero(~grown)
-                        F[oob, k] += tree_values(t, Xtr_pred[oob])[:, 0]
+                        add_tree_values(t, np.flatnonzero(~grown), F[:, k])
                     if len(Xva):
                         Fva[:, k] += tree_values(t, Xva)[:, 0]
             step = diff(snap, phase_snapshot(ctx))
@@ -520,13 +543,14 @@ class GradientBoostingRegressor(_GradientBoosting, RegressorMixin, BaseEstimator
     __doc__ = "Histogram gradient boosting for regression (L2 loss), trained across MPI ranks.\n" + \
         _GradientBoosting.__doc__.split("\n", 2)[2]
 
-    def fit(self, X, y, sample_weight=None, *, checkpoint=None):
+    def fit(self, X, y, sample_weight=None, *, checkpoint=None, rows=None):
         """Fit on this rank's rows ``X`` (n_local, d), targets ``y`` and optional ``sample_weight``
         (collective).
 
         ``checkpoint``: a :class:`shardlearn.checkpoint.Checkpoint` (see :meth:`_GradientBoosting._fit`).
+        ``rows``: fit on those local rows only, without copying them (ditto).
         """
-        return self._fit(X, y, "regression", checkpoint=checkpoint, sample_weight=sample_weight)
+        return self._fit(X, y, "regression", checkpoint=checkpoint, sample_weight=sample_weight, rows=rows)
 
     def predict(self, X) -> np.ndarray:
         return self.raw_predict(X)[:, 0]
@@ -542,14 +566,15 @@ class GradientBoostingClassifier(_GradientBoosting, ClassifierMixin, BaseEstimat
         super().__init__(**kwargs)
         self.n_classes = n_classes
 
-    def fit(self, X, y, sample_weight=None, *, checkpoint=None):
+    def fit(self, X, y, sample_weight=None, *, checkpoint=None, rows=None):
         """Fit on this rank's rows ``X`` (n_local, d), labels ``y`` and optional ``sample_weight``
         (collective).
 
         ``checkpoint``: a :class:`shardlearn.checkpoint.Checkpoint` (see :meth:`_GradientBoosting._fit`).
+        ``rows``: fit on those local rows only, without copying them (ditto).
         """
         return self._fit(X, y, "multiclass" if self.n_classes and self.n_classes > 2 else "binary_or_multi",
-                         self.n_classes, checkpoint=checkpoint, sample_weight=sample_weight)
+                         self.n_classes, checkpoint=checkpoint, sample_weight=sample_weight, rows=rows)
 
     def _check_params(self, objective):
         super()._check_params("binary" if objective == "binary_or_multi" else objective)
