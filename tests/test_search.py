@@ -166,6 +166,8 @@ mask = np.random.default_rng(ctx.rank).random(len(X)) < 0.7
 same = []
 for make, yy in ((lambda: GradientBoostingRegressor(n_estimators=3, num_leaves=6, bagging_fraction=0.5,
                                                     bagging_freq=1, validation_fraction=0.2, comm=ctx), yr),
+                 (lambda: GradientBoostingRegressor(n_estimators=3, num_leaves=6, quantized_grad=True,
+                                                    comm=ctx), yr),
                  (lambda: RandomForestClassifier(n_estimators=2, comm=ctx), y),
                  (lambda: DecisionTreeClassifier(max_depth=4, comm=ctx), y)):
     a, b = make().fit(X[mask], yy[mask]), make().fit(X, yy, rows=mask)
@@ -354,7 +356,7 @@ def test_svm_tree_and_knn_match_scikit_learn_on_the_same_folds(runs, data, tmp_p
 
     proc = run_script(3, MODELS_SCRIPT.format(path=str(data / "data.npz")), tmp_path, timeout=180)
     out = json_lines(proc.stdout)[0]
-    assert out["rows_same"] == [True] * 5
+    assert out["rows_same"] == [True] * 6
     D = np.load(data / "data.npz")
     fc = np.array(runs[1]["folds"][0])      # the folds of cv=4, seed 0: the same on any P
     for name, sk, grid, sc, tol in (

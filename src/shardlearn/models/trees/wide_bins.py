@@ -34,6 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...data.binning import BinMapper, sorted_percentiles
+from ...util.rowsel import take_chunks
 
 #: value codes per window (0..253 map to thresholds; 254: above the window)
 WINDOW = 254
@@ -75,21 +76,26 @@ class WideBinMapper(BinMapper):
         """Histogram slots per window column: 255 value codes and the missing code."""
         return MISSING + 1
 
-    def fit(self, X_local, global_rows, n_total, ctx) -> "WideBinMapper":
-        """The thresholds (collective, as the base class) and the window columns."""
-        super().fit(X_local, global_rows, n_total, ctx)
+    def fit(self, X_local, global_rows, n_total, ctx, rows=None) -> "WideBinMapper":
+        """The thresholds (collective, as the base class; ``rows``: of ``X_local[rows]``,
+        read without a copy) and the window columns."""
+        super().fit(X_local, global_rows, n_total, ctx, rows=rows)
         per = [max(1, -(-len(t) // WINDOW)) for t in self.thresholds_]
         self.window_feature_ = np.repeat(np.arange(len(per), dtype=np.int64), per)
         self.window_index_ = np.concatenate([np.arange(w, dtype=np.int64) for w in per]) if per else \
             np.empty(0, np.int64)
         return self
 
-    def fit_transform(self, X_local, global_rows, n_total, ctx) -> np.ndarray:
-        return self.fit(X_local, global_rows, n_total, ctx).transform(X_local)
+    def fit_transform(self, X_local, global_rows, n_total, ctx, rows=None) -> np.ndarray:
+        return self.fit(X_local, global_rows, n_total, ctx, rows=rows).transform(X_local, rows=rows)
 
-    def transform(self, X) -> np.ndarray:
-        """The window codes of raw rows ``X``: (d', n) uint8."""
-        return self.window_codes(X)
+    def transform(self, X, rows=None) -> np.ndarray:
+        """The window codes of raw rows ``X`` (or of ``X[rows]``): (d', n) uint8."""
+        n = X.shape[0] if rows is None else len(rows)
+        out = np.empty((len(self.window_feature_), n), dtype=np.uint8)
+        for lo, hi, chunk in take_chunks(X, rows):   # bounded float64 temporaries
+            out[:, lo:hi] = self.window_codes(chunk)
+        return out
 
     @property
     def window_bins_(self) -> np.ndarray:
