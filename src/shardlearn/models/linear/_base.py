@@ -99,6 +99,8 @@ class _LinearModel(Params):
             if int(self.epochs) < 1:
                 raise ShardlearnError(f"epochs must be >= 1, got {self.epochs}")
         _ps.check_params(self, solver)
+        if not isinstance(self.exact_reduce, (bool, np.bool_)):
+            raise ShardlearnError(f"exact_reduce must be True or False, got {self.exact_reduce!r}")
         if self.exact_reduce:
             _exact.check(self, solver)
         if solver == "gd" and self.learning_rate is not None and not float(self.learning_rate) > 0:
