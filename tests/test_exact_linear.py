@@ -192,3 +192,26 @@ def test_refusals_and_model_params():
     assert params["exact_reduce"] is True
     back = LogisticRegression.from_model(arrays, params, info)
     assert back.exact_reduce is True and np.array_equal(back.predict(D["Xb"]), m.predict(D["Xb"]))
+
+
+def test_compiled_and_numpy_forms_give_the_same_bits():
+    from shardlearn.models.linear import _exact
+
+    kern = _exact.kernels()
+    if kern is None:
+        pytest.skip("linear kernels not built (or SHARDLEARN_KERNELS=numpy)")
+    g = np.random.default_rng(9)
+    for n, d, K in ((37, 13, 1), (20, 4, 3), (9, 3, 2)):
+        X = g.standard_normal((n, d)) * 10.0 ** g.integers(-3, 4, d)
+        at = g.standard_normal((K, d))
+        Z = _exact.rowdot(kern, X, at)
+        assert np.array_equal(Z, _exact.rowdot(None, X, at))
+        # a row's value does not depend on the rows around it
+        assert np.array_equal(Z[5:6], _exact.rowdot(kern, X[5:6].copy(), at))
+        R = g.standard_normal((n, K))
+        scale = _exact.fixed_scales(np.outer(np.abs(X).max(axis=0), np.abs(R).max(axis=0)), 1000)
+        Gc, Gn = np.zeros((d, K), dtype=np.int64), np.zeros((d, K), dtype=np.int64)
+        _exact.xtr_fixed(kern, X, R, scale, Gc)
+        _exact.xtr_fixed(None, X, R, scale, Gn)
+        assert np.array_equal(Gc, Gn)
+        assert np.allclose(Gc / scale, X.T @ R, rtol=1e-9, atol=1e-9 * np.abs(X.T @ R).max())

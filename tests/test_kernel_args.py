@@ -32,7 +32,8 @@ MODULES = {"kmeans": compiled_kernels("models.kmeans._kmeans_kernels"),
            "hist": compiled_kernels("models.trees._hist_kernels"),
            "cat": compiled_kernels("models.trees._cat_kernels"),
            "binning": compiled_kernels("data._binning_kernels"),
-           "knn": compiled_kernels("models.knn._knn_kernels")}
+           "knn": compiled_kernels("models.knn._knn_kernels"),
+           "linear": compiled_kernels("models.linear._linear_kernels")}
 ERRORS = (ValueError, TypeError)
 
 
@@ -370,6 +371,40 @@ SPECS += [
          bad_indices=(("negative base row", _assign("base", -1)), ("k = 0", _assign("k", 0)))),
 ]
 
+
+
+# ------------------------------------------------------------------- linear (exact_reduce)
+def _rowdot():
+    g = np.random.default_rng(4)
+    n, d, K = 5, 7, 3
+    return {"x": g.standard_normal((n, d)), "at": g.standard_normal((K, d)), "z": np.empty((n, K)),
+            "n": n, "d": d, "K": K}
+
+
+def _rowdot_check(a, result):
+    assert result is None
+    np.testing.assert_allclose(a["z"], a["x"] @ a["at"].T, rtol=1e-12, atol=1e-12)
+
+
+def _xtr_fixed():
+    g = np.random.default_rng(5)
+    n, d, K = 6, 5, 2
+    return {"x": g.standard_normal((n, d)), "r": g.standard_normal((n, K)), "scale": np.full((d, K), 2.0 ** 30),
+            "g": np.zeros((d, K), dtype=np.int64), "n": n, "d": d, "K": K}
+
+
+def _xtr_fixed_check(a, result):
+    assert result is None
+    want = a["x"].T @ a["r"] * 2.0 ** 30
+    assert np.abs(a["g"] - want).max() <= a["n"]  # each of n terms rounded by <= 1/2 unit
+
+
+SPECS += [
+    Spec("linear", "rowdot_f64", _rowdot, outputs=("z",), sizes=("n", "d", "K"), check=_rowdot_check,
+         bad_indices=(("K = 0", _assign("K", 0)),)),
+    Spec("linear", "xtr_fixed_f64", _xtr_fixed, outputs=("g",), sizes=("n", "d", "K"), check=_xtr_fixed_check,
+         bad_indices=(("K = 0", _assign("K", 0)),)),
+]
 
 def _id(spec: Spec) -> str:
     return spec.fname + (f"[{spec.extra['id']}]" if "id" in spec.extra else
