@@ -209,9 +209,12 @@ def test_compiled_and_numpy_forms_give_the_same_bits():
         # a row's value does not depend on the rows around it
         assert np.array_equal(Z[5:6], _exact.rowdot(kern, X[5:6].copy(), at))
         R = g.standard_normal((n, K))
-        scale = _exact.fixed_scales(np.outer(np.abs(X).max(axis=0), np.abs(R).max(axis=0)), 1000)
-        Gc, Gn = np.zeros((d, K), dtype=np.int64), np.zeros((d, K), dtype=np.int64)
+        scale = _exact.fixed_scales(np.outer(np.abs(R).max(axis=0), np.abs(X).max(axis=0)), 1000)
+        Gc, Gn = np.zeros((K, d), dtype=np.int64), np.zeros((K, d), dtype=np.int64)
         _exact.xtr_fixed(kern, X, R, scale, Gc)
         _exact.xtr_fixed(None, X, R, scale, Gn)
         assert np.array_equal(Gc, Gn)
-        assert np.allclose(Gc / scale, X.T @ R, rtol=1e-9, atol=1e-9 * np.abs(X.T @ R).max())
+        assert np.allclose(Gc / scale, (X.T @ R).T, rtol=1e-9, atol=1e-9 * np.abs(X.T @ R).max())
+        w = g.uniform(0, 2, n)
+        assert _exact.wsum_fixed(kern, R[:, 0].copy(), w, 2.0 ** 20) == _exact.wsum_fixed(None, R[:, 0].copy(), w,
+                                                                                           2.0 ** 20)

@@ -389,14 +389,23 @@ def _rowdot_check(a, result):
 def _xtr_fixed():
     g = np.random.default_rng(5)
     n, d, K = 6, 5, 2
-    return {"x": g.standard_normal((n, d)), "r": g.standard_normal((n, K)), "scale": np.full((d, K), 2.0 ** 30),
-            "g": np.zeros((d, K), dtype=np.int64), "n": n, "d": d, "K": K}
+    return {"x": g.standard_normal((n, d)), "r": g.standard_normal((n, K)), "scale": np.full((K, d), 2.0 ** 30),
+            "g": np.zeros((K, d), dtype=np.int64), "n": n, "d": d, "K": K}
 
 
 def _xtr_fixed_check(a, result):
     assert result is None
-    want = a["x"].T @ a["r"] * 2.0 ** 30
+    want = (a["x"].T @ a["r"]).T * 2.0 ** 30
     assert np.abs(a["g"] - want).max() <= a["n"]  # each of n terms rounded by <= 1/2 unit
+
+
+def _wsum():
+    g = np.random.default_rng(6)
+    return {"v": g.standard_normal(9), "w": g.uniform(0, 2, 9), "scale": 2.0 ** 30, "n": 9}
+
+
+def _wsum_check(a, result):
+    assert abs(result - a["v"] @ a["w"] * 2.0 ** 30) <= a["n"]
 
 
 SPECS += [
@@ -404,6 +413,7 @@ SPECS += [
          bad_indices=(("K = 0", _assign("K", 0)),)),
     Spec("linear", "xtr_fixed_f64", _xtr_fixed, outputs=("g",), sizes=("n", "d", "K"), check=_xtr_fixed_check,
          bad_indices=(("K = 0", _assign("K", 0)),)),
+    Spec("linear", "wsum_fixed_f64", _wsum, sizes=("n",), check=_wsum_check),
 ]
 
 def _id(spec: Spec) -> str:

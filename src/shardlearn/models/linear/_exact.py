@@ -128,15 +128,23 @@ def rowdot(kern, Xc, at) -> np.ndarray:
     return Z
 
 
-def xtr_fixed(kern, Xc, R, gscale, G) -> None:
-    """``G[j, k] += round(Xc[i, j] * R[i, k] * gscale[j, k])`` summed over i (int64, d x K)."""
+def xtr_fixed(kern, Xc, R, gscale_t, Gt) -> None:
+    """``Gt[k, j] += round(Xc[i, j] * R[i, k] * gscale_t[k, j])`` summed over i (int64, K x d:
+    class-major, so the compiled inner loop runs along contiguous features)."""
     n, d = Xc.shape
     K = R.shape[1]
     if kern is not None:
-        kern.xtr_fixed_f64(Xc, R, gscale, G, n, d, K)
+        kern.xtr_fixed_f64(Xc, R, gscale_t, Gt, n, d, K)
         return
     for k in range(K):
-        G[:, k] += local_fixed_sum(Xc * R[:, k:k + 1], gscale[:, k])
+        Gt[k] += local_fixed_sum(Xc * R[:, k:k + 1], gscale_t[k])
+
+
+def wsum_fixed(kern, v, w, scale) -> int:
+    """``sum_i round(v_i * w_i * scale)`` (a weighted loss sum in fixed point)."""
+    if kern is not None:
+        return kern.wsum_fixed_f64(v, np.ascontiguousarray(w, dtype=np.float64), float(scale), v.shape[0])
+    return int(local_fixed_sum(v * w, scale))
 
 
 class ExactObjective(_Objective):
@@ -159,7 +167,7 @@ class ExactObjective(_Objective):
         self.svmax = bounds["svmax"] * float(max_class_weight)
 
     def _units(self, w):
-        """Per-evaluation units: (gscale (d x K), srscale (K), lscale, vscale), or None when
+        """Per-evaluation units: (gscale (K x d), srscale (K), lscale, vscale), or None when
         a bound is not finite (then the objective is +inf on every rank alike)."""
         A, b = self.affine(w)
         _, c = self.split(w)
@@ -181,7 +189,7 @@ class ExactObjective(_Objective):
         if not (np.all(np.isfinite(rb)) and np.isfinite(lossb)):
             return None
         n = self.n_total
-        return (fixed_scales(np.outer(self.xabs, rb), n), fixed_scales(rb, n),
+        return (fixed_scales(np.outer(rb, self.xabs), n), fixed_scales(rb, n),
                 fixed_scales(lossb * self.smax, n), fixed_scales(lossb * self.svmax, n))
 
     def _resid(self, Z, t):
@@ -218,7 +226,7 @@ class ExactObjective(_Objective):
         A, b = self.affine(w)
         at = np.ascontiguousarray(A.T)
         K, d = self.K, self.d
-        G = np.zeros((d, K), dtype=np.int64)
+        Gt = np.zeros((K, d), dtype=np.int64)
         sr = np.zeros(K, dtype=np.int64)
         lq = vq = 0
         n = X.shape[0]
@@ -229,13 +237,13 @@ class ExactObjective(_Objective):
             Z += b
             loss, R = self._resid(Z, t[i:i + step])
             sc = s[i:i + step]
-            lq += int(local_fixed_sum(sc * loss, lscale))
+            lq += wsum_fixed(self.kern, loss, sc, lscale)
             if sv is not None:
-                vq += int(local_fixed_sum(sv[i:i + step] * loss, vscale))
+                vq += wsum_fixed(self.kern, loss, sv[i:i + step], vscale)
             R *= sc[:, None]
             sr += local_fixed_sum(R, srscale)
-            xtr_fixed(self.kern, Xc, R, gscale, G)
-        return np.concatenate([np.array([lq, vq], dtype=np.int64), G.ravel(), sr])
+            xtr_fixed(self.kern, Xc, R, gscale, Gt)
+        return np.concatenate([np.array([lq, vq], dtype=np.int64), Gt.T.ravel(), sr])
 
     def __call__(self, w):
         """Full-batch objective, gradient and validation loss: one int64 allreduce."""
@@ -251,7 +259,7 @@ class ExactObjective(_Objective):
         buf = np.empty(q.shape[0])
         buf[0] = q[0] / lscale
         buf[1] = q[1] / vscale
-        buf[2:2 + d * K] = q[2:2 + d * K] / gscale.ravel()
+        buf[2:2 + d * K] = q[2:2 + d * K] / gscale.T.ravel()
         buf[2 + d * K:] = q[2 + d * K:] / srscale
         f, g = self._assemble(w, buf, self.W)
         val = buf[1] / self.Wv if self.sv is not None else None

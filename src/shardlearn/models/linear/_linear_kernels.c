@@ -7,12 +7,14 @@
  *       value does not depend on the rows around it (BLAS GEMV/GEMM do not promise that),
  *       so z, the loss and the residual of a row are the same bits on any rank.
  *   xtr_fixed_f64(x, r, scale, g, n, d, K)
- *       g[j, k] += round(x_ij * r_ik * scale[j, k]) as int64 (d x K, accumulated): the
- *       gradient's X^T r in int64 fixed point, exact in any order. scale[j, k] is a power of
- *       two that keeps every rounded value below 2^50 and every sum of n_total of them
+ *       g[k, j] += round(x_ij * r_ik * scale[k, j]) as int64 (K x d, class-major so the
+ *       inner loop is contiguous; accumulated): the gradient's X^T r in int64 fixed point,
+ *       exact in any order. scale[k, j] is a power of two that keeps every rounded value below 2^50 and every sum of n_total of them
  *       below 2^62 (shardlearn.util.fixed.fixed_scales). Rounding to nearest, ties to even,
  *       by the magic number (v + 1.5 * 2^52 read as an integer; exact for |v| < 2^51), as
  *       in _kmeans_kernels.c.
+ *   wsum_fixed_f64(v, w, scale, n) -> int
+ *       sum_i round(v_i * w_i * scale): a weighted loss sum in fixed point.
  *
  * No fused multiply-add in either copy (the AVX2 copy is plain avx2: wider vectors, the
  * same roundings; setup.py's -ffp-contract=fast cannot fuse without an FMA target), so
@@ -89,25 +91,45 @@ typedef double v4d __attribute__((vector_size(32)));
                 const double rik = ri[k];                                            \
                 if (rik == 0.0)                                                      \
                     continue; /* adds round(0) = 0: skipping is the same sum */      \
-                const double *restrict sk = scale + k;                               \
-                int64_t *restrict gk = g + k;                                        \
+                const double *restrict sk = scale + k * d;                           \
+                int64_t *restrict gk = g + k * d;                                    \
                 for (Py_ssize_t j = 0; j < d; j++) {                                 \
                     const double p = xi[j] * rik;                                    \
-                    const double v = p * sk[j * K];                                  \
+                    const double v = p * sk[j];                                      \
                     const double m = v + MAGIC_F64;                                  \
                     int64_t b;                                                       \
                     memcpy(&b, &m, sizeof b);                                        \
-                    gk[j * K] += b - MAGIC_I64;                                      \
+                    gk[j] += b - MAGIC_I64;                                          \
                 }                                                                    \
             }                                                                        \
         }                                                                            \
     }
 
+/* sum_i round(v_i * w_i * scale) as int64 (the weighted loss sums) */
+#define DEFINE_WSUM(SUFFIX, TARGET)                                                  \
+    TARGET static int64_t wsum_loop##SUFFIX(const double *restrict v,                \
+                                            const double *restrict w, double scale,  \
+                                            Py_ssize_t n)                            \
+    {                                                                                \
+        int64_t acc = 0;                                                             \
+        for (Py_ssize_t i = 0; i < n; i++) {                                         \
+            const double p = v[i] * w[i];                                            \
+            const double q = p * scale;                                              \
+            const double m = q + MAGIC_F64;                                          \
+            int64_t b;                                                               \
+            memcpy(&b, &m, sizeof b);                                                \
+            acc += b - MAGIC_I64;                                                    \
+        }                                                                            \
+        return acc;                                                                  \
+    }
+
 DEFINE_ROWDOT(_base, TARGET_BASE)
 DEFINE_XTR(_base, TARGET_BASE)
+DEFINE_WSUM(_base, TARGET_BASE)
 #if HAVE_AVX2_COPY
 DEFINE_ROWDOT(_avx2, __attribute__((target("avx2"))))
 DEFINE_XTR(_avx2, __attribute__((target("avx2"))))
+DEFINE_WSUM(_avx2, __attribute__((target("avx2"))))
 #endif
 
 static int use_avx2(void)
@@ -159,8 +181,8 @@ fail:
     return NULL;
 }
 
-/* xtr_fixed_f64(x, r, scale, g, n, d, K): x (n*d), r (n*K), scale (d*K) float64 read;
- * g (d*K) int64 accumulated. */
+/* xtr_fixed_f64(x, r, scale, g, n, d, K): x (n*d), r (n*K), scale (K*d) float64 read;
+ * g (K*d, class-major) int64 accumulated. */
 static PyObject *xtr_fixed_f64(PyObject *self, PyObject *args)
 {
     PyObject *ox, *or_, *os, *og;
@@ -174,7 +196,7 @@ static PyObject *xtr_fixed_f64(PyObject *self, PyObject *args)
         goto fail;
     if (ka_at_least(&C, "n", n, 0) || ka_at_least(&C, "d", d, 0) || ka_at_least(&C, "K", K, 1)
         || ka_need(&C, x, ka_mul(n, d), "n*d") || ka_need(&C, r, ka_mul(n, K), "n*K")
-        || ka_need(&C, s, ka_mul(d, K), "d*K") || ka_need(&C, g, ka_mul(d, K), "d*K") || ka_disjoint(&C))
+        || ka_need(&C, s, ka_mul(K, d), "K*d") || ka_need(&C, g, ka_mul(K, d), "K*d") || ka_disjoint(&C))
         goto fail;
     {
         int avx2 = use_avx2();
@@ -195,6 +217,40 @@ fail:
     return NULL;
 }
 
+/* wsum_fixed_f64(v, w, scale, n) -> int: v (n), w (n) float64 read; scale a float. */
+static PyObject *wsum_fixed_f64(PyObject *self, PyObject *args)
+{
+    PyObject *ov, *ow;
+    double scale;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "OOdn", &ov, &ow, &scale, &n))
+        return NULL;
+    KA_CALL(C, "wsum_fixed_f64");
+    Py_buffer *v, *w;
+    if (!(v = ka_buffer(&C, "v", ov, KA_F64, KA_IN)) || !(w = ka_buffer(&C, "w", ow, KA_F64, KA_IN)))
+        goto fail;
+    if (ka_at_least(&C, "n", n, 0) || ka_need(&C, v, n, "n") || ka_need(&C, w, n, "n"))
+        goto fail;
+    int64_t acc;
+    {
+        int avx2 = use_avx2();
+        Py_BEGIN_ALLOW_THREADS
+#if HAVE_AVX2_COPY
+        if (avx2)
+            acc = wsum_loop_avx2(v->buf, w->buf, scale, n);
+        else
+#endif
+            acc = wsum_loop_base(v->buf, w->buf, scale, n);
+        Py_END_ALLOW_THREADS
+        (void)avx2;
+    }
+    ka_release(&C);
+    return PyLong_FromLongLong((long long)acc);
+fail:
+    ka_release(&C);
+    return NULL;
+}
+
 static PyObject *simd(PyObject *self, PyObject *args)
 {
     return PyUnicode_FromString(use_avx2() ? "avx2" : "baseline");
@@ -204,7 +260,9 @@ static PyMethodDef methods[] = {
     {"rowdot_f64", rowdot_f64, METH_VARARGS,
      "rowdot_f64(x, at, z, n, d, K): z[i, k] = x_i . at_k in a fixed order per row"},
     {"xtr_fixed_f64", xtr_fixed_f64, METH_VARARGS,
-     "xtr_fixed_f64(x, r, scale, g, n, d, K): g[j, k] += round(x_ij r_ik scale[j, k]) (int64)"},
+     "xtr_fixed_f64(x, r, scale, g, n, d, K): g[k, j] += round(x_ij r_ik scale[k, j]) (int64)"},
+    {"wsum_fixed_f64", wsum_fixed_f64, METH_VARARGS,
+     "wsum_fixed_f64(v, w, scale, n) -> sum_i round(v_i w_i scale) (int)"},
     {"simd", simd, METH_NOARGS, "which copy of the loops runs: 'avx2' or 'baseline'"},
     {NULL, NULL, 0, NULL},
 };
