@@ -404,6 +404,15 @@ def _wsum():
     return {"v": g.standard_normal(9), "w": g.uniform(0, 2, 9), "scale": 2.0 ** 30, "n": 9}
 
 
+def _colrange():
+    g = np.random.default_rng(7)
+    return {"x": g.standard_normal((8, 5)), "hi": np.full(5, -np.inf), "lo": np.full(5, np.inf), "n": 8, "d": 5}
+
+
+def _colrange_check(a, result):
+    assert np.array_equal(a["hi"], a["x"].max(axis=0)) and np.array_equal(a["lo"], a["x"].min(axis=0))
+
+
 def _wsum_check(a, result):
     assert abs(result - a["v"] @ a["w"] * 2.0 ** 30) <= a["n"]
 
@@ -414,6 +423,7 @@ SPECS += [
     Spec("linear", "xtr_fixed_f64", _xtr_fixed, outputs=("g",), sizes=("n", "d", "K"), check=_xtr_fixed_check,
          bad_indices=(("K = 0", _assign("K", 0)),)),
     Spec("linear", "wsum_fixed_f64", _wsum, sizes=("n",), check=_wsum_check),
+    Spec("linear", "colrange_f64", _colrange, outputs=("hi", "lo"), sizes=("n", "d"), check=_colrange_check),
 ]
 
 def _id(spec: Spec) -> str:

@@ -60,6 +60,21 @@ def _class_sums(q, lab, nc: int) -> np.ndarray:
     return out
 
 
+def _colsum_fixed(kern, X, scale, step) -> np.ndarray:
+    """Column sums in fixed point: ``X^T 1`` by the compiled ``xtr_fixed_f64`` (x_ij * 1 is
+    exact, so the same integers as :func:`local_fixed_sum`), or NumPy."""
+    d = X.shape[1]
+    if kern is None:
+        return local_fixed_sum(X, scale) if X.shape[0] else np.zeros(d, dtype=np.int64)
+    out = np.zeros((1, d), dtype=np.int64)
+    ones = np.ones((min(step, X.shape[0]), 1))
+    sc = np.ascontiguousarray(scale, dtype=np.float64).reshape(1, d)
+    for i in range(0, X.shape[0], step):
+        Xc = np.ascontiguousarray(X[i:i + step], dtype=np.float64)
+        kern.xtr_fixed_f64(Xc, ones, sc, out, Xc.shape[0], d, 1)
+    return out[0]
+
+
 def _colsumsq_fixed(X, scale) -> np.ndarray:
     out = np.zeros(X.shape[1], dtype=np.int64)
     for lo in range(0, X.shape[0], BLOCK):
@@ -74,8 +89,15 @@ def setup_stats(ctx, X, t, lab, nc, s0, sv0, train, *, need_colsum, need_sq, n_t
     units need (``xabs``, ``hi``, ``lo``, ``smax``, ``svmax``, ``tmax``)."""
     d = X.shape[1]
     n = X.shape[0]
-    hi = X.max(axis=0).astype(np.float64) if n else np.full(d, -np.inf)
-    lo = X.min(axis=0).astype(np.float64) if n else np.full(d, np.inf)
+    kern = kernels()
+    step = max(64, CHUNK_ELEMENTS // max(1, d))
+    hi, lo = np.full(d, -np.inf), np.full(d, np.inf)
+    if kern is not None:  # one compiled pass (NumPy's axis-0 max and min are two slow ones)
+        for i in range(0, n, step):
+            Xc = np.ascontiguousarray(X[i:i + step], dtype=np.float64)
+            kern.colrange_f64(Xc, hi, lo, Xc.shape[0], d)
+    elif n:
+        hi, lo = X.max(axis=0).astype(np.float64), X.min(axis=0).astype(np.float64)
     tmax = float(np.abs(t).max()) if regression and n else 0.0
     local = np.concatenate([[s0.max() if n else 0.0, sv0.max() if sv0 is not None and n else 0.0, tmax], hi, -lo])
     ext = ctx.coll.allreduce(local, op="max")
@@ -92,7 +114,7 @@ def setup_stats(ctx, X, t, lab, nc, s0, sv0, train, *, need_colsum, need_sq, n_t
              _class_sums(quantize(s0, sw_scale), lab, nc),
              _class_sums(quantize(sv0, sv_scale), lab, nc) if sv0 is not None else np.zeros(nc, dtype=np.int64)]
     if need_colsum or need_sq:
-        parts.append(local_fixed_sum(X, x_scale) if n else np.zeros(d, dtype=np.int64))
+        parts.append(_colsum_fixed(kern, X, x_scale, step))
     if need_sq:
         parts.append(_colsumsq_fixed(X, x2_scale))
     q = ctx.coll.allreduce(np.concatenate(parts))
@@ -231,6 +253,7 @@ class ExactObjective(_Objective):
         lq = vq = 0
         n = X.shape[0]
         step = max(64, CHUNK_ELEMENTS // max(1, d))
+        ones = np.ones(min(step, n))
         for i in range(0, n, step):
             Xc = np.ascontiguousarray(X[i:i + step], dtype=np.float64)
             Z = rowdot(self.kern, Xc, at)
@@ -241,7 +264,8 @@ class ExactObjective(_Objective):
             if sv is not None:
                 vq += wsum_fixed(self.kern, loss, sv[i:i + step], vscale)
             R *= sc[:, None]
-            sr += local_fixed_sum(R, srscale)
+            for k in range(K):
+                sr[k] += wsum_fixed(self.kern, np.ascontiguousarray(R[:, k]), ones[:R.shape[0]], srscale[k])
             xtr_fixed(self.kern, Xc, R, gscale, Gt)
         return np.concatenate([np.array([lq, vq], dtype=np.int64), Gt.T.ravel(), sr])
 

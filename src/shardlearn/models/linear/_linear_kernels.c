@@ -15,6 +15,8 @@
  *       in _kmeans_kernels.c.
  *   wsum_fixed_f64(v, w, scale, n) -> int
  *       sum_i round(v_i * w_i * scale): a weighted loss sum in fixed point.
+ *   colrange_f64(x, hi, lo, n, d)
+ *       per-column maxima and minima (accumulated into hi, lo): the setup's extremes.
  *
  * No fused multiply-add in either copy (the AVX2 copy is plain avx2: wider vectors, the
  * same roundings; setup.py's -ffp-contract=fast cannot fuse without an FMA target), so
@@ -123,13 +125,31 @@ typedef double v4d __attribute__((vector_size(32)));
         return acc;                                                                  \
     }
 
+/* hi[j] = max(hi[j], x_ij), lo[j] = min(lo[j], x_ij) over the rows: one pass (NumPy's
+ * max/min along axis 0 of a C-contiguous array take two slow ones) */
+#define DEFINE_RANGE(SUFFIX, TARGET)                                                 \
+    TARGET static void range_loop##SUFFIX(const double *restrict x,                  \
+                                          double *restrict hi, double *restrict lo,  \
+                                          Py_ssize_t n, Py_ssize_t d)                \
+    {                                                                                \
+        for (Py_ssize_t i = 0; i < n; i++) {                                         \
+            const double *restrict xi = x + i * d;                                   \
+            for (Py_ssize_t j = 0; j < d; j++) {                                     \
+                hi[j] = xi[j] > hi[j] ? xi[j] : hi[j];                               \
+                lo[j] = xi[j] < lo[j] ? xi[j] : lo[j];                               \
+            }                                                                        \
+        }                                                                            \
+    }
+
 DEFINE_ROWDOT(_base, TARGET_BASE)
+DEFINE_RANGE(_base, TARGET_BASE)
 DEFINE_XTR(_base, TARGET_BASE)
 DEFINE_WSUM(_base, TARGET_BASE)
 #if HAVE_AVX2_COPY
 DEFINE_ROWDOT(_avx2, __attribute__((target("avx2"))))
 DEFINE_XTR(_avx2, __attribute__((target("avx2"))))
 DEFINE_WSUM(_avx2, __attribute__((target("avx2"))))
+DEFINE_RANGE(_avx2, __attribute__((target("avx2"))))
 #endif
 
 static int use_avx2(void)
@@ -251,6 +271,40 @@ fail:
     return NULL;
 }
 
+/* colrange_f64(x, hi, lo, n, d): x (n*d) float64 read; hi, lo (d) float64 updated. */
+static PyObject *colrange_f64(PyObject *self, PyObject *args)
+{
+    PyObject *ox, *oh, *ol;
+    Py_ssize_t n, d;
+    if (!PyArg_ParseTuple(args, "OOOnn", &ox, &oh, &ol, &n, &d))
+        return NULL;
+    KA_CALL(C, "colrange_f64");
+    Py_buffer *x, *hi, *lo;
+    if (!(x = ka_buffer(&C, "x", ox, KA_F64, KA_IN)) || !(hi = ka_buffer(&C, "hi", oh, KA_F64, KA_OUT))
+        || !(lo = ka_buffer(&C, "lo", ol, KA_F64, KA_OUT)))
+        goto fail;
+    if (ka_at_least(&C, "n", n, 0) || ka_at_least(&C, "d", d, 0) || ka_need(&C, x, ka_mul(n, d), "n*d")
+        || ka_need(&C, hi, d, "d") || ka_need(&C, lo, d, "d") || ka_disjoint(&C))
+        goto fail;
+    {
+        int avx2 = use_avx2();
+        Py_BEGIN_ALLOW_THREADS
+#if HAVE_AVX2_COPY
+        if (avx2)
+            range_loop_avx2(x->buf, hi->buf, lo->buf, n, d);
+        else
+#endif
+            range_loop_base(x->buf, hi->buf, lo->buf, n, d);
+        Py_END_ALLOW_THREADS
+        (void)avx2;
+    }
+    ka_release(&C);
+    Py_RETURN_NONE;
+fail:
+    ka_release(&C);
+    return NULL;
+}
+
 static PyObject *simd(PyObject *self, PyObject *args)
 {
     return PyUnicode_FromString(use_avx2() ? "avx2" : "baseline");
@@ -263,6 +317,8 @@ static PyMethodDef methods[] = {
      "xtr_fixed_f64(x, r, scale, g, n, d, K): g[k, j] += round(x_ij r_ik scale[k, j]) (int64)"},
     {"wsum_fixed_f64", wsum_fixed_f64, METH_VARARGS,
      "wsum_fixed_f64(v, w, scale, n) -> sum_i round(v_i w_i scale) (int)"},
+    {"colrange_f64", colrange_f64, METH_VARARGS,
+     "colrange_f64(x, hi, lo, n, d): hi = max(hi, column maxima), lo = min(lo, column minima)"},
     {"simd", simd, METH_NOARGS, "which copy of the loops runs: 'avx2' or 'baseline'"},
     {NULL, NULL, 0, NULL},
 };
