@@ -127,16 +127,30 @@ typedef double v4d __attribute__((vector_size(32)));
 
 /* hi[j] = max(hi[j], x_ij), lo[j] = min(lo[j], x_ij) over the rows: one pass (NumPy's
  * max/min along axis 0 of a C-contiguous array take two slow ones) */
+#define MAX_(a, b) ((a) > (b) ? (a) : (b))
+#define MIN_(a, b) ((a) < (b) ? (a) : (b))
 #define DEFINE_RANGE(SUFFIX, TARGET)                                                 \
     TARGET static void range_loop##SUFFIX(const double *restrict x,                  \
                                           double *restrict hi, double *restrict lo,  \
                                           Py_ssize_t n, Py_ssize_t d)                \
     {                                                                                \
-        for (Py_ssize_t i = 0; i < n; i++) {                                         \
+        Py_ssize_t i = 0;                                                            \
+        for (; i + 4 <= n; i += 4) { /* four rows per visit of hi and lo */          \
+            const double *restrict x0 = x + i * d, *restrict x1 = x0 + d;            \
+            const double *restrict x2 = x1 + d, *restrict x3 = x2 + d;               \
+            for (Py_ssize_t j = 0; j < d; j++) {                                     \
+                const double a = MAX_(x0[j], x1[j]), b = MAX_(x2[j], x3[j]);         \
+                const double c = MIN_(x0[j], x1[j]), e = MIN_(x2[j], x3[j]);         \
+                const double m = MAX_(a, b), q = MIN_(c, e);                         \
+                hi[j] = MAX_(hi[j], m);                                              \
+                lo[j] = MIN_(lo[j], q);                                              \
+            }                                                                        \
+        }                                                                            \
+        for (; i < n; i++) {                                                         \
             const double *restrict xi = x + i * d;                                   \
             for (Py_ssize_t j = 0; j < d; j++) {                                     \
-                hi[j] = xi[j] > hi[j] ? xi[j] : hi[j];                               \
-                lo[j] = xi[j] < lo[j] ? xi[j] : lo[j];                               \
+                hi[j] = MAX_(hi[j], xi[j]);                                          \
+                lo[j] = MIN_(lo[j], xi[j]);                                          \
             }                                                                        \
         }                                                                            \
     }
