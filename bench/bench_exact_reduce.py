@@ -23,6 +23,16 @@ this script prints the tables).
    and adds integers, the loss as int64 fixed point. The two compiled loops are built here
    with the system C compiler (``-O3 -mavx2 -mfma``); they are not part of the package.
 
+3. **Linear models, the product code** (``--parts linear_fit``). ``LogisticRegression`` and
+   ``Ridge(solver="lbfgs")`` with and without ``exact_reduce=True`` on bench_linear.py's data
+   (make_classification / make_regression, ``--linear-fit-rows`` x 64 float64, C = 1, alpha =
+   1, tol 1e-6) under ``mpiexec -n 2`` (one thread per rank), float and exact interleaved:
+   the wall time to reach scikit-learn lbfgs's final objective (logistic: the objective of
+   one ``sklearn.linear_model.LogisticRegression(solver="lbfgs")`` fit, as bench_linear.py;
+   ridge: scikit-learn ``Ridge``'s exact solution's objective, + 1e-9 relative), the whole
+   fit, one loss+gradient evaluation (the oracle alone, median of 10), and the coefficients'
+   distance to the float fit and to scikit-learn. The slowest rank's times.
+
 Run: ``flock /tmp/shardlearn-bench.lock python bench/bench_exact_reduce.py [--repeats 5]``
 """
 from __future__ import annotations
@@ -289,6 +299,133 @@ def run_linear(a) -> dict:
     return out
 
 
+
+# ------------------------------------------------------------- linear models, product code
+def linear_fit_worker(a) -> None:
+    from shardlearn.data import read_shard
+    from shardlearn.models.linear import LogisticRegression, Ridge
+    from shardlearn.runtime import init
+
+    import scipy.linalg  # noqa: F401  (imported lazily by the models: keep it out of the timings)
+
+    ctx = init(threads=1, verbose=False, topology="native")
+    targets = json.loads(a.targets)
+    out = {"ranks": ctx.size}
+    for name, path in (("logistic", a.data), ("ridge", a.ridge_data)):
+        shard = read_shard(path, ctx, need_y=True)
+        runs = {False: [], True: []}
+        coefs = {}
+        for _ in range(a.repeats):
+            for exact in (False, True):
+                ctx.mpi_comm.Barrier()
+                t0 = time.perf_counter()
+                if name == "logistic":
+                    m = LogisticRegression(C=1.0, tol=1e-6, max_iter=200, comm=ctx, exact_reduce=exact)
+                else:
+                    m = Ridge(alpha=1.0, solver="lbfgs", tol=1e-6, max_iter=200, comm=ctx, exact_reduce=exact)
+                m.fit(shard.X, shard.y)
+                total = time.perf_counter() - t0
+                hist = m.history_
+                setup = m.fit_seconds_ - hist[-1]["seconds"]
+                reach = next((setup + h["seconds"] for h in hist if h["loss"] <= targets[name]), None)
+                t = ctx.coll.allreduce(np.array([total, np.inf if reach is None else reach,
+                                                 hist[-1].get("evals", len(hist))]), op="max")
+                runs[exact].append({"total": float(t[0]), "reach": None if not np.isfinite(t[1]) else float(t[1]),
+                                    "n_iter": m.n_iter_, "evals": int(t[2]), "loss": m.loss_})
+                coefs[exact] = np.append(m.coef_, m.intercept_)
+        # the oracle alone: one loss+gradient evaluation at the fitted coefficients
+        ev = {}
+        for exact in (False, True):
+            m = (LogisticRegression(C=1.0, max_iter=1, comm=ctx, exact_reduce=exact) if name == "logistic" else
+                 Ridge(alpha=1.0, solver="lbfgs", max_iter=1, comm=ctx, exact_reduce=exact))
+            captured = {}
+            orig = m._run_solver
+
+            def grab(ctx_, solver, obj, *args, _orig=orig, **kw):
+                captured["obj"] = obj
+                return _orig(ctx_, solver, obj, *args, **kw)
+            m._run_solver = grab
+            import warnings
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                m.fit(shard.X, shard.y)
+            obj = captured["obj"]
+            w = np.full(obj.p, 0.01)
+            times = []
+            for _ in range(10):
+                ctx.mpi_comm.Barrier()
+                t0 = time.perf_counter()
+                obj(w)
+                times.append(float(ctx.coll.allreduce(np.array([time.perf_counter() - t0]), op="max")[0]))
+            ev[exact] = machine.summary(times)
+        out[name] = {"float": runs[False], "exact": runs[True], "eval_float": ev[False], "eval_exact": ev[True],
+                     "coef_float": coefs[False].tolist(), "coef_exact": coefs[True].tolist()}
+        del shard
+    if ctx.rank == 0:
+        print("RESULT " + json.dumps(out), flush=True)
+
+
+def run_linear_fit(a) -> dict:
+    import h5py
+    from sklearn.linear_model import LogisticRegression as SKLogistic, Ridge as SKRidge
+    from threadpoolctl import threadpool_limits
+
+    from bench_linear import make_data as linear_data
+
+    n, d = max(2000, int(a.linear_fit_rows * a.scale)), 64
+    work = Path(a.data_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    p_logit, p_ridge = work / f"logit-{n}x{d}.h5", work / f"ridge-{n}x{d}.h5"
+    linear_data(p_logit, p_ridge, n, d)
+    with h5py.File(p_logit, "r") as h:
+        X, y = h["X"][()], h["y"][()]
+    with threadpool_limits(2):
+        t0 = time.perf_counter()
+        sk = SKLogistic(C=1.0, solver="lbfgs").fit(X, y)
+        sk_seconds = time.perf_counter() - t0
+    z = X @ sk.coef_[0] + sk.intercept_[0]
+    t_logit = float(np.mean(np.logaddexp(0.0, z) - y * z) + 0.5 * float(sk.coef_[0] @ sk.coef_[0]) / n)
+    sk_logit = np.append(sk.coef_[0], sk.intercept_[0])
+    del X, y, z
+    with h5py.File(p_ridge, "r") as h:
+        X, y = h["X"][()], h["y"][()]
+    with threadpool_limits(2):
+        t0 = time.perf_counter()
+        skr = SKRidge(alpha=1.0).fit(X, y)
+        skr_seconds = time.perf_counter() - t0
+    r = X @ skr.coef_ + skr.intercept_ - y
+    # shardlearn's ridge objective: (1/2 sum r^2 + alpha/2 ||w||^2) / n
+    t_ridge = float((0.5 * r @ r + 0.5 * float(skr.coef_ @ skr.coef_)) / n) * (1 + 1e-9)
+    sk_ridge = np.append(skr.coef_, skr.intercept_)
+    del X, y, r
+    cmd = [mpiexec(), "-n", "2", sys.executable, __file__, "--linear-fit-worker", "--data", str(p_logit),
+           "--ridge-data", str(p_ridge), "--targets", json.dumps({"logistic": t_logit, "ridge": t_ridge}),
+           "--repeats", str(a.repeats)]
+    load0 = os.getloadavg()[0]
+    row = result(subprocess.run(cmd, capture_output=True, text=True, env=env(1), timeout=3600))
+    out = {"n": n, "d": d, "load_average": [load0, os.getloadavg()[0]],
+           "sklearn_seconds": {"logistic": sk_seconds, "ridge": skr_seconds}}
+    for name, ref in (("logistic", sk_logit), ("ridge", sk_ridge)):
+        res = row[name]
+        cf, ce = np.array(res["coef_float"]), np.array(res["coef_exact"])
+        rel = lambda a_, b_: float(np.linalg.norm(a_ - b_) / np.linalg.norm(b_))  # noqa: E731
+        entry = {"eval_float": res["eval_float"], "eval_exact": res["eval_exact"],
+                 "coef_rel_diff_exact_float": rel(ce, cf), "coef_rel_diff_exact_sklearn": rel(ce, ref),
+                 "coef_rel_diff_float_sklearn": rel(cf, ref)}
+        for mode in ("float", "exact"):
+            runs = res[mode]
+            entry[mode] = {"reach": machine.summary([x["reach"] for x in runs]),
+                           "total": machine.summary([x["total"] for x in runs]),
+                           "n_iter": runs[-1]["n_iter"], "evals": runs[-1]["evals"], "loss": runs[-1]["loss"]}
+        f, e = entry["float"], entry["exact"]
+        entry["overhead_reach"] = (e["reach"]["median"] / f["reach"]["median"] - 1
+                                   if e["reach"]["median"] and f["reach"]["median"] else None)
+        entry["overhead_total"] = e["total"]["median"] / f["total"]["median"] - 1
+        entry["overhead_eval"] = res["eval_exact"]["median"] / res["eval_float"]["median"] - 1
+        out[name] = entry
+    print(json.dumps(out), flush=True)
+    return out
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--worker", action="store_true")
@@ -298,13 +435,20 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of the benchmarks' rows")
     ap.add_argument("--linear-rows", type=int, default=500_000)
-    ap.add_argument("--parts", default="kmeans,linear")
+    ap.add_argument("--linear-fit-rows", type=int, default=1_000_000)
+    ap.add_argument("--linear-fit-worker", action="store_true")
+    ap.add_argument("--ridge-data")
+    ap.add_argument("--targets")
+    ap.add_argument("--parts", default="kmeans,linear,linear_fit")
     ap.add_argument("--data-dir", default="/tmp/shardlearn-bench-kmeans")
     ap.add_argument("--out", default=None, help="a copy of the printed tables (markdown)")
     ap.add_argument("--json-out", default=str(HERE / "results" / "exact_reduce.json"))
     a = ap.parse_args()
     if a.worker:
         worker(a)
+        return
+    if a.linear_fit_worker:
+        linear_fit_worker(a)
         return
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     started = machine.snapshot()
@@ -315,6 +459,8 @@ def main():
         res["kmeans"] = run_kmeans(a)
     if "linear" in parts:
         res["linear"] = run_linear(a)
+    if "linear_fit" in parts:
+        res["linear_fit"] = run_linear_fit(a)
     machine.save(a.json_out, "exact_reduce", res, started)
     md = report(res)
     if a.out:
@@ -348,6 +494,24 @@ def report(res) -> str:
                   f"| X^T r | {_ms(s['xtr_blas'])} | {_ms(s['xtr_exact'])} | **{li['overhead_xtr'] * 100:+.0f} %** |",
                   f"| whole logistic pass (z, loss, X^T r) | {_ms(s['pass_float'])} | {_ms(s['pass_exact'])} | "
                   f"**{li['overhead_pass'] * 100:+.0f} %** |"]
+    if "linear_fit" in res:
+        lf = res["linear_fit"]
+        lines += ["", f"Linear models, product code, {lf['n']:,} x {lf['d']} float64, mpiexec -n 2 x 1 thread, load "
+                  f"{lf['load_average'][0]:.1f}-{lf['load_average'][1]:.1f}:", "",
+                  "| model | to scikit-learn's objective float / exact s | cost | whole fit float / exact s | cost "
+                  "| one evaluation float / exact ms | cost | iterations float / exact | exact vs float / vs sklearn |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for name in ("logistic", "ridge"):
+            e = lf[name]
+            f_, x_ = e["float"], e["exact"]
+            reach = (f"{f_['reach']['median']:.2f} / {x_['reach']['median']:.2f}"
+                     if f_["reach"]["median"] and x_["reach"]["median"] else "not reached")
+            cost = f"**{e['overhead_reach'] * 100:+.0f} %**" if e["overhead_reach"] is not None else "-"
+            lines.append(f"| {name} (lbfgs) | {reach} | {cost} | {f_['total']['median']:.2f} / "
+                         f"{x_['total']['median']:.2f} | {e['overhead_total'] * 100:+.0f} % | "
+                         f"{_ms(e['eval_float'])} / {_ms(e['eval_exact'])} | {e['overhead_eval'] * 100:+.0f} % | "
+                         f"{f_['n_iter']} / {x_['n_iter']} | {e['coef_rel_diff_exact_float']:.1e} / "
+                         f"{e['coef_rel_diff_exact_sklearn']:.1e} |")
     return "\n".join(lines) + "\n"
 
 

@@ -33,7 +33,8 @@ MODULES = {"kmeans": compiled_kernels("models.kmeans._kmeans_kernels"),
            "cat": compiled_kernels("models.trees._cat_kernels"),
            "quant": compiled_kernels("models.trees._quant_kernels"),
            "binning": compiled_kernels("data._binning_kernels"),
-           "knn": compiled_kernels("models.knn._knn_kernels")}
+           "knn": compiled_kernels("models.knn._knn_kernels"),
+           "linear": compiled_kernels("models.linear._linear_kernels")}
 ERRORS = (ValueError, TypeError)
 
 
@@ -414,6 +415,60 @@ SPECS += [
          bad_indices=(("negative base row", _assign("base", -1)), ("k = 0", _assign("k", 0)))),
 ]
 
+
+
+# ------------------------------------------------------------------- linear (exact_reduce)
+def _rowdot():
+    g = np.random.default_rng(4)
+    n, d, K = 5, 7, 3
+    return {"x": g.standard_normal((n, d)), "at": g.standard_normal((K, d)), "z": np.empty((n, K)),
+            "n": n, "d": d, "K": K}
+
+
+def _rowdot_check(a, result):
+    assert result is None
+    np.testing.assert_allclose(a["z"], a["x"] @ a["at"].T, rtol=1e-12, atol=1e-12)
+
+
+def _xtr_fixed():
+    g = np.random.default_rng(5)
+    n, d, K = 6, 5, 2
+    return {"x": g.standard_normal((n, d)), "r": g.standard_normal((n, K)), "scale": np.full((K, d), 2.0 ** 30),
+            "g": np.zeros((K, d), dtype=np.int64), "n": n, "d": d, "K": K}
+
+
+def _xtr_fixed_check(a, result):
+    assert result is None
+    want = (a["x"].T @ a["r"]).T * 2.0 ** 30
+    assert np.abs(a["g"] - want).max() <= a["n"]  # each of n terms rounded by <= 1/2 unit
+
+
+def _wsum():
+    g = np.random.default_rng(6)
+    return {"v": g.standard_normal(9), "w": g.uniform(0, 2, 9), "scale": 2.0 ** 30, "n": 9}
+
+
+def _colrange():
+    g = np.random.default_rng(7)
+    return {"x": g.standard_normal((8, 5)), "hi": np.full(5, -np.inf), "lo": np.full(5, np.inf), "n": 8, "d": 5}
+
+
+def _colrange_check(a, result):
+    assert np.array_equal(a["hi"], a["x"].max(axis=0)) and np.array_equal(a["lo"], a["x"].min(axis=0))
+
+
+def _wsum_check(a, result):
+    assert abs(result - a["v"] @ a["w"] * 2.0 ** 30) <= a["n"]
+
+
+SPECS += [
+    Spec("linear", "rowdot_f64", _rowdot, outputs=("z",), sizes=("n", "d", "K"), check=_rowdot_check,
+         bad_indices=(("K = 0", _assign("K", 0)),)),
+    Spec("linear", "xtr_fixed_f64", _xtr_fixed, outputs=("g",), sizes=("n", "d", "K"), check=_xtr_fixed_check,
+         bad_indices=(("K = 0", _assign("K", 0)),)),
+    Spec("linear", "wsum_fixed_f64", _wsum, sizes=("n",), check=_wsum_check),
+    Spec("linear", "colrange_f64", _colrange, outputs=("hi", "lo"), sizes=("n", "d"), check=_colrange_check),
+]
 
 def _id(spec: Spec) -> str:
     return spec.fname + (f"[{spec.extra['id']}]" if "id" in spec.extra else

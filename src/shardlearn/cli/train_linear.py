@@ -96,6 +96,11 @@ def add_arguments(parser, name: str) -> None:
                    help="scale features by their global standard deviation while solving (one allreduce); "
                         "coefficients are stored on the original scale; penalties then apply to the "
                         "standardised coefficients")
+    if name != "svm":  # (LinearSVC's hinge losses have no exact objective)
+        g.add_argument("--exact-reduce", action="store_true",
+                       help="exact, order-independent sums (int64 fixed point): the model is bit-identical for "
+                            "any number of ranks and topology; needs --solver lbfgs, gd or fista (cost: "
+                            "bench/exact_reduce.md; CPU only)")
     it = parser.add_argument_group("iterative solvers (lbfgs, gd, fista, sgd)")
     it.add_argument("--max-iter", type=int, default=None,
                     help="maximum iterations; unset: 100 for lbfgs, 1000 for gd/fista (sgd uses --epochs)")
@@ -149,6 +154,8 @@ def build(name: str, args, ctx):
                   lbfgs_memory=args.lbfgs_memory, fixed_step=args.fixed_step, random_state=args.seed, comm=ctx,
                   aggregation=args.aggregation, servers=args.servers, staleness=args.staleness,
                   ps_average=args.ps_average, straggler=args.straggler)
+    if name != "svm":
+        common["exact_reduce"] = bool(args.exact_reduce)
     if name == "linear":
         return LinearRegression(**common)
     if name == "ridge":

@@ -32,8 +32,12 @@ Checkpoints (``fit(..., checkpoint=Checkpoint(...))``, the CLI's ``--checkpoint`
 is a solver iteration (``lbfgs``, ``gd``, ``fista``) or an SGD epoch; ``normal`` finishes
 in one step. The saved state is global (the solver's whole state and the history), so a
 stopped fit resumes bit for bit on the same ranks and on any other number of ranks up to
-the order of the sums. ``score`` and ``evaluate`` agree over the ranks on bad input (another
+the order of the sums (not at all with ``exact_reduce=True``). ``score`` and ``evaluate`` agree over the ranks on bad input (another
 feature count, NaN or infinite values) and raise the same error everywhere.
+
+``exact_reduce=True`` (``lbfgs``, ``gd``, ``fista``; not LinearSVC; CPU only): every sum that
+reaches the solver is int64 fixed point and every row's decision value is computed in a
+fixed order, so the model is bit-identical for any number of ranks and topology (:mod:`._exact`).
 
 Modules, one job each; imports point down this list only:
 
@@ -48,6 +52,8 @@ Modules, one job each; imports point down this list only:
 - :mod:`._objective` — the distributed loss+gradient oracle: one blocked pass over the
   rank's rows and one packed allreduce per evaluation (also the SGD mini-batch and
   validation losses);
+- :mod:`._exact` — ``exact_reduce=True``: the setup sums and the oracle in int64 fixed point
+  (row dot products and ``X^T r`` in ``_linear_kernels.c``);
 - :mod:`._hinge_objective` — the SVM's oracle: :mod:`._objective`'s pass with the
   (squared) hinge, one-vs-rest problems stacked in the same allreduce;
 - :mod:`._normal` — the normal-equations path of least squares: ``X^T S X`` in one pass,

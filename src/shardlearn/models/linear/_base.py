@@ -21,7 +21,7 @@ from ...errors import ShardlearnError
 from ...runtime import context_from
 from ...util import faults
 from ..base import NotFittedError, Params, check_dense, check_fit_input, shape_hint
-from . import _gpu, _normal, _ps, _solvers
+from . import _exact, _gpu, _normal, _ps, _solvers
 from ._normal import _colsumsq
 from ._objective import _Objective
 
@@ -41,7 +41,7 @@ class _LinearModel(Params):
                  momentum=0.0, nesterov=False, epochs=10, validation_fraction=0.0,
                  n_iter_no_change=5, lbfgs_memory=10, fixed_step=False, random_state=0, verbose=None,
                  comm=None, aggregation="allreduce", servers=1, staleness=0, ps_average="weighted",
-                 straggler=None):
+                 straggler=None, exact_reduce=False):
         self.fit_intercept = fit_intercept
         self.standardize = standardize
         self.solver = solver
@@ -67,6 +67,8 @@ class _LinearModel(Params):
         self.staleness = staleness
         self.ps_average = ps_average
         self.straggler = straggler
+        # exact, order-independent sums (int64 fixed point): bit-identical for any P (see ._exact)
+        self.exact_reduce = exact_reduce
 
     def _check_params(self):
         solver = self.solver or self._default_solver
@@ -97,6 +99,10 @@ class _LinearModel(Params):
             if int(self.epochs) < 1:
                 raise ShardlearnError(f"epochs must be >= 1, got {self.epochs}")
         _ps.check_params(self, solver)
+        if not isinstance(self.exact_reduce, (bool, np.bool_)):
+            raise ShardlearnError(f"exact_reduce must be True or False, got {self.exact_reduce!r}")
+        if self.exact_reduce:
+            _exact.check(self, solver)
         if solver == "gd" and self.learning_rate is not None and not float(self.learning_rate) > 0:
             raise ShardlearnError(f"learning_rate must be > 0, got {self.learning_rate}")
         return solver
@@ -125,7 +131,8 @@ class _LinearModel(Params):
             and number of ranks ends with the same model bit for bit (same ``coef_``,
             ``intercept_``, ``n_iter_``, ``loss_`` and ``history_`` apart from its
             seconds); on another number of ranks it continues from the same state, and
-            differs only by the order of the floating-point sums. A stop signal raises
+            differs only by the order of the floating-point sums (with ``exact_reduce=True``
+            not at all: the sums are exact). A stop signal raises
             :class:`shardlearn.errors.TrainingInterrupted` on every rank after saving.
 
         Returns
@@ -154,6 +161,9 @@ class _LinearModel(Params):
                 X, y = check_fit_input(X, y, supervised=True, name=type(self).__name__)
             if X.dtype not in (np.float32, np.float64):
                 X = X.astype(np.float64)
+            if xp is not None and self.exact_reduce:
+                raise ShardlearnError("exact_reduce=True runs on the CPU only (the device's sums are not "
+                                      "order-independent); use exact_reduce=False on the device")
             if xp is not None:
                 X = to_device(xp, X)
             if X.ndim != 2:
@@ -211,11 +221,15 @@ class _LinearModel(Params):
                  np.bincount(lab[train], minlength=nc).astype(np.float64),
                  np.bincount(lab, weights=s0, minlength=nc),
                  np.bincount(lab, weights=sv0, minlength=nc) if sv0 is not None else np.zeros(nc)]
-        if need_mu or need_sq:
-            parts.append(colsum)
-        if need_sq:
-            parts.append(_colsumsq(X) if xp is None else _gpu.colsumsq(X))
-        stats = ctx.coll.allreduce(np.concatenate(parts))
+        if self.exact_reduce:  # the same sums, exact: one max-allreduce, one int64 allreduce
+            stats, bounds = _exact.setup_stats(ctx, X, t, lab, nc, s0, sv0, train, need_colsum=need_mu or need_sq,
+                                               need_sq=need_sq, n_total=n_total, regression=not n_cls)
+        else:
+            if need_mu or need_sq:
+                parts.append(colsum)
+            if need_sq:
+                parts.append(_colsumsq(X) if xp is None else _gpu.colsumsq(X))
+            stats = ctx.coll.allreduce(np.concatenate(parts))
         n_train = stats[0]
         counts = stats[1:1 + nc]
         wsum = stats[1 + nc:1 + 2 * nc]
@@ -283,9 +297,13 @@ class _LinearModel(Params):
             self._set_coef(coef[None, :], np.array([intercept]))
         else:
             lam, l1 = self._strengths(W_train)
-            obj = self._make_objective(ctx, X, t, s_train, s_val, kind=self._loss_kind(K), K=K, lam=lam,
-                                       mu=mu, sigma=sigma, fit_intercept=bool(self.fit_intercept),
-                                       W_train=W_train, W_val=W_val)
+            kw = dict(kind=self._loss_kind(K), K=K, lam=lam, mu=mu, sigma=sigma,
+                      fit_intercept=bool(self.fit_intercept), W_train=W_train, W_val=W_val)
+            if self.exact_reduce:
+                obj = _exact.ExactObjective(ctx, X, t, s_train, s_val, bounds=bounds, n_total=n_total,
+                                            max_class_weight=float(np.max(cw)), **kw)
+            else:
+                obj = self._make_objective(ctx, X, t, s_train, s_val, **kw)
             obj.device = xp is not None  # the row passes on the device (_gpu.py)
             _ps.slow_down(obj, ctx, self.straggler)  # --straggler RANK:FACTOR (a test option)
             res = self._run_solver(ctx, solver, obj, l1, grows, train, int(n_train), frac > 0, verbose,

@@ -50,6 +50,10 @@ class LinearRegression(_LinearModel, RegressorMixin, BaseEstimator):
     straggler : str, optional
         ``"RANK:FACTOR"``: that rank's gradient computation is FACTOR times slower (tests,
         benchmarks).
+    exact_reduce : bool, default False
+        Exact, order-independent sums (int64 fixed point, :mod:`._exact`): the fitted model
+        is bit-identical for any number of ranks and topology. Solvers ``lbfgs``, ``gd`` and
+        ``fista`` only (the others raise ShardlearnError); CPU only.
     verbose : bool, optional
         Per-iteration lines on rank 0 (default: the context's setting).
     comm : mpi4py communicator or shardlearn Context, optional

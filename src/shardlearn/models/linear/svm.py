@@ -55,6 +55,8 @@ class LinearSVC(LogisticRegression):
     _kind = "svm"
     _model_name = "svm"
 
+    _exact_supported = False  # exact_reduce=True: the hinge objective has no exact form (refused)
+
     def __init__(self, C=1.0, *, loss="squared_hinge", penalty="l2", fit_intercept=True, intercept_scaling=1.0,
                  solver="lbfgs", class_weight=None, classes=None, standardize=False, max_iter=1000, **kwargs):
         super().__init__(C=C, penalty=penalty, fit_intercept=fit_intercept, solver=solver,
