@@ -39,7 +39,9 @@ def before_mapper(max_bin):
     from shardlearn.data.binning import BinMapper
 
     class Before(BinMapper):
-        def _shared_thresholds(self, sample, ctx):
+        def _shared_thresholds(self, X_local, sel, columns, ctx):
+            # the old way: the whole sample allgathered to every rank, every column sorted everywhere
+            sample = ctx.coll.allgather(np.ascontiguousarray((X_local if sel is None else X_local[sel])[:, columns]))
             return [reference_thresholds(sample[:, j], self.max_bin) for j in range(sample.shape[1])]
 
     return Before(max_bin)

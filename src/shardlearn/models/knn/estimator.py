@@ -154,6 +154,9 @@ class _KNeighbors(Params):
             return None
         slots = int(ctx.coll.allreduce(np.array([counts.sum()], dtype=np.float64))[0])
         with ctx.collective_errors():
+            if slots == 0:
+                raise ShardlearnError("every sample weight is zero: no training row is left to be a neighbour "
+                                      "(give some rows a weight above zero)")
             if int(self.n_neighbors) > slots:
                 raise ShardlearnError(f"n_neighbors={self.n_neighbors} is more than the {slots} weighted training "
                                       "rows (the sum of the sample weights): choose fewer neighbours")

@@ -202,7 +202,7 @@ static PyObject *gradients(PyObject *self, PyObject *args)
         || ka_need(&C, F, ka_mul(n, K), "len(y)*K") || ka_need(&C, g, n, "len(y)")
         || (with_w && ka_need(&C, w, n, "len(y)")) || (with_h && ka_need(&C, h, n, "len(y)")))
         goto fail;
-    if ((binary || with_w) && !with_h) {
+    if ((binary || with_w) && !with_h && n > 0) {  /* (no rows: nothing to write) */
         PyErr_SetString(PyExc_ValueError, "gradients: h: empty, but the hessians are not all 1 (binary or weighted)");
         goto fail;
     }
