@@ -176,6 +176,10 @@ def loadavg() -> str:
         return " ".join(f.read().split()[:3])
 
 
+#: the part of search.md from this line on is written by hand and kept by a rerun
+NOTES = "## Notes (written by hand after the runs"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=200_000)
@@ -234,7 +238,10 @@ def main() -> int:
                 results["cases"][f"{tag}/{model}/sklearn"] = r
                 print(f"{tag}/{model}/sklearn: {r['seconds']:.2f}s (load {load0})", flush=True)
     machine.save(args.json_out, "search", results)
-    Path(args.out).write_text(report(results))
+    out = Path(args.out)
+    old = out.read_text() if out.exists() else ""
+    # the notes below the marker are written by hand: kept when the tables are rewritten
+    out.write_text(report(results) + ("\n" + old[old.index(NOTES):] if NOTES in old else ""))
     print(f"wrote {args.out} and {args.json_out}")
     return 0
 
