@@ -32,7 +32,7 @@ import numpy as np
 from ...backend import compiled_kernels
 from ...errors import ShardlearnError
 from ...util.fixed import BLOCK, fixed_scales, local_fixed_sum, quantize
-from ._objective import CHUNK_ELEMENTS, _Objective
+from ._objective import CHUNK_ELEMENTS, _Objective, binary_loss_resid
 
 EXACT_SOLVERS = ("lbfgs", "gd", "fista")
 EPS = np.finfo(np.float64).eps
@@ -217,17 +217,7 @@ class ExactObjective(_Objective):
     def _resid(self, Z, t):
         """Per-row loss and dloss/dz from the decision values (element-wise only)."""
         if self.K == 1:
-            z = Z[:, 0]
-            if self.kind == "squared":
-                r = z - t
-                return 0.5 * r * r, r[:, None]
-            e = np.exp(-np.abs(z))
-            loss = np.log1p(e)
-            loss += np.maximum(z, 0.0)
-            loss -= t * z
-            r = np.where(z >= 0, 1.0, e)
-            r /= 1.0 + e
-            r -= t
+            loss, r = binary_loss_resid(Z[:, 0], t, self.kind)
             return loss, r[:, None]
         rows = np.arange(Z.shape[0])
         m = Z.max(axis=1)

@@ -21,6 +21,24 @@ import numpy as np
 CHUNK_ELEMENTS = 1 << 18
 
 
+def binary_loss_resid(z: np.ndarray, t: np.ndarray, kind: str):
+    """Per-row loss and dloss/dz of one decision value per row: squared error, or the
+    binary logistic loss (t in {0, 1}): log(1 + e^z) - t z and sigmoid(z) - t, both from
+    e = exp(-|z|) in (0, 1], so no overflow for any z. Element-wise: a row's values do not
+    depend on the other rows (the exact path relies on it)."""
+    if kind == "squared":
+        r = z - t
+        return 0.5 * r * r, r
+    e = np.exp(-np.abs(z))
+    loss = np.log1p(e)
+    loss += np.maximum(z, 0.0)
+    loss -= t * z
+    r = np.where(z >= 0, 1.0, e)
+    r /= 1.0 + e
+    r -= t
+    return loss, r
+
+
 class _Objective:
     """Distributed loss+gradient oracle for one linear model on this rank's rows.
 
@@ -67,19 +85,7 @@ class _Objective:
             z = X @ A[:, 0]
             z = z.astype(np.float64, copy=False)
             z += b[0]
-            if self.kind == "squared":
-                r = z - t
-                return 0.5 * r * r, r
-            # binary logistic, t in {0, 1}: log(1 + e^z) - t z and sigmoid(z) - t, both
-            # from e = exp(-|z|) in (0, 1]: no overflow for any z
-            e = np.exp(-np.abs(z))
-            loss = np.log1p(e)
-            loss += np.maximum(z, 0.0)
-            loss -= t * z
-            r = np.where(z >= 0, 1.0, e)
-            r /= 1.0 + e
-            r -= t
-            return loss, r
+            return binary_loss_resid(z, t, self.kind)
         Z = X @ A
         Z = Z.astype(np.float64, copy=False)
         Z += b
