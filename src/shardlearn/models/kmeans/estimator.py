@@ -20,7 +20,7 @@ from ..base import (BaseEstimator, ClusterMixin, NotFittedError, Params, Transfo
 from ...util.rowsel import CHUNK_ROWS, RowView, row_index
 from . import _gpu
 from ._data import KERNELS, _chunk_rows, _Local
-from ._exact import exact_total, fixed_scales, local_fixed_sum
+from ._exact import exact_moments, exact_total, fixed_scales
 from ._init import INITS, _fetch_rows, _init_kmeans_parallel, _init_kmeanspp, _read_centers_file
 from ._lloyd import _Labeler, _assign, _inertia_from_sums, _lloyd_pass, _relocate_empty
 from ._state import _FitState
@@ -284,7 +284,7 @@ class KMeans(Params, ClusterMixin, TransformerMixin, BaseEstimator):
         if xp is not None:  # the device path: its own passes (_gpu.py), the same loop below
             mean, var, data = _gpu.device_rows(ctx, xp, X, offset, n_total, k, self.chunk_rows, state)
         elif self.exact_reduce:
-            exact = _exact_moments(ctx, X, n_total, state)
+            exact = exact_moments(ctx, X, n_total, state)
             mean = exact["mean"]
         elif state is None:
             s = np.zeros(d)
@@ -665,44 +665,6 @@ class KMeans(Params, ClusterMixin, TransformerMixin, BaseEstimator):
             with ctx.collective_errors():  # bad rows on one rank: the same error on every rank
                 _, d2 = self._nearest(X, f" on rank {ctx.rank}")
             return -float(ctx.coll.allreduce(np.array([float(d2.sum())]))[0])
-
-
-def _exact_moments(ctx, X, n_total, state) -> dict:
-    """``exact_reduce``'s global moments, every sum int64 fixed point (:mod:`._exact`):
-    ``mean`` and ``var`` (a resumed fit keeps the saved ones), and the per-feature bounds
-    of the Lloyd sums' values: ``bound`` of |x| and ``bound_centred`` of |x - m| (m the mean
-    in X's dtype, as rows are centred). One max-allreduce of the extremes gives every unit;
-    then one int64 allreduce each for the sum and the squared deviations."""
-    d, n, step = X.shape[1], X.shape[0], 65536     # by blocks: X may be a RowView (fit on rows=)
-    ext = np.full(2 * d, -np.inf)
-    for i in range(0, n, step):
-        blk = X[i:i + step]
-        np.maximum(ext[:d], blk.max(axis=0), out=ext[:d])
-        np.maximum(ext[d:], -blk.min(axis=0).astype(np.float64), out=ext[d:])
-    ext = ctx.coll.allreduce(ext, op="max")
-    hi, lo = ext[:d], -ext[d:]
-    bound = np.maximum(np.abs(hi), np.abs(lo))
-    if state is None:
-        scale = fixed_scales(bound, n_total)
-        s = np.zeros(d, dtype=np.uint64)       # integer sums: block by block is exact, the same bits
-        for i in range(0, n, step):
-            s += local_fixed_sum(X[i:i + step], scale).view(np.uint64)
-        mean = ctx.coll.allreduce(s.view(np.int64)).astype(np.float64) / scale / n_total
-        spread = np.maximum(np.abs(hi - mean), np.abs(mean - lo)) * (1 + 1e-6)  # (a margin for the rounding)
-        scale = fixed_scales(spread * spread, n_total)
-        sq = np.zeros(d, dtype=np.uint64)
-        buf = np.empty((min(step, n), d))
-        for i in range(0, n, step):
-            xc = np.subtract(X[i:i + step], mean, out=buf[:min(step, n - i)], dtype=np.float64)
-            sq += local_fixed_sum(np.multiply(xc, xc, out=xc), scale).view(np.uint64)
-        var = ctx.coll.allreduce(sq.view(np.int64)).astype(np.float64) / scale / n_total
-    else:
-        mean = np.asarray(state["mean"], dtype=np.float64)
-        var = np.asarray(state["var"], dtype=np.float64)
-    m = mean.astype(X.dtype).astype(np.float64)
-    # |x - m| computed in X's dtype can exceed the exact difference by an ulp: a margin
-    centred = np.maximum(np.abs(hi - m), np.abs(m - lo)) * (1 + 1e-6)
-    return {"mean": mean, "var": var, "bound": bound, "bound_centred": centred}
 
 
 def _nonfinite_rows(X: np.ndarray, step: int = 65536) -> int:
