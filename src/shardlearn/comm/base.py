@@ -150,6 +150,15 @@ class Collectives:
         self._account(t0)
         return back(out)
 
+    def alltoallv(self, send, recv) -> None:
+        """MPI ``Alltoallv`` of host buffers given as mpi4py buffer specs
+        (``[buf, counts, displacements, datatype]``), counted as a collective like the
+        others (the stall watchdog's progress, communication seconds, the collective check)."""
+        self._enter("alltoallv", None)
+        t0 = time.perf_counter()
+        self.comm.Alltoallv(send, recv)
+        self._account(t0)
+
     # small pickled helpers: control data, never on the hot path
     def bcast_obj(self, obj, root: int = 0):
         """Broadcast a small Python object (pickled)."""

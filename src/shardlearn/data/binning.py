@@ -209,7 +209,7 @@ class BinMapper:
             mine = int(width[ctx.rank])
             rc = counts * mine
             recv = np.empty(max(1, int(rc.sum())))
-            ctx.mpi_comm.Alltoallv([send, sc.tolist(), _offsets(sc), MPI.DOUBLE],
+            ctx.coll.alltoallv([send, sc.tolist(), _offsets(sc), MPI.DOUBLE],
                                    [recv, rc.tolist(), _offsets(rc), MPI.DOUBLE])
             # from rank p: its rows' values of my columns, one column after the other
             start = np.concatenate([[0], np.cumsum(rc)[:-1]])

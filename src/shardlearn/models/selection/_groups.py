@@ -242,7 +242,7 @@ def redistribute(world: Context, layout: Layout, arrays: list, n_total: int, sta
         rflat = res.reshape(-1).view(np.uint8) if res.size else np.zeros(0, np.uint8)
         sb = np.ascontiguousarray(flat) if flat.size else np.zeros(1, np.uint8)
         rb = rflat if rflat.size else np.zeros(1, np.uint8)
-        world.mpi_comm.Alltoallv([sb, (send_rows * unit).tolist(), (send_off * unit).tolist(), MPI.BYTE],
+        world.coll.alltoallv([sb, (send_rows * unit).tolist(), (send_off * unit).tolist(), MPI.BYTE],
                                  [rb, (recv_rows * unit).tolist(), (recv_at * unit).tolist(), MPI.BYTE])
         out.append(res)
     return out
