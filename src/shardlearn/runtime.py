@@ -144,9 +144,7 @@ class Context:
                  f"{self.size} ranks (the others would wait for it forever)\n"
                  + "".join(f"[rank {self.rank}] {ln}\n" for ln in text.splitlines()).rstrip("\n"),
                  sys.stderr)
-            from mpi4py import MPI
-
-            MPI.COMM_WORLD.Abort(1)
+            abort_world(1)
             os._exit(1)  # Abort may return before the launcher ends us: never go on without a model
 
     # ------------------------------------------------------------------ timings
@@ -277,7 +275,7 @@ class StallWatchdog:
                      f"(--stall-timeout {self.seconds:g})", sys.stderr)
         else:
             line(f"shardlearn: stalled: rank {self.ctx.rank} {where}; aborting", sys.stderr)
-        MPI.COMM_WORLD.Abort(self.EXIT_STALLED)
+        abort_world(self.EXIT_STALLED)
 
     @staticmethod
     def _poll(ready, seconds: float) -> bool:
@@ -384,6 +382,30 @@ def context_from(comm_or_ctx=None, **kwargs) -> Context:
     return cache[key]
 
 
+ABORT_SETTLE_S = 0.5
+
+
+def abort_world(code: int) -> None:
+    """``MPI_Abort`` the whole job, after giving the launcher time to pass on our last words.
+
+    A rank's message goes through a pipe to the launcher's proxy; ``Abort`` makes the
+    proxy kill every rank and exit, and what it had not yet read from the pipe is lost (the
+    one line that said why the job ended). Flushing and a short pause (``ABORT_SETTLE_S``)
+    before ``Abort`` let it forward the message first; the pause is only paid on the way out.
+    """
+    import time
+
+    from mpi4py import MPI
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken stream must not stop the abort
+            pass
+    time.sleep(ABORT_SETTLE_S)
+    MPI.COMM_WORLD.Abort(code)
+
+
 def install_abort_hook() -> None:
     """Make an uncaught exception on any rank end the whole job.
 
@@ -425,7 +447,7 @@ def install_abort_hook() -> None:
             sys.stderr.flush()
         code = 130 if issubclass(exc_type, KeyboardInterrupt) else 1  # 128 + SIGINT, as shells do
         if size > 1 and not MPI.Is_finalized():
-            MPI.COMM_WORLD.Abort(code)
+            abort_world(code)
         sys.exit(code)
 
     sys.excepthook = hook

@@ -148,7 +148,7 @@ def main(argv=None) -> int:
         if _launch_rank() != 0:
             return 0
         return args.run(args)
-    from ..runtime import init
+    from ..runtime import abort_world, init
 
     try:
         ctx = init(device=args.device, topology=args.topology, threads=args.threads,
@@ -182,6 +182,6 @@ def main(argv=None) -> int:
         sys.stderr.write(f"shardlearn: error: {one_line(exc)}\n")
         sys.stderr.flush()
         if world.Get_size() > 1:
-            world.Abort(2)
+            abort_world(2)
         return 2
     return 0
