@@ -22,8 +22,8 @@ list of slots: the root's non-empty ones, and for a child its parent's non-empty
 count channel: exact integers), so they are the same on every rank and for any P. A deep
 node with ``m`` rows then costs ``O(m d)`` to build and its histogram, collective,
 subtraction and split search ``O(its parent's non-empty slots) <= O(d x parent rows)``,
-not ``O(T)``: the fully grown tree on few rows per node does what scikit-learn's sort
-does, not ``T`` work per node.
+not ``O(T)``: a level of the tree costs ``O(n d)`` in all (its lists hold at most two
+entries per row and feature of the level above), like a row pass, whatever ``T``.
 
 **Growth** is :class:`~.grower.TreeGrower`'s: the chosen leaves split (one or a level per
 step), each rank partitions its rows in place, the smaller child's local histograms of the
