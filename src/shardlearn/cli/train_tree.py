@@ -16,7 +16,7 @@ examples:
   mpiexec -n 4 shardlearn train tree --data data/r --objective regression --min-samples-leaf 20 --out runs/treg.h5
   mpiexec -n 4 shardlearn evaluate --model runs/tree.h5 --data data/c-test
 Splits fall between bins: by default every distinct value of a feature with at most
-8192 of them (scikit-learn's candidates), 255 quantile bins of a row sample for a feature
+65535 of them (scikit-learn's candidates), 255 quantile bins of a row sample for a feature
 with more; thresholds sit at the midpoint of each node's gap, as scikit-learn's. NaN is a
 missing value and each split learns its side. The tree is the same for any number of ranks."""
 
@@ -41,9 +41,9 @@ def add_arguments(parser, name: str) -> None:
     g.add_argument("--class-weight", type=class_weight_arg, default=None, metavar="balanced|LABEL:W,...",
                    help="classification: 'balanced' (n/(K n_k), global counts) or weights like 0:1,1:5")
     g.add_argument("--max-bin", type=int, default=None,
-                   help="value bins per feature: default every distinct value up to 8192 per feature "
-                        "(255 quantile bins beyond); 2..255 as the ensembles; above 255 (<= 65535) "
-                        "costs about max-bin/254 times the histogram work")
+                   help="value bins per feature: default every distinct value up to 65535 per feature "
+                        "(255 quantile bins beyond; uint16 codes, CPU); 2..255 as the ensembles; above 255 "
+                        "(<= 65535): at most that many, quantiles beyond")
     g.add_argument("--hist-reduce", default="allreduce", choices=("allreduce", "reduce_scatter"),
                    help="combine histograms by allreduce, or reduce-scatter by feature blocks")
     g.add_argument("--json-dump", default=None, metavar="FILE.json", help="also write the tree as JSON")

@@ -95,7 +95,7 @@ class BinMapper:
     """
 
     #: the largest ``max_bin``: codes are uint8 with ``max_bin`` for NaN (a subclass that codes
-    #: otherwise may allow more: models/trees/wide_bins.py)
+    #: otherwise may allow more: models/trees/exact.py, uint16)
     MAX_BIN = 255
 
     def __init__(self, max_bin: int = 255, sample_rows: int = SAMPLE_ROWS, seed: int = 0,
@@ -193,7 +193,8 @@ class BinMapper:
         n_sample = int(counts.sum())
         per_round = max(1, SAMPLE_ROUND_BYTES // max(1, 8 * n_sample))
         n_rounds = max(1, -(-max(b - a for a, b in bounds) // per_round))
-        packed = np.full((hi - lo, self.max_bin), np.nan)      # at most max_bin - 1 thresholds
+        # at most max_bin - 1 thresholds, and fewer than the sampled rows (the distinct values)
+        packed = np.full((hi - lo, max(1, min(self.max_bin, n_sample))), np.nan)
         col = np.empty(n_sample)
         for r in range(n_rounds):
             # the columns rank q sorts in this round: its block's [r*per_round, (r+1)*per_round)

@@ -14,7 +14,8 @@ One job per module, as in scikit-learn's hist-gradient-boosting:
 - :mod:`.common` — what both estimators share: input checks, labels, applying a fitted model;
 - :mod:`.io` — model files and the readable JSON dump, for both estimators;
 - :mod:`.criterion` — the entropy split search (gini and squared error are :mod:`.split`'s gain);
-- :mod:`.wide_bins` — more than 255 bins per feature for the single tree, as 8-bit window columns;
+- :mod:`.exact` — up to 65535 bins per feature for the single tree: uint16 codes, ragged
+  histograms over each node's non-empty slots, its grower (``_exact_kernels.c``);
 - :mod:`.gbdt`, :mod:`.forest`, :mod:`.decision_tree` — the estimators.
 """
 from .decision_tree import DecisionTreeClassifier, DecisionTreeRegressor, export_text

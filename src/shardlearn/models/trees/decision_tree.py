@@ -13,9 +13,10 @@ weighted class distribution / mean; ``criterion="entropy"`` searches with
 **Bins, and where they are exact.** scikit-learn splits halfway between two consecutive
 distinct values of the node's rows; this tree splits between bins found once for all
 nodes (from a row sample keyed by global row, :class:`shardlearn.data.binning.BinMapper`).
-By default (``max_bin=None``) a feature with at most :data:`EXACT_MAX_BIN` (8192)
+By default (``max_bin=None``) a feature with at most :data:`EXACT_MAX_BIN` (65535)
 distinct values gets one bin per value, so every threshold scikit-learn could pick is a
-candidate (beyond 255 values the codes are several 8-bit windows, :mod:`.wide_bins`);
+candidate (uint16 codes and histograms sized by each feature's distinct count,
+:mod:`.exact`: a pass over a node's rows costs what it costs with 255 bins);
 a feature with more gets 255 quantile bins, each holding about ``n / 255`` rows: near
 the root that costs little (the best exact threshold is at most one bin away), but a
 small deep node may find its best split inside one bin and take a worse one, or none.
@@ -43,16 +44,16 @@ from ...errors import ShardlearnError
 from ..base import BaseEstimator, ClassifierMixin, Params, RegressorMixin
 from .common import FittedEnsemble, check_sample_weight, class_labels, diff, phase_snapshot, prepare_rows
 from .criterion import CRITERIA, find_best_splits_entropy
+from .exact import ExactBinMapper, ExactGrower
 from .grower import HIST_REDUCE, GrowParams, TreeGrower
 from .io import ensemble_arrays, model_json, restore_ensemble
 from .predict import Ensemble
 from .split import SplitParams
-from .wide_bins import WideBinMapper
 
 GROWTHS = ("depthwise", "bestfirst")
 #: ``max_bin=None``: every distinct value of a feature with at most this many (exact
 #: thresholds, as scikit-learn's), 255 quantile bins for a feature with more
-EXACT_MAX_BIN = 8192
+EXACT_MAX_BIN = 65535
 #: splits whose gain is below this fraction of the root's weighted impurity are not made
 GAIN_TOL = 1e-10
 
@@ -90,11 +91,11 @@ class _DecisionTree(FittedEnsemble, Params):
         counts; a dict maps labels to weights. Multiplies ``sample_weight``.
     max_bin : int or None, default None
         Value bins per feature; NaN gets its own bin. None: every distinct value of a
-        feature with at most :data:`EXACT_MAX_BIN` (8192) of them is a candidate threshold
+        feature with at most :data:`EXACT_MAX_BIN` (65535) of them is a candidate threshold
         (scikit-learn's candidates), 255 quantile bins for a feature with more. 2..255: at
         most that many (quantiles beyond), as the ensembles' ``max_bin``. Above 255 (up to
-        65535): at most that many, coded as 8-bit windows (:mod:`.wide_bins`; the
-        histogram work grows by ``max_bin / 254`` per such feature).
+        65535): at most that many (quantiles beyond), uint16 codes (:mod:`.exact`; CPU
+        only, as every ``max_bin=None`` fit: the device histograms are uint8).
     hist_reduce : {"allreduce", "reduce_scatter"}
     random_state : int
         Seed of the binning sample (keyed by global row: the tree does not depend on P).
@@ -137,8 +138,8 @@ class _DecisionTree(FittedEnsemble, Params):
             raise ShardlearnError(f"min_impurity_decrease must be >= 0, got {self.min_impurity_decrease}")
         if self.growth is not None and self.growth not in GROWTHS:
             raise ShardlearnError(f"growth must be one of {', '.join(GROWTHS)} or None, got {self.growth!r}")
-        if self.max_bin is not None and not 2 <= int(self.max_bin) <= WideBinMapper.MAX_BIN:
-            raise ShardlearnError(f"max_bin must be in 2..{WideBinMapper.MAX_BIN}, got {self.max_bin}")
+        if self.max_bin is not None and not 2 <= int(self.max_bin) <= ExactBinMapper.MAX_BIN:
+            raise ShardlearnError(f"max_bin must be in 2..{ExactBinMapper.MAX_BIN}, got {self.max_bin}")
         if self.hist_reduce not in HIST_REDUCE:
             raise ShardlearnError(f"hist_reduce must be one of {HIST_REDUCE}, got {self.hist_reduce!r}")
         cw = self.class_weight
@@ -176,11 +177,11 @@ class _DecisionTree(FittedEnsemble, Params):
                                       "give some rows a weight above zero")
         t0 = time.perf_counter()
         with ctx.timers.phase("binning"):
-            # more than 255 bins: several 8-bit window columns per feature (wide_bins.py)
+            # more than 255 bins: uint16 codes and ragged histograms (exact.py)
             if self.max_bin is None:
-                mapper = WideBinMapper(EXACT_MAX_BIN, quantile_bins=255, seed=self.random_state)
+                mapper = ExactBinMapper(EXACT_MAX_BIN, quantile_bins=255, seed=self.random_state)
             elif int(self.max_bin) > 255:
-                mapper = WideBinMapper(int(self.max_bin), seed=self.random_state)
+                mapper = ExactBinMapper(int(self.max_bin), seed=self.random_state)
             else:
                 mapper = BinMapper(int(self.max_bin), seed=self.random_state)
             keep = w > 0
@@ -205,9 +206,11 @@ class _DecisionTree(FittedEnsemble, Params):
                           hist_reduce=self.hist_reduce, learning_rate=1.0,
                           split=SplitParams(0.0, int(self.min_samples_leaf),
                                             max(1e-12, float(self.min_weight_fraction_leaf) * W), min_gain))
-        grower_cls = _EntropyGrower if self.criterion == "entropy" else TreeGrower
-        wide = isinstance(mapper, WideBinMapper)
-        grower = grower_cls(ctx, codes, mapper.window_bins_ if wide else mapper.n_bins_, mapper.n_slots, grow)
+        if isinstance(mapper, ExactBinMapper):
+            grower = ExactGrower(ctx, codes, mapper.n_bins_, grow, self.criterion)
+        else:
+            grower_cls = _EntropyGrower if self.criterion == "entropy" else TreeGrower
+            grower = grower_cls(ctx, codes, mapper.n_bins_, mapper.n_slots, grow)
         ch = np.empty((K + 1, n))
         if classification:
             ch[:K] = -(yk[None, :] == np.arange(K)[:, None]).astype(np.float64) * w[None, :]
@@ -219,7 +222,6 @@ class _DecisionTree(FittedEnsemble, Params):
         t_it = time.perf_counter()
         tree, _ = grower.grow(ch, rows)
         ens = Ensemble(K)
-        tree = mapper.to_features(tree) if wide else tree
         # (rows index the fitted rows; with rows= those are X[idx])
         ens.add(tree, mapper, 0, threshold=_gap_midpoints(ctx, tree, mapper, X, rows if idx is None else idx[rows]))
         self.ensemble_ = ens
