@@ -35,6 +35,26 @@
  *     exact_sums (the same integers: x * 2^-e is the correctly rounded ldexp, rint rounds
  *     half to even), for every leaf of a tree in one call over the tree's row permutation.
  *
+ * best_splits_packed(hist, tot, n_bins, nb_per_node, mask, k, d, S, bits, L, const_hess, sg, sh,
+ *                    lam, min_hess, tie_rtol, min_child, best_gain, left, feat, bin, miss_left)
+ *     The best split of each of k nodes straight from their packed integer histograms
+ *     (hist (k, d, S) int64, tot (k,) int64 the nodes' packed totals; the packing of
+ *     quantize.Packing(bits, L, const_hess)): per feature ONE cumulative int64 sum over the
+ *     packed bins (the packing is linear, so the running packed sum decodes to the exact
+ *     cumulative gradient, hessian and count), the fields decoded per candidate, and only
+ *     the gain in float: with l = GL * sg, hl = HL * sh (the count when const_hess),
+ *     r = (G - GL) * sg, hr = (H - HL) * sh,
+ *         gain = l^2 / (hl + lam) + r^2 / (hr + lam)
+ *     under split.py's constraints (min_child rows and min_hess on each side) and its
+ *     candidates and order: (feature, bin, missing right before missing left), codes <= b
+ *     left, the missing slot S-1 left or right where the node has missing values in the
+ *     feature, b = n_bins - 1 only as "all values left, missing right"; the winner is the
+ *     first candidate within tie_rtol of the best. A bin with no rows (b > 0) is skipped: its
+ *     candidates are those of bin b - 1, which come first. Outputs per node: best_gain
+ *     (-inf: none), left (3) the winner's integer left sums (gradient, hessian, count) as
+ *     float64 (exact), feat, bin, miss_left (split.py's rule where the node has no missing
+ *     value in the feature: the side with more rows). No float histogram is formed.
+ *
  * Argument checks: _kernel_args.h. Row indices are checked in the loop (one compare per
  * row); codes against S when S < 256 (one compare per code; with S >= 256 no uint8 code
  * can be out of range).
@@ -435,6 +455,167 @@ fail:
     return NULL;
 }
 
+
+/* ------------------------------------------------------------ split search */
+
+/* decode a packed sum into its integer fields (quantize.decode) */
+static inline void unpack3(int64_t x, int L, int shift_g, int64_t hmask, int const_hess, int64_t *g, int64_t *h,
+                           int64_t *c)
+{
+    *c = x & (((int64_t)1 << L) - 1);
+    *h = const_hess ? *c : (x >> L) & hmask;
+    *g = x >> shift_g;                       /* arithmetic shift: floor, the signed field */
+}
+
+QUANT_NO_CONTRACT
+static void packed_splits_loop(const int64_t *H, const int64_t *T, const int64_t *NB, int nb_per_node,
+                               const uint8_t *MASK, Py_ssize_t k, Py_ssize_t d, Py_ssize_t S, int bits, int L,
+                               int const_hess, double sg, double sh, double lam, double min_hess, double tie_rtol,
+                               int64_t mcs, double *gains, int64_t *idx, double *BG, double *LEFT, int64_t *FEAT,
+                               int64_t *BIN, uint8_t *ML)
+{
+    const Py_ssize_t V = S - 1;
+    const int shift_g = const_hess ? L : 2 * L + bits;
+    const int64_t hmask = ((int64_t)1 << (bits + L)) - 1;
+    for (Py_ssize_t i = 0; i < k; i++) {
+        int64_t tg, th, tc;
+        unpack3(T[i], L, shift_g, hmask, const_hess, &tg, &th, &tc);
+        const double TG = (double)tg * sg;
+        Py_ssize_t n = 0;
+        for (Py_ssize_t f = 0; f < d; f++) {
+            Py_ssize_t nb = (Py_ssize_t)NB[nb_per_node ? i * d + f : f];
+            if ((MASK && !MASK[i * d + f]) || nb <= 0)
+                continue;
+            const int64_t *h = H + (i * d + f) * S;
+            const int64_t miss = h[V];
+            int64_t mg, mh, mc;
+            unpack3(miss, L, shift_g, hmask, const_hess, &mg, &mh, &mc);
+            const int has_miss = mc > 0;
+            const Py_ssize_t last = nb - 1 < V - 1 ? nb - 1 : V - 1;   /* highest candidate bin */
+            int64_t run = 0;
+            for (Py_ssize_t b = 0; b <= last; b++) {
+                const int64_t x = h[b];
+                if (x == 0 && b > 0)
+                    continue;                /* no rows: the candidates of bin b - 1 again */
+                run += x;
+                /* run is the sum of bins 0..b only after the skipped bins, all zero */
+                int64_t gl, hl, cl;
+                unpack3(run, L, shift_g, hmask, const_hess, &gl, &hl, &cl);
+                if (tc - cl < mcs)
+                    break;                   /* no later bin leaves min_child rows right */
+                if (cl + mc < mcs)
+                    continue;
+                const int inner = b < nb - 1;
+                for (int dir = 0; dir < 2; dir++) {
+                    if (dir ? !(inner && has_miss) : !(inner || has_miss))
+                        continue;
+                    int64_t g1 = gl, h1 = hl, c1 = cl;
+                    if (dir) { g1 += mg; h1 += mh; c1 += mc; }
+                    const int64_t cr = tc - c1;
+                    if (c1 < mcs || cr < mcs)
+                        continue;
+                    const double hlr = (double)h1 * sh, hrr = (double)(th - h1) * sh;
+                    if (!(hlr >= min_hess) || !(hrr >= min_hess) || !(hlr + lam > 0) || !(hrr + lam > 0))
+                        continue;
+                    const double l = (double)g1 * sg, r = TG - l;
+                    gains[n] = (l * l) / (hlr + lam) + (r * r) / (hrr + lam);
+                    idx[n] = (f * V + b) * 2 + dir;
+                    n++;
+                }
+            }
+        }
+        double *li = LEFT + 3 * i;
+        if (n == 0) {
+            BG[i] = -INFINITY;
+            FEAT[i] = BIN[i] = 0;
+            ML[i] = 0;
+            li[0] = li[1] = li[2] = 0.0;
+            continue;
+        }
+        double top = -INFINITY;
+        for (Py_ssize_t q = 0; q < n; q++)
+            if (gains[q] > top) top = gains[q];
+        const double thr = top - tie_rtol * fabs(top);
+        Py_ssize_t q = 0;
+        while (q < n - 1 && !(gains[q] >= thr)) q++;
+        const int64_t best = idx[q];
+        const Py_ssize_t f = (Py_ssize_t)(best / 2 / V), b = (Py_ssize_t)(best / 2 % V);
+        const int dir = (int)(best % 2);
+        const int64_t *h = H + (i * d + f) * S;
+        int64_t run = 0;
+        for (Py_ssize_t c = 0; c <= b; c++)
+            run += h[c];
+        if (dir)
+            run += h[V];
+        int64_t gl, hl, cl;
+        unpack3(run, L, shift_g, hmask, const_hess, &gl, &hl, &cl);
+        BG[i] = gains[q];
+        FEAT[i] = f;
+        BIN[i] = b;
+        li[0] = (double)gl;
+        li[1] = (double)hl;
+        li[2] = (double)cl;
+        const int node_has_miss = (h[V] & (((int64_t)1 << L) - 1)) > 0;
+        ML[i] = node_has_miss ? (uint8_t)dir : (uint8_t)(cl >= tc - cl);
+    }
+}
+
+static PyObject *best_splits_packed(PyObject *self, PyObject *args)
+{
+    PyObject *ohist, *otot, *onbins, *omask, *ogain, *oleft, *ofeat, *obin, *oml;
+    Py_ssize_t k, d, S, min_child;
+    int nb_per_node, bits, L, const_hess;
+    double sg, sh, lam, min_hess, tie_rtol;
+    if (!PyArg_ParseTuple(args, "OOOiOnnniiidddddnOOOOO", &ohist, &otot, &onbins, &nb_per_node, &omask, &k, &d, &S,
+                          &bits, &L, &const_hess, &sg, &sh, &lam, &min_hess, &tie_rtol, &min_child, &ogain, &oleft,
+                          &ofeat, &obin, &oml))
+        return NULL;
+    KA_CALL(K, "best_splits_packed");
+    double *gains = NULL;
+    int64_t *idx = NULL;
+    Py_buffer *hist, *tot, *nbins, *mask, *gain_b, *left_b, *feat_b, *bin_b, *ml_b;
+    if (!(hist = ka_buffer(&K, "hist", ohist, KA_I64, KA_IN)) || !(tot = ka_buffer(&K, "tot", otot, KA_I64, KA_IN))
+        || !(nbins = ka_buffer(&K, "n_bins", onbins, KA_I64, KA_IN))
+        || !(mask = ka_buffer(&K, "mask", omask, KA_FLAG, KA_IN))
+        || !(gain_b = ka_buffer(&K, "best_gain", ogain, KA_F64, KA_OUT))
+        || !(left_b = ka_buffer(&K, "left", oleft, KA_F64, KA_OUT))
+        || !(feat_b = ka_buffer(&K, "feat", ofeat, KA_I64, KA_OUT))
+        || !(bin_b = ka_buffer(&K, "bin", obin, KA_I64, KA_OUT))
+        || !(ml_b = ka_buffer(&K, "miss_left", oml, KA_FLAG, KA_OUT)))
+        goto fail;
+    if (ka_at_least(&K, "k", k, 0) || ka_at_least(&K, "d", d, 0) || ka_between(&K, "S", S, 2, 1 << 20)
+        || ka_between(&K, "bits", bits, 2, 16) || ka_between(&K, "L", L, 1, 40)
+        || ka_between(&K, "const_hess", const_hess, 0, 1)
+        || ka_between(&K, "L layout", (const_hess ? 2 * L + bits : 3 * L + 2 * bits), 1, 64)
+        || ka_at_least(&K, "min_child", min_child, 0))
+        goto fail;
+    if (ka_need(&K, hist, ka_mul(ka_mul(k, d), S), "k*d*S") || ka_need(&K, tot, k, "k")
+        || ka_need(&K, nbins, nb_per_node ? ka_mul(k, d) : d, nb_per_node ? "k*d" : "d")
+        || (mask->len && ka_need(&K, mask, ka_mul(k, d), "k*d (or empty: no mask)"))
+        || ka_need(&K, gain_b, k, "k") || ka_need(&K, left_b, ka_mul(k, 3), "3*k") || ka_need(&K, feat_b, k, "k")
+        || ka_need(&K, bin_b, k, "k") || ka_need(&K, ml_b, k, "k") || ka_disjoint(&K))
+        goto fail;
+    Py_ssize_t n_cand = ka_add(ka_mul(ka_mul(d, S), 2), 1);
+    if (!(gains = ka_malloc(&K, n_cand, sizeof(double), "2*d*S + 1"))
+        || !(idx = ka_malloc(&K, n_cand, sizeof(int64_t), "2*d*S + 1")))
+        goto fail;
+    Py_BEGIN_ALLOW_THREADS
+    packed_splits_loop((const int64_t *)hist->buf, (const int64_t *)tot->buf, (const int64_t *)nbins->buf,
+                       nb_per_node, mask->len ? (const uint8_t *)mask->buf : NULL, k, d, S, bits, L, const_hess, sg,
+                       sh, lam, min_hess, tie_rtol, (int64_t)min_child, gains, idx, (double *)gain_b->buf,
+                       (double *)left_b->buf, (int64_t *)feat_b->buf, (int64_t *)bin_b->buf, (uint8_t *)ml_b->buf);
+    Py_END_ALLOW_THREADS
+    free(gains);
+    free(idx);
+    ka_release(&K);
+    Py_RETURN_NONE;
+fail:
+    free(gains);
+    free(idx);
+    ka_release(&K);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"quantize", quantize, METH_VARARGS,
      "quantize(g, h, grows, key, inv_g, inv_h, bits, shift_g, shift_h, packed, channels)"},
@@ -442,6 +623,9 @@ static PyMethodDef methods[] = {
     {"leaf_fixed_sums", leaf_fixed_sums, METH_VARARGS, "leaf_fixed_sums(g, h, rows, spans, eg, eh, out)"},
     {"histogram_packed", histogram_packed, METH_VARARGS,
      "histogram_packed(codes_rm, n, d, vals, rows, all_rows, feats, S, out)"},
+    {"best_splits_packed", best_splits_packed, METH_VARARGS,
+     "best_splits_packed(hist, tot, n_bins, nb_per_node, mask, k, d, S, bits, L, const_hess, sg, sh, lam, min_hess, "
+     "tie_rtol, min_child, best_gain, left, feat, bin, miss_left)"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_quant_kernels",

@@ -102,6 +102,28 @@ def decode(packed: np.ndarray, p: Packing) -> np.ndarray:
     return out
 
 
+def fields(packed: np.ndarray, p: Packing):
+    """The integer fields ``(g, h, c)`` (int64 arrays) of packed sums (``h`` is ``c`` with a
+    constant hessian)."""
+    x = packed.astype(np.int64, copy=False)
+    c = x & np.int64((1 << p.L) - 1)
+    h = c if p.const_hess else (x >> np.int64(p.shift_h)) & np.int64((1 << (p.bits + p.L)) - 1)
+    return x >> np.int64(p.shift_g), h, c
+
+
+def pack(g, h, c, p: Packing) -> np.ndarray:
+    """Integer fields -> packed int64 sums in the layout ``p`` (the inverse of :func:`fields`)."""
+    out = np.asarray(g, dtype=np.int64) << np.int64(p.shift_g)
+    if not p.const_hess:
+        out = out + (np.asarray(h, dtype=np.int64) << np.int64(p.shift_h))
+    return out + np.asarray(c, dtype=np.int64)
+
+
+def widen(small: np.ndarray, q: Packing, p: Packing) -> np.ndarray:
+    """Packed sums in the narrow layout ``q`` (int32, :func:`narrow`) -> the int64 layout ``p``."""
+    return pack(*fields(small, q), p)
+
+
 def narrow(packed: np.ndarray, p: Packing, n_rows: int):
     """``packed`` re-laid out for sums of at most ``n_rows`` rows in int32, or None if the
     fields do not fit 32 bits (the packed int64 sums are then sent as they are)."""
@@ -137,6 +159,10 @@ class TreeQuant:
         hist[..., 0, :, :] *= self.scale[0]
         hist[..., 1, :, :] *= self.scale[1]
         return hist
+
+    def real(self, packed) -> np.ndarray:
+        """Packed integer sums ``(...)`` -> their real sums ``(..., 3)`` (gradient, hessian, count)."""
+        return self.scale_totals(decode(np.asarray(packed, dtype=np.int64), self.packing))
 
     def scale_totals(self, tot: np.ndarray) -> np.ndarray:
         tot[..., 0] *= self.scale[0]
