@@ -38,7 +38,8 @@
  * best_splits_packed(hist, tot, n_bins, nb_per_node, mask, k, d, S, bits, L, const_hess, sg, sh,
  *                    lam, min_hess, tie_rtol, min_child, best_gain, left, feat, bin, miss_left)
  *     The best split of each of k nodes straight from their packed integer histograms
- *     (hist (k, d, S) int64, tot (k,) int64 the nodes' packed totals; the packing of
+ *     (hist (k, d, S) int64, tot (k, 3) int64 the nodes' integer totals (gradient, hessian,
+ *     count; the hessian is the count when const_hess); the packing of
  *     quantize.Packing(bits, L, const_hess)): per feature ONE cumulative int64 sum over the
  *     packed bins (the packing is linear, so the running packed sum decodes to the exact
  *     cumulative gradient, hessian and count), the fields decoded per candidate, and only
@@ -50,8 +51,9 @@
  *     left, the missing slot S-1 left or right where the node has missing values in the
  *     feature, b = n_bins - 1 only as "all values left, missing right"; the winner is the
  *     first candidate within tie_rtol of the best. A bin with no rows (b > 0) is skipped: its
- *     candidates are those of bin b - 1, which come first. Outputs per node: best_gain
- *     (-inf: none), left (3) the winner's integer left sums (gradient, hessian, count) as
+ *     candidates are those of bin b - 1, which come first. Outputs per node: best_gain, the
+ *     winner's gain minus the node's own score G^2 / (H + lam) (0 where H + lam <= 0; as
+ *     split.node_score on the real totals G * sg, H * sh) (-inf: no candidate), left (3) the winner's integer left sums (gradient, hessian, count) as
  *     float64 (exact), feat, bin, miss_left (split.py's rule where the node has no missing
  *     value in the feature: the side with more rows). No float histogram is formed.
  *
@@ -478,9 +480,9 @@ static void packed_splits_loop(const int64_t *H, const int64_t *T, const int64_t
     const int shift_g = const_hess ? L : 2 * L + bits;
     const int64_t hmask = ((int64_t)1 << (bits + L)) - 1;
     for (Py_ssize_t i = 0; i < k; i++) {
-        int64_t tg, th, tc;
-        unpack3(T[i], L, shift_g, hmask, const_hess, &tg, &th, &tc);
-        const double TG = (double)tg * sg;
+        const int64_t tg = T[3 * i], th = T[3 * i + 1], tc = T[3 * i + 2];
+        const double TG = (double)tg * sg, THR = (double)th * sh;
+        const double parent = THR + lam > 0 ? (TG * TG) / (THR + lam) : 0.0;
         Py_ssize_t n = 0;
         for (Py_ssize_t f = 0; f < d; f++) {
             Py_ssize_t nb = (Py_ssize_t)NB[nb_per_node ? i * d + f : f];
@@ -549,7 +551,7 @@ static void packed_splits_loop(const int64_t *H, const int64_t *T, const int64_t
             run += h[V];
         int64_t gl, hl, cl;
         unpack3(run, L, shift_g, hmask, const_hess, &gl, &hl, &cl);
-        BG[i] = gains[q];
+        BG[i] = gains[q] - parent;
         FEAT[i] = f;
         BIN[i] = b;
         li[0] = (double)gl;
@@ -589,7 +591,7 @@ static PyObject *best_splits_packed(PyObject *self, PyObject *args)
         || ka_between(&K, "L layout", (const_hess ? 2 * L + bits : 3 * L + 2 * bits), 1, 64)
         || ka_at_least(&K, "min_child", min_child, 0))
         goto fail;
-    if (ka_need(&K, hist, ka_mul(ka_mul(k, d), S), "k*d*S") || ka_need(&K, tot, k, "k")
+    if (ka_need(&K, hist, ka_mul(ka_mul(k, d), S), "k*d*S") || ka_need(&K, tot, ka_mul(k, 3), "3*k")
         || ka_need(&K, nbins, nb_per_node ? ka_mul(k, d) : d, nb_per_node ? "k*d" : "d")
         || (mask->len && ka_need(&K, mask, ka_mul(k, d), "k*d (or empty: no mask)"))
         || ka_need(&K, gain_b, k, "k") || ka_need(&K, left_b, ka_mul(k, 3), "3*k") || ka_need(&K, feat_b, k, "k")

@@ -25,7 +25,7 @@ from ...backend import compiled_kernels
 from ._gpu import device_histogram
 from .categorical import CatParams, find_best_categorical_splits, merge_splits, pack_bits
 from .histogram import CompiledHistogram, build_histogram, is_all_rows, pair_codes
-from .quantize import decode, fields, narrow, pack, widen
+from .quantize import decode, fields, narrow, widen
 from .split import TIE_RTOL, SplitParams, find_best_splits, find_best_splits_packed, find_best_splits_quant
 
 HIST_REDUCE = ("allreduce", "reduce_scatter")
@@ -242,8 +242,8 @@ class TreeGrower:
         packed = hists.dtype == np.int64
         if self.cat is None:
             if packed:
-                return find_best_splits_packed(q.kernels, hists, pack(*qtots.T, q.packing), totals, self.block_bins,
-                                               sp, q.packing, q.scale, masks)
+                return find_best_splits_packed(q.kernels, hists, qtots, totals, self.block_bins, sp, q.packing,
+                                               q.scale, masks)
             return find_best_splits_quant(hists, qtots, totals, self.block_bins, sp, q.scale, masks)
         if packed:
             real = np.ascontiguousarray(q.real(hists).transpose(0, 3, 1, 2))   # (k, 3, block, S)

@@ -190,9 +190,9 @@ def find_best_splits_packed(kernels, hist: np.ndarray, qtot: np.ndarray, totals:
     ``_quant_kernels.best_splits_packed``.
 
     ``hist`` (k, d, S) int64 packed sums (:class:`.quantize.Packing` ``packing``), ``qtot``
-    (k,) int64 the nodes' packed totals, ``totals`` (k, 3) their real sums (the integer
-    totals times ``scale``), ``scale`` (3,) the multipliers of the gradient and hessian
-    fields. The candidates, constraints, gain and tie rule are :func:`find_best_splits`'s;
+    (k, 3) int64 the nodes' integer totals (gradient, hessian, count), ``totals`` (k, 3)
+    their real sums (the integer totals times ``scale``; the kernel forms them itself, so
+    they are not read), ``scale`` (3,) the multipliers of the gradient and hessian fields. The candidates, constraints, gain and tie rule are :func:`find_best_splits`'s;
     the cumulative sums are exact integers and only the gain is computed in float (from
     the integer sums times the scales), so the choice is a function of the integer
     histograms alone. ``left`` holds the winner's left sums as integers (gradient,
@@ -214,8 +214,8 @@ def find_best_splits_packed(kernels, hist: np.ndarray, qtot: np.ndarray, totals:
                                nb, int(per_node), mask, k, d, S, packing.bits, packing.L, int(packing.const_hess),
                                float(scale[0]), float(scale[1]), float(lam), float(params.min_sum_hessian), TIE_RTOL,
                                int(params.min_child_samples), best_gain, left, f, bin_, ml)
-    gain = np.where(np.isfinite(best_gain), best_gain - node_score(totals, lam), -np.inf)
-    return {"gain": gain, "feature": f, "bin": bin_, "missing_left": ml.view(bool), "left": left}
+    # best_gain is already the gain over the node's own score (node_score's arithmetic)
+    return {"gain": best_gain, "feature": f, "bin": bin_, "missing_left": ml.view(bool), "left": left}
 
 
 def find_best_splits_quant(hist: np.ndarray, qtot: np.ndarray, totals: np.ndarray, n_bins: np.ndarray,
