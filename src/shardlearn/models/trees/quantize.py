@@ -233,8 +233,20 @@ class Quantizer:
     def __init__(self, bits, seed, n_rows, const_hess, kernels=None):
         self.bits, self.seed, self.n_rows, self.const_hess = int(bits), int(seed), int(n_rows), const_hess
         self.kernels = kernels
+        #: the last ``grows`` seen and its first row if it is a contiguous block (else -1):
+        #: the kernel then forms the row numbers itself instead of reading them
+        self._grows, self._start = None, -1
         p = Packing.for_rows(bits, n_rows, const_hess)
         self.packing = p if kernels is not None and p.fits(64) else None
+
+    def _block_start(self, grows: np.ndarray) -> int:
+        """``grows[0]`` if ``grows`` is ``grows[0], grows[0] + 1, ...`` (checked once per fit:
+        the same array comes back every tree), else -1."""
+        if grows is not self._grows:
+            n = len(grows)
+            contiguous = n > 0 and grows[0] >= 0 and bool(np.array_equal(grows, np.arange(grows[0], grows[0] + n)))
+            self._grows, self._start = grows, int(grows[0]) if contiguous else -1
+        return self._start
 
     def tree(self, g, h, grows, it: int, k: int, gmax: float, hmax: float) -> TreeQuant:
         """Quantize one tree's gradients ``g`` (n,) and hessians ``h`` (n,) or None."""
@@ -253,8 +265,9 @@ class Quantizer:
         p = self.packing
         if p is not None:
             packed = np.empty(n, dtype=np.int64)
-            self.kernels.quantize(g, hh, grows, key, inv_g, inv_h, B, p.shift_g, p.shift_h, packed,
-                                  np.empty((2, 0)))
+            start = self._block_start(grows)
+            self.kernels.quantize(g, hh, grows if start < 0 else grows[:0], key, inv_g, inv_h, B, p.shift_g,
+                                  p.shift_h, packed, np.empty((2, 0)), start)
             return TreeQuant(None, packed, p, scale, self.kernels)
         ch = np.empty((2, n), dtype=np.float64)
         self.kernels.quantize(g, hh, grows, key, inv_g, inv_h, B, -1, -1, np.empty(0, np.int64), ch)
