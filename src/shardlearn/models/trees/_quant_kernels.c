@@ -67,6 +67,9 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__SSE2__) && defined(__x86_64__)
+#include <emmintrin.h>
+#endif
 
 #include "../../_kernel_args.h"
 
@@ -276,6 +279,18 @@ static inline double scale_pow2(double x, int k)
     return ldexp(x, k);
 }
 
+/* rint(x * 2^k) as int64, |x * 2^k| < 2^63: on x86-64 ONE cvtsd2si, which rounds by the
+ * current rounding mode (nearest, ties to even, as rint and rint_even) where the scaled value
+ * is not already an integer; elsewhere rint_even and a conversion of the integer value */
+static inline int64_t fixed_i64(double x, int k)
+{
+#if defined(__SSE2__) && defined(__x86_64__)
+    return _mm_cvtsd_si64(_mm_set_sd(scale_pow2(x, k)));
+#else
+    return (int64_t)rint_even(scale_pow2(x, k));
+#endif
+}
+
 static void leaf_fixed_loop(const double *g, const double *h, const int64_t *rw, const int64_t *spans,
                             Py_ssize_t m, int eg, int eh, int64_t *out)
 {
@@ -285,10 +300,10 @@ static void leaf_fixed_loop(const double *g, const double *h, const int64_t *rw,
         for (int64_t i = 0; i < len; i++) {
             int64_t ra = r[i + 16 < len ? i + 16 : i];
             PREFETCH_T(g + ra);
-            sg += (int64_t)rint_even(scale_pow2(g[r[i]], -eg));
+            sg += fixed_i64(g[r[i]], -eg);
             if (h != NULL) {
                 PREFETCH_T(h + ra);
-                sh += (int64_t)rint_even(scale_pow2(h[r[i]], -eh));
+                sh += fixed_i64(h[r[i]], -eh);
             }
         }
         out[2 * j] = sg;
