@@ -18,8 +18,13 @@ gets the same scales).
 histogram entry is then a sum of small integers. Integer sums are exact and associative,
 so the local histograms, their reduction across ranks (any algorithm, any order, either
 ``hist_reduce``), the subtraction trick and the node totals are the same integers for any
-number of ranks; everything after them (the scaled sums the split search reads, the
-splits, the children's totals) is a function of those integers only. The leaf values are
+number of ranks; everything after them (the splits, the children's totals) is a function
+of those integers only. The grower keeps the histograms and node totals as integers (the
+subtraction trick and the children's totals are exact integer differences), and the split
+search runs on them (:func:`.split.find_best_splits_packed`, compiled, on packed sums;
+:func:`.split.find_best_splits_quant`, NumPy, the same arithmetic on integer-valued floats):
+exact cumulative integer sums, scaled to real sums only inside each candidate's gain. The
+leaf values are
 renewed from the exact gradients (LightGBM's ``quant_train_renew_leaf``) through
 fixed-point sums: each ``g`` becomes ``rint(g / 2**e)`` in int64 with one power-of-two unit
 ``2**e`` per tree chosen so that no sum of ``N`` rows can overflow (``|g| / 2**e < 2**(62 - L)``,
