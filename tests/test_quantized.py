@@ -105,6 +105,62 @@ def test_packed_histogram_equals_reference(S):
             ch2.build_packed(QK, vals, None)
 
 
+@needs_kernels
+def test_integer_split_search_compiled_numpy_and_float_agree():
+    """best_splits_packed (compiled, packed sums) == find_best_splits_quant (NumPy, integer
+    floats), bit for bit, with any scales; with unit scales both == the float search."""
+    from shardlearn.models.trees.split import (SplitParams, find_best_splits, find_best_splits_packed,
+                                               find_best_splits_quant)
+    r = np.random.default_rng(7)
+    for trial in range(80):
+        const, bits = trial % 3 == 0, int(r.choice([2, 3, 4]))
+        n, d, S, k = int(r.integers(5, 2000)), int(r.integers(1, 6)), int(r.choice([4, 17, 256])), int(r.integers(1, 4))
+        p = Packing.for_rows(bits, 2 * n, const)
+        nb = r.integers(0, S, size=(k, d) if trial % 7 == 0 else d)
+        H, T = np.zeros((k, d, S), np.int64), np.zeros(k, np.int64)
+        for i in range(k):
+            m = int(r.integers(0, n))
+            g = r.integers(-(1 << (bits - 1)), (1 << (bits - 1)) + 1, size=m)
+            v = (g << p.shift_g) + (0 if const else (r.integers(0, (1 << bits) + 1, size=m) << p.shift_h)) + 1
+            for f in range(d):
+                codes = r.integers(0, max(int(np.max(nb)), 1), size=m)
+                if trial % 2:
+                    codes[r.random(m) < 0.1] = S - 1                  # missing values
+                if trial % 5 == 0:
+                    codes = np.minimum(codes, 2)                      # mostly empty bins
+                np.add.at(H[i, f], codes, v)
+            T[i] = v.sum()
+        sp = SplitParams(lambda_l2=float(r.choice([0, 1.0])), min_child_samples=int(r.choice([1, 5, 20])),
+                         min_sum_hessian=float(r.choice([0, 1e-3, 3.0])))
+        mask = None if trial % 4 else r.random((k, d)) < 0.7
+        qt = decode(T, p)
+        hf = np.ascontiguousarray(decode(H, p).transpose(0, 3, 1, 2))
+        for scale in (np.ones(3), np.array([r.uniform(0.01, 1), 1.0 if const else r.uniform(1e-3, 0.1), 1.0])):
+            a = find_best_splits_quant(hf, qt, qt * scale, nb, sp, scale, mask)
+            b = find_best_splits_packed(QK, H, qt.astype(np.int64), qt * scale, nb, sp, p, scale, mask)
+            refs = [a] + ([find_best_splits(hf, qt, nb, sp, mask)] if scale[0] == 1.0 else [])
+            for ref in refs:
+                np.testing.assert_array_equal(ref["gain"], b["gain"])
+                fin = np.isfinite(b["gain"])
+                for key in ("feature", "bin", "missing_left", "left"):
+                    np.testing.assert_array_equal(ref[key][fin], b[key][fin])
+
+
+@needs_kernels
+def test_quantize_kernel_contiguous_rows_start():
+    r = np.random.default_rng(2)
+    g, h = r.normal(size=3000), r.uniform(0, 0.25, 3000)
+    key = rng.stream_key(1, 2)
+    p = Packing.for_rows(2, 10**6, False)
+    a, b = np.empty(3000, np.int64), np.empty(3000, np.int64)
+    grows = np.arange(777, 3777, dtype=np.int64)
+    QK.quantize(g, h, grows, key, 0.5, 16.0, 2, p.shift_g, p.shift_h, a, np.empty((2, 0)))
+    QK.quantize(g, h, grows[:0], key, 0.5, 16.0, 2, p.shift_g, p.shift_h, b, np.empty((2, 0)), 777)
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="start"):
+        QK.quantize(g, h, grows, key, 0.5, 16.0, 2, p.shift_g, p.shift_h, b, np.empty((2, 0)), 777)
+
+
 @pytest.mark.parametrize("bits,n_rows,const", [(2, 1000, False), (2, (1 << 20) - 1, False), (8, 50_000, False),
                                                (16, 1000, True), (4, 300, False)])
 def test_packed_sums_decode_to_exact_field_sums(bits, n_rows, const):
