@@ -1,6 +1,6 @@
 /* Quantized-gradient boosting kernels: stochastic rounding and packed integer histograms.
  *
- * quantize(g, h, grows, key, inv_g, inv_h, bits, shift_g, shift_h, packed, channels)
+ * quantize(g, h, grows, key, inv_g, inv_h, bits, shift_g, shift_h, packed, channels[, start])
  *     Per row r: 64 random bits z = SplitMix64(grows[r] * GOLDEN + key) (the bits of
  *     shardlearn.rng.row_bits for the stream whose key is `key`), u1 = (z >> 32) * 2^-32,
  *     u2 = (z & 0xffffffff) * 2^-32, then
@@ -8,7 +8,8 @@
  *         hi = clamp(floor(h[r] * inv_h + u2), 0, 2^bits)      (1 when h is empty)
  *     and either packed[r] = gi << shift_g | hi << shift_h | 1 (shift_g >= 0; no hessian
  *     field when h is empty) or channels[0, r] = gi, channels[1, r] = hi as float64.
- *     The reference is quantize.quantize_numpy: the same two roundings (product, then sum).
+ *     With start >= 0, grows is empty and the global rows are start, start + 1, ... (a rank's
+ *     contiguous block: 8 bytes per row less to read). The reference is quantize.quantize_numpy: the same two roundings (product, then sum).
  *     This function is compiled without floating-point contraction (see QUANT_NO_CONTRACT),
  *     so no fused multiply-add changes a rounding; baseline x86-64 has no FMA anyway.
  *
@@ -35,6 +36,28 @@
  *     exact_sums (the same integers: x * 2^-e is the correctly rounded ldexp, rint rounds
  *     half to even), for every leaf of a tree in one call over the tree's row permutation.
  *
+ * best_splits_packed(hist, tot, n_bins, nb_per_node, mask, k, d, S, bits, L, const_hess, sg, sh,
+ *                    lam, min_hess, tie_rtol, min_child, best_gain, left, feat, bin, miss_left)
+ *     The best split of each of k nodes straight from their packed integer histograms
+ *     (hist (k, d, S) int64, tot (k, 3) int64 the nodes' integer totals (gradient, hessian,
+ *     count; the hessian is the count when const_hess); the packing of
+ *     quantize.Packing(bits, L, const_hess)): per feature ONE cumulative int64 sum over the
+ *     packed bins (the packing is linear, so the running packed sum decodes to the exact
+ *     cumulative gradient, hessian and count), the fields decoded per candidate, and only
+ *     the gain in float: with l = GL * sg, hl = HL * sh (the count when const_hess),
+ *     r = (G - GL) * sg, hr = (H - HL) * sh,
+ *         gain = l^2 / (hl + lam) + r^2 / (hr + lam)
+ *     under split.py's constraints (min_child rows and min_hess on each side) and its
+ *     candidates and order: (feature, bin, missing right before missing left), codes <= b
+ *     left, the missing slot S-1 left or right where the node has missing values in the
+ *     feature, b = n_bins - 1 only as "all values left, missing right"; the winner is the
+ *     first candidate within tie_rtol of the best. A bin with no rows (b > 0) is skipped: its
+ *     candidates are those of bin b - 1, which come first. Outputs per node: best_gain, the
+ *     winner's gain minus the node's own score G^2 / (H + lam) (0 where H + lam <= 0; as
+ *     split.node_score on the real totals G * sg, H * sh) (-inf: no candidate), left (3) the winner's integer left sums (gradient, hessian, count) as
+ *     float64 (exact), feat, bin, miss_left (split.py's rule where the node has no missing
+ *     value in the feature: the side with more rows). No float histogram is formed.
+ *
  * Argument checks: _kernel_args.h. Row indices are checked in the loop (one compare per
  * row); codes against S when S < 256 (one compare per code; with S >= 256 no uint8 code
  * can be out of range).
@@ -44,6 +67,9 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__SSE2__) && defined(__x86_64__)
+#include <emmintrin.h>
+#endif
 
 #include "../../_kernel_args.h"
 
@@ -71,14 +97,15 @@ static inline uint64_t mix64(uint64_t z)
 }
 
 QUANT_NO_CONTRACT
-static void quantize_loop(const double *g, const double *h, const int64_t *grows, Py_ssize_t n, uint64_t key,
+static void quantize_loop(const double *g, const double *h, const int64_t *grows, int64_t start, Py_ssize_t n,
+                          uint64_t key,
                           double inv_g, double inv_h, int bits, Py_ssize_t shift_g, Py_ssize_t shift_h,
                           int64_t *packed, double *ch)
 {
     const double gtop = (double)(1LL << (bits - 1)), htop = (double)(1LL << bits);
     const double unit = 1.0 / 4294967296.0;  /* 2^-32 */
     for (Py_ssize_t r = 0; r < n; r++) {
-        uint64_t z = mix64((uint64_t)grows[r] * GOLDEN + key);
+        uint64_t z = mix64((uint64_t)(grows ? grows[r] : start + r) * GOLDEN + key);
         double u1 = (double)(z >> 32) * unit;
         volatile double prod = g[r] * inv_g;   /* its own rounding, as NumPy's g * inv_g */
         double gi = floor(prod + u1);
@@ -109,8 +136,9 @@ static PyObject *quantize(PyObject *self, PyObject *args)
     double inv_g, inv_h;
     int bits;
     Py_ssize_t shift_g, shift_h;
-    if (!PyArg_ParseTuple(args, "OOOKddinnOO", &og, &oh, &orows, &key, &inv_g, &inv_h, &bits, &shift_g, &shift_h,
-                          &opacked, &och))
+    long long start = -1;
+    if (!PyArg_ParseTuple(args, "OOOKddinnOO|L", &og, &oh, &orows, &key, &inv_g, &inv_h, &bits, &shift_g, &shift_h,
+                          &opacked, &och, &start))
         return NULL;
     KA_CALL(K, "quantize");
     Py_buffer *g, *h, *rows, *packed, *ch;
@@ -122,7 +150,12 @@ static PyObject *quantize(PyObject *self, PyObject *args)
     Py_ssize_t n = ka_items(g);
     int with_h = ka_items(h) > 0;
     int to_packed = shift_g >= 0;
-    if (ka_between(&K, "bits", bits, 2, 16) || ka_need(&K, rows, n, "len(g)")
+    if (start >= 0 && (ka_items(rows) != 0 || start > ((long long)1 << 62))) {
+        PyErr_Format(PyExc_ValueError, "quantize: with start (%lld) grows must be empty and start at most 2^62",
+                     start);
+        goto fail;
+    }
+    if (ka_between(&K, "bits", bits, 2, 16) || (start < 0 && ka_need(&K, rows, n, "len(g)"))
         || (with_h && ka_need(&K, h, n, "len(g)")))
         goto fail;
     if (to_packed) {
@@ -138,7 +171,8 @@ static PyObject *quantize(PyObject *self, PyObject *args)
     if (ka_disjoint(&K))
         goto fail;
     Py_BEGIN_ALLOW_THREADS
-    quantize_loop((const double *)g->buf, with_h ? (const double *)h->buf : NULL, (const int64_t *)rows->buf, n,
+    quantize_loop((const double *)g->buf, with_h ? (const double *)h->buf : NULL,
+                  start >= 0 ? NULL : (const int64_t *)rows->buf, (int64_t)start, n,
                   (uint64_t)key, inv_g, inv_h, bits, shift_g, shift_h, to_packed ? (int64_t *)packed->buf : NULL,
                   to_packed ? NULL : (double *)ch->buf);
     Py_END_ALLOW_THREADS
@@ -245,6 +279,18 @@ static inline double scale_pow2(double x, int k)
     return ldexp(x, k);
 }
 
+/* rint(x * 2^k) as int64, |x * 2^k| < 2^63: on x86-64 ONE cvtsd2si, which rounds by the
+ * current rounding mode (nearest, ties to even, as rint and rint_even) where the scaled value
+ * is not already an integer; elsewhere rint_even and a conversion of the integer value */
+static inline int64_t fixed_i64(double x, int k)
+{
+#if defined(__SSE2__) && defined(__x86_64__)
+    return _mm_cvtsd_si64(_mm_set_sd(scale_pow2(x, k)));
+#else
+    return (int64_t)rint_even(scale_pow2(x, k));
+#endif
+}
+
 static void leaf_fixed_loop(const double *g, const double *h, const int64_t *rw, const int64_t *spans,
                             Py_ssize_t m, int eg, int eh, int64_t *out)
 {
@@ -254,10 +300,10 @@ static void leaf_fixed_loop(const double *g, const double *h, const int64_t *rw,
         for (int64_t i = 0; i < len; i++) {
             int64_t ra = r[i + 16 < len ? i + 16 : i];
             PREFETCH_T(g + ra);
-            sg += (int64_t)rint_even(scale_pow2(g[r[i]], -eg));
+            sg += fixed_i64(g[r[i]], -eg);
             if (h != NULL) {
                 PREFETCH_T(h + ra);
-                sh += (int64_t)rint_even(scale_pow2(h[r[i]], -eh));
+                sh += fixed_i64(h[r[i]], -eh);
             }
         }
         out[2 * j] = sg;
@@ -435,6 +481,167 @@ fail:
     return NULL;
 }
 
+
+/* ------------------------------------------------------------ split search */
+
+/* decode a packed sum into its integer fields (quantize.decode) */
+static inline void unpack3(int64_t x, int L, int shift_g, int64_t hmask, int const_hess, int64_t *g, int64_t *h,
+                           int64_t *c)
+{
+    *c = x & (((int64_t)1 << L) - 1);
+    *h = const_hess ? *c : (x >> L) & hmask;
+    *g = x >> shift_g;                       /* arithmetic shift: floor, the signed field */
+}
+
+QUANT_NO_CONTRACT
+static void packed_splits_loop(const int64_t *H, const int64_t *T, const int64_t *NB, int nb_per_node,
+                               const uint8_t *MASK, Py_ssize_t k, Py_ssize_t d, Py_ssize_t S, int bits, int L,
+                               int const_hess, double sg, double sh, double lam, double min_hess, double tie_rtol,
+                               int64_t mcs, double *gains, int64_t *idx, double *BG, double *LEFT, int64_t *FEAT,
+                               int64_t *BIN, uint8_t *ML)
+{
+    const Py_ssize_t V = S - 1;
+    const int shift_g = const_hess ? L : 2 * L + bits;
+    const int64_t hmask = ((int64_t)1 << (bits + L)) - 1;
+    for (Py_ssize_t i = 0; i < k; i++) {
+        const int64_t tg = T[3 * i], th = T[3 * i + 1], tc = T[3 * i + 2];
+        const double TG = (double)tg * sg, THR = (double)th * sh;
+        const double parent = THR + lam > 0 ? (TG * TG) / (THR + lam) : 0.0;
+        Py_ssize_t n = 0;
+        for (Py_ssize_t f = 0; f < d; f++) {
+            Py_ssize_t nb = (Py_ssize_t)NB[nb_per_node ? i * d + f : f];
+            if ((MASK && !MASK[i * d + f]) || nb <= 0)
+                continue;
+            const int64_t *h = H + (i * d + f) * S;
+            const int64_t miss = h[V];
+            int64_t mg, mh, mc;
+            unpack3(miss, L, shift_g, hmask, const_hess, &mg, &mh, &mc);
+            const int has_miss = mc > 0;
+            const Py_ssize_t last = nb - 1 < V - 1 ? nb - 1 : V - 1;   /* highest candidate bin */
+            int64_t run = 0;
+            for (Py_ssize_t b = 0; b <= last; b++) {
+                const int64_t x = h[b];
+                if (x == 0 && b > 0)
+                    continue;                /* no rows: the candidates of bin b - 1 again */
+                run += x;
+                /* run is the sum of bins 0..b only after the skipped bins, all zero */
+                int64_t gl, hl, cl;
+                unpack3(run, L, shift_g, hmask, const_hess, &gl, &hl, &cl);
+                if (tc - cl < mcs)
+                    break;                   /* no later bin leaves min_child rows right */
+                if (cl + mc < mcs)
+                    continue;
+                const int inner = b < nb - 1;
+                for (int dir = 0; dir < 2; dir++) {
+                    if (dir ? !(inner && has_miss) : !(inner || has_miss))
+                        continue;
+                    int64_t g1 = gl, h1 = hl, c1 = cl;
+                    if (dir) { g1 += mg; h1 += mh; c1 += mc; }
+                    const int64_t cr = tc - c1;
+                    if (c1 < mcs || cr < mcs)
+                        continue;
+                    const double hlr = (double)h1 * sh, hrr = (double)(th - h1) * sh;
+                    if (!(hlr >= min_hess) || !(hrr >= min_hess) || !(hlr + lam > 0) || !(hrr + lam > 0))
+                        continue;
+                    const double l = (double)g1 * sg, r = TG - l;
+                    gains[n] = (l * l) / (hlr + lam) + (r * r) / (hrr + lam);
+                    idx[n] = (f * V + b) * 2 + dir;
+                    n++;
+                }
+            }
+        }
+        double *li = LEFT + 3 * i;
+        if (n == 0) {
+            BG[i] = -INFINITY;
+            FEAT[i] = BIN[i] = 0;
+            ML[i] = 0;
+            li[0] = li[1] = li[2] = 0.0;
+            continue;
+        }
+        double top = -INFINITY;
+        for (Py_ssize_t q = 0; q < n; q++)
+            if (gains[q] > top) top = gains[q];
+        const double thr = top - tie_rtol * fabs(top);
+        Py_ssize_t q = 0;
+        while (q < n - 1 && !(gains[q] >= thr)) q++;
+        const int64_t best = idx[q];
+        const Py_ssize_t f = (Py_ssize_t)(best / 2 / V), b = (Py_ssize_t)(best / 2 % V);
+        const int dir = (int)(best % 2);
+        const int64_t *h = H + (i * d + f) * S;
+        int64_t run = 0;
+        for (Py_ssize_t c = 0; c <= b; c++)
+            run += h[c];
+        if (dir)
+            run += h[V];
+        int64_t gl, hl, cl;
+        unpack3(run, L, shift_g, hmask, const_hess, &gl, &hl, &cl);
+        BG[i] = gains[q] - parent;
+        FEAT[i] = f;
+        BIN[i] = b;
+        li[0] = (double)gl;
+        li[1] = (double)hl;
+        li[2] = (double)cl;
+        const int node_has_miss = (h[V] & (((int64_t)1 << L) - 1)) > 0;
+        ML[i] = node_has_miss ? (uint8_t)dir : (uint8_t)(cl >= tc - cl);
+    }
+}
+
+static PyObject *best_splits_packed(PyObject *self, PyObject *args)
+{
+    PyObject *ohist, *otot, *onbins, *omask, *ogain, *oleft, *ofeat, *obin, *oml;
+    Py_ssize_t k, d, S, min_child;
+    int nb_per_node, bits, L, const_hess;
+    double sg, sh, lam, min_hess, tie_rtol;
+    if (!PyArg_ParseTuple(args, "OOOiOnnniiidddddnOOOOO", &ohist, &otot, &onbins, &nb_per_node, &omask, &k, &d, &S,
+                          &bits, &L, &const_hess, &sg, &sh, &lam, &min_hess, &tie_rtol, &min_child, &ogain, &oleft,
+                          &ofeat, &obin, &oml))
+        return NULL;
+    KA_CALL(K, "best_splits_packed");
+    double *gains = NULL;
+    int64_t *idx = NULL;
+    Py_buffer *hist, *tot, *nbins, *mask, *gain_b, *left_b, *feat_b, *bin_b, *ml_b;
+    if (!(hist = ka_buffer(&K, "hist", ohist, KA_I64, KA_IN)) || !(tot = ka_buffer(&K, "tot", otot, KA_I64, KA_IN))
+        || !(nbins = ka_buffer(&K, "n_bins", onbins, KA_I64, KA_IN))
+        || !(mask = ka_buffer(&K, "mask", omask, KA_FLAG, KA_IN))
+        || !(gain_b = ka_buffer(&K, "best_gain", ogain, KA_F64, KA_OUT))
+        || !(left_b = ka_buffer(&K, "left", oleft, KA_F64, KA_OUT))
+        || !(feat_b = ka_buffer(&K, "feat", ofeat, KA_I64, KA_OUT))
+        || !(bin_b = ka_buffer(&K, "bin", obin, KA_I64, KA_OUT))
+        || !(ml_b = ka_buffer(&K, "miss_left", oml, KA_FLAG, KA_OUT)))
+        goto fail;
+    if (ka_at_least(&K, "k", k, 0) || ka_at_least(&K, "d", d, 0) || ka_between(&K, "S", S, 2, 1 << 20)
+        || ka_between(&K, "bits", bits, 2, 16) || ka_between(&K, "L", L, 1, 40)
+        || ka_between(&K, "const_hess", const_hess, 0, 1)
+        || ka_between(&K, "L layout", (const_hess ? 2 * L + bits : 3 * L + 2 * bits), 1, 64)
+        || ka_at_least(&K, "min_child", min_child, 0))
+        goto fail;
+    if (ka_need(&K, hist, ka_mul(ka_mul(k, d), S), "k*d*S") || ka_need(&K, tot, ka_mul(k, 3), "3*k")
+        || ka_need(&K, nbins, nb_per_node ? ka_mul(k, d) : d, nb_per_node ? "k*d" : "d")
+        || (mask->len && ka_need(&K, mask, ka_mul(k, d), "k*d (or empty: no mask)"))
+        || ka_need(&K, gain_b, k, "k") || ka_need(&K, left_b, ka_mul(k, 3), "3*k") || ka_need(&K, feat_b, k, "k")
+        || ka_need(&K, bin_b, k, "k") || ka_need(&K, ml_b, k, "k") || ka_disjoint(&K))
+        goto fail;
+    Py_ssize_t n_cand = ka_add(ka_mul(ka_mul(d, S), 2), 1);
+    if (!(gains = ka_malloc(&K, n_cand, sizeof(double), "2*d*S + 1"))
+        || !(idx = ka_malloc(&K, n_cand, sizeof(int64_t), "2*d*S + 1")))
+        goto fail;
+    Py_BEGIN_ALLOW_THREADS
+    packed_splits_loop((const int64_t *)hist->buf, (const int64_t *)tot->buf, (const int64_t *)nbins->buf,
+                       nb_per_node, mask->len ? (const uint8_t *)mask->buf : NULL, k, d, S, bits, L, const_hess, sg,
+                       sh, lam, min_hess, tie_rtol, (int64_t)min_child, gains, idx, (double *)gain_b->buf,
+                       (double *)left_b->buf, (int64_t *)feat_b->buf, (int64_t *)bin_b->buf, (uint8_t *)ml_b->buf);
+    Py_END_ALLOW_THREADS
+    free(gains);
+    free(idx);
+    ka_release(&K);
+    Py_RETURN_NONE;
+fail:
+    free(gains);
+    free(idx);
+    ka_release(&K);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"quantize", quantize, METH_VARARGS,
      "quantize(g, h, grows, key, inv_g, inv_h, bits, shift_g, shift_h, packed, channels)"},
@@ -442,6 +649,9 @@ static PyMethodDef methods[] = {
     {"leaf_fixed_sums", leaf_fixed_sums, METH_VARARGS, "leaf_fixed_sums(g, h, rows, spans, eg, eh, out)"},
     {"histogram_packed", histogram_packed, METH_VARARGS,
      "histogram_packed(codes_rm, n, d, vals, rows, all_rows, feats, S, out)"},
+    {"best_splits_packed", best_splits_packed, METH_VARARGS,
+     "best_splits_packed(hist, tot, n_bins, nb_per_node, mask, k, d, S, bits, L, const_hess, sg, sh, lam, min_hess, "
+     "tie_rtol, min_child, best_gain, left, feat, bin, miss_left)"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_quant_kernels",

@@ -25,8 +25,8 @@ from ...backend import compiled_kernels
 from ._gpu import device_histogram
 from .categorical import CatParams, find_best_categorical_splits, merge_splits, pack_bits
 from .histogram import CompiledHistogram, build_histogram, is_all_rows, pair_codes
-from .quantize import decode, narrow
-from .split import TIE_RTOL, SplitParams, find_best_splits
+from .quantize import decode, fields, narrow, widen
+from .split import TIE_RTOL, SplitParams, find_best_splits, find_best_splits_packed, find_best_splits_quant
 
 HIST_REDUCE = ("allreduce", "reduce_scatter")
 #: at most this many splits share one histogram collective (bounds memory on wide levels)
@@ -62,12 +62,16 @@ class GrowParams:
 
 
 class _Leaf:
-    __slots__ = ("rows", "hist", "totals", "depth", "split", "start")
+    __slots__ = ("rows", "hist", "totals", "depth", "split", "start", "qtot")
 
-    def __init__(self, rows, hist, totals, depth, start=None):
+    def __init__(self, rows, hist, totals, depth, start=None, qtot=None):
         self.rows, self.hist, self.totals, self.depth, self.split = rows, hist, totals, depth, None
         #: where ``rows`` begins in the tree's row permutation (compiled host path), else None
         self.start = start
+        #: quantized gradients: the node's integer totals (gradient, hessian, count) as an
+        #: int64 (3,) array (``hist`` then holds integer sums: packed int64 (d, S), or
+        #: integer-valued float64 (3, d, S)), else None
+        self.qtot = qtot
 
 
 class TreeGrower:
@@ -152,28 +156,31 @@ class TreeGrower:
         """The k local histograms -> (k, C, block, S) global real sums, for the tree being grown.
 
         Unquantized: :meth:`_combine` as it is. Quantized: the integer sums, exact whatever the
-        order, then scaled (:class:`.quantize.TreeQuant`); packed ones ((k, d, S) int64) are
+        order, NOT scaled: the subtraction trick and the split search (:meth:`_find_best_quant`)
+        work on the integers, scaling only in the gain (:class:`.quantize.TreeQuant`). Packed ones ((k, d, S) int64) are
         sent as int32 when the fields of sums over ``max_rows`` rows (the largest global row
-        count of the k nodes) fit 32 bits, else as the int64 sums."""
+        count of the k nodes) fit 32 bits, else as the int64 sums, and come back as the
+        packed int64 global sums (k, block, S): the subtraction trick and the split search
+        (:func:`.split.find_best_splits_packed`) work on the integers themselves."""
         q = self._quant
         if q is None:
             return self._combine(local)
         if q.packed is None:
-            return q.scale_hist(self._combine(local))
+            return self._combine(local)
         small, p = narrow(local, q.packing, max_rows)
         sent = local if small is None else small
         got = self._combine(sent[:, None])[:, 0]
-        hist = decode(got, q.packing if small is None else p)      # (k, block, S, 3)
-        return q.scale_hist(np.ascontiguousarray(hist.transpose(0, 3, 1, 2)))
+        return got if small is None else widen(got, p, q.packing)
 
-    def _search(self, hists, totals, masks):
-        """Best split per node, identical on every rank."""
+    def _search(self, hists, totals, masks, qtots=None):
+        """Best split per node, identical on every rank. Packed quantized histograms
+        (``qtots``: the nodes' integer totals (k, 3)): ``left`` is the winner's integer sums."""
         with self.ctx.timers.phase("split_search"):
             if masks is not None and self.rs:
                 pad = np.zeros((masks.shape[0], self.d_pad), dtype=bool)
                 pad[:, :self.d] = masks
                 masks = pad[:, self.f_lo:self.f_lo + self.block]
-            res = self._find_best(hists, totals, masks)
+            res = self._find_best(hists, totals, masks, qtots)
         if not self.rs:
             return res
         k, C = totals.shape
@@ -209,9 +216,11 @@ class TreeGrower:
                     out.setdefault("cat_left", np.zeros((k, S), bool))[i] = cand[j, 6 + C:] > 0
         return out
 
-    def _find_best(self, hists, totals, masks):
+    def _find_best(self, hists, totals, masks, qtots=None):
         """Best split per node over this rank's block: numerical and categorical features."""
         sp = self.params.split
+        if qtots is not None:
+            return self._find_best_quant(hists, totals, masks, qtots)
         if self.cat is None:
             return find_best_splits(hists, totals, self.block_bins, sp, masks)
         k = hists.shape[0]
@@ -219,6 +228,42 @@ class TreeGrower:
         cat = find_best_categorical_splits(hists, totals, self.block_bins, self.cat_block, sp, self.cat,
                                            None if masks is None else np.broadcast_to(masks, (k, self.block)))
         return merge_splits(num, cat, sp.lambda_l2)
+
+    def _find_best_quant(self, hists, totals, masks, qtots):
+        """:meth:`_find_best` on integer histograms (quantized gradients): packed
+        (k, block, S) int64, or integer-valued float64 (k, 3, block, S) (the float path);
+        ``qtots`` (k, 3) the nodes' integer totals. ``left`` is the winner's integer
+        (gradient, hessian, count) sums. Numerical features only: straight on the integers,
+        the same choice either way (compiled for packed histograms, else NumPy); with
+        categorical features the histograms are scaled to real sums for the search, and the
+        winner's integer sums are read back from the integer histogram."""
+        q = self._quant
+        sp = self.params.split
+        packed = hists.dtype == np.int64
+        if self.cat is None:
+            if packed:
+                return find_best_splits_packed(q.kernels, hists, qtots, totals, self.block_bins, sp, q.packing,
+                                               q.scale, masks)
+            return find_best_splits_quant(hists, qtots, totals, self.block_bins, sp, q.scale, masks)
+        if packed:
+            real = np.ascontiguousarray(q.real(hists).transpose(0, 3, 1, 2))   # (k, 3, block, S)
+        else:
+            real = q.scale_hist(hists.copy())
+        res = self._find_best(real, totals, masks)
+        k = hists.shape[0]
+        left = np.zeros((k, 3))
+        for i in range(k):
+            if not np.isfinite(res["gain"][i]):
+                continue
+            f = int(res["feature"][i])
+            h = hists[i, f] if packed else hists[i, :, f].T              # (S,) or (S, 3)
+            if res.get("is_cat") is not None and res["is_cat"][i]:
+                s = h[np.asarray(res["cat_left"][i], dtype=bool)].sum(axis=0)
+            else:
+                s = h[:int(res["bin"][i]) + 1].sum(axis=0) + (h[-1] if res["missing_left"][i] else 0)
+            left[i] = [int(v) for v in fields(np.int64(s), q.packing)] if packed else s
+        res["left"] = left
+        return res
 
     # ---------------------------------------------------------------- grow
     def grow(self, channels: np.ndarray, rows: np.ndarray, hess_is_count=False,
@@ -286,12 +331,14 @@ class TreeGrower:
                 local_tot[C - 1] = len(rows)
         root_hist = self._combine_hist(local[None], (1 << quant.packing.L) - 1 if packed else 0)[0]
         totals = ctx.coll.allreduce(local_tot)
+        qtot = None
         if packed:
             totals = decode(totals, quant.packing)[0]
         if quant is not None:   # sums of integers: exact for any order; now scaled
+            qtot = totals.astype(np.int64)
             quant.scale_totals(totals)
         in_place = self.chist is not None and not self.device
-        leaves = {0: _Leaf(rows, root_hist, totals, 0, 0 if in_place else None)}
+        leaves = {0: _Leaf(rows, root_hist, totals, 0, 0 if in_place else None, qtot)}
         nodes.add(totals, 0, p, sp.lambda_l2)
         n_leaves = 1
         if self._splittable(totals, 0, n_leaves):
@@ -318,14 +365,20 @@ class TreeGrower:
                     else:
                         lrows, rrows = self._partition_numpy(lf.rows, s)
                 ltot = s["left"]
-                rtot = lf.totals - ltot
+                lq = rq = None
+                if lf.qtot is not None:     # exact integer totals; the real ones from them
+                    lq = s["left_q"]
+                    rq = lf.qtot - lq
+                    rtot = self._quant.scale_totals(rq.astype(np.float64))
+                else:
+                    rtot = lf.totals - ltot
                 # children of a many-vs-many split take lambda_l2 + cat_l2, as in LightGBM
                 li = nodes.add(ltot, lf.depth + 1, p, s.get("l2", sp.lambda_l2))
                 ri = nodes.add(rtot, lf.depth + 1, p, s.get("l2", sp.lambda_l2))
                 nodes.set_split(i, s, li, ri)
                 st = lf.start
-                left = _Leaf(lrows, None, ltot, lf.depth + 1, st)
-                right = _Leaf(rrows, None, rtot, lf.depth + 1, None if st is None else st + len(lrows))
+                left = _Leaf(lrows, None, ltot, lf.depth + 1, st, lq)
+                right = _Leaf(rrows, None, rtot, lf.depth + 1, None if st is None else st + len(lrows), rq)
                 leaves[li], leaves[ri] = left, right
                 if self._splittable(ltot, lf.depth + 1, n_leaves) or self._splittable(rtot, lf.depth + 1, n_leaves):
                     pairs.append((lf, li, ri))
@@ -362,8 +415,7 @@ class TreeGrower:
             raise IndexError(f"score column {k} out of range 0..{K - 1}")
         for node, r in leaf_rows:
             r = np.ascontiguousarray(r, dtype=np.int64)   # a view of the tree's permutation
-            if len(r) and (r.min() < 0 or r.max() >= scores.shape[0]):
-                raise IndexError("leaf rows out of range of the scores")
+            # the kernel checks every row in its loop (ValueError): no min/max pass here
             kern.add_leaf_value(scores, K, int(k), r, float(values[node]))
 
     def _partition_numpy(self, rows, s):
@@ -449,7 +501,8 @@ class TreeGrower:
         masks = None
         if node_mask is not None:
             masks = np.asarray(node_mask(np.asarray(ids, dtype=np.int64)), dtype=bool)
-        res = self._search(hists, totals, masks)
+        qtots = None if leaves[0].qtot is None else np.stack([lf.qtot for lf in leaves])
+        res = self._search(hists, totals, masks, qtots)
         for j, lf in enumerate(leaves):
             if not res["gain"][j] > self.params.split.min_gain_to_split:
                 lf.hist = None  # never split: free its histogram
@@ -457,6 +510,9 @@ class TreeGrower:
             lf.split = {"gain": float(res["gain"][j]), "feature": int(res["feature"][j]),
                         "bin": int(res["bin"][j]), "missing_left": bool(res["missing_left"][j]),
                         "left": np.array(res["left"][j], dtype=np.float64)}
+            if qtots is not None:   # integer left sums (exact); the real ones from them
+                lf.split["left_q"] = res["left"][j].astype(np.int64)
+                lf.split["left"] = self._quant.scale_totals(np.array(res["left"][j], dtype=np.float64))
             if "is_cat" in res:
                 lf.split["l2"] = float(res["l2"][j])
                 if res["is_cat"][j]:

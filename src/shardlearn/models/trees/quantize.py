@@ -18,8 +18,13 @@ gets the same scales).
 histogram entry is then a sum of small integers. Integer sums are exact and associative,
 so the local histograms, their reduction across ranks (any algorithm, any order, either
 ``hist_reduce``), the subtraction trick and the node totals are the same integers for any
-number of ranks; everything after them (the scaled sums the split search reads, the
-splits, the children's totals) is a function of those integers only. The leaf values are
+number of ranks; everything after them (the splits, the children's totals) is a function
+of those integers only. The grower keeps the histograms and node totals as integers (the
+subtraction trick and the children's totals are exact integer differences), and the split
+search runs on them (:func:`.split.find_best_splits_packed`, compiled, on packed sums;
+:func:`.split.find_best_splits_quant`, NumPy, the same arithmetic on integer-valued floats):
+exact cumulative integer sums, scaled to real sums only inside each candidate's gain. The
+leaf values are
 renewed from the exact gradients (LightGBM's ``quant_train_renew_leaf``) through
 fixed-point sums: each ``g`` becomes ``rint(g / 2**e)`` in int64 with one power-of-two unit
 ``2**e`` per tree chosen so that no sum of ``N`` rows can overflow (``|g| / 2**e < 2**(62 - L)``,
@@ -102,6 +107,28 @@ def decode(packed: np.ndarray, p: Packing) -> np.ndarray:
     return out
 
 
+def fields(packed: np.ndarray, p: Packing):
+    """The integer fields ``(g, h, c)`` (int64 arrays) of packed sums (``h`` is ``c`` with a
+    constant hessian)."""
+    x = packed.astype(np.int64, copy=False)
+    c = x & np.int64((1 << p.L) - 1)
+    h = c if p.const_hess else (x >> np.int64(p.shift_h)) & np.int64((1 << (p.bits + p.L)) - 1)
+    return x >> np.int64(p.shift_g), h, c
+
+
+def pack(g, h, c, p: Packing) -> np.ndarray:
+    """Integer fields -> packed int64 sums in the layout ``p`` (the inverse of :func:`fields`)."""
+    out = np.asarray(g, dtype=np.int64) << np.int64(p.shift_g)
+    if not p.const_hess:
+        out = out + (np.asarray(h, dtype=np.int64) << np.int64(p.shift_h))
+    return out + np.asarray(c, dtype=np.int64)
+
+
+def widen(small: np.ndarray, q: Packing, p: Packing) -> np.ndarray:
+    """Packed sums in the narrow layout ``q`` (int32, :func:`narrow`) -> the int64 layout ``p``."""
+    return pack(*fields(small, q), p)
+
+
 def narrow(packed: np.ndarray, p: Packing, n_rows: int):
     """``packed`` re-laid out for sums of at most ``n_rows`` rows in int32, or None if the
     fields do not fit 32 bits (the packed int64 sums are then sent as they are)."""
@@ -137,6 +164,10 @@ class TreeQuant:
         hist[..., 0, :, :] *= self.scale[0]
         hist[..., 1, :, :] *= self.scale[1]
         return hist
+
+    def real(self, packed) -> np.ndarray:
+        """Packed integer sums ``(...)`` -> their real sums ``(..., 3)`` (gradient, hessian, count)."""
+        return self.scale_totals(decode(np.asarray(packed, dtype=np.int64), self.packing))
 
     def scale_totals(self, tot: np.ndarray) -> np.ndarray:
         tot[..., 0] *= self.scale[0]
@@ -207,8 +238,20 @@ class Quantizer:
     def __init__(self, bits, seed, n_rows, const_hess, kernels=None):
         self.bits, self.seed, self.n_rows, self.const_hess = int(bits), int(seed), int(n_rows), const_hess
         self.kernels = kernels
+        #: the last ``grows`` seen and its first row if it is a contiguous block (else -1):
+        #: the kernel then forms the row numbers itself instead of reading them
+        self._grows, self._start = None, -1
         p = Packing.for_rows(bits, n_rows, const_hess)
         self.packing = p if kernels is not None and p.fits(64) else None
+
+    def _block_start(self, grows: np.ndarray) -> int:
+        """``grows[0]`` if ``grows`` is ``grows[0], grows[0] + 1, ...`` (checked once per fit:
+        the same array comes back every tree), else -1."""
+        if grows is not self._grows:
+            n = len(grows)
+            contiguous = n > 0 and grows[0] >= 0 and bool(np.array_equal(grows, np.arange(grows[0], grows[0] + n)))
+            self._grows, self._start = grows, int(grows[0]) if contiguous else -1
+        return self._start
 
     def tree(self, g, h, grows, it: int, k: int, gmax: float, hmax: float) -> TreeQuant:
         """Quantize one tree's gradients ``g`` (n,) and hessians ``h`` (n,) or None."""
@@ -227,8 +270,9 @@ class Quantizer:
         p = self.packing
         if p is not None:
             packed = np.empty(n, dtype=np.int64)
-            self.kernels.quantize(g, hh, grows, key, inv_g, inv_h, B, p.shift_g, p.shift_h, packed,
-                                  np.empty((2, 0)))
+            start = self._block_start(grows)
+            self.kernels.quantize(g, hh, grows if start < 0 else grows[:0], key, inv_g, inv_h, B, p.shift_g,
+                                  p.shift_h, packed, np.empty((2, 0)), start)
             return TreeQuant(None, packed, p, scale, self.kernels)
         ch = np.empty((2, n), dtype=np.float64)
         self.kernels.quantize(g, hh, grows, key, inv_g, inv_h, B, -1, -1, np.empty(0, np.int64), ch)

@@ -182,3 +182,100 @@ def _find_best_splits_compiled(kernels, hist, totals, n_bins, params: SplitParam
                         best, best_gain, left, f, bin_, ml)
     gain = np.where(np.isfinite(best_gain), best_gain - node_score(totals, lam), -np.inf)
     return {"gain": gain, "feature": f, "bin": bin_, "missing_left": ml.view(bool), "left": left}
+
+
+def find_best_splits_packed(kernels, hist: np.ndarray, qtot: np.ndarray, totals: np.ndarray, n_bins: np.ndarray,
+                            params: SplitParams, packing, scale: np.ndarray, feature_mask=None):
+    """:func:`find_best_splits` on packed integer histograms (quantized gradients), through
+    ``_quant_kernels.best_splits_packed``.
+
+    ``hist`` (k, d, S) int64 packed sums (:class:`.quantize.Packing` ``packing``), ``qtot``
+    (k, 3) int64 the nodes' integer totals (gradient, hessian, count), ``totals`` (k, 3)
+    their real sums (the integer totals times ``scale``; the kernel forms them itself, so
+    they are not read), ``scale`` (3,) the multipliers of the gradient and hessian fields. The candidates, constraints, gain and tie rule are :func:`find_best_splits`'s;
+    the cumulative sums are exact integers and only the gain is computed in float (from
+    the integer sums times the scales), so the choice is a function of the integer
+    histograms alone. ``left`` holds the winner's left sums as integers (gradient,
+    hessian, count; float64, exact), not scaled.
+    """
+    k, d, S = hist.shape
+    lam = params.lambda_l2
+    nb = np.asarray(n_bins)
+    per_node = nb.ndim == 2
+    nb = np.ascontiguousarray(np.broadcast_to(nb, (k, d)) if per_node else nb, dtype=np.int64)
+    mask = np.empty(0, np.uint8)
+    if feature_mask is not None:
+        mask = np.ascontiguousarray(np.broadcast_to(np.asarray(feature_mask, dtype=bool), (k, d)), dtype=np.uint8)
+    best_gain = np.empty(k)
+    left = np.empty((k, 3))
+    f, bin_ = np.empty(k, dtype=np.int64), np.empty(k, dtype=np.int64)
+    ml = np.empty(k, dtype=np.uint8)
+    kernels.best_splits_packed(np.ascontiguousarray(hist, dtype=np.int64), np.ascontiguousarray(qtot, dtype=np.int64),
+                               nb, int(per_node), mask, k, d, S, packing.bits, packing.L, int(packing.const_hess),
+                               float(scale[0]), float(scale[1]), float(lam), float(params.min_sum_hessian), TIE_RTOL,
+                               int(params.min_child_samples), best_gain, left, f, bin_, ml)
+    # best_gain is already the gain over the node's own score (node_score's arithmetic)
+    return {"gain": best_gain, "feature": f, "bin": bin_, "missing_left": ml.view(bool), "left": left}
+
+
+def find_best_splits_quant(hist: np.ndarray, qtot: np.ndarray, totals: np.ndarray, n_bins: np.ndarray,
+                           params: SplitParams, scale: np.ndarray, feature_mask=None):
+    """The NumPy form of :func:`find_best_splits_packed`: the same candidates, the same float
+    operations in the same order, the same choice, on integer histograms held as float64
+    ``hist`` (k, 3, d, S) (gradient, hessian, count; integers below 2**53, so every sum
+    is exact) with the integer totals ``qtot`` (k, 3)."""
+    k, C, d, S = hist.shape
+    V = S - 1
+    lam = params.lambda_l2
+    sg, sh = float(scale[0]), float(scale[1])
+    cum = np.cumsum(hist[..., :V], axis=-1)             # (k, 3, d, V): exact integers
+    miss = hist[..., V]                                  # (k, 3, d)
+    tot = np.asarray(qtot, dtype=np.float64)[:, :, None, None]
+    TG = tot[:, 0] * sg                                  # (k, 1, 1)
+    b = np.arange(V)
+    nb = np.asarray(n_bins)
+    nb = nb[..., None] if nb.ndim == 2 else nb[None, :, None]          # (k or 1, d, 1)
+    inner = b < nb - 1
+    top_bin = b == nb - 1
+    has_miss = miss[:, 2] > 0                            # (k, d)
+    mcs = params.min_child_samples
+
+    def gains(left, valid):
+        gl, hl, cl = left[:, 0], left[:, 1], left[:, 2]
+        hlr, hrr = hl * sh, (tot[:, 1] - hl) * sh
+        cr = tot[:, 2] - cl
+        ok = (valid & (cl >= mcs) & (cr >= mcs) & (hlr >= params.min_sum_hessian)
+              & (hrr >= params.min_sum_hessian) & (hlr + lam > 0) & (hrr + lam > 0))
+        lr = gl * sg
+        r = TG - lr
+        with np.errstate(divide="ignore", invalid="ignore"):
+            g = (lr * lr) / (hlr + lam) + (r * r) / (hrr + lam)
+        return np.where(ok, g, -np.inf)                  # (k, d, V)
+
+    g_right = gains(cum, inner | (top_bin & has_miss[:, :, None]))
+    g_left = gains(cum + miss[..., None], inner & has_miss[:, :, None])
+    g = np.stack([g_right, g_left], axis=-1)             # (k, d, V, 2)
+    if feature_mask is not None:
+        fm = np.broadcast_to(np.asarray(feature_mask, dtype=bool), (k, d))
+        g = np.where(fm[:, :, None, None], g, -np.inf)
+    g = np.where((nb > 0)[..., None], g, -np.inf)
+    flat = g.reshape(k, -1)
+    nodes = np.arange(k)
+    if flat.shape[1]:
+        top = flat.max(axis=1)
+        near = flat >= (top - TIE_RTOL * np.abs(top))[:, None]
+        best = np.argmax(near, axis=1)
+        best_gain = flat[nodes, best]
+    else:
+        best, best_gain = np.zeros(k, dtype=np.int64), np.full(k, -np.inf)
+    f, rest = np.divmod(best, V * 2)
+    bin_, direction = np.divmod(rest, 2)
+    ml = direction == 1
+    fin = np.isfinite(best_gain)
+    left = cum[nodes, :, f, bin_] + np.where(ml[:, None], miss[nodes, :, f], 0.0)
+    left = np.where(fin[:, None], left, 0.0)
+    no_miss = ~has_miss[nodes, f]
+    ml = np.where(no_miss, left[:, 2] >= tot[:, 2, 0, 0] - left[:, 2], ml)
+    gain = np.where(fin, best_gain - node_score(totals, lam), -np.inf)
+    return {"gain": gain, "feature": f.astype(np.int64), "bin": bin_.astype(np.int64),
+            "missing_left": ml, "left": left}
