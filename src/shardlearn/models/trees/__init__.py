@@ -15,6 +15,7 @@ One job per module, as in scikit-learn's hist-gradient-boosting:
 - :mod:`.io` — model files and the readable JSON dump, for both estimators;
 - :mod:`.criterion` — the entropy split search (gini and squared error are :mod:`.split`'s gain);
 - :mod:`.wide_bins` — more than 255 bins per feature for the single tree, as 8-bit window columns;
+- :mod:`.bincache` — a parameter search's bins of each fold, shared by its candidates;
 - :mod:`.gbdt`, :mod:`.forest`, :mod:`.decision_tree` — the estimators.
 """
 from .decision_tree import DecisionTreeClassifier, DecisionTreeRegressor, export_text
