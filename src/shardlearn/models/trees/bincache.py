@@ -4,15 +4,17 @@ A search fits every candidate on every fold; a GBDT or forest fit starts by agre
 edges on its training rows (a row sample exchanged between the ranks, then one pass over
 the rows: ~60 ms per fit at 50k rows x 20 features per rank) and coding them as uint8.
 Candidates that differ in tree parameters only (num_leaves, learning_rate, ...) get the
-same bins and codes on the same fold, so the search hands the fits a :class:`BinCache`
+same bins on the same fold, so the search hands the fits a :class:`BinCache`
 (``est._bin_cache = (cache, token)``, ``token`` naming the fold and the row subset) and
-:func:`fit_bins` computes each set once and hands out the stored one after that.
+:func:`fit_bins` agrees each fold's bins once; a later fit only codes its rows with them
+(``BinMapper.transform``: one local pass, no collective). Only the mappers are kept (bin
+edges: a few KiB per fold), not the codes, so sharing costs no memory per row.
 
 The key holds everything the bins depend on besides the rows the token names: ``max_bin``,
 ``random_state``, the categorical features, the validation hold-out, the number of
-training rows and the identity of ``X``; the stored codes are read-only for the fits (the
-growers copy what they reorder). A hit is the same mapper and codes the fit would have
-computed (binning is deterministic: its sample is keyed by global row and seed).
+training rows and the identity of ``X``. A hit gives the mapper and codes the fit would have
+computed (binning is deterministic: its sample is keyed by global row and seed; ``transform``
+of the fitted mapper gives ``fit_transform``'s codes).
 """
 from __future__ import annotations
 
@@ -22,15 +24,12 @@ from ...data.binning import BinMapper
 
 
 class BinCache:
-    """(mapper, codes) by key; ``hits`` and ``misses`` count the look-ups."""
+    """Fitted mappers by key; ``hits`` and ``misses`` count the look-ups."""
 
     def __init__(self):
         self.store: dict = {}
         self.hits = 0
         self.misses = 0
-
-    def nbytes(self) -> int:
-        return sum(codes.nbytes for _, codes in self.store.values())
 
 
 def fit_bins(est, X, global_rows, n_total, ctx, rows, cat):
@@ -43,14 +42,13 @@ def fit_bins(est, X, global_rows, n_total, ctx, rows, cat):
         cache, token = given
         key = (token, int(est.max_bin), est.random_state, None if cat is None else tuple(np.asarray(cat).tolist()),
                float(getattr(est, "validation_fraction", 0.0)), int(n_total), id(X), X.shape)
-        got = cache.store.get(key)
-        if got is not None:
+        mapper = cache.store.get(key)
+        if mapper is not None:
             cache.hits += 1
-            return got
+            return mapper, mapper.transform(X, rows=rows)
         cache.misses += 1
     mapper = BinMapper(est.max_bin, seed=est.random_state, categorical=cat)
     codes = mapper.fit_transform(X, global_rows, n_total, ctx, rows=rows)
     if key is not None:
-        codes.flags.writeable = False
-        cache.store[key] = (mapper, codes)
+        cache.store[key] = mapper
     return mapper, codes
