@@ -12,7 +12,10 @@ edges: a few KiB per fold), not the codes, so sharing costs no memory per row.
 
 The key holds everything the bins depend on besides the rows the token names: ``max_bin``,
 ``random_state``, the categorical features, the validation hold-out, the number of
-training rows and the identity of ``X``. A hit gives the mapper and codes the fit would have
+training rows and the shape of ``X``; a cache serves one round of one search (one ``X``).
+Not ``id(X)``: a fit may get a converted copy of ``X``, and a freed copy's address can come
+back on one rank and not another, which would split the ranks' hits and misses (a hit
+makes no collective). A hit gives the mapper and codes the fit would have
 computed (binning is deterministic: its sample is keyed by global row and seed; ``transform``
 of the fitted mapper gives ``fit_transform``'s codes).
 """
@@ -41,7 +44,7 @@ def fit_bins(est, X, global_rows, n_total, ctx, rows, cat):
     if given is not None:
         cache, token = given
         key = (token, int(est.max_bin), est.random_state, None if cat is None else tuple(np.asarray(cat).tolist()),
-               float(getattr(est, "validation_fraction", 0.0)), int(n_total), id(X), X.shape)
+               float(getattr(est, "validation_fraction", 0.0)), int(n_total), X.shape)
         mapper = cache.store.get(key)
         if mapper is not None:
             cache.hits += 1
