@@ -82,10 +82,10 @@ for G in sorted({{1, 2, ctx.size}} & set(range(1, ctx.size + 1))):
                    multi_alpha=False, comm=ctx).fit(Xr, yr)
     r["ridge_seq"] = splits(s, 3)
     s = GridSearch(GradientBoostingClassifier(n_estimators=4, min_child_samples=5), {{"num_leaves": [4, 8]}},
-                   cv=3, n_groups=G, refit=False, comm=ctx).fit(Xc, yc)
+                   cv=3, n_groups=G, refit=False, lockstep="auto", comm=ctx).fit(Xc, yc)
     r["gbdt"] = splits(s, 3)
     r["gbdt_lockstep"] = [s.lockstep_, s.lockstep_stats_]
-    if G == 1:   # one fit after another (lockstep=1) against the folds side by side (auto)
+    if G == 1:   # one fit after another (lockstep=1, the default) against the folds side by side (auto)
         s = GridSearch(GradientBoostingClassifier(n_estimators=4, min_child_samples=5), {{"num_leaves": [4, 8]}},
                        cv=3, n_groups=G, refit=False, lockstep=1, comm=ctx).fit(Xc, yc)
         r["gbdt_seq"] = splits(s, 3)

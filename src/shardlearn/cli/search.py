@@ -71,10 +71,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--factor", type=float, default=3.0, help="halving factor")
     p.add_argument("--error-score", default="nan", metavar="NUMBER|raise",
                    help="score of a failing candidate (the search goes on), or 'raise' to stop")
-    p.add_argument("--lockstep", default="auto", metavar="L|auto",
-                   help="fits a group of several ranks runs side by side, their collectives packed "
-                        "into one per step (1: one after another; auto: the folds of a candidate "
-                        "for gbdt, forest, tree and kmeans; costs L fits' working memory)")
+    p.add_argument("--lockstep", default="1", metavar="L|auto",
+                   help="gbdt, forest, tree, kmeans: fits a group runs side by side, their collectives "
+                        "packed into one per step (default 1: one after another; auto: a candidate's "
+                        "folds on groups of 2+ ranks; costs L fits' working memory; pays off on a "
+                        "loaded machine only, see bench/search.md)")
     p.add_argument("--no-multi-alpha", action="store_true",
                    help="fit ridge/logistic candidates that differ only in alpha/C one by one")
     p.add_argument("--refit", nargs="?", const=True, default=None, metavar="MODEL.h5",

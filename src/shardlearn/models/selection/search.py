@@ -20,8 +20,8 @@ How it runs (every rank calls ``fit``):
    the fit by :mod:`._scoring` (read a chunk at a time where the estimator predicts
    locally);
 4. tasks (a candidate, or a batch of candidates differing only in C / alpha
-   (:mod:`._multi_alpha`), times a fold; for the trees and k-means on groups of several
-   ranks, a candidate's folds fitted in lockstep with their collectives packed,
+   (:mod:`._multi_alpha`), times a fold; with ``lockstep``, for the trees and k-means, a
+   candidate's folds fitted side by side with their collectives packed,
    :mod:`._lockstep`) are handed out dynamically; a failing candidate is
    agreed within its group and recorded with ``error_score``; rank 0 prints progress;
 5. with ``halving``, rounds on nested row subsets keep the best 1/factor of the candidates
@@ -49,7 +49,7 @@ class _BaseSearch(Params):
     """Shared machinery of :class:`GridSearch` and :class:`RandomSearch`."""
 
     def __init__(self, estimator, *, scoring=None, cv=5, n_groups=1, refit=True, error_score=np.nan,
-                 return_train_score=False, halving=False, factor=3, multi_alpha=True, lockstep="auto",
+                 return_train_score=False, halving=False, factor=3, multi_alpha=True, lockstep=1,
                  random_state=0, comm=None, verbose=None):
         self.estimator = estimator
         self.scoring = scoring
@@ -188,12 +188,14 @@ class _BaseSearch(Params):
         the folds of a candidate (``cv``) for the estimators that fit a fold through ``rows=``
         (trees, k-means: many latency-bound collectives per fit, no copy of the rows per lane)
         when groups have several ranks; 1 otherwise. The same on every rank (decided by the
-        smallest group)."""
+        smallest group). Only those estimators run in lockstep at all: their fits and scores
+        make every collective through the context (kNN's queries and the parameter-server
+        solver use the communicator itself)."""
+        if not takes_rows(self.estimator):
+            return 1
         if self.lockstep != "auto":
             return int(self.lockstep)
-        if layout.world.size // layout.count < 2 or hasattr(self.estimator, "_strengths"):
-            return 1
-        return int(self.cv) if takes_rows(self.estimator) else 1
+        return int(self.cv) if layout.world.size // layout.count >= 2 else 1
 
     def _round(self, layout, cands, keep, folds, subset, X, y, start, t0, verbose) -> list:
         world, group = layout.world, layout.group
@@ -422,9 +424,12 @@ class GridSearch(_BaseSearch):
         Fit candidates that differ only in C / alpha together (:mod:`._multi_alpha`).
     lockstep : int or "auto"
         Fits a group runs side by side with their collectives packed into one per step
-        (:mod:`._lockstep`); 1: one after another. "auto": the ``cv`` folds of a candidate
-        for the trees and k-means on groups of several ranks, else 1. Costs that many fits'
-        working memory; ``mean_fit_time`` is then each lane's wall time (the lanes overlap).
+        (:mod:`._lockstep`); 1 (default): one after another. Only for the estimators that fit
+        a fold through ``rows=`` (trees, k-means; others: 1). "auto": the ``cv`` folds of a
+        candidate on groups of several ranks, else 1. Costs that many fits' working memory;
+        ``mean_fit_time`` is then each lane's wall time (the lanes overlap). Measured
+        (bench/search.md): it pays off only when the ranks wait for each other in every
+        collective (a loaded machine); on a quiet one the threads cost more than it saves.
     random_state : int
         Seed of the folds and halving subsets.
     comm : communicator or Context
