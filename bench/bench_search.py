@@ -77,7 +77,8 @@ def worker(args) -> None:
         est = GradientBoostingClassifier(n_estimators=args.trees, max_bin=255)
         grid, scoring = GBDT_GRID, "accuracy"
     search = GridSearch(est, grid, cv=5, scoring=scoring, n_groups=args.groups, refit=False,
-                        multi_alpha=not args.no_multi, comm=ctx, verbose=False)
+                        multi_alpha=not args.no_multi, lockstep="auto" if args.lockstep else 1, comm=ctx,
+                        verbose=False)
     ds = _peek(args.data, ctx)
     cands = search.prepare(ctx, ds.n_rows, ds.n_features, 8)
     layout = _groups.split_groups(ctx, search.n_groups_)
@@ -93,6 +94,7 @@ def worker(args) -> None:
     ctx.mpi_comm.Barrier()
     seconds = time.perf_counter() - t0
     peak = _rss("VmHWM") - base
+    phases = layout.group.timings()
     held = shard.X.nbytes + shard.y.nbytes
     mem = ctx.mpi_comm.gather({"peak_over_base": peak, "held_bytes": held}, root=0)
     if args.folds_out and layout.group.size == ctx.size:
@@ -104,6 +106,7 @@ def worker(args) -> None:
         res = search.cv_results_
         print("RESULT " + json.dumps({
             "seconds": seconds, "memory": mem, "mean_test_score": res["mean_test_score"].tolist(),
+            "lockstep": search.lockstep_, "lockstep_stats": search.lockstep_stats_, "rank0_phase_seconds": phases,
             "params": res["params"], "best_params": search.best_params_, "best_score": search.best_score_}), flush=True)
     layout.free()
 
@@ -125,7 +128,7 @@ def make_data(path: Path, n: int, d: int) -> None:
         h["X"], h["y"] = X.astype(np.float64), y.astype(np.int64)
 
 
-def run_ours(args, data: Path, model: str, groups: int, no_multi=False, folds_out=None) -> dict:
+def run_ours(args, data: Path, model: str, groups: int, no_multi=False, folds_out=None, lockstep=False) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", UCX_NET_DEVICES="lo",
                HYDRA_IFACE="lo", PYTHONPATH=str(ROOT / "src"))
     mpiexec = Path(sys.executable).parent / "mpiexec"
@@ -133,6 +136,8 @@ def run_ours(args, data: Path, model: str, groups: int, no_multi=False, folds_ou
            "--model", model, "--groups", str(groups), "--data", str(data), "--trees", str(args.trees)]
     if no_multi:
         cmd.append("--no-multi")
+    if lockstep:
+        cmd.append("--lockstep")
     if folds_out:
         cmd += ["--folds-out", str(folds_out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
@@ -199,6 +204,7 @@ def main() -> int:
     ap.add_argument("--groups", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--no-multi", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--lockstep", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--folds-out", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -221,13 +227,18 @@ def main() -> int:
         models = ("logistic", "gbdt") if tag == "full" else ("logistic",)
         for model in models:
             for groups in (1, 2):
-                for no_multi in ((False, True) if model == "logistic" and tag == "full" and not args.light
-                                 else (False,)):
-                    key = f"{tag}/{model}/G={groups}" + ("/one-by-one" if no_multi else "")
+                variants = [False]
+                if tag == "full" and not args.light and (model == "logistic" or groups == 1):
+                    variants.append(True)
+                for other in variants:   # logistic: one by one (no many-C pass); GBDT G=1: lockstep
+                    no_multi, lock = other and model == "logistic", other and model == "gbdt"
+                    key = f"{tag}/{model}/G={groups}" + ("/one-by-one" if no_multi else "") + \
+                        ("/lockstep" if lock else "")
                     if not wanted(key):
                         continue
                     load0 = loadavg()
-                    r = run_ours(args, data, model, groups, no_multi, folds_out=folds if groups == 1 else None)
+                    r = run_ours(args, data, model, groups, no_multi, folds_out=folds if groups == 1 else None,
+                                 lockstep=lock)
                     r["loadavg_before"], r["loadavg_after"] = load0, loadavg()
                     results["cases"][key] = r
                     print(f"{key}: {r['seconds']:.2f}s (load {load0})", flush=True)
@@ -275,13 +286,29 @@ def report(res: dict) -> str:
         diff = max(abs(x - y) for x, y in zip(a["mean_test_score"], b["mean_test_score"]))
         lines.append(f"| G={G} | {a['seconds']:.2f} s | {b['seconds']:.2f} s | {1 - a['seconds'] / b['seconds']:.0%} "
                      f"(largest score difference {diff:.1e}) |")
+    if "full/gbdt/G=1/lockstep" in c:
+        a, b = c["full/gbdt/G=1/lockstep"], c["full/gbdt/G=1"]
+        diff = max(abs(x - y) for x, y in zip(a["mean_test_score"], b["mean_test_score"]))
+        st = a.get("lockstep_stats", {})
+        mem = lambda r: " / ".join(f"{m['peak_over_base'] / mb:.1f}" for m in r["memory"])   # noqa: E731
+        lines += ["", "## What lockstep saves (GBDT, G=1)", "",
+                  "A candidate's 5 folds fitted side by side, their collectives packed into one per step "
+                  "(`lockstep='auto'`), against one fit after another (`lockstep=1`, the default); both share "
+                  "each fold's bins across candidates.", "",
+                  "| | lockstep (5 lanes) | one by one | saved | load avg (1 min) before |", "|---|---|---|---|---|",
+                  f"| wall time | {a['seconds']:.2f} s | {b['seconds']:.2f} s | {1 - a['seconds'] / b['seconds']:.0%} | "
+                  f"{a['loadavg_before'].split()[0]} / {b['loadavg_before'].split()[0]} |",
+                  f"| peak over base, MiB (ranks 0 / 1) | {mem(a)} | {mem(b)} | | |", "",
+                  f"Largest score difference {diff:.1e}. Lockstep: {st.get('fits', 0)} fits in {st.get('units', 0)} "
+                  f"units, {st.get('rounds', 0)} rounds of {st.get('collectives', 0)} collectives; bins "
+                  f"computed {st.get('bin_misses', 0)} times, reused {st.get('bin_hits', 0)} times."]
     lines += ["", "## Peak memory per rank against the data", "",
               "Peak RSS (VmHWM, reset when the base is taken: `clear_refs` 5, after every rank has loaded "
               "HDF5) minus RSS before reading the data; *held* = the rows the rank keeps "
               "(its group's table split over the group's ranks); *share* = 1/P of the data.", "",
               "| case | rank | held | peak over base | peak / held | peak / share |", "|---|---|---|---|---|---|"]
     for key, r in c.items():
-        if "sklearn" in key or "one-by-one" in key:
+        if "sklearn" in key or "one-by-one" in key or "lockstep" in key:
             continue
         share = res["data_bytes"][key.split("/")[0]] / 2
         for rank, m in enumerate(r["memory"]):

@@ -31,6 +31,29 @@ def part(a):
     lo, hi = block_bounds(len(a), ctx.size, ctx.rank)
     return a[lo:hi]
 Xc, yc, Xr, yr = (part(D[k]) for k in ("Xc", "yc", "Xr", "yr"))
+def lanes_check():
+    # lanes with different numbers and kinds of collectives and an agreed error in one of
+    # them give what the same calls give one lane after another on the real context
+    from shardlearn.errors import ShardlearnError
+    from shardlearn.models.selection._lockstep import agreed_value, run_lanes
+    def lane(i):
+        def fn(c):
+            out = []
+            for j in range(i + 1):
+                out.append(c.coll.allreduce(np.full(3, float(c.rank + i + j))).tolist())
+                out.append(c.coll.allreduce(np.array([c.rank * 10 + i], dtype=np.int64), op="max").tolist())
+            out.append(c.coll.allgather_obj((c.rank, i)))
+            def bad():
+                with c.collective_errors():
+                    if i == 1 and c.rank == c.size - 1:
+                        raise ShardlearnError("lane 1 fails on the last rank")
+                return "fine"
+            out.append(agreed_value(c, bad))
+            return out
+        return fn
+    vals, facts = run_lanes(ctx, [lane(i) for i in range(3)])
+    seq = [lane(i)(ctx) for i in range(3)]
+    return [vals == seq, vals[1][-1], facts["rounds"], sum(len(v) for v in seq)]
 def splits(s, k):
     return [[float(s.cv_results_[f"split{{f}}_test_score"][i]) for f in range(k)]
             for i in range(len(s.cv_results_["params"]))]
@@ -59,8 +82,18 @@ for G in sorted({{1, 2, ctx.size}} & set(range(1, ctx.size + 1))):
                    multi_alpha=False, comm=ctx).fit(Xr, yr)
     r["ridge_seq"] = splits(s, 3)
     s = GridSearch(GradientBoostingClassifier(n_estimators=4, min_child_samples=5), {{"num_leaves": [4, 8]}},
-                   cv=3, n_groups=G, refit=False, comm=ctx).fit(Xc, yc)
+                   cv=3, n_groups=G, refit=False, lockstep="auto", comm=ctx).fit(Xc, yc)
     r["gbdt"] = splits(s, 3)
+    r["gbdt_lockstep"] = [s.lockstep_, s.lockstep_stats_]
+    if G == 1:   # one fit after another (lockstep=1, the default) against the folds side by side (auto)
+        s = GridSearch(GradientBoostingClassifier(n_estimators=4, min_child_samples=5), {{"num_leaves": [4, 8]}},
+                       cv=3, n_groups=G, refit=False, lockstep=1, comm=ctx).fit(Xc, yc)
+        r["gbdt_seq"] = splits(s, 3)
+        # float32 rows: every fit converts its own copy (the bins' cache must not key on it)
+        r["gbdt32"] = [splits(GridSearch(GradientBoostingClassifier(n_estimators=3, min_child_samples=5),
+                                         {{"num_leaves": [4, 8]}}, cv=3, refit=False, lockstep=ls, comm=ctx)
+                              .fit(Xc.astype(np.float32), yc), 3) for ls in ("auto", 1)]
+        r["lanes"] = lanes_check()
     cvr = cross_validate(Ridge(alpha=1.0), Xr, yr, cv=5, n_groups=G, comm=ctx)
     r["cross_validate"] = cvr["test_score"].tolist()
     # fewer rows than ranks: 3 rows, some ranks empty
@@ -244,6 +277,20 @@ def test_the_many_alpha_pass_gives_the_one_by_one_scores(runs):
     _close([row for row, p in zip(r["ridge"], r["ridge_params"]) if p["fit_intercept"]], r["ridge_seq"], 1e-9)
 
 
+def test_lockstep_fits_give_the_one_by_one_scores(runs):
+    for P in (1, 2):
+        r = runs[P]["1"]
+        assert r["gbdt"] == r["gbdt_seq"]          # bit for bit (P = 2: a + b whatever the packing)
+        assert r["gbdt32"][0] == r["gbdt32"][1]
+        same, msg, rounds, calls = r["lanes"]
+        assert same and "lane 1 fails on the last rank" in msg
+        assert rounds < calls                      # packed: fewer rounds than calls one by one
+    lanes, stats = runs[2]["1"]["gbdt_lockstep"]
+    assert lanes == 3 and stats["units"] == 2 and stats["fits"] == 6 and 0 < stats["rounds"] < stats["collectives"] * 3
+    assert stats["bin_misses"] == 3 and stats["bin_hits"] == 3        # each fold binned once
+    assert runs[1]["1"]["gbdt_lockstep"][0] == 1 and runs[2]["2"]["gbdt_lockstep"][0] == 1   # 1-rank groups
+
+
 def test_folds_are_stratified_and_balanced(runs, data):
     D = np.load(data / "data.npz")
     folds = np.array(runs[1]["folds"][0])
@@ -337,10 +384,11 @@ def test_cli_end_to_end(data, tmp_path):
     assert "accuracy" in ev.stdout
     # k-means and trees run through the same command
     run_cli(2, "search", "kmeans", "--data", data / "c.h5", "--param", "n_clusters=2,3", "--cv", "2",
-            "--groups", "auto", "--out", tmp_path / "k.json", "--quiet", timeout=120)
-    assert len(json.loads((tmp_path / "k.json").read_text())["cv_results"]["params"]) == 2
+            "--groups", "1", "--lockstep", "2", "--out", tmp_path / "k.json", "--quiet", timeout=120)
+    k = json.loads((tmp_path / "k.json").read_text())
+    assert len(k["cv_results"]["params"]) == 2 and k["lockstep"] == 2 and k["lockstep_stats"]["fits"] == 4
     # kNN refits with its training data's path (its model file refers to the rows)
-    run_cli(2, "search", "knn", "--data", data / "c.h5", "--param", "n_neighbors=1,7", "--cv", "3",
+    run_cli(2, "search", "knn", "--data", data / "c.h5", "--param", "n_neighbors=1,7", "--cv", "3", "--groups", "auto",
             "--refit", "--out", tmp_path / "n.json", "--quiet", timeout=120)
     out = json.loads((tmp_path / "n.json").read_text())
     assert len(out["cv_results"]["params"]) == 2 and (tmp_path / "n.h5").exists()

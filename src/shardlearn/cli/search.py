@@ -71,6 +71,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--factor", type=float, default=3.0, help="halving factor")
     p.add_argument("--error-score", default="nan", metavar="NUMBER|raise",
                    help="score of a failing candidate (the search goes on), or 'raise' to stop")
+    p.add_argument("--lockstep", default="1", metavar="L|auto",
+                   help="gbdt, forest, tree, kmeans: fits a group runs side by side, their collectives "
+                        "packed into one per step (default 1: one after another; auto: a candidate's "
+                        "folds on groups of 2+ ranks; costs L fits' working memory; pays off on a "
+                        "loaded machine only, see bench/search.md)")
     p.add_argument("--no-multi-alpha", action="store_true",
                    help="fit ridge/logistic candidates that differ only in alpha/C one by one")
     p.add_argument("--refit", nargs="?", const=True, default=None, metavar="MODEL.h5",
@@ -155,9 +160,10 @@ def run(args, ctx) -> dict:
             except ValueError:
                 raise ShardlearnError(f"--error-score {args.error_score!r}: a number, nan or 'raise'") from None
         groups = args.groups if args.groups == "auto" else _int_or_error(args.groups)
+        lockstep = args.lockstep if args.lockstep == "auto" else _int_or_error(args.lockstep, "--lockstep")
     common = dict(cv=args.cv, n_groups=groups, scoring=args.scoring, refit=False, error_score=error_score,
                   halving=args.halving, factor=args.factor, multi_alpha=not args.no_multi_alpha,
-                  random_state=args.seed, comm=ctx)
+                  lockstep=lockstep, random_state=args.seed, comm=ctx)
     search = (RandomSearch(est, grid, n_iter=args.random, **common) if args.random
               else GridSearch(est, grid, **common))
     tree = args.model in ("gbdt", "forest", "tree")
@@ -172,6 +178,7 @@ def run(args, ctx) -> dict:
         ctx.log(f"search: each of {layout.count} group(s) holds {shard.n_total} rows x "
                 f"{shard.dataset.n_features} split over {layout.group.size} rank(s)")
         search.search(layout, cands, shard.X, shard.y if need_y else None, shard.start, shard.n_total)
+        phases = layout.group.timings()     # this rank's group: seconds per phase of its fits
     finally:
         layout.free()
     seconds = time.perf_counter() - t0
@@ -181,6 +188,7 @@ def run(args, ctx) -> dict:
               "cv": args.cv, "scoring": search.scoring_, "candidates": len(cands), "halving": bool(args.halving),
               "fixed": {k: v for k, v in est.model_params().items()}, "best_params": search.best_params_,
               "best_score": search.best_score_, "best_index": search.best_index_, "search_seconds": round(seconds, 4),
+              "lockstep": search.lockstep_, "lockstep_stats": search.lockstep_stats_, "rank0_phase_seconds": phases,
               "cv_results": {key: [row[key] for row in table] for key in (table[0] if table else {})}}
     if model_path:
         # one group: its rows are the world's rows already; else read the world's blocks
@@ -200,13 +208,14 @@ def run(args, ctx) -> dict:
     return report
 
 
-def _int_or_error(text):
+def _int_or_error(text, option="--groups"):
     from ..errors import ShardlearnError
 
     try:
         return int(text)
     except ValueError:
-        raise ShardlearnError(f"--groups {text!r}: an integer (1..ranks) or auto") from None
+        what = "an integer (1..ranks)" if option == "--groups" else "an integer >= 1"
+        raise ShardlearnError(f"{option} {text!r}: {what} or auto") from None
 
 
 def _peek(path, ctx, need_y):

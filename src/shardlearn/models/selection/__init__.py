@@ -13,7 +13,9 @@ Modules, one job each:
 - :mod:`._folds` — stratified folds and halving subsets by global row key;
 - :mod:`._groups` — the group split, the task counter, results to rank 0, row moves;
 - :mod:`._scoring` — scorers by scikit-learn's names, collective over a group;
-- :mod:`._multi_alpha` — many C / alpha values of the linear models in one pass.
+- :mod:`._multi_alpha` — many C / alpha values of the linear models in one pass;
+- :mod:`._lockstep` — several fits on one group side by side, their collectives packed
+  into one per step (the trees' and k-means' folds).
 """
 from .search import GridSearch, RandomSearch, cross_validate
 

@@ -20,7 +20,9 @@ How it runs (every rank calls ``fit``):
    the fit by :mod:`._scoring` (read a chunk at a time where the estimator predicts
    locally);
 4. tasks (a candidate, or a batch of candidates differing only in C / alpha
-   (:mod:`._multi_alpha`), times a fold) are handed out dynamically; a failing candidate is
+   (:mod:`._multi_alpha`), times a fold; with ``lockstep``, for the trees and k-means, a
+   candidate's folds fitted side by side with their collectives packed,
+   :mod:`._lockstep`) are handed out dynamically; a failing candidate is
    agreed within its group and recorded with ``error_score``; rank 0 prints progress;
 5. with ``halving``, rounds on nested row subsets keep the best 1/factor of the candidates
    (scikit-learn's ``HalvingGridSearchCV`` with ``resource="n_samples"``).
@@ -38,7 +40,8 @@ from ...errors import ShardlearnError, agreed
 from ...runtime import context_from
 from ...util.blocks import block_bounds
 from ..base import Params
-from . import _folds, _groups, _multi_alpha, _scoring
+from ..trees.bincache import BinCache
+from . import _folds, _groups, _lockstep, _multi_alpha, _scoring
 from ._grid import check_candidates, clone, expand_grid, format_params, sample_candidates
 
 
@@ -46,8 +49,8 @@ class _BaseSearch(Params):
     """Shared machinery of :class:`GridSearch` and :class:`RandomSearch`."""
 
     def __init__(self, estimator, *, scoring=None, cv=5, n_groups=1, refit=True, error_score=np.nan,
-                 return_train_score=False, halving=False, factor=3, multi_alpha=True, random_state=0,
-                 comm=None, verbose=None):
+                 return_train_score=False, halving=False, factor=3, multi_alpha=True, lockstep=1,
+                 random_state=0, comm=None, verbose=None):
         self.estimator = estimator
         self.scoring = scoring
         self.cv = cv
@@ -58,6 +61,7 @@ class _BaseSearch(Params):
         self.halving = halving
         self.factor = factor
         self.multi_alpha = multi_alpha
+        self.lockstep = lockstep
         self.random_state = random_state
         self.comm = comm
         self.verbose = verbose
@@ -102,6 +106,10 @@ class _BaseSearch(Params):
                 raise ShardlearnError(f"cv must be an integer >= 2 (the number of folds), got {self.cv!r}")
             if self.cv > n_total:
                 raise ShardlearnError(f"cv={self.cv} folds need at least {self.cv} rows; the data has {n_total}")
+            ls = self.lockstep
+            if not (ls == "auto" or (isinstance(ls, (int, np.integer)) and not isinstance(ls, bool) and ls >= 1)):
+                raise ShardlearnError(f"lockstep must be 'auto' or an integer >= 1 (fits per packed step), "
+                                      f"got {ls!r}")
             if self.halving and not float(self.factor) > 1:
                 raise ShardlearnError(f"factor must be > 1, got {self.factor}")
             es = self.error_score
@@ -132,6 +140,9 @@ class _BaseSearch(Params):
         t0 = time.perf_counter()
         rows, keep = [], list(range(len(cands)))
         self.n_resources_, self.n_candidates_ = [], []
+        self.lockstep_ = self.lanes(layout)
+        self.lockstep_stats_ = {"units": 0, "fits": 0, "rounds": 0, "collectives": 0}
+        self._bins = None
         for it, n_res in enumerate(rounds):
             if it:
                 keep = self._best_of(rows, it - 1, math.ceil(len(keep) / float(self.factor)))
@@ -172,13 +183,31 @@ class _BaseSearch(Params):
             return _multi_alpha.batch_candidates(self.estimator, cands, keep, group_size)
         return [[i] for i in keep]
 
+    def lanes(self, layout) -> int:
+        """Fits run in lockstep on one group (:mod:`._lockstep`; 1: one after another). ``auto``:
+        the folds of a candidate (``cv``) for the estimators that fit a fold through ``rows=``
+        (trees, k-means: many latency-bound collectives per fit, no copy of the rows per lane)
+        when groups have several ranks; 1 otherwise. The same on every rank (decided by the
+        smallest group). Only those estimators run in lockstep at all: their fits and scores
+        make every collective through the context (kNN's queries and the parameter-server
+        solver use the communicator itself)."""
+        if not takes_rows(self.estimator):
+            return 1
+        if self.lockstep != "auto":
+            return int(self.lockstep)
+        return int(self.cv) if layout.world.size // layout.count >= 2 else 1
+
     def _round(self, layout, cands, keep, folds, subset, X, y, start, t0, verbose) -> list:
         world, group = layout.world, layout.group
         k = int(self.cv)
         # the same task list on every rank: decided by the smallest group, not this one
         batches = self._tasks(cands, keep, world.size // layout.count)
-        tasks = [(b, f) for b in batches for f in range(k)]
+        pairs = [(b, f) for b in batches for f in range(k)]
+        L = self.lanes(layout)
+        tasks = [pairs[i:i + L] for i in range(0, len(pairs), L)]     # a task: L fits in lockstep
         n_fits = len(keep) * k
+        # the trees bin each fold's training rows once for all candidates (trees.bincache)
+        self._bins = BinCache() if hasattr(self.estimator, "max_bin") else None
         counter = _groups.TaskCounter(world)
         channel = _groups.ResultChannel(world)
         progress = _Progress(world, n_fits, time.perf_counter(), verbose)   # this round's pace
@@ -187,10 +216,7 @@ class _BaseSearch(Params):
                 t = _groups.next_task(layout, counter)
                 if t >= len(tasks):
                     break
-                batch, f = tasks[t]
-                test = (folds == f) & subset
-                train = (folds != f) & subset
-                mine = self._run_task(group, cands, batch, f, X, y, train, test, start)
+                mine = self._run_unit(group, cands, tasks[t], folds, subset, X, y, start)
                 for rec in mine:
                     rec["group"] = layout.index
                     if layout.leader:
@@ -201,7 +227,30 @@ class _BaseSearch(Params):
         finally:
             counter.free()
             channel.free()
+            if self._bins is not None:
+                st = self.lockstep_stats_
+                st["bin_hits"] = st.get("bin_hits", 0) + self._bins.hits
+                st["bin_misses"] = st.get("bin_misses", 0) + self._bins.misses
+            self._bins = None
         return records
+
+    def _run_unit(self, group, cands, unit, folds, subset, X, y, start) -> list:
+        """The fits of ``unit`` (``(batch, fold)`` pairs): one after another, or side by side in
+        lockstep (collective over the group)."""
+        def task(ctx, batch, f):
+            return self._run_task(ctx, cands, batch, f, X, y, (folds != f) & subset, (folds == f) & subset, start)
+
+        if len(unit) == 1:
+            return task(group, *unit[0])
+        values, facts = _lockstep.run_lanes(group, [lambda ctx, b=b, f=f: task(ctx, b, f) for b, f in unit])
+        for name, sec in facts["phases"].items():   # the lanes' phases in the group's run report
+            group.timers.seconds[name] = group.timers.seconds.get(name, 0.0) + sec
+        st = self.lockstep_stats_
+        st["units"] += 1
+        st["fits"] += len(unit)
+        st["rounds"] += facts["rounds"]
+        st["collectives"] += facts["collectives"]
+        return [rec for v in values for rec in v]
 
     def _run_task(self, group, cands, batch, fold, X, y, train, test, start) -> list:
         """Fit and score the candidates of ``batch`` on one fold (collective over the group)."""
@@ -223,6 +272,8 @@ class _BaseSearch(Params):
             else:
                 t1 = time.perf_counter()
                 est = clone(self.estimator, {**self._quiet, **cands[i]}, comm=group)
+                if self._bins is not None:
+                    est._bin_cache = (self._bins, fold)
                 got = self._agreed(group, lambda: _fit_masked(est, X, y, train, start, linear))
                 err = got if isinstance(got, str) else None
                 rec["fit_time"] = time.perf_counter() - t1
@@ -247,17 +298,7 @@ class _BaseSearch(Params):
     @staticmethod
     def _agreed(group, fn):
         """``fn()``'s value, or the error message the group agrees on (collective)."""
-        from mpi4py import MPI
-
-        err, value = None, None
-        try:
-            value = fn()
-        except ShardlearnError as exc:
-            err = " ".join(str(exc).split())
-        first = group.mpi_comm.allreduce(group.rank if err is not None else group.size, op=MPI.MIN)
-        if first == group.size:
-            return value
-        return group.mpi_comm.bcast(err, root=first)
+        return _lockstep.agreed_value(group, fn)
 
     # -------------------------------------------------------------- results
     def _rows(self, cands, keep, records, it, n_res) -> list:
@@ -381,6 +422,14 @@ class GridSearch(_BaseSearch):
         Halving: keep 1/factor of the candidates per round; rows grow by ``factor``.
     multi_alpha : bool
         Fit candidates that differ only in C / alpha together (:mod:`._multi_alpha`).
+    lockstep : int or "auto"
+        Fits a group runs side by side with their collectives packed into one per step
+        (:mod:`._lockstep`); 1 (default): one after another. Only for the estimators that fit
+        a fold through ``rows=`` (trees, k-means; others: 1). "auto": the ``cv`` folds of a
+        candidate on groups of several ranks, else 1. Costs that many fits' working memory;
+        ``mean_fit_time`` is then each lane's wall time (the lanes overlap). Measured
+        (bench/search.md): it pays off only when the ranks wait for each other in every
+        collective (a loaded machine); on a quiet one the threads cost more than it saves.
     random_state : int
         Seed of the folds and halving subsets.
     comm : communicator or Context

@@ -16,6 +16,7 @@ One job per module, as in scikit-learn's hist-gradient-boosting:
 - :mod:`.criterion` — the entropy split search (gini and squared error are :mod:`.split`'s gain);
 - :mod:`.exact` — up to 65535 bins per feature for the single tree: uint16 codes, ragged
   histograms over each node's non-empty slots, its grower (``_exact_kernels.c``);
+- :mod:`.bincache` — a parameter search's bins of each fold, shared by its candidates;
 - :mod:`.gbdt`, :mod:`.forest`, :mod:`.decision_tree` — the estimators.
 """
 from .decision_tree import DecisionTreeClassifier, DecisionTreeRegressor, export_text

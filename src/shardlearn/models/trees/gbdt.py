@@ -31,6 +31,7 @@ from ...errors import ShardlearnError
 from ...util import faults
 from ...util.rowsel import RowView, take_chunks
 from ..base import BaseEstimator, ClassifierMixin, Params, RegressorMixin
+from .bincache import fit_bins
 from .categorical import cat_params, check_categorical_params
 from .common import (FittedEnsemble, check_sample_weight, check_weight_total, class_labels, diff, phase_snapshot,
                      prepare_rows, resolve_categorical, sample_features)
@@ -292,8 +293,7 @@ class _GradientBoosting(FittedEnsemble, Params):
         t0 = time.perf_counter()
         with ctx.timers.phase("binning"):
             if state is None:
-                mapper = BinMapper(self.max_bin, seed=self.random_state, categorical=cat)
-                codes = mapper.fit_transform(X, gtr, n_train, ctx, rows=tr)
+                mapper, codes = fit_bins(self, X, gtr, n_train, ctx, tr, cat)   # a search's folds: bincache
             else:  # the saved bins: no sample, no collective, the same codes
                 mapper = BinMapper.from_arrays(state["bins"])
                 codes = mapper.transform(X, rows=tr)
