@@ -364,18 +364,31 @@ class _GradientBoosting(FittedEnsemble, Params):
         # binary and L2 gradients in one compiled pass (the same bits as the NumPy forms below),
         # with their local maxima (the quantization scales)
         gk = compiled_kernels("models.trees._quant_kernels") if objective != "multiclass" else None
+        # fused: the kernel writes the gradients and hessians straight into the tree's channels
+        # (no per-row copy of G and H; the same values as copying them in)
+        fused = gk is not None and quantizer is None
+        ch = None
         if gk is not None:
             y64 = np.ascontiguousarray(ytr, dtype=np.float64)
             w64 = np.empty(0) if swtr is None else np.ascontiguousarray(swtr, dtype=np.float64)
-            G = np.empty((1, n_tr))
-            H = np.empty((1, n_tr)) if objective == "binary" or swtr is not None else None
-        all_rows = np.arange(n_tr, dtype=np.int64)
-        rows = all_rows if keep is None else np.flatnonzero(keep)
+            has_h = objective == "binary" or swtr is not None
+            if fused:
+                ch = np.empty((2, n_tr))
+                G = ch[0:1]
+                H = ch[1:2] if has_h else None
+                if H is None:
+                    ch[1] = 1.0
+            else:
+                G = np.empty((1, n_tr))
+                H = np.empty((1, n_tr)) if has_h else None
+        rows = None if keep is None else np.flatnonzero(keep)   # None: every row (the grower's own arange)
         in_bag = None
         grown = keep                    # rows the trees grow on (None: all)
         d = X.shape[1]
         log_metrics = ctx.verbose and ctx.rank == 0 or self.verbose
         log_metrics = bool(ctx.coll.allreduce(np.array([int(log_metrics)], dtype=np.int64), op="max")[0])
+        if gk is not None and not log_metrics:
+            ytr = yk = None     # the gradients read y64: no second per-row copy of the labels
         self.tree_stats_ = []
         for it in range(first, int(self.n_estimators)):
             t_it = time.perf_counter()
@@ -415,7 +428,9 @@ class _GradientBoosting(FittedEnsemble, Params):
                 with ctx.timers.phase("quantize"):     # the scales: one max-allreduce
                     gmax, hmax = agree_max(ctx, G, H, local_max if gk is not None else None)
             for k in range(K):
-                if quantizer is None:
+                if fused:
+                    tq = None       # ch already holds G[0] and H[0] (or 1.0)
+                elif quantizer is None:
                     ch, tq = np.empty((2, n_tr)), None
                     ch[0] = G[k]
                     ch[1] = 1.0 if H is None else H[k]
