@@ -226,9 +226,13 @@ class _GradientBoosting(FittedEnsemble, Params):
         ctx, X, y, grows, n_total, idx, sample_weight = prepare_rows(self.comm, X, y, self.verbose, rows,
                                                                      sample_weight)
         self.ctx_ = ctx
+        # handed over in a list, so that _fit_ranks can let go of them (with rows=, y is a
+        # copy of the selected labels) once it has read them: no frame here holds them
+        held = [y, grows]
+        del y, grows
         with ctx.guard(f"{type(self).__name__}.fit"):
             try:
-                return self._fit_ranks(ctx, X, y, grows, n_total, objective, n_classes, checkpoint, t_start,
+                return self._fit_ranks(ctx, X, held, None, n_total, objective, n_classes, checkpoint, t_start,
                                        sample_weight, idx)
             finally:
                 if checkpoint is not None:
@@ -241,7 +245,14 @@ class _GradientBoosting(FittedEnsemble, Params):
         ``sample_weight`` multiplies every row's gradient and hessian (and weighs the initial
         score); rows of weight 0 grow no tree and have their scores updated like out-of-bag rows.
         ``idx``: the rows of ``X`` that ``y``, ``grows`` and ``sample_weight`` describe (None: all).
+        ``y`` may be the list ``[y, grows]`` (``grows`` then None): emptied here, so that the
+        labels and global rows are freed once read.
         """
+        if isinstance(y, list):
+            box = y
+            y, grows = box
+            box.clear()
+            del box
         n = len(y)
         with ctx.collective_errors():
             self._check_params(objective)
@@ -260,6 +271,7 @@ class _GradientBoosting(FittedEnsemble, Params):
                     raise ShardlearnError(f"objective binary needs 2 classes, y has {len(self.classes_)}: "
                                           "use objective multiclass")
             objective = "binary" if K == 1 else "multiclass"
+        y = None                # read (yk): the labels are not held twice
         self.objective_ = objective
         self.n_features_in_ = X.shape[1]
         with ctx.collective_errors():
@@ -298,6 +310,8 @@ class _GradientBoosting(FittedEnsemble, Params):
                 mapper = BinMapper.from_arrays(state["bins"])
                 codes = mapper.transform(X, rows=tr)
         self.binning_seconds_ = time.perf_counter() - t0
+        if not (self.bagging_freq and self.bagging_fraction < 1) and not self.quantized_grad:
+            gtr = grows = None  # the global rows key only the binning sample, bagging and quantization
         self.bin_mapper_ = mapper
         # what tree prediction reads: categorical columns as bin codes (X itself without any)
         Xva = mapper.encode(Xva)
