@@ -19,7 +19,7 @@ that rank holds (its group's table split over the group's ranks) and against its
 share of the data, at a quarter of, the full and 4x the rows (logistic at G = 1 and 2, GBDT
 at G = 1), and the marginal cost per byte held between the smallest and the largest. The
 GBDT runs at a quarter of and 4x the rows search the small grid ``GBDT_SMALL_GRID`` (2
-candidates, num_leaves 7 and 63, ``SMALL_TREES`` trees: about a minute at 4x): the largest
+candidates, num_leaves 7 and 63, ``SMALL_TREES`` trees: a few seconds at 4x): the largest
 num_leaves, so the same open-leaf histograms, and the same folds. Usage::
 
     python bench/bench_search.py [--rows 200000] [--features 20] [--trees 30]
