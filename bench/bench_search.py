@@ -16,8 +16,11 @@ does); scikit-learn's is ``GridSearchCV.fit`` (data in memory). Peak memory per 
 the process's peak RSS (VmHWM, reset to the RSS when the base is taken, after every rank
 has loaded HDF5) minus its RSS before reading the data, against the rows
 that rank holds (its group's table split over the group's ranks) and against its 1/P
-share of the data, at a quarter of, the full and 4x the rows (logistic), and the marginal
-cost per byte held between the smallest and the largest. Usage::
+share of the data, at a quarter of, the full and 4x the rows (logistic at G = 1 and 2, GBDT
+at G = 1), and the marginal cost per byte held between the smallest and the largest. The
+GBDT runs at a quarter of and 4x the rows search the small grid ``GBDT_SMALL_GRID`` (2
+candidates, num_leaves 7 and 63, ``SMALL_TREES`` trees: a few seconds at 4x): the largest
+num_leaves, so the same open-leaf histograms, and the same folds. Usage::
 
     python bench/bench_search.py [--rows 200000] [--features 20] [--trees 30]
 """
@@ -41,6 +44,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 LOGIT_GRID = {"C": [float(f"{v:.6g}") for v in np.logspace(-3, 2, 12)], "fit_intercept": [True, False]}
 GBDT_GRID = {"num_leaves": [7, 15, 31, 63], "learning_rate": [0.05, 0.1], "min_child_samples": [20, 100]}
+#: the GBDT memory cases at a quarter of and 4x the rows (the marginal cost per byte)
+GBDT_SMALL_GRID = {"num_leaves": [7, 63]}
+SMALL_TREES = 10
 
 
 def _rss(field: str) -> int:
@@ -74,8 +80,8 @@ def worker(args) -> None:
     if args.model == "logistic":
         est, grid, scoring = LogisticRegression(tol=1e-6, max_iter=200), LOGIT_GRID, "neg_log_loss"
     else:
-        est = GradientBoostingClassifier(n_estimators=args.trees, max_bin=255)
-        grid, scoring = GBDT_GRID, "accuracy"
+        est = GradientBoostingClassifier(n_estimators=SMALL_TREES if args.small_grid else args.trees, max_bin=255)
+        grid, scoring = GBDT_SMALL_GRID if args.small_grid else GBDT_GRID, "accuracy"
     search = GridSearch(est, grid, cv=5, scoring=scoring, n_groups=args.groups, refit=False,
                         multi_alpha=not args.no_multi, lockstep="auto" if args.lockstep else 1, comm=ctx,
                         verbose=False)
@@ -128,7 +134,8 @@ def make_data(path: Path, n: int, d: int) -> None:
         h["X"], h["y"] = X.astype(np.float64), y.astype(np.int64)
 
 
-def run_ours(args, data: Path, model: str, groups: int, no_multi=False, folds_out=None, lockstep=False) -> dict:
+def run_ours(args, data: Path, model: str, groups: int, no_multi=False, folds_out=None, lockstep=False,
+             small_grid=False) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", UCX_NET_DEVICES="lo",
                HYDRA_IFACE="lo", PYTHONPATH=str(ROOT / "src"))
     mpiexec = Path(sys.executable).parent / "mpiexec"
@@ -138,6 +145,8 @@ def run_ours(args, data: Path, model: str, groups: int, no_multi=False, folds_ou
         cmd.append("--no-multi")
     if lockstep:
         cmd.append("--lockstep")
+    if small_grid:
+        cmd.append("--small-grid")
     if folds_out:
         cmd += ["--folds-out", str(folds_out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
@@ -205,6 +214,7 @@ def main() -> int:
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--no-multi", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--lockstep", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--small-grid", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--folds-out", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -224,9 +234,8 @@ def main() -> int:
             make_data(data, n, args.features)
         results.setdefault("data_bytes", {})[tag] = n * args.features * 8 + n * 8
         folds = work / f"folds-{n}.npy"
-        models = ("logistic", "gbdt") if tag == "full" else ("logistic",)
-        for model in models:
-            for groups in (1, 2):
+        for model in ("logistic", "gbdt"):
+            for groups in (1, 2) if tag == "full" or model == "logistic" else (1,):
                 variants = [False]
                 if tag == "full" and not args.light and (model == "logistic" or groups == 1):
                     variants.append(True)
@@ -238,7 +247,8 @@ def main() -> int:
                         continue
                     load0 = loadavg()
                     r = run_ours(args, data, model, groups, no_multi, folds_out=folds if groups == 1 else None,
-                                 lockstep=lock)
+                                 lockstep=lock, small_grid=model == "gbdt" and tag != "full")
+                    r["grid"] = "small" if model == "gbdt" and tag != "full" else "full"
                     r["loadavg_before"], r["loadavg_after"] = load0, loadavg()
                     results["cases"][key] = r
                     print(f"{key}: {r['seconds']:.2f}s (load {load0})", flush=True)
@@ -306,6 +316,8 @@ def report(res: dict) -> str:
               "Peak RSS (VmHWM, reset when the base is taken: `clear_refs` 5, after every rank has loaded "
               "HDF5) minus RSS before reading the data; *held* = the rows the rank keeps "
               "(its group's table split over the group's ranks); *share* = 1/P of the data.", "",
+              "The GBDT rows at a quarter of and 4x the data search the small grid (2 candidates, num_leaves "
+              f"7 and 63, {SMALL_TREES} trees); the full-size rows, the 16-candidate grid.", "",
               "| case | rank | held | peak over base | peak / held | peak / share |", "|---|---|---|---|---|---|"]
     for key, r in c.items():
         if "sklearn" in key or "one-by-one" in key or "lockstep" in key:
@@ -315,12 +327,14 @@ def report(res: dict) -> str:
             lines.append(f"| {key} | {rank} | {m['held_bytes'] / mb:.1f} MiB | {m['peak_over_base'] / mb:.1f} MiB | "
                          f"{m['peak_over_base'] / m['held_bytes']:.2f} | {m['peak_over_base'] / share:.2f} |")
     slopes = []
-    for G in (1, 2):
-        lo, hi = c.get(f"quarter/logistic/G={G}"), c.get(f"x4/logistic/G={G}")
+    for model, G in (("logistic", 1), ("logistic", 2), ("gbdt", 1)):
+        lo, hi = c.get(f"quarter/{model}/G={G}"), c.get(f"x4/{model}/G={G}")
         if lo and hi:
             per_rank = [(b["peak_over_base"] - a["peak_over_base"]) / (b["held_bytes"] - a["held_bytes"])
                         for a, b in zip(lo["memory"], hi["memory"])]
-            slopes.append(f"- logistic G={G}: each further byte a rank holds costs "
+            grid = (f" ({len(GBDT_SMALL_GRID['num_leaves'])} candidates num_leaves="
+                    f"{','.join(map(str, GBDT_SMALL_GRID['num_leaves']))}, {SMALL_TREES} trees)") if model == "gbdt" else ""
+            slopes.append(f"- {model} G={G}{grid}: each further byte a rank holds costs "
                           f"{', '.join(f'{v:.2f}' for v in per_rank)} bytes of peak memory (ranks 0, 1; "
                           "from the quarter-size to the 4x data), i.e. that much times the rank's share "
                           f"of the data {'(G=1: held = share)' if G == 1 else '(G=2: each rank holds 2x its share)'}")

@@ -31,7 +31,8 @@ def class_codes(ctx, y) -> tuple[np.ndarray, np.ndarray]:
 
 
 def assign_folds(ctx, y, n_splits: int, seed: int, stratify: bool, n_local: int | None = None) -> np.ndarray:
-    """Fold index (0..n_splits-1) of each local row (collective over ``ctx``).
+    """Fold index (0..n_splits-1) of each local row (collective over ``ctx``), as the
+    smallest unsigned integer type that holds it.
 
     ``y``: local labels (or None: one stratum, ``n_local`` rows). Ranks hold consecutive
     blocks of rows in rank order, as :func:`shardlearn.data.read_shard` gives them.
@@ -47,7 +48,9 @@ def assign_folds(ctx, y, n_splits: int, seed: int, stratify: bool, n_local: int 
     table = ctx.coll.allgather(mine[None, :])
     running = table[:ctx.rank].sum(axis=0)   # rows of each class on the ranks before this one
     streams = [rng.stream_id("cv-folds", c) for c in range(K)]
-    out = np.zeros(len(codes), dtype=np.int64)
+    # the smallest integer type that holds k - 1 (uint8 for any usual cv): held for the
+    # whole search, one entry per local row
+    out = np.zeros(len(codes), dtype=np.min_scalar_type(max(k - 1, 0)))
     # in row chunks, so that every temporary is chunk-sized (chunk x k at most)
     for i in range(0, len(codes), _CHUNK):
         cc = codes[i:i + _CHUNK]

@@ -135,7 +135,6 @@ class _BaseSearch(Params):
         stratify = _scoring.is_classifier(self.estimator) and y is not None
         folds = _folds.assign_folds(group, y, k, self.random_state, stratify, n_local=len(X))
         _folds.check_folds(group, folds, k, n_total)
-        grows = np.arange(start, start + len(X), dtype=np.int64)
         rounds = self._schedule(len(cands), n_total, y, group)
         t0 = time.perf_counter()
         rows, keep = [], list(range(len(cands)))
@@ -146,7 +145,9 @@ class _BaseSearch(Params):
         for it, n_res in enumerate(rounds):
             if it:
                 keep = self._best_of(rows, it - 1, math.ceil(len(keep) / float(self.factor)))
-            subset = _folds.subset_mask(grows, n_res, n_total, self.random_state)
+            # the global rows only for the subset's keys (not held during the round)
+            subset = _folds.subset_mask(np.arange(start, start + len(X), dtype=np.int64), n_res, n_total,
+                                        self.random_state)
             self.n_resources_.append(int(n_res))
             self.n_candidates_.append(len(keep))
             world.log(f"search: {'round ' + str(it + 1) + ': ' if len(rounds) > 1 else ''}{len(keep)} candidates x "

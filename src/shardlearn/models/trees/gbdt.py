@@ -226,9 +226,13 @@ class _GradientBoosting(FittedEnsemble, Params):
         ctx, X, y, grows, n_total, idx, sample_weight = prepare_rows(self.comm, X, y, self.verbose, rows,
                                                                      sample_weight)
         self.ctx_ = ctx
+        # handed over in a list, so that _fit_ranks can let go of them (with rows=, y is a
+        # copy of the selected labels) once it has read them: no frame here holds them
+        held = [y, grows]
+        del y, grows
         with ctx.guard(f"{type(self).__name__}.fit"):
             try:
-                return self._fit_ranks(ctx, X, y, grows, n_total, objective, n_classes, checkpoint, t_start,
+                return self._fit_ranks(ctx, X, held, None, n_total, objective, n_classes, checkpoint, t_start,
                                        sample_weight, idx)
             finally:
                 if checkpoint is not None:
@@ -241,7 +245,14 @@ class _GradientBoosting(FittedEnsemble, Params):
         ``sample_weight`` multiplies every row's gradient and hessian (and weighs the initial
         score); rows of weight 0 grow no tree and have their scores updated like out-of-bag rows.
         ``idx``: the rows of ``X`` that ``y``, ``grows`` and ``sample_weight`` describe (None: all).
+        ``y`` may be the list ``[y, grows]`` (``grows`` then None): emptied here, so that the
+        labels and global rows are freed once read.
         """
+        if isinstance(y, list):
+            box = y
+            y, grows = box
+            box.clear()
+            del box
         n = len(y)
         with ctx.collective_errors():
             self._check_params(objective)
@@ -260,6 +271,7 @@ class _GradientBoosting(FittedEnsemble, Params):
                     raise ShardlearnError(f"objective binary needs 2 classes, y has {len(self.classes_)}: "
                                           "use objective multiclass")
             objective = "binary" if K == 1 else "multiclass"
+        y = None                # read (yk): the labels are not held twice
         self.objective_ = objective
         self.n_features_in_ = X.shape[1]
         with ctx.collective_errors():
@@ -298,6 +310,8 @@ class _GradientBoosting(FittedEnsemble, Params):
                 mapper = BinMapper.from_arrays(state["bins"])
                 codes = mapper.transform(X, rows=tr)
         self.binning_seconds_ = time.perf_counter() - t0
+        if not (self.bagging_freq and self.bagging_fraction < 1) and not self.quantized_grad:
+            gtr = grows = None  # the global rows key only the binning sample, bagging and quantization
         self.bin_mapper_ = mapper
         # what tree prediction reads: categorical columns as bin codes (X itself without any)
         Xva = mapper.encode(Xva)
@@ -364,18 +378,31 @@ class _GradientBoosting(FittedEnsemble, Params):
         # binary and L2 gradients in one compiled pass (the same bits as the NumPy forms below),
         # with their local maxima (the quantization scales)
         gk = compiled_kernels("models.trees._quant_kernels") if objective != "multiclass" else None
+        # fused: the kernel writes the gradients and hessians straight into the tree's channels
+        # (no per-row copy of G and H; the same values as copying them in)
+        fused = gk is not None and quantizer is None
+        ch = None
         if gk is not None:
             y64 = np.ascontiguousarray(ytr, dtype=np.float64)
             w64 = np.empty(0) if swtr is None else np.ascontiguousarray(swtr, dtype=np.float64)
-            G = np.empty((1, n_tr))
-            H = np.empty((1, n_tr)) if objective == "binary" or swtr is not None else None
-        all_rows = np.arange(n_tr, dtype=np.int64)
-        rows = all_rows if keep is None else np.flatnonzero(keep)
+            has_h = objective == "binary" or swtr is not None
+            if fused:
+                ch = np.empty((2, n_tr))
+                G = ch[0:1]
+                H = ch[1:2] if has_h else None
+                if H is None:
+                    ch[1] = 1.0
+            else:
+                G = np.empty((1, n_tr))
+                H = np.empty((1, n_tr)) if has_h else None
+        rows = None if keep is None else np.flatnonzero(keep)   # None: every row (the grower's own arange)
         in_bag = None
         grown = keep                    # rows the trees grow on (None: all)
         d = X.shape[1]
         log_metrics = ctx.verbose and ctx.rank == 0 or self.verbose
         log_metrics = bool(ctx.coll.allreduce(np.array([int(log_metrics)], dtype=np.int64), op="max")[0])
+        if gk is not None and not log_metrics:
+            ytr = yk = None     # the gradients read y64: no second per-row copy of the labels
         self.tree_stats_ = []
         for it in range(first, int(self.n_estimators)):
             t_it = time.perf_counter()
@@ -415,7 +442,9 @@ class _GradientBoosting(FittedEnsemble, Params):
                 with ctx.timers.phase("quantize"):     # the scales: one max-allreduce
                     gmax, hmax = agree_max(ctx, G, H, local_max if gk is not None else None)
             for k in range(K):
-                if quantizer is None:
+                if fused:
+                    tq = None       # ch already holds G[0] and H[0] (or 1.0)
+                elif quantizer is None:
                     ch, tq = np.empty((2, n_tr)), None
                     ch[0] = G[k]
                     ch[1] = 1.0 if H is None else H[k]

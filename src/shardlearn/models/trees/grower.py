@@ -274,8 +274,9 @@ class TreeGrower:
         ----------
         channels : (C - 1, n_local) float64
             Gradient channel(s) then hessian per local row.
-        rows : int64 array
-            Local rows used by this tree (bagging / bootstrap).
+        rows : int64 array or None
+            Local rows used by this tree (bagging / bootstrap); None: every local row (the
+            grower makes the tree's permutation itself, so the caller keeps no index array).
         hess_is_count : bool
             Every hessian is 1 (skips one bincount per feature).
         hist_features : int array, optional
@@ -303,11 +304,15 @@ class TreeGrower:
         if self.rs:
             hist_features = None  # every rank must contribute to every feature block
         with timers.phase("histogram"):
-            full = is_all_rows(rows, self.codes.shape[1])
+            fresh = rows is None
+            if fresh:
+                rows = np.arange(self.codes.shape[1], dtype=np.int64)
+            full = fresh or is_all_rows(rows, self.codes.shape[1])
             if self.chist is not None:
                 # the tree's row permutation: every node's rows stay a contiguous range of
                 # it (partitioned in place), as in LightGBM's DataPartition
-                rows = self.chist.rows_array(rows) if self.device else np.array(rows, dtype=np.int64)
+                rows = self.chist.rows_array(rows) if self.device else (
+                    rows if fresh else np.array(rows, dtype=np.int64))
             if packed:
                 local = self.chist.build_packed(quant.kernels, quant.packed, rows, hist_features)
             elif self.chist is not None:
