@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._objective import loss_resid
+
 #: values per row block of the device pass: large blocks keep the GEMMs efficient, while
 #: the float64 widening of one block stays small next to the data
 DEVICE_BLOCK_ELEMENTS = 1 << 26
@@ -31,36 +33,6 @@ def _xp(X):
     from ...backend import array_module
 
     return array_module(X)
-
-
-def loss_resid(xp, kind, K, X, t, A, b):
-    """``_Objective._loss_resid`` with ``xp``: per-row loss and dloss/dz."""
-    if K == 1:
-        z = (X @ A[:, 0]).astype(np.float64, copy=False)
-        z += b[0]
-        if kind == "squared":
-            r = z - t
-            return 0.5 * r * r, r
-        e = xp.exp(-xp.abs(z))
-        loss = xp.log1p(e)
-        loss += xp.maximum(z, 0.0)
-        loss -= t * z
-        r = xp.where(z >= 0, 1.0, e)
-        r /= 1.0 + e
-        r -= t
-        return loss, r
-    Z = (X @ A).astype(np.float64, copy=False)
-    Z += b
-    rows = xp.arange(Z.shape[0])
-    m = Z.max(axis=1)
-    E = xp.exp(Z - m[:, None])
-    se = E.sum(axis=1)
-    loss = m + xp.log(se)
-    ti = t.astype(np.int64)
-    loss -= Z[rows, ti]
-    E /= se[:, None]
-    E[rows, ti] -= 1.0
-    return loss, E
 
 
 def _cached(obj, name, host, xp):
@@ -96,7 +68,7 @@ def local_sums(obj, w, X, t, s, sv, cache=True):
     step = max(64, DEVICE_BLOCK_ELEMENTS // max(1, d))
     for i in range(0, n, step):
         Xc = X[i:i + step].astype(np.float64, copy=False)
-        loss, r = loss_resid(xp, obj.kind, K, Xc, t[i:i + step], Ad, bd)
+        loss, r = loss_resid(obj.kind, K, Xc, t[i:i + step], Ad, bd, xp)
         sc = s[i:i + step]
         loss_sum += sc @ loss
         if sv is not None:
@@ -127,7 +99,7 @@ def validation_sum(obj, w, rows):
     xp = _xp(X)
     A, b = obj.affine(w)
     Xv = X[xp.asarray(rows)].astype(np.float64, copy=False)
-    loss, _ = loss_resid(xp, obj.kind, obj.K, Xv, xp.asarray(obj.t[rows]), xp.asarray(A), xp.asarray(b))
+    loss, _ = loss_resid(obj.kind, obj.K, Xv, xp.asarray(obj.t[rows]), xp.asarray(A), xp.asarray(b), xp)
     return float(xp.asarray(obj.sv[rows]) @ loss)
 
 

@@ -21,22 +21,44 @@ import numpy as np
 CHUNK_ELEMENTS = 1 << 18
 
 
-def binary_loss_resid(z: np.ndarray, t: np.ndarray, kind: str):
+def binary_loss_resid(z: np.ndarray, t: np.ndarray, kind: str, xp=np):
     """Per-row loss and dloss/dz of one decision value per row: squared error, or the
     binary logistic loss (t in {0, 1}): log(1 + e^z) - t z and sigmoid(z) - t, both from
     e = exp(-|z|) in (0, 1], so no overflow for any z. Element-wise: a row's values do not
-    depend on the other rows (the exact path relies on it)."""
+    depend on the other rows (the exact path relies on it). ``xp``: the array module of
+    ``z`` (NumPy, or CuPy on the device path)."""
     if kind == "squared":
         r = z - t
         return 0.5 * r * r, r
-    e = np.exp(-np.abs(z))
-    loss = np.log1p(e)
-    loss += np.maximum(z, 0.0)
+    e = xp.exp(-xp.abs(z))
+    loss = xp.log1p(e)
+    loss += xp.maximum(z, 0.0)
     loss -= t * z
-    r = np.where(z >= 0, 1.0, e)
+    r = xp.where(z >= 0, 1.0, e)
     r /= 1.0 + e
     r -= t
     return loss, r
+
+
+def loss_resid(kind: str, K: int, X, t, A, b, xp=np):
+    """Per-row loss and dloss/dz on rows ``X`` (z is n, or n x K for the multinomial
+    loss, whose ``t`` holds class indices), with the array module ``xp`` of ``X``."""
+    if K == 1:
+        z = (X @ A[:, 0]).astype(np.float64, copy=False)
+        z += b[0]
+        return binary_loss_resid(z, t, kind, xp)
+    Z = (X @ A).astype(np.float64, copy=False)
+    Z += b
+    rows = xp.arange(Z.shape[0])
+    m = Z.max(axis=1)
+    E = xp.exp(Z - m[:, None])
+    se = E.sum(axis=1)
+    loss = m + xp.log(se)   # log-sum-exp
+    ti = t.astype(np.int64, copy=False)
+    loss -= Z[rows, ti]
+    E /= se[:, None]
+    E[rows, ti] -= 1.0
+    return loss, E
 
 
 class _Objective:
@@ -80,24 +102,8 @@ class _Objective:
 
     # ------------------------------------------------------------ local math
     def _loss_resid(self, X, t, A, b):
-        """Per-row loss and dloss/dz on rows X (z is n or n x K)."""
-        if self.K == 1:
-            z = X @ A[:, 0]
-            z = z.astype(np.float64, copy=False)
-            z += b[0]
-            return binary_loss_resid(z, t, self.kind)
-        Z = X @ A
-        Z = Z.astype(np.float64, copy=False)
-        Z += b
-        rows = np.arange(Z.shape[0])
-        m = Z.max(axis=1)
-        E = np.exp(Z - m[:, None])
-        se = E.sum(axis=1)
-        loss = m + np.log(se)   # log-sum-exp
-        loss -= Z[rows, t]
-        E /= se[:, None]
-        E[rows, t] -= 1.0
-        return loss, E
+        """Per-row loss and dloss/dz on rows X (z is n or n x K): :func:`loss_resid`."""
+        return loss_resid(self.kind, self.K, X, t, A, b)
 
     def _local(self, w, X, t, s, sv):
         """``[loss_sum, val_loss_sum, (X^T r).ravel(), sum r]`` on local rows.
