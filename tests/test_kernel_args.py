@@ -160,7 +160,7 @@ def _histogram():
     codes = g.integers(0, S, (n, d), dtype=np.uint8)
     rows = np.sort(g.choice(n - 1, 20, replace=False)).astype(np.int64)
     rows[-1] = n - 1                                     # the last row: a shorter codes is out of range
-    return {"codes": codes, "n": n, "d": d, "channels": g.standard_normal((n, 2)), "cin": 2,
+    return {"codes": codes, "n": n, "d": d, "channels": g.standard_normal((2, n)), "cin": 2,
             "rows": rows, "all_rows": 0, "feats": np.arange(d, dtype=np.int64), "S": S,
             "acc": np.empty(d * S * 3), "out": np.zeros((3, d, S)), "hess_is_count": 0, "with_count": 1}
 
@@ -174,11 +174,11 @@ def _histogram_check(a, result):
 def _partition(table: bool):
     def build():
         g = np.random.default_rng(3)
-        n = 40
-        col = g.integers(0, 10, n, dtype=np.uint8)
+        n, d = 40, 3
+        codes = g.integers(0, 10, (n, d), dtype=np.uint8)     # row-major: feature f of row r at r * d + f
         rows = np.sort(g.choice(n - 1, 15, replace=False)).astype(np.int64)
-        rows[-1] = n - 1
-        a = {"col": col, "rows": rows, "tmp": np.empty(len(rows), np.int64)}
+        rows[-1] = n - 1                                     # the last row: a shorter codes is out of range
+        a = {"codes": codes, "d": d, "feature": 2, "rows": rows, "tmp": np.empty(len(rows), np.int32)}
         if table:
             a["table"] = (np.arange(256) % 3 == 0).astype(np.uint8)
         else:
@@ -247,11 +247,15 @@ SPECS += [
                       ("feature == d", _set("feats", 0, 5)), ("feature < 0", _set("feats", 0, -1)),
                       ("bin code == S", _set("codes", (49, 2), 8)),
                       ("bin code 255", _set("codes", (49, 4), 255)))),
-    Spec("hist", "partition", _partition(False), outputs=("rows", "tmp"), counts=("rows",), check=_partition_check,
-         bad_indices=(("row == len(col)", _set("rows", -1, 40)), ("row < 0", _set("rows", 0, -1)))),
-    Spec("hist", "partition_table", _partition(True), outputs=("rows", "tmp"), counts=("rows",),
+    Spec("hist", "partition", _partition(False), outputs=("rows", "tmp"), sizes=("d",), counts=("rows",),
          check=_partition_check,
-         bad_indices=(("row == len(col)", _set("rows", -1, 40)), ("row < 0", _set("rows", 0, -1)),
+         bad_indices=(("row == n", _set("rows", -1, 40)), ("row < 0", _set("rows", 0, -1)),
+                      ("feature == d", _assign("feature", 3)), ("feature < 0", _assign("feature", -1)),
+                      ("d = 0", _assign("d", 0)))),
+    Spec("hist", "partition_table", _partition(True), outputs=("rows", "tmp"), sizes=("d",), counts=("rows",),
+         check=_partition_check,
+         bad_indices=(("row == n", _set("rows", -1, 40)), ("row < 0", _set("rows", 0, -1)),
+                      ("feature == d", _assign("feature", 3)), ("feature < 0", _assign("feature", -1)),
                       ("table entry 2: the left count would pass the rows", _set("table", 7, 2)))),
     Spec("hist", "add_leaf_value", _add_leaf_value, outputs=("scores",), sizes=("K", "k"), counts=("rows",),
          check=lambda a, r: a["scores"][[0, 5, 29], 1].tolist() == [0.5] * 3,
@@ -606,7 +610,7 @@ def test_histogram_codes_are_not_checked_when_no_code_can_reach_S():
     n, d, S = 40, 3, 256
     codes = np.full((n, d), 255, np.uint8)
     out = np.zeros((3, d, S))
-    K.histogram(codes, n, d, np.ones((n, 2)), 2, np.arange(n, dtype=np.int64), 0, np.arange(d, dtype=np.int64), S,
+    K.histogram(codes, n, d, np.ones((2, n)), 2, np.arange(n, dtype=np.int64), 0, np.arange(d, dtype=np.int64), S,
                 np.empty(d * S * 3), out, 0, 1)
     assert (out[2, :, 255] == n).all() and out[2].sum() == n * d
 
@@ -614,11 +618,37 @@ def test_histogram_codes_are_not_checked_when_no_code_can_reach_S():
 @pytest.mark.skipif(MODULES["hist"] is None, reason="hist kernels not built")
 def test_partition_leaves_a_permutation_of_the_rows_after_a_bad_row():
     K = MODULES["hist"]
-    col = np.array([0, 5, 1, 6, 2], np.uint8)
+    codes = np.zeros((5, 2), np.uint8)
+    codes[:, 1] = [0, 5, 1, 6, 2]                           # feature 1 of the row-major codes
     rows = np.array([0, 1, 2, 7, 3, 4], np.int64)
     with pytest.raises(ValueError, match="rows: index 7 at position 3"):
-        K.partition(col, rows, np.empty(6, np.int64), 2, 9, 0)
+        K.partition(codes, 2, 1, rows, np.empty(6, np.int32), 2, 9, 0)
     assert sorted(rows.tolist()) == [0, 1, 2, 3, 4, 7]
+
+
+@pytest.mark.skipif(MODULES["hist"] is None, reason="hist kernels not built")
+def test_partition_reads_one_feature_of_the_row_major_codes():
+    """partition / partition_table on (n, d) row-major codes give the stable partition by
+    feature f's column (what they gave on that column itself, feature-major, before)."""
+    K = MODULES["hist"]
+    g = np.random.default_rng(7)
+    n, d = 1000, 5
+    codes = g.integers(0, 12, (n, d), dtype=np.uint8)
+    rows = np.sort(g.choice(n, 400, replace=False)).astype(np.int64)
+    table = (np.arange(256) % 4 == 1).astype(np.uint8)
+    for f in range(d):
+        go = (codes[rows, f] <= 5) | (codes[rows, f] == 11)
+        r = rows.copy()
+        assert K.partition(codes, d, f, r, np.empty(len(r), np.int32), 5, 11, 1) == go.sum()
+        assert np.array_equal(r, np.concatenate([rows[go], rows[~go]]))
+        go = table[codes[rows, f]] == 1
+        r = rows.copy()
+        assert K.partition_table(codes, d, f, r, np.empty(len(r), np.int32), table) == go.sum()
+        assert np.array_equal(r, np.concatenate([rows[go], rows[~go]]))
+    with pytest.raises(TypeError, match="tmp: int32 items expected"):
+        K.partition(codes, d, 0, rows.copy(), np.empty(len(rows), np.int64), 5, 11, 1)
+    with pytest.raises(ValueError, match="feature: must be in"):
+        K.partition(codes, d, d, rows.copy(), np.empty(len(rows), np.int32), 5, 11, 1)
 
 
 @pytest.mark.skipif(MODULES["hist"] is None, reason="hist kernels not built")

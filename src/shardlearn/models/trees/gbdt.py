@@ -227,13 +227,14 @@ class _GradientBoosting(FittedEnsemble, Params):
                                                                      sample_weight)
         self.ctx_ = ctx
         # handed over in a list, so that _fit_ranks can let go of them (with rows=, y is a
-        # copy of the selected labels) once it has read them: no frame here holds them
-        held = [y, grows]
-        del y, grows
+        # copy of the selected labels, idx the int64 indices of the rows) once it has read
+        # them: no frame here holds them
+        held = [y, grows, idx]
+        del y, grows, idx
         with ctx.guard(f"{type(self).__name__}.fit"):
             try:
                 return self._fit_ranks(ctx, X, held, None, n_total, objective, n_classes, checkpoint, t_start,
-                                       sample_weight, idx)
+                                       sample_weight)
             finally:
                 if checkpoint is not None:
                     checkpoint.finish()     # the stop signals get their handlers back, also after a stop
@@ -245,14 +246,16 @@ class _GradientBoosting(FittedEnsemble, Params):
         ``sample_weight`` multiplies every row's gradient and hessian (and weighs the initial
         score); rows of weight 0 grow no tree and have their scores updated like out-of-bag rows.
         ``idx``: the rows of ``X`` that ``y``, ``grows`` and ``sample_weight`` describe (None: all).
-        ``y`` may be the list ``[y, grows]`` (``grows`` then None): emptied here, so that the
-        labels and global rows are freed once read.
+        ``y`` may be the list ``[y, grows]`` or ``[y, grows, idx]`` (``grows`` then None):
+        emptied here, so that the labels, global rows and row indices are freed once read.
         """
         if isinstance(y, list):
             box = y
-            y, grows = box
+            y, grows, *rest = box
+            if rest:
+                idx = rest[0]
             box.clear()
-            del box
+            del box, rest
         n = len(y)
         with ctx.collective_errors():
             self._check_params(objective)
@@ -367,6 +370,7 @@ class _GradientBoosting(FittedEnsemble, Params):
                                             self.min_gain_to_split),
                           categorical=cat_params(self, cat))
         grower = TreeGrower(ctx, codes, mapper.n_bins_, mapper.n_slots, grow)
+        codes = None    # the grower holds its own (row-major) copy: the codes are not held twice
         quantizer = None
         if self.quantized_grad:
             # the packed kernels need the compiled host histogram (on a device: the float path)
@@ -396,6 +400,10 @@ class _GradientBoosting(FittedEnsemble, Params):
                 G = np.empty((1, n_tr))
                 H = np.empty((1, n_tr)) if has_h else None
         rows = None if keep is None else np.flatnonzero(keep)   # None: every row (the grower's own arange)
+        if keep is None and not bagged:
+            # every tree grows on every training row: add_tree_values (the scores of rows a tree
+            # did not grow on) is not called again, so the training rows' indices are let go
+            tr = idx = None
         in_bag = None
         grown = keep                    # rows the trees grow on (None: all)
         d = X.shape[1]

@@ -24,7 +24,7 @@ import numpy as np
 from ...backend import compiled_kernels
 from ._gpu import device_histogram
 from .categorical import CatParams, find_best_categorical_splits, merge_splits, pack_bits
-from .histogram import CompiledHistogram, build_histogram, is_all_rows, pair_codes
+from .histogram import MAX_COMPILED_ROWS, CompiledHistogram, build_histogram, is_all_rows, pair_codes
 from .quantize import decode, fields, narrow, widen
 from .split import TIE_RTOL, SplitParams, find_best_splits, find_best_splits_packed, find_best_splits_quant
 
@@ -89,11 +89,15 @@ class TreeGrower:
 
     def __init__(self, ctx, codes, n_bins, n_slots, params: GrowParams):
         self.ctx, self.codes, self.n_slots, self.params = ctx, codes, n_slots, params
-        self.d = codes.shape[0]
+        self.d, self.n = codes.shape
         #: the compiled histogram and partition kernels (None: the NumPy path)
         self.chist = device_histogram(ctx, codes, n_slots) or _compiled_histogram(codes, n_slots)
         #: histograms, partitions and the row permutation on the device (_gpu.py)
         self.device = self.chist is not None and self.chist.k is None
+        if self.chist is not None and not self.device:
+            self.codes = None   # the compiled kernels read their row-major copy only: one copy per fit
+        #: the tree's row permutation (compiled host path), one buffer for every tree of the fit
+        self._perm = None
         # joint codes of feature pairs, built once per fit: large nodes' histograms take
         # one bincount per pair instead of one per feature (see histogram.py)
         self.pairs = pair_codes(codes, n_slots) if self.chist is None else None
@@ -305,14 +309,14 @@ class TreeGrower:
             hist_features = None  # every rank must contribute to every feature block
         with timers.phase("histogram"):
             fresh = rows is None
-            if fresh:
-                rows = np.arange(self.codes.shape[1], dtype=np.int64)
-            full = fresh or is_all_rows(rows, self.codes.shape[1])
+            in_place = self.chist is not None and not self.device
+            if fresh and not in_place:
+                rows = np.arange(self.n, dtype=np.int64)
+            full = fresh or is_all_rows(rows, self.n)
             if self.chist is not None:
                 # the tree's row permutation: every node's rows stay a contiguous range of
                 # it (partitioned in place), as in LightGBM's DataPartition
-                rows = self.chist.rows_array(rows) if self.device else (
-                    rows if fresh else np.array(rows, dtype=np.int64))
+                rows = self.chist.rows_array(rows) if self.device else self._tree_perm(rows)
             if packed:
                 local = self.chist.build_packed(quant.kernels, quant.packed, rows, hist_features)
             elif self.chist is not None:
@@ -342,12 +346,12 @@ class TreeGrower:
         if quant is not None:   # sums of integers: exact for any order; now scaled
             qtot = totals.astype(np.int64)
             quant.scale_totals(totals)
-        in_place = self.chist is not None and not self.device
         leaves = {0: _Leaf(rows, root_hist, totals, 0, 0 if in_place else None, qtot)}
         nodes.add(totals, 0, p, sp.lambda_l2)
         n_leaves = 1
         if self._splittable(totals, 0, n_leaves):
             self._set_splits([leaves[0]], [0], node_mask)
+            self._drop_unreachable(leaves, n_leaves)
         while p.num_leaves is None or n_leaves < p.num_leaves:
             ready = [i for i, lf in leaves.items() if lf.split is not None
                      and lf.split["gain"] > sp.min_gain_to_split]
@@ -393,6 +397,7 @@ class TreeGrower:
             for b0 in range(0, len(pairs), GROW_BATCH):
                 self._child_histograms(pairs[b0:b0 + GROW_BATCH], leaves, channels, C, hist_features,
                                        hess_is_count, n_leaves, node_mask)
+            self._drop_unreachable(leaves, n_leaves)
         leaf_rows = [(i, lf.rows) for i, lf in sorted(leaves.items())]
         self.last_perm = self.last_spans = None
         if in_place:
@@ -402,6 +407,43 @@ class TreeGrower:
         self._quant = None
         self.last_l2 = np.array(nodes.lam, dtype=np.float64)
         return nodes.arrays(), leaf_rows
+
+    def _tree_perm(self, rows):
+        """The tree's row permutation: ``rows`` (None: every local row, in order) copied into
+        one int64 buffer that every tree of the fit reuses (the previous tree's leaf rows,
+        views of it, are valid until the next :meth:`grow`)."""
+        if self._perm is None:
+            self._perm = np.empty(self.n, dtype=np.int64)
+        m = self.n if rows is None else len(rows)
+        perm = self._perm[:m]
+        if rows is None:
+            step = 1 << 16                  # by blocks: no n-row temporary
+            for lo in range(0, m, step):
+                perm[lo:lo + step] = np.arange(lo, min(m, lo + step), dtype=np.int64)
+        else:
+            perm[...] = rows
+        return perm
+
+    def _drop_unreachable(self, leaves, n_leaves) -> None:
+        """Free the histograms of the leaves that can no longer be split (LightGBM's bounded
+        histogram pool, without changing any tree): a leaf's histogram is needed only to
+        split it (the subtraction trick), and the leaves are split in the order of
+        (-gain, node id), one per remaining leaf of ``num_leaves``. A ready leaf ranked
+        ``r`` in that order is split only after the ``r`` ahead of it (new leaves can only
+        join ahead of it), so with ``r >= num_leaves - n_leaves`` it never is. This bounds
+        the live histograms by the leaves still to grow as well as by the open leaves: about
+        ``num_leaves / 2`` at most instead of ``num_leaves``."""
+        p = self.params
+        if p.num_leaves is None:
+            return
+        room = p.num_leaves - n_leaves
+        ready = [i for i, lf in leaves.items() if lf.split is not None
+                 and lf.split["gain"] > p.split.min_gain_to_split]
+        if len(ready) <= room:
+            return
+        ready.sort(key=lambda i: (-leaves[i].split["gain"], i))
+        for i in ready[max(room, 0):]:
+            leaves[i].hist = None
 
     def add_leaf_values(self, scores: np.ndarray, k: int, values: np.ndarray, leaf_rows) -> None:
         """``scores[rows, k] += values[node]`` for every ``(node, rows)`` of ``leaf_rows``.
@@ -527,7 +569,7 @@ class TreeGrower:
 def _compiled_histogram(codes, n_slots):
     """A :class:`~.histogram.CompiledHistogram` over ``codes``, or None (NumPy path)."""
     kernels = compiled_kernels("models.trees._hist_kernels")
-    if kernels is None or codes.dtype != np.uint8 or n_slots > 256:
+    if kernels is None or codes.dtype != np.uint8 or n_slots > 256 or codes.shape[1] > MAX_COMPILED_ROWS:
         return None
     return CompiledHistogram(kernels, codes, n_slots)
 
