@@ -71,6 +71,9 @@
  * 4.6 ns per row and feature on 32k of 400k rows, against 1.2 on all rows). Prefetching
  * PREFETCH_AHEAD rows ahead overlaps the misses. */
 #define PREFETCH_AHEAD 12
+#ifndef PARTITION_AHEAD
+#define PARTITION_AHEAD 24
+#endif
 #if defined(__GNUC__) || defined(__clang__)
 #define PREFETCH(p) __builtin_prefetch((p), 0, 3)
 #else
@@ -396,26 +399,58 @@ static COLD Py_ssize_t partition_stop(int64_t *r, const int32_t *t, Py_ssize_t n
     return nl;
 }
 
-static Py_ssize_t partition_rows(const uint8_t *c, Py_ssize_t d, Py_ssize_t n, int64_t *r, int32_t *t, Py_ssize_t m,
-                                 const uint8_t *lut, Py_ssize_t *bad)
+/* One row of the partition loop: row r[i] (checked) to the left (in place) or the right
+ * (scratch) side. */
+#define PARTITION_ROW(i)                                                                \
+    int64_t row = r[i];                                                                 \
+    if (KA_UNLIKELY((uint64_t)row >= (uint64_t)n))                                      \
+        return partition_stop(r, t, nl, nr, (i), bad);  /* (its own exit) */            \
+    Py_ssize_t left = lut[c[row * d]];                                                  \
+    r[nl] = row;                                                                        \
+    t[nr] = (int32_t)row;                                                               \
+    nl += left;                                                                         \
+    nr += 1 - left;
+
+/* Rows of a node that holds at least a quarter of the local rows are close together: the
+ * hardware prefetcher follows the reads, and software prefetching only adds instructions
+ * (measured, 160k local rows x 20 features: all rows 114 against 130-140 us with it). The
+ * rows of sparser nodes are a cache line or more apart: prefetched PARTITION_AHEAD rows
+ * ahead (10% of the rows: 18-19 against 23 us without). A prefetch never faults, so the
+ * row it names is not checked (the address is integer arithmetic, then cast). */
+static Py_ssize_t partition_dense(const uint8_t *c, Py_ssize_t d, Py_ssize_t n, int64_t *r, int32_t *t, Py_ssize_t m,
+                                  const uint8_t *lut, Py_ssize_t *bad)
 {
     Py_ssize_t nl = 0, nr = 0;
-    *bad = -1;
     for (Py_ssize_t i = 0; i < m; i++) {
-        int64_t row = r[i];
-        if (KA_UNLIKELY((uint64_t)row >= (uint64_t)n))
-            return partition_stop(r, t, nl, nr, i, bad);     /* (its own exit: none of its work in the loop) */
-        if (i + PREFETCH_AHEAD < m && (uint64_t)r[i + PREFETCH_AHEAD] < (uint64_t)n)
-            PREFETCH(c + r[i + PREFETCH_AHEAD] * d);
-        Py_ssize_t left = lut[c[row * d]];
-        r[nl] = row;
-        t[nr] = (int32_t)row;
-        nl += left;
-        nr += 1 - left;
+        PARTITION_ROW(i)
     }
     for (Py_ssize_t j = 0; j < nr; j++)
         r[nl + j] = t[j];
     return nl;
+}
+
+static Py_ssize_t partition_sparse(const uint8_t *c, Py_ssize_t d, Py_ssize_t n, int64_t *r, int32_t *t,
+                                   Py_ssize_t m, const uint8_t *lut, Py_ssize_t *bad)
+{
+    Py_ssize_t nl = 0, nr = 0, i = 0;
+    for (; i + PARTITION_AHEAD < m; i++) {
+        PREFETCH((const uint8_t *)((uintptr_t)c + (uintptr_t)r[i + PARTITION_AHEAD] * (uintptr_t)d));
+        PARTITION_ROW(i)
+    }
+    for (; i < m; i++) {
+        PARTITION_ROW(i)
+    }
+    for (Py_ssize_t j = 0; j < nr; j++)
+        r[nl + j] = t[j];
+    return nl;
+}
+#undef PARTITION_ROW
+
+static Py_ssize_t partition_rows(const uint8_t *c, Py_ssize_t d, Py_ssize_t n, int64_t *r, int32_t *t, Py_ssize_t m,
+                                 const uint8_t *lut, Py_ssize_t *bad)
+{
+    *bad = -1;
+    return m >= n / 4 ? partition_dense(c, d, n, r, t, m, lut, bad) : partition_sparse(c, d, n, r, t, m, lut, bad);
 }
 
 static PyObject *partition(PyObject *self, PyObject *args)

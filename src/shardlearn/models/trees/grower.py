@@ -321,7 +321,7 @@ class TreeGrower:
                 local = self.chist.build_packed(quant.kernels, quant.packed, rows, hist_features)
             elif self.chist is not None:
                 self.chist.set_channels(channels)
-                local = self.chist.build(rows, hist_features, hess_is_count,
+                local = self.chist.build(None if full else rows, hist_features, hess_is_count,
                                          count=self._root_count if full else None)
             else:
                 local = build_histogram(self.codes, channels, rows, self.n_slots, hist_features, hess_is_count,

@@ -270,7 +270,8 @@ class CompiledHistogram:
             rows = np.ascontiguousarray(rows, dtype=np.int64)
             if len(rows) == 0:
                 return out
-            _check_range(rows, self.n, "rows")         # the C code trusts its indices
+            # no NumPy pre-pass over the rows (a min and a max per node, as long as a good part
+            # of the kernel's own work): the kernel checks every row in its loop (ValueError)
         feats = self.all_features if features is None else np.ascontiguousarray(features, dtype=np.int64)
         _check_range(feats, self.d, "features")
         if out.shape != (C, self.d, self.n_slots) or out.dtype != np.float64 or not out.flags.c_contiguous:
