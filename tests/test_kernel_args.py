@@ -286,6 +286,14 @@ def _gradients():
             "w": g.uniform(0.5, 2, n), "binary": 1, "g": np.empty(n), "h": np.empty(n)}
 
 
+def _gradients_u8():
+    """Binary 0/1 labels as uint8 (``y_u8=1``): one byte a row."""
+    a = _gradients()
+    a["y"] = a["y"].astype(np.uint8)
+    a["y_u8"] = 1
+    return a
+
+
 def _gradients_check(a, result):
     p = 1.0 / (1.0 + np.exp(-a["F"][:, a["k"]]))
     np.testing.assert_allclose(a["g"], (p - a["y"]) * a["w"], rtol=1e-12)
@@ -312,6 +320,10 @@ SPECS += [
     Spec("quant", "gradients", _gradients, outputs=("g", "h"), sizes=("K", "k"), counts=("y",), check=_gradients_check,
          bad_indices=(("column k == K", _assign("k", 2)), ("binary 2", _assign("binary", 2)),
                       ("no hessian buffer for the binary objective", _assign("h", np.empty(0))))),
+    Spec("quant", "gradients", _gradients_u8, outputs=("g", "h"), sizes=("K", "k"), counts=("y",),
+         check=_gradients_check, extra={"id": "u8"},
+         bad_indices=(("column k == K", _assign("k", 2)), ("uint8 labels, not binary", _assign("binary", 0)),
+                      ("y_u8 2", _assign("y_u8", 2)))),
     Spec("quant", "leaf_fixed_sums", _leaf_fixed_sums, outputs=("out",), check=_leaf_fixed_sums_check,
          bad_indices=(("row == len(g)", _set("rows", 0, 12)), ("row < 0", _set("rows", 3, -1)),
                       ("a span past the rows", _set("spans", (2, 1), 8)),

@@ -22,12 +22,13 @@
  *     of the rows does not matter (quantize.py explains the packing and why fields cannot
  *     carry into each other).
  *
- * gradients(F, K, k, y, w, binary, g, h) -> (max |g|, max h)
+ * gradients(F, K, k, y, w, binary, g, h, y_u8=0) -> (max |g|, max h)
  *     One pass over the rows: binary log-loss (p = 1 / (1 + exp(-F[r, k])), g = p - y,
  *     h = p (1 - p): scipy.special.expit's formula with the same libm exp, so the same bits
  *     as gbdt.py's NumPy forms) or L2 (g = F[r, k] - y, h = 1, not written), both times
  *     w[r] when w is not empty (L2: h = w), and the local maxima the quantization scales
- *     need, so no second pass finds them.
+ *     need, so no second pass finds them. y: float64 labels, or with y_u8 = 1 (binary only)
+ *     uint8 0/1 labels, a byte a row instead of eight (converted exactly: the same bits).
  *
  * leaf_fixed_sums(g, h, rows, spans, eg, eh, out)
  *     out[j] = (sum of rint(g[r] / 2^eg), sum of rint(h[r] / 2^eh)) as int64 over the rows
@@ -185,9 +186,14 @@ fail:
 
 /* ------------------------------------------------------------------ gradients */
 
+/* Label r: float64 labels, or uint8 ones (binary 0/1 labels in one byte a row instead of
+ * eight; converted exactly, so the same gradients). */
+#define LABEL(r) (yb != NULL ? (double)yb[r] : y[r])
+
 QUANT_NO_CONTRACT
-static void gradients_loop(const double *F, Py_ssize_t K, Py_ssize_t k, const double *y, const double *w,
-                           Py_ssize_t n, int binary, double *g, double *h, double *gmax, double *hmax)
+static void gradients_loop(const double *F, Py_ssize_t K, Py_ssize_t k, const double *y, const uint8_t *yb,
+                           const double *w, Py_ssize_t n, int binary, double *g, double *h, double *gmax,
+                           double *hmax)
 {
     double mg = 0.0, mh = 0.0;
     for (Py_ssize_t r = 0; r < n; r++) {
@@ -195,10 +201,10 @@ static void gradients_loop(const double *F, Py_ssize_t K, Py_ssize_t k, const do
         if (binary) {
             /* scipy.special.expit's own formula, with the same libm exp: the same bits */
             volatile double p = 1.0 / (1.0 + exp(-f));
-            gr = p - y[r];
+            gr = p - LABEL(r);
             hr = p * (1.0 - p);
         } else {
-            gr = f - y[r];
+            gr = f - LABEL(r);
             hr = 1.0;
         }
         if (w != NULL) {
@@ -221,18 +227,20 @@ static PyObject *gradients(PyObject *self, PyObject *args)
 {
     PyObject *oF, *oy, *ow, *og, *oh;
     Py_ssize_t K, k;
-    int binary;
-    if (!PyArg_ParseTuple(args, "OnnOOiOO", &oF, &K, &k, &oy, &ow, &binary, &og, &oh))
+    int binary, y_u8 = 0;
+    if (!PyArg_ParseTuple(args, "OnnOOiOO|i", &oF, &K, &k, &oy, &ow, &binary, &og, &oh, &y_u8))
         return NULL;
     KA_CALL(C, "gradients");
     Py_buffer *F, *y, *w, *g, *h;
-    if (!(F = ka_buffer(&C, "F", oF, KA_F64, KA_IN)) || !(y = ka_buffer(&C, "y", oy, KA_F64, KA_IN))
+    if (!(F = ka_buffer(&C, "F", oF, KA_F64, KA_IN))
+        || !(y = ka_buffer(&C, "y", oy, y_u8 ? KA_U8 : KA_F64, KA_IN))
         || !(w = ka_buffer(&C, "w", ow, KA_F64, KA_IN)) || !(g = ka_buffer(&C, "g", og, KA_F64, KA_OUT))
         || !(h = ka_buffer(&C, "h", oh, KA_F64, KA_OUT)))
         goto fail;
     Py_ssize_t n = ka_items(y);
     int with_w = ka_items(w) > 0, with_h = ka_items(h) > 0;
     if (ka_at_least(&C, "K", K, 1) || ka_between(&C, "k", k, 0, K - 1) || ka_between(&C, "binary", binary, 0, 1)
+        || ka_between(&C, "y_u8", y_u8, 0, binary)        /* uint8 labels: binary 0/1 ones only */
         || ka_need(&C, F, ka_mul(n, K), "len(y)*K") || ka_need(&C, g, n, "len(y)")
         || (with_w && ka_need(&C, w, n, "len(y)")) || (with_h && ka_need(&C, h, n, "len(y)")))
         goto fail;
@@ -244,8 +252,14 @@ static PyObject *gradients(PyObject *self, PyObject *args)
         goto fail;
     double gmax = 0.0, hmax = 0.0;
     Py_BEGIN_ALLOW_THREADS
-    gradients_loop((const double *)F->buf, K, k, (const double *)y->buf, with_w ? (const double *)w->buf : NULL, n,
-                   binary, (double *)g->buf, with_h ? (double *)h->buf : NULL, &gmax, &hmax);
+    if (y_u8)
+        gradients_loop((const double *)F->buf, K, k, NULL, (const uint8_t *)y->buf,
+                       with_w ? (const double *)w->buf : NULL, n, binary, (double *)g->buf,
+                       with_h ? (double *)h->buf : NULL, &gmax, &hmax);
+    else
+        gradients_loop((const double *)F->buf, K, k, (const double *)y->buf, NULL,
+                       with_w ? (const double *)w->buf : NULL, n, binary, (double *)g->buf,
+                       with_h ? (double *)h->buf : NULL, &gmax, &hmax);
     Py_END_ALLOW_THREADS
     ka_release(&C);
     return Py_BuildValue("dd", gmax, hmax);
@@ -645,7 +659,8 @@ fail:
 static PyMethodDef methods[] = {
     {"quantize", quantize, METH_VARARGS,
      "quantize(g, h, grows, key, inv_g, inv_h, bits, shift_g, shift_h, packed, channels)"},
-    {"gradients", gradients, METH_VARARGS, "gradients(F, K, k, y, w, binary, g, h) -> (max |g|, max h)"},
+    {"gradients", gradients, METH_VARARGS,
+     "gradients(F, K, k, y, w, binary, g, h, y_u8=0) -> (max |g|, max h)"},
     {"leaf_fixed_sums", leaf_fixed_sums, METH_VARARGS, "leaf_fixed_sums(g, h, rows, spans, eg, eh, out)"},
     {"histogram_packed", histogram_packed, METH_VARARGS,
      "histogram_packed(codes_rm, n, d, vals, rows, all_rows, feats, S, out)"},

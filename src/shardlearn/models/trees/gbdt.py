@@ -387,7 +387,10 @@ class _GradientBoosting(FittedEnsemble, Params):
         fused = gk is not None and quantizer is None
         ch = None
         if gk is not None:
-            y64 = np.ascontiguousarray(ytr, dtype=np.float64)
+            # the labels the gradients read: binary 0/1 class indices as uint8 (a byte a row;
+            # the kernel converts them exactly), regression targets as float64
+            y_u8 = int(objective == "binary")
+            ylab = np.ascontiguousarray(ytr, dtype=np.uint8 if y_u8 else np.float64)
             w64 = np.empty(0) if swtr is None else np.ascontiguousarray(swtr, dtype=np.float64)
             has_h = objective == "binary" or swtr is not None
             if fused:
@@ -410,7 +413,7 @@ class _GradientBoosting(FittedEnsemble, Params):
         log_metrics = ctx.verbose and ctx.rank == 0 or self.verbose
         log_metrics = bool(ctx.coll.allreduce(np.array([int(log_metrics)], dtype=np.int64), op="max")[0])
         if gk is not None and not log_metrics:
-            ytr = yk = None     # the gradients read y64: no second per-row copy of the labels
+            ytr = yk = None     # the gradients read ylab: no second per-row copy of the labels
         self.tree_stats_ = []
         for it in range(first, int(self.n_estimators)):
             t_it = time.perf_counter()
@@ -419,8 +422,8 @@ class _GradientBoosting(FittedEnsemble, Params):
             # gradients and hessians of the current scores
             with ctx.timers.phase("gradients"):
                 if gk is not None:
-                    local_max = gk.gradients(F, K, 0, y64, w64, int(objective == "binary"), G[0],
-                                             np.empty(0) if H is None else H[0])
+                    local_max = gk.gradients(F, K, 0, ylab, w64, int(objective == "binary"), G[0],
+                                             np.empty(0) if H is None else H[0], y_u8)
                 elif objective == "regression":
                     G = (F[:, 0] - ytr)[None]
                     H = None
