@@ -294,7 +294,8 @@ class TreeGrower:
         Returns
         -------
         tree : dict of arrays (see :mod:`.predict`)
-        leaf_rows : list of (node_id, local rows) for every leaf
+        leaf_rows : list of (node_id, local rows) for every leaf (compiled host path: views of
+            the fit's one row permutation, valid until the next :meth:`grow`)
         """
         ctx, p = self.ctx, self.params
         sp = p.split
@@ -430,7 +431,8 @@ class TreeGrower:
         split it (the subtraction trick), and the leaves are split in the order of
         (-gain, node id), one per remaining leaf of ``num_leaves``. A ready leaf ranked
         ``r`` in that order is split only after the ``r`` ahead of it (new leaves can only
-        join ahead of it), so with ``r >= num_leaves - n_leaves`` it never is. This bounds
+        add to those), each split taking one of the ``num_leaves - n_leaves`` left, so with
+        ``r >= num_leaves - n_leaves`` it never is. This bounds
         the live histograms by the leaves still to grow as well as by the open leaves: about
         ``num_leaves / 2`` at most instead of ``num_leaves``."""
         p = self.params
