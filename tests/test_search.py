@@ -550,3 +550,39 @@ def test_block_sizes_follow_the_rows_held():
     assert block_rows(50_000, 160, 12) < block_rows(200_000, 160, 12) < block_rows(10 ** 6, 160, 12) == 8192
     assert block_rows(100, 160, 12) == 256       # a floor (a rank with fewer rows makes one block)
     assert chunk_rows(50_000) == 1562 and chunk_rows(10) == 1024 and chunk_rows(10 ** 7) == 16384
+
+
+MEMORY_SCRIPT = """
+import tracemalloc
+import numpy as np
+from shardlearn.runtime import init
+from shardlearn.models.linear import LogisticRegression
+from shardlearn.models.selection import _multi_alpha
+ctx = init(topology="native", verbose=False)
+rs = np.random.default_rng(ctx.rank)
+n, d = 60000, 10
+X = rs.normal(size=(n, d))
+y = (X[:, 0] + rs.normal(size=n) > 0).astype(np.float64)
+train = np.arange(n) % 5 != 1
+cands = [{{"C": c}} for c in np.logspace(-3, 2, 12)]
+est = LogisticRegression(tol=1e-6, max_iter=50)
+_multi_alpha.fit_many(est, cands[:2], ctx, X[:100], y[:100], train[:100])     # imports, caches
+tracemalloc.start()
+base = tracemalloc.get_traced_memory()[0]
+_multi_alpha.fit_many(est, cands, ctx, X, y, train)
+peak = tracemalloc.get_traced_memory()[1] - base
+if ctx.rank == 0:
+    emit({{"peak": peak, "X": X.nbytes, "n": n}})
+"""
+
+
+def test_the_many_c_pass_holds_little_next_to_the_rows():
+    # what the pass allocates on top of X, y and the fold's mask (tracemalloc counts NumPy's
+    # buffers): the targets (1 byte a row), the weights as float64 for one X^T s (8 bytes a
+    # row, freed before the blocks) and the block buffers (1/32 of X); it used to hold
+    # float64 targets and class codes besides 12-column block temporaries of 8192 rows
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = json_lines(run_script(2, MEMORY_SCRIPT.format(), tmp, timeout=120).stdout)[0]
+    assert out["peak"] < 10 * out["n"] + out["X"] / 32 + (256 << 10), out
