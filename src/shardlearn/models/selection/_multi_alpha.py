@@ -9,10 +9,11 @@
   block, one ``X_b^T R`` back, and ONE packed allreduce ``[losses, gradients]``, instead of
   M fits one after another with one allreduce each per evaluation. The block's two
   (rows x M) buffers are allocated once per batch and sized from the rows held
-  (:func:`block_rows`: together at most 1/32 of the bytes held, 256 to 8192 rows); the targets are one byte a
-  row and the fold's weights may come as its boolean mask, so the pass holds no per-row
-  float64 array of its own. The line search is
-  backtracking (Armijo, quadratic interpolation) per run; a run that has converged drops out of the evaluations.
+  (:func:`block_rows`: together at most 1/32 of the bytes held, 256 to 8192 rows); the
+  targets are one byte a row and the fold's weights may come as its boolean mask, so the
+  pass holds no per-row float64 array of its own (one, for ``X^T s``, while it starts).
+  The line search is backtracking (Armijo, quadratic interpolation) per run; a run that
+  has converged drops out of the evaluations.
   The objective and stopping rule are the estimator's (``(sum s logloss + ||w||^2/(2C)) / W``,
   max-norm of the gradient below ``tol``), so each run stops at the estimator's optimum
   within ``tol``; the iterates differ from the estimator's strong-Wolfe L-BFGS.
