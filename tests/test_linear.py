@@ -380,7 +380,7 @@ import tracemalloc
 import numpy as np
 from shardlearn.runtime import init
 from shardlearn.models.linear import LogisticRegression
-ctx = init(topology="native", verbose=False)
+ctx = init(topology="native", verbose=False, device="cpu")   # the host path's memory
 rs = np.random.default_rng(ctx.rank)
 n, d = 100000, 20
 X = rs.normal(size=(n, d))

@@ -558,7 +558,7 @@ import numpy as np
 from shardlearn.runtime import init
 from shardlearn.models.linear import LogisticRegression
 from shardlearn.models.selection import _multi_alpha
-ctx = init(topology="native", verbose=False)
+ctx = init(topology="native", verbose=False, device="cpu")   # the host path's memory
 rs = np.random.default_rng(ctx.rank)
 n, d = 60000, 10
 X = rs.normal(size=(n, d))
