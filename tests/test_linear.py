@@ -373,3 +373,35 @@ def test_cli_lists_match_the_estimators():
         assert cli == tuple(cls._solvers), (name, cli, cls._solvers)
         assert cli[0] == cls._default_solver == inspect.signature(cls).parameters["solver"].default, name
     assert train_linear.SCHEDULES == _solvers.SCHEDULES
+
+
+LINEAR_MEMORY_SCRIPT = """
+import tracemalloc
+import numpy as np
+from shardlearn.runtime import init
+from shardlearn.models.linear import LogisticRegression
+ctx = init(topology="native", verbose=False, device="cpu")   # the host path's memory
+rs = np.random.default_rng(ctx.rank)
+n, d = 100000, 20
+X = rs.normal(size=(n, d))
+y = np.where(X[:, 0] + rs.normal(size=n) > 0, 7.0, 2.0)
+w = (np.arange(n) % 5 != 1).astype(np.float64)
+LogisticRegression(max_iter=3, comm=ctx).fit(X[:50], y[:50])     # imports, caches
+tracemalloc.start()
+base = tracemalloc.get_traced_memory()[0]
+m = LogisticRegression(tol=1e-6, comm=ctx).fit(X, y, sample_weight=w)
+peak = tracemalloc.get_traced_memory()[1] - base
+if ctx.rank == 0:
+    emit({{"peak": peak, "n": n, "w_same": bool((w == (np.arange(n) % 5 != 1)).all())}})
+"""
+
+
+def test_a_fit_holds_few_bytes_per_row_beyond_its_input(tmp_path):
+    # a binary fit without validation split or class weights: the float64 target (8 bytes a
+    # row) and one-byte masks and class codes, plus the objective's row blocks (2^18 values
+    # of X, under 1 MiB of temporaries at 20 features); no
+    # copies of the weights, no int64 class codes or global row keys (it used to hold ~50
+    # bytes a row)
+    out = json_lines(run_script(2, LINEAR_MEMORY_SCRIPT.format(), tmp_path, timeout=120).stdout)[0]
+    assert out["w_same"]
+    assert out["peak"] < 20 * out["n"] + (1 << 20), out

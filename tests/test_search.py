@@ -473,3 +473,116 @@ def test_grids_ranges_and_order_match_scikit_learn():
     assert auto_groups(4, 1000, 10, 8, n_tasks=100) == 4          # small data: one rank per candidate
     assert auto_groups(4, 1000, 10, 8, n_tasks=2) == 2             # no group without a task
     assert auto_groups(4, 10**14, 10, 8, n_tasks=100) == 1         # too big to copy: pure data parallelism
+
+
+# the working memory of a search is sized from the rows held; none of it changes the folds,
+# the scores, or (beyond the order of the sums in the many-C blocks) the fitted models
+CHUNK_SCRIPT = """
+import numpy as np
+from shardlearn.runtime import init
+from shardlearn.util.blocks import block_bounds
+from shardlearn.models.linear import LogisticRegression
+from shardlearn.models.selection import _folds, _groups, _multi_alpha, _scoring
+ctx = init(topology="native", verbose=False)
+rs = np.random.default_rng(5)
+n = 1500
+X = rs.normal(size=(n, 6))
+y = np.where(X @ rs.normal(size=6) + rs.normal(size=n) > 0, 3.0, -1.0)   # labels -1 and 3
+lo, hi = block_bounds(n, ctx.size, ctx.rank)
+X, y = X[lo:hi], y[lo:hi]
+out = {{}}
+# folds and class codes: the same for any block size (rows counted across blocks)
+classes, codes = _folds.class_codes(ctx, y)
+out["codes"] = [classes.tolist(), str(codes.dtype), bool((classes[codes] == y).all())]
+ref = _folds.assign_folds(ctx, y, 5, 0, True)
+_folds._CHUNK, _folds._MIN_CHUNK = 7, 7
+out["folds_same"] = bool(np.array_equal(ref, _folds.assign_folds(ctx, y, 5, 0, True)))
+_folds._CHUNK, _folds._MIN_CHUNK = 16384, 1024
+# the many-C pass: a boolean mask is the 0/1 weights bit for bit; any block size gives the
+# same optimum (only the order of the block sums differs), the same block size the same bits
+train = ref != 1
+cands = [{{"C": c}} for c in (0.01, 0.3, 10.0)]
+def many(weight, block):
+    _multi_alpha._BLOCK = _multi_alpha._MIN_BLOCK = block
+    got = _multi_alpha.fit_many(LogisticRegression(tol=1e-10, max_iter=500), cands, ctx, X, y, weight)
+    return np.array([np.r_[e.coef_.ravel(), e.intercept_, e.loss_] for e, _ in got])
+a, b = many(train, 8192), many(train.astype(np.float64), 8192)
+c, d = many(train, 37), many(train, 37)
+out["many"] = [bool(np.array_equal(a, b)), bool(np.array_equal(c, d)), float(np.abs(a - c).max())]
+_multi_alpha._BLOCK, _multi_alpha._MIN_BLOCK = 8192, 256
+# the score of the test rows: the same whatever the chunk of rows gathered at a time
+est = LogisticRegression(C=0.3, tol=1e-10, comm=ctx).fit(X, y, sample_weight=train.astype(np.float64))
+rows = np.flatnonzero(~train)
+s1 = _scoring.score(est, "neg_log_loss", ctx, X, y, rows=rows)
+keep = _scoring._chunk_rows
+_scoring._chunk_rows = lambda X: 5
+s2 = _scoring.score(est, "neg_log_loss", ctx, X, y, rows=rows)
+_scoring._chunk_rows = keep
+out["score_same"] = s1 == s2
+# one group: the result channel rides on the world's communicator (no Dup)
+ch = _groups.ResultChannel(ctx, senders=False)
+out["channel"] = [ch.comm is ctx.mpi_comm, _groups.ResultChannel(ctx).own == (ctx.size > 1)]
+ch.free()
+if ctx.rank == 0:
+    emit(out)
+"""
+
+
+@pytest.mark.parametrize("P", [1, 2])
+def test_working_memory_sizes_do_not_change_results(tmp_path, P):
+    out = json_lines(run_script(P, CHUNK_SCRIPT.format(), tmp_path, timeout=120).stdout)[0]
+    assert out["codes"] == [[-1.0, 3.0], "uint8", True]
+    assert out["folds_same"] and out["score_same"]
+    same_mask, deterministic, diff = out["many"]
+    assert same_mask and deterministic and diff < 1e-8, out["many"]
+    assert out["channel"] == [True, True]
+
+
+def test_block_sizes_follow_the_rows_held():
+    from shardlearn.models.selection._folds import chunk_rows
+    from shardlearn.models.selection._multi_alpha import block_rows
+
+    # the many-C temporaries (2 x rows x runs float64) stay within 1/32 of the rows held
+    for n, d, M in ((50_000, 20, 12), (200_000, 20, 12), (12_500, 20, 12), (10 ** 6, 50, 3), (40_000, 5, 100)):
+        B = block_rows(n, d * 8, M)
+        assert 256 <= B <= 8192
+        assert B == 256 or B == 8192 or 2 * B * M * 8 <= n * d * 8 / 32
+    assert block_rows(50_000, 160, 12) < block_rows(200_000, 160, 12) < block_rows(10 ** 6, 160, 12) == 8192
+    assert block_rows(100, 160, 12) == 256       # a floor (a rank with fewer rows makes one block)
+    assert chunk_rows(50_000) == 1562 and chunk_rows(10) == 1024 and chunk_rows(10 ** 7) == 16384
+
+
+MEMORY_SCRIPT = """
+import tracemalloc
+import numpy as np
+from shardlearn.runtime import init
+from shardlearn.models.linear import LogisticRegression
+from shardlearn.models.selection import _multi_alpha
+ctx = init(topology="native", verbose=False, device="cpu")   # the host path's memory
+rs = np.random.default_rng(ctx.rank)
+n, d = 60000, 10
+X = rs.normal(size=(n, d))
+y = (X[:, 0] + rs.normal(size=n) > 0).astype(np.float64)
+train = np.arange(n) % 5 != 1
+cands = [{{"C": c}} for c in np.logspace(-3, 2, 12)]
+est = LogisticRegression(tol=1e-6, max_iter=50)
+_multi_alpha.fit_many(est, cands[:2], ctx, X[:100], y[:100], train[:100])     # imports, caches
+tracemalloc.start()
+base = tracemalloc.get_traced_memory()[0]
+_multi_alpha.fit_many(est, cands, ctx, X, y, train)
+peak = tracemalloc.get_traced_memory()[1] - base
+if ctx.rank == 0:
+    emit({{"peak": peak, "X": X.nbytes, "n": n}})
+"""
+
+
+def test_the_many_c_pass_holds_little_next_to_the_rows():
+    # what the pass allocates on top of X, y and the fold's mask (tracemalloc counts NumPy's
+    # buffers): the targets (1 byte a row), the weights as float64 for one X^T s (8 bytes a
+    # row, freed before the blocks) and the block buffers (1/32 of X); it used to hold
+    # float64 targets and class codes besides 12-column block temporaries of 8192 rows
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = json_lines(run_script(2, MEMORY_SCRIPT.format(), tmp, timeout=120).stdout)[0]
+    assert out["peak"] < 10 * out["n"] + out["X"] / 32 + (256 << 10), out

@@ -203,22 +203,25 @@ class _LinearModel(Params):
             X = X.reshape(0, d)
             colsum = np.zeros(d)
         start = sum(s[0] for s in shapes[:ctx.rank]) if row_offset is None else int(row_offset)
-        grows = np.arange(start, start + n_local, dtype=np.int64)
+        frac = float(self.validation_fraction)
+        # global row keys: only for the validation split and SGD's batches (8 bytes a row)
+        grows = np.arange(start, start + n_local, dtype=np.int64) if frac > 0 or solver == "sgd" else None
         t, K, n_cls = self._encode(y)
         # ---- validation split by global row index
-        frac = float(self.validation_fraction)
         val = (rng.row_uniform(self.random_state, rng.stream_id("validation"), grows) < frac) if frac > 0 \
             else np.zeros(n_local, dtype=bool)
-        s0 = np.where(val, 0.0, sw)
+        # without a validation split the training weights are sw itself (no per-row copy)
+        s0 = np.where(val, 0.0, sw) if frac > 0 else np.ascontiguousarray(sw)
         sv0 = np.where(val, sw, 0.0) if frac > 0 else None
         # ---- one allreduce: counts, weights per class, column sums (and squares)
         need_mu = bool(self.fit_intercept) and solver != "normal"
         need_sq = bool(self.standardize)
         nc = max(n_cls, 1)
-        lab = t.astype(np.int64) if n_cls else np.zeros(n_local, dtype=np.int64)
+        # class index per row in the smallest unsigned type (one byte for up to 256 classes)
+        lab = t.astype(np.min_scalar_type(nc - 1)) if n_cls else np.zeros(n_local, dtype=np.uint8)
         train = ~val
         parts = [np.array([float(train.sum())]),
-                 np.bincount(lab[train], minlength=nc).astype(np.float64),
+                 np.bincount(lab[train] if frac > 0 else lab, minlength=nc).astype(np.float64),
                  np.bincount(lab, weights=s0, minlength=nc),
                  np.bincount(lab, weights=sv0, minlength=nc) if sv0 is not None else np.zeros(nc)]
         if self.exact_reduce:  # the same sums, exact: one max-allreduce, one int64 allreduce
@@ -250,8 +253,10 @@ class _LinearModel(Params):
                                       f"(n_samples={int(n_train)}, n_features={d}"
                                       f"{', and an intercept' if self.fit_intercept else ''}): use ridge with "
                                       "alpha > 0, or more rows")
-        s_train = s0 * cw[lab] if n_cls else s0
-        s_val = (sv0 * cw[lab] if n_cls else sv0) if sv0 is not None else None
+        # unit class weights leave the weights as they are (x * 1.0 == x): no per-row copy
+        weigh = n_cls and not np.all(cw == 1.0)
+        s_train = s0 * cw[lab] if weigh else s0
+        s_val = (sv0 * cw[lab] if weigh else sv0) if sv0 is not None else None
         mu = np.zeros(d)
         sigma = np.ones(d)
         if need_mu or need_sq:

@@ -140,11 +140,11 @@ class LogisticRegression(_LinearModel, ClassifierMixin, BaseEstimator):
                 raise ShardlearnError("class_weight values must be finite and non-negative")
 
     def _encode(self, y):
-        idx = np.searchsorted(self.classes_, self._as_labels(y)).astype(np.int64)
+        y = self._as_labels(y)
         K = self.classes_.size
-        if K == 2:
-            return (idx == 1).astype(np.float64), 1, 2
-        return idx, K, K
+        if K == 2:   # every label is one of the two classes: the target is "is it the second"
+            return (y == self.classes_[1]).astype(np.float64), 1, 2
+        return np.searchsorted(self.classes_, y).astype(np.int64, copy=False), K, K
 
     def _class_weights(self, counts):
         K = self.classes_.size
@@ -225,7 +225,7 @@ class LogisticRegression(_LinearModel, ClassifierMixin, BaseEstimator):
     def _as_labels(self, y):
         """Labels ``y`` comparable with ``classes_``: text, or float64 numbers."""
         y = np.asarray(y)
-        return y.astype(str) if self.classes_.dtype.kind == "U" else y.astype(np.float64)
+        return y.astype(str) if self.classes_.dtype.kind == "U" else y.astype(np.float64, copy=False)
 
     def class_index(self, y, ctx):
         """Class indices of labels ``y``; ShardlearnError on every rank for an unknown label."""

@@ -19,15 +19,39 @@ import numpy as np
 from ... import rng
 from ...errors import ShardlearnError
 
-_CHUNK = 16384   # rows per block: every temporary is (block x n_splits) at most
+_CHUNK = 16384       # most rows per block: every temporary is (block x n_splits) at most
+_MIN_CHUNK = 1024    # fewest rows per block (unless the rank holds fewer)
+_SHARE = 32          # a block is at most 1/32 of the rank's rows (above the floor)
+
+
+def chunk_rows(n_rows: int) -> int:
+    """Rows per block of the fold assignment: a small share of the rows held, so that its
+    temporaries (block x n_splits, several of them) stay small next to the data, within
+    [:data:`_MIN_CHUNK`, :data:`_CHUNK`]. The folds do not depend on it (rows are counted
+    across blocks)."""
+    return int(min(_CHUNK, max(_MIN_CHUNK, n_rows // _SHARE)))
+
+
+def class_labels(ctx, y) -> np.ndarray:
+    """The classes over every rank of ``ctx``, float64, sorted (collective). Found a
+    block of rows at a time: no sorted copy of ``y``."""
+    local = np.zeros(0)
+    step = chunk_rows(len(y))
+    for i in range(0, len(y), step):
+        local = np.union1d(local, np.unique(np.asarray(y[i:i + step], dtype=np.float64)))
+    return np.unique(np.concatenate([np.asarray(c, dtype=np.float64) for c in ctx.coll.allgather_obj(local)]))
 
 
 def class_codes(ctx, y) -> tuple[np.ndarray, np.ndarray]:
-    """(classes over every rank of ``ctx``, local class index per row) (collective)."""
-    local = np.unique(y) if len(y) else np.empty(0)
-    classes = np.unique(np.concatenate([np.asarray(c, dtype=np.float64)
-                                        for c in ctx.coll.allgather_obj(local.astype(np.float64))]))
-    return classes, np.searchsorted(classes, np.asarray(y, dtype=np.float64)).astype(np.int64)
+    """(classes over every rank of ``ctx``, local class index per row) (collective). The
+    indices are the smallest unsigned integer type that holds them (one byte a row for
+    fewer than 257 classes)."""
+    classes = class_labels(ctx, y)
+    codes = np.empty(len(y), dtype=np.min_scalar_type(max(len(classes) - 1, 0)))
+    step = chunk_rows(len(y))
+    for i in range(0, len(y), step):
+        codes[i:i + step] = np.searchsorted(classes, np.asarray(y[i:i + step], dtype=np.float64))
+    return classes, codes
 
 
 def assign_folds(ctx, y, n_splits: int, seed: int, stratify: bool, n_local: int | None = None) -> np.ndarray:
@@ -42,7 +66,7 @@ def assign_folds(ctx, y, n_splits: int, seed: int, stratify: bool, n_local: int 
         classes, codes = class_codes(ctx, y)
     else:
         n = len(y) if y is not None else int(n_local)
-        classes, codes = np.zeros(1), np.zeros(n, dtype=np.int64)
+        classes, codes = np.zeros(1), np.zeros(n, dtype=np.uint8)
     K = len(classes)
     mine = np.bincount(codes, minlength=K).astype(np.int64)
     table = ctx.coll.allgather(mine[None, :])
@@ -52,8 +76,9 @@ def assign_folds(ctx, y, n_splits: int, seed: int, stratify: bool, n_local: int 
     # whole search, one entry per local row
     out = np.zeros(len(codes), dtype=np.min_scalar_type(max(k - 1, 0)))
     # in row chunks, so that every temporary is chunk-sized (chunk x k at most)
-    for i in range(0, len(codes), _CHUNK):
-        cc = codes[i:i + _CHUNK]
+    step = chunk_rows(len(codes))
+    for i in range(0, len(codes), step):
+        cc = codes[i:i + step]
         keys = np.empty((len(cc), k))
         slot = np.empty(len(cc), dtype=np.int64)
         for c in np.unique(cc):
@@ -64,7 +89,7 @@ def assign_folds(ctx, y, n_splits: int, seed: int, stratify: bool, n_local: int 
             base = (r // k)[:, None] * k + np.arange(k)[None, :]   # one permutation per (class, window)
             keys[sel] = rng.row_uniform(seed, streams[c], base.ravel()).reshape(-1, k)
         perm = np.argsort(keys, axis=1, kind="stable")
-        out[i:i + _CHUNK] = perm[np.arange(len(cc)), slot]
+        out[i:i + step] = perm[np.arange(len(cc)), slot]
     return out
 
 

@@ -159,9 +159,14 @@ class ResultChannel:
 
     TAG = 71
 
-    def __init__(self, world: Context):
+    def __init__(self, world: Context, senders: bool = True):
+        """``senders``: whether ranks other than world rank 0 send records (several groups).
+        With one group every record is rank 0's own: no communicator of its own (a
+        ``Dup`` can cost MPI a block of communicator objects, ~2 MB), the final broadcast
+        goes over the world's."""
         self.world = world
-        self.comm = world.mpi_comm.Dup()
+        self.own = bool(senders) and world.size > 1
+        self.comm = world.mpi_comm.Dup() if self.own else world.mpi_comm
         self.pending = []
         self.received: list = []
 
@@ -176,7 +181,7 @@ class ResultChannel:
         from mpi4py import MPI
 
         new = []
-        if self.world.rank == 0:
+        if self.world.rank == 0 and self.own:
             while self.comm.iprobe(source=MPI.ANY_SOURCE, tag=self.TAG):
                 new.append(self.comm.recv(source=MPI.ANY_SOURCE, tag=self.TAG))
             self.received.extend(new)
@@ -199,7 +204,8 @@ class ResultChannel:
         return out
 
     def free(self) -> None:
-        self.comm.Free()
+        if self.own:
+            self.comm.Free()
 
 
 def redistribute(world: Context, layout: Layout, arrays: list, n_total: int, start: int) -> list:

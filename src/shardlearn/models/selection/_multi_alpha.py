@@ -7,8 +7,13 @@
   ``solver="lbfgs"``): M L-BFGS runs in lockstep. Each evaluation computes the losses and
   gradients of all M weight vectors together: one GEMM ``X_b @ [w_1 .. w_M]`` per row
   block, one ``X_b^T R`` back, and ONE packed allreduce ``[losses, gradients]``, instead of
-  M fits one after another with one allreduce each per evaluation. The line search is
-  backtracking (Armijo, quadratic interpolation) per run; a run that has converged drops out of the evaluations.
+  M fits one after another with one allreduce each per evaluation. The block's two
+  (rows x M) buffers are allocated once per batch and sized from the rows held
+  (:func:`block_rows`: together at most 1/32 of the bytes held, 256 to 8192 rows); the
+  targets are one byte a row and the fold's weights may come as its boolean mask, so the
+  pass holds no per-row float64 array of its own (one, for ``X^T s``, while it starts).
+  The line search is backtracking (Armijo, quadratic interpolation) per run; a run that
+  has converged drops out of the evaluations.
   The objective and stopping rule are the estimator's (``(sum s logloss + ||w||^2/(2C)) / W``,
   max-norm of the gradient below ``tol``), so each run stops at the estimator's optimum
   within ``tol``; the iterates differ from the estimator's strong-Wolfe L-BFGS.
@@ -25,7 +30,9 @@ from ..linear import LogisticRegression, Ridge
 from ..linear import _normal
 from ._grid import clone
 
-_BLOCK = 8192   # rows per block: the block's temporaries (rows x candidates) stay small
+_BLOCK = 8192       # most rows per block of the logistic evaluation
+_MIN_BLOCK = 256    # fewest rows per block (unless the rank holds fewer)
+_TEMP_SHARE = 32    # the block's temporaries: at most 1/32 of the rows held (above the floor)
 
 
 def strength_name(estimator, params: dict) -> str | None:
@@ -66,7 +73,8 @@ def batch_candidates(estimator, candidates: list[dict], indices: list[int], grou
 
 
 def fit_many(estimator, param_list: list[dict], ctx, X, y, weight):
-    """Fit every candidate of a batch at once on ``ctx``'s ranks; rows weighted by ``weight``.
+    """Fit every candidate of a batch at once on ``ctx``'s ranks; rows weighted by ``weight``
+    (float64 weights, or a boolean mask of the training rows: weights 1 and 0).
 
     Returns ``[(fitted estimator or None, error message or None), ...]`` (the same on every
     rank), or None when this path does not apply (the caller then fits one by one).
@@ -79,6 +87,7 @@ def fit_many(estimator, param_list: list[dict], ctx, X, y, weight):
 
 def _ridge_many(first, param_list, ctx, X, y, s):
     d = X.shape[1]
+    s = np.asarray(s, dtype=np.float64)
     yv = np.asarray(y, dtype=np.float64)
     G, Xty, Xs, sy, _ = _normal._gram(X, yv, s)
     buf = ctx.coll.allreduce(np.concatenate([G.ravel(), Xty, Xs, [s.sum(), sy]]))
@@ -109,24 +118,44 @@ def _ridge_many(first, param_list, ctx, X, y, s):
     return out
 
 
-def _logistic_many(first, param_list, ctx, X, y, s):
-    from ._folds import class_codes
+def block_rows(n_rows: int, row_bytes: int, n_runs: int) -> int:
+    """Rows per block of the many-C evaluation: its two (rows x runs) float64 temporaries
+    stay within 1/:data:`_TEMP_SHARE` of the rows held (``n_rows`` x ``row_bytes``), at least
+    :data:`_MIN_BLOCK` rows (below that the per-block calls dominate) and at most
+    :data:`_BLOCK`. A function of this rank's row count: deterministic, as the sums need."""
+    fit = n_rows * row_bytes // (_TEMP_SHARE * 2 * 8 * max(1, n_runs))
+    return int(min(_BLOCK, max(_MIN_BLOCK, fit)))
 
-    classes, idx = class_codes(ctx, y)
+
+def _logistic_many(first, param_list, ctx, X, y, s):
+    from ._folds import class_labels
+
+    s = np.asarray(s)
+    classes = class_labels(ctx, y)
     if len(classes) != 2:
         return None
-    t = (idx == 1).astype(np.float64)
+    # the positive class per row, one byte a row (each label is classes[0] or classes[1])
+    t = np.asarray(y, dtype=np.float64) == classes[1]
     # the weighted column means centre X virtually (as the estimator does): the intercept
     # decouples from the weights and L-BFGS sees a better-conditioned problem
-    stats = ctx.coll.allreduce(np.concatenate([[s.sum()], X.T @ s]))
+    sw = s if s.dtype == np.float64 else s.astype(np.float64)
+    stats = ctx.coll.allreduce(np.concatenate([[sw.sum()], X.T @ sw]))
+    del sw
     W = float(stats[0])
     if not W > 0:
         return [(None, "no training rows")] * len(param_list)
-    d = X.shape[1]
+    n, d = X.shape
     M = len(param_list)
     lam = np.array([1.0 / float(p.get("C", first.C)) for p in param_list])
     fi = bool(first.fit_intercept)
     mu = stats[1:] / W if fi else np.zeros(d)
+    B = block_rows(n, d * X.itemsize, M)
+    # the block's two temporaries, reused by every block and evaluation: z, then the
+    # residual (its own buffer: the gradient's GEMM reads it) and the per-row losses
+    zbuf, rbuf = np.empty(min(B, n) * M), np.empty(min(B, n) * M)
+    # the block's targets and weights as float64 columns (the element-wise passes run
+    # faster on float64 than on a mixed float64 x bool loop)
+    tcol, scol = np.empty((min(B, n), 1)), np.empty((min(B, n), 1))
 
     def evaluate(theta, cols):
         """Objective and gradient of runs ``cols`` at ``theta[:, cols]`` (one allreduce)."""
@@ -135,14 +164,33 @@ def _logistic_many(first, param_list, ctx, X, y, s):
         b = (theta[d, cols] if fi else np.zeros(k)) - mu @ Wm
         loss = np.zeros(k)
         grad = np.zeros((d + 1, k))
-        for i in range(0, X.shape[0], _BLOCK):   # a fold's held-out rows have weight 0
-            Xb = X[i:i + _BLOCK].astype(np.float64, copy=False)
-            Z = Xb @ Wm + b
-            tb, sb = t[i:i + _BLOCK, None], s[i:i + _BLOCK, None]
-            loss += (sb * (np.logaddexp(0.0, Z) - tb * Z)).sum(axis=0)
-            R = sb * (_expit(Z) - tb)
+        for i in range(0, n, B):   # a fold's held-out rows have weight 0
+            Xb = X[i:i + B].astype(np.float64, copy=False)
+            nb = Xb.shape[0]
+            Z = np.matmul(Xb, Wm, out=zbuf[:nb * k].reshape(nb, k))
+            Z += b
+            tb = tcol[:nb]
+            np.copyto(tb[:, 0], t[i:i + nb])
+            if s.dtype == np.float64:
+                sb = s[i:i + nb, None]
+            else:
+                sb = scol[:nb]
+                np.copyto(sb[:, 0], s[i:i + nb])
+            # the residual s (sigmoid(z) - t), sigmoid(z) = (1 + tanh(z / 2)) / 2
+            R = np.multiply(Z, 0.5, out=rbuf[:nb * k].reshape(nb, k))
+            np.tanh(R, out=R)
+            R += 1.0
+            R *= 0.5
+            R -= tb
+            R *= sb
             grad[:d] += Xb.T @ R
             grad[d] += R.sum(axis=0)
+            # the loss s (log(1 + e^z) - t z), in the residual's buffer (z is not needed after)
+            L = np.logaddexp(0.0, Z, out=R)
+            Z *= tb
+            L -= Z
+            L *= sb
+            loss += L.sum(axis=0)
         tot = ctx.coll.allreduce(np.concatenate([loss, grad.ravel()]))
         loss, grad = tot[:k], tot[k:].reshape(d + 1, k)
         loss = (loss + 0.5 * lam[cols] * (Wm * Wm).sum(axis=0)) / W
@@ -213,10 +261,6 @@ def _logistic_many(first, param_list, ctx, X, y, s):
         est.converged_ = bool(np.abs(g[:, m]).max() <= tol)
         out.append((est, None))
     return out
-
-
-def _expit(z):
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
 def _two_loop(g, hist):

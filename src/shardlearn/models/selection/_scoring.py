@@ -9,7 +9,7 @@ import numpy as np
 
 from ... import metrics
 from ...errors import ShardlearnError
-from ...util.rowsel import take_chunks
+from ...util.rowsel import CHUNK_ROWS, take_chunks
 
 CLASSIFICATION = ("accuracy", "roc_auc", "neg_log_loss")
 REGRESSION = ("r2", "neg_mean_squared_error", "neg_root_mean_squared_error")
@@ -68,9 +68,15 @@ def predicts_locally(est) -> bool:
     return "rows" in inspect.signature(est.fit).parameters or hasattr(est, "_strengths")
 
 
+def _chunk_rows(X) -> int:
+    """Rows per gathered chunk of test rows: at most 1/32 of the rows held (at least 1024,
+    at most :data:`~shardlearn.util.rowsel.CHUNK_ROWS`), so the copy stays small next to X."""
+    return int(min(CHUNK_ROWS, max(1024, X.shape[0] // 32)))
+
+
 def _by_chunks(fn, X, rows):
     """``fn`` of the rows ``X[rows]``, computed a chunk of rows at a time and stacked."""
-    parts = [fn(chunk) for _, _, chunk in take_chunks(X, rows)]
+    parts = [fn(chunk) for _, _, chunk in take_chunks(X, rows, _chunk_rows(X))]
     return np.concatenate(parts) if parts else np.asarray(fn(X.take(rows[:0], axis=0)))
 
 

@@ -210,7 +210,7 @@ class _BaseSearch(Params):
         # the trees bin each fold's training rows once for all candidates (trees.bincache)
         self._bins = BinCache() if hasattr(self.estimator, "max_bin") else None
         counter = _groups.TaskCounter(world)
-        channel = _groups.ResultChannel(world)
+        channel = _groups.ResultChannel(world, senders=layout.count > 1)
         progress = _Progress(world, n_fits, time.perf_counter(), verbose)   # this round's pace
         try:
             while True:
@@ -260,7 +260,7 @@ class _BaseSearch(Params):
         t_fit = time.perf_counter()
         if len(batch) > 1 and self.multi_alpha:
             fitted = self._agreed(group, lambda: _multi_alpha.fit_many(
-                self.estimator, [cands[i] for i in batch], group, X, y, train.astype(np.float64)))
+                self.estimator, [cands[i] for i in batch], group, X, y, train))
             if isinstance(fitted, str):
                 fitted = [(None, fitted)] * len(batch)
         per_fit = (time.perf_counter() - t_fit) / len(batch)
