@@ -7,9 +7,9 @@
   ``solver="lbfgs"``): M L-BFGS runs in lockstep. Each evaluation computes the losses and
   gradients of all M weight vectors together: one GEMM ``X_b @ [w_1 .. w_M]`` per row
   block, one ``X_b^T R`` back, and ONE packed allreduce ``[losses, gradients]``, instead of
-  M fits one after another with one allreduce each per evaluation. The block's two
-  (rows x M) buffers are allocated once per batch and sized from the rows held
-  (:func:`block_rows`: together at most 1/32 of the bytes held, 256 to 8192 rows); the
+  M fits one after another with one allreduce each per evaluation. The block's four
+  (rows x M) float64 buffers and one bool one are allocated once per batch and sized from the rows held
+  (:func:`block_rows`: together at most 1/16 of the bytes held, 256 to 8192 rows); the
   targets are one byte a row and the fold's weights may come as its boolean mask, so the
   pass holds no per-row float64 array of its own (one, for ``X^T s``, while it starts).
   The line search is backtracking (Armijo, quadratic interpolation) per run; a run that
@@ -28,11 +28,13 @@ import numpy as np
 from ...errors import ShardlearnError
 from ..linear import LogisticRegression, Ridge
 from ..linear import _normal
+from ..linear._objective import binary_loss_resid
 from ._grid import clone
 
 _BLOCK = 8192       # most rows per block of the logistic evaluation
 _MIN_BLOCK = 256    # fewest rows per block (unless the rank holds fewer)
-_TEMP_SHARE = 32    # the block's temporaries: at most 1/32 of the rows held (above the floor)
+_TEMP_SHARE = 16    # the block's temporaries: at most 1/16 of the rows held (above the floor)
+_N_BUF = 4          # float64 (rows x runs) buffers of a block: z, e, the losses, the residuals
 
 
 def strength_name(estimator, params: dict) -> str | None:
@@ -119,11 +121,11 @@ def _ridge_many(first, param_list, ctx, X, y, s):
 
 
 def block_rows(n_rows: int, row_bytes: int, n_runs: int) -> int:
-    """Rows per block of the many-C evaluation: its two (rows x runs) float64 temporaries
-    stay within 1/:data:`_TEMP_SHARE` of the rows held (``n_rows`` x ``row_bytes``), at least
+    """Rows per block of the many-C evaluation: its four (rows x runs) float64 temporaries
+    and one bool one stay within 1/:data:`_TEMP_SHARE` of the rows held (``n_rows`` x ``row_bytes``), at least
     :data:`_MIN_BLOCK` rows (below that the per-block calls dominate) and at most
     :data:`_BLOCK`. A function of this rank's row count: deterministic, as the sums need."""
-    fit = n_rows * row_bytes // (_TEMP_SHARE * 2 * 8 * max(1, n_runs))
+    fit = n_rows * row_bytes // (_TEMP_SHARE * (_N_BUF * 8 + 1) * max(1, n_runs))
     return int(min(_BLOCK, max(_MIN_BLOCK, fit)))
 
 
@@ -150,9 +152,10 @@ def _logistic_many(first, param_list, ctx, X, y, s):
     fi = bool(first.fit_intercept)
     mu = stats[1:] / W if fi else np.zeros(d)
     B = block_rows(n, d * X.itemsize, M)
-    # the block's two temporaries, reused by every block and evaluation: z, then the
-    # residual (its own buffer: the gradient's GEMM reads it) and the per-row losses
-    zbuf, rbuf = np.empty(min(B, n) * M), np.empty(min(B, n) * M)
+    # the block's temporaries, reused by every block and evaluation: z, e = exp(-|z|)
+    # (then the residual), the per-row losses, 1 + e, and z >= 0
+    zbuf, ebuf, lbuf, rbuf = (np.empty(min(B, n) * M) for _ in range(4))
+    pbuf = np.empty(min(B, n) * M, dtype=bool)
     # the block's targets and weights as float64 columns (the element-wise passes run
     # faster on float64 than on a mixed float64 x bool loop)
     tcol, scol = np.empty((min(B, n), 1)), np.empty((min(B, n), 1))
@@ -176,19 +179,14 @@ def _logistic_many(first, param_list, ctx, X, y, s):
             else:
                 sb = scol[:nb]
                 np.copyto(sb[:, 0], s[i:i + nb])
-            # the residual s (sigmoid(z) - t), sigmoid(z) = (1 + tanh(z / 2)) / 2
-            R = np.multiply(Z, 0.5, out=rbuf[:nb * k].reshape(nb, k))
-            np.tanh(R, out=R)
-            R += 1.0
-            R *= 0.5
-            R -= tb
+            # the estimator's per-row loss and residual (one exp and one log1p a value), in
+            # the block's buffers: then weighted by s
+            L, R = binary_loss_resid(Z, tb, "logistic", out=(ebuf[:nb * k].reshape(nb, k),
+                                     lbuf[:nb * k].reshape(nb, k), rbuf[:nb * k].reshape(nb, k),
+                                     pbuf[:nb * k].reshape(nb, k)))
             R *= sb
             grad[:d] += Xb.T @ R
             grad[d] += R.sum(axis=0)
-            # the loss s (log(1 + e^z) - t z), in the residual's buffer (z is not needed after)
-            L = np.logaddexp(0.0, Z, out=R)
-            Z *= tb
-            L -= Z
             L *= sb
             loss += L.sum(axis=0)
         tot = ctx.coll.allreduce(np.concatenate([loss, grad.ravel()]))
