@@ -20,7 +20,7 @@ SCRIPT = r'''
 import numpy as np
 from mpi4py import MPI
 from shardlearn.runtime import init
-from shardlearn import (KMeans, LinearRegression, Ridge, Lasso, LogisticRegression,
+from shardlearn import (KMeans, LinearRegression, Ridge, Lasso, LogisticRegression, LinearSVC,
                         GradientBoostingClassifier, GradientBoostingRegressor, RandomForestRegressor)
 from shardlearn.models.kmeans import _gpu as km
 from shardlearn.models.linear import _gpu as lin
@@ -70,6 +70,11 @@ init_c = np.vstack([B[:4], np.full((1, 4), 1e4)])
 a = KMeans(5, init=init_c, comm=cpu).fit(X)
 b = KMeans(5, init=init_c, comm=gpu).fit(X)
 out["kmeans/relocate"] = float(np.abs(a.cluster_centers_ - b.cluster_centers_).max())
+# k-means on a row subset (rows=, as a search's folds): the device copies the rows
+sub = np.flatnonzero(np.arange(len(X)) % 3 != 0)
+a = KMeans(5, random_state=2, comm=cpu).fit(X, rows=sub)
+b = KMeans(5, random_state=2, comm=gpu).fit(X, rows=sub)
+out["kmeans/rows"] = float(np.abs(a.cluster_centers_ - b.cluster_centers_).max() / np.abs(a.cluster_centers_).max())
 # k-means: exact_reduce is CPU-only: one clear error on every rank, the ranks still in step
 from shardlearn.errors import ShardlearnError
 try:
@@ -91,7 +96,12 @@ for name, est, y in (("ridge", lambda c: Ridge(alpha=2.0, comm=c), yr),
                      ("logistic", lambda c: LogisticRegression(C=0.5, validation_fraction=0.2, comm=c), yb),
                      ("multinomial", lambda c: LogisticRegression(C=1.0, comm=c), ym),
                      ("sgd", lambda c: LogisticRegression(solver="sgd", epochs=2, batch_size=50,
-                                                          learning_rate=0.1, comm=c), yb)):
+                                                          learning_rate=0.1, comm=c), yb),
+                     # the SVM's own losses on the device (its objective's, not the logistic one)
+                     ("svm-sqhinge", lambda c: LinearSVC(C=0.05, tol=1e-8, comm=c), yb),
+                     ("svm-hinge", lambda c: LinearSVC(C=0.05, loss="hinge", solver="sgd", epochs=2, batch_size=50,
+                                                         learning_rate=0.05, comm=c), yb),
+                     ("svm-ovr", lambda c: LinearSVC(C=0.5, class_weight={0.0: 2.0}, tol=1e-8, comm=c), ym)):
     for dt in ("float32", "float64"):
         Xd = X.astype(dt)[s]
         a, b = est(cpu).fit(Xd, y[s]), est(gpu).fit(Xd, y[s])
@@ -154,6 +164,7 @@ def test_kmeans_device_equals_cpu(world):
                 assert v["rel"] < tol and v["inertia"] < tol and v["score"] < tol, (dt, init_, v)
                 assert v["labels"] and v["predict"] and v["iters"][0] == v["iters"][1], (dt, init_, v)
         assert r["kmeans/relocate"] < 1e-9
+        assert r["kmeans/rows"] < 1e-12
         assert "exact_reduce=True runs on the CPU only" in r["kmeans/exact_on_device"]
 
 

@@ -206,11 +206,11 @@ for make, yy in ((lambda: GradientBoostingRegressor(n_estimators=3, num_leaves=6
     a, b = make().fit(X[mask], yy[mask]), make().fit(X, yy, rows=mask)
     ta, tb = a.ensemble_.to_arrays(), b.ensemble_.to_arrays()
     same.append(all(np.array_equal(ta[k], tb[k], equal_nan=True) for k in ta))
-for exact in (False, True):
+for exact in (False, True) if ctx.device == "cpu" else (False,):   # exact_reduce runs on the CPU only
     a = KMeans(3, random_state=1, exact_reduce=exact, comm=ctx).fit(X[mask])
     b = KMeans(3, random_state=1, exact_reduce=exact, comm=ctx).fit(X, rows=np.flatnonzero(mask))
     same.append(bool(np.array_equal(a.cluster_centers_, b.cluster_centers_) and np.array_equal(a.labels_, b.labels_)))
-out["rows_same"] = same
+out["rows_same"], out["device"] = same, ctx.device
 if ctx.rank == 0:
     emit(out)
 """
@@ -404,7 +404,7 @@ def test_svm_tree_and_knn_match_scikit_learn_on_the_same_folds(runs, data, tmp_p
 
     proc = run_script(3, MODELS_SCRIPT.format(path=str(data / "data.npz")), tmp_path, timeout=180)
     out = json_lines(proc.stdout)[0]
-    assert out["rows_same"] == [True] * 6
+    assert out["rows_same"] == [True] * (6 if out["device"] == "cpu" else 5)   # a device run: no exact_reduce
     D = np.load(data / "data.npz")
     fc = np.array(runs[1]["folds"][0])      # the folds of cv=4, seed 0: the same on any P
     for name, sk, grid, sc, tol in (

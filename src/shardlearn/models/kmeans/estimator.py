@@ -171,8 +171,10 @@ class KMeans(Params, ClusterMixin, TransformerMixin, BaseEstimator):
             if X.dtype.kind not in "fiub":
                 raise ShardlearnError(f"X must hold numbers; rank {ctx.rank} passed dtype {X.dtype}")
             idx = row_index(rows, X.shape[0])
-            if idx is not None and (is_device_array(X) or xp is not np):
-                X, idx = X[idx], None      # device rows: the selected ones are copied there
+            if idx is not None and device is not None:
+                X, idx = X[idx], None      # the device path: the selected rows are copied (a GPU
+                #                            pass takes whole arrays, not a RowView; so does the
+                #                            NumPy stand-in under SHARDLEARN_FAKE_GPU)
             bad = _nonfinite_rows(X) if idx is None else _nonfinite_rows(RowView(X, idx), CHUNK_ROWS)
             if bad:
                 raise ShardlearnError(

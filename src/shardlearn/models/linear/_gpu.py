@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._objective import loss_resid
-
 #: values per row block of the device pass: large blocks keep the GEMMs efficient, while
 #: the float64 widening of one block stays small next to the data
 DEVICE_BLOCK_ELEMENTS = 1 << 26
@@ -68,7 +66,7 @@ def local_sums(obj, w, X, t, s, sv, cache=True):
     step = max(64, DEVICE_BLOCK_ELEMENTS // max(1, d))
     for i in range(0, n, step):
         Xc = X[i:i + step].astype(np.float64, copy=False)
-        loss, r = loss_resid(obj.kind, K, Xc, t[i:i + step], Ad, bd, xp)
+        loss, r = obj._loss_resid(Xc, t[i:i + step], Ad, bd, xp)
         sc = s[i:i + step]
         loss_sum += sc @ loss
         if sv is not None:
@@ -99,7 +97,7 @@ def validation_sum(obj, w, rows):
     xp = _xp(X)
     A, b = obj.affine(w)
     Xv = X[xp.asarray(rows)].astype(np.float64, copy=False)
-    loss, _ = loss_resid(obj.kind, obj.K, Xv, xp.asarray(obj.t[rows]), xp.asarray(A), xp.asarray(b), xp)
+    loss, _ = obj._loss_resid(Xv, xp.asarray(obj.t[rows]), xp.asarray(A), xp.asarray(b), xp)
     return float(xp.asarray(obj.sv[rows]) @ loss)
 
 

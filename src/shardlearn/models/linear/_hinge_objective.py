@@ -46,25 +46,25 @@ class _HingeObjective(_Objective):
         A = (V / self.sigma).T
         return A, self.scale * c
 
-    def _loss_resid(self, X, t, A, b):
+    def _loss_resid(self, X, t, A, b, xp=np):
         Z = X @ A
         Z = Z.astype(np.float64, copy=False)
         Z += b
         if self.K == 1:
             Y = 2.0 * t[:, None] - 1.0  # t in {0, 1}
         else:
-            Y = np.full(Z.shape, -1.0)
-            Y[np.arange(Z.shape[0]), t] = 1.0
+            Y = xp.full(Z.shape, -1.0)
+            Y[xp.arange(Z.shape[0]), t.astype(np.int64, copy=False)] = 1.0
         M = 1.0 - Y * Z  # margin violations where > 0
-        np.maximum(M, 0.0, out=M)
+        xp.maximum(M, 0.0, out=M)
         if self.kind == "squared_hinge":
             L = M * M
             R = -2.0 * Y * M
         else:
             L = M
-            R = np.where(M > 0, -Y, 0.0)
+            R = xp.where(M > 0, -Y, 0.0)
         if self.pos_w is not None and self.K > 1:
-            F = np.where(Y > 0, self.pos_w, 1.0)
+            F = xp.where(Y > 0, xp.asarray(self.pos_w), 1.0)
             L *= F
             R *= F
         loss = L.sum(axis=1)

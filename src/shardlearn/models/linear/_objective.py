@@ -119,9 +119,11 @@ class _Objective:
         return A, b
 
     # ------------------------------------------------------------ local math
-    def _loss_resid(self, X, t, A, b):
-        """Per-row loss and dloss/dz on rows X (z is n or n x K): :func:`loss_resid`."""
-        return loss_resid(self.kind, self.K, X, t, A, b)
+    def _loss_resid(self, X, t, A, b, xp=np):
+        """Per-row loss and dloss/dz on rows X (z is n or n x K): :func:`loss_resid`.
+        ``xp``: the array module of the rows (the device passes of ``_gpu.py`` call this
+        too, so a subclass's loss, e.g. the SVM's hinge, is the one on every path)."""
+        return loss_resid(self.kind, self.K, X, t, A, b, xp)
 
     def _local(self, w, X, t, s, sv):
         """``[loss_sum, val_loss_sum, (X^T r).ravel(), sum r]`` on local rows.
