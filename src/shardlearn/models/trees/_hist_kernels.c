@@ -539,44 +539,193 @@ fail:
  * (-inf: no valid candidate) and left[i, c] (the candidate's left sums; zeros when none),
  * and decoded: feat[i], bin[i], miss_left[i] (dir == 1; when the node has no missing value
  * in the feature, the side with more rows, split.py's rule, as (left count >= right count)).
- * Features outside the (k, d) mask (if given) have no candidates and are not scanned. */
+ * Features outside the (k, d) mask (if given) have no candidates and are not scanned.
+ *
+ * Speed (boosting: one gradient channel, C = 3; k = 2 nodes, d = 20, S = 256, no missing
+ * value, the case of a leaf-wise step: 46 -> 14 us per call, one process): the three channels.
+ * cumulative sums run in one loop (three independent addition chains instead of one at a
+ * time; each chain adds in bin order, so every sum is the same); the gains of one feature
+ * are computed over contiguous bins with the running maximum of the feature kept in the
+ * same pass (an AVX2 copy, four bins per instruction, chosen at run time; both copies
+ * compute each gain with the same IEEE operations in the same order, no fused
+ * multiply-add: the division separates every product from the next addition); the choice
+ * then scans only the first feature whose maximum reaches the tie threshold, instead of
+ * a pass for the maximum and a pass for the first near-best over all candidates. The
+ * maximum ignores NaN gains (the comparison `g > top` is false), as before. */
+
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+#include <immintrin.h>
+#define BS_HAVE_AVX2 1
+/* AVX2 only, no FMA: nothing for the compiler to contract (-ffp-contract=fast) */
+#define BS_TARGET_AVX2 __attribute__((target("avx2")))
+#else
+#define BS_HAVE_AVX2 0
+#endif
+
+/* the baseline copy forced (tests: both copies must give the same results) */
+static int bs_force_baseline = 0;
+
+static int bs_use_avx2(void)
+{
+#if BS_HAVE_AVX2
+    static int known = -1;
+    if (known < 0) {
+        __builtin_cpu_init();
+        known = __builtin_cpu_supports("avx2") != 0;
+    }
+    return known && !bs_force_baseline;
+#else
+    return 0;
+#endif
+}
+
+/* best_splits_simd(force_baseline=-1) -> "avx2" or "baseline": the copy best_splits uses;
+ * 1 forces the baseline copy, 0 lets the CPU decide again, -1 only asks. */
+static PyObject *best_splits_simd(PyObject *self, PyObject *args)
+{
+    int force = -1;
+    if (!PyArg_ParseTuple(args, "|i", &force))
+        return NULL;
+    if (force >= 0)
+        bs_force_baseline = force != 0;
+    return PyUnicode_FromString(bs_use_avx2() ? "avx2" : "baseline");
+}
+
+/* Gains of one feature, one gradient channel, missing values right only (n_dir == 1):
+ * gf[b] for b < V from the cumulative sums cg (gradient), ch (hessian), cc (count); returns
+ * the largest gain (NaN ignored; -inf when none is valid). */
+#define BS_GAIN1(b, l, hl, cl, out)                                                          \
+    do {                                                                                     \
+        double r_ = tg - (l), hr_ = th - (hl), cr_ = tc - (cl);                               \
+        int valid_ = ((b) < nb - 1) | (((b) == nb - 1) & has_miss);                           \
+        int ok_ = valid_ & ((cl) >= mcs) & (cr_ >= mcs) & ((hl) >= min_hess) & (hr_ >= min_hess) \
+                  & ((hl) + lam > 0) & (hr_ + lam > 0);                                       \
+        double gain_ = ((l) * (l)) / ((hl) + lam) + (r_ * r_) / (hr_ + lam);                  \
+        (out) = ok_ ? gain_ : -INFINITY;                                                     \
+    } while (0)
+
+static double gains_one(const double *cg, const double *ch, const double *cc, Py_ssize_t V, Py_ssize_t nb,
+                        int has_miss, double tg, double th, double tc, double lam, double min_hess, double mcs,
+                        double *gf)
+{
+    double top = -INFINITY;
+    for (Py_ssize_t b = 0; b < V; b++) {
+        double out;
+        BS_GAIN1(b, cg[b], ch[b], cc[b], out);
+        gf[b] = out;
+        if (out > top) top = out;
+    }
+    return top;
+}
+
+#if BS_HAVE_AVX2
+BS_TARGET_AVX2 static double gains_one_avx2(const double *cg, const double *ch, const double *cc, Py_ssize_t V,
+                                            Py_ssize_t nb, int has_miss, double tg, double th, double tc, double lam,
+                                            double min_hess, double mcs, double *gf)
+{
+    const __m256d vtg = _mm256_set1_pd(tg), vth = _mm256_set1_pd(th), vtc = _mm256_set1_pd(tc);
+    const __m256d vlam = _mm256_set1_pd(lam), vmh = _mm256_set1_pd(min_hess), vmcs = _mm256_set1_pd(mcs);
+    const __m256d ninf = _mm256_set1_pd(-INFINITY), zero = _mm256_setzero_pd(), four = _mm256_set1_pd(4.0);
+    /* bin indices and nb - 1 as doubles: exact (both far below 2**53) */
+    const __m256d last = _mm256_set1_pd((double)(nb - 1));
+    const __m256d miss = has_miss ? _mm256_castsi256_pd(_mm256_set1_epi64x(-1)) : zero;
+    __m256d vb = _mm256_setr_pd(0.0, 1.0, 2.0, 3.0), vtop = ninf;
+    Py_ssize_t b = 0;
+    for (; b + 4 <= V; b += 4) {
+        __m256d l = _mm256_loadu_pd(cg + b), hl = _mm256_loadu_pd(ch + b), cl = _mm256_loadu_pd(cc + b);
+        __m256d r = _mm256_sub_pd(vtg, l), hr = _mm256_sub_pd(vth, hl), cr = _mm256_sub_pd(vtc, cl);
+        __m256d dl = _mm256_add_pd(hl, vlam), dr = _mm256_add_pd(hr, vlam);
+        __m256d valid = _mm256_or_pd(_mm256_cmp_pd(vb, last, _CMP_LT_OQ),
+                                     _mm256_and_pd(_mm256_cmp_pd(vb, last, _CMP_EQ_OQ), miss));
+        __m256d ok = _mm256_and_pd(valid, _mm256_and_pd(_mm256_cmp_pd(cl, vmcs, _CMP_GE_OQ),
+                                                        _mm256_cmp_pd(cr, vmcs, _CMP_GE_OQ)));
+        ok = _mm256_and_pd(ok, _mm256_and_pd(_mm256_cmp_pd(hl, vmh, _CMP_GE_OQ), _mm256_cmp_pd(hr, vmh, _CMP_GE_OQ)));
+        ok = _mm256_and_pd(ok, _mm256_and_pd(_mm256_cmp_pd(dl, zero, _CMP_GT_OQ), _mm256_cmp_pd(dr, zero, _CMP_GT_OQ)));
+        __m256d gain = _mm256_add_pd(_mm256_div_pd(_mm256_mul_pd(l, l), dl), _mm256_div_pd(_mm256_mul_pd(r, r), dr));
+        __m256d out = _mm256_blendv_pd(ninf, gain, ok);
+        _mm256_storeu_pd(gf + b, out);
+        vtop = _mm256_max_pd(out, vtop);        /* out > vtop ? out : vtop: NaN ignored */
+        vb = _mm256_add_pd(vb, four);
+    }
+    double lanes[4];
+    _mm256_storeu_pd(lanes, vtop);
+    double top = lanes[0];
+    for (int j = 1; j < 4; j++)
+        if (lanes[j] > top) top = lanes[j];
+    for (; b < V; b++) {
+        double out;
+        BS_GAIN1(b, cg[b], ch[b], cc[b], out);
+        gf[b] = out;
+        if (out > top) top = out;
+    }
+    return top;
+}
+#endif
+
 /* The search of best_splits() on checked arguments (the sizes as the caller validated them;
- * cum: C*d*(S-1) + d*(S-1)*n_dir + 1 doubles of scratch). A function of its own, so the
+ * cum: C*d*(S-1) + d*(S-1)*n_dir + d + 1 doubles of scratch). A function of its own, so the
  * loops compile as they did before the argument checks were added in front of them. */
 static void best_splits_loop(const double *H, const double *T, const int64_t *NB, int nb_per_node,
                              const uint8_t *MASK, Py_ssize_t k, Py_ssize_t C, Py_ssize_t d, Py_ssize_t S,
                              Py_ssize_t n_dir, double lam, double min_hess, double tie_rtol, double mcs, double *cum,
                              int64_t *BEST, double *BG, double *LEFT, int64_t *FEAT, int64_t *BIN, uint8_t *ML)
 {
-    Py_ssize_t V = S - 1, ng = C - 2, n_cand = d * V * n_dir;
+    Py_ssize_t V = S - 1, ng = C - 2, per = V * n_dir, n_cand = d * per;
     double *g = cum + C * d * V;                       /* gains of one node, (d, V, n_dir) */
+    double *fmax = g + n_cand;                         /* each feature's largest gain, (d,) */
+#if BS_HAVE_AVX2
+    int avx2 = bs_use_avx2();
+#endif
     for (Py_ssize_t i = 0; i < k; i++) {
         const double *t = T + i * C;
         const double *Hi = H + i * C * d * S;
-        double top = -INFINITY;
         for (Py_ssize_t f = 0; f < d; f++) {
-            double *gf = g + f * V * n_dir;
+            double *gf = g + f * per;
             Py_ssize_t nb = (Py_ssize_t)NB[nb_per_node ? i * d + f : f];
             /* a feature outside the mask, or with no value bin (a categorical feature in the
                numerical search, an all-missing one), has no valid candidate: skip its scan */
             if ((MASK && !MASK[i * d + f]) || nb <= 0) {
-                for (Py_ssize_t q = 0; q < V * n_dir; q++)
+                for (Py_ssize_t q = 0; q < per; q++)
                     gf[q] = -INFINITY;
+                fmax[f] = -INFINITY;
                 continue;
             }
             /* cumulative sums over the value bins per channel (np.cumsum order): cum[c, f, b] */
-            for (Py_ssize_t c = 0; c < C; c++) {
-                const double *h = Hi + (c * d + f) * S;
-                double *cc = cum + (c * d + f) * V, run = 0.0;
-                for (Py_ssize_t b = 0; b < V; b++) { run += h[b]; cc[b] = run; }
+            if (C == 3) {
+                /* three independent chains in one loop; each adds in bin order as below */
+                const double *h0 = Hi + f * S, *h1 = Hi + (d + f) * S, *h2 = Hi + (2 * d + f) * S;
+                double *c0 = cum + f * V, *c1 = cum + (d + f) * V, *c2 = cum + (2 * d + f) * V;
+                double r0 = 0.0, r1 = 0.0, r2 = 0.0;
+                for (Py_ssize_t b = 0; b < V; b++) {
+                    r0 += h0[b]; r1 += h1[b]; r2 += h2[b];
+                    c0[b] = r0; c1[b] = r1; c2[b] = r2;
+                }
+            } else {
+                for (Py_ssize_t c = 0; c < C; c++) {
+                    const double *h = Hi + (c * d + f) * S;
+                    double *cc = cum + (c * d + f) * V, run = 0.0;
+                    for (Py_ssize_t b = 0; b < V; b++) { run += h[b]; cc[b] = run; }
+                }
             }
             const double *hm = Hi + ((C - 2) * d + f) * S;    /* hessian row */
             const double *cm = Hi + ((C - 1) * d + f) * S;    /* count row */
             int has_miss = cm[V] > 0;
             const double *ch = cum + ((C - 2) * d + f) * V, *cc = cum + ((C - 1) * d + f) * V;
+            double top = -INFINITY;
+            if (ng == 1 && n_dir == 1) {
+                const double *cg = cum + f * V;
+#if BS_HAVE_AVX2
+                if (avx2)
+                    top = gains_one_avx2(cg, ch, cc, V, nb, has_miss, t[0], t[C - 2], t[C - 1], lam, min_hess, mcs, gf);
+                else
+#endif
+                    top = gains_one(cg, ch, cc, V, nb, has_miss, t[0], t[C - 2], t[C - 1], lam, min_hess, mcs, gf);
+                fmax[f] = top;
+                continue;
+            }
             if (ng == 1) {
-                /* one gradient channel (boosting): branch-free over the bins, so the compiler
-                   can vectorise it; adding 0.0 for "missing right" changes no value here */
+                /* one gradient channel, both directions: branch-free over the bins; adding
+                   0.0 for "missing right" changes no value here */
                 const double *cg = cum + f * V;
                 double tg = t[0], th = t[C - 2], tc = t[C - 1];
                 for (Py_ssize_t dir = 0; dir < n_dir; dir++) {
@@ -588,9 +737,12 @@ static void best_splits_loop(const double *H, const double *T, const int64_t *NB
                         int ok = valid & (cl >= mcs) & (cr >= mcs) & (hl >= min_hess) & (hr >= min_hess)
                                  & (hl + lam > 0) & (hr + lam > 0);
                         double gain = (l * l) / (hl + lam) + (r * r) / (hr + lam);
-                        gf[b * n_dir + dir] = ok ? gain : -INFINITY;
+                        double out = ok ? gain : -INFINITY;
+                        gf[b * n_dir + dir] = out;
+                        if (out > top) top = out;
                     }
                 }
+                fmax[f] = top;
                 continue;
             }
             for (Py_ssize_t b = 0; b < V; b++) {
@@ -617,30 +769,44 @@ static void best_splits_loop(const double *H, const double *T, const int64_t *NB
                         }
                     }
                     gf[b * n_dir + dir] = out;
+                    if (out > top) top = out;
                 }
             }
+            fmax[f] = top;
         }
-        for (Py_ssize_t q = 0; q < n_cand; q++)
-            if (g[q] > top) top = g[q];
-        /* the first candidate within tie_rtol of the best (NumPy: argmax of flat >= ...) */
+        double top = -INFINITY;
+        for (Py_ssize_t f = 0; f < d; f++)
+            if (fmax[f] > top) top = fmax[f];
+        /* the first candidate within tie_rtol of the best (NumPy: argmax of flat >= thr):
+           in the first feature whose maximum reaches thr (a feature whose gains are all NaN
+           has maximum -inf but no candidate >= thr: the scan goes on); none at all (NaN
+           gains only): the last candidate, as a scan of every candidate would end */
         Py_ssize_t best = 0;
         if (n_cand) {
             double thr = top - tie_rtol * fabs(top);
-            while (best < n_cand - 1 && !(g[best] >= thr)) best++;
+            best = n_cand - 1;
+            for (Py_ssize_t f = 0; f < d; f++) {
+                if (!(fmax[f] >= thr))
+                    continue;
+                const double *gf = g + f * per;
+                Py_ssize_t q = 0;
+                while (q < per && !(gf[q] >= thr)) q++;
+                if (q < per) { best = f * per + q; break; }
+            }
         }
         double bg = n_cand ? g[best] : -INFINITY;
         BEST[i] = best;
         BG[i] = bg;
         double *li = LEFT + i * C;
         if (n_cand && bg > -INFINITY) {
-            Py_ssize_t f = best / (V * n_dir), rest = best % (V * n_dir);
+            Py_ssize_t f = best / per, rest = best % per;
             Py_ssize_t b = rest / n_dir, dir = rest % n_dir;
             for (Py_ssize_t c = 0; c < C; c++)
                 li[c] = cum[(c * d + f) * V + b] + (dir ? Hi[(c * d + f) * S + V] : 0.0);
         } else {
             for (Py_ssize_t c = 0; c < C; c++) li[c] = 0.0;
         }
-        Py_ssize_t per = V * n_dir;                    /* >= 1: the wrapper needs S >= 2 */
+        /* per >= 1: the wrapper needs S >= 2 */
         Py_ssize_t bf = best / per, brest = best % per;
         FEAT[i] = bf;
         BIN[i] = brest / n_dir;
@@ -681,8 +847,9 @@ static PyObject *best_splits(PyObject *self, PyObject *args)
         goto fail;
     Py_ssize_t per_node_hist = ka_mul(ka_mul(C, d), S);
     Py_ssize_t V = S - 1, n_cand = ka_mul(ka_mul(d, V), n_dir);
-    /* scratch: cumulative sums (C, d, V) and one node's gains (n_cand), + 1 */
-    Py_ssize_t n_scratch = ka_add(ka_add(ka_mul(ka_mul(C, d), V), n_cand), 1);
+    /* scratch: cumulative sums (C, d, V), one node's gains (n_cand) and each feature's
+       largest gain (d), + 1 */
+    Py_ssize_t n_scratch = ka_add(ka_add(ka_add(ka_mul(ka_mul(C, d), V), n_cand), d), 1);
     if (ka_need(&K, hist, ka_mul(k, per_node_hist), "k*C*d*S")
         || ka_need(&K, totals, ka_mul(k, C), "k*C")
         || ka_need(&K, nbins, nb_per_node ? ka_mul(k, d) : d, nb_per_node ? "k*d" : "d")
@@ -700,7 +867,7 @@ static PyObject *best_splits(PyObject *self, PyObject *args)
     int64_t *FEAT = (int64_t *)feat_b->buf, *BIN = (int64_t *)bin_b->buf;
     uint8_t *ML = (uint8_t *)ml_b->buf;
     double mcs = (double)min_child;
-    if (!(cum = ka_malloc(&K, n_scratch, sizeof(double), "C*d*(S-1) + d*(S-1)*n_dir + 1")))
+    if (!(cum = ka_malloc(&K, n_scratch, sizeof(double), "C*d*(S-1) + d*(S-1)*n_dir + d + 1")))
         goto fail;
     Py_BEGIN_ALLOW_THREADS
     best_splits_loop(H, T, NB, nb_per_node, MASK, k, C, d, S, n_dir, lam, min_hess, tie_rtol, mcs, cum, BEST, BG, LEFT,
@@ -959,6 +1126,8 @@ static PyMethodDef methods[] = {
     {"partition_table", partition_table, METH_VARARGS,
      "partition_table(codes_of_feature, rows, scratch, table256) -> n_left"},
     {"add_leaf_value", add_leaf_value, METH_VARARGS, "add_leaf_value(scores, K, k, rows, value)"},
+    {"best_splits_simd", best_splits_simd, METH_VARARGS,
+     "best_splits_simd(force_baseline=-1) -> 'avx2' or 'baseline' (1: force the baseline copy, 0: the CPU's)"},
     {"best_splits", best_splits, METH_VARARGS,
      "best_splits(hist, totals, n_bins, per_node, mask, k, C, d, S, n_dir, lam, min_hess, tie_rtol, min_child, "
      "best, best_gain, left, feat, bin, miss_left)"},
