@@ -209,7 +209,7 @@ def _best_splits(per_node: bool):
                 "mask": np.ones((k, d), np.uint8), "k": k, "C": C, "d": d, "S": S, "n_dir": 2, "lam": 0.0,
                 "min_hess": 1e-3, "tie_rtol": 1e-9, "min_child": 1, "best": np.empty(k, np.int64),
                 "best_gain": np.empty(k), "left": np.empty((k, C)), "feat": np.empty(k, np.int64),
-                "bin": np.empty(k, np.int64), "miss_left": np.empty(k, np.uint8)}
+                "bin": np.empty(k, np.int64), "miss_left": np.empty(k, np.uint8), "gain": np.empty(k)}
     return build
 
 
@@ -257,10 +257,10 @@ SPECS += [
          check=lambda a, r: a["scores"][[0, 5, 29], 1].tolist() == [0.5] * 3,
          bad_indices=(("row == n", _set("rows", -1, 30)), ("row < 0", _set("rows", 0, -1)),
                       ("column k == K", _assign("k", 2)))),
-    Spec("hist", "best_splits", _best_splits(False), outputs=("best", "best_gain", "left", "feat", "bin", "miss_left"),
+    Spec("hist", "best_splits", _best_splits(False), outputs=("best", "best_gain", "left", "feat", "bin", "miss_left", "gain"),
          sizes=("k", "C", "d", "S", "n_dir"), check=_best_splits_check,
          bad_indices=(("n_dir 3", _assign("n_dir", 3)), ("C 2", _assign("C", 2)))),
-    Spec("hist", "best_splits", _best_splits(True), outputs=("best", "best_gain", "left", "feat", "bin", "miss_left"),
+    Spec("hist", "best_splits", _best_splits(True), outputs=("best", "best_gain", "left", "feat", "bin", "miss_left", "gain"),
          sizes=("k", "C", "d", "S", "n_dir"), check=_best_splits_check, extra={"id": "per_node"}),
     Spec("hist", "predict_raw", _predict_raw, outputs=("out", "idx", "tmp", "stack"),
          sizes=("n", "d", "n_out", "n_cols", "cat_bytes"), counts=("roots", "stack"), check=_predict_raw_check,

@@ -668,7 +668,8 @@ BS_TARGET_AVX2 static double gains_one_avx2(const double *cg, const double *ch, 
 static void best_splits_loop(const double *H, const double *T, const int64_t *NB, int nb_per_node,
                              const uint8_t *MASK, Py_ssize_t k, Py_ssize_t C, Py_ssize_t d, Py_ssize_t S,
                              Py_ssize_t n_dir, double lam, double min_hess, double tie_rtol, double mcs, double *cum,
-                             int64_t *BEST, double *BG, double *LEFT, int64_t *FEAT, int64_t *BIN, uint8_t *ML)
+                             int64_t *BEST, double *BG, double *LEFT, int64_t *FEAT, int64_t *BIN, uint8_t *ML,
+                             double *GAIN)
 {
     Py_ssize_t V = S - 1, ng = C - 2, per = V * n_dir, n_cand = d * per;
     double *g = cum + C * d * V;                       /* gains of one node, (d, V, n_dir) */
@@ -812,25 +813,31 @@ static void best_splits_loop(const double *H, const double *T, const int64_t *NB
         BIN[i] = brest / n_dir;
         int node_has_miss = n_cand && Hi[((C - 1) * d + bf) * S + V] > 0;   /* no feature: no read */
         ML[i] = node_has_miss ? (brest % n_dir == 1) : (li[C - 1] >= t[C - 1] - li[C - 1]);
+        /* the split's gain over the node's own score, split.node_score's arithmetic (the
+           squares summed in channel order: NumPy's order below 8 channels) */
+        double den = t[C - 2] + lam, num = t[0] * t[0];
+        for (Py_ssize_t c = 1; c < ng; c++) num += t[c] * t[c];
+        double score = den > 0 ? num / den : 0.0;
+        GAIN[i] = isfinite(bg) ? bg - score : -INFINITY;
     }
 }
 
 static PyObject *best_splits(PyObject *self, PyObject *args)
 {
-    PyObject *ohist, *ototals, *onbins, *omask, *obest, *ogain, *oleft, *ofeat, *obin, *oml;
+    PyObject *ohist, *ototals, *onbins, *omask, *obest, *ogain, *oleft, *ofeat, *obin, *oml, *osplit;
     Py_ssize_t k, C, d, S, n_dir, min_child;
     double lam, min_hess, tie_rtol;
     int nb_per_node;
-    if (!PyArg_ParseTuple(args, "OOOiOnnnnndddnOOOOOO", &ohist, &ototals, &onbins, &nb_per_node, &omask, &k, &C, &d,
+    if (!PyArg_ParseTuple(args, "OOOiOnnnnndddnOOOOOOO", &ohist, &ototals, &onbins, &nb_per_node, &omask, &k, &C, &d,
                           &S, &n_dir, &lam, &min_hess, &tie_rtol, &min_child, &obest, &ogain, &oleft, &ofeat, &obin,
-                          &oml))
+                          &oml, &osplit))
         return NULL;
-    /* Checks: the sizes (k >= 0, C >= 3, d >= 0, S >= 2, n_dir 1 or 2), hist (k*C*d*S),
+    /* Checks: the sizes (k >= 0, C >= 3, d >= 0, S >= 2, n_dir 0, 1 or 2), hist (k*C*d*S),
        totals (k*C), n_bins ((k*)d, only compared: no index) and mask (empty or k*d) with
        their dtypes; the outputs written, disjoint, k entries each (left k*C). O(1). */
     KA_CALL(K, "best_splits");
     double *cum = NULL;
-    Py_buffer *hist, *totals, *nbins, *mask, *best_b, *gain_b, *left_b, *feat_b, *bin_b, *ml_b;
+    Py_buffer *hist, *totals, *nbins, *mask, *best_b, *gain_b, *left_b, *feat_b, *bin_b, *ml_b, *split_b;
     if (!(hist = ka_buffer(&K, "hist", ohist, KA_F64, KA_IN))
         || !(totals = ka_buffer(&K, "totals", ototals, KA_F64, KA_IN))
         || !(nbins = ka_buffer(&K, "n_bins", onbins, KA_I64, KA_IN))
@@ -840,13 +847,15 @@ static PyObject *best_splits(PyObject *self, PyObject *args)
         || !(left_b = ka_buffer(&K, "left", oleft, KA_F64, KA_OUT))
         || !(feat_b = ka_buffer(&K, "feat", ofeat, KA_I64, KA_OUT))
         || !(bin_b = ka_buffer(&K, "bin", obin, KA_I64, KA_OUT))
-        || !(ml_b = ka_buffer(&K, "miss_left", oml, KA_FLAG, KA_OUT)))
+        || !(ml_b = ka_buffer(&K, "miss_left", oml, KA_FLAG, KA_OUT))
+        || !(split_b = ka_buffer(&K, "gain", osplit, KA_F64, KA_OUT)))
         goto fail;
     if (ka_at_least(&K, "k", k, 0) || ka_at_least(&K, "C", C, 3) || ka_at_least(&K, "d", d, 0)
-        || ka_at_least(&K, "S", S, 2) || ka_between(&K, "n_dir", n_dir, 1, 2))
+        || ka_at_least(&K, "S", S, 2) || ka_between(&K, "n_dir", n_dir, 0, 2))
         goto fail;
     Py_ssize_t per_node_hist = ka_mul(ka_mul(C, d), S);
-    Py_ssize_t V = S - 1, n_cand = ka_mul(ka_mul(d, V), n_dir);
+    /* n_dir 0 is decided below (1 or 2): the scratch is sized for 2 */
+    Py_ssize_t V = S - 1, n_cand = ka_mul(ka_mul(d, V), n_dir ? n_dir : 2);
     /* scratch: cumulative sums (C, d, V), one node's gains (n_cand) and each feature's
        largest gain (d), + 1 */
     Py_ssize_t n_scratch = ka_add(ka_add(ka_add(ka_mul(ka_mul(C, d), V), n_cand), d), 1);
@@ -856,7 +865,7 @@ static PyObject *best_splits(PyObject *self, PyObject *args)
         || (mask->len && ka_need(&K, mask, ka_mul(k, d), "k*d (or empty: no mask)"))
         || ka_need(&K, best_b, k, "k") || ka_need(&K, gain_b, k, "k") || ka_need(&K, left_b, ka_mul(k, C), "k*C")
         || ka_need(&K, feat_b, k, "k") || ka_need(&K, bin_b, k, "k") || ka_need(&K, ml_b, k, "k")
-        || ka_disjoint(&K))
+        || ka_need(&K, split_b, k, "k") || ka_disjoint(&K))
         goto fail;
     const double *H = (const double *)hist->buf;
     const double *T = (const double *)totals->buf;
@@ -866,12 +875,19 @@ static PyObject *best_splits(PyObject *self, PyObject *args)
     double *BG = (double *)gain_b->buf, *LEFT = (double *)left_b->buf;
     int64_t *FEAT = (int64_t *)feat_b->buf, *BIN = (int64_t *)bin_b->buf;
     uint8_t *ML = (uint8_t *)ml_b->buf;
+    double *GAIN = (double *)split_b->buf;
     double mcs = (double)min_child;
+    if (n_dir == 0) {
+        /* both directions when some node has missing values in some feature (count > 0) */
+        n_dir = 1;
+        for (Py_ssize_t q = 0; q < k * d && n_dir == 1; q++)
+            if (H[((q / d) * C + C - 1) * d * S + (q % d) * S + S - 1] > 0) n_dir = 2;
+    }
     if (!(cum = ka_malloc(&K, n_scratch, sizeof(double), "C*d*(S-1) + d*(S-1)*n_dir + d + 1")))
         goto fail;
     Py_BEGIN_ALLOW_THREADS
     best_splits_loop(H, T, NB, nb_per_node, MASK, k, C, d, S, n_dir, lam, min_hess, tie_rtol, mcs, cum, BEST, BG, LEFT,
-                     FEAT, BIN, ML);
+                     FEAT, BIN, ML, GAIN);
     Py_END_ALLOW_THREADS
     free(cum);
     ka_release(&K);
@@ -1130,7 +1146,7 @@ static PyMethodDef methods[] = {
      "best_splits_simd(force_baseline=-1) -> 'avx2' or 'baseline' (1: force the baseline copy, 0: the CPU's)"},
     {"best_splits", best_splits, METH_VARARGS,
      "best_splits(hist, totals, n_bins, per_node, mask, k, C, d, S, n_dir, lam, min_hess, tie_rtol, min_child, "
-     "best, best_gain, left, feat, bin, miss_left)"},
+     "best, best_gain, left, feat, bin, miss_left, gain) (n_dir 0: 2 if some node has a missing value, else 1)"},
     {"predict_raw", predict_raw, METH_VARARGS,
      "predict_raw(XT, n, d, feature, threshold, missing_left, left, right, value, n_out, roots, cols, out, n_cols, "
      "idx, tmp, stack, cat_index, cat_bits, cat_bytes)"},

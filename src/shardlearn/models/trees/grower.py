@@ -17,6 +17,7 @@ Per step (one leaf for leaf-wise growth, a whole level for depth-wise growth):
 """
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
 import numpy as np
@@ -113,6 +114,9 @@ class TreeGrower:
         #: bandwidth-optimal algorithms (ring allreduce / reduce-scatter / allgather)
         self.wire_bytes = 0
         self.hist_collectives = 0
+        #: the split search's kernels (looked up again at every tree)
+        self._split_kernels = compiled_kernels("models.trees._hist_kernels")
+        self._ready = []
         self.n_bins = np.asarray(n_bins, dtype=np.int64)
         self.rs = params.hist_reduce == "reduce_scatter" and ctx.size > 1
         P = ctx.size
@@ -222,9 +226,9 @@ class TreeGrower:
         if qtots is not None:
             return self._find_best_quant(hists, totals, masks, qtots)
         if self.cat is None:
-            return find_best_splits(hists, totals, self.block_bins, sp, masks)
+            return find_best_splits(hists, totals, self.block_bins, sp, masks, kernels=self._split_kernels)
         k = hists.shape[0]
-        num = find_best_splits(hists, totals, self.numeric_bins, sp, masks)
+        num = find_best_splits(hists, totals, self.numeric_bins, sp, masks, kernels=self._split_kernels)
         cat = find_best_categorical_splits(hists, totals, self.block_bins, self.cat_block, sp, self.cat,
                                            None if masks is None else np.broadcast_to(masks, (k, self.block)))
         return merge_splits(num, cat, sp.lambda_l2)
@@ -295,6 +299,8 @@ class TreeGrower:
         ctx, p = self.ctx, self.params
         sp = p.split
         self._quant = quant
+        # the split search's kernels, looked up once per tree instead of once per step
+        self._split_kernels = compiled_kernels("models.trees._hist_kernels")
         packed = quant is not None and quant.packed is not None
         if quant is not None:
             channels = quant.channels           # None on the packed path
@@ -344,19 +350,19 @@ class TreeGrower:
             quant.scale_totals(totals)
         in_place = self.chist is not None and not self.device
         leaves = {0: _Leaf(rows, root_hist, totals, 0, 0 if in_place else None, qtot)}
+        # the leaves with a split of gain > min_gain_to_split, as (-gain, node id): popped
+        # highest gain first, ties to the lowest node id (identical on every rank)
+        self._ready = ready = []
         nodes.add(totals, 0, p, sp.lambda_l2)
         n_leaves = 1
         if self._splittable(totals, 0, n_leaves):
             self._set_splits([leaves[0]], [0], node_mask)
         while p.num_leaves is None or n_leaves < p.num_leaves:
-            ready = [i for i, lf in leaves.items() if lf.split is not None
-                     and lf.split["gain"] > sp.min_gain_to_split]
             if not ready:
                 break
-            # highest gain first, ties to the lowest node id (identical on every rank)
-            ready.sort(key=lambda i: (-leaves[i].split["gain"], i))
             room = len(ready) if p.num_leaves is None else p.num_leaves - n_leaves
-            chosen = ready[:1] if p.growth == "leafwise" else ready[:room]
+            n_chosen = 1 if p.growth == "leafwise" else min(room, len(ready))
+            chosen = [heapq.heappop(ready)[1] for _ in range(n_chosen)]
             n_leaves += len(chosen)
             pairs = []
             for i in chosen:
@@ -476,21 +482,32 @@ class TreeGrower:
                 else:
                     build_histogram(self.codes, channels, small.rows, self.n_slots, hist_features,
                                     hess_is_count, out=local[j], pairs=self.pairs)
-        combined = self._combine_hist(local, max_rows)
+        # the children that are searched (the others are final leaves: no histogram kept;
+        # a final bigger child's is not even subtracted), in (left, right) order per pair
         todo, ids = [], []
-        for j, (lf, li, ri) in enumerate(pairs):
-            small, big = (li, ri) if small_left[j] else (ri, li)
-            leaves[small].hist = combined[j]
-            leaves[big].hist = lf.hist - combined[j]
-            lf.hist = None
+        for lf, li, ri in pairs:
             for c_id in (li, ri):
                 if self._splittable(leaves[c_id].totals, leaves[c_id].depth, n_leaves):
                     todo.append(leaves[c_id])
                     ids.append(c_id)
-                else:
-                    leaves[c_id].hist = None  # a final leaf: its histogram is no longer needed
+        combined = self._combine_hist(local, max_rows)
+        # their histograms go straight into one (k, ...) buffer, the split search's input
+        # (no stacking); each leaf keeps its slot as a view (see _set_splits)
+        hists = np.empty((len(todo),) + combined.shape[1:], dtype=combined.dtype) if todo else None
+        t = 0
+        for j, (lf, li, ri) in enumerate(pairs):
+            small, big = (li, ri) if small_left[j] else (ri, li)
+            for c_id in (li, ri):
+                if t < len(ids) and ids[t] == c_id:
+                    if c_id == small:
+                        hists[t] = combined[j]
+                    else:   # subtraction trick: parent minus the smaller child
+                        np.subtract(lf.hist, combined[j], out=hists[t])
+                    leaves[c_id].hist = hists[t]
+                    t += 1
+            lf.hist = None
         if todo:
-            self._set_splits(todo, ids, node_mask)
+            self._set_splits(todo, ids, node_mask, hists)
 
     def _splittable(self, totals, depth, n_leaves) -> bool:
         p, sp = self.params, self.params.split
@@ -500,21 +517,31 @@ class TreeGrower:
                 and totals[C - 1] >= 2 * sp.min_child_samples
                 and totals[C - 2] >= 2 * sp.min_sum_hessian)
 
-    def _set_splits(self, leaves, ids, node_mask):
-        hists = np.stack([lf.hist for lf in leaves])
-        totals = np.stack([lf.totals for lf in leaves])
+    def _set_splits(self, leaves, ids, node_mask, hists=None):
+        """Search the best split of ``leaves`` (node ids ``ids``); the ones with a gain above
+        ``min_gain_to_split`` join the ready heap. ``hists``: their histograms as one
+        (k, ...) array whose slots the leaves hold as views (else they are stacked here)."""
+        batch = hists is not None
+        if not batch:
+            hists = np.stack([lf.hist for lf in leaves])
+        totals = np.array([lf.totals for lf in leaves])
         masks = None
         if node_mask is not None:
             masks = np.asarray(node_mask(np.asarray(ids, dtype=np.int64)), dtype=bool)
         qtots = None if leaves[0].qtot is None else np.stack([lf.qtot for lf in leaves])
         res = self._search(hists, totals, masks, qtots)
+        gains, feats, bins = res["gain"].tolist(), res["feature"].tolist(), res["bin"].tolist()
+        mls, lefts = res["missing_left"].tolist(), res["left"]
+        min_gain = self.params.split.min_gain_to_split
+        dropped = False
         for j, lf in enumerate(leaves):
-            if not res["gain"][j] > self.params.split.min_gain_to_split:
+            if not gains[j] > min_gain:
                 lf.hist = None  # never split: free its histogram
+                dropped = True
                 continue
-            lf.split = {"gain": float(res["gain"][j]), "feature": int(res["feature"][j]),
-                        "bin": int(res["bin"][j]), "missing_left": bool(res["missing_left"][j]),
-                        "left": np.array(res["left"][j], dtype=np.float64)}
+            lf.split = {"gain": gains[j], "feature": feats[j], "bin": bins[j], "missing_left": bool(mls[j]),
+                        "left": np.array(lefts[j], dtype=np.float64)}
+            heapq.heappush(self._ready, (-gains[j], ids[j]))
             if qtots is not None:   # integer left sums (exact); the real ones from them
                 lf.split["left_q"] = res["left"][j].astype(np.int64)
                 lf.split["left"] = self._quant.scale_totals(np.array(res["left"][j], dtype=np.float64))
@@ -522,6 +549,12 @@ class TreeGrower:
                 lf.split["l2"] = float(res["l2"][j])
                 if res["is_cat"][j]:
                     lf.split["cat_left"] = np.array(res["cat_left"][j], dtype=bool)
+        if batch and dropped:
+            # a kept slot would hold the whole batch alive: the kept leaves take copies, so
+            # the dropped histograms are freed now, as before
+            for lf in leaves:
+                if lf.hist is not None:
+                    lf.hist = lf.hist.copy()
 
 
 def _compiled_histogram(codes, n_slots):
@@ -545,7 +578,11 @@ class _NodeList:
     def add(self, totals, depth, p: GrowParams, lam) -> int:
         C = len(totals)
         h = totals[C - 2]
-        val = -totals[:C - 2] / (h + lam) * p.learning_rate if h + lam > 0 else np.zeros(C - 2)
+        if C == 3:   # one output: the same float64 operations on scalars, cheaper than on (1,) arrays
+            den = h + lam
+            val = -totals[0] / den * p.learning_rate if den > 0 else 0.0
+        else:
+            val = -totals[:C - 2] / (h + lam) * p.learning_rate if h + lam > 0 else np.zeros(C - 2)
         i = len(self.feature)
         self.feature.append(-1)
         self.bin.append(0)

@@ -30,6 +30,8 @@ from ...backend import compiled_kernels
 
 #: candidate gains within this relative distance of the best count as ties
 TIE_RTOL = 1e-10
+#: find_best_splits' default: look the compiled kernels up
+_RESOLVE = object()
 
 
 class SplitParams:
@@ -53,7 +55,7 @@ def node_score(totals: np.ndarray, lam: float) -> np.ndarray:
 
 
 def find_best_splits(hist: np.ndarray, totals: np.ndarray, n_bins: np.ndarray,
-                     params: SplitParams, feature_mask=None):
+                     params: SplitParams, feature_mask=None, kernels=_RESOLVE):
     """Best split of each of ``k`` nodes.
 
     Parameters
@@ -67,6 +69,10 @@ def find_best_splits(hist: np.ndarray, totals: np.ndarray, n_bins: np.ndarray,
     params : SplitParams
     feature_mask : (k, d) or (d,) bool, optional
         Features allowed at each node (feature sampling).
+    kernels : module or None, optional
+        ``_hist_kernels`` as :func:`~shardlearn.backend.compiled_kernels` gives it (None: the
+        NumPy code); by default looked up here. A caller that searches many times (the
+        grower, once per split step) looks it up once.
 
     Returns
     -------
@@ -74,7 +80,8 @@ def find_best_splits(hist: np.ndarray, totals: np.ndarray, n_bins: np.ndarray,
     ``feature`` (k,), ``bin`` (k,), ``missing_left`` (k,) bool, ``left`` (k, C) sums.
     """
     k, C, d, S = hist.shape
-    kernels = compiled_kernels("models.trees._hist_kernels")
+    if kernels is _RESOLVE:
+        kernels = compiled_kernels("models.trees._hist_kernels")
     if kernels is not None and C >= 3 and S >= 2:
         return _find_best_splits_compiled(kernels, hist, totals, n_bins, params, feature_mask)
     if feature_mask is not None:
@@ -157,31 +164,43 @@ def _find_best_splits_compiled(kernels, hist, totals, n_bins, params: SplitParam
     bin, direction) order within ``TIE_RTOL`` of the best), one node at a time, without
     the (k, C, d, S) temporaries. Features outside ``feature_mask`` have no candidates:
     the first best among the allowed features is the one the NumPy sampled-feature
-    search finds.
+    search finds. The kernel also decides whether missing-left candidates exist (some node
+    has missing values), decodes the winner (feature, bin, missing side: with no missing
+    value at the node, the bigger child, as in the NumPy code) and subtracts the node's
+    score (:func:`node_score`'s arithmetic; NumPy sums the squares of 8 or more channels
+    pairwise, so there the score is computed here). This runs once per split step, so
+    it does no more in Python than it must.
     """
     k, C, d, S = hist.shape
-    V = S - 1
-    lam = params.lambda_l2
-    hist = np.ascontiguousarray(hist, dtype=np.float64)
-    totals = np.ascontiguousarray(totals, dtype=np.float64)
-    nb = np.asarray(n_bins)
+    if hist.dtype != np.float64 or not hist.flags.c_contiguous:
+        hist = np.ascontiguousarray(hist, dtype=np.float64)
+    if totals.dtype != np.float64 or not totals.flags.c_contiguous:
+        totals = np.ascontiguousarray(totals, dtype=np.float64)
+    nb = n_bins
+    if type(nb) is not np.ndarray or nb.dtype != np.int64 or nb.ndim != 1:
+        nb = np.asarray(n_bins)
+        if nb.ndim == 2:
+            nb = np.broadcast_to(nb, (k, d))
+        nb = np.ascontiguousarray(nb, dtype=np.int64)
     per_node = nb.ndim == 2
-    nb = np.ascontiguousarray(np.broadcast_to(nb, (k, d)) if per_node else nb, dtype=np.int64)
-    n_dir = 2 if (hist[:, C - 1, :, V] > 0).any() else 1   # some node has missing values
-    mask = np.empty(0, np.uint8)
+    mask = _NO_MASK
     if feature_mask is not None:
         mask = np.ascontiguousarray(np.broadcast_to(np.asarray(feature_mask, dtype=bool), (k, d)), dtype=np.uint8)
     best, f, bin_ = np.empty(k, dtype=np.int64), np.empty(k, dtype=np.int64), np.empty(k, dtype=np.int64)
-    best_gain = np.empty(k)
+    best_gain, gain = np.empty(k), np.empty(k)
     left = np.empty((k, C))
     ml = np.empty(k, dtype=np.uint8)
-    # the kernel also decodes the winner (feature, bin, missing side: with no missing value
-    # at the node, the bigger child, as in the NumPy code)
-    kernels.best_splits(hist, totals, nb, int(per_node), mask, k, C, d, S, n_dir, float(lam),
-                        float(params.min_sum_hessian), TIE_RTOL, int(params.min_child_samples),
-                        best, best_gain, left, f, bin_, ml)
-    gain = np.where(np.isfinite(best_gain), best_gain - node_score(totals, lam), -np.inf)
+    lam = params.lambda_l2
+    kernels.best_splits(hist, totals, nb, int(per_node), mask, k, C, d, S, 0, lam,
+                        params.min_sum_hessian, TIE_RTOL, params.min_child_samples,
+                        best, best_gain, left, f, bin_, ml, gain)
+    if C - 2 >= 8:
+        gain = np.where(np.isfinite(best_gain), best_gain - node_score(totals, lam), -np.inf)
     return {"gain": gain, "feature": f, "bin": bin_, "missing_left": ml.view(bool), "left": left}
+
+
+#: the empty mask buffer (no feature mask): read only, shared by every call
+_NO_MASK = np.empty(0, np.uint8)
 
 
 def find_best_splits_packed(kernels, hist: np.ndarray, qtot: np.ndarray, totals: np.ndarray, n_bins: np.ndarray,
