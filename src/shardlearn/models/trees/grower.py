@@ -391,14 +391,17 @@ class TreeGrower:
                 left = _Leaf(lrows, None, ltot, lf.depth + 1, st, lq)
                 right = _Leaf(rrows, None, rtot, lf.depth + 1, None if st is None else st + len(lrows), rq)
                 leaves[li], leaves[ri] = left, right
-                if self._splittable(ltot, lf.depth + 1, n_leaves) or self._splittable(rtot, lf.depth + 1, n_leaves):
-                    pairs.append((lf, li, ri))
+                # which children will be searched (known before their histograms)
+                split_l = self._splittable(ltot, lf.depth + 1, n_leaves)
+                split_r = self._splittable(rtot, lf.depth + 1, n_leaves)
+                if split_l or split_r:
+                    pairs.append((lf, li, ri, split_l, split_r))
             if not pairs:
                 continue
             # one collective per step; a very wide level goes in batches to bound memory
             for b0 in range(0, len(pairs), GROW_BATCH):
                 self._child_histograms(pairs[b0:b0 + GROW_BATCH], leaves, channels, C, hist_features,
-                                       hess_is_count, n_leaves, node_mask)
+                                       hess_is_count, node_mask)
         leaf_rows = [(i, lf.rows) for i, lf in sorted(leaves.items())]
         self.last_perm = self.last_spans = None
         if in_place:
@@ -458,9 +461,11 @@ class TreeGrower:
         n_left = self.chist.partition(rows, s["feature"], s["bin"], s["missing_left"])
         return rows[:n_left], rows[n_left:]
 
-    def _child_histograms(self, pairs, leaves, channels, C, hist_features, hess_is_count, n_leaves,
-                          node_mask):
-        """Histograms of the children of ``pairs`` (one collective), then their best splits."""
+    def _child_histograms(self, pairs, leaves, channels, C, hist_features, hess_is_count, node_mask):
+        """Histograms of the children of ``pairs`` (one collective), then their best splits.
+
+        ``pairs``: (parent leaf, left id, right id, left searched, right searched) per split;
+        a child not searched is a final leaf (no histogram kept)."""
         q = self._quant
         packed = q is not None and q.packed is not None
         with self.ctx.timers.phase("histogram"):
@@ -470,7 +475,7 @@ class TreeGrower:
                 local = np.empty((len(pairs), C, self.d, self.n_slots))
             small_left = []
             max_rows = 0
-            for j, (lf, li, ri) in enumerate(pairs):
+            for j, (lf, li, ri, _, _) in enumerate(pairs):
                 sl = leaves[li].totals[C - 1] <= leaves[ri].totals[C - 1]
                 small_left.append(sl)
                 small = leaves[li] if sl else leaves[ri]
@@ -485,21 +490,22 @@ class TreeGrower:
         # the children that are searched (the others are final leaves: no histogram kept;
         # a final bigger child's is not even subtracted), in (left, right) order per pair
         todo, ids = [], []
-        for lf, li, ri in pairs:
-            for c_id in (li, ri):
-                if self._splittable(leaves[c_id].totals, leaves[c_id].depth, n_leaves):
-                    todo.append(leaves[c_id])
-                    ids.append(c_id)
+        for lf, li, ri, split_l, split_r in pairs:
+            if split_l:
+                todo.append(leaves[li])
+                ids.append(li)
+            if split_r:
+                todo.append(leaves[ri])
+                ids.append(ri)
         combined = self._combine_hist(local, max_rows)
         # their histograms go straight into one (k, ...) buffer, the split search's input
         # (no stacking); each leaf keeps its slot as a view (see _set_splits)
         hists = np.empty((len(todo),) + combined.shape[1:], dtype=combined.dtype) if todo else None
         t = 0
-        for j, (lf, li, ri) in enumerate(pairs):
-            small, big = (li, ri) if small_left[j] else (ri, li)
-            for c_id in (li, ri):
-                if t < len(ids) and ids[t] == c_id:
-                    if c_id == small:
+        for j, (lf, li, ri, split_l, split_r) in enumerate(pairs):
+            for c_id, searched, small in ((li, split_l, small_left[j]), (ri, split_r, not small_left[j])):
+                if searched:
+                    if small:
                         hists[t] = combined[j]
                     else:   # subtraction trick: parent minus the smaller child
                         np.subtract(lf.hist, combined[j], out=hists[t])
