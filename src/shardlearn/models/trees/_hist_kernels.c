@@ -662,148 +662,177 @@ BS_TARGET_AVX2 static double gains_one_avx2(const double *cg, const double *ch, 
 }
 #endif
 
+/* Cumulative sums and gains of feature f of one node (its histogram Hi, totals t): the
+ * cumulative sums over the value bins per channel (np.cumsum order) into fc[c * V + b], the
+ * gains of its candidates into fg[b * n_dir + dir]; returns the largest gain (NaN ignored,
+ * -inf when none is valid). The same inputs give the same values bit for bit, so the
+ * winner's feature is simply computed again for the choice. */
+static double feature_gains(const double *Hi, const double *t, Py_ssize_t C, Py_ssize_t d, Py_ssize_t S,
+                            Py_ssize_t f, Py_ssize_t nb, Py_ssize_t n_dir, double lam, double min_hess, double mcs,
+                            int avx2, double *fc, double *fg)
+{
+    Py_ssize_t V = S - 1, ng = C - 2;
+    if (C == 3) {
+        /* three independent chains in one loop; each adds in bin order as below */
+        const double *h0 = Hi + f * S, *h1 = Hi + (d + f) * S, *h2 = Hi + (2 * d + f) * S;
+        double *c0 = fc, *c1 = fc + V, *c2 = fc + 2 * V;
+        double r0 = 0.0, r1 = 0.0, r2 = 0.0;
+        for (Py_ssize_t b = 0; b < V; b++) {
+            r0 += h0[b]; r1 += h1[b]; r2 += h2[b];
+            c0[b] = r0; c1[b] = r1; c2[b] = r2;
+        }
+    } else {
+        for (Py_ssize_t c = 0; c < C; c++) {
+            const double *h = Hi + (c * d + f) * S;
+            double *cc = fc + c * V, run = 0.0;
+            for (Py_ssize_t b = 0; b < V; b++) { run += h[b]; cc[b] = run; }
+        }
+    }
+    const double *hm = Hi + ((C - 2) * d + f) * S;    /* hessian row */
+    const double *cm = Hi + ((C - 1) * d + f) * S;    /* count row */
+    int has_miss = cm[V] > 0;
+    const double *ch = fc + (C - 2) * V, *cc = fc + (C - 1) * V;
+    double top = -INFINITY;
+    if (ng == 1 && n_dir == 1) {
+#if BS_HAVE_AVX2
+        if (avx2)
+            return gains_one_avx2(fc, ch, cc, V, nb, has_miss, t[0], t[C - 2], t[C - 1], lam, min_hess, mcs, fg);
+#else
+        (void)avx2;
+#endif
+        return gains_one(fc, ch, cc, V, nb, has_miss, t[0], t[C - 2], t[C - 1], lam, min_hess, mcs, fg);
+    }
+    if (ng == 1) {
+        /* one gradient channel, both directions: branch-free over the bins; adding 0.0 for
+           "missing right" changes no value here */
+        double tg = t[0], th = t[C - 2], tc = t[C - 1];
+        for (Py_ssize_t dir = 0; dir < n_dir; dir++) {
+            double mg = dir ? Hi[f * S + V] : 0.0, mh = dir ? hm[V] : 0.0, mc = dir ? cm[V] : 0.0;
+            for (Py_ssize_t b = 0; b < V; b++) {
+                double l = fc[b] + mg, hl = ch[b] + mh, cl = cc[b] + mc;
+                double r = tg - l, hr = th - hl, cr = tc - cl;
+                int valid = dir ? (b < nb - 1) & has_miss : (b < nb - 1) | ((b == nb - 1) & has_miss);
+                int ok = valid & (cl >= mcs) & (cr >= mcs) & (hl >= min_hess) & (hr >= min_hess)
+                         & (hl + lam > 0) & (hr + lam > 0);
+                double gain = (l * l) / (hl + lam) + (r * r) / (hr + lam);
+                double out = ok ? gain : -INFINITY;
+                fg[b * n_dir + dir] = out;
+                if (out > top) top = out;
+            }
+        }
+        return top;
+    }
+    for (Py_ssize_t b = 0; b < V; b++) {
+        int inner = b < nb - 1, topbin = b == nb - 1;
+        for (Py_ssize_t dir = 0; dir < n_dir; dir++) {
+            int valid = dir == 0 ? (inner || (topbin && has_miss)) : (inner && has_miss);
+            double out = -INFINITY;
+            if (valid) {
+                double hl = ch[b], cl = cc[b];
+                if (dir) { hl = hl + hm[V]; cl = cl + cm[V]; }
+                double hr = t[C - 2] - hl, cr = t[C - 1] - cl;
+                if (cl >= mcs && cr >= mcs && hl >= min_hess && hr >= min_hess && hl + lam > 0 && hr + lam > 0) {
+                    double sl = 0.0, sr = 0.0;
+                    for (Py_ssize_t c = 0; c < ng; c++) {
+                        double l = fc[c * V + b];
+                        if (dir) l = l + Hi[(c * d + f) * S + V];
+                        double r = t[c] - l;
+                        /* NumPy sums the squares over the channels: first term, then += */
+                        if (c == 0) { sl = l * l; sr = r * r; }
+                        else { sl += l * l; sr += r * r; }
+                    }
+                    out = sl / (hl + lam) + sr / (hr + lam);
+                }
+            }
+            fg[b * n_dir + dir] = out;
+            if (out > top) top = out;
+        }
+    }
+    return top;
+}
+
 /* The search of best_splits() on checked arguments (the sizes as the caller validated them;
- * cum: C*d*(S-1) + d*(S-1)*n_dir + d + 1 doubles of scratch). A function of its own, so the
- * loops compile as they did before the argument checks were added in front of them. */
+ * scratch: C*(S-1) + (S-1)*n_dir + d doubles: one feature's cumulative sums and gains, and
+ * each feature's largest gain, about 10 KB for C = 3, S = 256, d = 20: it stays in the
+ * first-level cache, and an allocation of that size comes from the heap (a scratch of
+ * every feature's sums, 160 KB, was over malloc's mmap threshold often enough to cost
+ * ~18 page faults per call in a parameter search). A function of its own, so the loops
+ * compile as they did before the argument checks were added in front of them. */
 static void best_splits_loop(const double *H, const double *T, const int64_t *NB, int nb_per_node,
                              const uint8_t *MASK, Py_ssize_t k, Py_ssize_t C, Py_ssize_t d, Py_ssize_t S,
-                             Py_ssize_t n_dir, double lam, double min_hess, double tie_rtol, double mcs, double *cum,
-                             int64_t *BEST, double *BG, double *LEFT, int64_t *FEAT, int64_t *BIN, uint8_t *ML,
-                             double *GAIN)
+                             Py_ssize_t n_dir, double lam, double min_hess, double tie_rtol, double mcs,
+                             double *scratch, int64_t *BEST, double *BG, double *LEFT, int64_t *FEAT, int64_t *BIN,
+                             uint8_t *ML, double *GAIN)
 {
     Py_ssize_t V = S - 1, ng = C - 2, per = V * n_dir, n_cand = d * per;
-    double *g = cum + C * d * V;                       /* gains of one node, (d, V, n_dir) */
-    double *fmax = g + n_cand;                         /* each feature's largest gain, (d,) */
+    double *fc = scratch;                              /* one feature's sums, (C, V) */
+    double *fg = fc + C * V;                           /* its gains, (V, n_dir) */
+    double *fmax = fg + per;                           /* each feature's largest gain, (d,) */
 #if BS_HAVE_AVX2
     int avx2 = bs_use_avx2();
+#else
+    int avx2 = 0;
 #endif
     for (Py_ssize_t i = 0; i < k; i++) {
         const double *t = T + i * C;
         const double *Hi = H + i * C * d * S;
-        for (Py_ssize_t f = 0; f < d; f++) {
-            double *gf = g + f * per;
-            Py_ssize_t nb = (Py_ssize_t)NB[nb_per_node ? i * d + f : f];
-            /* a feature outside the mask, or with no value bin (a categorical feature in the
-               numerical search, an all-missing one), has no valid candidate: skip its scan */
-            if ((MASK && !MASK[i * d + f]) || nb <= 0) {
-                for (Py_ssize_t q = 0; q < per; q++)
-                    gf[q] = -INFINITY;
-                fmax[f] = -INFINITY;
-                continue;
-            }
-            /* cumulative sums over the value bins per channel (np.cumsum order): cum[c, f, b] */
-            if (C == 3) {
-                /* three independent chains in one loop; each adds in bin order as below */
-                const double *h0 = Hi + f * S, *h1 = Hi + (d + f) * S, *h2 = Hi + (2 * d + f) * S;
-                double *c0 = cum + f * V, *c1 = cum + (d + f) * V, *c2 = cum + (2 * d + f) * V;
-                double r0 = 0.0, r1 = 0.0, r2 = 0.0;
-                for (Py_ssize_t b = 0; b < V; b++) {
-                    r0 += h0[b]; r1 += h1[b]; r2 += h2[b];
-                    c0[b] = r0; c1[b] = r1; c2[b] = r2;
-                }
-            } else {
-                for (Py_ssize_t c = 0; c < C; c++) {
-                    const double *h = Hi + (c * d + f) * S;
-                    double *cc = cum + (c * d + f) * V, run = 0.0;
-                    for (Py_ssize_t b = 0; b < V; b++) { run += h[b]; cc[b] = run; }
-                }
-            }
-            const double *hm = Hi + ((C - 2) * d + f) * S;    /* hessian row */
-            const double *cm = Hi + ((C - 1) * d + f) * S;    /* count row */
-            int has_miss = cm[V] > 0;
-            const double *ch = cum + ((C - 2) * d + f) * V, *cc = cum + ((C - 1) * d + f) * V;
-            double top = -INFINITY;
-            if (ng == 1 && n_dir == 1) {
-                const double *cg = cum + f * V;
-#if BS_HAVE_AVX2
-                if (avx2)
-                    top = gains_one_avx2(cg, ch, cc, V, nb, has_miss, t[0], t[C - 2], t[C - 1], lam, min_hess, mcs, gf);
-                else
-#endif
-                    top = gains_one(cg, ch, cc, V, nb, has_miss, t[0], t[C - 2], t[C - 1], lam, min_hess, mcs, gf);
-                fmax[f] = top;
-                continue;
-            }
-            if (ng == 1) {
-                /* one gradient channel, both directions: branch-free over the bins; adding
-                   0.0 for "missing right" changes no value here */
-                const double *cg = cum + f * V;
-                double tg = t[0], th = t[C - 2], tc = t[C - 1];
-                for (Py_ssize_t dir = 0; dir < n_dir; dir++) {
-                    double mg = dir ? Hi[f * S + V] : 0.0, mh = dir ? hm[V] : 0.0, mc = dir ? cm[V] : 0.0;
-                    for (Py_ssize_t b = 0; b < V; b++) {
-                        double l = cg[b] + mg, hl = ch[b] + mh, cl = cc[b] + mc;
-                        double r = tg - l, hr = th - hl, cr = tc - cl;
-                        int valid = dir ? (b < nb - 1) & has_miss : (b < nb - 1) | ((b == nb - 1) & has_miss);
-                        int ok = valid & (cl >= mcs) & (cr >= mcs) & (hl >= min_hess) & (hr >= min_hess)
-                                 & (hl + lam > 0) & (hr + lam > 0);
-                        double gain = (l * l) / (hl + lam) + (r * r) / (hr + lam);
-                        double out = ok ? gain : -INFINITY;
-                        gf[b * n_dir + dir] = out;
-                        if (out > top) top = out;
-                    }
-                }
-                fmax[f] = top;
-                continue;
-            }
-            for (Py_ssize_t b = 0; b < V; b++) {
-                int inner = b < nb - 1, topbin = b == nb - 1;
-                for (Py_ssize_t dir = 0; dir < n_dir; dir++) {
-                    int valid = dir == 0 ? (inner || (topbin && has_miss)) : (inner && has_miss);
-                    double out = -INFINITY;
-                    if (valid) {
-                        double hl = ch[b], cl = cc[b];
-                        if (dir) { hl = hl + hm[V]; cl = cl + cm[V]; }
-                        double hr = t[C - 2] - hl, cr = t[C - 1] - cl;
-                        if (cl >= mcs && cr >= mcs && hl >= min_hess && hr >= min_hess
-                            && hl + lam > 0 && hr + lam > 0) {
-                            double sl = 0.0, sr = 0.0;
-                            for (Py_ssize_t c = 0; c < ng; c++) {
-                                double l = cum[(c * d + f) * V + b];
-                                if (dir) l = l + Hi[(c * d + f) * S + V];
-                                double r = t[c] - l;
-                                /* NumPy sums the squares over the channels: first term, then += */
-                                if (c == 0) { sl = l * l; sr = r * r; }
-                                else { sl += l * l; sr += r * r; }
-                            }
-                            out = sl / (hl + lam) + sr / (hr + lam);
-                        }
-                    }
-                    gf[b * n_dir + dir] = out;
-                    if (out > top) top = out;
-                }
-            }
-            fmax[f] = top;
-        }
+        /* a feature outside the mask, or with no value bin (a categorical feature in the
+           numerical search, an all-missing one), has no valid candidate: not scanned */
+#define BS_SKIPPED(f) ((MASK && !MASK[i * d + (f)]) || NB[nb_per_node ? i * d + (f) : (f)] <= 0)
+        for (Py_ssize_t f = 0; f < d; f++)
+            fmax[f] = BS_SKIPPED(f) ? -INFINITY
+                                    : feature_gains(Hi, t, C, d, S, f, NB[nb_per_node ? i * d + f : f], n_dir, lam,
+                                                    min_hess, mcs, avx2, fc, fg);
         double top = -INFINITY;
         for (Py_ssize_t f = 0; f < d; f++)
             if (fmax[f] > top) top = fmax[f];
-        /* the first candidate within tie_rtol of the best (NumPy: argmax of flat >= thr):
-           in the first feature whose maximum reaches thr (a feature whose gains are all NaN
-           has maximum -inf but no candidate >= thr: the scan goes on); none at all (NaN
-           gains only): the last candidate, as a scan of every candidate would end */
+        /* the first candidate within tie_rtol of the best (NumPy: argmax of flat >= thr, over
+           every candidate in (feature, bin, dir) order, -inf for the skipped features'): in
+           the first feature whose maximum reaches thr, its gains computed again (a feature
+           whose gains are all NaN has maximum -inf but no candidate >= thr: the search goes
+           on); none at all (NaN gains only): the last candidate, as a scan of every
+           candidate would end. fc then holds the chosen feature's sums (none: skipped). */
         Py_ssize_t best = 0;
+        double bg = -INFINITY;
+        int sums = 0;
         if (n_cand) {
             double thr = top - tie_rtol * fabs(top);
-            best = n_cand - 1;
-            for (Py_ssize_t f = 0; f < d; f++) {
+            Py_ssize_t found = -1;
+            for (Py_ssize_t f = 0; f < d && found < 0; f++) {
                 if (!(fmax[f] >= thr))
                     continue;
-                const double *gf = g + f * per;
-                Py_ssize_t q = 0;
-                while (q < per && !(gf[q] >= thr)) q++;
-                if (q < per) { best = f * per + q; break; }
+                if (BS_SKIPPED(f)) {                   /* all -inf: thr is -inf too */
+                    found = f * per;
+                    sums = 0;
+                    bg = -INFINITY;
+                    break;
+                }
+                feature_gains(Hi, t, C, d, S, f, NB[nb_per_node ? i * d + f : f], n_dir, lam, min_hess, mcs, avx2,
+                              fc, fg);
+                sums = 1;
+                for (Py_ssize_t q = 0; q < per; q++)
+                    if (fg[q] >= thr) { found = f * per + q; bg = fg[q]; break; }
             }
+            if (found < 0) {
+                found = n_cand - 1;
+                Py_ssize_t f = d - 1;
+                sums = !BS_SKIPPED(f);
+                if (sums)
+                    feature_gains(Hi, t, C, d, S, f, NB[nb_per_node ? i * d + f : f], n_dir, lam, min_hess, mcs,
+                                  avx2, fc, fg);
+                bg = sums ? fg[per - 1] : -INFINITY;
+            }
+            best = found;
         }
-        double bg = n_cand ? g[best] : -INFINITY;
+#undef BS_SKIPPED
         BEST[i] = best;
         BG[i] = bg;
         double *li = LEFT + i * C;
-        if (n_cand && bg > -INFINITY) {
+        if (n_cand && bg > -INFINITY && sums) {
             Py_ssize_t f = best / per, rest = best % per;
             Py_ssize_t b = rest / n_dir, dir = rest % n_dir;
             for (Py_ssize_t c = 0; c < C; c++)
-                li[c] = cum[(c * d + f) * V + b] + (dir ? Hi[(c * d + f) * S + V] : 0.0);
+                li[c] = fc[c * V + b] + (dir ? Hi[(c * d + f) * S + V] : 0.0);
         } else {
             for (Py_ssize_t c = 0; c < C; c++) li[c] = 0.0;
         }
@@ -854,11 +883,13 @@ static PyObject *best_splits(PyObject *self, PyObject *args)
         || ka_at_least(&K, "S", S, 2) || ka_between(&K, "n_dir", n_dir, 0, 2))
         goto fail;
     Py_ssize_t per_node_hist = ka_mul(ka_mul(C, d), S);
-    /* n_dir 0 is decided below (1 or 2): the scratch is sized for 2 */
+    /* n_dir 0 is decided below (1 or 2): sized for 2. The flat candidate index (up to
+       d*V*n_dir) must fit: its product is checked like the others */
     Py_ssize_t V = S - 1, n_cand = ka_mul(ka_mul(d, V), n_dir ? n_dir : 2);
-    /* scratch: cumulative sums (C, d, V), one node's gains (n_cand) and each feature's
+    (void)n_cand;
+    /* scratch: one feature's cumulative sums (C, V) and gains (V, n_dir), each feature's
        largest gain (d), + 1 */
-    Py_ssize_t n_scratch = ka_add(ka_add(ka_add(ka_mul(ka_mul(C, d), V), n_cand), d), 1);
+    Py_ssize_t n_scratch = ka_add(ka_add(ka_add(ka_mul(C, V), ka_mul(V, n_dir ? n_dir : 2)), d), 1);
     if (ka_need(&K, hist, ka_mul(k, per_node_hist), "k*C*d*S")
         || ka_need(&K, totals, ka_mul(k, C), "k*C")
         || ka_need(&K, nbins, nb_per_node ? ka_mul(k, d) : d, nb_per_node ? "k*d" : "d")
@@ -883,7 +914,7 @@ static PyObject *best_splits(PyObject *self, PyObject *args)
         for (Py_ssize_t q = 0; q < k * d && n_dir == 1; q++)
             if (H[((q / d) * C + C - 1) * d * S + (q % d) * S + S - 1] > 0) n_dir = 2;
     }
-    if (!(cum = ka_malloc(&K, n_scratch, sizeof(double), "C*d*(S-1) + d*(S-1)*n_dir + d + 1")))
+    if (!(cum = ka_malloc(&K, n_scratch, sizeof(double), "C*(S-1) + (S-1)*n_dir + d + 1")))
         goto fail;
     Py_BEGIN_ALLOW_THREADS
     best_splits_loop(H, T, NB, nb_per_node, MASK, k, C, d, S, n_dir, lam, min_hess, tie_rtol, mcs, cum, BEST, BG, LEFT,
