@@ -63,16 +63,50 @@ class GrowParams:
 
 
 class _Leaf:
-    __slots__ = ("rows", "hist", "totals", "depth", "split", "start", "qtot")
+    __slots__ = ("rows", "hist", "totals", "depth", "split", "start", "qtot", "batch")
 
     def __init__(self, rows, hist, totals, depth, start=None, qtot=None):
         self.rows, self.hist, self.totals, self.depth, self.split = rows, hist, totals, depth, None
+        #: the _Batch whose slot ``hist`` is (None: an array of its own, the root's)
+        self.batch = None
         #: where ``rows`` begins in the tree's row permutation (compiled host path), else None
         self.start = start
         #: quantized gradients: the node's integer totals (gradient, hessian, count) as an
         #: int64 (3,) array (``hist`` then holds integer sums: packed int64 (d, S), or
         #: integer-valued float64 (3, d, S)), else None
         self.qtot = qtot
+
+
+class _Batch:
+    """A (k, ...) histogram buffer of :class:`_HistPool` whose k slots are k leaves' histograms."""
+
+    __slots__ = ("array", "live")
+
+    def __init__(self, array, live):
+        self.array, self.live = array, live
+
+
+class _HistPool:
+    """Histogram buffers of a grower, reused from step to step and tree to tree.
+
+    Every split step needs a (k, C, d, S) buffer for the searched children's histograms
+    (then each child's own as long as it is a leaf) and one for the local histograms sent
+    to the collective. Fresh arrays of these sizes (120-250 KB) come from the operating
+    system often enough (mmap, or the heap grown again after a trim) that their first
+    writes cost page faults: ~35 per step, about a second per rank in a 16-candidate,
+    5-fold search. Buffers given back are kept by shape and dtype and handed out again, so
+    the grower holds at most the most it ever held at once (its largest tree's live
+    histograms); it lets them go with itself, at the end of the fit."""
+
+    def __init__(self):
+        self.free = {}
+
+    def take(self, shape, dtype) -> np.ndarray:
+        got = self.free.get((shape, dtype))
+        return got.pop() if got else np.empty(shape, dtype=dtype)
+
+    def give(self, array: np.ndarray) -> None:
+        self.free.setdefault((array.shape, array.dtype), []).append(array)
 
 
 class TreeGrower:
@@ -117,6 +151,7 @@ class TreeGrower:
         #: the split search's kernels (looked up again at every tree)
         self._split_kernels = compiled_kernels("models.trees._hist_kernels")
         self._ready = []
+        self._pool = _HistPool()
         self.n_bins = np.asarray(n_bins, dtype=np.int64)
         self.rs = params.hist_reduce == "reduce_scatter" and ctx.size > 1
         P = ctx.size
@@ -402,6 +437,9 @@ class TreeGrower:
             for b0 in range(0, len(pairs), GROW_BATCH):
                 self._child_histograms(pairs[b0:b0 + GROW_BATCH], leaves, channels, C, hist_features,
                                        hess_is_count, node_mask)
+        for lf in leaves.values():   # the buffers of the leaves left serve the next tree
+            self._release(lf)
+        self._ready = []
         leaf_rows = [(i, lf.rows) for i, lf in sorted(leaves.items())]
         self.last_perm = self.last_spans = None
         if in_place:
@@ -468,11 +506,12 @@ class TreeGrower:
         a child not searched is a final leaf (no histogram kept)."""
         q = self._quant
         packed = q is not None and q.packed is not None
+        pool = self._pool
         with self.ctx.timers.phase("histogram"):
             if packed:
-                local = np.empty((len(pairs), self.d, self.n_slots), dtype=np.int64)
+                local = pool.take((len(pairs), self.d, self.n_slots), np.dtype(np.int64))
             else:
-                local = np.empty((len(pairs), C, self.d, self.n_slots))
+                local = pool.take((len(pairs), C, self.d, self.n_slots), np.dtype(np.float64))
             small_left = []
             max_rows = 0
             for j, (lf, li, ri, _, _) in enumerate(pairs):
@@ -498,9 +537,14 @@ class TreeGrower:
                 todo.append(leaves[ri])
                 ids.append(ri)
         combined = self._combine_hist(local, max_rows)
-        # their histograms go straight into one (k, ...) buffer, the split search's input
-        # (no stacking); each leaf keeps its slot as a view (see _set_splits)
-        hists = np.empty((len(todo),) + combined.shape[1:], dtype=combined.dtype) if todo else None
+        if not np.may_share_memory(combined, local):   # (a new array from the collective)
+            pool.give(local)
+        # their histograms go straight into one (k, ...) buffer of the pool, the split
+        # search's input (no stacking); each leaf keeps its slot as a view
+        batch = None
+        if todo:
+            batch = _Batch(pool.take((len(todo),) + combined.shape[1:], combined.dtype), len(todo))
+            hists = batch.array
         t = 0
         for j, (lf, li, ri, split_l, split_r) in enumerate(pairs):
             for c_id, searched, small in ((li, split_l, small_left[j]), (ri, split_r, not small_left[j])):
@@ -510,10 +554,21 @@ class TreeGrower:
                     else:   # subtraction trick: parent minus the smaller child
                         np.subtract(lf.hist, combined[j], out=hists[t])
                     leaves[c_id].hist = hists[t]
+                    leaves[c_id].batch = batch
                     t += 1
-            lf.hist = None
+            self._release(lf)
         if todo:
             self._set_splits(todo, ids, node_mask, hists)
+
+    def _release(self, lf) -> None:
+        """Drop leaf ``lf``'s histogram; its buffer goes back to the pool once no leaf uses it."""
+        lf.hist = None
+        b = lf.batch
+        if b is not None:
+            lf.batch = None
+            b.live -= 1
+            if b.live == 0:
+                self._pool.give(b.array)
 
     def _splittable(self, totals, depth, n_leaves) -> bool:
         p, sp = self.params, self.params.split
@@ -527,8 +582,7 @@ class TreeGrower:
         """Search the best split of ``leaves`` (node ids ``ids``); the ones with a gain above
         ``min_gain_to_split`` join the ready heap. ``hists``: their histograms as one
         (k, ...) array whose slots the leaves hold as views (else they are stacked here)."""
-        batch = hists is not None
-        if not batch:
+        if hists is None:
             hists = np.stack([lf.hist for lf in leaves])
         totals = np.array([lf.totals for lf in leaves])
         masks = None
@@ -539,11 +593,9 @@ class TreeGrower:
         gains, feats, bins = res["gain"].tolist(), res["feature"].tolist(), res["bin"].tolist()
         mls, lefts = res["missing_left"].tolist(), res["left"]
         min_gain = self.params.split.min_gain_to_split
-        dropped = False
         for j, lf in enumerate(leaves):
             if not gains[j] > min_gain:
-                lf.hist = None  # never split: free its histogram
-                dropped = True
+                self._release(lf)  # never split: its histogram is not needed
                 continue
             lf.split = {"gain": gains[j], "feature": feats[j], "bin": bins[j], "missing_left": bool(mls[j]),
                         "left": np.array(lefts[j], dtype=np.float64)}
@@ -555,12 +607,6 @@ class TreeGrower:
                 lf.split["l2"] = float(res["l2"][j])
                 if res["is_cat"][j]:
                     lf.split["cat_left"] = np.array(res["cat_left"][j], dtype=bool)
-        if batch and dropped:
-            # a kept slot would hold the whole batch alive: the kept leaves take copies, so
-            # the dropped histograms are freed now, as before
-            for lf in leaves:
-                if lf.hist is not None:
-                    lf.hist = lf.hist.copy()
 
 
 def _compiled_histogram(codes, n_slots):
