@@ -204,6 +204,8 @@ def test_split_search_wide_matches_numpy(monkeypatch, copy):
             params = SP.SplitParams(lambda_l2=float(rng.choice([0.0, 1.0])), min_child_samples=mcs,
                                     min_sum_hessian=float(rng.choice([1e-3, 2.0])))
             got = SP.find_best_splits(h, totals, nb, params, fm)
+            # each node its own array (the grower's leaves): read in place for 1 or 2 nodes
+            listed = SP.find_best_splits([hi.copy() for hi in h], totals, nb, params, fm)
             monkeypatch.setenv("SHARDLEARN_KERNELS", "numpy")
             ref = SP.find_best_splits(h, totals, nb, params, fm)
             monkeypatch.delenv("SHARDLEARN_KERNELS")
@@ -212,6 +214,8 @@ def test_split_search_wide_matches_numpy(monkeypatch, copy):
             n_finite += ok.sum()
             for key in ("feature", "bin", "missing_left", "left"):
                 assert np.array_equal(got[key][ok], ref[key][ok]), key
+            for key in ("gain", "feature", "bin", "missing_left", "left"):
+                assert np.array_equal(listed[key], got[key]), key
         assert n_finite > 100
     finally:
         KERNELS.best_splits_simd(0)

@@ -764,7 +764,8 @@ static double feature_gains(const double *Hi, const double *t, Py_ssize_t C, Py_
  * every feature's sums, 160 KB, was over malloc's mmap threshold often enough to cost
  * ~18 page faults per call in a parameter search). A function of its own, so the loops
  * compile as they did before the argument checks were added in front of them. */
-static void best_splits_loop(const double *H, const double *T, const int64_t *NB, int nb_per_node,
+static void best_splits_loop(const double *H, const double *H2, Py_ssize_t k1, const double *T,
+                             const int64_t *NB, int nb_per_node,
                              const uint8_t *MASK, Py_ssize_t k, Py_ssize_t C, Py_ssize_t d, Py_ssize_t S,
                              Py_ssize_t n_dir, double lam, double min_hess, double tie_rtol, double mcs,
                              double *scratch, int64_t *BEST, double *BG, double *LEFT, int64_t *FEAT, int64_t *BIN,
@@ -781,7 +782,7 @@ static void best_splits_loop(const double *H, const double *T, const int64_t *NB
 #endif
     for (Py_ssize_t i = 0; i < k; i++) {
         const double *t = T + i * C;
-        const double *Hi = H + i * C * d * S;
+        const double *Hi = i < k1 ? H + i * C * d * S : H2 + (i - k1) * C * d * S;
         /* a feature outside the mask, or with no value bin (a categorical feature in the
            numerical search, an all-missing one), has no valid candidate: not scanned */
 #define BS_SKIPPED(f) ((MASK && !MASK[i * d + (f)]) || NB[nb_per_node ? i * d + (f) : (f)] <= 0)
@@ -859,20 +860,20 @@ static void best_splits_loop(const double *H, const double *T, const int64_t *NB
 
 static PyObject *best_splits(PyObject *self, PyObject *args)
 {
-    PyObject *ohist, *ototals, *onbins, *omask, *obest, *ogain, *oleft, *ofeat, *obin, *oml, *osplit;
-    Py_ssize_t k, C, d, S, n_dir, min_child;
+    PyObject *ohist, *ototals, *onbins, *omask, *obest, *ogain, *oleft, *ofeat, *obin, *oml, *osplit, *ohist2;
+    Py_ssize_t k, C, d, S, n_dir, min_child, k1;
     double lam, min_hess, tie_rtol;
     int nb_per_node;
-    if (!PyArg_ParseTuple(args, "OOOiOnnnnndddnOOOOOOO", &ohist, &ototals, &onbins, &nb_per_node, &omask, &k, &C, &d,
-                          &S, &n_dir, &lam, &min_hess, &tie_rtol, &min_child, &obest, &ogain, &oleft, &ofeat, &obin,
-                          &oml, &osplit))
+    if (!PyArg_ParseTuple(args, "OOOiOnnnnndddnOOOOOOOOn", &ohist, &ototals, &onbins, &nb_per_node, &omask, &k, &C,
+                          &d, &S, &n_dir, &lam, &min_hess, &tie_rtol, &min_child, &obest, &ogain, &oleft, &ofeat,
+                          &obin, &oml, &osplit, &ohist2, &k1))
         return NULL;
     /* Checks: the sizes (k >= 0, C >= 3, d >= 0, S >= 2, n_dir 0, 1 or 2), hist (k*C*d*S),
        totals (k*C), n_bins ((k*)d, only compared: no index) and mask (empty or k*d) with
        their dtypes; the outputs written, disjoint, k entries each (left k*C). O(1). */
     KA_CALL(K, "best_splits");
     double *cum = NULL;
-    Py_buffer *hist, *totals, *nbins, *mask, *best_b, *gain_b, *left_b, *feat_b, *bin_b, *ml_b, *split_b;
+    Py_buffer *hist, *totals, *nbins, *mask, *best_b, *gain_b, *left_b, *feat_b, *bin_b, *ml_b, *split_b, *hist2;
     if (!(hist = ka_buffer(&K, "hist", ohist, KA_F64, KA_IN))
         || !(totals = ka_buffer(&K, "totals", ototals, KA_F64, KA_IN))
         || !(nbins = ka_buffer(&K, "n_bins", onbins, KA_I64, KA_IN))
@@ -883,10 +884,11 @@ static PyObject *best_splits(PyObject *self, PyObject *args)
         || !(feat_b = ka_buffer(&K, "feat", ofeat, KA_I64, KA_OUT))
         || !(bin_b = ka_buffer(&K, "bin", obin, KA_I64, KA_OUT))
         || !(ml_b = ka_buffer(&K, "miss_left", oml, KA_FLAG, KA_OUT))
-        || !(split_b = ka_buffer(&K, "gain", osplit, KA_F64, KA_OUT)))
+        || !(split_b = ka_buffer(&K, "gain", osplit, KA_F64, KA_OUT))
+        || !(hist2 = ka_buffer(&K, "hist2", ohist2, KA_F64, KA_IN)))
         goto fail;
     if (ka_at_least(&K, "k", k, 0) || ka_at_least(&K, "C", C, 3) || ka_at_least(&K, "d", d, 0)
-        || ka_at_least(&K, "S", S, 2) || ka_between(&K, "n_dir", n_dir, 0, 2))
+        || ka_at_least(&K, "S", S, 2) || ka_between(&K, "n_dir", n_dir, 0, 2) || ka_between(&K, "k1", k1, 0, k))
         goto fail;
     Py_ssize_t per_node_hist = ka_mul(ka_mul(C, d), S);
     /* n_dir 0 is decided below (1 or 2): sized for 2. The flat candidate index (up to
@@ -896,7 +898,8 @@ static PyObject *best_splits(PyObject *self, PyObject *args)
     /* scratch: one feature's cumulative sums (C, V) and gains (V, n_dir), each feature's
        largest gain (d), + 1 */
     Py_ssize_t n_scratch = ka_add(ka_add(ka_add(ka_mul(C, V), ka_mul(V, n_dir ? n_dir : 2)), d), 1);
-    if (ka_need(&K, hist, ka_mul(k, per_node_hist), "k*C*d*S")
+    if (ka_need(&K, hist, ka_mul(k1, per_node_hist), "k1*C*d*S")
+        || ka_need(&K, hist2, ka_mul(k - k1, per_node_hist), "(k-k1)*C*d*S")
         || ka_need(&K, totals, ka_mul(k, C), "k*C")
         || ka_need(&K, nbins, nb_per_node ? ka_mul(k, d) : d, nb_per_node ? "k*d" : "d")
         || (mask->len && ka_need(&K, mask, ka_mul(k, d), "k*d (or empty: no mask)"))
@@ -904,7 +907,7 @@ static PyObject *best_splits(PyObject *self, PyObject *args)
         || ka_need(&K, feat_b, k, "k") || ka_need(&K, bin_b, k, "k") || ka_need(&K, ml_b, k, "k")
         || ka_need(&K, split_b, k, "k") || ka_disjoint(&K))
         goto fail;
-    const double *H = (const double *)hist->buf;
+    const double *H = (const double *)hist->buf, *H2 = (const double *)hist2->buf;
     const double *T = (const double *)totals->buf;
     const int64_t *NB = (const int64_t *)nbins->buf;
     const uint8_t *MASK = mask->len ? (const uint8_t *)mask->buf : NULL;
@@ -918,12 +921,14 @@ static PyObject *best_splits(PyObject *self, PyObject *args)
         /* both directions when some node has missing values in some feature (count > 0) */
         n_dir = 1;
         for (Py_ssize_t q = 0; q < k * d && n_dir == 1; q++)
-            if (H[((q / d) * C + C - 1) * d * S + (q % d) * S + S - 1] > 0) n_dir = 2;
+            if ((q / d < k1 ? H + (q / d) * per_node_hist : H2 + (q / d - k1) * per_node_hist)
+                    [(C - 1) * d * S + (q % d) * S + S - 1] > 0)
+                n_dir = 2;
     }
     if (!(cum = ka_malloc(&K, n_scratch, sizeof(double), "C*(S-1) + (S-1)*n_dir + d + 1")))
         goto fail;
     Py_BEGIN_ALLOW_THREADS
-    best_splits_loop(H, T, NB, nb_per_node, MASK, k, C, d, S, n_dir, lam, min_hess, tie_rtol, mcs, cum, BEST, BG, LEFT,
+    best_splits_loop(H, H2, k1, T, NB, nb_per_node, MASK, k, C, d, S, n_dir, lam, min_hess, tie_rtol, mcs, cum, BEST, BG, LEFT,
                      FEAT, BIN, ML, GAIN);
     Py_END_ALLOW_THREADS
     free(cum);
@@ -1183,7 +1188,8 @@ static PyMethodDef methods[] = {
      "best_splits_simd(force_baseline=-1) -> 'avx2' or 'baseline' (1: force the baseline copy, 0: the CPU's)"},
     {"best_splits", best_splits, METH_VARARGS,
      "best_splits(hist, totals, n_bins, per_node, mask, k, C, d, S, n_dir, lam, min_hess, tie_rtol, min_child, "
-     "best, best_gain, left, feat, bin, miss_left, gain) (n_dir 0: 2 if some node has a missing value, else 1)"},
+     "best, best_gain, left, feat, bin, miss_left, gain, hist2, k1) (n_dir 0: 2 if some node has a missing value, "
+     "else 1; nodes k1.. are in hist2)"},
     {"predict_raw", predict_raw, METH_VARARGS,
      "predict_raw(XT, n, d, feature, threshold, missing_left, left, right, value, n_out, roots, cols, out, n_cols, "
      "idx, tmp, stack, cat_index, cat_bits, cat_bytes)"},

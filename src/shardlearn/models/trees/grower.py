@@ -63,12 +63,12 @@ class GrowParams:
 
 
 class _Leaf:
-    __slots__ = ("rows", "hist", "totals", "depth", "split", "start", "qtot", "batch")
+    __slots__ = ("rows", "hist", "totals", "depth", "split", "start", "qtot", "pooled")
 
     def __init__(self, rows, hist, totals, depth, start=None, qtot=None):
         self.rows, self.hist, self.totals, self.depth, self.split = rows, hist, totals, depth, None
-        #: the _Batch whose slot ``hist`` is (None: an array of its own, the root's)
-        self.batch = None
+        #: ``hist`` came from the grower's _HistPool (goes back there when dropped)
+        self.pooled = False
         #: where ``rows`` begins in the tree's row permutation (compiled host path), else None
         self.start = start
         #: quantized gradients: the node's integer totals (gradient, hessian, count) as an
@@ -77,26 +77,18 @@ class _Leaf:
         self.qtot = qtot
 
 
-class _Batch:
-    """A (k, ...) histogram buffer of :class:`_HistPool` whose k slots are k leaves' histograms."""
-
-    __slots__ = ("array", "live")
-
-    def __init__(self, array, live):
-        self.array, self.live = array, live
-
-
 class _HistPool:
     """Histogram buffers of a grower, reused from step to step and tree to tree.
 
-    Every split step needs a (k, C, d, S) buffer for the searched children's histograms
-    (then each child's own as long as it is a leaf) and one for the local histograms sent
-    to the collective. Fresh arrays of these sizes (120-250 KB) come from the operating
+    Every split step needs a buffer for the local histograms sent to the collective and
+    one for the bigger child's histogram (parent minus the smaller child, kept as long
+    as the child is a leaf). Fresh arrays of these sizes (~120 KB) come from the operating
     system often enough (mmap, or the heap grown again after a trim) that their first
-    writes cost page faults: ~35 per step, about a second per rank in a 16-candidate,
-    5-fold search. Buffers given back are kept by shape and dtype and handed out again, so
-    the grower holds at most the most it ever held at once (its largest tree's live
-    histograms); it lets them go with itself, at the end of the fit."""
+    writes cost page faults, about a second per rank in a 16-candidate, 5-fold search.
+    Buffers given back are kept by shape and dtype and handed out again, so the grower
+    holds at most the most it ever held at once (its largest tree's live histograms); it
+    lets them go with itself, at the end of the fit. Each leaf's histogram is an array of
+    its own (one node), so a leaf's buffer is free as soon as that leaf is done."""
 
     def __init__(self):
         self.free = {}
@@ -539,36 +531,27 @@ class TreeGrower:
         combined = self._combine_hist(local, max_rows)
         if not np.may_share_memory(combined, local):   # (a new array from the collective)
             pool.give(local)
-        # their histograms go straight into one (k, ...) buffer of the pool, the split
-        # search's input (no stacking); each leaf keeps its slot as a view
-        batch = None
-        if todo:
-            batch = _Batch(pool.take((len(todo),) + combined.shape[1:], combined.dtype), len(todo))
-            hists = batch.array
-        t = 0
+        # the smaller child's histogram is the collective's result (a view of it when the step
+        # has several splits); the bigger one's goes into a buffer of the pool
         for j, (lf, li, ri, split_l, split_r) in enumerate(pairs):
             for c_id, searched, small in ((li, split_l, small_left[j]), (ri, split_r, not small_left[j])):
                 if searched:
+                    child = leaves[c_id]
                     if small:
-                        hists[t] = combined[j]
+                        child.hist = combined[j]
                     else:   # subtraction trick: parent minus the smaller child
-                        np.subtract(lf.hist, combined[j], out=hists[t])
-                    leaves[c_id].hist = hists[t]
-                    leaves[c_id].batch = batch
-                    t += 1
+                        child.hist = np.subtract(lf.hist, combined[j], out=pool.take(combined.shape[1:], combined.dtype))
+                        child.pooled = True
             self._release(lf)
         if todo:
-            self._set_splits(todo, ids, node_mask, hists)
+            self._set_splits(todo, ids, node_mask)
 
     def _release(self, lf) -> None:
-        """Drop leaf ``lf``'s histogram; its buffer goes back to the pool once no leaf uses it."""
+        """Drop leaf ``lf``'s histogram (back to the pool if it came from there)."""
+        if lf.pooled:
+            self._pool.give(lf.hist)
+            lf.pooled = False
         lf.hist = None
-        b = lf.batch
-        if b is not None:
-            lf.batch = None
-            b.live -= 1
-            if b.live == 0:
-                self._pool.give(b.array)
 
     def _splittable(self, totals, depth, n_leaves) -> bool:
         p, sp = self.params, self.params.split
@@ -578,11 +561,14 @@ class TreeGrower:
                 and totals[C - 1] >= 2 * sp.min_child_samples
                 and totals[C - 2] >= 2 * sp.min_sum_hessian)
 
-    def _set_splits(self, leaves, ids, node_mask, hists=None):
+    def _set_splits(self, leaves, ids, node_mask):
         """Search the best split of ``leaves`` (node ids ``ids``); the ones with a gain above
-        ``min_gain_to_split`` join the ready heap. ``hists``: their histograms as one
-        (k, ...) array whose slots the leaves hold as views (else they are stacked here)."""
-        if hists is None:
+        ``min_gain_to_split`` join the ready heap."""
+        if self.cat is None and leaves[0].qtot is None and type(self)._find_best is TreeGrower._find_best:
+            # numerical search: the nodes' arrays as they are (find_best_splits reads one or
+            # two without stacking them)
+            hists = [lf.hist for lf in leaves]
+        else:
             hists = np.stack([lf.hist for lf in leaves])
         totals = np.array([lf.totals for lf in leaves])
         masks = None

@@ -60,8 +60,10 @@ def find_best_splits(hist: np.ndarray, totals: np.ndarray, n_bins: np.ndarray,
 
     Parameters
     ----------
-    hist : (k, C, d, S) float64
+    hist : (k, C, d, S) float64, or a list of k (C, d, S) arrays
         Combined histograms (gradient channels, hessian, count); slot ``S-1`` is missing.
+        A list (each node's histogram its own array, as the grower keeps them) goes to the
+        compiled search as it is when it has one or two nodes, else it is stacked.
     totals : (k, C) float64
         Node totals of every channel.
     n_bins : (d,) or (k, d) int
@@ -79,9 +81,14 @@ def find_best_splits(hist: np.ndarray, totals: np.ndarray, n_bins: np.ndarray,
     dict of arrays over nodes: ``gain`` (k,) (``-inf`` where no valid split),
     ``feature`` (k,), ``bin`` (k,), ``missing_left`` (k,) bool, ``left`` (k, C) sums.
     """
-    k, C, d, S = hist.shape
     if kernels is _RESOLVE:
         kernels = compiled_kernels("models.trees._hist_kernels")
+    if type(hist) is list:
+        C, d, S = hist[0].shape
+        if kernels is not None and C >= 3 and S >= 2 and len(hist) <= 2:
+            return _find_best_splits_compiled(kernels, hist, totals, n_bins, params, feature_mask)
+        hist = np.stack(hist)
+    k, C, d, S = hist.shape
     if kernels is not None and C >= 3 and S >= 2:
         return _find_best_splits_compiled(kernels, hist, totals, n_bins, params, feature_mask)
     if feature_mask is not None:
@@ -171,9 +178,18 @@ def _find_best_splits_compiled(kernels, hist, totals, n_bins, params: SplitParam
     pairwise, so there the score is computed here). This runs once per split step, so
     it does no more in Python than it must.
     """
-    k, C, d, S = hist.shape
-    if hist.dtype != np.float64 or not hist.flags.c_contiguous:
-        hist = np.ascontiguousarray(hist, dtype=np.float64)
+    if type(hist) is list:          # one or two nodes, each its own (C, d, S) array
+        k = len(hist)
+        C, d, S = hist[0].shape
+        nodes = [np.ascontiguousarray(h, dtype=np.float64) for h in hist]   # no copy when they are
+        if any(h.shape != (C, d, S) for h in nodes):
+            raise ValueError(f"node histograms of different shapes: {[h.shape for h in nodes]}")
+        hist, hist2, k1 = nodes[0], (nodes[1] if k == 2 else _NO_HIST), 1
+    else:
+        k, C, d, S = hist.shape
+        if hist.dtype != np.float64 or not hist.flags.c_contiguous:
+            hist = np.ascontiguousarray(hist, dtype=np.float64)
+        hist2, k1 = _NO_HIST, k
     if totals.dtype != np.float64 or not totals.flags.c_contiguous:
         totals = np.ascontiguousarray(totals, dtype=np.float64)
     nb = n_bins
@@ -193,14 +209,16 @@ def _find_best_splits_compiled(kernels, hist, totals, n_bins, params: SplitParam
     lam = params.lambda_l2
     kernels.best_splits(hist, totals, nb, int(per_node), mask, k, C, d, S, 0, lam,
                         params.min_sum_hessian, TIE_RTOL, params.min_child_samples,
-                        best, best_gain, left, f, bin_, ml, gain)
+                        best, best_gain, left, f, bin_, ml, gain, hist2, k1)
     if C - 2 >= 8:
         gain = np.where(np.isfinite(best_gain), best_gain - node_score(totals, lam), -np.inf)
     return {"gain": gain, "feature": f, "bin": bin_, "missing_left": ml.view(bool), "left": left}
 
 
-#: the empty mask buffer (no feature mask): read only, shared by every call
+#: the empty mask buffer (no feature mask) and second histogram buffer (all nodes in the
+#: first): read only, shared by every call
 _NO_MASK = np.empty(0, np.uint8)
+_NO_HIST = np.empty(0, np.float64)
 
 
 def find_best_splits_packed(kernels, hist: np.ndarray, qtot: np.ndarray, totals: np.ndarray, n_bins: np.ndarray,
