@@ -542,7 +542,8 @@ fail:
  * and gain[i], best_gain[i] minus the node's score (split.node_score; -inf when no valid
  * candidate). Features outside the (k, d) mask (if given) have no candidates and are not
  * scanned. n_dir 0: the kernel decides (2 when some node has a missing value in some
- * feature, else 1, as the NumPy code does).
+ * feature, else 1, as the NumPy code does). Nodes 0..k1-1 are read from hist, nodes k1..k-1
+ * from hist2 (a leaf-wise step's two children, each its own array, without stacking).
  *
  * Speed (boosting: one gradient channel, C = 3; k = 2 nodes, d = 20, S = 256, no missing
  * value, the case of a leaf-wise step: 46 -> 14 us per call, one process): the three
