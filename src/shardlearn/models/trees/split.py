@@ -219,6 +219,7 @@ def _find_best_splits_compiled(kernels, hist, totals, n_bins, params: SplitParam
 #: first): read only, shared by every call
 _NO_MASK = np.empty(0, np.uint8)
 _NO_HIST = np.empty(0, np.float64)
+_NO_MASK.flags.writeable = _NO_HIST.flags.writeable = False
 
 
 def find_best_splits_packed(kernels, hist: np.ndarray, qtot: np.ndarray, totals: np.ndarray, n_bins: np.ndarray,
