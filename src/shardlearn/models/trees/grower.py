@@ -547,10 +547,11 @@ class TreeGrower:
             self._set_splits(todo, ids, node_mask)
 
     def _release(self, lf) -> None:
-        """Drop leaf ``lf``'s histogram (back to the pool if it came from there)."""
-        if lf.pooled:
+        """Drop leaf ``lf``'s histogram (back to the pool if it came from there). Code that
+        sets ``lf.hist = None`` itself only loses the buffer to the garbage collector."""
+        if lf.pooled and lf.hist is not None:
             self._pool.give(lf.hist)
-            lf.pooled = False
+        lf.pooled = False
         lf.hist = None
 
     def _splittable(self, totals, depth, n_leaves) -> bool:
