@@ -205,11 +205,12 @@ def _best_splits(per_node: bool):
         hist[:, 2] = np.round(10 * hist[:, 2])
         totals = hist[:, :, 0, :].sum(axis=2)
         nb = np.full((k, d) if per_node else d, S - 1, np.int64)
-        return {"hist": hist, "totals": totals, "n_bins": nb, "per_node": int(per_node),
+        return {"hist": hist[:1].copy(), "totals": totals, "n_bins": nb, "per_node": int(per_node),
                 "mask": np.ones((k, d), np.uint8), "k": k, "C": C, "d": d, "S": S, "n_dir": 2, "lam": 0.0,
                 "min_hess": 1e-3, "tie_rtol": 1e-9, "min_child": 1, "best": np.empty(k, np.int64),
                 "best_gain": np.empty(k), "left": np.empty((k, C)), "feat": np.empty(k, np.int64),
-                "bin": np.empty(k, np.int64), "miss_left": np.empty(k, np.uint8)}
+                "bin": np.empty(k, np.int64), "miss_left": np.empty(k, np.uint8), "gain": np.empty(k),
+                "hist2": hist[1:].copy(), "k1": 1}           # node 1 in its own buffer
     return build
 
 
@@ -261,10 +262,10 @@ SPECS += [
          check=lambda a, r: a["scores"][[0, 5, 29], 1].tolist() == [0.5] * 3,
          bad_indices=(("row == n", _set("rows", -1, 30)), ("row < 0", _set("rows", 0, -1)),
                       ("column k == K", _assign("k", 2)))),
-    Spec("hist", "best_splits", _best_splits(False), outputs=("best", "best_gain", "left", "feat", "bin", "miss_left"),
+    Spec("hist", "best_splits", _best_splits(False), outputs=("best", "best_gain", "left", "feat", "bin", "miss_left", "gain"),
          sizes=("k", "C", "d", "S", "n_dir"), check=_best_splits_check,
-         bad_indices=(("n_dir 3", _assign("n_dir", 3)), ("C 2", _assign("C", 2)))),
-    Spec("hist", "best_splits", _best_splits(True), outputs=("best", "best_gain", "left", "feat", "bin", "miss_left"),
+         bad_indices=(("n_dir 3", _assign("n_dir", 3)), ("C 2", _assign("C", 2)), ("k1 > k", _assign("k1", 3)))),
+    Spec("hist", "best_splits", _best_splits(True), outputs=("best", "best_gain", "left", "feat", "bin", "miss_left", "gain"),
          sizes=("k", "C", "d", "S", "n_dir"), check=_best_splits_check, extra={"id": "per_node"}),
     Spec("hist", "predict_raw", _predict_raw, outputs=("out", "idx", "tmp", "stack"),
          sizes=("n", "d", "n_out", "n_cols", "cat_bytes"), counts=("roots", "stack"), check=_predict_raw_check,

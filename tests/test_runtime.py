@@ -222,3 +222,22 @@ def test_write_rows_failing_rank_leaves_nothing(tmp_path):
     errors = [r for r in res if isinstance(r, str)]
     assert len(errors) == 3 and len(set(errors)) == 1 and "rank 1 could not write its rows" in errors[0], res
     assert all(not any(n.startswith(".out.h5") or n == "out.h5" for n in r) for r in res if isinstance(r, list))
+
+
+def test_phase_timers_sum_nest_and_survive_exceptions():
+    import time
+
+    from shardlearn.util.timers import PhaseTimers
+
+    t = PhaseTimers()
+    with t.phase("a"):
+        with t.phase("a"):          # the same name nested: both blocks count
+            time.sleep(0.01)
+        with t.phase("b"):
+            pass
+    with pytest.raises(KeyError):
+        with t.phase("b"):
+            time.sleep(0.01)
+            raise KeyError("x")     # the block still counts, the exception goes on
+    assert t.seconds["a"] >= 0.02 and t.seconds["b"] >= 0.01
+    assert set(t.seconds) == {"a", "b"}

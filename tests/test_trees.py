@@ -125,6 +125,30 @@ def test_early_stopping_keeps_best_iteration():
     assert m.history_[m.best_iteration_ - 1]["valid_auc"] == best
 
 
+@pytest.mark.parametrize("kw", [dict(num_leaves=31, min_child_samples=40),
+                                dict(growth="depthwise", max_depth=5, num_leaves=None, min_gain_to_split=0.5),
+                                dict(num_leaves=15, quantized_grad=True),
+                                dict(num_leaves=15, feature_fraction=0.5, bagging_fraction=0.7, bagging_freq=1)])
+def test_histogram_pool_reuse_changes_no_model(monkeypatch, kw):
+    """The grower's histogram buffers go back to its pool once no leaf uses them and are
+    handed out again: a buffer reused while a leaf still held it would change the trees.
+    The same fits with a pool that never reuses (every buffer fresh) give the same model."""
+    from shardlearn.models.trees import grower as G
+    X, y = make_classification(3000, 8, n_informative=5, random_state=4)
+    X[::7, 1] = np.nan
+    reused = GradientBoostingClassifier(n_estimators=8, comm=ctx, **kw).fit(X, y)
+    taken = []
+    real_take = G._HistPool.take
+    monkeypatch.setattr(G._HistPool, "take", lambda self, shape, dtype: taken.append(
+        bool(self.free.get((shape, dtype)))) or real_take(self, shape, dtype))
+    GradientBoostingClassifier(n_estimators=8, comm=ctx, **kw).fit(X, y)
+    assert any(taken)                                       # buffers were reused
+    monkeypatch.setattr(G._HistPool, "give", lambda self, array: None)
+    fresh = GradientBoostingClassifier(n_estimators=8, comm=ctx, **kw).fit(X, y)
+    for key in ("feature", "bin", "value", "gain", "count"):
+        assert all(np.array_equal(a[key], b[key]) for a, b in zip(reused.ensemble_.trees, fresh.ensemble_.trees)), key
+
+
 def test_histogram_forms_agree(monkeypatch):
     """Feature-pair, per-feature and feature-offset histograms are the same sums."""
     from shardlearn.models.trees import histogram as H

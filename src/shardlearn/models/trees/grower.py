@@ -17,6 +17,7 @@ Per step (one leaf for leaf-wise growth, a whole level for depth-wise growth):
 """
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,16 +63,42 @@ class GrowParams:
 
 
 class _Leaf:
-    __slots__ = ("rows", "hist", "totals", "depth", "split", "start", "qtot")
+    __slots__ = ("rows", "hist", "totals", "depth", "split", "start", "qtot", "pooled")
 
     def __init__(self, rows, hist, totals, depth, start=None, qtot=None):
         self.rows, self.hist, self.totals, self.depth, self.split = rows, hist, totals, depth, None
+        #: ``hist`` came from the grower's _HistPool (goes back there when dropped)
+        self.pooled = False
         #: where ``rows`` begins in the tree's row permutation (compiled host path), else None
         self.start = start
         #: quantized gradients: the node's integer totals (gradient, hessian, count) as an
         #: int64 (3,) array (``hist`` then holds integer sums: packed int64 (d, S), or
         #: integer-valued float64 (3, d, S)), else None
         self.qtot = qtot
+
+
+class _HistPool:
+    """Histogram buffers of a grower, reused from step to step and tree to tree.
+
+    Every split step needs a buffer for the local histograms sent to the collective and
+    one for the bigger child's histogram (parent minus the smaller child, kept as long
+    as the child is a leaf). Fresh arrays of these sizes (~120 KB) come from the operating
+    system often enough (mmap, or the heap grown again after a trim) that their first
+    writes cost page faults, about a second per rank in a 16-candidate, 5-fold search.
+    Buffers given back are kept by shape and dtype and handed out again, so the grower
+    holds at most the most it ever held at once (its largest tree's live histograms); it
+    lets them go with itself, at the end of the fit. Each leaf's histogram is an array of
+    its own (one node), so a leaf's buffer is free as soon as that leaf is done."""
+
+    def __init__(self):
+        self.free = {}
+
+    def take(self, shape, dtype) -> np.ndarray:
+        got = self.free.get((shape, dtype))
+        return got.pop() if got else np.empty(shape, dtype=dtype)
+
+    def give(self, array: np.ndarray) -> None:
+        self.free.setdefault((array.shape, array.dtype), []).append(array)
 
 
 class TreeGrower:
@@ -117,6 +144,10 @@ class TreeGrower:
         #: bandwidth-optimal algorithms (ring allreduce / reduce-scatter / allgather)
         self.wire_bytes = 0
         self.hist_collectives = 0
+        #: the split search's kernels (looked up again at every tree)
+        self._split_kernels = compiled_kernels("models.trees._hist_kernels")
+        self._ready = []
+        self._pool = _HistPool()
         self.n_bins = np.asarray(n_bins, dtype=np.int64)
         self.rs = params.hist_reduce == "reduce_scatter" and ctx.size > 1
         P = ctx.size
@@ -226,9 +257,9 @@ class TreeGrower:
         if qtots is not None:
             return self._find_best_quant(hists, totals, masks, qtots)
         if self.cat is None:
-            return find_best_splits(hists, totals, self.block_bins, sp, masks)
+            return find_best_splits(hists, totals, self.block_bins, sp, masks, kernels=self._split_kernels)
         k = hists.shape[0]
-        num = find_best_splits(hists, totals, self.numeric_bins, sp, masks)
+        num = find_best_splits(hists, totals, self.numeric_bins, sp, masks, kernels=self._split_kernels)
         cat = find_best_categorical_splits(hists, totals, self.block_bins, self.cat_block, sp, self.cat,
                                            None if masks is None else np.broadcast_to(masks, (k, self.block)))
         return merge_splits(num, cat, sp.lambda_l2)
@@ -300,6 +331,8 @@ class TreeGrower:
         ctx, p = self.ctx, self.params
         sp = p.split
         self._quant = quant
+        # the split search's kernels, looked up once per tree instead of once per step
+        self._split_kernels = compiled_kernels("models.trees._hist_kernels")
         packed = quant is not None and quant.packed is not None
         if quant is not None:
             channels = quant.channels           # None on the packed path
@@ -348,20 +381,20 @@ class TreeGrower:
             qtot = totals.astype(np.int64)
             quant.scale_totals(totals)
         leaves = {0: _Leaf(rows, root_hist, totals, 0, 0 if in_place else None, qtot)}
+        # the leaves with a split of gain > min_gain_to_split, as (-gain, node id): popped
+        # highest gain first, ties to the lowest node id (identical on every rank)
+        self._ready = ready = []
         nodes.add(totals, 0, p, sp.lambda_l2)
         n_leaves = 1
         if self._splittable(totals, 0, n_leaves):
             self._set_splits([leaves[0]], [0], node_mask)
             self._drop_unreachable(leaves, n_leaves)
         while p.num_leaves is None or n_leaves < p.num_leaves:
-            ready = [i for i, lf in leaves.items() if lf.split is not None
-                     and lf.split["gain"] > sp.min_gain_to_split]
             if not ready:
                 break
-            # highest gain first, ties to the lowest node id (identical on every rank)
-            ready.sort(key=lambda i: (-leaves[i].split["gain"], i))
             room = len(ready) if p.num_leaves is None else p.num_leaves - n_leaves
-            chosen = ready[:1] if p.growth == "leafwise" else ready[:room]
+            n_chosen = 1 if p.growth == "leafwise" else min(room, len(ready))
+            chosen = [heapq.heappop(ready)[1] for _ in range(n_chosen)]
             n_leaves += len(chosen)
             pairs = []
             for i in chosen:
@@ -390,15 +423,21 @@ class TreeGrower:
                 left = _Leaf(lrows, None, ltot, lf.depth + 1, st, lq)
                 right = _Leaf(rrows, None, rtot, lf.depth + 1, None if st is None else st + len(lrows), rq)
                 leaves[li], leaves[ri] = left, right
-                if self._splittable(ltot, lf.depth + 1, n_leaves) or self._splittable(rtot, lf.depth + 1, n_leaves):
-                    pairs.append((lf, li, ri))
+                # which children will be searched (known before their histograms)
+                split_l = self._splittable(ltot, lf.depth + 1, n_leaves)
+                split_r = self._splittable(rtot, lf.depth + 1, n_leaves)
+                if split_l or split_r:
+                    pairs.append((lf, li, ri, split_l, split_r))
             if not pairs:
                 continue
             # one collective per step; a very wide level goes in batches to bound memory
             for b0 in range(0, len(pairs), GROW_BATCH):
                 self._child_histograms(pairs[b0:b0 + GROW_BATCH], leaves, channels, C, hist_features,
-                                       hess_is_count, n_leaves, node_mask)
+                                       hess_is_count, node_mask)
             self._drop_unreachable(leaves, n_leaves)
+        for lf in leaves.values():   # the buffers of the leaves left serve the next tree
+            self._release(lf)
+        self._ready = []
         leaf_rows = [(i, lf.rows) for i, lf in sorted(leaves.items())]
         self.last_perm = self.last_spans = None
         if in_place:
@@ -439,13 +478,10 @@ class TreeGrower:
         if p.num_leaves is None:
             return
         room = p.num_leaves - n_leaves
-        ready = [i for i, lf in leaves.items() if lf.split is not None
-                 and lf.split["gain"] > p.split.min_gain_to_split]
-        if len(ready) <= room:
+        if len(self._ready) <= room:   # the ready heap: (-gain, node id) of the ready leaves
             return
-        ready.sort(key=lambda i: (-leaves[i].split["gain"], i))
-        for i in ready[max(room, 0):]:
-            leaves[i].hist = None
+        for _, i in sorted(self._ready)[max(room, 0):]:
+            self._release(leaves[i])
 
     def add_leaf_values(self, scores: np.ndarray, k: int, values: np.ndarray, leaf_rows) -> None:
         """``scores[rows, k] += values[node]`` for every ``(node, rows)`` of ``leaf_rows``.
@@ -496,19 +532,22 @@ class TreeGrower:
         n_left = self.chist.partition(rows, s["feature"], s["bin"], s["missing_left"])
         return rows[:n_left], rows[n_left:]
 
-    def _child_histograms(self, pairs, leaves, channels, C, hist_features, hess_is_count, n_leaves,
-                          node_mask):
-        """Histograms of the children of ``pairs`` (one collective), then their best splits."""
+    def _child_histograms(self, pairs, leaves, channels, C, hist_features, hess_is_count, node_mask):
+        """Histograms of the children of ``pairs`` (one collective), then their best splits.
+
+        ``pairs``: (parent leaf, left id, right id, left searched, right searched) per split;
+        a child not searched is a final leaf (no histogram kept)."""
         q = self._quant
         packed = q is not None and q.packed is not None
+        pool = self._pool
         with self.ctx.timers.phase("histogram"):
             if packed:
-                local = np.empty((len(pairs), self.d, self.n_slots), dtype=np.int64)
+                local = pool.take((len(pairs), self.d, self.n_slots), np.dtype(np.int64))
             else:
-                local = np.empty((len(pairs), C, self.d, self.n_slots))
+                local = pool.take((len(pairs), C, self.d, self.n_slots), np.dtype(np.float64))
             small_left = []
             max_rows = 0
-            for j, (lf, li, ri) in enumerate(pairs):
+            for j, (lf, li, ri, _, _) in enumerate(pairs):
                 sl = leaves[li].totals[C - 1] <= leaves[ri].totals[C - 1]
                 small_left.append(sl)
                 small = leaves[li] if sl else leaves[ri]
@@ -520,21 +559,41 @@ class TreeGrower:
                 else:
                     build_histogram(self.codes, channels, small.rows, self.n_slots, hist_features,
                                     hess_is_count, out=local[j], pairs=self.pairs)
-        combined = self._combine_hist(local, max_rows)
+        # the children that are searched (the others are final leaves: no histogram kept;
+        # a final bigger child's is not even subtracted), in (left, right) order per pair
         todo, ids = [], []
-        for j, (lf, li, ri) in enumerate(pairs):
-            small, big = (li, ri) if small_left[j] else (ri, li)
-            leaves[small].hist = combined[j]
-            leaves[big].hist = lf.hist - combined[j]
-            lf.hist = None
-            for c_id in (li, ri):
-                if self._splittable(leaves[c_id].totals, leaves[c_id].depth, n_leaves):
-                    todo.append(leaves[c_id])
-                    ids.append(c_id)
-                else:
-                    leaves[c_id].hist = None  # a final leaf: its histogram is no longer needed
+        for lf, li, ri, split_l, split_r in pairs:
+            if split_l:
+                todo.append(leaves[li])
+                ids.append(li)
+            if split_r:
+                todo.append(leaves[ri])
+                ids.append(ri)
+        combined = self._combine_hist(local, max_rows)
+        if not np.may_share_memory(combined, local):   # (a new array from the collective)
+            pool.give(local)
+        # the smaller child's histogram is the collective's result (a view of it when the step
+        # has several splits); the bigger one's goes into a buffer of the pool
+        for j, (lf, li, ri, split_l, split_r) in enumerate(pairs):
+            for c_id, searched, small in ((li, split_l, small_left[j]), (ri, split_r, not small_left[j])):
+                if searched:
+                    child = leaves[c_id]
+                    if small:
+                        child.hist = combined[j]
+                    else:   # subtraction trick: parent minus the smaller child
+                        child.hist = np.subtract(lf.hist, combined[j], out=pool.take(combined.shape[1:], combined.dtype))
+                        child.pooled = True
+            self._release(lf)
         if todo:
             self._set_splits(todo, ids, node_mask)
+
+    def _release(self, lf) -> None:
+        """Drop leaf ``lf``'s histogram (back to the pool if it came from there). Code that
+        sets ``lf.hist = None`` itself only loses the buffer to the garbage collector."""
+        if lf.pooled and lf.hist is not None:
+            self._pool.give(lf.hist)
+        lf.pooled = False
+        lf.hist = None
 
     def _splittable(self, totals, depth, n_leaves) -> bool:
         p, sp = self.params, self.params.split
@@ -545,20 +604,30 @@ class TreeGrower:
                 and totals[C - 2] >= 2 * sp.min_sum_hessian)
 
     def _set_splits(self, leaves, ids, node_mask):
-        hists = np.stack([lf.hist for lf in leaves])
-        totals = np.stack([lf.totals for lf in leaves])
+        """Search the best split of ``leaves`` (node ids ``ids``); the ones with a gain above
+        ``min_gain_to_split`` join the ready heap."""
+        if self.cat is None and leaves[0].qtot is None and type(self)._find_best is TreeGrower._find_best:
+            # numerical search: the nodes' arrays as they are (find_best_splits reads one or
+            # two without stacking them)
+            hists = [lf.hist for lf in leaves]
+        else:
+            hists = np.stack([lf.hist for lf in leaves])
+        totals = np.array([lf.totals for lf in leaves])
         masks = None
         if node_mask is not None:
             masks = np.asarray(node_mask(np.asarray(ids, dtype=np.int64)), dtype=bool)
         qtots = None if leaves[0].qtot is None else np.stack([lf.qtot for lf in leaves])
         res = self._search(hists, totals, masks, qtots)
+        gains, feats, bins = res["gain"].tolist(), res["feature"].tolist(), res["bin"].tolist()
+        mls, lefts = res["missing_left"].tolist(), res["left"]
+        min_gain = self.params.split.min_gain_to_split
         for j, lf in enumerate(leaves):
-            if not res["gain"][j] > self.params.split.min_gain_to_split:
-                lf.hist = None  # never split: free its histogram
+            if not gains[j] > min_gain:
+                self._release(lf)  # never split: its histogram is not needed
                 continue
-            lf.split = {"gain": float(res["gain"][j]), "feature": int(res["feature"][j]),
-                        "bin": int(res["bin"][j]), "missing_left": bool(res["missing_left"][j]),
-                        "left": np.array(res["left"][j], dtype=np.float64)}
+            lf.split = {"gain": gains[j], "feature": feats[j], "bin": bins[j], "missing_left": bool(mls[j]),
+                        "left": np.array(lefts[j], dtype=np.float64)}
+            heapq.heappush(self._ready, (-gains[j], ids[j]))
             if qtots is not None:   # integer left sums (exact); the real ones from them
                 lf.split["left_q"] = res["left"][j].astype(np.int64)
                 lf.split["left"] = self._quant.scale_totals(np.array(res["left"][j], dtype=np.float64))
@@ -589,7 +658,11 @@ class _NodeList:
     def add(self, totals, depth, p: GrowParams, lam) -> int:
         C = len(totals)
         h = totals[C - 2]
-        val = -totals[:C - 2] / (h + lam) * p.learning_rate if h + lam > 0 else np.zeros(C - 2)
+        if C == 3:   # one output: the same float64 operations on scalars, cheaper than on (1,) arrays
+            den = h + lam
+            val = -totals[0] / den * p.learning_rate if den > 0 else 0.0
+        else:
+            val = -totals[:C - 2] / (h + lam) * p.learning_rate if h + lam > 0 else np.zeros(C - 2)
         i = len(self.feature)
         self.feature.append(-1)
         self.bin.append(0)

@@ -30,6 +30,8 @@ from ...backend import compiled_kernels
 
 #: candidate gains within this relative distance of the best count as ties
 TIE_RTOL = 1e-10
+#: find_best_splits' default: look the compiled kernels up
+_RESOLVE = object()
 
 
 class SplitParams:
@@ -53,13 +55,15 @@ def node_score(totals: np.ndarray, lam: float) -> np.ndarray:
 
 
 def find_best_splits(hist: np.ndarray, totals: np.ndarray, n_bins: np.ndarray,
-                     params: SplitParams, feature_mask=None):
+                     params: SplitParams, feature_mask=None, kernels=_RESOLVE):
     """Best split of each of ``k`` nodes.
 
     Parameters
     ----------
-    hist : (k, C, d, S) float64
+    hist : (k, C, d, S) float64, or a list of k (C, d, S) arrays
         Combined histograms (gradient channels, hessian, count); slot ``S-1`` is missing.
+        A list (each node's histogram its own array, as the grower keeps them) goes to the
+        compiled search as it is when it has one or two nodes, else it is stacked.
     totals : (k, C) float64
         Node totals of every channel.
     n_bins : (d,) or (k, d) int
@@ -67,14 +71,24 @@ def find_best_splits(hist: np.ndarray, totals: np.ndarray, n_bins: np.ndarray,
     params : SplitParams
     feature_mask : (k, d) or (d,) bool, optional
         Features allowed at each node (feature sampling).
+    kernels : module or None, optional
+        ``_hist_kernels`` as :func:`~shardlearn.backend.compiled_kernels` gives it (None: the
+        NumPy code); by default looked up here. A caller that searches many times (the
+        grower, once per split step) looks it up once.
 
     Returns
     -------
     dict of arrays over nodes: ``gain`` (k,) (``-inf`` where no valid split),
     ``feature`` (k,), ``bin`` (k,), ``missing_left`` (k,) bool, ``left`` (k, C) sums.
     """
+    if kernels is _RESOLVE:
+        kernels = compiled_kernels("models.trees._hist_kernels")
+    if type(hist) is list:
+        C, d, S = hist[0].shape
+        if kernels is not None and C >= 3 and S >= 2 and len(hist) <= 2:
+            return _find_best_splits_compiled(kernels, hist, totals, n_bins, params, feature_mask)
+        hist = np.stack(hist)
     k, C, d, S = hist.shape
-    kernels = compiled_kernels("models.trees._hist_kernels")
     if kernels is not None and C >= 3 and S >= 2:
         return _find_best_splits_compiled(kernels, hist, totals, n_bins, params, feature_mask)
     if feature_mask is not None:
@@ -157,31 +171,55 @@ def _find_best_splits_compiled(kernels, hist, totals, n_bins, params: SplitParam
     bin, direction) order within ``TIE_RTOL`` of the best), one node at a time, without
     the (k, C, d, S) temporaries. Features outside ``feature_mask`` have no candidates:
     the first best among the allowed features is the one the NumPy sampled-feature
-    search finds.
+    search finds. The kernel also decides whether missing-left candidates exist (some node
+    has missing values), decodes the winner (feature, bin, missing side: with no missing
+    value at the node, the bigger child, as in the NumPy code) and subtracts the node's
+    score (:func:`node_score`'s arithmetic; NumPy sums the squares of 8 or more channels
+    pairwise, so there the score is computed here). This runs once per split step, so
+    it does no more in Python than it must.
     """
-    k, C, d, S = hist.shape
-    V = S - 1
-    lam = params.lambda_l2
-    hist = np.ascontiguousarray(hist, dtype=np.float64)
-    totals = np.ascontiguousarray(totals, dtype=np.float64)
-    nb = np.asarray(n_bins)
+    if type(hist) is list:          # one or two nodes, each its own (C, d, S) array
+        k = len(hist)
+        C, d, S = hist[0].shape
+        nodes = [np.ascontiguousarray(h, dtype=np.float64) for h in hist]   # no copy when they are
+        if any(h.shape != (C, d, S) for h in nodes):
+            raise ValueError(f"node histograms of different shapes: {[h.shape for h in nodes]}")
+        hist, hist2, k1 = nodes[0], (nodes[1] if k == 2 else _NO_HIST), 1
+    else:
+        k, C, d, S = hist.shape
+        if hist.dtype != np.float64 or not hist.flags.c_contiguous:
+            hist = np.ascontiguousarray(hist, dtype=np.float64)
+        hist2, k1 = _NO_HIST, k
+    if totals.dtype != np.float64 or not totals.flags.c_contiguous:
+        totals = np.ascontiguousarray(totals, dtype=np.float64)
+    nb = n_bins
+    if type(nb) is not np.ndarray or nb.dtype != np.int64 or nb.ndim != 1:
+        nb = np.asarray(n_bins)
+        if nb.ndim == 2:
+            nb = np.broadcast_to(nb, (k, d))
+        nb = np.ascontiguousarray(nb, dtype=np.int64)
     per_node = nb.ndim == 2
-    nb = np.ascontiguousarray(np.broadcast_to(nb, (k, d)) if per_node else nb, dtype=np.int64)
-    n_dir = 2 if (hist[:, C - 1, :, V] > 0).any() else 1   # some node has missing values
-    mask = np.empty(0, np.uint8)
+    mask = _NO_MASK
     if feature_mask is not None:
         mask = np.ascontiguousarray(np.broadcast_to(np.asarray(feature_mask, dtype=bool), (k, d)), dtype=np.uint8)
     best, f, bin_ = np.empty(k, dtype=np.int64), np.empty(k, dtype=np.int64), np.empty(k, dtype=np.int64)
-    best_gain = np.empty(k)
+    best_gain, gain = np.empty(k), np.empty(k)
     left = np.empty((k, C))
     ml = np.empty(k, dtype=np.uint8)
-    # the kernel also decodes the winner (feature, bin, missing side: with no missing value
-    # at the node, the bigger child, as in the NumPy code)
-    kernels.best_splits(hist, totals, nb, int(per_node), mask, k, C, d, S, n_dir, float(lam),
-                        float(params.min_sum_hessian), TIE_RTOL, int(params.min_child_samples),
-                        best, best_gain, left, f, bin_, ml)
-    gain = np.where(np.isfinite(best_gain), best_gain - node_score(totals, lam), -np.inf)
+    lam = params.lambda_l2
+    kernels.best_splits(hist, totals, nb, int(per_node), mask, k, C, d, S, 0, lam,
+                        params.min_sum_hessian, TIE_RTOL, params.min_child_samples,
+                        best, best_gain, left, f, bin_, ml, gain, hist2, k1)
+    if C - 2 >= 8:
+        gain = np.where(np.isfinite(best_gain), best_gain - node_score(totals, lam), -np.inf)
     return {"gain": gain, "feature": f, "bin": bin_, "missing_left": ml.view(bool), "left": left}
+
+
+#: the empty mask buffer (no feature mask) and second histogram buffer (all nodes in the
+#: first): read only, shared by every call
+_NO_MASK = np.empty(0, np.uint8)
+_NO_HIST = np.empty(0, np.float64)
+_NO_MASK.flags.writeable = _NO_HIST.flags.writeable = False
 
 
 def find_best_splits_packed(kernels, hist: np.ndarray, qtot: np.ndarray, totals: np.ndarray, n_bins: np.ndarray,
