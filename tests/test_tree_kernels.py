@@ -156,16 +156,23 @@ def test_split_search_matches_numpy(monkeypatch):
             fm = np.zeros((k, d), bool)
             fm[:, :max(1, d // 2)] = True                # the same count per node
         params = SP.SplitParams(lambda_l2=float(trial % 2), min_child_samples=int(rng.integers(1, 10)))
-        got = SP.find_best_splits(h, totals, nb, params, fm)
-        monkeypatch.setenv("SHARDLEARN_KERNELS", "numpy")
-        ref = SP.find_best_splits(h, totals, nb, params, fm)
-        monkeypatch.delenv("SHARDLEARN_KERNELS")
-        assert np.array_equal(got["gain"], ref["gain"])
-        ok = np.isfinite(ref["gain"])
-        n_finite += ok.sum()
-        for key in ("feature", "bin", "missing_left", "left"):
-            assert np.array_equal(got[key][ok], ref[key][ok]), key
+        n_finite += _same_as_numpy(monkeypatch, h, totals, nb, params, fm)[1]
     assert n_finite > 100
+
+
+def _same_as_numpy(monkeypatch, h, totals, nb, params, fm):
+    """The compiled search's result on ``h``, asserted equal to the NumPy twin's (gains
+    everywhere; feature, bin, side and left sums where a split exists), and the number of
+    nodes with a split."""
+    got = SP.find_best_splits(h, totals, nb, params, fm)
+    monkeypatch.setenv("SHARDLEARN_KERNELS", "numpy")
+    ref = SP.find_best_splits(h, totals, nb, params, fm)
+    monkeypatch.delenv("SHARDLEARN_KERNELS")
+    assert np.array_equal(got["gain"], ref["gain"])
+    ok = np.isfinite(ref["gain"])
+    for key in ("feature", "bin", "missing_left", "left"):
+        assert np.array_equal(got[key][ok], ref[key][ok]), key
+    return got, int(ok.sum())
 
 
 
@@ -203,17 +210,10 @@ def test_split_search_wide_matches_numpy(monkeypatch, copy):
             mcs = int(rng.choice([1, 20, max(1, int(n_node // 2)), max(1, int(n_node // 2) + 1)]))
             params = SP.SplitParams(lambda_l2=float(rng.choice([0.0, 1.0])), min_child_samples=mcs,
                                     min_sum_hessian=float(rng.choice([1e-3, 2.0])))
-            got = SP.find_best_splits(h, totals, nb, params, fm)
+            got, found = _same_as_numpy(monkeypatch, h, totals, nb, params, fm)
+            n_finite += found
             # each node its own array (the grower's leaves): read in place for 1 or 2 nodes
             listed = SP.find_best_splits([hi.copy() for hi in h], totals, nb, params, fm)
-            monkeypatch.setenv("SHARDLEARN_KERNELS", "numpy")
-            ref = SP.find_best_splits(h, totals, nb, params, fm)
-            monkeypatch.delenv("SHARDLEARN_KERNELS")
-            assert np.array_equal(got["gain"], ref["gain"])
-            ok = np.isfinite(ref["gain"])
-            n_finite += ok.sum()
-            for key in ("feature", "bin", "missing_left", "left"):
-                assert np.array_equal(got[key][ok], ref[key][ok]), key
             for key in ("gain", "feature", "bin", "missing_left", "left"):
                 assert np.array_equal(listed[key], got[key]), key
         assert n_finite > 100
