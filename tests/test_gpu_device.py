@@ -47,7 +47,8 @@ SCRIPT = r'''
 import numpy as np, cupy as cp
 from mpi4py import MPI
 from shardlearn.runtime import init
-from shardlearn import KMeans, Ridge, LogisticRegression, GradientBoostingClassifier, RandomForestRegressor
+from shardlearn import (KMeans, Ridge, LogisticRegression, LinearSVC, GradientBoostingClassifier,
+                        RandomForestRegressor)
 from shardlearn.comm import make_collectives
 from shardlearn.comm.device import device_allreduce
 
@@ -76,7 +77,11 @@ for dt in ("float64", "float32"):
 X = rng.normal(size=(6000, 10)); yr = X @ rng.normal(size=10) + rng.normal(size=6000)
 yb = (yr > 0).astype(float)
 for name, mk, y in (("ridge", lambda c: Ridge(alpha=1.0, comm=c), yr),
-                    ("logistic", lambda c: LogisticRegression(C=1.0, comm=c), yb)):
+                    ("logistic", lambda c: LogisticRegression(C=1.0, comm=c), yb),
+                    # the SVM's own loss on the device (its objective's, not the logistic one)
+                    ("svm", lambda c: LinearSVC(C=0.1, tol=1e-8, comm=c), yb),
+                    ("svm-ovr", lambda c: LinearSVC(C=0.1, class_weight={0.0: 2.0}, tol=1e-8, comm=c),
+                     np.digitize(yr, np.quantile(yr, [0.3, 0.6])).astype(float))):
     for dt in ("float64", "float32"):
         a, b = mk(cpu).fit(X.astype(dt)[sl], y[sl]), mk(gpu).fit(X.astype(dt)[sl], y[sl])
         c = mk(cpu).fit(cp.asarray(X.astype(dt)[sl]), y[sl])
