@@ -54,6 +54,16 @@ def unavailable() -> str | None:
     return None
 
 
+def install_packages() -> None:
+    """Slurm and munge from the distribution when they are missing (``start_local_slurm.sh
+    --install-only``: root and apt-get; otherwise nothing happens and :func:`unavailable`
+    says what is missing)."""
+    if shutil.which("slurmd") and shutil.which("munged") and shutil.which("sbatch"):
+        return
+    subprocess.run(["bash", str(Path(__file__).resolve().parent / "start_local_slurm.sh"), "--install-only"],
+                   capture_output=True, text=True, timeout=600)
+
+
 class NetnsSlurm:
     """``n_nodes`` Slurm nodes ``node0..`` with ``cpus`` CPUs each, partition ``debug``."""
 

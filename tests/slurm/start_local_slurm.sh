@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start a private, single-node Slurm on this machine for the tests (and for trying jobs/).
 #
+#   tests/slurm/start_local_slurm.sh --install-only   # only install the packages (root)
 #   tests/slurm/start_local_slurm.sh          # prints the directory; then:
 #   source /tmp/shardlearn-slurm-0/env.sh     # SLURM_CONF=... for sinfo/sbatch/squeue
 #   sbatch --wait jobs/kmeans.sbatch
@@ -72,6 +73,8 @@ fi
 [[ $(id -u) -eq 0 ]] || cannot "slurmd must run as root to start jobs (this is uid $(id -u))"
 getent passwd munge >/dev/null || cannot "no 'munge' user (is the munge package installed?)"
 command -v runuser >/dev/null || cannot "no runuser (util-linux) to start munged as the munge user"
+# --install-only: the packages above and nothing else (the multi-node tests start their own daemons)
+[[ ${1:-} == --install-only ]] && exit 0
 
 export SLURM_CONF=$DIR/slurm.conf
 
