@@ -20,6 +20,9 @@ from ..errors import ShardlearnError
 
 #: rows per gathered chunk: bounded temporaries (chunk x d values)
 CHUNK_ROWS = 16384
+#: bytes per gathered chunk when the caller leaves the size to :func:`take_chunks` (wide
+#: rows get fewer rows a chunk: 512 KiB is 3276 rows of 20 float64 features)
+CHUNK_BYTES = 1 << 19
 
 
 def row_index(rows, n: int) -> np.ndarray | None:
@@ -44,10 +47,14 @@ def row_index(rows, n: int) -> np.ndarray | None:
     return r
 
 
-def take_chunks(X: np.ndarray, idx: np.ndarray | None, chunk: int = CHUNK_ROWS):
+def take_chunks(X: np.ndarray, idx: np.ndarray | None, chunk: int | None = None):
     """Yield ``(lo, hi, X[idx[lo:hi]])``: the selected rows, gathered a chunk at a time
-    (``idx`` None: slices of ``X`` itself, no copy)."""
+    (``idx`` None: slices of ``X`` itself, no copy). ``chunk``: rows a chunk; None: as many
+    as fit :data:`CHUNK_BYTES` (at least 1024, at most :data:`CHUNK_ROWS`)."""
     n = X.shape[0] if idx is None else len(idx)
+    if chunk is None:
+        row_bytes = X.itemsize * int(np.prod(X.shape[1:], dtype=np.int64))
+        chunk = int(min(CHUNK_ROWS, max(1024, CHUNK_BYTES // max(1, row_bytes))))
     for lo in range(0, n, chunk):
         hi = min(n, lo + chunk)
         yield lo, hi, (X[lo:hi] if idx is None else X.take(idx[lo:hi], axis=0))

@@ -118,7 +118,7 @@ def _score_chunked(est, scoring, ctx, X, y, rows) -> float:
     as the estimators' own ``score`` (accuracy, R^2, minus the k-means inertia)."""
     with ctx.collective_errors():     # a failing prediction on one rank ends every rank's score
         if scoring == "score" and y is None:          # k-means: minus the inertia of the rows
-            d2 = float(sum(est._nearest(chunk)[1].sum() for _, _, chunk in take_chunks(X, rows)))
+            d2 = float(sum(est._nearest(chunk)[1].sum() for _, _, chunk in take_chunks(X, rows, CHUNK_ROWS)))
         elif scoring in ("neg_log_loss", "roc_auc") and (scoring == "neg_log_loss" or has_proba(est)):
             out = _by_chunks(lambda c: np.asarray(est.predict_proba(c), dtype=np.float64), X, rows)
         elif scoring == "roc_auc":
