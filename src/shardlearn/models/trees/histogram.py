@@ -204,10 +204,9 @@ class CompiledHistogram:
     rows), and the scratch buffers of one fit; the caller passes the per-tree statistics
     through :meth:`set_channels` (kept as given, channel-major ``(C - 1, n)``: no copy).
 
-    Per local row this holds 20 bytes of codes at 20 features and a 4-byte (int32)
-    partition scratch; the caller's gradient channels (16 bytes for gradient and hessian)
-    are referenced, not copied. (Before: the codes twice, column- and row-major, the
-    channels copied row-major and an int64 scratch: 40 + 16 + 8 bytes.)
+    Per local row this holds one byte of codes per feature and a 4-byte (int32) partition
+    scratch; the caller's gradient channels (16 bytes for gradient and hessian) are
+    referenced, not copied.
 
     Parameters
     ----------
