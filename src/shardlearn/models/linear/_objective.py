@@ -27,35 +27,28 @@ def binary_loss_resid(z: np.ndarray, t: np.ndarray, kind: str, xp=np, out=None):
     e = exp(-|z|) in (0, 1], so no overflow for any z. Element-wise: a row's values do not
     depend on the other rows (the exact path relies on it). ``xp``: the array module of
     ``z`` (NumPy, or CuPy on the device path). ``z`` may be (n, M) (M weight vectors, ``t``
-    (n, 1)). ``out`` (logistic, NumPy): three float64 buffers and one bool buffer of
-    ``z``'s shape, reused instead of temporaries (the many-C pass); the same values."""
+    (n, 1)). ``out``: three float64 buffers and one bool buffer of ``z``'s shape, reused
+    instead of new arrays (the many-C pass); without it they are allocated here."""
     if kind == "squared":
         r = z - t
         return 0.5 * r * r, r
-    if out is not None:
-        e, loss, r, pos = out
-        np.abs(z, out=e)
-        np.negative(e, out=e)
-        np.exp(e, out=e)
-        np.log1p(e, out=loss)
-        np.maximum(z, 0.0, out=r)
-        loss += r
-        np.multiply(t, z, out=r)
-        loss -= r
-        np.add(e, 1.0, out=r)                      # 1 + e
-        np.greater_equal(z, 0, out=pos)
-        np.copyto(e, 1.0, where=pos)               # where(z >= 0, 1, e)
-        e /= r
-        e -= t
-        return loss, e
-    e = xp.exp(-xp.abs(z))
-    loss = xp.log1p(e)
-    loss += xp.maximum(z, 0.0)
-    loss -= t * z
-    r = xp.where(z >= 0, 1.0, e)
-    r /= 1.0 + e
-    r -= t
-    return loss, r
+    if out is None:
+        out = (xp.empty_like(z), xp.empty_like(z), xp.empty_like(z), xp.empty(z.shape, dtype=bool))
+    e, loss, r, pos = out
+    xp.abs(z, out=e)
+    xp.negative(e, out=e)
+    xp.exp(e, out=e)                           # e = exp(-|z|)
+    xp.log1p(e, out=loss)
+    xp.maximum(z, 0.0, out=r)
+    loss += r
+    xp.multiply(t, z, out=r)
+    loss -= r                                  # log(1 + e^z) - t z
+    xp.add(e, 1.0, out=r)                      # 1 + e
+    xp.greater_equal(z, 0, out=pos)
+    xp.copyto(e, 1.0, where=pos)               # where(z >= 0, 1, e)
+    e /= r
+    e -= t                                     # sigmoid(z) - t
+    return loss, e
 
 
 def loss_resid(kind: str, K: int, X, t, A, b, xp=np):
