@@ -10,6 +10,7 @@ import numpy as np
 from ... import metrics
 from ...errors import ShardlearnError
 from ...util.rowsel import CHUNK_ROWS, take_chunks
+from ._folds import chunk_rows
 
 CLASSIFICATION = ("accuracy", "roc_auc", "neg_log_loss")
 REGRESSION = ("r2", "neg_mean_squared_error", "neg_root_mean_squared_error")
@@ -69,9 +70,9 @@ def predicts_locally(est) -> bool:
 
 
 def _chunk_rows(X) -> int:
-    """Rows per gathered chunk of test rows: at most 1/32 of the rows held (at least 1024,
-    at most :data:`~shardlearn.util.rowsel.CHUNK_ROWS`), so the copy stays small next to X."""
-    return int(min(CHUNK_ROWS, max(1024, X.shape[0] // 32)))
+    """Rows per gathered chunk of test rows: the fold assignment's block size for the rows
+    held (:func:`._folds.chunk_rows`: a small share of them), so the copy stays small next to X."""
+    return chunk_rows(X.shape[0])
 
 
 def _by_chunks(fn, X, rows):
