@@ -192,16 +192,7 @@ def _find_best_splits_compiled(kernels, hist, totals, n_bins, params: SplitParam
         hist2, k1 = _NO_HIST, k
     if totals.dtype != np.float64 or not totals.flags.c_contiguous:
         totals = np.ascontiguousarray(totals, dtype=np.float64)
-    nb = n_bins
-    if type(nb) is not np.ndarray or nb.dtype != np.int64 or nb.ndim != 1:
-        nb = np.asarray(n_bins)
-        if nb.ndim == 2:
-            nb = np.broadcast_to(nb, (k, d))
-        nb = np.ascontiguousarray(nb, dtype=np.int64)
-    per_node = nb.ndim == 2
-    mask = _NO_MASK
-    if feature_mask is not None:
-        mask = np.ascontiguousarray(np.broadcast_to(np.asarray(feature_mask, dtype=bool), (k, d)), dtype=np.uint8)
+    nb, per_node, mask = _kernel_bins_mask(n_bins, feature_mask, k, d)
     best, f, bin_ = np.empty(k, dtype=np.int64), np.empty(k, dtype=np.int64), np.empty(k, dtype=np.int64)
     best_gain, gain = np.empty(k), np.empty(k)
     left = np.empty((k, C))
@@ -222,6 +213,22 @@ _NO_HIST = np.empty(0, np.float64)
 _NO_MASK.flags.writeable = _NO_HIST.flags.writeable = False
 
 
+def _kernel_bins_mask(n_bins, feature_mask, k: int, d: int):
+    """The split kernels' ``n_bins`` (int64, (d,) or (k, d)), whether it is per node, and
+    their feature mask (uint8 (k, d), or the empty buffer: no mask). A C-contiguous (d,)
+    int64 ``n_bins`` (the grower's) is used as it is."""
+    nb = n_bins
+    if type(nb) is not np.ndarray or nb.dtype != np.int64 or nb.ndim != 1 or not nb.flags.c_contiguous:
+        nb = np.asarray(n_bins)
+        if nb.ndim == 2:
+            nb = np.broadcast_to(nb, (k, d))
+        nb = np.ascontiguousarray(nb, dtype=np.int64)
+    mask = _NO_MASK
+    if feature_mask is not None:
+        mask = np.ascontiguousarray(np.broadcast_to(np.asarray(feature_mask, dtype=bool), (k, d)), dtype=np.uint8)
+    return nb, nb.ndim == 2, mask
+
+
 def find_best_splits_packed(kernels, hist: np.ndarray, qtot: np.ndarray, totals: np.ndarray, n_bins: np.ndarray,
                             params: SplitParams, packing, scale: np.ndarray, feature_mask=None):
     """:func:`find_best_splits` on packed integer histograms (quantized gradients), through
@@ -238,12 +245,7 @@ def find_best_splits_packed(kernels, hist: np.ndarray, qtot: np.ndarray, totals:
     """
     k, d, S = hist.shape
     lam = params.lambda_l2
-    nb = np.asarray(n_bins)
-    per_node = nb.ndim == 2
-    nb = np.ascontiguousarray(np.broadcast_to(nb, (k, d)) if per_node else nb, dtype=np.int64)
-    mask = np.empty(0, np.uint8)
-    if feature_mask is not None:
-        mask = np.ascontiguousarray(np.broadcast_to(np.asarray(feature_mask, dtype=bool), (k, d)), dtype=np.uint8)
+    nb, per_node, mask = _kernel_bins_mask(n_bins, feature_mask, k, d)
     best_gain = np.empty(k)
     left = np.empty((k, 3))
     f, bin_ = np.empty(k, dtype=np.int64), np.empty(k, dtype=np.int64)
