@@ -26,7 +26,7 @@ latency-bound collectives (divided by ``L``) at the cost of ``L`` fits' working 
 (for GBDT: the binned codes, scores, gradients and open-leaf histograms of each lane) and
 of a thread hand-over per lane and round. Measured (bench/search.md): it pays off where
 every collective waits for the other rank to be scheduled (a loaded machine), not on a
-quiet one, where a small collective costs ~0.1 ms; hence ``lockstep=1`` by default.
+quiet one, where a small collective costs ~30 µs; hence ``lockstep=1`` by default.
 """
 from __future__ import annotations
 
@@ -214,14 +214,20 @@ class LaneContext(Context):
         self.lane = lane
 
     def agree(self, error: str | None) -> None:
-        flag = self.rank if error is not None else self.size
-        first = int(self.coll.allreduce(np.array([flag], dtype=np.int64), op="min")[0])
-        if first == self.size:
-            return
-        raise agreed(self.coll.bcast_obj(error, root=first))
+        message = first_error(self, error)
+        if message is not None:
+            raise agreed(message)
 
     def free(self) -> None:
         pass
+
+
+def first_error(ctx: Context, error: str | None) -> str | None:
+    """The message of the lowest rank of ``ctx`` whose ``error`` is not None, on every rank,
+    or None when no rank has one (collective, through ``ctx.coll``: a lane's hub too)."""
+    flag = ctx.rank if error is not None else ctx.size
+    first = int(ctx.coll.allreduce(np.array([flag], dtype=np.int64), op="min")[0])
+    return None if first == ctx.size else ctx.coll.bcast_obj(error, root=first)
 
 
 def agreed_value(ctx: Context, fn):
@@ -231,11 +237,8 @@ def agreed_value(ctx: Context, fn):
         value = fn()
     except ShardlearnError as exc:
         err = " ".join(str(exc).split())
-    flag = ctx.rank if err is not None else ctx.size
-    first = int(ctx.coll.allreduce(np.array([flag], dtype=np.int64), op="min")[0])
-    if first == ctx.size:
-        return value
-    return ctx.coll.bcast_obj(err, root=first)
+    message = first_error(ctx, err)
+    return value if message is None else message
 
 
 def run_lanes(group: Context, fns: list) -> tuple[list, dict]:
