@@ -139,15 +139,16 @@ class BinMapper:
         return self
 
     def fit_transform(self, X_local: np.ndarray, global_rows: np.ndarray, n_total: int, ctx,
-                      rows=None) -> np.ndarray:
+                      rows=None, row_major: bool = False) -> np.ndarray:
         """:meth:`fit` then :meth:`transform` of the same rows (collective).
 
         The same thresholds, codes and ``has_missing_`` as the two calls, but the NaN
         flags come from the binning pass itself instead of a separate scan of ``X_local``.
-        Returns the ``(d, n)`` uint8 codes (``n``: the local rows, or the ``rows`` given).
+        Returns the ``(d, n)`` uint8 codes (``n``: the local rows, or the ``rows`` given);
+        ``row_major`` as in :meth:`transform`.
         """
         self._fit(X_local, global_rows, n_total, ctx, rows)
-        codes, nan = self._transform(X_local, rows)
+        codes, nan = self._transform(X_local, rows, row_major)
         self.has_missing_ = ctx.coll.allreduce(nan.astype(np.int32), op="max").astype(bool)
         return codes
 
@@ -165,6 +166,7 @@ class BinMapper:
             if frac < 1.0:
                 keep = np.flatnonzero(rng.row_uniform(self.seed, rng.stream_id("binning"), global_rows) < frac)
                 sel = keep if rows is None else rows[keep]
+                del keep                        # (rows given: not held beside sel)
             for j, t in enumerate(self._shared_thresholds(X_local, sel, numeric, ctx)):
                 self.thresholds_[numeric[j]] = t
         self.n_bins_ = np.array([len(t) + 1 for t in self.thresholds_], dtype=np.int32)
@@ -195,7 +197,9 @@ class BinMapper:
         n_rounds = max(1, -(-max(b - a for a, b in bounds) // per_round))
         # at most max_bin - 1 thresholds, and fewer than the sampled rows (the distinct values)
         packed = np.full((hi - lo, max(1, min(self.max_bin, n_sample))), np.nan)
-        col = np.empty(n_sample)
+        # one column a round (a sample of more than SAMPLE_ROUND_BYTES): the received values
+        # are the column itself, sorted where they are; else gathered from each rank's part
+        col = np.empty(n_sample) if per_round > 1 else None
         for r in range(n_rounds):
             # the columns rank q sorts in this round: its block's [r*per_round, (r+1)*per_round)
             cols = [columns[min(b, a + r * per_round):min(b, a + (r + 1) * per_round)] for a, b in bounds]
@@ -215,13 +219,17 @@ class BinMapper:
             # from rank p: its rows' values of my columns, one column after the other
             start = np.concatenate([[0], np.cumsum(rc)[:-1]])
             for j in range(mine):
-                at = 0
-                for p in range(P):
-                    o = int(start[p]) + j * int(counts[p])
-                    col[at:at + counts[p]] = recv[o:o + counts[p]]
-                    at += counts[p]
-                col.sort()                         # NaN last
-                t = self._thresholds_sorted(col[:n_sample - np.count_nonzero(np.isnan(col))])
+                if col is None:                    # mine == 1: recv holds the column's n_sample values
+                    values = recv[:n_sample]
+                else:
+                    values = col
+                    at = 0
+                    for p in range(P):
+                        o = int(start[p]) + j * int(counts[p])
+                        col[at:at + counts[p]] = recv[o:o + counts[p]]
+                        at += counts[p]
+                values.sort()                      # NaN last; the thresholds depend on the values only
+                t = self._thresholds_sorted(values[:n_sample - np.count_nonzero(np.isnan(values))])
                 row = packed[r * per_round + j]
                 row[0] = len(t)
                 row[1:1 + len(t)] = t
@@ -322,26 +330,33 @@ class BinMapper:
         return np.unique(q)
 
     # ------------------------------------------------------------ transform
-    def transform(self, X: np.ndarray, rows=None) -> np.ndarray:
+    def transform(self, X: np.ndarray, rows=None, row_major: bool = False) -> np.ndarray:
         """Bin codes, ``uint8`` of shape ``(d, n)`` (feature-major, C-contiguous).
 
         ``X`` ``(n, d)``: raw features, NaN gets ``missing_bin``. The compiled path reads
         float32 and float64 in C or Fortran order without a copy (other dtypes or layouts
         are converted once). ``rows`` (increasing indices): the codes of ``X[rows]``, its
-        rows gathered a chunk at a time.
+        rows gathered a chunk at a time. ``row_major``: the same ``(d, n)`` codes as the
+        transpose of a C-contiguous ``(n, d)`` array, written a chunk of rows at a time: the
+        layout the compiled tree kernels read (:func:`.histogram.row_major_codes` then
+        makes no copy), so a fit holds one copy of its codes, never two.
         """
-        return self._transform(X, rows)[0]
+        return self._transform(X, rows, row_major)[0]
 
-    def _transform(self, X, rows=None):
+    def _transform(self, X, rows=None, row_major=False):
         """``(codes, nan flags (d,) bool)``; compiled when available, else NumPy."""
-        if rows is not None:
-            codes = np.empty((X.shape[1], len(rows)), dtype=np.uint8)
-            nan = np.zeros(X.shape[1], dtype=bool)
+        if rows is not None or row_major:
+            n, d = X.shape[0] if rows is None else len(rows), X.shape[1]
+            codes = np.empty((n, d) if row_major else (d, n), dtype=np.uint8)
+            nan = np.zeros(d, dtype=bool)
             for lo, hi, chunk in take_chunks(X, rows):
                 c, flags = self._transform(chunk)
-                codes[:, lo:hi] = c
+                if row_major:
+                    codes[lo:hi] = c.T
+                else:
+                    codes[:, lo:hi] = c
                 nan |= flags
-            return codes, nan
+            return (codes.T if row_major else codes), nan
         X = np.asarray(X)
         if X.ndim != 2:
             raise ValueError(f"X must be 2-D, got shape {X.shape}")

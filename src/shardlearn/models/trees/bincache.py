@@ -35,10 +35,11 @@ class BinCache:
         self.misses = 0
 
 
-def fit_bins(est, X, global_rows, n_total, ctx, rows, cat):
+def fit_bins(est, X, global_rows, n_total, ctx, rows, cat, row_major=False):
     """``(BinMapper, codes)`` of the rows ``rows`` of ``X`` (collective), as
     ``BinMapper(est.max_bin, seed=est.random_state, categorical=cat).fit_transform(...)``;
-    from ``est._bin_cache`` when the search set one and has these bins already."""
+    from ``est._bin_cache`` when the search set one and has these bins already.
+    ``row_major``: the codes laid out as :meth:`.BinMapper.transform` says."""
     given = getattr(est, "_bin_cache", None)
     key = None
     if given is not None:
@@ -48,10 +49,10 @@ def fit_bins(est, X, global_rows, n_total, ctx, rows, cat):
         mapper = cache.store.get(key)
         if mapper is not None:
             cache.hits += 1
-            return mapper, mapper.transform(X, rows=rows)
+            return mapper, mapper.transform(X, rows=rows, row_major=row_major)
         cache.misses += 1
     mapper = BinMapper(est.max_bin, seed=est.random_state, categorical=cat)
-    codes = mapper.fit_transform(X, global_rows, n_total, ctx, rows=rows)
+    codes = mapper.fit_transform(X, global_rows, n_total, ctx, rows=rows, row_major=row_major)
     if key is not None:
         cache.store[key] = mapper
     return mapper, codes
