@@ -6,6 +6,8 @@ permutation for every tree, and frees the histogram of a leaf as soon as it can 
 be split; none of it may change a tree.
 """
 
+import os
+
 import numpy as np
 import pytest
 
@@ -15,7 +17,9 @@ from shardlearn.models.trees import grower as GR
 from shardlearn.models.trees import histogram as H
 
 KERNELS = compiled_kernels("models.trees._hist_kernels")
-needs_kernels = pytest.mark.skipif(KERNELS is None, reason="_hist_kernels not built (or SHARDLEARN_KERNELS=numpy)")
+needs_kernels = pytest.mark.skipif(KERNELS is None or os.environ.get("SHARDLEARN_DEVICE") == "gpu",
+                                   reason="the compiled host path: _hist_kernels not built (or "
+                                          "SHARDLEARN_KERNELS=numpy), or the fits run on the device")
 
 
 def _data(n=3000, d=6, seed=0):
@@ -86,6 +90,40 @@ def test_the_grower_keeps_no_feature_major_codes_and_one_permutation():
     assert len(seen) == 4 and all(np.shares_memory(p, first) for _, p in seen)
 
 
+@needs_kernels
+@pytest.mark.parametrize("model", ["gbdt", "forest"])
+def test_the_fit_bins_straight_into_the_layout_the_grower_reads(monkeypatch, model):
+    """The codes are binned row-major, a chunk of rows at a time, and the grower's compiled
+    kernels read that very array: a fit never holds a feature-major and a row-major copy."""
+    from shardlearn.models.trees import RandomForestClassifier, bincache
+    from shardlearn.models.trees import forest as FO
+    from shardlearn.models.trees import gbdt as GB
+
+    X, y = _data(2000, 5, seed=4)
+    made, growers = [], []
+    orig_bins, orig_init = bincache.fit_bins, GR.TreeGrower.__init__
+
+    def fit_bins(*a, **k):
+        mapper, codes = orig_bins(*a, **k)
+        made.append(codes)
+        return mapper, codes
+
+    def init(self, *a, **k):
+        orig_init(self, *a, **k)
+        growers.append(self)
+
+    monkeypatch.setattr(GB if model == "gbdt" else FO, "fit_bins", fit_bins)
+    monkeypatch.setattr(GR.TreeGrower, "__init__", init)
+    rows = np.arange(len(X)) % 4 != 0
+    if model == "gbdt":
+        GradientBoostingClassifier(n_estimators=2, num_leaves=7).fit(X, y, rows=rows)
+    else:
+        RandomForestClassifier(n_estimators=2, num_leaves=7).fit(X, y, rows=rows)
+    (codes,), (grower,) = made, growers
+    assert codes.shape == (X.shape[1], rows.sum()) and codes.T.flags.c_contiguous
+    assert np.shares_memory(grower.chist.codes_rm, codes) and grower.chist.codes_rm.base is codes.base
+
+
 def _max_live_histograms(monkeypatch, fit):
     """The most leaf histograms alive after any step of the fit, and its trees."""
     most = [0]
@@ -132,3 +170,113 @@ def test_the_pool_bound_changes_no_tree_without_kernels(monkeypatch):
     _, trees = _max_live_histograms(monkeypatch, fit)
     monkeypatch.setattr(GR.TreeGrower, "_drop_unreachable", lambda self, leaves, n_leaves: None)
     _same(trees, _trees(fit()))
+
+
+def _same_splits(a, b):
+    """The same splits and children; leaf values equal up to the rounding of histogram sums."""
+    assert len(a) == len(b)
+    for ta, tb in zip(a, b):
+        for k in ("feature", "bin", "missing_left", "left", "right"):
+            assert np.array_equal(ta[k], tb[k]), k
+        np.testing.assert_allclose(ta["value"], tb["value"], rtol=1e-9, atol=1e-12)
+
+
+def _hist_bytes(d, C=3, S=256):
+    return C * d * S * 8
+
+
+@needs_kernels
+@pytest.mark.parametrize("growth", ["leafwise", "depthwise"])
+def test_histogram_pool_size_bounds_the_open_leaf_histograms(monkeypatch, growth):
+    """LightGBM's histogram_pool_size: at most that many MiB of open-leaf histograms; a leaf
+    split without its histogram gets both children's from their rows, so the trees are the
+    same up to the rounding of histogram sums (same splits, leaf values to ~1e-12)."""
+    X, y = _data(6000, 8, seed=2)
+    L, cap = 40, 3
+    builds = []
+    orig_build = H.CompiledHistogram.build
+
+    def counting_build(self, *a, **k):
+        builds[-1] += 1
+        return orig_build(self, *a, **k)
+
+    monkeypatch.setattr(H.CompiledHistogram, "build", counting_build)
+
+    def fit(pool_mib):
+        def run():
+            builds.append(0)
+            return GradientBoostingClassifier(n_estimators=3, num_leaves=L, min_child_samples=5, growth=growth,
+                                              max_depth=None if growth == "leafwise" else 7,
+                                              histogram_pool_size=pool_mib).fit(X, y)
+        return run
+
+    bounded_live, bounded = _max_live_histograms(monkeypatch, fit(cap * _hist_bytes(8) / 2 ** 20))
+    free_live, free = _max_live_histograms(monkeypatch, fit(-1))
+    assert bounded_live <= cap < free_live, (bounded_live, free_live)
+    assert builds[0] > builds[1]                    # both children built where a parent lost its histogram
+    _same_splits(bounded, free)
+    # no histogram kept at all: every split builds its searched children
+    zero_live, zero = _max_live_histograms(monkeypatch, fit(0))
+    assert zero_live == 0
+    _same_splits(zero, free)
+
+
+@needs_kernels
+def test_histogram_pool_size_keeps_quantized_trees_bit_identical():
+    """Integer (quantized) histograms are exact: building a child instead of subtracting
+    gives the very same sums, so the bound changes no bit of the model."""
+    X, y = _data(4000, 6, seed=5)
+
+    def fit(pool_mib):
+        return GradientBoostingClassifier(n_estimators=3, num_leaves=24, min_child_samples=5, quantized_grad=True,
+                                          histogram_pool_size=pool_mib).fit(X, y)
+
+    _same(_trees(fit(0.0)), _trees(fit(-1)))
+
+
+@pytest.mark.parametrize("bad", ["1", float("nan"), True, None])
+def test_histogram_pool_size_must_be_a_number(bad):
+    from shardlearn.errors import ShardlearnError
+    from shardlearn.models.trees import RandomForestClassifier
+
+    X, y = _data(200, 3)
+    with pytest.raises(ShardlearnError, match="histogram_pool_size must be a number of MiB"):
+        GradientBoostingClassifier(n_estimators=1, histogram_pool_size=bad).fit(X, y)
+    with pytest.raises(ShardlearnError, match="histogram_pool_size must be a number of MiB"):
+        RandomForestClassifier(n_estimators=1, histogram_pool_size=bad).fit(X, y)
+
+
+POOL_SCRIPT = r"""
+import numpy as np
+from shardlearn.models.trees import GradientBoostingClassifier, RandomForestClassifier
+from shardlearn.runtime import init
+
+ctx = init(topology="native", verbose=False)
+g = np.random.default_rng(7)
+X = g.standard_normal((4000, 6))
+y = ((X[:, 0] + X[:, 1] ** 2 + 0.5 * g.standard_normal(4000)) > 1).astype(int)
+lo, hi = ctx.rank * 4000 // ctx.size, (ctx.rank + 1) * 4000 // ctx.size
+out = {}
+for name, make in (("gbdt", lambda s: GradientBoostingClassifier(n_estimators=3, num_leaves=20, histogram_pool_size=s,
+                                                                 comm=ctx)),
+                   ("forest", lambda s: RandomForestClassifier(n_estimators=2, num_leaves=20, histogram_pool_size=s,
+                                                               comm=ctx))):
+    trees = {}
+    for s in (0.05, -1):
+        est = make(s).fit(X[lo:hi], y[lo:hi])
+        trees[s] = [{k: np.asarray(v).tolist() for k, v in t.items()} for t in est.ensemble_.trees]
+    same_split = all(a[k] == b[k] for a, b in zip(trees[0.05], trees[-1]) for k in ("feature", "bin", "left", "right"))
+    close = all(np.allclose(a["value"], b["value"], rtol=1e-9, atol=1e-12) for a, b in zip(trees[0.05], trees[-1]))
+    every = ctx.coll.allgather_obj(trees[0.05])
+    out[name] = [same_split, close, all(t == every[0] for t in every)]
+if ctx.rank == 0:
+    emit(out)
+"""
+
+
+def test_histogram_pool_size_on_two_ranks(tmp_path):
+    """P = 2: the bounded fits agree on every rank and split as the unbounded ones."""
+    from mpirun import json_lines, run_script
+
+    (res,) = json_lines(run_script(2, POOL_SCRIPT, tmp_path).stdout)
+    assert res == {"gbdt": [True, True, True], "forest": [True, True, True]}, res

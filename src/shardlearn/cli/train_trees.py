@@ -117,6 +117,11 @@ def _add_tree_arguments(parser) -> None:
     g.add_argument("--hist-reduce", default="allreduce", choices=HIST_REDUCE,
                    help="combine histograms by allreduce, or reduce-scatter by feature blocks with "
                         "the best split per block allgathered (less traffic)")
+    g.add_argument("--histogram-pool-size", type=float, default=-1.0, metavar="MIB",
+                   help="MiB of open-leaf histograms a rank keeps at most (LightGBM's histogram_pool_size; "
+                        "default -1: no bound). A leaf split without its histogram has both children's "
+                        "built from their rows: less memory (about C x features x (max_bin+1) x 8 bytes "
+                        "per histogram), more histogram time, the same trees up to the rounding of sums")
     g.add_argument("--json-dump", default=None, metavar="FILE.json",
                    help="also write the trees as human-readable JSON")
     c = parser.add_argument_group("categorical features (LightGBM's parameters and defaults)")
@@ -179,7 +184,8 @@ def _fit_gbdt(args, ctx, shard, checkpoint):
               feature_fraction=args.feature_fraction, bagging_fraction=args.bagging_fraction,
               bagging_freq=args.bagging_freq, validation_fraction=args.validation_fraction,
               early_stopping_rounds=args.early_stopping_rounds, metric=args.metric,
-              hist_reduce=args.hist_reduce, quantized_grad=args.quantized_grad, grad_bits=args.grad_bits,
+              hist_reduce=args.hist_reduce, histogram_pool_size=args.histogram_pool_size,
+              quantized_grad=args.quantized_grad, grad_bits=args.grad_bits,
               quant_train_renew_leaf=args.quant_train_renew_leaf,
               random_state=args.seed, comm=ctx, **_categorical_kwargs(args))
     if args.objective == "regression":
@@ -200,7 +206,8 @@ def _fit_forest(args, ctx, shard, checkpoint):
     kw = dict(n_estimators=args.n_estimators, max_depth=args.max_depth, num_leaves=args.num_leaves,
               min_child_samples=args.min_child_samples, bootstrap=not args.no_bootstrap,
               max_bin=args.max_bin, min_gain_to_split=args.min_gain_to_split,
-              hist_reduce=args.hist_reduce, random_state=args.seed, comm=ctx, **_categorical_kwargs(args))
+              hist_reduce=args.hist_reduce, histogram_pool_size=args.histogram_pool_size, random_state=args.seed,
+              comm=ctx, **_categorical_kwargs(args))
     ctx.log(f"forest: {shard.n_total} rows x {shard.dataset.n_features} features on {ctx.size} ranks")
     if args.objective == "regression":
         return RandomForestRegressor(max_features=1.0 if mf is None else mf, **kw).fit(

@@ -71,6 +71,14 @@ def prepare_rows(comm, X, y, verbose=False, rows=None, sample_weight=None):
             sample_weight)
 
 
+def check_histogram_pool_size(value) -> float:
+    """``histogram_pool_size`` (MiB, negative: no bound) as a float; ShardlearnError otherwise."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(value):
+        raise ShardlearnError(f"histogram_pool_size must be a number of MiB (negative: no bound), got {value!r}")
+    return float(value)
+
+
 def check_sample_weight(sample_weight, n) -> np.ndarray:
     """``sample_weight`` as float64 (n,), finite and non-negative; ShardlearnError otherwise (local)."""
     w = np.asarray(sample_weight, dtype=np.float64)
@@ -97,8 +105,10 @@ MANY_CLASSES = 20
 MIN_ROWS_PER_CLASS = 5
 
 
-def class_labels(ctx, y, n_classes=None, n_total=None, regressor=None):
-    """Sorted classes over all ranks, and the local labels as class indices (collective).
+def class_labels(ctx, y, n_classes=None, n_total=None, regressor=None, compact=False):
+    """Sorted classes over all ranks, and the local labels as class indices (collective):
+    int64, or with ``compact`` the smallest unsigned type that holds them (uint8 up to 256
+    classes; mind its wrap-around in arithmetic).
 
     With ``n_classes`` set, labels must already be integers ``0..n_classes-1``. Without,
     and with ``n_total`` (rows over all ranks), y with more than ``max(MANY_CLASSES,
@@ -133,7 +143,8 @@ def class_labels(ctx, y, n_classes=None, n_total=None, regressor=None):
                 + (f", {regressor} in Python" if regressor else "")
                 + f"; if these really are {k} classes, label them 0..{k - 1} and pass --num-class {k} "
                   f"(n_classes={k})")
-    return classes, np.searchsorted(classes, y).astype(np.int64)
+    dtype = np.min_scalar_type(max(len(classes) - 1, 0)) if compact else np.int64
+    return classes, np.searchsorted(classes, y).astype(dtype)
 
 
 def resolve_categorical(spec, d: int) -> np.ndarray:

@@ -32,9 +32,9 @@ from ...util.rowsel import RowView
 from ..base import BaseEstimator, ClassifierMixin, Params, RegressorMixin
 from .bincache import fit_bins
 from .categorical import cat_params, check_categorical_params
-from .common import (FittedEnsemble, check_sample_weight, check_weight_total, class_labels, diff, phase_snapshot,
-                     prepare_rows, resolve_categorical)
-from .grower import HIST_REDUCE, GrowParams, TreeGrower
+from .common import (FittedEnsemble, check_histogram_pool_size, check_sample_weight, check_weight_total,
+                     class_labels, diff, phase_snapshot, prepare_rows, resolve_categorical)
+from .grower import HIST_REDUCE, GrowParams, TreeGrower, compiled_host
 from .io import ensemble_arrays, model_json, restore_ensemble
 from .predict import Ensemble
 from .split import SplitParams
@@ -69,6 +69,12 @@ class _RandomForest(FittedEnsemble, Params):
         Value bins per feature (<= 255); NaN gets its own bin.
     min_gain_to_split : float
     hist_reduce : {"allreduce", "reduce_scatter"}
+    histogram_pool_size : float
+        MiB of open-leaf histograms each rank keeps at most (LightGBM's name and unit);
+        negative (default): no bound beyond the leaves that can still be split. A leaf
+        split without its histogram has both children's built from their rows instead of
+        one and a subtraction: a bound trades histogram time for memory, and changes the
+        tree only in the rounding of those sums (quantized_grad: not at all).
     categorical_features : list of int, bool mask of length d, or None
         Columns holding non-negative integer category codes (NaN: missing); see
         :class:`~.gbdt.GradientBoostingClassifier` for them and the next parameters.
@@ -85,8 +91,8 @@ class _RandomForest(FittedEnsemble, Params):
 
     def __init__(self, *, n_estimators=100, max_depth=None, num_leaves=None, min_child_samples=1,
                  max_features="sqrt", bootstrap=True, max_bin=255, min_gain_to_split=0.0,
-                 hist_reduce="allreduce", categorical_features=None, max_cat_to_onehot=4, cat_smooth=10.0,
-                 cat_l2=0.0, max_cat_threshold=32, min_data_per_group=100, random_state=0, comm=None, verbose=False):
+                 hist_reduce="allreduce", histogram_pool_size=-1.0, categorical_features=None, max_cat_to_onehot=4,
+                 cat_smooth=10.0, cat_l2=0.0, max_cat_threshold=32, min_data_per_group=100, random_state=0, comm=None, verbose=False):
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.num_leaves = num_leaves
@@ -96,6 +102,7 @@ class _RandomForest(FittedEnsemble, Params):
         self.max_bin = max_bin
         self.min_gain_to_split = min_gain_to_split
         self.hist_reduce = hist_reduce
+        self.histogram_pool_size = histogram_pool_size
         self.categorical_features = categorical_features
         self.max_cat_to_onehot = max_cat_to_onehot
         self.cat_smooth = cat_smooth
@@ -123,6 +130,7 @@ class _RandomForest(FittedEnsemble, Params):
             raise ShardlearnError(f"n_estimators must be >= 1, got {self.n_estimators}")
         if self.hist_reduce not in HIST_REDUCE:
             raise ShardlearnError(f"hist_reduce must be one of {HIST_REDUCE}, got {self.hist_reduce!r}")
+        check_histogram_pool_size(self.histogram_pool_size)
         if self.num_leaves is not None and int(self.num_leaves) < 2:
             raise ShardlearnError(f"num_leaves must be >= 2, got {self.num_leaves}")
         if not 2 <= int(self.max_bin) <= 255:
@@ -192,20 +200,23 @@ class _RandomForest(FittedEnsemble, Params):
                                      X if idx is None else RowView(X, idx), extra_fingerprint={
                 "classes": None if self.classes_ is None else self.classes_.tolist()})
         t0 = time.perf_counter()
+        row_major = compiled_host(ctx, int(self.max_bin) + 1)    # the layout the grower reads: no copy
         with ctx.timers.phase("binning"):
             if state is None:
-                mapper, codes = fit_bins(self, X, grows, n_total, ctx, idx, cat)   # a search's folds: bincache
+                mapper, codes = fit_bins(self, X, grows, n_total, ctx, idx, cat, row_major)   # a search's folds: bincache
             else:  # the saved bins: no sample, no collective, the same codes
                 mapper = BinMapper.from_arrays(state["bins"])
-                codes = mapper.transform(X, rows=idx)
+                codes = mapper.transform(X, rows=idx, row_major=row_major)
         self.binning_seconds_ = time.perf_counter() - t0
         self.bin_mapper_ = mapper
         depth = None if self.max_depth is None or int(self.max_depth) <= 0 else int(self.max_depth)
         grow = GrowParams(num_leaves=self.num_leaves, max_depth=depth, growth="depthwise",
                           hist_reduce=self.hist_reduce, learning_rate=1.0,
+                          histogram_pool_size=check_histogram_pool_size(self.histogram_pool_size),
                           split=SplitParams(0.0, self.min_child_samples, 1e-12, self.min_gain_to_split),
                           categorical=cat_params(self, cat))
         grower = TreeGrower(ctx, codes, mapper.n_bins_, mapper.n_slots, grow)
+        codes = None    # the grower holds them (row-major: the same array): not held beside it
         ens = Ensemble(K)
         m = self._n_features_per_node(d)
         history, first = [], 0

@@ -33,9 +33,9 @@ from ...util.rowsel import RowView, take_chunks
 from ..base import BaseEstimator, ClassifierMixin, Params, RegressorMixin
 from .bincache import fit_bins
 from .categorical import cat_params, check_categorical_params
-from .common import (FittedEnsemble, check_sample_weight, check_weight_total, class_labels, diff, phase_snapshot,
-                     prepare_rows, resolve_categorical, sample_features)
-from .grower import GROWTH, HIST_REDUCE, GrowParams, TreeGrower
+from .common import (FittedEnsemble, check_histogram_pool_size, check_sample_weight, check_weight_total,
+                     class_labels, diff, phase_snapshot, prepare_rows, resolve_categorical, sample_features)
+from .grower import GROWTH, HIST_REDUCE, GrowParams, TreeGrower, compiled_host
 from .io import ensemble_arrays, model_json, restore_ensemble
 from .predict import Ensemble, replay_scores, tree_values
 from .quantize import GRAD_BITS, Quantizer, agree_max, exact_class_weights, exact_mean, renew_leaf_values
@@ -93,6 +93,12 @@ class _GradientBoosting(FittedEnsemble, Params):
         Validation metric (default: logloss for classification, rmse for regression).
     hist_reduce : {"allreduce", "reduce_scatter"}
         How the ranks combine histograms.
+    histogram_pool_size : float
+        MiB of open-leaf histograms each rank keeps at most (LightGBM's name and unit);
+        negative (default): no bound beyond the leaves that can still be split. A leaf
+        split without its histogram has both children's built from their rows instead of
+        one and a subtraction: a bound trades histogram time for memory, and changes the
+        tree only in the rounding of those sums (quantized_grad: not at all).
     quantized_grad : bool
         LightGBM's ``use_quantized_grad``: gradients and hessians rounded stochastically
         (keyed by iteration and global row) to ``2**grad_bits`` levels and summed as
@@ -133,7 +139,7 @@ class _GradientBoosting(FittedEnsemble, Params):
                  growth="leafwise", max_bin=255, min_child_samples=20, min_sum_hessian=1e-3,
                  lambda_l2=0.0, min_gain_to_split=0.0, feature_fraction=1.0, bagging_fraction=1.0,
                  bagging_freq=0, validation_fraction=0.0, early_stopping_rounds=None, metric=None,
-                 hist_reduce="allreduce", quantized_grad=False, grad_bits=2, quant_train_renew_leaf=True,
+                 hist_reduce="allreduce", histogram_pool_size=-1.0, quantized_grad=False, grad_bits=2, quant_train_renew_leaf=True,
                  categorical_features=None, max_cat_to_onehot=4, cat_smooth=10.0,
                  cat_l2=10.0, max_cat_threshold=32, min_data_per_group=100, random_state=0, comm=None, verbose=False):
         self.n_estimators = n_estimators
@@ -153,6 +159,7 @@ class _GradientBoosting(FittedEnsemble, Params):
         self.early_stopping_rounds = early_stopping_rounds
         self.metric = metric
         self.hist_reduce = hist_reduce
+        self.histogram_pool_size = histogram_pool_size
         self.quantized_grad = quantized_grad
         self.grad_bits = grad_bits
         self.quant_train_renew_leaf = quant_train_renew_leaf
@@ -186,6 +193,7 @@ class _GradientBoosting(FittedEnsemble, Params):
             bad(f"grad_bits must be an integer in {GRAD_BITS[0]}..{GRAD_BITS[1]}, got {self.grad_bits!r}")
         if self.hist_reduce not in HIST_REDUCE:
             bad(f"hist_reduce must be one of {HIST_REDUCE}, got {self.hist_reduce!r}")
+        check_histogram_pool_size(self.histogram_pool_size)
         for name in ("feature_fraction", "bagging_fraction"):
             v = getattr(self, name)
             if not 0 < v <= 1:
@@ -266,8 +274,10 @@ class _GradientBoosting(FittedEnsemble, Params):
             yk = y.astype(np.float64)
             self.classes_ = None
         else:
+            # class indices in the smallest unsigned type (uint8 up to 256 classes): a byte a
+            # row, and the binary gradient kernel reads them as they are
             self.classes_, yk = class_labels(ctx, y, n_classes, n_total=n_total,
-                                             regressor="GradientBoostingRegressor")
+                                             regressor="GradientBoostingRegressor", compact=True)
             K = 1 if len(self.classes_) == 2 else len(self.classes_)
             if objective == "binary" and len(self.classes_) > 2:
                 with ctx.collective_errors():
@@ -295,6 +305,7 @@ class _GradientBoosting(FittedEnsemble, Params):
         else:
             ytr, gtr, swtr = yk, grows, sw
         Xva, yva = X.take(np.flatnonzero(is_val) if idx is None else idx[is_val], axis=0), yk[is_val]
+        is_val = yk = None      # read: ytr and yva hold the labels
         n_tr = len(ytr)
         n_train = int(ctx.coll.allreduce(np.array([n_tr], dtype=np.int64))[0])
         with ctx.collective_errors():
@@ -306,12 +317,13 @@ class _GradientBoosting(FittedEnsemble, Params):
                                      X if idx is None else RowView(X, idx), extra_fingerprint={
                 "objective": objective, "classes": None if self.classes_ is None else self.classes_.tolist()})
         t0 = time.perf_counter()
+        row_major = compiled_host(ctx, int(self.max_bin) + 1)    # the layout the grower reads: no copy
         with ctx.timers.phase("binning"):
             if state is None:
-                mapper, codes = fit_bins(self, X, gtr, n_train, ctx, tr, cat)   # a search's folds: bincache
+                mapper, codes = fit_bins(self, X, gtr, n_train, ctx, tr, cat, row_major)   # a search's folds: bincache
             else:  # the saved bins: no sample, no collective, the same codes
                 mapper = BinMapper.from_arrays(state["bins"])
-                codes = mapper.transform(X, rows=tr)
+                codes = mapper.transform(X, rows=tr, row_major=row_major)
         self.binning_seconds_ = time.perf_counter() - t0
         if not (self.bagging_freq and self.bagging_fraction < 1) and not self.quantized_grad:
             gtr = grows = None  # the global rows key only the binning sample, bagging and quantization
@@ -365,12 +377,13 @@ class _GradientBoosting(FittedEnsemble, Params):
         grow = GrowParams(num_leaves=self.num_leaves,
                           max_depth=self.max_depth if self.max_depth and self.max_depth > 0 else None,
                           growth=self.growth, hist_reduce=self.hist_reduce,
+                          histogram_pool_size=check_histogram_pool_size(self.histogram_pool_size),
                           learning_rate=self.learning_rate,
                           split=SplitParams(self.lambda_l2, self.min_child_samples, self.min_sum_hessian,
                                             self.min_gain_to_split),
                           categorical=cat_params(self, cat))
         grower = TreeGrower(ctx, codes, mapper.n_bins_, mapper.n_slots, grow)
-        codes = None    # the grower holds its own (row-major) copy: the codes are not held twice
+        codes = None    # the grower holds them (row-major: the same array): not held twice
         quantizer = None
         if self.quantized_grad:
             # the packed kernels need the compiled host histogram (on a device: the float path)
@@ -413,7 +426,7 @@ class _GradientBoosting(FittedEnsemble, Params):
         log_metrics = ctx.verbose and ctx.rank == 0 or self.verbose
         log_metrics = bool(ctx.coll.allreduce(np.array([int(log_metrics)], dtype=np.int64), op="max")[0])
         if gk is not None and not log_metrics:
-            ytr = yk = None     # the gradients read ylab: no second per-row copy of the labels
+            ytr = None          # the gradients read ylab: no second per-row copy of the labels
         self.tree_stats_ = []
         for it in range(first, int(self.n_estimators)):
             t_it = time.perf_counter()

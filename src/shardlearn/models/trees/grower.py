@@ -47,6 +47,11 @@ class GrowParams:
     split : SplitParams
     categorical : CatParams, optional
         Categorical features and their split parameters (see :mod:`.categorical`).
+    histogram_pool_size : float
+        MiB the histograms of open leaves may keep (LightGBM's ``histogram_pool_size``);
+        negative: no bound. A leaf chosen for a split whose histogram was let go has both
+        children's histograms built from its rows (no subtraction trick): more histogram
+        work, the same tree up to the rounding of its sums.
     """
 
     num_leaves: int | None = 31
@@ -56,6 +61,7 @@ class GrowParams:
     learning_rate: float = 1.0
     split: SplitParams = None
     categorical: CatParams = None
+    histogram_pool_size: float = -1.0
 
     def __post_init__(self):
         if self.split is None:
@@ -123,6 +129,9 @@ class TreeGrower:
         self.device = self.chist is not None and self.chist.k is None
         if self.chist is not None and not self.device:
             self.codes = None   # the compiled kernels read their row-major copy only: one copy per fit
+        elif self.chist is None and not codes.flags.c_contiguous:
+            # the NumPy path reads feature rows: row-major codes (BinMapper's row_major) copied
+            self.codes = codes = np.ascontiguousarray(codes)
         #: the tree's row permutation (compiled host path), one buffer for every tree of the fit
         self._perm = None
         # joint codes of feature pairs, built once per fit: large nodes' histograms take
@@ -148,6 +157,8 @@ class TreeGrower:
         self._split_kernels = compiled_kernels("models.trees._hist_kernels")
         self._ready = []
         self._pool = _HistPool()
+        #: open leaves that keep a histogram at most (set per tree from histogram_pool_size)
+        self.hist_cap = None
         self.n_bins = np.asarray(n_bins, dtype=np.int64)
         self.rs = params.hist_reduce == "reduce_scatter" and ctx.size > 1
         P = ctx.size
@@ -338,6 +349,11 @@ class TreeGrower:
             channels = quant.channels           # None on the packed path
         C = 3 if packed else channels.shape[0] + 1
         nodes = _NodeList(C - 2)
+        #: open leaves that keep a histogram at most (histogram_pool_size; None: no bound)
+        self.hist_cap = None
+        if p.histogram_pool_size >= 0:
+            per_hist = (1 if packed else C) * (self.block if self.rs else self.d) * self.n_slots * 8
+            self.hist_cap = int(p.histogram_pool_size * 2 ** 20 // per_hist)
         timers = ctx.timers
         if self.rs:
             hist_features = None  # every rank must contribute to every feature block
@@ -473,14 +489,19 @@ class TreeGrower:
         add to those), each split taking one of the ``num_leaves - n_leaves`` left, so with
         ``r >= num_leaves - n_leaves`` it never is. This bounds
         the live histograms by the leaves still to grow as well as by the open leaves: about
-        ``num_leaves / 2`` at most instead of ``num_leaves``."""
+        ``num_leaves / 2`` at most instead of ``num_leaves``.
+
+        With ``histogram_pool_size`` (``hist_cap`` histograms) only the first ``hist_cap``
+        ready leaves in that order keep theirs as well; a leaf split without one has its
+        children's histograms built from their rows (:meth:`_child_histograms`)."""
         p = self.params
-        if p.num_leaves is None:
+        keep = self.hist_cap            # histogram_pool_size: the first ``hist_cap`` in split order
+        if p.num_leaves is not None:
+            room = max(p.num_leaves - n_leaves, 0)
+            keep = room if keep is None else min(keep, room)
+        if keep is None or len(self._ready) <= keep:   # the ready heap: (-gain, node id) of the ready leaves
             return
-        room = p.num_leaves - n_leaves
-        if len(self._ready) <= room:   # the ready heap: (-gain, node id) of the ready leaves
-            return
-        for _, i in sorted(self._ready)[max(room, 0):]:
+        for _, i in sorted(self._ready)[keep:]:
             self._release(leaves[i])
 
     def add_leaf_values(self, scores: np.ndarray, k: int, values: np.ndarray, leaf_rows) -> None:
@@ -541,23 +562,30 @@ class TreeGrower:
         packed = q is not None and q.packed is not None
         pool = self._pool
         with self.ctx.timers.phase("histogram"):
-            if packed:
-                local = pool.take((len(pairs), self.d, self.n_slots), np.dtype(np.int64))
-            else:
-                local = pool.take((len(pairs), C, self.d, self.n_slots), np.dtype(np.float64))
-            small_left = []
-            max_rows = 0
-            for j, (lf, li, ri, _, _) in enumerate(pairs):
+            # the nodes whose local histograms go into the collective: each split's smaller
+            # child; and where the parent's histogram was let go (histogram_pool_size), the
+            # searched children, the bigger one included (no subtraction)
+            small_left, built, slot = [], [], {}
+            for lf, li, ri, split_l, split_r in pairs:
                 sl = leaves[li].totals[C - 1] <= leaves[ri].totals[C - 1]
                 small_left.append(sl)
-                small = leaves[li] if sl else leaves[ri]
-                max_rows = max(max_rows, int(small.totals[C - 1]))
+                for c_id, searched, small in ((li, split_l, sl), (ri, split_r, not sl)):
+                    if (small and lf.hist is not None) or (searched and lf.hist is None):
+                        slot[c_id] = len(built)
+                        built.append(leaves[c_id])
+            if packed:
+                local = pool.take((len(built), self.d, self.n_slots), np.dtype(np.int64))
+            else:
+                local = pool.take((len(built), C, self.d, self.n_slots), np.dtype(np.float64))
+            max_rows = 0
+            for j, node in enumerate(built):
+                max_rows = max(max_rows, int(node.totals[C - 1]))
                 if packed:
-                    self.chist.build_packed(q.kernels, q.packed, small.rows, hist_features, out=local[j])
+                    self.chist.build_packed(q.kernels, q.packed, node.rows, hist_features, out=local[j])
                 elif self.chist is not None:
-                    self.chist.build(small.rows, hist_features, hess_is_count, out=local[j])
+                    self.chist.build(node.rows, hist_features, hess_is_count, out=local[j])
                 else:
-                    build_histogram(self.codes, channels, small.rows, self.n_slots, hist_features,
+                    build_histogram(self.codes, channels, node.rows, self.n_slots, hist_features,
                                     hess_is_count, out=local[j], pairs=self.pairs)
         # the children that are searched (the others are final leaves: no histogram kept;
         # a final bigger child's is not even subtracted), in (left, right) order per pair
@@ -572,16 +600,18 @@ class TreeGrower:
         combined = self._combine_hist(local, max_rows)
         if not np.may_share_memory(combined, local):   # (a new array from the collective)
             pool.give(local)
-        # the smaller child's histogram is the collective's result (a view of it when the step
-        # has several splits); the bigger one's goes into a buffer of the pool
+        # a built child's histogram is the collective's result (a view of it when the step
+        # has several); the bigger one's, parent minus the smaller, goes into a buffer of the pool
         for j, (lf, li, ri, split_l, split_r) in enumerate(pairs):
-            for c_id, searched, small in ((li, split_l, small_left[j]), (ri, split_r, not small_left[j])):
+            small_id = li if small_left[j] else ri
+            for c_id, searched in ((li, split_l), (ri, split_r)):
                 if searched:
                     child = leaves[c_id]
-                    if small:
-                        child.hist = combined[j]
+                    if c_id in slot:
+                        child.hist = combined[slot[c_id]]
                     else:   # subtraction trick: parent minus the smaller child
-                        child.hist = np.subtract(lf.hist, combined[j], out=pool.take(combined.shape[1:], combined.dtype))
+                        child.hist = np.subtract(lf.hist, combined[slot[small_id]],
+                                                 out=pool.take(combined.shape[1:], combined.dtype))
                         child.pooled = True
             self._release(lf)
         if todo:
@@ -635,6 +665,14 @@ class TreeGrower:
                 lf.split["l2"] = float(res["l2"][j])
                 if res["is_cat"][j]:
                     lf.split["cat_left"] = np.array(res["cat_left"][j], dtype=bool)
+
+
+def compiled_host(ctx, n_slots: int) -> bool:
+    """Whether a :class:`TreeGrower` on ``ctx`` grows through the compiled host kernels, which
+    read the codes row-major: the fit then bins with ``BinMapper.transform(row_major=True)``
+    and the grower uses those codes as they are (no second copy)."""
+    return (getattr(ctx, "device", "cpu") != "gpu" and n_slots <= 256
+            and compiled_kernels("models.trees._hist_kernels") is not None)
 
 
 def _compiled_histogram(codes, n_slots):
