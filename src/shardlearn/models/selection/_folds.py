@@ -105,7 +105,8 @@ def check_folds(ctx, folds: np.ndarray, n_splits: int, n_total: int) -> None:
 
 
 def subset_mask(global_rows: np.ndarray, n_resources: int, n_total: int, seed: int) -> np.ndarray:
-    """Rows of a halving round using ``n_resources`` of ``n_total`` rows (nested across rounds)."""
+    """Rows of a halving round using ``n_resources`` of ``n_total`` rows (nested across rounds);
+    the search passes None instead of an all-true mask when a round uses every row."""
     if n_resources >= n_total:
         return np.ones(len(global_rows), dtype=bool)
     return rng.row_uniform(seed, rng.stream_id("halving"), global_rows) < n_resources / n_total

@@ -145,9 +145,9 @@ class _BaseSearch(Params):
         for it, n_res in enumerate(rounds):
             if it:
                 keep = self._best_of(rows, it - 1, math.ceil(len(keep) / float(self.factor)))
-            # the global rows only for the subset's keys (not held during the round)
-            subset = _folds.subset_mask(np.arange(start, start + len(X), dtype=np.int64), n_res, n_total,
-                                        self.random_state)
+            # the global rows only for the subset's keys (not held during the round); None: every row
+            subset = None if n_res >= n_total else _folds.subset_mask(
+                np.arange(start, start + len(X), dtype=np.int64), n_res, n_total, self.random_state)
             self.n_resources_.append(int(n_res))
             self.n_candidates_.append(len(keep))
             world.log(f"search: {'round ' + str(it + 1) + ': ' if len(rounds) > 1 else ''}{len(keep)} candidates x "
@@ -239,7 +239,11 @@ class _BaseSearch(Params):
         """The fits of ``unit`` (``(batch, fold)`` pairs): one after another, or side by side in
         lockstep (collective over the group)."""
         def task(ctx, batch, f):
-            return self._run_task(ctx, cands, batch, f, X, y, (folds != f) & subset, (folds == f) & subset, start)
+            # the training mask lives through the fits; the test rows are found when scored
+            train = folds != f if subset is None else (folds != f) & subset
+            return self._run_task(ctx, cands, batch, f, X, y, train,
+                                  lambda: np.flatnonzero(folds == f if subset is None else (folds == f) & subset),
+                                  start)
 
         if len(unit) == 1:
             return task(group, *unit[0])
@@ -253,8 +257,9 @@ class _BaseSearch(Params):
         st["collectives"] += facts["collectives"]
         return [rec for v in values for rec in v]
 
-    def _run_task(self, group, cands, batch, fold, X, y, train, test, start) -> list:
-        """Fit and score the candidates of ``batch`` on one fold (collective over the group)."""
+    def _run_task(self, group, cands, batch, fold, X, y, train, test_rows, start) -> list:
+        """Fit and score the candidates of ``batch`` on one fold (collective over the group):
+        ``train`` the training rows' mask, ``test_rows()`` the test rows' indices."""
         linear = hasattr(self.estimator, "_strengths")
         fitted = None
         t_fit = time.perf_counter()
@@ -282,7 +287,7 @@ class _BaseSearch(Params):
             if err is None:
                 # the test rows, read by chunks (or, for kNN, gathered) after the fit
                 got = self._agreed(group, lambda: _scoring.score(est, self.scoring_, group, X, y,
-                                                                 rows=np.flatnonzero(test)))
+                                                                 rows=test_rows()))
                 if isinstance(got, str):
                     err = got
                 else:
