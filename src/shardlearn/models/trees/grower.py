@@ -491,18 +491,25 @@ class TreeGrower:
         the live histograms by the leaves still to grow as well as by the open leaves: about
         ``num_leaves / 2`` at most instead of ``num_leaves``.
 
-        With ``histogram_pool_size`` (``hist_cap`` histograms) only the first ``hist_cap``
-        ready leaves in that order keep theirs as well; a leaf split without one has its
-        children's histograms built from their rows (:meth:`_child_histograms`)."""
-        p = self.params
-        keep = self.hist_cap            # histogram_pool_size: the first ``hist_cap`` in split order
+        With ``histogram_pool_size`` (``hist_cap`` histograms), of the leaves still to be
+        split only the ``hist_cap`` with the most (global) rows keep theirs: a leaf split
+        without one has its children's histograms built from their rows
+        (:meth:`_child_histograms`), so the small ones are the cheap ones to let go."""
+        p, cap = self.params, self.hist_cap
+        order = self._ready                 # the ready heap: (-gain, node id) of the ready leaves
         if p.num_leaves is not None:
             room = max(p.num_leaves - n_leaves, 0)
-            keep = room if keep is None else min(keep, room)
-        if keep is None or len(self._ready) <= keep:   # the ready heap: (-gain, node id) of the ready leaves
-            return
-        for _, i in sorted(self._ready)[keep:]:
-            self._release(leaves[i])
+            if len(order) > room:
+                order = sorted(order)
+                for _, i in order[room:]:
+                    self._release(leaves[i])
+                order = order[:room]
+        if cap is not None and len(order) > cap:
+            # histogram_pool_size: the leaves with the most rows keep theirs (a leaf split without
+            # one costs a pass over its rows); ties by node id, the same choice on every rank
+            by_rows = sorted(order, key=lambda e: (-leaves[e[1]].totals[-1], e[1]))
+            for _, i in by_rows[cap:]:
+                self._release(leaves[i])
 
     def add_leaf_values(self, scores: np.ndarray, k: int, values: np.ndarray, leaf_rows) -> None:
         """``scores[rows, k] += values[node]`` for every ``(node, rows)`` of ``leaf_rows``.
