@@ -128,7 +128,8 @@ def test_early_stopping_keeps_best_iteration():
 @pytest.mark.parametrize("kw", [dict(num_leaves=31, min_child_samples=40),
                                 dict(growth="depthwise", max_depth=5, num_leaves=None, min_gain_to_split=0.5),
                                 dict(num_leaves=15, quantized_grad=True),
-                                dict(num_leaves=15, feature_fraction=0.5, bagging_fraction=0.7, bagging_freq=1)])
+                                dict(num_leaves=15, feature_fraction=0.5, bagging_fraction=0.7, bagging_freq=1),
+                                dict(num_leaves=31, min_child_samples=10, histogram_pool_size=0.1)])
 def test_histogram_pool_reuse_changes_no_model(monkeypatch, kw):
     """The grower's histogram buffers go back to its pool once no leaf uses them and are
     handed out again: a buffer reused while a leaf still held it would change the trees.
@@ -140,7 +141,7 @@ def test_histogram_pool_reuse_changes_no_model(monkeypatch, kw):
     taken = []
     real_take = G._HistPool.take
     monkeypatch.setattr(G._HistPool, "take", lambda self, shape, dtype: taken.append(
-        bool(self.free.get((shape, dtype)))) or real_take(self, shape, dtype))
+        bool(self.free.get((int(np.prod(shape)), np.dtype(dtype))))) or real_take(self, shape, dtype))
     GradientBoostingClassifier(n_estimators=8, comm=ctx, **kw).fit(X, y)
     assert any(taken)                                       # buffers were reused
     monkeypatch.setattr(G._HistPool, "give", lambda self, array: None)

@@ -94,17 +94,22 @@ class _HistPool:
     Buffers given back are kept by shape and dtype and handed out again, so the grower
     holds at most the most it ever held at once (its largest tree's live histograms); it
     lets them go with itself, at the end of the fit. Each leaf's histogram is an array of
-    its own (one node), so a leaf's buffer is free as soon as that leaf is done."""
+    its own (one node), so a leaf's buffer is free as soon as that leaf is done. Buffers
+    are kept by size and dtype, not shape: a collective's one-node result, a subtraction's
+    buffer and a step's local histograms serve one another (C-contiguous: reshaped, not
+    copied)."""
 
     def __init__(self):
         self.free = {}
 
     def take(self, shape, dtype) -> np.ndarray:
-        got = self.free.get((shape, dtype))
-        return got.pop() if got else np.empty(shape, dtype=dtype)
+        dtype = np.dtype(dtype)
+        got = self.free.get((int(np.prod(shape)), dtype))
+        return got.pop().reshape(shape) if got else np.empty(shape, dtype=dtype)
 
     def give(self, array: np.ndarray) -> None:
-        self.free.setdefault((array.shape, array.dtype), []).append(array)
+        if array.flags.c_contiguous:
+            self.free.setdefault((array.size, array.dtype), []).append(array)
 
 
 class TreeGrower:
