@@ -148,7 +148,8 @@ def test_split_search_matches_numpy(monkeypatch):
         h[:, C - 2] = np.abs(h[:, C - 2])
         h[:, C - 1] = cnt
         totals = h[:, :, 0].sum(-1)
-        nb = rng.integers(1, S, size=d)
+        # per-node bin counts (k, d) in a quarter of the trials (with every kind of mask)
+        nb = rng.integers(1, S, size=(k, d) if trial % 4 == 3 else d)
         fm = None
         if trial % 3 == 1:
             fm = rng.random((k, d)) < 0.6

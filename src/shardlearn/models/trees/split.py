@@ -98,7 +98,9 @@ def find_best_splits(hist: np.ndarray, totals: np.ndarray, n_bins: np.ndarray,
             # search only the sampled features of each node (same count per node)
             sel = np.nonzero(fm)[1].reshape(k, counts[0])          # (k, m) sorted per node
             sub = hist[np.arange(k)[:, None], :, sel].transpose(0, 2, 1, 3)   # (k, C, m, S)
-            res = find_best_splits(np.ascontiguousarray(sub), totals, np.asarray(n_bins)[sel], params, None)
+            nb = np.asarray(n_bins)                                # (d,) or per node (k, d)
+            nb = np.take_along_axis(nb, sel, axis=1) if nb.ndim == 2 else nb[sel]
+            res = find_best_splits(np.ascontiguousarray(sub), totals, nb, params, None, kernels=None)
             res["feature"] = sel[np.arange(k), res["feature"]]
             return res
         feature_mask = fm
