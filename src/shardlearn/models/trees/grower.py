@@ -91,13 +91,13 @@ class _HistPool:
     as the child is a leaf). Fresh arrays of these sizes (~120 KB) come from the operating
     system often enough (mmap, or the heap grown again after a trim) that their first
     writes cost page faults, about a second per rank in a 16-candidate, 5-fold search.
-    Buffers given back are kept by shape and dtype and handed out again, so the grower
-    holds at most the most it ever held at once (its largest tree's live histograms); it
-    lets them go with itself, at the end of the fit. Each leaf's histogram is an array of
-    its own (one node), so a leaf's buffer is free as soon as that leaf is done. Buffers
-    are kept by size and dtype, not shape: a collective's one-node result, a subtraction's
-    buffer and a step's local histograms serve one another (C-contiguous: reshaped, not
-    copied)."""
+    Buffers given back are kept by size and dtype and handed out again (reshaped, not
+    copied: a step's local histograms and a bigger child's buffer serve one another), so
+    the grower holds at most the most it ever held at once (its largest tree's live
+    histograms); it lets them go with itself, at the end of the fit. Each leaf's histogram
+    is an array of its own (one node), so a leaf's buffer is free as soon as that leaf is
+    done. (The collective's results, the smaller children's histograms, are new arrays
+    each step and go back to the allocator, not here: pooled, they would pile up.)"""
 
     def __init__(self):
         self.free = {}
