@@ -408,12 +408,18 @@ def build_cases() -> list[Case]:
         ("gbdt", ["--max-cat-threshold", "0", "--categorical", "1"], ["max_cat_threshold"]),
         ("gbdt", ["--cat-smooth", "-1", "--categorical", "1"], ["cat_smooth"]),
         ("gbdt", ["--categorical", "x,y"], ["categorical"]),
+        ("gbdt", ["--histogram-pool-size", "nan"], ["histogram_pool_size must be a number of MiB"]),
+        ("forest", ["--histogram-pool-size", "inf"], ["histogram_pool_size must be a number of MiB"]),
     ]:
         add(f"{' '.join(opts)} | train {model}", _train(model, c, *opts, case=" ".join(opts)), want)
     for v in ("1", "300"):
         add(f"--max-bin {v} | train forest", _train("forest", c, "--max-bin", v, case=f"maxbin{v}"), ["max_bin"])
     add("--min-child-samples -1 | train forest", _train("forest", c, "--min-child-samples", "-1", case="mcs"),
         ["min_child_samples"])
+    for model in ("gbdt", "forest"):         # no histogram kept at all: a valid (slower) fit
+        add(f"--histogram-pool-size 0 | train {model}",
+            _train(model, c, "--histogram-pool-size", "0", out=f"{{o}}/pool0-{model}.h5"),
+            expect="ok", outputs=[f"{{o}}/pool0-{model}.h5"])
 
     # --- model files: missing, not a model, another estimator, newer format, damaged
     for case, model, want in [
