@@ -20,7 +20,9 @@ share of the data, at a quarter of, the full and 4x the rows (logistic at G = 1 
 at G = 1), and the marginal cost per byte held between the smallest and the largest. The
 GBDT runs at a quarter of and 4x the rows search the small grid ``GBDT_SMALL_GRID`` (2
 candidates, num_leaves 7 and 63, ``SMALL_TREES`` trees: a few seconds at 4x): the largest
-num_leaves, so the same open-leaf histograms, and the same folds. Usage::
+num_leaves, so the same open-leaf histograms, and the same folds. The GBDT G=1 cases are run
+again as ``.../pool`` with ``histogram_pool_size=HIST_POOL_MIB`` (LightGBM's bound on the
+open-leaf histograms a rank keeps): memory and time against no bound. Usage::
 
     python bench/bench_search.py [--rows 200000] [--features 20] [--trees 30]
 """
@@ -47,6 +49,9 @@ GBDT_GRID = {"num_leaves": [7, 15, 31, 63], "learning_rate": [0.05, 0.1], "min_c
 #: the GBDT memory cases at a quarter of and 4x the rows (the marginal cost per byte)
 GBDT_SMALL_GRID = {"num_leaves": [7, 63]}
 SMALL_TREES = 10
+#: the GBDT cases ".../pool": histogram_pool_size (MiB of open-leaf histograms per rank; the
+#: others: no bound, the default)
+HIST_POOL_MIB = 0.5
 
 
 def _rss(field: str) -> int:
@@ -80,7 +85,8 @@ def worker(args) -> None:
     if args.model == "logistic":
         est, grid, scoring = LogisticRegression(tol=1e-6, max_iter=200), LOGIT_GRID, "neg_log_loss"
     else:
-        est = GradientBoostingClassifier(n_estimators=SMALL_TREES if args.small_grid else args.trees, max_bin=255)
+        est = GradientBoostingClassifier(n_estimators=SMALL_TREES if args.small_grid else args.trees, max_bin=255,
+                                         histogram_pool_size=args.histogram_pool_size)
         grid, scoring = GBDT_SMALL_GRID if args.small_grid else GBDT_GRID, "accuracy"
     search = GridSearch(est, grid, cv=5, scoring=scoring, n_groups=args.groups, refit=False,
                         multi_alpha=not args.no_multi, lockstep="auto" if args.lockstep else 1, comm=ctx,
@@ -135,7 +141,7 @@ def make_data(path: Path, n: int, d: int) -> None:
 
 
 def run_ours(args, data: Path, model: str, groups: int, no_multi=False, folds_out=None, lockstep=False,
-             small_grid=False) -> dict:
+             small_grid=False, pool=False) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", UCX_NET_DEVICES="lo",
                HYDRA_IFACE="lo", PYTHONPATH=str(ROOT / "src"))
     mpiexec = Path(sys.executable).parent / "mpiexec"
@@ -147,6 +153,8 @@ def run_ours(args, data: Path, model: str, groups: int, no_multi=False, folds_ou
         cmd.append("--lockstep")
     if small_grid:
         cmd.append("--small-grid")
+    if pool:
+        cmd += ["--histogram-pool-size", str(HIST_POOL_MIB)]
     if folds_out:
         cmd += ["--folds-out", str(folds_out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
@@ -216,6 +224,7 @@ def main() -> int:
     ap.add_argument("--lockstep", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--small-grid", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--folds-out", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--histogram-pool-size", type=float, default=-1.0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         worker(args)
@@ -236,18 +245,19 @@ def main() -> int:
         folds = work / f"folds-{n}.npy"
         for model in ("logistic", "gbdt"):
             for groups in (1, 2) if tag == "full" or model == "logistic" else (1,):
-                variants = [False]
+                variants = [""]
                 if tag == "full" and not args.light and (model == "logistic" or groups == 1):
-                    variants.append(True)
-                for other in variants:   # logistic: one by one (no many-C pass); GBDT G=1: lockstep
-                    no_multi, lock = other and model == "logistic", other and model == "gbdt"
-                    key = f"{tag}/{model}/G={groups}" + ("/one-by-one" if no_multi else "") + \
-                        ("/lockstep" if lock else "")
+                    variants.append("one-by-one" if model == "logistic" else "lockstep")
+                if model == "gbdt" and groups == 1 and not args.light:
+                    variants.append("pool")
+                for other in variants:   # logistic: one by one (no many-C pass); GBDT G=1: lockstep, pool
+                    key = f"{tag}/{model}/G={groups}" + (f"/{other}" if other else "")
                     if not wanted(key):
                         continue
                     load0 = loadavg()
-                    r = run_ours(args, data, model, groups, no_multi, folds_out=folds if groups == 1 else None,
-                                 lockstep=lock, small_grid=model == "gbdt" and tag != "full")
+                    r = run_ours(args, data, model, groups, other == "one-by-one",
+                                 folds_out=folds if groups == 1 else None, lockstep=other == "lockstep",
+                                 small_grid=model == "gbdt" and tag != "full", pool=other == "pool")
                     r["grid"] = "small" if model == "gbdt" and tag != "full" else "full"
                     r["loadavg_before"], r["loadavg_after"] = load0, loadavg()
                     results["cases"][key] = r
@@ -312,6 +322,23 @@ def report(res: dict) -> str:
                   f"Largest score difference {diff:.1e}. Lockstep: {st.get('fits', 0)} fits in {st.get('units', 0)} "
                   f"units, {st.get('rounds', 0)} rounds of {st.get('collectives', 0)} collectives; bins "
                   f"computed {st.get('bin_misses', 0)} times, reused {st.get('bin_hits', 0)} times."]
+    if "full/gbdt/G=1/pool" in c:
+        a, b = c["full/gbdt/G=1/pool"], c["full/gbdt/G=1"]
+        diff = max(abs(x - y) for x, y in zip(a["mean_test_score"], b["mean_test_score"]))
+        mem = lambda r: " / ".join(f"{m['peak_over_base'] / mb:.1f}" for m in r["memory"])   # noqa: E731
+        hist = lambda r: r["rank0_phase_seconds"].get("histogram", 0.0)   # noqa: E731
+        lines += ["", f"## A bounded histogram pool (GBDT, G=1: histogram_pool_size={HIST_POOL_MIB} MiB)", "",
+                  "LightGBM's `histogram_pool_size`: each rank keeps at most that many MiB of open-leaf "
+                  "histograms; a leaf split without its histogram has both children's built from their rows. "
+                  "The cases ending in `/pool` below (memory) ran with it; the others with no bound (the "
+                  "default).", "",
+                  "| | pool | no bound | ratio | load avg (1 min) before |", "|---|---|---|---|---|",
+                  f"| wall time | {a['seconds']:.2f} s | {b['seconds']:.2f} s | {a['seconds'] / b['seconds']:.2f} | "
+                  f"{a['loadavg_before'].split()[0]} / {b['loadavg_before'].split()[0]} |",
+                  f"| histogram phase, rank 0 | {hist(a):.2f} s | {hist(b):.2f} s | "
+                  f"{hist(a) / max(hist(b), 1e-9):.2f} | |",
+                  f"| peak over base, MiB (ranks 0 / 1) | {mem(a)} | {mem(b)} | | |", "",
+                  f"Largest mean score difference {diff:.1e}; best {a['best_params']} {a['best_score']:.6f}."]
     lines += ["", "## Peak memory per rank against the data", "",
               "Peak RSS (VmHWM, reset when the base is taken: `clear_refs` 5, after every rank has loaded "
               "HDF5) minus RSS before reading the data; *held* = the rows the rank keeps "
@@ -327,13 +354,14 @@ def report(res: dict) -> str:
             lines.append(f"| {key} | {rank} | {m['held_bytes'] / mb:.1f} MiB | {m['peak_over_base'] / mb:.1f} MiB | "
                          f"{m['peak_over_base'] / m['held_bytes']:.2f} | {m['peak_over_base'] / share:.2f} |")
     slopes = []
-    for model, G in (("logistic", 1), ("logistic", 2), ("gbdt", 1)):
-        lo, hi = c.get(f"quarter/{model}/G={G}"), c.get(f"x4/{model}/G={G}")
+    for model, G, var in (("logistic", 1, ""), ("logistic", 2, ""), ("gbdt", 1, ""), ("gbdt", 1, "/pool")):
+        lo, hi = c.get(f"quarter/{model}/G={G}{var}"), c.get(f"x4/{model}/G={G}{var}")
         if lo and hi:
             per_rank = [(b["peak_over_base"] - a["peak_over_base"]) / (b["held_bytes"] - a["held_bytes"])
                         for a, b in zip(lo["memory"], hi["memory"])]
             grid = (f" ({len(GBDT_SMALL_GRID['num_leaves'])} candidates num_leaves="
                     f"{','.join(map(str, GBDT_SMALL_GRID['num_leaves']))}, {SMALL_TREES} trees)") if model == "gbdt" else ""
+            grid += f", histogram_pool_size={HIST_POOL_MIB} MiB" if var else ""
             slopes.append(f"- {model} G={G}{grid}: each further byte a rank holds costs "
                           f"{', '.join(f'{v:.2f}' for v in per_rank)} bytes of peak memory (ranks 0, 1; "
                           "from the quarter-size to the 4x data), i.e. that much times the rank's share "
