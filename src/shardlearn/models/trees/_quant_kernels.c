@@ -14,14 +14,13 @@
  *     so no fused multiply-add changes a rounding; baseline x86-64 has no FMA anyway.
  *
  * histogram_packed(codes_rm, n, d, vals, rows, all_rows, feats, S, out)
- *     out[f * S + codes_rm[r * d + f]] += vals[r] for every row r of `rows` (int32, a range of
- *     the tree's row permutation; all n rows
- *     when all_rows) and feature f of `feats`; out (d * S) int64 is zeroed first. One int64
- *     add per row and feature where the float histogram does three float64 adds (gradient,
- *     hessian, count), and a third of the accumulator bytes (8 per bin instead of 24), so
- *     one feature's bins stay in fewer cache lines. The sums are exact integers: the order
- *     of the rows does not matter (quantize.py explains the packing and why fields cannot
- *     carry into each other).
+ *     out[f * S + codes_rm[r * d + f]] += vals[r] for every row r of `rows` (int32: a range of
+ *     the tree's row permutation; all n rows when all_rows) and feature f of `feats`; out
+ *     (d * S) int64 is zeroed first. One int64 add per row and feature where the float
+ *     histogram does three float64 adds (gradient, hessian, count), and a third of the
+ *     accumulator bytes (8 per bin instead of 24), so one feature's bins stay in fewer cache
+ *     lines. The sums are exact integers: the order of the rows does not matter (quantize.py
+ *     explains the packing and why fields cannot carry into each other).
  *
  * gradients(F, K, k, y, w, binary, g, h, y_u8=0) -> (max |g|, max h)
  *     One pass over the rows: binary log-loss (p = 1 / (1 + exp(-F[r, k])), g = p - y,
@@ -34,10 +33,10 @@
  * leaf_fixed_sums(g, h, rows, spans, eg, eh, out)
  *     out[j] = (sum of rint(g[r] / 2^eg), sum of rint(h[r] / 2^eh)) as int64 over the rows
  *     r = rows[start : start + length] of span j = (start, length) (rows: the tree's int32 row
- *     permutation; spans int64); the row count instead
- *     of the second sum when h is empty. The exact fixed-point leaf sums of quantize.py's
- *     exact_sums (the same integers: x * 2^-e is the correctly rounded ldexp, rint rounds
- *     half to even), for every leaf of a tree in one call over the tree's row permutation.
+ *     permutation; spans int64); the row count instead of the second sum when h is empty.
+ *     The exact fixed-point leaf sums of quantize.py's exact_sums (the same integers:
+ *     x * 2^-e is the correctly rounded ldexp, rint rounds half to even), for every leaf of
+ *     a tree in one call over the tree's row permutation.
  *
  * best_splits_packed(hist, tot, n_bins, nb_per_node, mask, k, d, S, bits, L, const_hess, sg, sh,
  *                    lam, min_hess, tie_rtol, min_child, best_gain, left, feat, bin, miss_left)
