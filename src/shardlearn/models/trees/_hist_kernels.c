@@ -117,8 +117,13 @@ typedef struct {
     Py_ssize_t at, f, value;
 } hist_bad;
 
+/* Row indices are read zero-extended ((uint32_t)): a negative int32 row becomes >= 2**31 > n,
+ * so one unsigned compare checks both ends, and the error reports it as the int32 it was.
+ * Measured against the int64 rows of before (160k local rows x 20, min of 40-60 calls
+ * interleaved in one process): sign-extended int32 loads cost the histogram 1-1.5%,
+ * zero-extended ones 0.1-0.8%; partition 5-8% faster, add_leaf_value the same. */
 #define ROW_CHECKED(i)                                                                  \
-    Py_ssize_t r = all_rows ? (i) : (Py_ssize_t)rw[i];                                  \
+    Py_ssize_t r = all_rows ? (i) : (Py_ssize_t)(uint32_t)rw[i];                        \
     if (KA_UNLIKELY((size_t)r >= (size_t)n)) {                                                       \
         bad->what = 1; bad->at = (i); bad->value = r;                                   \
         return;                                                                         \
@@ -175,7 +180,7 @@ static ALWAYS_INLINE void accumulate(const uint8_t *cd, const double *w, const i
         for (Py_ssize_t i = 0; i < m; i++) {
             ROW_CHECKED(i)
             if (!all_rows && i + PREFETCH_AHEAD < m)
-                prefetch_row(cd, w, (Py_ssize_t)rw[i + PREFETCH_AHEAD], d, ng, n);
+                prefetch_row(cd, w, (Py_ssize_t)(uint32_t)rw[i + PREFETCH_AHEAD], d, ng, n);
             const uint8_t *c = cd + r * d;
             double g = w[r], h = w[n + r];
             if (dense) {
@@ -198,7 +203,7 @@ static ALWAYS_INLINE void accumulate(const uint8_t *cd, const double *w, const i
         for (Py_ssize_t i = 0; i < m; i++) {
             ROW_CHECKED(i)
             if (!all_rows && i + PREFETCH_AHEAD < m)
-                prefetch_row(cd, w, (Py_ssize_t)rw[i + PREFETCH_AHEAD], d, ng, n);
+                prefetch_row(cd, w, (Py_ssize_t)(uint32_t)rw[i + PREFETCH_AHEAD], d, ng, n);
             const uint8_t *c = cd + r * d;
             double g = w[r], h = w[n + r];
             HIST_UNROLL for (Py_ssize_t j = 0; j < nf; j++) {
@@ -213,7 +218,7 @@ static ALWAYS_INLINE void accumulate(const uint8_t *cd, const double *w, const i
         for (Py_ssize_t i = 0; i < m; i++) {
             ROW_CHECKED(i)
             if (!all_rows && i + PREFETCH_AHEAD < m)
-                prefetch_row(cd, w, (Py_ssize_t)rw[i + PREFETCH_AHEAD], d, ng, n);
+                prefetch_row(cd, w, (Py_ssize_t)(uint32_t)rw[i + PREFETCH_AHEAD], d, ng, n);
             const uint8_t *c = cd + r * d;
             pair_f64 gc = {w[r], 1.0};
             HIST_UNROLL for (Py_ssize_t j = 0; j < nf; j++) {
@@ -228,7 +233,7 @@ static ALWAYS_INLINE void accumulate(const uint8_t *cd, const double *w, const i
         for (Py_ssize_t i = 0; i < m; i++) {
             ROW_CHECKED(i)
             if (!all_rows && i + PREFETCH_AHEAD < m)
-                prefetch_row(cd, w, (Py_ssize_t)rw[i + PREFETCH_AHEAD], d, ng, n);
+                prefetch_row(cd, w, (Py_ssize_t)(uint32_t)rw[i + PREFETCH_AHEAD], d, ng, n);
             const uint8_t *c = cd + r * d;
             const double *wr = w + r;                 /* channel q: wr[q * n] */
             HIST_UNROLL for (Py_ssize_t j = 0; j < nf; j++) {
@@ -335,7 +340,7 @@ stop:
     Py_END_ALLOW_THREADS
 
     if (bad.what == 1) {
-        ka_index_error(&K, "rows", bad.at, bad.value, 0, n);
+        ka_index_error(&K, "rows", bad.at, (int32_t)(uint32_t)bad.value, 0, n);
         goto fail;
     }
     if (bad.what == 2) {
@@ -404,8 +409,8 @@ static COLD Py_ssize_t partition_stop(int32_t *r, const int32_t *t, Py_ssize_t n
 /* One row of the partition loop: row r[i] (checked) to the left (in place) or the right
  * (scratch) side. */
 #define PARTITION_ROW(i)                                                                \
-    int64_t row = r[i];                                                                 \
-    if (KA_UNLIKELY((uint64_t)row >= (uint64_t)n))                                      \
+    uint64_t row = (uint32_t)r[i];      /* a negative row: >= 2**31 > n */              \
+    if (KA_UNLIKELY(row >= (uint64_t)n))                                                \
         return partition_stop(r, t, nl, nr, (i), bad);  /* (its own exit) */            \
     Py_ssize_t left = lut[c[row * d]];                                                  \
     r[nl] = (int32_t)row;                                                               \
@@ -572,11 +577,12 @@ static PyObject *add_leaf_value(PyObject *self, PyObject *args)
     Py_ssize_t m = ka_items(rows), n = ka_items(scores) / Kc, bad = -1;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < m; i++) {
-        if (KA_UNLIKELY((uint64_t)(int64_t)r[i] >= (uint64_t)n)) {
+        uint64_t row = (uint32_t)r[i];              /* a negative row: >= 2**31 > n */
+        if (KA_UNLIKELY(row >= (uint64_t)n)) {
             bad = i;
             break;
         }
-        s[(Py_ssize_t)r[i] * Kc + k] += value;
+        s[(Py_ssize_t)row * Kc + k] += value;
     }
     Py_END_ALLOW_THREADS
     if (bad >= 0) {
