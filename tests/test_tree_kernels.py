@@ -165,6 +165,13 @@ def test_kernels_take_the_int32_row_permutation():
     # (2**32 + 1 would wrap to row 1)
     with pytest.raises(ValueError, match="rows: index 4000 at position 1"):
         ch_hist.build(np.array([0, n], dtype=np.int32))
+    # (the kernels read int32 rows zero-extended: a negative one is still reported as itself)
+    with pytest.raises(ValueError, match="rows: index -1 at position 1"):
+        ch_hist.build(np.array([0, -1], dtype=np.int32))
+    with pytest.raises(ValueError, match="rows: index -7 at position 1"):
+        KERNELS.add_leaf_value(scores, 3, 1, np.array([0, -7], np.int32), 0.25)
+    with pytest.raises(ValueError, match=r"rows: index -2147483648 at position 0"):
+        ch_hist.partition(np.array([-2 ** 31, 1], np.int32), 2, 100, False)
     for bad in (np.array([0, 2 ** 32 + 1]), np.array([-1, 3])):
         with pytest.raises(IndexError, match="rows out of range"):
             ch_hist.build(bad)
