@@ -158,7 +158,7 @@ def _histogram():
     g = np.random.default_rng(2)
     n, d, S = 50, 5, 8
     codes = g.integers(0, S, (n, d), dtype=np.uint8)
-    rows = np.sort(g.choice(n - 1, 20, replace=False)).astype(np.int64)
+    rows = np.sort(g.choice(n - 1, 20, replace=False)).astype(np.int32)     # a view of the int32 permutation
     rows[-1] = n - 1                                     # the last row: a shorter codes is out of range
     return {"codes": codes, "n": n, "d": d, "channels": g.standard_normal((2, n)), "cin": 2,
             "rows": rows, "all_rows": 0, "feats": np.arange(d, dtype=np.int64), "S": S,
@@ -176,7 +176,7 @@ def _partition(table: bool):
         g = np.random.default_rng(3)
         n, d = 40, 3
         codes = g.integers(0, 10, (n, d), dtype=np.uint8)     # row-major: feature f of row r at r * d + f
-        rows = np.sort(g.choice(n - 1, 15, replace=False)).astype(np.int64)
+        rows = np.sort(g.choice(n - 1, 15, replace=False)).astype(np.int32)
         rows[-1] = n - 1                                     # the last row: a shorter codes is out of range
         a = {"codes": codes, "d": d, "feature": 2, "rows": rows, "tmp": np.empty(len(rows), np.int32)}
         if table:
@@ -194,7 +194,7 @@ def _partition_check(a, n_left):
 
 def _add_leaf_value():
     n, K = 30, 2
-    return {"scores": np.zeros((n, K)), "K": K, "k": 1, "rows": np.array([0, 5, n - 1], np.int64), "value": 0.5}
+    return {"scores": np.zeros((n, K)), "K": K, "k": 1, "rows": np.array([0, 5, n - 1], np.int32), "value": 0.5}
 
 
 def _best_splits(per_node: bool):
@@ -305,7 +305,7 @@ def _gradients_check(a, result):
 def _leaf_fixed_sums():
     g = np.random.default_rng(9)
     n = 12
-    rows = g.permutation(n).astype(np.int64)
+    rows = g.permutation(n).astype(np.int32)
     return {"g": g.standard_normal(n), "h": g.random(n), "rows": rows,
             "spans": np.array([[0, 5], [5, 0], [5, n - 5]], np.int64), "eg": -40, "eh": -41,
             "out": np.empty((3, 2), np.int64)}
@@ -623,7 +623,7 @@ def test_histogram_codes_are_not_checked_when_no_code_can_reach_S():
     n, d, S = 40, 3, 256
     codes = np.full((n, d), 255, np.uint8)
     out = np.zeros((3, d, S))
-    K.histogram(codes, n, d, np.ones((2, n)), 2, np.arange(n, dtype=np.int64), 0, np.arange(d, dtype=np.int64), S,
+    K.histogram(codes, n, d, np.ones((2, n)), 2, np.arange(n, dtype=np.int32), 0, np.arange(d, dtype=np.int64), S,
                 np.empty(d * S * 3), out, 0, 1)
     assert (out[2, :, 255] == n).all() and out[2].sum() == n * d
 
@@ -633,7 +633,7 @@ def test_partition_leaves_a_permutation_of_the_rows_after_a_bad_row():
     K = MODULES["hist"]
     codes = np.zeros((5, 2), np.uint8)
     codes[:, 1] = [0, 5, 1, 6, 2]                           # feature 1 of the row-major codes
-    rows = np.array([0, 1, 2, 7, 3, 4], np.int64)
+    rows = np.array([0, 1, 2, 7, 3, 4], np.int32)
     with pytest.raises(ValueError, match="rows: index 7 at position 3"):
         K.partition(codes, 2, 1, rows, np.empty(6, np.int32), 2, 9, 0)
     assert sorted(rows.tolist()) == [0, 1, 2, 3, 4, 7]
@@ -647,7 +647,7 @@ def test_partition_reads_one_feature_of_the_row_major_codes():
     g = np.random.default_rng(7)
     n, d = 1000, 5
     codes = g.integers(0, 12, (n, d), dtype=np.uint8)
-    rows = np.sort(g.choice(n, 400, replace=False)).astype(np.int64)
+    rows = np.sort(g.choice(n, 400, replace=False)).astype(np.int32)
     table = (np.arange(256) % 4 == 1).astype(np.uint8)
     for f in range(d):
         go = (codes[rows, f] <= 5) | (codes[rows, f] == 11)
@@ -673,7 +673,7 @@ def test_messages_name_function_argument_and_sizes():
                                          r"float64 items\), got 952"):
         K.histogram(*args.values())
     args = _histogram()
-    args["rows"] = args["rows"].astype(np.int32)
-    with pytest.raises(TypeError, match=r"histogram: rows: int64 items expected \(8 bytes, .*got format 'i' "
-                                        r"\(4-byte items\)"):
+    args["rows"] = args["rows"].astype(np.int64)
+    with pytest.raises(TypeError, match=r"histogram: rows: int32 items expected \(4 bytes, .*got format '[lq]' "
+                                        r"\(8-byte items\)"):
         K.histogram(*args.values())

@@ -95,7 +95,7 @@ def test_packed_histogram_equals_reference(S):
             np.add.at(ref[f], codes[f, rr], vals[rr])
         np.testing.assert_array_equal(got, ref)
     with pytest.raises(ValueError, match="rows"):
-        QK.histogram_packed(ch.codes_rm, n, d, vals, np.array([n], dtype=np.int64), 0, ch.all_features, S,
+        QK.histogram_packed(ch.codes_rm, n, d, vals, np.array([n], dtype=np.int32), 0, ch.all_features, S,
                             np.empty((d, S), dtype=np.int64))
     if S < 256:
         bad = codes.copy()

@@ -65,7 +65,7 @@ def test_partition_matches_numpy():
                 for ml in (False, True):
                     c = codes[feature, rows]
                     go_left = (c <= thr) | (ml & (c == S - 1))
-                    perm = np.concatenate([[-5], rows, [-6]]).astype(np.int64)   # guards
+                    perm = np.concatenate([[-5], rows, [-6]]).astype(np.int32)   # guards
                     view = perm[1:-1]
                     nl = ch_hist.partition(view, feature, thr, ml)
                     assert nl == go_left.sum()
@@ -91,7 +91,7 @@ def test_partition_by_table_matches_numpy():
             for feature in range(d):
                 for cat_left in tables:
                     go_left = categorical_goes_left(codes[feature, rows], cat_left)
-                    perm = np.concatenate([[-5], rows, [-6]]).astype(np.int64)   # guards
+                    perm = np.concatenate([[-5], rows, [-6]]).astype(np.int32)   # guards
                     view = perm[1:-1]
                     nl = ch_hist.partition_table(view, feature, cat_left)
                     assert nl == go_left.sum()
@@ -99,9 +99,114 @@ def test_partition_by_table_matches_numpy():
                     assert np.array_equal(view[nl:], rows[~go_left])
                     assert perm[0] == -5 and perm[-1] == -6
     with pytest.raises(IndexError):
-        ch_hist.partition_table(np.array([0, n], dtype=np.int64), 0, tables[0])
+        ch_hist.partition_table(np.array([0, n], dtype=np.int32), 0, tables[0])
     with pytest.raises(ValueError):
-        ch_hist.partition_table(np.arange(3, dtype=np.int64), 0, np.ones(300, bool))
+        ch_hist.partition_table(np.arange(3, dtype=np.int32), 0, np.ones(300, bool))
+
+
+@needs_kernels
+def test_kernels_take_the_int32_row_permutation():
+    """Row indices on the compiled path are int32 (the tree's permutation, 4 bytes a row):
+    histogram, packed histogram, partitions and the leaf-value update, given int32 views of a
+    permutation, agree with their NumPy twins; int64 rows where the kernels partition in place
+    or call them directly are clear errors, and int64 rows past int32 are range errors, never
+    narrowed to a wrapped row."""
+    from shardlearn.models.trees.grower import categorical_goes_left
+
+    QK = compiled_kernels("models.trees._quant_kernels")
+    rng = np.random.default_rng(11)
+    d, n, S = 5, 4000, 256
+    codes = _codes(rng, d, n, S)
+    ch_hist = H.CompiledHistogram(KERNELS, codes, S)
+    ch = rng.normal(size=(2, n))
+    ch[1] = np.abs(ch[1])
+    ch_hist.set_channels(ch)
+    rows = np.sort(rng.choice(n, n // 3, replace=False))                # int64, the NumPy twin's
+    perm = np.concatenate([[-5], rows, [-6]]).astype(np.int32)          # guards around the node
+    view = perm[1:-1]
+    assert view.dtype == np.int32 and H.as_rows32(view, n) is view       # used as it is, no copy
+    ref = H.build_histogram(codes, ch, rows, S)
+    np.testing.assert_allclose(ch_hist.build(view), ref, rtol=1e-12, atol=1e-12)
+    assert np.array_equal(ch_hist.build(view), ch_hist.build(rows))      # the same sums, bit for bit
+    if QK is not None:
+        vals = rng.integers(-(1 << 40), 1 << 40, size=n).astype(np.int64)
+        pref = np.zeros((d, S), dtype=np.int64)
+        for f in range(d):
+            np.add.at(pref[f], codes[f, rows], vals[rows])
+        np.testing.assert_array_equal(ch_hist.build_packed(QK, vals, view), pref)
+    # partitions in place of the int32 view, against the NumPy order
+    c = codes[2, rows]
+    go_left = c <= 100
+    nl = ch_hist.partition(view, 2, 100, False)
+    assert nl == go_left.sum() and perm[0] == -5 and perm[-1] == -6
+    assert np.array_equal(view, np.concatenate([rows[go_left], rows[~go_left]]))
+    view[...] = rows
+    cat_left = rng.random(S) < 0.4
+    go_left = categorical_goes_left(codes[3, rows], cat_left)
+    nl = ch_hist.partition_table(view, 3, cat_left)
+    assert np.array_equal(view, np.concatenate([rows[go_left], rows[~go_left]]))
+    # scores[rows, k] += value over an int32 leaf
+    scores = rng.normal(size=(n, 3))
+    want = scores.copy()
+    want[view[:nl], 1] += 0.25
+    KERNELS.add_leaf_value(scores, 3, 1, view[:nl], 0.25)
+    assert np.array_equal(scores, want)
+    # int64 rows: the in-place partitions and the kernels themselves refuse them
+    wide = rows.astype(np.int64)
+    with pytest.raises(ValueError, match="int32"):
+        ch_hist.partition(wide, 2, 100, False)
+    with pytest.raises(ValueError, match="int32"):
+        ch_hist.partition_table(wide, 3, cat_left)
+    with pytest.raises(TypeError, match="rows: int32 items expected"):
+        KERNELS.add_leaf_value(scores, 3, 1, wide, 0.25)
+    with pytest.raises(TypeError, match="rows: int32 items expected"):
+        KERNELS.partition(ch_hist.codes_rm, d, 2, wide, ch_hist._scratch, 100, S - 1, 0)
+    # rows out of range: int32 ones in the kernel's loop, int64 ones before they are narrowed
+    # (2**32 + 1 would wrap to row 1)
+    with pytest.raises(ValueError, match="rows: index 4000 at position 1"):
+        ch_hist.build(np.array([0, n], dtype=np.int32))
+    # (the kernels read int32 rows zero-extended: a negative one is still reported as itself)
+    with pytest.raises(ValueError, match="rows: index -1 at position 1"):
+        ch_hist.build(np.array([0, -1], dtype=np.int32))
+    with pytest.raises(ValueError, match="rows: index -7 at position 1"):
+        KERNELS.add_leaf_value(scores, 3, 1, np.array([0, -7], np.int32), 0.25)
+    with pytest.raises(ValueError, match=r"rows: index -2147483648 at position 0"):
+        ch_hist.partition(np.array([-2 ** 31, 1], np.int32), 2, 100, False)
+    for bad in (np.array([0, 2 ** 32 + 1]), np.array([-1, 3])):
+        with pytest.raises(IndexError, match="rows out of range"):
+            ch_hist.build(bad)
+        with pytest.raises(IndexError, match="rows out of range"):
+            H.as_rows32(bad, n)
+    assert H.as_rows32(wide, n).dtype == np.int32 and np.array_equal(H.as_rows32(wide, n), rows)
+
+
+@needs_kernels
+def test_the_grower_permutation_is_int32_and_checks_int64_rows():
+    """The grower copies a tree's rows into its int32 permutation (4 bytes a local row);
+    int64 rows past int32 raise instead of wrapping to valid rows."""
+    from shardlearn.models.trees.grower import GrowParams, TreeGrower
+    from shardlearn.runtime import init
+
+    ctx = init(topology="native", verbose=False)
+    rng = np.random.default_rng(12)
+    d, n, S = 3, 500, 256
+    codes = _codes(rng, d, n, S)
+    grower = TreeGrower(ctx, codes, np.full(d, S - 1), S, GrowParams(num_leaves=7))
+    assert grower.chist is not None and not grower.device
+    every = grower._tree_perm(None)
+    assert every.dtype == np.int32 and np.array_equal(every, np.arange(n))
+    some = np.sort(rng.choice(n, 100, replace=False))
+    got = grower._tree_perm(some)
+    assert got.dtype == np.int32 and np.array_equal(got, some) and np.shares_memory(got, every)
+    assert grower._perm.nbytes == 4 * n
+    for bad in (np.array([0, 2 ** 32 + 1]), np.array([-1, 3]), np.array([0, n])):
+        with pytest.raises(IndexError, match="rows out of range"):
+            grower._tree_perm(bad)
+    ch = rng.normal(size=(2, n))
+    ch[1] = 1.0
+    tree, leaf_rows = grower.grow(ch, some)
+    assert all(r.dtype == np.int32 for _, r in leaf_rows) and grower.last_perm.dtype == np.int32
+    assert np.array_equal(np.sort(np.concatenate([r for _, r in leaf_rows])), some)
 
 
 @needs_kernels

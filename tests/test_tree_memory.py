@@ -85,9 +85,10 @@ def test_the_grower_keeps_no_feature_major_codes_and_one_permutation():
         GR.TreeGrower.grow = orig
     grower = seen[0][0]
     assert grower.codes is None and grower.chist.codes_rm.shape == (len(X), X.shape[1])
-    # every tree partitions the same buffer: one int64 row permutation per fit
+    # every tree partitions the same buffer: one int32 row permutation per fit (4 bytes a row)
     first = seen[0][1]
     assert len(seen) == 4 and all(np.shares_memory(p, first) for _, p in seen)
+    assert first.dtype == np.int32 and grower._perm.nbytes == 4 * len(X)
 
 
 @needs_kernels

@@ -272,4 +272,14 @@ static inline int ka_check_range(ka_call *K, const char *name, const int64_t *a,
     return 0;
 }
 
+/* Pre-pass: every a[i] (m int32 values: row indices) in [lo, hi). */
+static inline int ka_check_range_i32(ka_call *K, const char *name, const int32_t *a, Py_ssize_t m, int64_t lo,
+                                     int64_t hi)
+{
+    for (Py_ssize_t i = 0; i < m; i++)
+        if (a[i] < lo || a[i] >= hi)
+            return ka_index_error(K, name, i, a[i], lo, hi);
+    return 0;
+}
+
 #endif

@@ -14,13 +14,13 @@
  *     so no fused multiply-add changes a rounding; baseline x86-64 has no FMA anyway.
  *
  * histogram_packed(codes_rm, n, d, vals, rows, all_rows, feats, S, out)
- *     out[f * S + codes_rm[r * d + f]] += vals[r] for every row r of `rows` (all n rows
- *     when all_rows) and feature f of `feats`; out (d * S) int64 is zeroed first. One int64
- *     add per row and feature where the float histogram does three float64 adds (gradient,
- *     hessian, count), and a third of the accumulator bytes (8 per bin instead of 24), so
- *     one feature's bins stay in fewer cache lines. The sums are exact integers: the order
- *     of the rows does not matter (quantize.py explains the packing and why fields cannot
- *     carry into each other).
+ *     out[f * S + codes_rm[r * d + f]] += vals[r] for every row r of `rows` (int32: a range of
+ *     the tree's row permutation; all n rows when all_rows) and feature f of `feats`; out
+ *     (d * S) int64 is zeroed first. One int64 add per row and feature where the float
+ *     histogram does three float64 adds (gradient, hessian, count), and a third of the
+ *     accumulator bytes (8 per bin instead of 24), so one feature's bins stay in fewer cache
+ *     lines. The sums are exact integers: the order of the rows does not matter (quantize.py
+ *     explains the packing and why fields cannot carry into each other).
  *
  * gradients(F, K, k, y, w, binary, g, h, y_u8=0) -> (max |g|, max h)
  *     One pass over the rows: binary log-loss (p = 1 / (1 + exp(-F[r, k])), g = p - y,
@@ -32,10 +32,11 @@
  *
  * leaf_fixed_sums(g, h, rows, spans, eg, eh, out)
  *     out[j] = (sum of rint(g[r] / 2^eg), sum of rint(h[r] / 2^eh)) as int64 over the rows
- *     r = rows[start : start + length] of span j = (start, length); the row count instead
- *     of the second sum when h is empty. The exact fixed-point leaf sums of quantize.py's
- *     exact_sums (the same integers: x * 2^-e is the correctly rounded ldexp, rint rounds
- *     half to even), for every leaf of a tree in one call over the tree's row permutation.
+ *     r = rows[start : start + length] of span j = (start, length) (rows: the tree's int32 row
+ *     permutation; spans int64); the row count instead of the second sum when h is empty.
+ *     The exact fixed-point leaf sums of quantize.py's exact_sums (the same integers:
+ *     x * 2^-e is the correctly rounded ldexp, rint rounds half to even), for every leaf of
+ *     a tree in one call over the tree's row permutation.
  *
  * best_splits_packed(hist, tot, n_bins, nb_per_node, mask, k, d, S, bits, L, const_hess, sg, sh,
  *                    lam, min_hess, tie_rtol, min_child, best_gain, left, feat, bin, miss_left)
@@ -305,11 +306,12 @@ static inline int64_t fixed_i64(double x, int k)
 #endif
 }
 
-static void leaf_fixed_loop(const double *g, const double *h, const int64_t *rw, const int64_t *spans,
+static void leaf_fixed_loop(const double *g, const double *h, const int32_t *rw, const int64_t *spans,
                             Py_ssize_t m, int eg, int eh, int64_t *out)
 {
     for (Py_ssize_t j = 0; j < m; j++) {
-        const int64_t *r = rw + spans[2 * j], len = spans[2 * j + 1];
+        const int32_t *r = rw + spans[2 * j];
+        const int64_t len = spans[2 * j + 1];
         int64_t sg = 0, sh = 0;
         for (int64_t i = 0; i < len; i++) {
             int64_t ra = r[i + 16 < len ? i + 16 : i];
@@ -334,7 +336,7 @@ static PyObject *leaf_fixed_sums(PyObject *self, PyObject *args)
     KA_CALL(K, "leaf_fixed_sums");
     Py_buffer *g, *h, *rows, *spans, *out;
     if (!(g = ka_buffer(&K, "g", og, KA_F64, KA_IN)) || !(h = ka_buffer(&K, "h", oh, KA_F64, KA_IN))
-        || !(rows = ka_buffer(&K, "rows", orows, KA_I64, KA_IN))
+        || !(rows = ka_buffer(&K, "rows", orows, KA_I32, KA_IN))
         || !(spans = ka_buffer(&K, "spans", ospans, KA_I64, KA_IN))
         || !(out = ka_buffer(&K, "out", oout, KA_I64, KA_OUT)))
         goto fail;
@@ -347,7 +349,7 @@ static PyObject *leaf_fixed_sums(PyObject *self, PyObject *args)
     }
     if ((with_h && ka_need(&K, h, n, "len(g)")) || ka_need(&K, out, ka_mul(2, m), "len(spans)")
         || ka_between(&K, "eg", eg, -1100, 1100) || ka_between(&K, "eh", eh, -1100, 1100)
-        || ka_check_range(&K, "rows", (const int64_t *)rows->buf, nr, 0, n) || ka_disjoint(&K))
+        || ka_check_range_i32(&K, "rows", (const int32_t *)rows->buf, nr, 0, n) || ka_disjoint(&K))
         goto fail;
     const int64_t *sp = (const int64_t *)spans->buf;
     for (Py_ssize_t j = 0; j < m; j++) {
@@ -358,7 +360,7 @@ static PyObject *leaf_fixed_sums(PyObject *self, PyObject *args)
         }
     }
     Py_BEGIN_ALLOW_THREADS
-    leaf_fixed_loop((const double *)g->buf, with_h ? (const double *)h->buf : NULL, (const int64_t *)rows->buf, sp,
+    leaf_fixed_loop((const double *)g->buf, with_h ? (const double *)h->buf : NULL, (const int32_t *)rows->buf, sp,
                     m, eg, eh, (int64_t *)out->buf);
     Py_END_ALLOW_THREADS
     ka_release(&K);
@@ -389,7 +391,7 @@ typedef struct {
 #define PACKED_UNROLL
 #endif
 
-static ALWAYS_INLINE void packed_loop(const uint8_t *cd, const int64_t *vals, const int64_t *rw, const int64_t *fs,
+static ALWAYS_INLINE void packed_loop(const uint8_t *cd, const int64_t *vals, const int32_t *rw, const int64_t *fs,
                                       int64_t *out, Py_ssize_t n, Py_ssize_t d, Py_ssize_t m, Py_ssize_t nf,
                                       Py_ssize_t S, const int all_rows, const int dense, const int check_codes,
                                       quant_bad *bad)
@@ -446,7 +448,7 @@ static PyObject *histogram_packed(PyObject *self, PyObject *args)
     Py_buffer *codes, *vals, *rows, *feats, *out;
     if (!(codes = ka_buffer(&K, "codes", ocodes, KA_U8, KA_IN))
         || !(vals = ka_buffer(&K, "vals", ovals, KA_I64, KA_IN))
-        || !(rows = ka_buffer(&K, "rows", orows, KA_I64, KA_IN))
+        || !(rows = ka_buffer(&K, "rows", orows, KA_I32, KA_IN))
         || !(feats = ka_buffer(&K, "feats", ofeats, KA_I64, KA_IN))
         || !(out = ka_buffer(&K, "out", oout, KA_I64, KA_OUT)))
         goto fail;
@@ -458,7 +460,8 @@ static PyObject *histogram_packed(PyObject *self, PyObject *args)
         || ka_need(&K, out, ka_mul(d, S), "d*S") || ka_check_range(&K, "feats", fs, nf, 0, d) || ka_disjoint(&K))
         goto fail;
     const uint8_t *cd = (const uint8_t *)codes->buf;
-    const int64_t *v = (const int64_t *)vals->buf, *rw = (const int64_t *)rows->buf;
+    const int64_t *v = (const int64_t *)vals->buf;
+    const int32_t *rw = (const int32_t *)rows->buf;
     int64_t *o = (int64_t *)out->buf;
     Py_ssize_t m = all_rows ? n : ka_items(rows);
     quant_bad bad = {0, 0, 0, 0};

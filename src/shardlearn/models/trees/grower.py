@@ -25,7 +25,7 @@ import numpy as np
 from ...backend import compiled_kernels
 from ._gpu import device_histogram
 from .categorical import CatParams, find_best_categorical_splits, merge_splits, pack_bits
-from .histogram import MAX_COMPILED_ROWS, CompiledHistogram, build_histogram, is_all_rows, pair_codes
+from .histogram import MAX_COMPILED_ROWS, CompiledHistogram, as_rows32, build_histogram, is_all_rows, pair_codes
 from .quantize import decode, fields, narrow, widen
 from .split import TIE_RTOL, SplitParams, find_best_splits, find_best_splits_packed, find_best_splits_quant
 
@@ -341,8 +341,8 @@ class TreeGrower:
         Returns
         -------
         tree : dict of arrays (see :mod:`.predict`)
-        leaf_rows : list of (node_id, local rows) for every leaf (compiled host path: views of
-            the fit's one row permutation, valid until the next :meth:`grow`)
+        leaf_rows : list of (node_id, local rows) for every leaf (compiled host path: int32 views
+            of the fit's one row permutation, valid until the next :meth:`grow`)
         """
         ctx, p = self.ctx, self.params
         sp = p.split
@@ -368,10 +368,14 @@ class TreeGrower:
             if fresh and not in_place:
                 rows = np.arange(self.n, dtype=np.int64)
             full = fresh or is_all_rows(rows, self.n)
+            # the root's sums below gather with the caller's rows on the host (int64 from
+            # np.flatnonzero), not the int32 permutation: NumPy would first copy that to intp
+            gather = rows
             if self.chist is not None:
                 # the tree's row permutation: every node's rows stay a contiguous range of
                 # it (partitioned in place), as in LightGBM's DataPartition
                 rows = self.chist.rows_array(rows) if self.device else self._tree_perm(rows)
+                gather = rows if self.device else gather
             if packed:
                 local = self.chist.build_packed(quant.kernels, quant.packed, rows, hist_features)
             elif self.chist is not None:
@@ -384,13 +388,13 @@ class TreeGrower:
             if full and self._root_count is None and hist_features is None and not packed:
                 self._root_count = local[C - 1].copy()
             if packed:   # the packed sum of the rows: every field's total at once, exact
-                local_tot = np.array([quant.packed.sum() if full else quant.packed[rows].sum()], dtype=np.int64)
+                local_tot = np.array([quant.packed.sum() if full else quant.packed[gather].sum()], dtype=np.int64)
             else:
                 local_tot = np.empty(C)
                 if self.device:
                     local_tot[:C - 1] = self.chist.totals(None if full else rows)
                 else:
-                    sel = channels if full else np.take(channels, rows, axis=1)   # no copy of all rows
+                    sel = channels if full else np.take(channels, gather, axis=1)   # no copy of all rows
                     local_tot[:C - 1] = sel.sum(axis=1) if len(rows) else 0.0
                 local_tot[C - 1] = len(rows)
         root_hist = self._combine_hist(local[None], (1 << quant.packing.L) - 1 if packed else 0)[0]
@@ -471,17 +475,25 @@ class TreeGrower:
 
     def _tree_perm(self, rows):
         """The tree's row permutation: ``rows`` (None: every local row, in order) copied into
-        one int64 buffer that every tree of the fit reuses (the previous tree's leaf rows,
-        views of it, are valid until the next :meth:`grow`)."""
+        one int32 buffer that every tree of the fit reuses (the previous tree's leaf rows,
+        views of it, are valid until the next :meth:`grow`). int32, 4 bytes a local row: the
+        compiled path has at most ``MAX_COMPILED_ROWS`` local rows, and its kernels take
+        int32 row indices only (as the partition's scratch)."""
         if self._perm is None:
-            self._perm = np.empty(self.n, dtype=np.int64)
+            self._perm = np.empty(self.n, dtype=np.int32)
         m = self.n if rows is None else len(rows)
+        if m > self.n:
+            raise ValueError(f"{m} rows, more than the {self.n} local rows")
         perm = self._perm[:m]
         if rows is None:
             step = 1 << 16                  # by blocks: no n-row temporary
             for lo in range(0, m, step):
-                perm[lo:lo + step] = np.arange(lo, min(m, lo + step), dtype=np.int64)
+                perm[lo:lo + step] = np.arange(lo, min(m, lo + step), dtype=np.int32)
         else:
+            rows = np.asarray(rows)
+            if rows.dtype != np.int32 and m and (rows.min() < 0 or rows.max() >= self.n):
+                # checked before the narrowing copy: a row past 2**31 would wrap to a valid one
+                raise IndexError(f"rows out of range 0..{self.n - 1}")
             perm[...] = rows
         return perm
 
@@ -532,7 +544,7 @@ class TreeGrower:
         if not 0 <= k < K:
             raise IndexError(f"score column {k} out of range 0..{K - 1}")
         for node, r in leaf_rows:
-            r = np.ascontiguousarray(r, dtype=np.int64)   # a view of the tree's permutation
+            r = as_rows32(r, len(scores))   # a view of the tree's int32 permutation: as it is
             # the kernel checks every row in its loop (ValueError): no min/max pass here
             kern.add_leaf_value(scores, K, int(k), r, float(values[node]))
 

@@ -192,8 +192,27 @@ def row_major_codes(codes: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(codes.T)
 
 
-#: row indices the int32 partition scratch holds (more local rows: the NumPy path)
+#: local rows the compiled path's int32 row indices (the tree's permutation, the partition
+#: scratch) hold (more local rows: the NumPy path)
 MAX_COMPILED_ROWS = 2 ** 31 - 1
+
+
+def as_rows32(rows, n: int) -> np.ndarray:
+    """``rows`` as the compiled kernels take row indices: a C-contiguous int32 array.
+
+    The tree's row permutation and its views (int32, C-contiguous) are returned as they are;
+    other integer arrays are checked against ``[0, n)`` (an int64 row past 2**31 would wrap
+    to a valid-looking int32 one) and converted (a copy).
+    """
+    rows = np.asarray(rows)
+    if rows.dtype == np.int32 and rows.flags.c_contiguous:
+        return rows
+    if len(rows) == 0:
+        return np.empty(0, dtype=np.int32)
+    if rows.dtype.kind not in "iu":
+        raise TypeError(f"rows must be integer row indices, got {rows.dtype}")
+    _check_range(rows, n, "rows")
+    return rows.astype(np.int32)
 
 
 class CompiledHistogram:
@@ -206,7 +225,9 @@ class CompiledHistogram:
 
     Per local row this holds one byte of codes per feature and a 4-byte (int32) partition
     scratch; the caller's gradient channels (16 bytes for gradient and hessian) are
-    referenced, not copied.
+    referenced, not copied. Row indices are int32 (the kernels take no other type): the
+    grower's row permutation is int32 too (4 bytes a local row, held by the grower), and
+    :meth:`partition` / :meth:`partition_table` reorder int32 views of it.
 
     Parameters
     ----------
@@ -227,13 +248,13 @@ class CompiledHistogram:
             self.codes_rm = row_major_codes(np.asarray(codes, dtype=np.uint8))
         self.n, self.d = self.codes_rm.shape
         if self.n > MAX_COMPILED_ROWS:
-            raise ValueError(f"{self.n} local rows, more than the int32 partition scratch holds "
+            raise ValueError(f"{self.n} local rows, more than int32 row indices hold "
                              f"({MAX_COMPILED_ROWS})")
         self.n_slots = n_slots
         self.all_features = np.arange(self.d, dtype=np.int64)
         self._acc = None
         self._scratch = np.empty(self.n, dtype=np.int32)
-        self._no_rows = np.empty(0, dtype=np.int64)
+        self._no_rows = np.empty(0, dtype=np.int32)
         self.channels = None
         self.cin = 0
 
@@ -251,7 +272,9 @@ class CompiledHistogram:
             self._acc = np.empty(size, dtype=np.float64)
 
     def build(self, rows, features=None, hess_is_count=False, out=None, count=None) -> np.ndarray:
-        """Histogram ``(C, d, n_slots)`` of ``rows`` (int64 local rows, or None for all).
+        """Histogram ``(C, d, n_slots)`` of ``rows`` (local rows, or None for all; int32 ones,
+        a view of the tree's permutation, are used as they are, others converted by
+        :func:`as_rows32`).
 
         Features not in ``features`` are zero, as in :func:`build_histogram`. ``count``
         ``(d, n_slots)``: the count channel of these rows, already known (the root of an
@@ -266,7 +289,7 @@ class CompiledHistogram:
         if all_rows:
             rows = self._no_rows
         else:
-            rows = np.ascontiguousarray(rows, dtype=np.int64)
+            rows = as_rows32(rows, self.n)
             if len(rows) == 0:
                 return out
             # no NumPy pre-pass over the rows (a min and a max per node, as long as a good part
@@ -292,7 +315,7 @@ class CompiledHistogram:
         if out is None:
             out = np.empty((self.d, self.n_slots), dtype=np.int64)
         all_rows = rows is None or is_all_rows(rows, self.n)
-        rows = self._no_rows if all_rows else np.ascontiguousarray(rows, dtype=np.int64)
+        rows = self._no_rows if all_rows else as_rows32(rows, self.n)
         feats = self.all_features if features is None else np.ascontiguousarray(features, dtype=np.int64)
         if out.shape != (self.d, self.n_slots) or out.dtype != np.int64 or not out.flags.c_contiguous:
             raise ValueError(f"out must be a C-contiguous int64 array of shape {(self.d, self.n_slots)}")
@@ -300,11 +323,12 @@ class CompiledHistogram:
         return out
 
     def partition(self, rows: np.ndarray, feature: int, bin_: int, missing_left: bool) -> int:
-        """Reorder ``rows`` (a contiguous int64 view, ascending) in place: rows going left
-        (code ``<= bin_``, or the missing slot when ``missing_left``) first, both sides in
-        their original order. Returns the number of left rows."""
-        if rows.dtype != np.int64 or not rows.flags.c_contiguous:
-            raise ValueError("rows must be a C-contiguous int64 array (a view of the row permutation)")
+        """Reorder ``rows`` (a contiguous int32 view of the row permutation, ascending) in
+        place: rows going left (code ``<= bin_``, or the missing slot when ``missing_left``)
+        first, both sides in their original order. Returns the number of left rows."""
+        if rows.dtype != np.int32 or not rows.flags.c_contiguous:
+            raise ValueError("rows must be a C-contiguous int32 array (a view of the row permutation), "
+                             f"got {rows.dtype}")
         if len(rows) > self.n:
             raise ValueError(f"{len(rows)} rows, more than the {self.n} local rows")
         # no NumPy pre-pass over the rows (a min and a max per split, as long as the kernel's
@@ -317,8 +341,9 @@ class CompiledHistogram:
         ``cat_left[c]`` first, both sides in their original order (the NumPy path's
         ``np.compress`` order). ``cat_left``: bool over the bin slots. Returns the number of
         left rows."""
-        if rows.dtype != np.int64 or not rows.flags.c_contiguous:
-            raise ValueError("rows must be a C-contiguous int64 array (a view of the row permutation)")
+        if rows.dtype != np.int32 or not rows.flags.c_contiguous:
+            raise ValueError("rows must be a C-contiguous int32 array (a view of the row permutation), "
+                             f"got {rows.dtype}")
         if len(rows) > self.n:
             raise ValueError(f"{len(rows)} rows, more than the {self.n} local rows")
         cat_left = np.asarray(cat_left, dtype=bool).ravel()
