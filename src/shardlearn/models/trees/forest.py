@@ -70,11 +70,8 @@ class _RandomForest(FittedEnsemble, Params):
     min_gain_to_split : float
     hist_reduce : {"allreduce", "reduce_scatter"}
     histogram_pool_size : float
-        MiB of open-leaf histograms each rank keeps at most (LightGBM's name and unit);
-        negative (default): no bound beyond the leaves that can still be split. A leaf
-        split without its histogram has both children's built from their rows instead of
-        one and a subtraction: a bound trades histogram time for memory, and changes the
-        tree only in the rounding of those sums (quantized_grad: not at all).
+        MiB of open-leaf histograms each rank keeps at most; negative (default): no bound.
+        See :class:`~.gbdt.GradientBoostingClassifier`.
     categorical_features : list of int, bool mask of length d, or None
         Columns holding non-negative integer category codes (NaN: missing); see
         :class:`~.gbdt.GradientBoostingClassifier` for them and the next parameters.
