@@ -160,7 +160,7 @@ def test_kernels_take_the_int32_row_permutation():
     with pytest.raises(TypeError, match="rows: int32 items expected"):
         KERNELS.add_leaf_value(scores, 3, 1, wide, 0.25)
     with pytest.raises(TypeError, match="rows: int32 items expected"):
-        KERNELS.partition(ch_hist.codes_rm, d, 2, wide, ch_hist._scratch, 100, S - 1, 0)
+        KERNELS.partition(ch_hist.codes_rm, d, 2, wide, np.empty(len(wide), np.int32), 100, S - 1, 0)
     # rows out of range: int32 ones in the kernel's loop, int64 ones before they are narrowed
     # (2**32 + 1 would wrap to row 1)
     with pytest.raises(ValueError, match="rows: index 4000 at position 1"):

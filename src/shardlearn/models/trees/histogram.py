@@ -197,6 +197,11 @@ def row_major_codes(codes: np.ndarray) -> np.ndarray:
 MAX_COMPILED_ROWS = 2 ** 31 - 1
 
 
+def _scratch(rows: np.ndarray) -> np.ndarray:
+    """A partition's scratch: room for every row of the node (the right ones go there)."""
+    return np.empty(len(rows), dtype=np.int32)
+
+
 def as_rows32(rows, n: int) -> np.ndarray:
     """``rows`` as the compiled kernels take row indices: a C-contiguous int32 array.
 
@@ -220,12 +225,14 @@ class CompiledHistogram:
 
     Holds the one copy of the codes a fit keeps, row-major ``(n, d)`` (the histogram reads a
     row's codes together, the partition one feature's code of each of a node's ascending
-    rows), and the scratch buffers of one fit; the caller passes the per-tree statistics
-    through :meth:`set_channels` (kept as given, channel-major ``(C - 1, n)``: no copy).
+    rows); the caller passes the per-tree statistics through :meth:`set_channels` (kept as
+    given, channel-major ``(C - 1, n)``: no copy).
 
-    Per local row this holds one byte of codes per feature and a 4-byte (int32) partition
-    scratch; the caller's gradient channels (16 bytes for gradient and hessian) are
-    referenced, not copied. Row indices are int32 (the kernels take no other type): the
+    Per local row this holds one byte of codes per feature; the caller's gradient channels
+    (16 bytes for gradient and hessian) are referenced, not copied. A partition's scratch
+    (int32, the node's rows) is taken for that call only: the big nodes are split while a
+    tree has few open leaves, so a scratch of every local row held through the tree would
+    add 4 bytes a row to the peak, which comes when many leaves hold histograms. Row indices are int32 (the kernels take no other type): the
     grower's row permutation is int32 too (4 bytes a local row, held by the grower), and
     :meth:`partition` / :meth:`partition_table` reorder int32 views of it.
 
@@ -253,7 +260,6 @@ class CompiledHistogram:
         self.n_slots = n_slots
         self.all_features = np.arange(self.d, dtype=np.int64)
         self._acc = None
-        self._scratch = np.empty(self.n, dtype=np.int32)
         self._no_rows = np.empty(0, dtype=np.int32)
         self.channels = None
         self.cin = 0
@@ -333,7 +339,7 @@ class CompiledHistogram:
             raise ValueError(f"{len(rows)} rows, more than the {self.n} local rows")
         # no NumPy pre-pass over the rows (a min and a max per split, as long as the kernel's
         # own work): the kernel checks every row in its loop (ValueError, nothing written)
-        return self.k.partition(self.codes_rm, self.d, int(feature), rows, self._scratch, int(bin_),
+        return self.k.partition(self.codes_rm, self.d, int(feature), rows, _scratch(rows), int(bin_),
                                 self.n_slots - 1, int(bool(missing_left)))
 
     def partition_table(self, rows: np.ndarray, feature: int, cat_left: np.ndarray) -> int:
@@ -353,7 +359,7 @@ class CompiledHistogram:
             _check_range(rows, self.n, "rows")
         table = np.zeros(256, dtype=np.uint8)     # every uint8 code has an entry (0: right)
         table[:len(cat_left)] = cat_left
-        return self.k.partition_table(self.codes_rm, self.d, int(feature), rows, self._scratch, table)
+        return self.k.partition_table(self.codes_rm, self.d, int(feature), rows, _scratch(rows), table)
 
 
 def _check_range(idx: np.ndarray, n: int, what: str) -> None:
