@@ -93,6 +93,9 @@ X = rng.normal(size=(6000, 6)); X[rng.random(X.shape) < 0.05] = np.nan
 y = np.nan_to_num(X[:, 0]) + np.nan_to_num(X[:, 1]) ** 2 + 0.3 * rng.normal(size=6000)
 for name, mk, yy in (("gbdt", lambda c: GradientBoostingClassifier(n_estimators=10, random_state=1, comm=c),
                       (y > np.median(y)).astype(float)),
+                     ("gbdt-pool", lambda c: GradientBoostingClassifier(n_estimators=4, num_leaves=20,
+                                                                        histogram_pool_size=0.05, comm=c),
+                      (y > np.median(y)).astype(float)),
                      ("forest", lambda c: RandomForestRegressor(n_estimators=4, max_depth=6, random_state=1,
                                                                 comm=c), y)):
     a, b = mk(cpu).fit(X[sl], yy[sl]), mk(gpu).fit(X[sl], yy[sl])

@@ -121,6 +121,9 @@ for name, est, yy in (("gbdt-reg", lambda c: GradientBoostingRegressor(n_estimat
                                                                         bagging_freq=1, feature_fraction=0.8,
                                                                         random_state=1, comm=c), yb),
                       ("gbdt-mc", lambda c: GradientBoostingClassifier(n_estimators=4, comm=c), ym),
+                      # a bounded histogram pool: parents without a histogram, children built on the device
+                      ("gbdt-pool", lambda c: GradientBoostingClassifier(n_estimators=4, num_leaves=20,
+                                                                         histogram_pool_size=0.05, comm=c), yb),
                       ("forest", lambda c: RandomForestRegressor(n_estimators=4, max_depth=6, random_state=2,
                                                                  comm=c), y)):
     a, b = est(cpu).fit(X[s], yy[s]), est(gpu).fit(X[s], yy[s])
