@@ -104,9 +104,11 @@ def check_folds(ctx, folds: np.ndarray, n_splits: int, n_total: int) -> None:
                                   "training rows: use fewer folds or more data")
 
 
-def subset_mask(global_rows: np.ndarray, n_resources: int, n_total: int, seed: int) -> np.ndarray:
-    """Rows of a halving round using ``n_resources`` of ``n_total`` rows (nested across rounds);
-    the search passes None instead of an all-true mask when a round uses every row."""
+def subset_mask(start: int, n_local: int, n_resources: int, n_total: int, seed: int) -> np.ndarray | None:
+    """Rows of a halving round using ``n_resources`` of ``n_total`` rows (nested across rounds),
+    as a mask over the rank's ``n_local`` rows (global rows ``[start, start + n_local)``); None
+    when the round uses every row (no mask, and no global row keys built for one)."""
     if n_resources >= n_total:
-        return np.ones(len(global_rows), dtype=bool)
+        return None
+    global_rows = np.arange(start, start + n_local, dtype=np.int64)
     return rng.row_uniform(seed, rng.stream_id("halving"), global_rows) < n_resources / n_total

@@ -69,15 +69,10 @@ def predicts_locally(est) -> bool:
     return "rows" in inspect.signature(est.fit).parameters or hasattr(est, "_strengths")
 
 
-def _chunk_rows(X) -> int:
-    """Rows per gathered chunk of test rows: the fold assignment's block size for the rows
-    held (:func:`._folds.chunk_rows`: a small share of them), so the copy stays small next to X."""
-    return chunk_rows(X.shape[0])
-
-
 def _by_chunks(fn, X, rows):
     """``fn`` of the rows ``X[rows]``, computed a chunk of rows at a time and stacked."""
-    parts = [fn(chunk) for _, _, chunk in take_chunks(X, rows, _chunk_rows(X))]
+    # test rows gathered in the fold assignment's blocks (a small share of the rows held)
+    parts = [fn(chunk) for _, _, chunk in take_chunks(X, rows, chunk_rows(X.shape[0]))]
     return np.concatenate(parts) if parts else np.asarray(fn(X.take(rows[:0], axis=0)))
 
 

@@ -145,9 +145,7 @@ class _BaseSearch(Params):
         for it, n_res in enumerate(rounds):
             if it:
                 keep = self._best_of(rows, it - 1, math.ceil(len(keep) / float(self.factor)))
-            # the global rows only for the subset's keys (not held during the round); None: every row
-            subset = None if n_res >= n_total else _folds.subset_mask(
-                np.arange(start, start + len(X), dtype=np.int64), n_res, n_total, self.random_state)
+            subset = _folds.subset_mask(start, len(X), n_res, n_total, self.random_state)   # None: every row
             self.n_resources_.append(int(n_res))
             self.n_candidates_.append(len(keep))
             world.log(f"search: {'round ' + str(it + 1) + ': ' if len(rounds) > 1 else ''}{len(keep)} candidates x "
@@ -238,12 +236,13 @@ class _BaseSearch(Params):
     def _run_unit(self, group, cands, unit, folds, subset, X, y, start) -> list:
         """The fits of ``unit`` (``(batch, fold)`` pairs): one after another, or side by side in
         lockstep (collective over the group)."""
+        def in_round(mask):
+            return mask if subset is None else mask & subset
+
         def task(ctx, batch, f):
             # the training mask lives through the fits; the test rows are found when scored
-            train = folds != f if subset is None else (folds != f) & subset
-            return self._run_task(ctx, cands, batch, f, X, y, train,
-                                  lambda: np.flatnonzero(folds == f if subset is None else (folds == f) & subset),
-                                  start)
+            return self._run_task(ctx, cands, batch, f, X, y, in_round(folds != f),
+                                  lambda: np.flatnonzero(in_round(folds == f)), start)
 
         if len(unit) == 1:
             return task(group, *unit[0])
