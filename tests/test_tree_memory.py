@@ -61,8 +61,8 @@ def test_compiled_histogram_holds_one_copy_of_codes_and_references_channels():
     rows = np.sort(g.choice(n, 200, replace=False)).astype(np.int64)
     np.testing.assert_allclose(ch.build(rows), H.build_histogram(codes, w, rows, S), rtol=1e-12, atol=1e-12)
     given = np.ascontiguousarray(codes.T)
-    rm = H.CompiledHistogram(KERNELS, given, S, row_major=True)
-    assert rm.codes_rm is given                             # row-major codes are used as they are
+    rm = H.CompiledHistogram(KERNELS, given.T, S)           # (d, n) as the transpose of row-major codes
+    assert rm.codes_rm.base is given                        # used as they are: no copy
     with pytest.raises(ValueError, match="channels must be"):
         ch.set_channels(np.zeros((2, n + 1)))
 

@@ -232,27 +232,25 @@ class CompiledHistogram:
     (16 bytes for gradient and hessian) are referenced, not copied. A partition's scratch
     (int32, the node's rows) is taken for that call only: the big nodes are split while a
     tree has few open leaves, so a scratch of every local row held through the tree would
-    add 4 bytes a row to the peak, which comes when many leaves hold histograms. Row indices are int32 (the kernels take no other type): the
-    grower's row permutation is int32 too (4 bytes a local row, held by the grower), and
-    :meth:`partition` / :meth:`partition_table` reorder int32 views of it.
+    add 4 bytes a row to the peak, which comes when many leaves hold histograms. Row
+    indices are int32 (the kernels take no other type): the grower's row permutation is
+    int32 too (4 bytes a local row, held by the grower), and :meth:`partition` /
+    :meth:`partition_table` reorder int32 views of it.
 
     Parameters
     ----------
     kernels : module
         ``shardlearn.models.trees._hist_kernels``.
     codes : (d, n) uint8
-        Feature-major codes, copied once to the row-major layout (the caller may let go
-        of them then); or, with ``row_major=True``, already ``(n, d)`` row-major (used as
-        they are when C-contiguous uint8).
+        The codes, copied once to the row-major layout (the caller may let go of them then);
+        not copied when they are already the transpose of a C-contiguous ``(n, d)`` array
+        (``BinMapper.transform(row_major=True)``).
     n_slots : int
     """
 
-    def __init__(self, kernels, codes: np.ndarray, n_slots: int, row_major: bool = False):
+    def __init__(self, kernels, codes: np.ndarray, n_slots: int):
         self.k = kernels
-        if row_major:
-            self.codes_rm = np.ascontiguousarray(codes, dtype=np.uint8)
-        else:
-            self.codes_rm = row_major_codes(np.asarray(codes, dtype=np.uint8))
+        self.codes_rm = row_major_codes(np.asarray(codes, dtype=np.uint8))
         self.n, self.d = self.codes_rm.shape
         if self.n > MAX_COMPILED_ROWS:
             raise ValueError(f"{self.n} local rows, more than int32 row indices hold "
