@@ -209,7 +209,7 @@ class _RandomForest(FittedEnsemble, Params):
         depth = None if self.max_depth is None or int(self.max_depth) <= 0 else int(self.max_depth)
         grow = GrowParams(num_leaves=self.num_leaves, max_depth=depth, growth="depthwise",
                           hist_reduce=self.hist_reduce, learning_rate=1.0,
-                          histogram_pool_size=check_histogram_pool_size(self.histogram_pool_size),
+                          histogram_pool_size=float(self.histogram_pool_size),   # checked in _check_params
                           split=SplitParams(0.0, self.min_child_samples, 1e-12, self.min_gain_to_split),
                           categorical=cat_params(self, cat))
         grower = TreeGrower(ctx, codes, mapper.n_bins_, mapper.n_slots, grow)

@@ -139,7 +139,8 @@ class _GradientBoosting(FittedEnsemble, Params):
                  growth="leafwise", max_bin=255, min_child_samples=20, min_sum_hessian=1e-3,
                  lambda_l2=0.0, min_gain_to_split=0.0, feature_fraction=1.0, bagging_fraction=1.0,
                  bagging_freq=0, validation_fraction=0.0, early_stopping_rounds=None, metric=None,
-                 hist_reduce="allreduce", histogram_pool_size=-1.0, quantized_grad=False, grad_bits=2, quant_train_renew_leaf=True,
+                 hist_reduce="allreduce", histogram_pool_size=-1.0, quantized_grad=False, grad_bits=2,
+                 quant_train_renew_leaf=True,
                  categorical_features=None, max_cat_to_onehot=4, cat_smooth=10.0,
                  cat_l2=10.0, max_cat_threshold=32, min_data_per_group=100, random_state=0, comm=None, verbose=False):
         self.n_estimators = n_estimators
@@ -377,7 +378,7 @@ class _GradientBoosting(FittedEnsemble, Params):
         grow = GrowParams(num_leaves=self.num_leaves,
                           max_depth=self.max_depth if self.max_depth and self.max_depth > 0 else None,
                           growth=self.growth, hist_reduce=self.hist_reduce,
-                          histogram_pool_size=check_histogram_pool_size(self.histogram_pool_size),
+                          histogram_pool_size=float(self.histogram_pool_size),   # checked in _check_params
                           learning_rate=self.learning_rate,
                           split=SplitParams(self.lambda_l2, self.min_child_samples, self.min_sum_hessian,
                                             self.min_gain_to_split),

@@ -158,8 +158,8 @@ class TreeGrower:
         #: bandwidth-optimal algorithms (ring allreduce / reduce-scatter / allgather)
         self.wire_bytes = 0
         self.hist_collectives = 0
-        #: the split search's kernels (looked up again at every tree)
-        self._split_kernels = compiled_kernels("models.trees._hist_kernels")
+        #: the split search's kernels (looked up by grow(), once a tree)
+        self._split_kernels = None
         self._ready = []
         self._pool = _HistPool()
         #: open leaves that keep a histogram at most (set per tree from histogram_pool_size)
