@@ -12,16 +12,18 @@ with ``PredefinedSplit`` (1 thread per worker):
   (``max_leaf_nodes``, ``min_samples_leaf``, ``max_iter``, no early stopping).
 
 shardlearn's time is the search itself (each group's rows already read, as the CLI
-does); scikit-learn's is ``GridSearchCV.fit`` (data in memory). Peak memory per rank is
-the process's peak RSS (VmHWM, reset to the RSS when the base is taken, after every rank
-has loaded HDF5) minus its RSS before reading the data, against the rows
-that rank holds (its group's table split over the group's ranks) and against its 1/P
-share of the data, at a quarter of, the full and 4x the rows (logistic at G = 1 and 2, GBDT
-at G = 1), and the marginal cost per byte held between the smallest and the largest. The
-GBDT runs at a quarter of and 4x the rows search the small grid ``GBDT_SMALL_GRID`` (2
-candidates, num_leaves 7 and 63, ``SMALL_TREES`` trees: a few seconds at 4x): the largest
-num_leaves, so the same open-leaf histograms, and the same folds. The GBDT G=1 cases are run
-again as ``.../pool`` with ``histogram_pool_size=HIST_POOL_MIB`` (LightGBM's bound on the
+does); scikit-learn's is ``GridSearchCV.fit`` (data in memory, its 2 workers already
+started). Peak memory per rank is the process's peak RSS (VmHWM, reset to the RSS when the
+base is taken, after every rank has loaded HDF5) minus its RSS before reading the data,
+against the rows that rank holds (its group's table split over the group's ranks) and
+against its 1/P share of the data, at a quarter of, the full, 4x and 16x the rows (logistic
+at G = 1 and 2, GBDT at G = 1; 16x: G = 1 only), and the marginal cost per byte held
+between the smallest and the largest. scikit-learn's workers are measured the same way at
+the full size and 4x (see :func:`run_sklearn`). The GBDT runs at a quarter of, 4x and 16x
+the rows search the small grid ``GBDT_SMALL_GRID`` (2 candidates, num_leaves 7 and 63,
+``SMALL_TREES`` trees: a few seconds at 4x): the largest num_leaves, so the same open-leaf
+histograms, and the same folds. The GBDT G=1 cases are run again as ``.../pool`` with
+``histogram_pool_size=HIST_POOL_MIB`` (LightGBM's bound on the
 open-leaf histograms a rank keeps): memory and time against no bound. Usage::
 
     python bench/bench_search.py [--rows 200000] [--features 20] [--trees 30]
@@ -163,28 +165,55 @@ def run_ours(args, data: Path, model: str, groups: int, no_multi=False, folds_ou
     return json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))[7:])
 
 
-def run_sklearn(data: Path, folds: Path, model: str, trees: int, n_jobs: int = 2) -> dict:
-    """scikit-learn's GridSearchCV(n_jobs=2) in a child process with 1 thread per worker."""
+def run_sklearn(data: Path, folds: Path, model: str, trees: int, n_jobs: int = 2, small_grid=False) -> dict:
+    """scikit-learn's GridSearchCV(n_jobs=2) in a child process with 1 thread per worker.
+
+    With workers (n_jobs > 1) it also measures their memory the way the ranks' is: joblib's
+    worker processes are started (and import scikit-learn) before the timed fit, their VmHWM
+    reset to their RSS then (the base), and each one's peak over that base read after the fit
+    (joblib hands X to them as a shared memory map, whose pages count in each worker's RSS as
+    the ranks' data counts in theirs). ``small_grid``: GBDT's ``GBDT_SMALL_GRID`` and
+    ``SMALL_TREES``, as the ranks' cases at a quarter of and 4x the rows."""
     code = f"""
-import json, time, h5py, numpy as np
+import json, os, time, h5py, numpy as np
+from joblib import Parallel, delayed
 from sklearn.model_selection import GridSearchCV, PredefinedSplit
 from sklearn.linear_model import LogisticRegression
 from sklearn.ensemble import HistGradientBoostingClassifier
+def warm():
+    import sklearn.ensemble, sklearn.linear_model, sklearn.metrics  # noqa: F401
+    time.sleep(0.3)
+    return os.getpid()
+def status(pid, field):
+    with open(f"/proc/{{pid}}/status") as f:
+        return next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith(field + ":"))
 with h5py.File({str(data)!r}) as h:
     X, y = h["X"][:], h["y"][:]
 folds = np.load({str(folds)!r})
+small = {bool(small_grid)!r}
 if {model!r} == "logistic":
     est, grid, scoring = LogisticRegression(tol=1e-6, max_iter=200), {LOGIT_GRID!r}, "neg_log_loss"
 else:
-    est = HistGradientBoostingClassifier(max_iter={trees}, early_stopping=False, max_bins=255, random_state=0)
-    g = {GBDT_GRID!r}
-    grid = {{"max_leaf_nodes": g["num_leaves"], "learning_rate": g["learning_rate"],
-             "min_samples_leaf": g["min_child_samples"]}}
+    est = HistGradientBoostingClassifier(max_iter={SMALL_TREES} if small else {trees}, early_stopping=False,
+                                         max_bins=255, random_state=0)
+    g = {GBDT_SMALL_GRID!r} if small else {GBDT_GRID!r}
+    names = {{"num_leaves": "max_leaf_nodes", "learning_rate": "learning_rate", "min_child_samples": "min_samples_leaf"}}
+    grid = {{names[k]: v for k, v in g.items()}}
     scoring = "accuracy"
+workers = sorted(set(Parallel(n_jobs={n_jobs})(delayed(warm)() for _ in range(4)))) if {n_jobs} > 1 else []
+base = {{}}
+for pid in workers:
+    base[pid] = status(pid, "VmRSS")
+    with open(f"/proc/{{pid}}/clear_refs", "w") as f:
+        f.write("5")
 t = time.perf_counter()
 s = GridSearchCV(est, grid, cv=PredefinedSplit(folds), scoring=scoring, n_jobs={n_jobs}, refit=False).fit(X, y)
-print("RESULT " + json.dumps({{"seconds": time.perf_counter() - t, "mean_test_score": s.cv_results_["mean_test_score"].tolist(),
-                              "best_params": s.best_params_, "best_score": s.best_score_}}))
+seconds = time.perf_counter() - t
+memory = [{{"peak_over_base": status(pid, "VmHWM") - base[pid], "held_bytes": X.nbytes + y.nbytes}} for pid in workers]
+same = not workers or sorted(set(Parallel(n_jobs={n_jobs})(delayed(warm)() for _ in range(4)))) == workers
+print("RESULT " + json.dumps({{"seconds": seconds, "mean_test_score": s.cv_results_["mean_test_score"].tolist(),
+                              "best_params": s.best_params_, "best_score": s.best_score_,
+                              "memory": memory if same else None}}))
 """
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=3600)
@@ -235,7 +264,7 @@ def main() -> int:
     if args.cases and Path(args.json_out).exists():
         results = json.loads(Path(args.json_out).read_text())
     sizes = {"full": args.rows} if args.light else \
-        {"full": args.rows, "quarter": max(1000, args.rows // 4), "x4": 4 * args.rows}
+        {"full": args.rows, "quarter": max(1000, args.rows // 4), "x4": 4 * args.rows, "x16": 16 * args.rows}
     wanted = (lambda key: re.search(args.cases, key)) if args.cases else (lambda key: True)
     for tag, n in sizes.items():
         data = work / f"search-{n}x{args.features}.h5"
@@ -244,7 +273,8 @@ def main() -> int:
         results.setdefault("data_bytes", {})[tag] = n * args.features * 8 + n * 8
         folds = work / f"folds-{n}.npy"
         for model in ("logistic", "gbdt"):
-            for groups in (1, 2) if tag == "full" or model == "logistic" else (1,):
+            # x16: the aim's cases only (G = 1: each rank holds its share)
+            for groups in (1,) if tag == "x16" or model == "gbdt" and tag != "full" else (1, 2):
                 variants = [""]
                 if tag == "full" and not args.light and (model == "logistic" or groups == 1):
                     variants.append("one-by-one" if model == "logistic" else "lockstep")
@@ -262,9 +292,11 @@ def main() -> int:
                     r["loadavg_before"], r["loadavg_after"] = load0, loadavg()
                     results["cases"][key] = r
                     print(f"{key}: {r['seconds']:.2f}s (load {load0})", flush=True)
-            if tag == "full" and wanted(f"{tag}/{model}/sklearn"):
+            # the peer: its time at full size; its workers' memory at full size and 4x the rows
+            if tag in ("full", "x4") and wanted(f"{tag}/{model}/sklearn"):
                 load0 = loadavg()
-                r = run_sklearn(data, folds, model, args.trees, n_jobs=1 if args.light else 2)   # light: no worker spawn
+                r = run_sklearn(data, folds, model, args.trees, n_jobs=1 if args.light else 2,   # light: no workers
+                                small_grid=model == "gbdt" and tag != "full")
                 r["loadavg_before"], r["loadavg_after"] = load0, loadavg()
                 results["cases"][f"{tag}/{model}/sklearn"] = r
                 print(f"{tag}/{model}/sklearn: {r['seconds']:.2f}s (load {load0})", flush=True)
@@ -342,21 +374,40 @@ def report(res: dict) -> str:
     lines += ["", "## Peak memory per rank against the data", "",
               "Peak RSS (VmHWM, reset when the base is taken: `clear_refs` 5, after every rank has loaded "
               "HDF5) minus RSS before reading the data; *held* = the rows the rank keeps "
-              "(its group's table split over the group's ranks); *share* = 1/P of the data.", "",
-              "The GBDT rows at a quarter of and 4x the data search the small grid (2 candidates, num_leaves "
-              f"7 and 63, {SMALL_TREES} trees); the full-size rows, the 16-candidate grid.", "",
+              "(its group's table split over the group's ranks); *share* = 1/P of the data. scikit-learn's "
+              "rows: each of its 2 workers, started and importing scikit-learn before the base; it "
+              "gets the whole table (a shared memory map) and copies each fit's rows.", "",
+              "The GBDT rows at a quarter of, 4x and 16x the data search the small grid (2 candidates, "
+              f"num_leaves 7 and 63, {SMALL_TREES} trees); the full-size rows, the 16-candidate grid.", "",
               "| case | rank | held | peak over base | peak / held | peak / share |", "|---|---|---|---|---|---|"]
     for key, r in c.items():
-        if "sklearn" in key or "one-by-one" in key or "lockstep" in key:
+        if "one-by-one" in key or "lockstep" in key or not r.get("memory"):
             continue
         share = res["data_bytes"][key.split("/")[0]] / 2
         for rank, m in enumerate(r["memory"]):
-            lines.append(f"| {key} | {rank} | {m['held_bytes'] / mb:.1f} MiB | {m['peak_over_base'] / mb:.1f} MiB | "
+            who = f"worker {rank}" if key.endswith("sklearn") else rank
+            lines.append(f"| {key} | {who} | {m['held_bytes'] / mb:.1f} MiB | {m['peak_over_base'] / mb:.1f} MiB | "
                          f"{m['peak_over_base'] / m['held_bytes']:.2f} | {m['peak_over_base'] / share:.2f} |")
+    ratio = lambda key: " / ".join(f"{m['peak_over_base'] / (res['data_bytes'][key.split('/')[0]] / 2):.2f}"  # noqa: E731
+                                   for m in c[key]["memory"])
+    peer = [(tag, model) for tag in ("full", "x4") for model in ("logistic", "gbdt")
+            if c.get(f"{tag}/{model}/sklearn", {}).get("memory") and f"{tag}/{model}/G=1" in c]
+    if peer:
+        lines += ["", "Against scikit-learn (peak over base / share; ranks 0 / 1, workers 0 / 1):", "",
+                  "| data | grid | shardlearn G=1 | with histogram_pool_size | scikit-learn GridSearchCV(n_jobs=2) |",
+                  "|---|---|---|---|---|"]
+        for tag, model in peer:
+            grid = {"logistic": "logistic, 24 candidates", "gbdt": "GBDT, 16 candidates" if tag == "full"
+                    else f"GBDT, {len(GBDT_SMALL_GRID['num_leaves'])} candidates"}[model]
+            pool = ratio(f"{tag}/{model}/G=1/pool") if f"{tag}/{model}/G=1/pool" in c else ""
+            lines.append(f"| {tag} | {grid} | {ratio(f'{tag}/{model}/G=1')} | {pool} | "
+                         f"{ratio(f'{tag}/{model}/sklearn')} |")
     slopes = []
     for model, G, var in (("logistic", 1, ""), ("logistic", 2, ""), ("gbdt", 1, ""), ("gbdt", 1, "/pool")):
-        lo, hi = c.get(f"quarter/{model}/G={G}{var}"), c.get(f"x4/{model}/G={G}{var}")
-        if lo and hi:
+        lo = c.get(f"quarter/{model}/G={G}{var}")
+        top = next((t for t in ("x16", "x4") if f"{t}/{model}/G={G}{var}" in c), None)
+        if lo and top:
+            hi = c[f"{top}/{model}/G={G}{var}"]
             per_rank = [(b["peak_over_base"] - a["peak_over_base"]) / (b["held_bytes"] - a["held_bytes"])
                         for a, b in zip(lo["memory"], hi["memory"])]
             grid = (f" ({len(GBDT_SMALL_GRID['num_leaves'])} candidates num_leaves="
@@ -364,7 +415,7 @@ def report(res: dict) -> str:
             grid += f", histogram_pool_size={HIST_POOL_MIB} MiB" if var else ""
             slopes.append(f"- {model} G={G}{grid}: each further byte a rank holds costs "
                           f"{', '.join(f'{v:.2f}' for v in per_rank)} bytes of peak memory (ranks 0, 1; "
-                          "from the quarter-size to the 4x data), i.e. that much times the rank's share "
+                          f"from the quarter-size to the {top[1:]}x data), i.e. that much times the rank's share "
                           f"of the data {'(G=1: held = share)' if G == 1 else '(G=2: each rank holds 2x its share)'}")
     if slopes:
         lines += ["", "Marginal memory (the fixed costs of the interpreter, MPI windows and block temporaries "
