@@ -54,6 +54,89 @@ def test_histogram_matches_numpy():
 
 
 @needs_kernels
+def test_float32_channels_sum_as_their_float64_values():
+    """GBDT keeps gradient and hessian in float32 (as LightGBM and scikit-learn): the compiled
+    histogram of float32 channels is bit for bit the one of the same values in float64 (they
+    are widened exactly and summed in float64), in every copy of the accumulation loop (all
+    rows or a node's, all features or some, codes checked or not, with and without the
+    count, one or several gradient channels); the NumPy path agrees."""
+    rng = np.random.default_rng(5)
+    for d, n, S in ((6, 3000, 256), (3, 500, 17)):
+        codes = _codes(rng, d, n, S)
+        c32, c64 = H.CompiledHistogram(KERNELS, codes, S), H.CompiledHistogram(KERNELS, codes, S)
+        for cin in (2, 4):
+            ch = rng.normal(size=(cin, n)).astype(np.float32)
+            ch[-1] = np.abs(ch[-1])
+            c32.set_channels(ch)
+            c64.set_channels(ch.astype(np.float64))
+            assert c32.channels is ch                                   # kept as given: no copy
+            for rows in (None, np.sort(rng.choice(n, n // 4, replace=False))):
+                for feats in (None, np.array([0, d - 1])):
+                    for hic in (False, True):
+                        for count in (None, H.build_histogram(codes, ch, rows, S)[-1]):
+                            got = c32.build(rows, feats, hic, count=count)
+                            assert np.array_equal(got, c64.build(rows, feats, hic, count=count))
+                            ref = H.build_histogram(codes, ch, rows, S, feats, hic)
+                            np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-9)
+    with pytest.raises(TypeError, match="float32"):                   # f32 is checked, not trusted
+        KERNELS.histogram(c32.codes_rm, n, d, np.zeros((2, n)), 2, np.empty(0, np.int32), 1,
+                          c32.all_features, S, np.empty(d * S * 3), np.empty((3, d, S)), 0, 1, 1)
+
+
+@needs_kernels
+def test_the_gradient_kernel_writes_float32_channels():
+    """``gradients(..., f32=1)`` writes each gradient and hessian rounded once from the double
+    it computes with f32=0 (binary with float or byte labels, weighted or not, and L2), and
+    returns the same maxima."""
+    QK = compiled_kernels("models.trees._quant_kernels")
+    if QK is None:
+        pytest.skip("_quant_kernels not built")
+    rng = np.random.default_rng(6)
+    n, K = 1001, 2
+    F = rng.normal(scale=3, size=(n, K))
+    y01 = (rng.random(n) < 0.4).astype(np.float64)
+    for binary, y, y_u8 in ((1, y01, 0), (1, y01.astype(np.uint8), 1), (0, rng.normal(size=n), 0)):
+        for w in (np.empty(0), rng.uniform(0.2, 3, n)):
+            with_h = binary or len(w)
+            g64, h64 = np.empty(n), np.empty(n if with_h else 0)
+            g32, h32 = np.empty(n, np.float32), np.empty(n if with_h else 0, np.float32)
+            m64 = QK.gradients(F, K, 1, y, w, binary, g64, h64, y_u8)
+            m32 = QK.gradients(F, K, 1, y, w, binary, g32, h32, y_u8, 1)
+            assert m32 == m64
+            assert np.array_equal(g32, g64.astype(np.float32))
+            assert np.array_equal(h32, h64.astype(np.float32))
+    with pytest.raises(TypeError, match="float32"):
+        QK.gradients(F, K, 1, y01, np.empty(0), 1, np.empty(n), np.empty(n), 0, 1)
+
+
+def test_boosting_grows_on_float32_channels(monkeypatch):
+    """Boosting hands the trees float32 gradient and hessian channels (8 bytes a training
+    row), on the compiled path and the NumPy one, for every objective; a forest keeps float64."""
+    from sklearn.datasets import make_classification
+
+    from shardlearn.models.trees import (GradientBoostingClassifier, GradientBoostingRegressor,
+                                         RandomForestClassifier)
+    from shardlearn.models.trees import grower as GR
+
+    seen = []
+    grow = GR.TreeGrower.grow
+    monkeypatch.setattr(GR.TreeGrower, "grow", lambda self, ch, *a, **k: (seen.append(ch.dtype), grow(self, ch, *a, **k))[1])
+    X, y = make_classification(400, 5, n_informative=3, n_classes=3, random_state=0)
+    for kern in ("c", "numpy"):
+        monkeypatch.setenv("SHARDLEARN_KERNELS", kern)
+        for fit in (lambda: GradientBoostingClassifier(n_estimators=2).fit(X, y > 0),
+                    lambda: GradientBoostingClassifier(n_estimators=2).fit(X, y),
+                    lambda: GradientBoostingRegressor(n_estimators=2).fit(X, y + 0.5),
+                    lambda: GradientBoostingRegressor(n_estimators=2).fit(X, y + 0.5, sample_weight=y + 1.0)):
+            seen.clear()
+            fit()
+            assert seen and all(dt == np.float32 for dt in seen), (kern, seen)
+    seen.clear()
+    RandomForestClassifier(n_estimators=2).fit(X, y)
+    assert seen and all(dt == np.float64 for dt in seen)
+
+
+@needs_kernels
 def test_partition_matches_numpy():
     rng = np.random.default_rng(1)
     d, n, S = 4, 3000, 64

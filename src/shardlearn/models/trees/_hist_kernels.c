@@ -3,9 +3,10 @@
  * histogram(): one pass over a node's rows accumulates (gradient channels..., hessian, count)
  *   of every (sampled) feature. The codes are row-major (n x d uint8), so a row's codes are
  *   one or two cache lines when the node's rows are gathered; the per-row statistics are
- *   channel-major (Cin x n float64: gradient(s) then hessian), the layout the gradients are
- *   computed in, so a fit holds them once (a row's channels are Cin cache lines, prefetched
- *   like its codes: measured as fast as a row-major copy, see histogram()). Accumulators
+ *   channel-major (Cin x n: gradient(s) then hessian; float64, or float32 for GBDT's gradient
+ *   and hessian), the layout the gradients are computed in, so a fit holds them once (a
+ *   row's channels are Cin cache lines, prefetched like its codes: measured as fast as a
+ *   row-major copy, see histogram()). Accumulators
  *   are interleaved per bin, acc[(f * S + code) * A + c], so a row touches one cache line per
  *   feature instead of one per channel; they are scattered to the (C, d, S) layout that the
  *   split search and the collective use at the end. Float64 sums; counts are float64 too
@@ -84,13 +85,13 @@
 
 /* Prefetch the codes (up to two cache lines) and the summed statistics (one line per channel: they are
  * channel-major, w[q * n + r]) of local row r. */
-static inline void prefetch_row(const uint8_t *cd, const double *w, Py_ssize_t r, Py_ssize_t d,
+static inline void prefetch_row(const uint8_t *cd, const char *w, Py_ssize_t esz, Py_ssize_t r, Py_ssize_t d,
                                 Py_ssize_t cin, Py_ssize_t n)
 {
     PREFETCH(cd + r * d);
     PREFETCH(cd + r * d + d - 1);
     for (Py_ssize_t q = 0; q < cin; q++)
-        PREFETCH(w + q * n + r);
+        PREFETCH(w + (q * n + r) * esz);
 }
 
 /* Zero the accumulators of the selected features. */
@@ -100,13 +101,14 @@ static void zero_acc(double *acc, const int64_t *feats, Py_ssize_t nf, Py_ssize_
         memset(acc + feats[j] * S * A, 0, (size_t)(S * A) * sizeof(double));
 }
 
-/* histogram(codes_rm, n, d, channels, cin, rows, all_rows, feats, S, acc, out, hess_is_count, with_count)
+/* histogram(codes_rm, n, d, channels, cin, rows, all_rows, feats, S, acc, out, hess_is_count, with_count,
+ *           f32=0)
  *
- * codes_rm: (n, d) uint8, row-major; channels: (cin, n) float64, channel-major (channel q of
- * row r at q * n + r).
- * Checks: codes (n*d uint8), channels (cin*n float64), rows int32, feats int64, acc (d*S*A
- * float64, A accumulators per bin) and out ((cin+1)*d*S float64) written and disjoint from
- * the rest; feats in [0, d) (a pre-pass: d entries at most); every row in [0, n), checked
+ * codes_rm: (n, d) uint8, row-major; channels: (cin, n) float64 (f32 = 1: float32),
+ * channel-major (channel q of row r at q * n + r).
+ * Checks: codes (n*d uint8), channels (cin*n float64, or float32 with f32), rows int32, feats
+ * int64, acc (d*S*A float64, A accumulators per bin) and out ((cin+1)*d*S float64) written
+ * and disjoint from the rest; feats in [0, d) (a pre-pass: d entries at most); every row in [0, n), checked
  * in the loop before its codes are read (one compare and a never-taken branch per row,
  * against d features' accumulation), and every code of an accumulated (row, feature)
  * below S, also in the loop, as it addresses the accumulators. With S >= 256 (max_bin 255,
@@ -168,14 +170,22 @@ static inline void add_pair(double *b, pair_f64 x) { b[0] += x.v[0]; b[1] += x.v
 #define HIST_UNROLL
 #endif
 
+/* Channel value i (q * n + r) as a double: the channels are float64, or with f32 float32
+ * (GBDT's gradients and hessians, as LightGBM's and scikit-learn's: 8 bytes a row instead of
+ * 16), widened exactly, so the sums are float64 sums of the same values either way. */
+#define WV(i) (f32 ? (double)((const float *)wv)[i] : ((const double *)wv)[i])
+
 /* The accumulation passes of histogram() (zeroed accumulators in, stops at the first bad
- * row or code); all_rows, dense (nf == d: feature j is j) and check_codes are constants at
- * each call site. */
-static ALWAYS_INLINE void accumulate(const uint8_t *cd, const double *w, const int32_t *rw, const int64_t *fs,
+ * row or code); all_rows, dense (nf == d: feature j is j), check_codes and f32 (the
+ * channels' type) are constants at each call site. */
+static ALWAYS_INLINE void accumulate(const uint8_t *cd, const void *wv, const int32_t *rw, const int64_t *fs,
                                      double *acc, Py_ssize_t n, Py_ssize_t d, Py_ssize_t cin, Py_ssize_t m,
                                      Py_ssize_t nf, Py_ssize_t S, Py_ssize_t A, Py_ssize_t ng, const int all_rows,
-                                     const int dense, int with_count, const int check_codes, hist_bad *bad)
+                                     const int dense, int with_count, const int check_codes, const int f32,
+                                     hist_bad *bad)
 {
+    const char *wb = (const char *)wv;
+    const Py_ssize_t esz = f32 ? 4 : 8;
     /* see ROW_CHECKED (all rows: r = i < n, no int32 read) */
     const size_t row_lim = all_rows || n < ((Py_ssize_t)1 << 31) ? (size_t)n : (size_t)1 << 31;
     if (A == 3 && with_count) {
@@ -183,9 +193,9 @@ static ALWAYS_INLINE void accumulate(const uint8_t *cd, const double *w, const i
         for (Py_ssize_t i = 0; i < m; i++) {
             ROW_CHECKED(i)
             if (!all_rows && i + PREFETCH_AHEAD < m)
-                prefetch_row(cd, w, (Py_ssize_t)(uint32_t)rw[i + PREFETCH_AHEAD], d, ng, n);
+                prefetch_row(cd, wb, esz, (Py_ssize_t)(uint32_t)rw[i + PREFETCH_AHEAD], d, ng, n);
             const uint8_t *c = cd + r * d;
-            double g = w[r], h = w[n + r];
+            double g = WV(r), h = WV(n + r);
             if (dense) {
                 double *a = acc;
                 HIST_UNROLL for (Py_ssize_t f = 0; f < d; f++, a += S * 3) {
@@ -206,9 +216,9 @@ static ALWAYS_INLINE void accumulate(const uint8_t *cd, const double *w, const i
         for (Py_ssize_t i = 0; i < m; i++) {
             ROW_CHECKED(i)
             if (!all_rows && i + PREFETCH_AHEAD < m)
-                prefetch_row(cd, w, (Py_ssize_t)(uint32_t)rw[i + PREFETCH_AHEAD], d, ng, n);
+                prefetch_row(cd, wb, esz, (Py_ssize_t)(uint32_t)rw[i + PREFETCH_AHEAD], d, ng, n);
             const uint8_t *c = cd + r * d;
-            double g = w[r], h = w[n + r];
+            double g = WV(r), h = WV(n + r);
             HIST_UNROLL for (Py_ssize_t j = 0; j < nf; j++) {
                 Py_ssize_t f = dense ? j : fs[j];
                 CODE_CHECKED(code, c, f)
@@ -221,9 +231,9 @@ static ALWAYS_INLINE void accumulate(const uint8_t *cd, const double *w, const i
         for (Py_ssize_t i = 0; i < m; i++) {
             ROW_CHECKED(i)
             if (!all_rows && i + PREFETCH_AHEAD < m)
-                prefetch_row(cd, w, (Py_ssize_t)(uint32_t)rw[i + PREFETCH_AHEAD], d, ng, n);
+                prefetch_row(cd, wb, esz, (Py_ssize_t)(uint32_t)rw[i + PREFETCH_AHEAD], d, ng, n);
             const uint8_t *c = cd + r * d;
-            pair_f64 gc = {w[r], 1.0};
+            pair_f64 gc = {WV(r), 1.0};
             HIST_UNROLL for (Py_ssize_t j = 0; j < nf; j++) {
                 Py_ssize_t f = dense ? j : fs[j];
                 CODE_CHECKED(code, c, f)
@@ -236,15 +246,14 @@ static ALWAYS_INLINE void accumulate(const uint8_t *cd, const double *w, const i
         for (Py_ssize_t i = 0; i < m; i++) {
             ROW_CHECKED(i)
             if (!all_rows && i + PREFETCH_AHEAD < m)
-                prefetch_row(cd, w, (Py_ssize_t)(uint32_t)rw[i + PREFETCH_AHEAD], d, ng, n);
+                prefetch_row(cd, wb, esz, (Py_ssize_t)(uint32_t)rw[i + PREFETCH_AHEAD], d, ng, n);
             const uint8_t *c = cd + r * d;
-            const double *wr = w + r;                 /* channel q: wr[q * n] */
             HIST_UNROLL for (Py_ssize_t j = 0; j < nf; j++) {
                 Py_ssize_t f = dense ? j : fs[j];
                 CODE_CHECKED(code, c, f)
                 double *b = acc + (f * S + code) * A;
                 for (Py_ssize_t q = 0; q < ng; q++)
-                    b[q] += wr[q * n];
+                    b[q] += WV(q * n + r);    /* channel q of row r */
                 if (with_count)
                     b[ng] += 1.0;
             }
@@ -252,18 +261,66 @@ static ALWAYS_INLINE void accumulate(const uint8_t *cd, const double *w, const i
     }
 }
 
+#undef WV
+
+#if defined(__GNUC__) || defined(__clang__)
+#define NOINLINE __attribute__((noinline))
+#else
+#define NOINLINE
+#endif
+
+/* A copy of the loops for each (all rows?, all features?, codes checked?), their feature
+   loops unrolled by 4; one function of these copies per channel type, so that each keeps
+   the code (and the placement) it has alone: with both types' copies inlined into
+   histogram(), both types' loops ran 23-25% slower on a real tree's child nodes (11.3
+   against 9.1 ms for the 29 child histograms of a tree, 400k rows x 20); as two functions
+   they take 8.1 ms, either type. These loops
+   issue at the core's full width, so where the compiler puts their instructions matters:
+   with the three as run-time flags, loops with the same instructions as before the checks
+   ran 14-27% slower (the count-known root histogram of every unbagged tree, 400k rows x
+   28: 6.0-6.4 against 5.3 ms; the L2 loop, 100k rows: 2.9 against 2.3 ms). Now each
+   S >= 256 loop is as fast as before or faster (min of 30-40 calls interleaved with the
+   unchecked build: 5.0-5.1 against 5.2-5.7 ms, 1.7-2.0 against 1.8-2.2 ms, a node's 200k
+   rows 4.1-4.3 against 4.3-4.4 ms, all rows with the count +1%); with S < 256, where every
+   code is checked, 3-6% slower. */
+#define ACCUMULATE_ALL(NAME, F32)                                                                             \
+    static NOINLINE void NAME(const uint8_t *cd, const void *w, const int32_t *rw, const int64_t *fs,         \
+                              double *acc, Py_ssize_t n, Py_ssize_t d, Py_ssize_t cin, Py_ssize_t m,          \
+                              Py_ssize_t nf, Py_ssize_t S, Py_ssize_t A, Py_ssize_t ng, int all_rows,         \
+                              int with_count, hist_bad *bad)                                                  \
+    {                                                                                                         \
+        int dense = nf == d;                          /* all features: no indirection */                     \
+        if (S >= 256) {                               /* no uint8 code reaches S */                          \
+            if (all_rows)                                                                                     \
+                dense ? ACCUMULATE(1, 1, 0, F32) : ACCUMULATE(1, 0, 0, F32);                                  \
+            else                                                                                              \
+                dense ? ACCUMULATE(0, 1, 0, F32) : ACCUMULATE(0, 0, 0, F32);                                  \
+        } else {                                                                                              \
+            if (all_rows)                                                                                     \
+                dense ? ACCUMULATE(1, 1, 1, F32) : ACCUMULATE(1, 0, 1, F32);                                  \
+            else                                                                                              \
+                dense ? ACCUMULATE(0, 1, 1, F32) : ACCUMULATE(0, 0, 1, F32);                                  \
+        }                                                                                                     \
+    }
+#define ACCUMULATE(ALL_ROWS, DENSE, CHECK_CODES, F32) \
+    accumulate(cd, w, rw, fs, acc, n, d, cin, m, nf, S, A, ng, ALL_ROWS, DENSE, with_count, CHECK_CODES, F32, bad)
+ACCUMULATE_ALL(accumulate_f64, 0)
+ACCUMULATE_ALL(accumulate_f32, 1)
+#undef ACCUMULATE
+#undef ACCUMULATE_ALL
+
 static PyObject *histogram(PyObject *self, PyObject *args)
 {
     PyObject *ocodes, *och, *orows, *ofeats, *oacc, *oout;
     Py_ssize_t n, d, cin, S;
-    int all_rows, hess_is_count, with_count;
-    if (!PyArg_ParseTuple(args, "OnnOnOiOnOOii", &ocodes, &n, &d, &och, &cin, &orows, &all_rows, &ofeats, &S,
-                          &oacc, &oout, &hess_is_count, &with_count))
+    int all_rows, hess_is_count, with_count, f32 = 0;
+    if (!PyArg_ParseTuple(args, "OnnOnOiOnOOii|i", &ocodes, &n, &d, &och, &cin, &orows, &all_rows, &ofeats, &S,
+                          &oacc, &oout, &hess_is_count, &with_count, &f32))
         return NULL;
     KA_CALL(K, "histogram");
     Py_buffer *codes, *ch, *rows, *feats, *acc_buf, *out;
     if (!(codes = ka_buffer(&K, "codes", ocodes, KA_U8, KA_IN))
-        || !(ch = ka_buffer(&K, "channels", och, KA_F64, KA_IN))
+        || !(ch = ka_buffer(&K, "channels", och, f32 ? KA_F32 : KA_F64, KA_IN))
         || !(rows = ka_buffer(&K, "rows", orows, KA_I32, KA_IN))
         || !(feats = ka_buffer(&K, "feats", ofeats, KA_I64, KA_IN))
         || !(acc_buf = ka_buffer(&K, "acc", oacc, KA_F64, KA_OUT))
@@ -275,7 +332,7 @@ static PyObject *histogram(PyObject *self, PyObject *args)
         || ka_at_least(&K, hess_is_count ? "cin (with hess_is_count)" : "cin", cin, 1 + hess_is_count))
         goto fail;
     const uint8_t *cd = (const uint8_t *)codes->buf;
-    const double *w = (const double *)ch->buf;
+    const void *w = ch->buf;
     const int32_t *rw = (const int32_t *)rows->buf;
     const int64_t *fs = (const int64_t *)feats->buf;
     double *acc = (double *)acc_buf->buf;
@@ -296,30 +353,8 @@ static PyObject *histogram(PyObject *self, PyObject *args)
 
     Py_BEGIN_ALLOW_THREADS
     zero_acc(acc, fs, nf, S, A);
-    /* A copy of the loops for each (all rows?, all features?, codes checked?), their feature
-       loops unrolled by 4. These loops issue at the core's full width, so where the compiler
-       puts their instructions matters: with the three as run-time flags, loops with the same
-       instructions as before the checks ran 14-27% slower (the count-known root histogram of
-       every unbagged tree, 400k rows x 28: 6.0-6.4 against 5.3 ms; the L2 loop, 100k rows:
-       2.9 against 2.3 ms). Now each S >= 256 loop is as fast as before or faster (min of
-       30-40 calls interleaved with the unchecked build: 5.0-5.1 against 5.2-5.7 ms, 1.7-2.0
-       against 1.8-2.2 ms, a node's 200k rows 4.1-4.3 against 4.3-4.4 ms, all rows with
-       the count +1%); with S < 256, where every code is checked, 3-6% slower. */
-#define ACCUMULATE(ALL_ROWS, DENSE, CHECK_CODES) \
-    accumulate(cd, w, rw, fs, acc, n, d, cin, m, nf, S, A, ng, ALL_ROWS, DENSE, with_count, CHECK_CODES, &bad)
-    int dense = nf == d;                              /* all features: no indirection */
-    if (S >= 256) {                                   /* no uint8 code reaches S */
-        if (all_rows)
-            dense ? ACCUMULATE(1, 1, 0) : ACCUMULATE(1, 0, 0);
-        else
-            dense ? ACCUMULATE(0, 1, 0) : ACCUMULATE(0, 0, 0);
-    } else {
-        if (all_rows)
-            dense ? ACCUMULATE(1, 1, 1) : ACCUMULATE(1, 0, 1);
-        else
-            dense ? ACCUMULATE(0, 1, 1) : ACCUMULATE(0, 0, 1);
-    }
-#undef ACCUMULATE
+    (f32 ? accumulate_f32 : accumulate_f64)(cd, w, rw, fs, acc, n, d, cin, m, nf, S, A, ng, all_rows, with_count,
+                                            &bad);
     if (bad.what)
         goto stop;
     /* scatter the interleaved accumulators to out[channel, feature, slot] */
@@ -1258,7 +1293,7 @@ fail:
 
 static PyMethodDef methods[] = {
     {"histogram", histogram, METH_VARARGS,
-     "histogram(codes_rm, n, d, channels, cin, rows, all_rows, feats, S, acc, out, hess_is_count, with_count)"},
+     "histogram(codes_rm, n, d, channels, cin, rows, all_rows, feats, S, acc, out, hess_is_count, with_count, f32=0)"},
     {"partition", partition, METH_VARARGS,
      "partition(codes_rm, d, feature, rows, scratch_i32, thr_bin, missing_slot, missing_left) -> n_left"},
     {"partition_table", partition_table, METH_VARARGS,

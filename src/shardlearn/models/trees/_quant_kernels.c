@@ -22,13 +22,15 @@
  *     lines. The sums are exact integers: the order of the rows does not matter (quantize.py
  *     explains the packing and why fields cannot carry into each other).
  *
- * gradients(F, K, k, y, w, binary, g, h, y_u8=0) -> (max |g|, max h)
+ * gradients(F, K, k, y, w, binary, g, h, y_u8=0, f32=0) -> (max |g|, max h)
  *     One pass over the rows: binary log-loss (p = 1 / (1 + exp(-F[r, k])), g = p - y,
  *     h = p (1 - p): scipy.special.expit's formula with the same libm exp, so the same bits
  *     as gbdt.py's NumPy forms) or L2 (g = F[r, k] - y, h = 1, not written), both times
  *     w[r] when w is not empty (L2: h = w), and the local maxima the quantization scales
  *     need, so no second pass finds them. y: float64 labels, or with y_u8 = 1 (binary only)
  *     uint8 0/1 labels, a byte a row instead of eight (converted exactly: the same bits).
+ *     f32 = 1: g and h are float32, each computed as a double and rounded once (the values
+ *     the NumPy forms give when stored into float32 channels; the maxima are the doubles').
  *
  * leaf_fixed_sums(g, h, rows, spans, eg, eh, out)
  *     out[j] = (sum of rint(g[r] / 2^eg), sum of rint(h[r] / 2^eh)) as int64 over the rows
@@ -191,52 +193,59 @@ fail:
  * eight; converted exactly, so the same gradients). */
 #define LABEL(r) (yb != NULL ? (double)yb[r] : y[r])
 
-QUANT_NO_CONTRACT
-static void gradients_loop(const double *F, Py_ssize_t K, Py_ssize_t k, const double *y, const uint8_t *yb,
-                           const double *w, Py_ssize_t n, int binary, double *g, double *h, double *gmax,
-                           double *hmax)
-{
-    double mg = 0.0, mh = 0.0;
-    for (Py_ssize_t r = 0; r < n; r++) {
-        double f = F[r * K + k], gr, hr;
-        if (binary) {
-            /* scipy.special.expit's own formula, with the same libm exp: the same bits */
-            volatile double p = 1.0 / (1.0 + exp(-f));
-            gr = p - LABEL(r);
-            hr = p * (1.0 - p);
-        } else {
-            gr = f - LABEL(r);
-            hr = 1.0;
-        }
-        if (w != NULL) {
-            gr = gr * w[r];
-            hr = binary ? hr * w[r] : w[r];
-        }
-        g[r] = gr;
-        double a = fabs(gr);
-        mg = a > mg ? a : mg;
-        if (h != NULL) {
-            h[r] = hr;
-            mh = hr > mh ? hr : mh;
-        }
+/* g and h are float64 (gradients_loop_f64) or float32 (gradients_loop_f32: each value
+ * rounded once, from the same double); the maxima are those of the doubles. One function per
+ * output type, so neither loop tests the type per row. */
+#define GRADIENTS_LOOP(NAME, T)                                                                               \
+    QUANT_NO_CONTRACT                                                                                         \
+    static void NAME(const double *F, Py_ssize_t K, Py_ssize_t k, const double *y, const uint8_t *yb,         \
+                     const double *w, Py_ssize_t n, int binary, T *g, T *h, double *gmax, double *hmax)      \
+    {                                                                                                         \
+        double mg = 0.0, mh = 0.0;                                                                            \
+        for (Py_ssize_t r = 0; r < n; r++) {                                                                  \
+            double f = F[r * K + k], gr, hr;                                                                  \
+            if (binary) {                                                                                     \
+                /* scipy.special.expit's own formula, with the same libm exp: the same bits */               \
+                volatile double p = 1.0 / (1.0 + exp(-f));                                                    \
+                gr = p - LABEL(r);                                                                            \
+                hr = p * (1.0 - p);                                                                           \
+            } else {                                                                                          \
+                gr = f - LABEL(r);                                                                            \
+                hr = 1.0;                                                                                     \
+            }                                                                                                 \
+            if (w != NULL) {                                                                                  \
+                gr = gr * w[r];                                                                               \
+                hr = binary ? hr * w[r] : w[r];                                                               \
+            }                                                                                                 \
+            g[r] = (T)gr;                                                                                     \
+            double a = fabs(gr);                                                                              \
+            mg = a > mg ? a : mg;                                                                             \
+            if (h != NULL) {                                                                                  \
+                h[r] = (T)hr;                                                                                 \
+                mh = hr > mh ? hr : mh;                                                                       \
+            }                                                                                                 \
+        }                                                                                                     \
+        *gmax = mg;                                                                                           \
+        *hmax = mh;                                                                                           \
     }
-    *gmax = mg;
-    *hmax = mh;
-}
+GRADIENTS_LOOP(gradients_loop_f64, double)
+GRADIENTS_LOOP(gradients_loop_f32, float)
+#undef GRADIENTS_LOOP
 
 static PyObject *gradients(PyObject *self, PyObject *args)
 {
     PyObject *oF, *oy, *ow, *og, *oh;
     Py_ssize_t K, k;
-    int binary, y_u8 = 0;
-    if (!PyArg_ParseTuple(args, "OnnOOiOO|i", &oF, &K, &k, &oy, &ow, &binary, &og, &oh, &y_u8))
+    int binary, y_u8 = 0, f32 = 0;
+    if (!PyArg_ParseTuple(args, "OnnOOiOO|ii", &oF, &K, &k, &oy, &ow, &binary, &og, &oh, &y_u8, &f32))
         return NULL;
     KA_CALL(C, "gradients");
     Py_buffer *F, *y, *w, *g, *h;
     if (!(F = ka_buffer(&C, "F", oF, KA_F64, KA_IN))
         || !(y = ka_buffer(&C, "y", oy, y_u8 ? KA_U8 : KA_F64, KA_IN))
-        || !(w = ka_buffer(&C, "w", ow, KA_F64, KA_IN)) || !(g = ka_buffer(&C, "g", og, KA_F64, KA_OUT))
-        || !(h = ka_buffer(&C, "h", oh, KA_F64, KA_OUT)))
+        || !(w = ka_buffer(&C, "w", ow, KA_F64, KA_IN))
+        || !(g = ka_buffer(&C, "g", og, f32 ? KA_F32 : KA_F64, KA_OUT))
+        || !(h = ka_buffer(&C, "h", oh, f32 ? KA_F32 : KA_F64, KA_OUT)))
         goto fail;
     Py_ssize_t n = ka_items(y);
     int with_w = ka_items(w) > 0, with_h = ka_items(h) > 0;
@@ -253,14 +262,15 @@ static PyObject *gradients(PyObject *self, PyObject *args)
         goto fail;
     double gmax = 0.0, hmax = 0.0;
     Py_BEGIN_ALLOW_THREADS
-    if (y_u8)
-        gradients_loop((const double *)F->buf, K, k, NULL, (const uint8_t *)y->buf,
-                       with_w ? (const double *)w->buf : NULL, n, binary, (double *)g->buf,
-                       with_h ? (double *)h->buf : NULL, &gmax, &hmax);
+    const double *Fb = (const double *)F->buf, *wb = with_w ? (const double *)w->buf : NULL;
+    const double *yd = y_u8 ? NULL : (const double *)y->buf;
+    const uint8_t *yu = y_u8 ? (const uint8_t *)y->buf : NULL;
+    if (f32)
+        gradients_loop_f32(Fb, K, k, yd, yu, wb, n, binary, (float *)g->buf, with_h ? (float *)h->buf : NULL,
+                           &gmax, &hmax);
     else
-        gradients_loop((const double *)F->buf, K, k, (const double *)y->buf, NULL,
-                       with_w ? (const double *)w->buf : NULL, n, binary, (double *)g->buf,
-                       with_h ? (double *)h->buf : NULL, &gmax, &hmax);
+        gradients_loop_f64(Fb, K, k, yd, yu, wb, n, binary, (double *)g->buf, with_h ? (double *)h->buf : NULL,
+                           &gmax, &hmax);
     Py_END_ALLOW_THREADS
     ka_release(&C);
     return Py_BuildValue("dd", gmax, hmax);
@@ -663,7 +673,7 @@ static PyMethodDef methods[] = {
     {"quantize", quantize, METH_VARARGS,
      "quantize(g, h, grows, key, inv_g, inv_h, bits, shift_g, shift_h, packed, channels)"},
     {"gradients", gradients, METH_VARARGS,
-     "gradients(F, K, k, y, w, binary, g, h, y_u8=0) -> (max |g|, max h)"},
+     "gradients(F, K, k, y, w, binary, g, h, y_u8=0, f32=0) -> (max |g|, max h)"},
     {"leaf_fixed_sums", leaf_fixed_sums, METH_VARARGS, "leaf_fixed_sums(g, h, rows, spans, eg, eh, out)"},
     {"histogram_packed", histogram_packed, METH_VARARGS,
      "histogram_packed(codes_rm, n, d, vals, rows, all_rows, feats, S, out)"},

@@ -323,8 +323,8 @@ class TreeGrower:
 
         Parameters
         ----------
-        channels : (C - 1, n_local) float64
-            Gradient channel(s) then hessian per local row.
+        channels : (C - 1, n_local) float64 or float32
+            Gradient channel(s) then hessian per local row (summed in float64 either way).
         rows : int64 array or None
             Local rows used by this tree (bagging / bootstrap); None: every local row (the
             grower makes the tree's permutation itself, so the caller keeps no index array).
@@ -395,7 +395,8 @@ class TreeGrower:
                     local_tot[:C - 1] = self.chist.totals(None if full else rows)
                 else:
                     sel = channels if full else np.take(channels, gather, axis=1)   # no copy of all rows
-                    local_tot[:C - 1] = sel.sum(axis=1) if len(rows) else 0.0
+                    # float64 sums of float32 channels too (the same bits for float64 ones)
+                    local_tot[:C - 1] = sel.sum(axis=1, dtype=np.float64) if len(rows) else 0.0
                 local_tot[C - 1] = len(rows)
         root_hist = self._combine_hist(local[None], (1 << quant.packing.L) - 1 if packed else 0)[0]
         totals = ctx.coll.allreduce(local_tot)

@@ -83,9 +83,9 @@ def build_histogram(codes: np.ndarray, channels: np.ndarray, rows, n_slots: int,
     ----------
     codes : (d, n) uint8
         Feature-major bin codes of the local rows.
-    channels : (C - 1, n) float64
+    channels : (C - 1, n) float64 or float32
         Per-row values to sum: gradient channel(s) then the hessian (the count channel
-        is added here).
+        is added here); summed in float64 either way.
     rows : int array or None
         Local rows of the node (None: all rows).
     n_slots : int
@@ -123,6 +123,8 @@ def build_histogram(codes: np.ndarray, channels: np.ndarray, rows, n_slots: int,
         m = len(rows)
     if m == 0:
         return out
+    if w.dtype != np.float64:
+        w = w.astype(np.float64)    # once (bincount would convert its weights on every call)
     feats = range(d) if features is None else features
     n_grad = n_ch - 1 if not hess_is_count else n_ch - 2
     if count is not None and m > SMALL_NODE_ROWS:
@@ -229,7 +231,7 @@ class CompiledHistogram:
     given, channel-major ``(C - 1, n)``: no copy).
 
     Per local row this holds one byte of codes per feature; the caller's gradient channels
-    (16 bytes for gradient and hessian) are referenced, not copied. A partition's scratch
+    (GBDT's gradient and hessian: 8 bytes in float32) are referenced, not copied. A partition's scratch
     (int32, the node's rows) is taken for that call only: the big nodes are split while a
     tree has few open leaves, so a scratch of every local row held through the tree would
     add 4 bytes a row to the peak, which comes when many leaves hold histograms. Row
@@ -264,12 +266,13 @@ class CompiledHistogram:
 
     def set_channels(self, channels: np.ndarray) -> None:
         """Per-row statistics ``(C - 1, n)`` of this tree (gradient channel(s) then hessian),
-        kept by reference (a C-contiguous float64 array is not copied; the histogram kernel
-        reads this channel-major layout)."""
+        kept by reference (a C-contiguous float32 or float64 array is not copied; the
+        histogram kernel reads this channel-major layout and sums in float64 either way)."""
         cin, n = channels.shape
         if n != self.n or cin < 1:
             raise ValueError(f"channels must be (C - 1, {self.n}), got {channels.shape}")
-        self.channels = np.ascontiguousarray(channels, dtype=np.float64)
+        dtype = np.float32 if channels.dtype == np.float32 else np.float64
+        self.channels = np.ascontiguousarray(channels, dtype=dtype)
         self.cin = cin
         size = self.d * self.n_slots * (self.cin + 1)
         if self._acc is None or self._acc.size < size:
@@ -305,7 +308,8 @@ class CompiledHistogram:
         if self.cin < 2:
             hess_is_count = False
         self.k.histogram(self.codes_rm, self.n, self.d, self.channels, self.cin, rows, int(all_rows),
-                         feats, self.n_slots, self._acc, out, int(bool(hess_is_count)), int(count is None))
+                         feats, self.n_slots, self._acc, out, int(bool(hess_is_count)), int(count is None),
+                         int(self.channels.dtype == np.float32))
         if count is not None:
             out[C - 1, feats] = count[feats]
             if hess_is_count:
