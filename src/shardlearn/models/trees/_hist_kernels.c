@@ -274,15 +274,14 @@ static ALWAYS_INLINE void accumulate(const uint8_t *cd, const void *wv, const in
    the code (and the placement) it has alone: with both types' copies inlined into
    histogram(), both types' loops ran 23-25% slower on a real tree's child nodes (11.3
    against 9.1 ms for the 29 child histograms of a tree, 400k rows x 20); as two functions
-   they take 8.1 ms, either type. These loops
-   issue at the core's full width, so where the compiler puts their instructions matters:
-   with the three as run-time flags, loops with the same instructions as before the checks
-   ran 14-27% slower (the count-known root histogram of every unbagged tree, 400k rows x
-   28: 6.0-6.4 against 5.3 ms; the L2 loop, 100k rows: 2.9 against 2.3 ms). Now each
-   S >= 256 loop is as fast as before or faster (min of 30-40 calls interleaved with the
-   unchecked build: 5.0-5.1 against 5.2-5.7 ms, 1.7-2.0 against 1.8-2.2 ms, a node's 200k
-   rows 4.1-4.3 against 4.3-4.4 ms, all rows with the count +1%); with S < 256, where every
-   code is checked, 3-6% slower. */
+   they take 8.1 ms, either type. These loops issue at the core's full width, so where the
+   compiler puts their instructions matters: with the three as run-time flags, loops with
+   the same instructions as before the checks ran 14-27% slower (the count-known root
+   histogram of every unbagged tree, 400k rows x 28: 6.0-6.4 against 5.3 ms; the L2 loop,
+   100k rows: 2.9 against 2.3 ms). Now each S >= 256 loop is as fast as before or faster
+   (min of 30-40 calls interleaved with the unchecked build: 5.0-5.1 against 5.2-5.7 ms,
+   1.7-2.0 against 1.8-2.2 ms, a node's 200k rows 4.1-4.3 against 4.3-4.4 ms, all rows with
+   the count +1%); with S < 256, where every code is checked, 3-6% slower. */
 #define ACCUMULATE_ALL(NAME, F32)                                                                             \
     static NOINLINE void NAME(const uint8_t *cd, const void *w, const int32_t *rw, const int64_t *fs,         \
                               double *acc, Py_ssize_t n, Py_ssize_t d, Py_ssize_t cin, Py_ssize_t m,          \

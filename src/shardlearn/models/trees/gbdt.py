@@ -402,10 +402,8 @@ class _GradientBoosting(FittedEnsemble, Params):
         # fused: the kernel writes the gradients and hessians straight into the tree's channels
         # (no per-row copy of G and H; the same values as copying them in)
         fused = gk is not None and quantizer is None
-        # the trees' channels: gradient and hessian in float32, as LightGBM (score_t) and
-        # scikit-learn (G_H_DTYPE) keep them: 8 bytes a training row instead of 16; computed in
-        # float64 and rounded once, summed into float64 histograms (the quantized path reads
-        # its own float64 G and H)
+        # the trees' channels in float32 (see the module docstring); the quantized path reads
+        # its own float64 G and H
         CH = np.float32
         ch = None
         if gk is not None:

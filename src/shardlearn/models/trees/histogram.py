@@ -231,13 +231,13 @@ class CompiledHistogram:
     given, channel-major ``(C - 1, n)``: no copy).
 
     Per local row this holds one byte of codes per feature; the caller's gradient channels
-    (GBDT's gradient and hessian: 8 bytes in float32) are referenced, not copied. A partition's scratch
-    (int32, the node's rows) is taken for that call only: the big nodes are split while a
-    tree has few open leaves, so a scratch of every local row held through the tree would
-    add 4 bytes a row to the peak, which comes when many leaves hold histograms. Row
-    indices are int32 (the kernels take no other type): the grower's row permutation is
-    int32 too (4 bytes a local row, held by the grower), and :meth:`partition` /
-    :meth:`partition_table` reorder int32 views of it.
+    (GBDT's gradient and hessian: 8 bytes in float32) are referenced, not copied. A
+    partition's scratch (int32, the node's rows) is taken for that call only: the big nodes
+    are split while a tree has few open leaves, so a scratch of every local row held through
+    the tree would add 4 bytes a row to the peak, which comes when many leaves hold
+    histograms. Row indices are int32 (the kernels take no other type): the grower's row
+    permutation is int32 too (4 bytes a local row, held by the grower), and
+    :meth:`partition` / :meth:`partition_table` reorder int32 views of it.
 
     Parameters
     ----------
