@@ -56,18 +56,19 @@ SMALL_TREES = 10
 HIST_POOL_MIB = 0.5
 
 
-def _rss(field: str) -> int:
-    with open("/proc/self/status") as f:
+def _rss(field: str, pid="self") -> int:
+    """``field`` (VmRSS, VmHWM) of process ``pid`` in bytes (``/proc/PID/status``)."""
+    with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     return 0
 
 
-def _reset_peak() -> None:
-    """Set VmHWM to the current RSS (Linux >= 4.0: ``clear_refs`` 5), so that the peak
-    measured is the one after the base, not one from start-up (MPI, imports)."""
-    with open("/proc/self/clear_refs", "w") as f:
+def _reset_peak(pid="self") -> None:
+    """Set process ``pid``'s VmHWM to its current RSS (Linux >= 4.0: ``clear_refs`` 5), so
+    that the peak measured is the one after the base, not one from start-up (MPI, imports)."""
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
         f.write("5")
 
 
@@ -175,8 +176,10 @@ def run_sklearn(data: Path, folds: Path, model: str, trees: int, n_jobs: int = 2
     the ranks' data counts in theirs). ``small_grid``: GBDT's ``GBDT_SMALL_GRID`` and
     ``SMALL_TREES``, as the ranks' cases at a quarter of and 4x the rows."""
     code = f"""
-import json, os, time, h5py, numpy as np
+import json, os, sys, time, h5py, numpy as np
 from joblib import Parallel, delayed
+sys.path.insert(0, {str(HERE)!r})
+from bench_search import _reset_peak, _rss
 from sklearn.model_selection import GridSearchCV, PredefinedSplit
 from sklearn.linear_model import LogisticRegression
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -184,9 +187,8 @@ def warm():
     import sklearn.ensemble, sklearn.linear_model, sklearn.metrics  # noqa: F401
     time.sleep(0.3)
     return os.getpid()
-def status(pid, field):
-    with open(f"/proc/{{pid}}/status") as f:
-        return next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith(field + ":"))
+def worker_pids():   # the pool's worker processes (started, importing scikit-learn, on the first call)
+    return sorted(set(Parallel(n_jobs={n_jobs})(delayed(warm)() for _ in range(4)))) if {n_jobs} > 1 else []
 with h5py.File({str(data)!r}) as h:
     X, y = h["X"][:], h["y"][:]
 folds = np.load({str(folds)!r})
@@ -200,17 +202,15 @@ else:
     names = {{"num_leaves": "max_leaf_nodes", "learning_rate": "learning_rate", "min_child_samples": "min_samples_leaf"}}
     grid = {{names[k]: v for k, v in g.items()}}
     scoring = "accuracy"
-workers = sorted(set(Parallel(n_jobs={n_jobs})(delayed(warm)() for _ in range(4)))) if {n_jobs} > 1 else []
-base = {{}}
+workers = worker_pids()
+base = {{pid: _rss("VmRSS", pid) for pid in workers}}
 for pid in workers:
-    base[pid] = status(pid, "VmRSS")
-    with open(f"/proc/{{pid}}/clear_refs", "w") as f:
-        f.write("5")
+    _reset_peak(pid)
 t = time.perf_counter()
 s = GridSearchCV(est, grid, cv=PredefinedSplit(folds), scoring=scoring, n_jobs={n_jobs}, refit=False).fit(X, y)
 seconds = time.perf_counter() - t
-memory = [{{"peak_over_base": status(pid, "VmHWM") - base[pid], "held_bytes": X.nbytes + y.nbytes}} for pid in workers]
-same = not workers or sorted(set(Parallel(n_jobs={n_jobs})(delayed(warm)() for _ in range(4)))) == workers
+memory = [{{"peak_over_base": _rss("VmHWM", pid) - base[pid], "held_bytes": X.nbytes + y.nbytes}} for pid in workers]
+same = worker_pids() == workers     # the fit ran on the measured workers
 print("RESULT " + json.dumps({{"seconds": seconds, "mean_test_score": s.cv_results_["mean_test_score"].tolist(),
                               "best_params": s.best_params_, "best_score": s.best_score_,
                               "memory": memory if same else None}}))
@@ -380,16 +380,15 @@ def report(res: dict) -> str:
               "The GBDT rows at a quarter of, 4x and 16x the data search the small grid (2 candidates, "
               f"num_leaves 7 and 63, {SMALL_TREES} trees); the full-size rows, the 16-candidate grid.", "",
               "| case | rank | held | peak over base | peak / held | peak / share |", "|---|---|---|---|---|---|"]
+    share = lambda key: res["data_bytes"][key.split("/")[0]] / 2   # noqa: E731  (1/P of the case's data)
     for key, r in c.items():
         if "one-by-one" in key or "lockstep" in key or not r.get("memory"):
             continue
-        share = res["data_bytes"][key.split("/")[0]] / 2
         for rank, m in enumerate(r["memory"]):
             who = f"worker {rank}" if key.endswith("sklearn") else rank
             lines.append(f"| {key} | {who} | {m['held_bytes'] / mb:.1f} MiB | {m['peak_over_base'] / mb:.1f} MiB | "
-                         f"{m['peak_over_base'] / m['held_bytes']:.2f} | {m['peak_over_base'] / share:.2f} |")
-    ratio = lambda key: " / ".join(f"{m['peak_over_base'] / (res['data_bytes'][key.split('/')[0]] / 2):.2f}"  # noqa: E731
-                                   for m in c[key]["memory"])
+                         f"{m['peak_over_base'] / m['held_bytes']:.2f} | {m['peak_over_base'] / share(key):.2f} |")
+    ratio = lambda key: " / ".join(f"{m['peak_over_base'] / share(key):.2f}" for m in c[key]["memory"])  # noqa: E731
     peer = [(tag, model) for tag in ("full", "x4") for model in ("logistic", "gbdt")
             if c.get(f"{tag}/{model}/sklearn", {}).get("memory") and f"{tag}/{model}/G=1" in c]
     if peer:
